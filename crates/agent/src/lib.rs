@@ -1,0 +1,1 @@
+//! weftd, the node agent.

@@ -1,0 +1,26 @@
+//! The API weftd serves on its unix socket, shared by the agent, the CNI shim
+//! and the CLI. HTTP/1.1 with JSON bodies, one request per connection, no async
+//! runtime: the shim must start and finish in a few milliseconds.
+
+pub mod http;
+pub mod types;
+
+pub use types::*;
+
+/// Where weftd listens unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/weft/weftd.sock";
+/// Where weft-cni records DELs it could not deliver; weftd replays them at start.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/weft/spool";
+
+/// Request paths. POST for the CNI verbs, GET for the read-only views.
+pub mod paths {
+    pub const CNI_ADD: &str = "/v1/cni/add";
+    pub const CNI_DEL: &str = "/v1/cni/del";
+    pub const CNI_CHECK: &str = "/v1/cni/check";
+    pub const CNI_GC: &str = "/v1/cni/gc";
+    pub const CNI_STATUS: &str = "/v1/cni/status";
+    pub const STATUS: &str = "/v1/status";
+    pub const ENDPOINTS: &str = "/v1/endpoints";
+    pub const IPAM: &str = "/v1/ipam";
+    pub const IPAM_CHECK: &str = "/v1/ipam/check";
+}

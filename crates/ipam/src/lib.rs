@@ -1,0 +1,1 @@
+//! Block-based IPAM over the weft Store trait.

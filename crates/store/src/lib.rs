@@ -1,0 +1,164 @@
+//! The datastore seam of weft.
+//!
+//! Every piece of shared state (IPAM pools and blocks, endpoints, later the node
+//! registry and policy identities) lives behind [`Store`]: revisioned keys with
+//! get, list by prefix, create-if-absent, compare-and-swap on revision,
+//! delete-if-revision, watch from a revision, and leases. The semantics are
+//! etcd v3's, so the etcd backend maps onto it one to one; the embedded backend
+//! ([`embedded::EmbeddedStore`]) gives the same semantics from one file on one
+//! node. [`conformance`] holds the behaviour every backend must show, as a test
+//! suite a backend's tests call with a factory.
+
+pub mod conformance;
+pub mod embedded;
+
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// A store-wide, strictly increasing revision. Every successful write bumps it
+/// by one; 0 means "never written" / "absent".
+pub type Revision = u64;
+
+/// A lease id; keys attached to a lease vanish when the lease expires or is
+/// revoked.
+pub type LeaseId = u64;
+
+/// One key with its value and the revisions that describe its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (since its last deletion).
+    pub create_revision: Revision,
+    /// Revision of the last write to this key; the token for compare-and-swap.
+    pub mod_revision: Revision,
+    /// Lease the key is attached to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+/// The outcome of a conditional write that lost: the key's current state
+/// (`None` when it does not exist), so the caller can retry without a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub current: Option<KeyValue>,
+}
+
+/// A list result: the keys plus the store revision the list was read at, so a
+/// watch can start exactly after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub kvs: Vec<KeyValue>,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// A change seen by a watch. For a delete, `kv.value` is empty and
+/// `kv.mod_revision` is the revision of the delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+/// What a watch delivers: events in revision order, or the end of the watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    Event(Event),
+    /// The requested start revision is older than the backend keeps history
+    /// for; the watcher must re-list and watch again from the listing's revision.
+    Compacted { compact_revision: Revision },
+    /// The backend lost the watch (connection loss, shutdown); re-list and
+    /// watch again.
+    Closed { reason: String },
+}
+
+/// A live watch. Dropping it cancels the watch.
+pub struct Watch {
+    pub rx: Receiver<WatchMessage>,
+    /// Cancels the watch on drop; backends put their cancellation guard here.
+    pub guard: Box<dyn Send>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or cannot serve now; callers may retry
+    /// later (weft-cni maps this to CNI error 11).
+    #[error("datastore unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The lease does not exist (never granted, expired or revoked).
+    #[error("lease {lease} not found (expired or revoked)")]
+    LeaseNotFound { lease: LeaseId },
+    /// A key or value the backend refuses (empty key, too large).
+    #[error("invalid request: {reason}")]
+    Invalid { reason: String },
+    /// The on-disk state cannot be read or written.
+    #[error("datastore i/o on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The on-disk state is damaged in a way the backend cannot repair alone.
+    #[error("datastore corrupt at {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The datastore contract. All methods are blocking and safe to call from many
+/// threads at once; every write is durable when it returns `Ok`.
+pub trait Store: Send + Sync {
+    /// A short name for logs and status output ("embedded", "etcd").
+    fn backend(&self) -> &'static str;
+
+    /// The key's current state, or `None`.
+    fn get(&self, key: &str) -> StoreResult<Option<KeyValue>>;
+
+    /// Every key that starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> StoreResult<Listing>;
+
+    /// Creates `key` only if it does not exist. `Ok(Ok(rev))` is the new
+    /// key's revision; `Ok(Err(conflict))` carries the existing key.
+    fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> StoreResult<Result<Revision, Conflict>>;
+
+    /// Replaces `key`'s value only if its `mod_revision` is still `expected`.
+    /// The key keeps its lease. A missing key is a conflict with `current: None`.
+    fn update(
+        &self,
+        key: &str,
+        value: &[u8],
+        expected: Revision,
+    ) -> StoreResult<Result<Revision, Conflict>>;
+
+    /// Deletes `key` if its `mod_revision` is `expected` (or unconditionally
+    /// with `None`). Deleting a missing key unconditionally is `Ok(Ok(None))`;
+    /// otherwise `Ok(Ok(Some(rev)))` is the revision of the delete.
+    fn delete(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> StoreResult<Result<Option<Revision>, Conflict>>;
+
+    /// Streams every change to keys under `prefix` with a revision greater
+    /// than `after`, in order, then live changes as they happen.
+    fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch>;
+
+    /// Grants a lease that expires `ttl` after its grant or last keep-alive.
+    fn grant_lease(&self, ttl: Duration) -> StoreResult<LeaseId>;
+
+    /// Renews the lease for another full TTL.
+    fn keep_alive(&self, lease: LeaseId) -> StoreResult<()>;
+
+    /// Ends the lease now, deleting every key attached to it.
+    fn revoke_lease(&self, lease: LeaseId) -> StoreResult<()>;
+}

@@ -19,6 +19,11 @@ use std::time::Duration;
 /// by one; 0 means "never written" / "absent".
 pub type Revision = u64;
 
+/// The largest value a backend must accept (1 MiB); larger values are
+/// [`StoreError::Invalid`]. (etcd's default request limit is 1.5 MiB, so the
+/// etcd backend can enforce the same bound.)
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
 /// A lease id; keys attached to a lease vanish when the lease expires or is
 /// revoked.
 pub type LeaseId = u64;
@@ -58,7 +63,8 @@ pub enum EventKind {
 }
 
 /// A change seen by a watch. For a delete, `kv.value` is empty and
-/// `kv.mod_revision` is the revision of the delete.
+/// `kv.mod_revision` is the revision of the delete (as in etcd,
+/// `kv.create_revision` is 0 and `kv.lease` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
@@ -71,10 +77,14 @@ pub enum WatchMessage {
     Event(Event),
     /// The requested start revision is older than the backend keeps history
     /// for; the watcher must re-list and watch again from the listing's revision.
-    Compacted { compact_revision: Revision },
+    Compacted {
+        compact_revision: Revision,
+    },
     /// The backend lost the watch (connection loss, shutdown); re-list and
     /// watch again.
-    Closed { reason: String },
+    Closed {
+        reason: String,
+    },
 }
 
 /// A live watch. Dropping it cancels the watch.
@@ -119,7 +129,9 @@ pub trait Store: Send + Sync {
     /// The key's current state, or `None`.
     fn get(&self, key: &str) -> StoreResult<Option<KeyValue>>;
 
-    /// Every key that starts with `prefix`, sorted by key.
+    /// Every key that starts with `prefix`, sorted by key. Prefixes are byte
+    /// prefixes, as in etcd: `"a/b"` matches `"a/b/c"` and also `"a/bc"`; end
+    /// the prefix with `/` to list a "directory". `""` lists every key.
     fn list(&self, prefix: &str) -> StoreResult<Listing>;
 
     /// Creates `key` only if it does not exist. `Ok(Ok(rev))` is the new
@@ -149,8 +161,12 @@ pub trait Store: Send + Sync {
         expected: Option<Revision>,
     ) -> StoreResult<Result<Option<Revision>, Conflict>>;
 
-    /// Streams every change to keys under `prefix` with a revision greater
-    /// than `after`, in order, then live changes as they happen.
+    /// Streams every change to keys under `prefix` (a byte prefix, as in
+    /// [`Store::list`]) with a revision greater than `after`, in order, then
+    /// live changes as they happen. Watching from a [`Listing::revision`] sees
+    /// exactly the changes after the list. When `after` is older than the
+    /// history the backend keeps, the watch delivers
+    /// [`WatchMessage::Compacted`] and ends.
     fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch>;
 
     /// Grants a lease that expires `ttl` after its grant or last keep-alive.

@@ -1,0 +1,574 @@
+//! The real data path: rtnetlink in the agent's netns and the pods' netns.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::error::DatapathError;
+use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec, Socket};
+use crate::netns;
+use crate::{
+    format_mac, sysctl, validate_ifname, Attached, Datapath, HostLink, NodeSetup, PodLink,
+    GATEWAY_V4, GATEWAY_V6, HOST_VETH_MAC,
+};
+
+/// How many idle node sockets to keep for concurrent callers.
+const POOL_MAX: usize = 8;
+
+/// The Linux data path. Works on the network namespace that was current for
+/// the thread that called [`LinuxDatapath::new`] (the node netns), whatever
+/// thread calls it later.
+#[derive(Debug)]
+pub struct LinuxDatapath {
+    node_ns: OwnedFd,
+    node_id: (u64, u64),
+    pool: Mutex<Vec<Socket>>,
+}
+
+fn prefix_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn is_errno(e: &DatapathError, errno: i32) -> bool {
+    matches!(e, DatapathError::Netlink { errno: n, .. } if *n == errno)
+}
+
+/// The addresses of a pod link, v4 first.
+fn pod_ips(link: &PodLink) -> Vec<IpAddr> {
+    link.ipv4
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(link.ipv6.map(IpAddr::V6))
+        .collect()
+}
+
+/// What is missing on the host side of one pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostItem {
+    Route(IpAddr),
+    Neigh(IpAddr),
+}
+
+impl LinuxDatapath {
+    /// Opens an rtnetlink socket in the calling thread's current netns and
+    /// remembers that netns as the node netns.
+    pub fn new() -> Result<Self, DatapathError> {
+        let node_ns: OwnedFd = File::open(netns::THREAD_NETNS)
+            .map_err(|e| DatapathError::io("open netns", netns::THREAD_NETNS, e))?
+            .into();
+        let node_id = netns::identity(node_ns.as_fd())
+            .map_err(|e| DatapathError::io("fstat netns", netns::THREAD_NETNS, e))?;
+        let sock = Socket::open()?;
+        Ok(LinuxDatapath {
+            node_ns,
+            node_id,
+            pool: Mutex::new(vec![sock]),
+        })
+    }
+
+    fn on_node_thread(&self) -> bool {
+        netns::current_identity().ok() == Some(self.node_id)
+    }
+
+    fn open_node_socket(&self) -> Result<Socket, DatapathError> {
+        if self.on_node_thread() {
+            Socket::open()
+        } else {
+            netns::with_netns(self.node_ns.as_fd(), Path::new("node netns"), Socket::open)?
+        }
+    }
+
+    /// Runs `f` with a socket in the node netns, taken from (and given back
+    /// to) a small pool so concurrent callers do not serialise on one socket.
+    fn with_node<T>(
+        &self,
+        f: impl FnOnce(&mut Socket) -> Result<T, DatapathError>,
+    ) -> Result<T, DatapathError> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut sock = match pooled {
+            Some(s) => s,
+            None => self.open_node_socket()?,
+        };
+        let r = f(&mut sock);
+        // A socket that saw a send/receive failure may hold unread answers.
+        if !sock.is_broken() {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_MAX {
+                pool.push(sock);
+            }
+        }
+        r
+    }
+
+    /// Runs `f` on a thread in the node netns (for `/proc/sys/net`).
+    fn in_node_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, DatapathError> {
+        if self.on_node_thread() {
+            Ok(f())
+        } else {
+            netns::run_in_fd(self.node_ns.as_fd(), Path::new("node netns"), f)
+        }
+    }
+
+    fn get_link(
+        sock: &mut Socket,
+        name: &str,
+        what: String,
+    ) -> Result<Option<LinkMsg>, DatapathError> {
+        match sock.get_one(&Request::new(nl::get_link_by_name(name), what)) {
+            Ok(p) => Ok(nl::parse_link(&p)),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn del_link(sock: &mut Socket, name: &str) -> Result<bool, DatapathError> {
+        match sock.request(&Request::new(
+            nl::del_link_by_name(name),
+            format!("veth {name}"),
+        )) {
+            Ok(_) => Ok(true),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn attach_inner(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        validate_ifname(&link.ifname)?;
+        validate_ifname(&link.host_ifname)?;
+        let host = link.host_ifname.as_str();
+        self.with_node(|node| {
+            // 1. a stale attachment of the same name (a crash half-way)
+            if Self::del_link(node, host)? {
+                tracing::info!(host, "replaced stale host veth");
+            }
+            // 2. the pod netns and a socket inside it
+            let pod_fd = netns::open(&link.netns)?;
+            let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
+            let create = Request::new(
+                nl::new_veth(&nl::VethSpec {
+                    name: host,
+                    mac: HOST_VETH_MAC,
+                    mtu: link.mtu,
+                    peer_name: &link.ifname,
+                    peer_netns_fd: pod_fd.as_raw_fd(),
+                }),
+                format!("veth {host}"),
+            );
+            if let Err(e) = node.request(&create) {
+                if is_errno(&e, libc::EEXIST) {
+                    let what = format!("link {} in {}", link.ifname, link.netns.display());
+                    if Self::get_link(&mut pod, &link.ifname, what)?.is_some() {
+                        return Err(DatapathError::InterfaceExists {
+                            ifname: link.ifname.clone(),
+                            netns: link.netns.clone(),
+                        });
+                    }
+                }
+                return Err(e);
+            }
+            // 3..4, and 5: undo on failure
+            match Self::configure(node, &mut pod, link) {
+                Ok(a) => Ok(a),
+                Err(e) => {
+                    if let Err(undo) = Self::del_link(node, host) {
+                        tracing::warn!(host, error = %undo, "cannot remove half-made veth");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn configure(
+        node: &mut Socket,
+        pod: &mut Socket,
+        link: &PodLink,
+    ) -> Result<Attached, DatapathError> {
+        let ns = link.netns.display();
+        let ifname = &link.ifname;
+        let host = &link.host_ifname;
+        let peer =
+            Self::get_link(pod, ifname, format!("link {ifname} in {ns}"))?.ok_or_else(|| {
+                DatapathError::LinkNotFound {
+                    name: format!("{ifname} in {ns}"),
+                }
+            })?;
+        let pod_mac = peer.mac.ok_or_else(|| DatapathError::Protocol {
+            op: "RTM_GETLINK",
+            what: format!("link {ifname} in {ns} has no mac"),
+        })?;
+        let host_ifindex = match peer.link {
+            Some(i) if i != 0 => i,
+            _ => {
+                Self::get_link(node, host, format!("veth {host}"))?
+                    .ok_or_else(|| DatapathError::LinkNotFound { name: host.clone() })?
+                    .index
+            }
+        };
+        let idx = peer.index;
+
+        // pod side: eth0 and lo up, addresses, gateway routes, gateway neighbours
+        let mut reqs = vec![
+            Request::new(
+                nl::set_link_up(idx as i32),
+                format!("link {ifname} in {ns}"),
+            ),
+            Request::new(nl::set_link_up(1), format!("link lo in {ns}")),
+        ];
+        for ip in pod_ips(link) {
+            let len = prefix_len(ip);
+            reqs.push(Request::new(
+                nl::new_addr(idx, ip, len),
+                format!("address {ip}/{len} on {ifname} in {ns}"),
+            ));
+        }
+        if link.ipv4.is_some() {
+            let gw = IpAddr::V4(GATEWAY_V4);
+            reqs.push(Request::new(
+                nl::new_route(&RouteSpec::host(gw, idx)),
+                format!("route {gw}/32 dev {ifname} in {ns}"),
+            ));
+            reqs.push(Request::new(
+                nl::new_route(&RouteSpec::default_via(gw, idx)),
+                format!("route default via {gw} dev {ifname} in {ns}"),
+            ));
+            reqs.push(Request::new(
+                nl::new_neigh(idx, gw, HOST_VETH_MAC),
+                format!("neighbour {gw} on {ifname} in {ns}"),
+            ));
+        }
+        if link.ipv6.is_some() {
+            let gw = IpAddr::V6(GATEWAY_V6);
+            reqs.push(Request::new(
+                nl::new_route(&RouteSpec::default_via(gw, idx)),
+                format!("route default via {gw} dev {ifname} in {ns}"),
+            ));
+            reqs.push(Request::new(
+                nl::new_neigh(idx, gw, HOST_VETH_MAC),
+                format!("neighbour {gw} on {ifname} in {ns}"),
+            ));
+        }
+        pod.batch(&reqs)?;
+
+        // host side: a host route and a permanent neighbour per address
+        let items: Vec<HostItem> = pod_ips(link)
+            .into_iter()
+            .flat_map(|ip| [HostItem::Route(ip), HostItem::Neigh(ip)])
+            .collect();
+        node.batch(&host_requests(&items, host_ifindex, host, pod_mac))?;
+        Ok(Attached {
+            pod_mac,
+            host_ifindex,
+        })
+    }
+
+    /// The host link of a pod and what is missing next to it.
+    fn host_state(
+        node: &mut Socket,
+        link: &PodLink,
+        pod_mac: [u8; 6],
+    ) -> Result<(Option<LinkMsg>, Vec<HostItem>), DatapathError> {
+        let host = &link.host_ifname;
+        let Some(hl) = Self::get_link(node, host, format!("veth {host}"))? else {
+            return Ok((None, Vec::new()));
+        };
+        let mut missing = Vec::new();
+        for ip in pod_ips(link) {
+            let r = node.get_one(&Request::new(
+                nl::get_route_fibmatch(ip),
+                format!("route {ip}/{}", prefix_len(ip)),
+            ));
+            let present = match r {
+                Ok(p) => nl::parse_route(&p).is_some_and(|r| {
+                    r.dst_len == prefix_len(ip)
+                        && r.oif == Some(hl.index)
+                        && r.table == nl::RT_TABLE_MAIN as u32
+                }),
+                Err(e) if not_found(&e) => false,
+                Err(e) => return Err(e),
+            };
+            if !present {
+                missing.push(HostItem::Route(ip));
+            }
+            let r = node.get_one(&Request::new(
+                nl::get_neigh(hl.index, ip),
+                format!("neighbour {ip} on {host}"),
+            ));
+            let present = match r {
+                Ok(p) => nl::parse_neigh(&p)
+                    .is_some_and(|n| n.lladdr == Some(pod_mac) && n.state & nl::NUD_PERMANENT != 0),
+                Err(e) if not_found(&e) => false,
+                Err(e) => return Err(e),
+            };
+            if !present {
+                missing.push(HostItem::Neigh(ip));
+            }
+        }
+        Ok((Some(hl), missing))
+    }
+
+    fn check_pod(
+        link: &PodLink,
+        pod_mac: [u8; 6],
+        problems: &mut Vec<String>,
+    ) -> Result<(), DatapathError> {
+        let ns = link.netns.display();
+        let ifname = &link.ifname;
+        let pod_fd = match netns::open(&link.netns) {
+            Ok(fd) => fd,
+            Err(DatapathError::NetnsGone { .. }) => {
+                problems.push(format!("netns {ns} does not exist"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
+        let Some(l) = Self::get_link(&mut pod, ifname, format!("link {ifname} in {ns}"))? else {
+            problems.push(format!("interface {ifname} missing in {ns}"));
+            return Ok(());
+        };
+        if !l.is_up() {
+            problems.push(format!("interface {ifname} in {ns} is down"));
+        }
+        if l.mac != Some(pod_mac) {
+            problems.push(format!(
+                "interface {ifname} in {ns} has mac {}, expected {}",
+                l.mac.map(format_mac).unwrap_or_else(|| "none".into()),
+                format_mac(pod_mac)
+            ));
+        }
+        if link.mtu != 0 && l.mtu != link.mtu {
+            problems.push(format!(
+                "interface {ifname} in {ns} has mtu {}, expected {}",
+                l.mtu, link.mtu
+            ));
+        }
+        for ip in pod_ips(link) {
+            let family = if ip.is_ipv4() {
+                nl::AF_INET
+            } else {
+                nl::AF_INET6
+            };
+            let addrs = pod.dump(&Request::new(
+                nl::dump_addrs(family, l.index),
+                format!("addresses of {ifname} in {ns}"),
+            ))?;
+            let len = prefix_len(ip);
+            let found = addrs
+                .iter()
+                .filter_map(|p| nl::parse_addr(p))
+                .any(|a| a.index == l.index && a.addr == ip && a.prefixlen == len);
+            if !found {
+                problems.push(format!("address {ip}/{len} missing on {ifname} in {ns}"));
+            }
+            let gw = if ip.is_ipv4() {
+                IpAddr::V4(GATEWAY_V4)
+            } else {
+                IpAddr::V6(GATEWAY_V6)
+            };
+            let routes = pod.dump(&Request::new(
+                nl::dump_routes(family),
+                format!("routes in {ns}"),
+            ))?;
+            let found = routes.iter().filter_map(|p| nl::parse_route(p)).any(|r| {
+                r.dst_len == 0
+                    && r.table == nl::RT_TABLE_MAIN as u32
+                    && r.gateway == Some(gw)
+                    && r.oif == Some(l.index)
+            });
+            if !found {
+                problems.push(format!(
+                    "default route via {gw} dev {ifname} missing in {ns}"
+                ));
+            }
+            let neigh = match pod.get_one(&Request::new(
+                nl::get_neigh(l.index, gw),
+                format!("neighbour {gw} on {ifname} in {ns}"),
+            )) {
+                Ok(p) => nl::parse_neigh(&p),
+                Err(e) if not_found(&e) => None,
+                Err(e) => return Err(e),
+            };
+            if !neigh.is_some_and(|n| {
+                n.lladdr == Some(HOST_VETH_MAC) && n.state & nl::NUD_PERMANENT != 0
+            }) {
+                problems.push(format!(
+                    "neighbour {gw} lladdr {} missing on {ifname} in {ns}",
+                    format_mac(HOST_VETH_MAC)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_found(e: &DatapathError) -> bool {
+    [
+        libc::ENOENT,
+        libc::ENETUNREACH,
+        libc::EHOSTUNREACH,
+        libc::ESRCH,
+        libc::ENODEV,
+    ]
+    .iter()
+    .any(|&n| is_errno(e, n))
+}
+
+fn host_requests(items: &[HostItem], index: u32, host: &str, pod_mac: [u8; 6]) -> Vec<Request> {
+    items
+        .iter()
+        .map(|item| match *item {
+            HostItem::Route(ip) => Request::new(
+                nl::new_route(&RouteSpec::host(ip, index)),
+                format!("route {ip}/{} dev {host}", prefix_len(ip)),
+            ),
+            HostItem::Neigh(ip) => Request::new(
+                nl::new_neigh(index, ip, pod_mac),
+                format!("neighbour {ip} on {host}"),
+            ),
+        })
+        .collect()
+}
+
+impl Datapath for LinuxDatapath {
+    fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        let t0 = Instant::now();
+        let r = self.attach_inner(link);
+        tracing::debug!(
+            host = %link.host_ifname,
+            netns = %link.netns.display(),
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            ok = r.is_ok(),
+            "attach"
+        );
+        r
+    }
+
+    fn detach(&self, host_ifname: &str) -> Result<(), DatapathError> {
+        validate_ifname(host_ifname)?;
+        let t0 = Instant::now();
+        let existed = self.with_node(|node| Self::del_link(node, host_ifname))?;
+        tracing::debug!(
+            host = host_ifname,
+            existed,
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            "detach"
+        );
+        Ok(())
+    }
+
+    fn check(&self, link: &PodLink, pod_mac: [u8; 6]) -> Result<Vec<String>, DatapathError> {
+        validate_ifname(&link.ifname)?;
+        validate_ifname(&link.host_ifname)?;
+        let mut problems = Vec::new();
+        Self::check_pod(link, pod_mac, &mut problems)?;
+        let host = &link.host_ifname;
+        let (hl, missing) = self.with_node(|node| Self::host_state(node, link, pod_mac))?;
+        match hl {
+            None => problems.push(format!("host interface {host} missing")),
+            Some(hl) => {
+                if !hl.is_up() {
+                    problems.push(format!("host interface {host} is down"));
+                }
+                for item in missing {
+                    problems.push(match item {
+                        HostItem::Route(ip) => {
+                            format!("host route {ip}/{} via {host} missing", prefix_len(ip))
+                        }
+                        HostItem::Neigh(ip) => format!(
+                            "host neighbour {ip} lladdr {} on {host} missing",
+                            format_mac(pod_mac)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    fn restore_host_side(&self, link: &PodLink, pod_mac: [u8; 6]) -> Result<bool, DatapathError> {
+        validate_ifname(&link.host_ifname)?;
+        let host = &link.host_ifname;
+        self.with_node(|node| {
+            let (hl, missing) = Self::host_state(node, link, pod_mac)?;
+            let hl = hl.ok_or_else(|| DatapathError::LinkNotFound { name: host.clone() })?;
+            let mut reqs = Vec::new();
+            if !hl.is_up() {
+                reqs.push(Request::new(
+                    nl::set_link_up(hl.index as i32),
+                    format!("veth {host}"),
+                ));
+            }
+            reqs.extend(host_requests(&missing, hl.index, host, pod_mac));
+            if reqs.is_empty() {
+                return Ok(false);
+            }
+            node.batch(&reqs)?;
+            tracing::info!(host = %host, restored = reqs.len(), "restored host side");
+            Ok(true)
+        })
+    }
+
+    fn list_host_links(&self, prefix: &str) -> Result<Vec<HostLink>, DatapathError> {
+        let msgs = self.with_node(|node| node.dump(&Request::new(nl::dump_links(), "links")))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|p| nl::parse_link(p))
+            .filter(|l| l.kind.as_deref() == Some("veth") && l.name.starts_with(prefix))
+            .map(|l| HostLink {
+                name: l.name,
+                ifindex: l.index,
+                peer_netnsid: l.link_netnsid.filter(|&id| id >= 0),
+            })
+            .collect())
+    }
+
+    fn prepare_node(&self, setup: &NodeSetup) -> Result<(), DatapathError> {
+        self.in_node_ns(sysctl::enable_forwarding)??;
+        crate::nat::apply(setup, self.node_ns.as_fd())
+    }
+
+    fn underlay_mtu(&self, iface: Option<&str>) -> Result<(String, u32), DatapathError> {
+        self.with_node(|node| {
+            if let Some(name) = iface {
+                validate_ifname(name)?;
+                let l = Self::get_link(node, name, format!("link {name}"))?
+                    .ok_or_else(|| DatapathError::LinkNotFound { name: name.into() })?;
+                return Ok((l.name, l.mtu));
+            }
+            for (family, what) in [(nl::AF_INET, "ipv4 routes"), (nl::AF_INET6, "ipv6 routes")] {
+                let routes = node.dump(&Request::new(nl::dump_routes(family), what))?;
+                let best = routes
+                    .iter()
+                    .filter_map(|p| nl::parse_route(p))
+                    .filter(|r| {
+                        r.dst_len == 0
+                            && r.table == nl::RT_TABLE_MAIN as u32
+                            && r.rtype == nl::RTN_UNICAST
+                            && r.oif.is_some()
+                    })
+                    .min_by_key(|r| r.priority);
+                if let Some(r) = best {
+                    let index = r.oif.unwrap_or_default();
+                    let p = node.get_one(&Request::new(
+                        nl::get_link_by_index(index),
+                        format!("link index {index}"),
+                    ))?;
+                    let l = nl::parse_link(&p).ok_or_else(|| DatapathError::Protocol {
+                        op: "RTM_GETLINK",
+                        what: format!("unparsable link index {index}"),
+                    })?;
+                    return Ok((l.name, l.mtu));
+                }
+            }
+            Err(DatapathError::NoDefaultRoute)
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! Network namespaces: open them, run code or commands inside them.
+//!
+//! The network namespace is a per-thread attribute. Nothing here leaves a
+//! caller's thread in another namespace: [`run_in`] uses a short-lived helper
+//! thread, and the crate-internal [`with_netns`] switches the current thread
+//! only around a closure and restores it through a drop guard (aborting the
+//! process if the kernel refuses to switch back, rather than going on in the
+//! wrong namespace).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use crate::error::DatapathError;
+
+/// The calling thread's own network namespace.
+pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// `NSFS_MAGIC` from linux/magic.h: the filesystem of namespace files.
+const NSFS_MAGIC: u64 = 0x6e73_6673;
+
+/// Opens a netns file (`/run/netns/x`, `/proc/<pid>/ns/net`). A missing path,
+/// or a path that is no longer a namespace (the plain file left behind when a
+/// runtime unmounted the netns but did not remove its mount point), is
+/// [`DatapathError::NetnsGone`].
+pub fn open(path: &Path) -> Result<OwnedFd, DatapathError> {
+    let gone = || DatapathError::NetnsGone {
+        path: path.to_path_buf(),
+    };
+    let fd: OwnedFd = match File::open(path) {
+        Ok(f) => f.into(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
+        Err(e) => return Err(DatapathError::io("open netns", path, e)),
+    };
+    // SAFETY: an all-zero statfs is a valid out-buffer for fstatfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid open descriptor; st is a live, writable statfs.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) };
+    if rc < 0 {
+        return Err(DatapathError::io(
+            "statfs netns",
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    #[allow(clippy::unnecessary_cast, reason = "f_type's type differs by arch")]
+    if st.f_type as u64 != NSFS_MAGIC {
+        return Err(gone());
+    }
+    Ok(fd)
+}
+
+/// The identity (device, inode) of the namespace behind an fd.
+pub(crate) fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid open descriptor; st is a live, writable stat.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The identity of the calling thread's current netns.
+pub(crate) fn current_identity() -> io::Result<(u64, u64)> {
+    let f = File::open(THREAD_NETNS)?;
+    identity(f.as_fd())
+}
+
+fn setns(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns(2) only reads the fd; an invalid fd is reported as EBADF.
+    // It changes the calling thread's netns, which every caller restores.
+    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+struct Restore {
+    orig: OwnedFd,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.orig.as_raw_fd()) {
+            // Going on would run the rest of this thread's work in the pod's
+            // namespace; nothing safe is left to do.
+            eprintln!("weft-datapath: cannot return to the original network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs `f` on the current thread while it is in the netns behind `target`,
+/// then switches back (also when `f` panics). Keep `f` small: opening a
+/// socket, writing a file.
+pub(crate) fn with_netns<T>(
+    target: BorrowedFd<'_>,
+    what: &Path,
+    f: impl FnOnce() -> T,
+) -> Result<T, DatapathError> {
+    let orig: OwnedFd = File::open(THREAD_NETNS)
+        .map_err(|e| DatapathError::io("open netns", THREAD_NETNS, e))?
+        .into();
+    setns(target.as_raw_fd()).map_err(|e| DatapathError::io("setns", what, e))?;
+    let _restore = Restore { orig };
+    Ok(f())
+}
+
+/// Runs `f` on a short-lived thread that has entered the netns at `netns`;
+/// the caller's thread never changes namespace.
+pub fn run_in<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> Result<T, DatapathError> {
+    let fd = open(netns)?;
+    run_in_fd(fd.as_fd(), netns, f)
+}
+
+/// [`run_in`] with an already open netns fd.
+pub(crate) fn run_in_fd<T: Send>(
+    fd: BorrowedFd<'_>,
+    what: &Path,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, DatapathError> {
+    let raw = fd.as_raw_fd();
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn_scoped(s, move || {
+                setns(raw)?;
+                Ok::<T, io::Error>(f())
+            })
+            .map_err(|e| DatapathError::syscall("spawn thread", what.display().to_string(), e))?;
+        match h.join() {
+            Ok(r) => r.map_err(|e| DatapathError::io("setns", what, e)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Spawns `cmd` inside the netns at `netns` (the child calls `setns` between
+/// fork and exec; the parent's threads are untouched).
+pub fn spawn_in(cmd: &mut Command, netns: &Path) -> io::Result<Child> {
+    let f = File::open(netns)?;
+    spawn_in_fd(cmd, f.as_fd())
+}
+
+/// [`spawn_in`] with an already open netns fd (kept open by the caller until
+/// this returns).
+pub(crate) fn spawn_in_fd(cmd: &mut Command, fd: BorrowedFd<'_>) -> io::Result<Child> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setns(2), which is async-signal-safe; it allocates nothing. `raw` stays
+    // open in the child because the parent holds it across spawn().
+    unsafe {
+        cmd.pre_exec(move || setns(raw));
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_netns_is_gone() {
+        let e = open(Path::new("/run/netns/weft-does-not-exist-xyz")).unwrap_err();
+        assert!(matches!(e, DatapathError::NetnsGone { .. }), "{e}");
+        let e = run_in(Path::new("/nonexistent/ns"), || 1).unwrap_err();
+        assert!(matches!(e, DatapathError::NetnsGone { .. }), "{e}");
+        // a plain file (an unmounted netns mount point) is gone too
+        let e = open(Path::new("/proc/self/cmdline")).unwrap_err();
+        assert!(matches!(e, DatapathError::NetnsGone { .. }), "{e}");
+    }
+
+    #[test]
+    fn own_netns_opens() {
+        let fd = open(Path::new(THREAD_NETNS)).unwrap();
+        assert_eq!(identity(fd.as_fd()).unwrap(), current_identity().unwrap());
+    }
+}

@@ -32,7 +32,11 @@ pub mod codes {
 pub struct CniError {
     /// Filled in when printed; the version of the config (or the newest
     /// supported when the config could not be read).
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,

@@ -1,0 +1,810 @@
+//! Runs the built weft-cni binary with an environment and stdin, and checks
+//! exit code and stdout. No weftd here except the fake agent at the bottom,
+//! which stands in for weftd only to test the shim's request building and
+//! result rendering.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use weft_api::{AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weft-cni");
+
+struct Out {
+    code: i32,
+    stdout: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not json ({e}): {:?}", self.stdout))
+    }
+    /// Asserts a CNI error with `code` and returns it.
+    fn error(&self, code: u64) -> Value {
+        assert_eq!(self.code, 1, "stdout: {}", self.stdout);
+        let v = self.json();
+        assert_eq!(v["code"], code, "{v}");
+        let msg = v["msg"].as_str().unwrap();
+        assert!(!msg.is_empty() && !msg.ends_with('.'), "{msg:?}");
+        assert!(v["cniVersion"].is_string(), "{v}");
+        v
+    }
+}
+
+fn run(env: &[(&str, &str)], stdin: &[u8]) -> Out {
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.code().is_some(),
+        "killed by a signal: {:?}",
+        out.status
+    );
+    let stdout = String::from_utf8(out.stdout).expect("stdout is utf-8");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") || env.iter().any(|(k, _)| *k == "WEFT_CNI_TEST_PANIC"),
+        "{stderr}"
+    );
+    Out {
+        code: out.status.code().unwrap(),
+        stdout,
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct TmpDir(PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn tmpdir(name: &str) -> TmpDir {
+    let d = std::env::temp_dir().join(format!("wcni-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TmpDir(d)
+}
+
+fn conf(version: &str, extra: Value) -> Vec<u8> {
+    let mut c = json!({"cniVersion": version, "name": "weft", "type": "weft-cni"});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            c[k] = v;
+        }
+    }
+    serde_json::to_vec(&c).unwrap()
+}
+
+fn attach_env<'a>(cmd: &'a str, overrides: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", "0123456789abcdef"),
+        ("CNI_NETNS", "/var/run/netns/test"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=uid-1",
+        ),
+    ];
+    for (k, v) in overrides {
+        env.retain(|(ek, _)| ek != k);
+        if !v.is_empty() || *k == "CNI_IFNAME" || *k == "CNI_NETNS" {
+            env.push((k, v));
+        }
+    }
+    env
+}
+
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+#[test]
+fn version_in_each_supported_version() {
+    for v in VERSIONS {
+        let out = run(
+            &[("CNI_COMMAND", "VERSION")],
+            format!(r#"{{"cniVersion":"{v}"}}"#).as_bytes(),
+        );
+        assert_eq!(out.code, 0);
+        let j = out.json();
+        assert_eq!(j["cniVersion"], v);
+        assert_eq!(j["supportedVersions"], json!(VERSIONS));
+    }
+    let huge = vec![b' '; 3 << 20];
+    for stdin in [&b""[..], b"garbage", br#"{"cniVersion":"0.2.0"}"#, &huge] {
+        let out = run(&[("CNI_COMMAND", "VERSION")], stdin);
+        assert_eq!(out.code, 0);
+        assert_eq!(out.json()["cniVersion"], "1.1.0");
+    }
+}
+
+#[test]
+fn missing_or_unknown_command_is_code_4() {
+    let out = run(&[], b"");
+    let e = out.error(4);
+    assert!(e["msg"].as_str().unwrap().contains("CNI_COMMAND"));
+    assert_eq!(e["cniVersion"], "1.1.0");
+    let out = run(&[("CNI_COMMAND", "EXPLODE")], &conf("1.0.0", json!({})));
+    let e = out.error(4);
+    assert!(e["msg"].as_str().unwrap().contains("EXPLODE"));
+    assert_eq!(e["cniVersion"], "1.0.0");
+}
+
+#[test]
+fn missing_env_names_every_variable() {
+    let out = run(&[("CNI_COMMAND", "ADD")], &conf("0.4.0", json!({})));
+    let e = out.error(4);
+    let msg = e["msg"].as_str().unwrap();
+    for v in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+        assert!(msg.contains(v), "{v} missing from {msg}");
+    }
+    // Errors carry the config's version.
+    assert_eq!(e["cniVersion"], "0.4.0");
+}
+
+#[test]
+fn hostile_ifnames() {
+    for bad in [
+        "../x",
+        "a b",
+        "abcdefghijklmnop",
+        "eth0/",
+        "",
+        ".",
+        "..",
+        "a:b",
+    ] {
+        let out = run(
+            &attach_env("ADD", &[("CNI_IFNAME", bad)]),
+            &conf("1.0.0", json!({})),
+        );
+        let e = out.error(4);
+        assert!(
+            e["msg"].as_str().unwrap().contains("CNI_IFNAME"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn hostile_container_ids() {
+    let long = "a".repeat(300);
+    for bad in [
+        "../../etc/passwd",
+        "-rf",
+        "a b",
+        "a/b",
+        ".hidden",
+        "x;y",
+        long.as_str(),
+    ] {
+        let out = run(
+            &attach_env("DEL", &[("CNI_CONTAINERID", bad)]),
+            &conf("1.0.0", json!({})),
+        );
+        let e = out.error(4);
+        assert!(
+            e["msg"].as_str().unwrap().contains("CNI_CONTAINERID"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn malformed_cni_args_is_code_4() {
+    let out = run(
+        &attach_env("ADD", &[("CNI_ARGS", "K8S_POD_NAME")]),
+        &conf("1.0.0", json!({})),
+    );
+    assert!(out.error(4)["msg"].as_str().unwrap().contains("CNI_ARGS"));
+}
+
+#[test]
+fn bad_configs() {
+    let env = attach_env("ADD", &[]);
+    let out = run(&env, br#"{"cniVersion": "1.0.0", "name": "weft""#);
+    out.error(6);
+    let out = run(
+        &env,
+        br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni","mtu":"big"}"#,
+    );
+    let e = out.error(7);
+    assert!(e["msg"].as_str().unwrap().contains("mtu"));
+    assert_eq!(e["cniVersion"], "1.0.0");
+    let out = run(&env, &conf("1.0.0", json!({"mtu": 10})));
+    assert!(out.error(7)["msg"].as_str().unwrap().contains("mtu is 10"));
+    let out = run(&env, &conf("1.0.0", json!({"name": ""})));
+    out.error(7);
+    let out = run(&env, &conf("1.0.0", json!({"type": "bridge"})));
+    assert!(out.error(7)["msg"].as_str().unwrap().contains("bridge"));
+    for v in ["0.2.0", "9.9.9"] {
+        let out = run(&env, &conf(v, json!({})));
+        let e = out.error(1);
+        assert!(e["details"].as_str().unwrap().contains("1.1.0"));
+        assert_eq!(e["cniVersion"], "1.1.0");
+    }
+}
+
+#[test]
+fn oversized_config_is_code_7_with_size() {
+    let mut big = br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni","pad":""#.to_vec();
+    big.resize(2 << 20, b'x');
+    big.extend_from_slice(b"\"}");
+    let out = run(&attach_env("ADD", &[]), &big);
+    let e = out.error(7);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&big.len().to_string()) && msg.contains("1048576"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn verb_not_allowed_by_version_is_code_1() {
+    let out = run(&attach_env("CHECK", &[]), &conf("0.3.1", json!({})));
+    assert!(out.error(1)["msg"].as_str().unwrap().contains("CHECK"));
+    let out = run(&[("CNI_COMMAND", "STATUS")], &conf("1.0.0", json!({})));
+    out.error(1);
+    let out = run(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        &conf("1.0.0", json!({})),
+    );
+    out.error(1);
+}
+
+#[test]
+fn gc_without_valid_attachments_is_refused() {
+    let out = run(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        &conf("1.1.0", json!({})),
+    );
+    assert!(out.error(7)["msg"]
+        .as_str()
+        .unwrap()
+        .contains("valid-attachments"));
+}
+
+fn no_agent(name: &str) -> (TmpDir, String) {
+    let dir = tmpdir(name);
+    let sock = dir.join("weftd.sock").display().to_string();
+    (dir, sock)
+}
+
+#[test]
+fn add_without_agent_is_code_11_naming_the_socket() {
+    let (_dir, sock) = no_agent("add-noagent");
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf("1.0.0", json!({"agentSocket": sock})),
+    );
+    let e = out.error(11);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&sock) && msg.contains("systemctl start weftd"),
+        "{msg}"
+    );
+    let out = run(
+        &attach_env("CHECK", &[]),
+        &conf("1.0.0", json!({"agentSocket": sock})),
+    );
+    out.error(11);
+    let out = run(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        &conf(
+            "1.1.0",
+            json!({"agentSocket": sock, "cni.dev/valid-attachments": []}),
+        ),
+    );
+    out.error(11);
+}
+
+#[test]
+fn connection_refused_is_code_11_too() {
+    let dir = tmpdir("refused");
+    let sock = dir.join("weftd.sock");
+    drop(UnixListener::bind(&sock).unwrap()); // socket file left, nobody listening
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf("1.0.0", json!({"agentSocket": sock})),
+    );
+    let e = out.error(11);
+    assert!(e["msg"].as_str().unwrap().contains("refused"), "{e}");
+}
+
+#[test]
+fn status_without_agent_is_code_50() {
+    let (_dir, sock) = no_agent("status-noagent");
+    let out = run(
+        &[("CNI_COMMAND", "STATUS")],
+        &conf("1.1.0", json!({"agentSocket": sock})),
+    );
+    let e = out.error(50);
+    assert!(e["msg"].as_str().unwrap().contains(&sock));
+}
+
+#[test]
+fn del_without_agent_is_spooled() {
+    let (dir, sock) = no_agent("del-noagent");
+    let spool = dir.join("spool/nested");
+    let out = run(
+        &attach_env("DEL", &[("CNI_NETNS", "")]),
+        &conf("1.0.0", json!({"agentSocket": sock, "spoolDir": spool})),
+    );
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert_eq!(out.stdout, "");
+    let file = spool.join("0123456789abcdef-eth0.json");
+    let req: DelRequest = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(req.attachment.container_id, "0123456789abcdef");
+    assert_eq!(req.attachment.ifname, "eth0");
+    assert_eq!(req.netns, "");
+    assert_eq!(req.network, "weft");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // Only the spool file, no temporaries.
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
+    // A repeated DEL is fine.
+    let out = run(
+        &attach_env("DEL", &[]),
+        &conf("1.0.0", json!({"agentSocket": sock, "spoolDir": spool})),
+    );
+    assert_eq!(out.code, 0);
+    let req: DelRequest = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(req.netns, "/var/run/netns/test");
+}
+
+#[test]
+fn del_fails_when_it_cannot_be_spooled() {
+    let (dir, sock) = no_agent("del-nospool");
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"not a dir").unwrap();
+    let spool = blocker.join("spool");
+    let out = run(
+        &attach_env("DEL", &[]),
+        &conf("1.0.0", json!({"agentSocket": sock, "spoolDir": spool})),
+    );
+    let e = out.error(11);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&spool.display().to_string()),
+        "{e}"
+    );
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_still_prints_a_cni_error() {
+    let mut env = attach_env("ADD", &[]);
+    env.push(("WEFT_CNI_TEST_PANIC", "1"));
+    let out = run(&env, &conf("0.4.0", json!({})));
+    let e = out.error(199);
+    assert!(e["details"].as_str().unwrap().contains("test panic"));
+}
+
+#[test]
+fn log_file_gets_lines_and_stdout_stays_clean() {
+    let (dir, sock) = no_agent("logfile");
+    let log = dir.join("cni.log");
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf(
+            "1.0.0",
+            json!({"agentSocket": sock, "logFile": log, "logLevel": "debug"}),
+        ),
+    );
+    out.error(11);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("ADD 0123456789abcdef/eth0") && text.contains("code 11"),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.starts_with("20")), "{text}");
+}
+
+#[test]
+fn version_starts_fast() {
+    // A loose bound so it is not flaky; the real figure is well under 2 ms
+    // for a release build.
+    let start = Instant::now();
+    for _ in 0..20 {
+        let out = run(&[("CNI_COMMAND", "VERSION")], b"{}");
+        assert_eq!(out.code, 0);
+    }
+    let avg = start.elapsed() / 20;
+    assert!(avg < Duration::from_millis(100), "{avg:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Fake agent. It stands in for weftd ONLY to test the shim: that the request
+// is built from env + config as documented, and that weftd's NeutralResult is
+// rendered in the config's version. It implements none of weftd's logic.
+// ---------------------------------------------------------------------------
+
+struct FakeAgent {
+    _dir: TmpDir,
+    sock: PathBuf,
+    requests: mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+/// Serves `n` connections, answering each with `reply(path, body)`.
+fn fake_agent(name: &str, n: usize, reply: fn(&str, &[u8]) -> (u16, Vec<u8>)) -> FakeAgent {
+    let dir = tmpdir(name);
+    let sock = dir.join("weftd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let (stream, _) = listener.accept().unwrap();
+            let req = weft_api::http::read_request(&stream).unwrap();
+            assert_eq!(req.method, "POST");
+            let (status, body) = reply(&req.path, &req.body);
+            weft_api::http::write_response(&stream, status, &body).unwrap();
+            tx.send((req.path, req.body)).unwrap();
+        }
+    });
+    FakeAgent {
+        _dir: dir,
+        sock,
+        requests: rx,
+    }
+}
+
+fn neutral_result() -> Value {
+    json!({
+        "interfaces": [
+            {"name": "weft5d41402a", "mac": "ee:ee:ee:ee:ee:ee"},
+            {"name": "eth0", "mac": "0a:58:0a:f4:00:05", "mtu": 1450, "sandbox": "/var/run/netns/test"}
+        ],
+        "ips": [
+            {"address": "10.244.0.5/32", "gateway": "169.254.1.1", "interface": 1},
+            {"address": "fd00::5/128", "gateway": "fe80::1", "interface": 1}
+        ],
+        "routes": [
+            {"dst": "0.0.0.0/0", "gw": "169.254.1.1"},
+            {"dst": "::/0", "gw": "fe80::1"}
+        ]
+    })
+}
+
+fn answer_add(path: &str, _body: &[u8]) -> (u16, Vec<u8>) {
+    assert_eq!(path, weft_api::paths::CNI_ADD);
+    (200, serde_json::to_vec(&neutral_result()).unwrap())
+}
+
+#[test]
+fn add_renders_weftds_result_in_the_config_version() {
+    let versions = ["0.3.1", "0.4.0", "1.0.0"];
+    let agent = fake_agent("add-render", versions.len(), answer_add);
+    for v in versions {
+        let out = run(
+            &attach_env("ADD", &[]),
+            &conf(
+                v,
+                json!({
+                    "agentSocket": agent.sock,
+                    "mtu": 1450,
+                    "ipFamilies": ["ipv4", "ipv6"],
+                    "runtimeConfig": {"ips": ["10.244.0.5/24"], "portMappings": []},
+                    "args": {"cni": {"ips": ["fd00::5"]}}
+                }),
+            ),
+        );
+        assert_eq!(out.code, 0, "{v}: {}", out.stdout);
+        let r = out.json();
+        assert_eq!(r["cniVersion"], v);
+        assert_eq!(
+            r["interfaces"][0],
+            json!({"name": "weft5d41402a", "mac": "ee:ee:ee:ee:ee:ee"})
+        );
+        assert_eq!(
+            r["interfaces"][1],
+            json!({"name": "eth0", "mac": "0a:58:0a:f4:00:05", "sandbox": "/var/run/netns/test"})
+        );
+        let (ip4, ip6) = (&r["ips"][0], &r["ips"][1]);
+        assert_eq!(ip4["address"], "10.244.0.5/32");
+        assert_eq!(ip4["gateway"], "169.254.1.1");
+        assert_eq!(ip4["interface"], 1);
+        assert_eq!(ip6["address"], "fd00::5/128");
+        assert_eq!(ip6["gateway"], "fe80::1");
+        if v == "1.0.0" {
+            assert!(
+                ip4.get("version").is_none() && ip6.get("version").is_none(),
+                "{r}"
+            );
+        } else {
+            assert_eq!(ip4["version"], "4", "{r}");
+            assert_eq!(ip6["version"], "6", "{r}");
+        }
+        assert_eq!(
+            r["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}, {"dst": "::/0", "gw": "fe80::1"}])
+        );
+        assert!(r.get("dns").is_none());
+
+        let (path, body) = agent.requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(path, weft_api::paths::CNI_ADD);
+        let req: AddRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(req.attachment.container_id, "0123456789abcdef");
+        assert_eq!(req.attachment.ifname, "eth0");
+        assert_eq!(req.netns, "/var/run/netns/test");
+        assert_eq!(req.network, "weft");
+        assert_eq!(
+            (
+                req.pod.namespace.as_str(),
+                req.pod.name.as_str(),
+                req.pod.uid.as_str()
+            ),
+            ("default", "web-0", "uid-1")
+        );
+        assert_eq!(req.mtu, Some(1450));
+        assert!(req.want_ipv4 && req.want_ipv6);
+        assert_eq!(
+            req.requested_ips,
+            vec![
+                "10.244.0.5".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+    }
+}
+
+#[test]
+fn add_merges_into_prev_result() {
+    let agent = fake_agent("add-merge", 1, answer_add);
+    let prev = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net0", "sandbox": "/var/run/netns/test"}],
+        "ips": [{"address": "192.168.1.5/24", "interface": 0}],
+        "dns": {"nameservers": ["192.168.1.53"]}
+    });
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf(
+            "1.0.0",
+            json!({"agentSocket": agent.sock, "prevResult": prev, "ipFamilies": ["ipv4"]}),
+        ),
+    );
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let r = out.json();
+    assert_eq!(r["interfaces"].as_array().unwrap().len(), 3);
+    assert_eq!(r["ips"][0]["interface"], 0);
+    assert_eq!(r["ips"][1]["interface"], 2);
+    assert_eq!(r["dns"]["nameservers"][0], "192.168.1.53");
+    let (_, body) = agent.requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    let req: AddRequest = serde_json::from_slice(&body).unwrap();
+    assert!(req.want_ipv4 && !req.want_ipv6);
+}
+
+#[test]
+fn add_with_malformed_prev_result_never_reaches_the_agent() {
+    let (_dir, sock) = no_agent("add-badprev");
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf(
+            "1.0.0",
+            json!({"agentSocket": sock, "prevResult": {"ips": [{"address": "nope"}]}}),
+        ),
+    );
+    assert!(out.error(7)["msg"]
+        .as_str()
+        .unwrap()
+        .contains("prevResult.ips[0].address"));
+}
+
+fn answer_empty(_path: &str, _body: &[u8]) -> (u16, Vec<u8>) {
+    (200, b"{}".to_vec())
+}
+
+#[test]
+fn other_verbs_print_nothing_on_success() {
+    let agent = fake_agent("verbs", 4, answer_empty);
+    let sock = agent.sock.display().to_string();
+    let prev = json!({"interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/test"}], "ips": [{"address": "10.244.0.5/32", "interface": 0}]});
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            attach_env("DEL", &[]),
+            conf("1.1.0", json!({"agentSocket": sock})),
+            weft_api::paths::CNI_DEL,
+        ),
+        (
+            attach_env("CHECK", &[]),
+            conf("1.1.0", json!({"agentSocket": sock, "prevResult": prev})),
+            weft_api::paths::CNI_CHECK,
+        ),
+        (
+            vec![("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+            conf(
+                "1.1.0",
+                json!({"agentSocket": sock, "cni.dev/valid-attachments": [{"containerID": "abc", "ifname": "eth0"}]}),
+            ),
+            weft_api::paths::CNI_GC,
+        ),
+        (
+            vec![("CNI_COMMAND", "STATUS")],
+            conf("1.1.0", json!({"agentSocket": sock})),
+            weft_api::paths::CNI_STATUS,
+        ),
+    ];
+    for (env, stdin, want_path) in cases {
+        let out = run(&env, &stdin);
+        assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{want_path}");
+        let (path, body) = agent.requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(path, want_path);
+        match want_path {
+            weft_api::paths::CNI_DEL => {
+                let r: DelRequest = serde_json::from_slice(&body).unwrap();
+                assert_eq!(r.attachment.ifname, "eth0");
+            }
+            weft_api::paths::CNI_CHECK => {
+                let r: CheckRequest = serde_json::from_slice(&body).unwrap();
+                assert_eq!(
+                    r.prev_result.unwrap().ips[0].address.to_string(),
+                    "10.244.0.5/32"
+                );
+            }
+            weft_api::paths::CNI_GC => {
+                let r: GcRequest = serde_json::from_slice(&body).unwrap();
+                assert_eq!(r.valid_attachments.len(), 1);
+                assert_eq!(r.valid_attachments[0].container_id, "abc");
+                assert_eq!(r.network, "weft");
+            }
+            _ => {
+                let r: StatusRequest = serde_json::from_slice(&body).unwrap();
+                assert_eq!(r.network, "weft");
+            }
+        }
+    }
+}
+
+fn answer_error(_path: &str, _body: &[u8]) -> (u16, Vec<u8>) {
+    (
+        409,
+        br#"{"code":101,"msg":"address 10.244.0.5 is taken; pick another or release it"}"#.to_vec(),
+    )
+}
+
+#[test]
+fn agent_errors_are_printed_with_the_config_version() {
+    let agent = fake_agent("agent-error", 1, answer_error);
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf("0.4.0", json!({"agentSocket": agent.sock})),
+    );
+    let e = out.error(101);
+    assert_eq!(e["cniVersion"], "0.4.0");
+    assert!(e["msg"].as_str().unwrap().contains("is taken"));
+}
+
+fn answer_garbage(_path: &str, _body: &[u8]) -> (u16, Vec<u8>) {
+    (500, b"<html>oops</html>".to_vec())
+}
+
+fn answer_bad_result(_path: &str, _body: &[u8]) -> (u16, Vec<u8>) {
+    (200, br#"{"ips": "nope"}"#.to_vec())
+}
+
+#[test]
+fn unreadable_agent_bodies_are_code_199_naming_the_socket() {
+    for (name, reply) in [
+        (
+            "garbage",
+            answer_garbage as fn(&str, &[u8]) -> (u16, Vec<u8>),
+        ),
+        ("bad-result", answer_bad_result),
+    ] {
+        let agent = fake_agent(name, 1, reply);
+        let out = run(
+            &attach_env("ADD", &[]),
+            &conf("1.0.0", json!({"agentSocket": agent.sock})),
+        );
+        let e = out.error(199);
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains(&agent.sock.display().to_string()),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn spool_dir_default_is_documented_constant() {
+    assert_eq!(weft_api::DEFAULT_SPOOL_DIR, "/var/lib/weft/spool");
+    assert!(Path::new(weft_api::DEFAULT_SOCKET).is_absolute());
+}
+
+/// Accepts connections and reads the request, then holds the connection
+/// open without answering: a wedged weftd.
+#[cfg(debug_assertions)]
+fn silent_agent(name: &str) -> (TmpDir, PathBuf) {
+    let dir = tmpdir(name);
+    let sock = dir.join("weftd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let _ = weft_api::http::read_request(&stream);
+            held.push(stream);
+        }
+    });
+    (dir, sock)
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_silent_agent_hits_the_reply_timeout() {
+    let (_dir, sock) = silent_agent("silent-reply");
+    let mut env = attach_env("ADD", &[]);
+    env.push(("WEFT_CNI_TEST_TIMEOUTS_MS", "300,10000"));
+    let start = Instant::now();
+    let out = run(&env, &conf("1.0.0", json!({"agentSocket": sock})));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let e = out.error(11);
+    let msg = e["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("failed during the request") && msg.contains(&sock.display().to_string()),
+        "{msg}"
+    );
+    // DEL is not spooled here: weftd got the request and may act on it;
+    // the runtime retries.
+    let mut env = attach_env("DEL", &[]);
+    env.push(("WEFT_CNI_TEST_TIMEOUTS_MS", "300,10000"));
+    let spool = sock.parent().unwrap().join("spool");
+    let out = run(
+        &env,
+        &conf("1.0.0", json!({"agentSocket": sock, "spoolDir": spool})),
+    );
+    out.error(11);
+    assert!(!spool.exists());
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn the_watchdog_bounds_the_whole_exchange() {
+    let (_dir, sock) = silent_agent("silent-watchdog");
+    let mut env = attach_env("ADD", &[]);
+    env.push(("WEFT_CNI_TEST_TIMEOUTS_MS", "20000,300"));
+    let start = Instant::now();
+    let out = run(&env, &conf("0.4.0", json!({"agentSocket": sock})));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let e = out.error(11);
+    assert_eq!(e["cniVersion"], "0.4.0");
+    let msg = e["msg"].as_str().unwrap();
+    assert!(msg.contains("did not answer within 300ms"), "{msg}");
+    // Exactly one JSON document on stdout.
+    assert_eq!(out.stdout.trim().lines().count(), 1, "{}", out.stdout);
+}

@@ -1,1 +1,133 @@
-//! weftd, the node agent.
+//! weftd, the node agent: owns the node's endpoints and IPAM, wires pods
+//! through the data-path seam, and serves weft-cni and the CLI on a unix socket.
+//!
+//! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
+//! - [`endpoints`]: the persisted endpoint table
+//! - [`reconcile`]: start-up reconciliation and spool replay
+//! - [`server`]: the socket, one thread per request
+//! - [`teardown`]: deferred veth deletion, ordered before a new ADD
+//! - [`naming`]: deterministic host-side names
+
+pub mod agent;
+pub mod config;
+pub mod endpoints;
+pub mod naming;
+pub mod reconcile;
+pub mod server;
+pub mod teardown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use weft_datapath::{Datapath, LinuxDatapath, NodeSetup};
+use weft_ipam::{Ipam, IpamConfig, PoolConfig, SystemClock};
+use weft_store::embedded::EmbeddedStore;
+use weft_store::Store;
+
+use crate::agent::{Agent, NodeFacts};
+use crate::config::AgentConfig;
+
+/// Builds the agent from its configuration: opens the stores, prepares the
+/// node, reconciles, replays the spool. Does not serve yet.
+pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    let ipam_store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&cfg.state_dir.join("ipam.db")).context("opening the IPAM store")?,
+    );
+    let local_store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
+            .context("opening the endpoint store")?,
+    );
+    let datapath: Arc<dyn Datapath> =
+        Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
+    build_with(cfg, ipam_store, local_store, datapath)
+}
+
+/// [`build`] over given seams (tests pass an in-memory store and a recording
+/// data path).
+pub fn build_with(
+    cfg: &AgentConfig,
+    ipam_store: Arc<dyn Store>,
+    local_store: Arc<dyn Store>,
+    datapath: Arc<dyn Datapath>,
+) -> anyhow::Result<Arc<Agent>> {
+    let node = cfg.node();
+    let pools = cfg
+        .pools
+        .iter()
+        .map(|cidr| PoolConfig {
+            cidr: *cidr,
+            block_prefix: match cidr {
+                ipnet::IpNet::V4(_) => cfg.block_prefix_v4,
+                ipnet::IpNet::V6(_) => cfg.block_prefix_v6,
+            },
+        })
+        .collect();
+    let mut ipam_cfg = IpamConfig::new(node.clone(), pools);
+    ipam_cfg.quarantine = cfg.quarantine();
+    ipam_cfg.gc_grace = cfg.gc_grace();
+    let backend = ipam_store.backend().to_string();
+    let ipam = Ipam::new(ipam_store, ipam_cfg, Arc::new(SystemClock)).context("setting up IPAM")?;
+
+    datapath
+        .prepare_node(&NodeSetup {
+            pools: cfg.pools.clone(),
+            nat_outgoing: cfg.nat_outgoing,
+        })
+        .context("preparing the node (forwarding, masquerade)")?;
+    let (underlay, pod_mtu) = match cfg.mtu {
+        Some(mtu) => (None, mtu),
+        None => match datapath.underlay_mtu(cfg.underlay_iface.as_deref()) {
+            Ok((iface, mtu)) => (Some(iface), mtu),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the underlay interface; pods get MTU 1500 (set --mtu or --underlay-iface)");
+                (None, 1500)
+            }
+        },
+    };
+
+    let (endpoints, bad) = endpoints::Endpoints::load(local_store).context("loading endpoints")?;
+    for e in bad {
+        tracing::error!(error = %e, "skipping an unreadable endpoint record");
+    }
+    let facts = NodeFacts {
+        node,
+        socket: cfg.socket.display().to_string(),
+        pod_mtu,
+        underlay,
+        nat_outgoing: cfg.nat_outgoing,
+        store_backend: backend,
+    };
+    let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
+
+    let report = reconcile::reconcile(&agent);
+    tracing::info!(restored = ?report.restored, vanished = ?report.vanished,
+        orphans_removed = ?report.orphans_removed, "reconciled endpoints with the kernel");
+    for e in &report.errors {
+        tracing::error!(problem = %e, "reconciliation");
+    }
+    let (replayed, errors) = reconcile::replay_spool(&agent, &cfg.spool_dir);
+    agent.set_spool_replayed(replayed);
+    if replayed > 0 {
+        tracing::info!(count = replayed, dir = %cfg.spool_dir.display(), "replayed spooled DELs");
+    }
+    for e in errors {
+        tracing::error!(problem = %e, "spool replay");
+    }
+    Ok(agent)
+}
+
+/// Runs periodic leak collection until the process ends.
+pub fn start_gc_loop(agent: Arc<Agent>, every: Duration) {
+    std::thread::Builder::new()
+        .name("gc".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            if let Err(e) = agent.collect_leaks() {
+                tracing::warn!(error = %e, "garbage collection pass failed");
+            }
+        })
+        .expect("spawn gc thread");
+}

@@ -1,1 +1,30 @@
-fn main() {}
+use std::time::Duration;
+
+use clap::Parser;
+use weft_agent::config::AgentConfig;
+
+fn main() {
+    let cfg = AgentConfig::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(&cfg) {
+        tracing::error!("{e:#}");
+        eprintln!("weftd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
+    let agent = weft_agent::build(cfg)?;
+    let listener = weft_agent::server::bind(&cfg.socket)?;
+    weft_agent::start_gc_loop(agent.clone(), Duration::from_secs(cfg.gc_interval_seconds.max(1)));
+    tracing::info!(socket = %cfg.socket.display(), node = %agent.facts().node,
+        pod_mtu = agent.facts().pod_mtu, endpoints = agent.endpoints().len(), "weftd ready");
+    weft_agent::server::serve(listener, agent)?;
+    Ok(())
+}

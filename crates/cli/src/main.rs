@@ -1,1 +1,87 @@
-fn main() {}
+//! weft: the command-line tool for people and scripts.
+
+mod bench_cmd;
+mod lab_cmd;
+mod output;
+mod views;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "weft: Kubernetes pod networking; inspect the node agent, run labs and benchmarks")]
+struct Cli {
+    /// weftd's socket.
+    #[arg(long, global = true, env = "WEFT_SOCKET", default_value = weft_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Talk to the weftd of this lab instead of --socket.
+    #[arg(long, global = true)]
+    lab: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The agent: node, pools, endpoints, memory.
+    Status,
+    /// The pod interfaces on this node.
+    Endpoints,
+    /// Addresses: pools, blocks, who holds what.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCmd,
+    },
+    /// Benchmarks, side by side with the reference plugins.
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCmd,
+    },
+    /// Labs: a weft node with pods in network namespaces on this machine.
+    Lab {
+        #[command(subcommand)]
+        command: lab_cmd::LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpamCmd {
+    /// Pool use, blocks and every allocation with its pod.
+    Show,
+    /// Leaks and inconsistencies; exits 1 when something is wrong.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = match &cli.lab {
+        Some(name) => weft_lab::Lab::dir_of(name).join("weftd.sock"),
+        None => cli.socket.clone(),
+    };
+    let result = match cli.command {
+        Cmd::Status => views::status(&socket, cli.output),
+        Cmd::Endpoints => views::endpoints(&socket, cli.output),
+        Cmd::Ipam { command: IpamCmd::Show } => views::ipam_show(&socket, cli.output),
+        Cmd::Ipam { command: IpamCmd::Check } => views::ipam_check(&socket, cli.output),
+        Cmd::Lab { command } => lab_cmd::run(command, cli.output),
+        Cmd::Bench { command } => bench_cmd::run(command, cli.output),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`.
+CARGO ?= cargo
+BIN := target/release
+
+.PHONY: setup build demo test unit lint fmt bench clean-labs
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --bins
+
+## demo: a lab with three pods talking, shown and torn down
+demo: build
+	@bash scripts/demo.sh $(BIN)
+
+## test: everything CI runs (privileged tests need root)
+test: setup lint
+	$(CARGO) build --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: weft-cni against the reference plugins, side by side
+bench: build
+	$(BIN)/weft bench cni
+
+clean-labs:
+	@for l in $$(ls /run/weft-lab 2>/dev/null); do $(BIN)/weft lab down --name $$l || true; done

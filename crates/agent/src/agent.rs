@@ -1,0 +1,571 @@
+//! The agent's logic: the CNI verbs and the read-only views, over the IPAM,
+//! the endpoint table and the data-path seam. No sockets here (see server.rs),
+//! so all of it runs in unit tests with a recording data path and an in-memory
+//! store.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use weft_api::{
+    AddRequest, AgentStatus, AllocationView, Attachment, BlockView, CheckRequest, DelRequest,
+    EndpointInfo, GcReply, GcRequest, IpamCheckReport, IpamView, PoolUsage, StatusRequest,
+};
+use weft_cni_spec::{codes, CniError, Interface, IpConfig, NeutralResult, Route};
+use weft_datapath::{format_mac, Datapath, DatapathError, PodLink, GATEWAY_V4, GATEWAY_V6};
+use weft_ipam::{AllocRequest, AllocationAttrs, Ipam, IpamError};
+use weft_store::StoreError;
+
+use crate::endpoints::{EndpointError, Endpoints};
+use crate::naming::host_ifname;
+use crate::teardown::Teardown;
+
+/// How long an ADD waits for the deferred teardown of the same attachment.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Operations on one container are serialised through one of these stripes;
+/// different containers almost always land on different stripes and run
+/// concurrently.
+const LOCK_STRIPES: usize = 1024;
+
+/// Facts about the node fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    pub node: String,
+    pub socket: String,
+    pub pod_mtu: u32,
+    pub underlay: Option<String>,
+    pub nat_outgoing: bool,
+    pub store_backend: String,
+}
+
+pub struct Agent {
+    facts: NodeFacts,
+    ipam: Ipam,
+    endpoints: Endpoints,
+    datapath: Arc<dyn Datapath>,
+    teardown: Teardown,
+    stripes: Vec<Mutex<()>>,
+    started: Instant,
+    spool_replayed: Mutex<usize>,
+}
+
+impl Agent {
+    pub fn new(facts: NodeFacts, ipam: Ipam, endpoints: Endpoints, datapath: Arc<dyn Datapath>) -> Agent {
+        Agent {
+            facts,
+            ipam,
+            endpoints,
+            teardown: Teardown::start(datapath.clone()),
+            datapath,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            started: Instant::now(),
+            spool_replayed: Mutex::new(0),
+        }
+    }
+
+    pub fn facts(&self) -> &NodeFacts {
+        &self.facts
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    pub fn datapath(&self) -> &Arc<dyn Datapath> {
+        &self.datapath
+    }
+
+    pub(crate) fn set_spool_replayed(&self, n: usize) {
+        *self.spool_replayed.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    fn lock_container(&self, container_id: &str) -> MutexGuard<'_, ()> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in container_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.stripes[(h % LOCK_STRIPES as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// CNI ADD: allocate, wire, record. Idempotent for the same attachment and netns.
+    pub fn add(&self, req: &AddRequest) -> Result<NeutralResult, CniError> {
+        validate_attachment(&req.attachment)?;
+        if req.netns.is_empty() {
+            return Err(CniError::new(codes::INVALID_ENV, "CNI_NETNS is empty; ADD needs the container's network namespace path"));
+        }
+        if !req.want_ipv4 && !req.want_ipv6 {
+            return Err(CniError::new(codes::INVALID_NETWORK_CONFIG, "ipFamilies is empty; ask for ipv4, ipv6 or both"));
+        }
+        let host = host_ifname(&req.attachment);
+        if !self.teardown.wait_clear(&host, TEARDOWN_WAIT) {
+            return Err(CniError::new(
+                codes::TRY_AGAIN_LATER,
+                format!("the previous interface {host} of this container is still being torn down; retry shortly"),
+            ));
+        }
+        let _guard = self.lock_container(&req.attachment.container_id);
+
+        if let Some(ep) = self.endpoints.get(&req.attachment) {
+            if ep.netns == req.netns {
+                return Ok(result_of(&ep));
+            }
+            return Err(CniError::new(
+                codes::INVALID_ENV,
+                format!(
+                    "container {} already has {} in netns {}; DEL it before adding it to {}",
+                    req.attachment.container_id, req.attachment.ifname, ep.netns, req.netns
+                ),
+            ));
+        }
+        if !Path::new(&req.netns).exists() {
+            return Err(CniError::new(
+                codes::INVALID_ENV,
+                format!("network namespace {} does not exist; was the container stopped?", req.netns),
+            ));
+        }
+
+        let attrs = alloc_attrs(req);
+        let alloc_req = AllocRequest {
+            ipv4: req.want_ipv4,
+            ipv6: req.want_ipv6,
+            requested: req.requested_ips.clone(),
+        };
+        let allocated = self.ipam.allocate(&attrs, &alloc_req).map_err(ipam_error)?;
+        let ipv4 = allocated.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+        let ipv6 = allocated.iter().find_map(|a| match a.addr {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        });
+        let mtu = req.mtu.unwrap_or(self.facts.pod_mtu);
+        let link = PodLink {
+            netns: req.netns.clone().into(),
+            ifname: req.attachment.ifname.clone(),
+            host_ifname: host.clone(),
+            mtu,
+            ipv4,
+            ipv6,
+        };
+        let attached = match self.datapath.attach(&link) {
+            Ok(a) => a,
+            Err(e) => {
+                // nothing is wired, so the addresses never reached a pod: give
+                // them back at once rather than through quarantine
+                if let Err(re) = self.ipam.rollback(&attrs.handle()) {
+                    tracing::warn!(error = %re, "could not roll back addresses of a failed ADD; gc will collect them");
+                }
+                return Err(datapath_error(e));
+            }
+        };
+        let ep = EndpointInfo {
+            attachment: req.attachment.clone(),
+            pod: req.pod.clone(),
+            network: req.network.clone(),
+            netns: req.netns.clone(),
+            host_ifname: host,
+            mac: format_mac(attached.pod_mac),
+            mtu,
+            ips: allocated.iter().map(|a| IpNet::from(a.addr)).collect(),
+            created_at: unix_now(),
+        };
+        if let Err(e) = self.endpoints.put(ep.clone()) {
+            self.teardown.schedule(ep.host_ifname.clone());
+            if let Err(re) = self.ipam.rollback(&attrs.handle()) {
+                tracing::warn!(error = %re, "could not roll back addresses of a failed ADD; gc will collect them");
+            }
+            return Err(endpoint_error(e));
+        }
+        tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname,
+            pod = %format!("{}/{}", req.pod.namespace, req.pod.name), ips = ?ep.ips, "added");
+        Ok(result_of(&ep))
+    }
+
+    /// CNI DEL: release the addresses, forget the endpoint, queue the veth for
+    /// teardown. Succeeds for anything already gone.
+    pub fn del(&self, req: &DelRequest) -> Result<(), CniError> {
+        validate_attachment(&req.attachment)?;
+        let _guard = self.lock_container(&req.attachment.container_id);
+        let handle = AllocationAttrs {
+            container_id: req.attachment.container_id.clone(),
+            ifname: req.attachment.ifname.clone(),
+            pod_namespace: String::new(),
+            pod_name: String::new(),
+        }
+        .handle();
+        // release even without an endpoint: an ADD may have allocated and then
+        // failed or crashed before recording it
+        let released = self.ipam.release(&handle).map_err(ipam_error)?;
+        let ep = self.endpoints.remove(&req.attachment).map_err(endpoint_error)?;
+        let host = ep
+            .as_ref()
+            .map(|e| e.host_ifname.clone())
+            .unwrap_or_else(|| host_ifname(&req.attachment));
+        self.teardown.schedule(host);
+        tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname, released = ?released, "deleted");
+        Ok(())
+    }
+
+    /// CNI CHECK: the attachment exists and the kernel still matches it.
+    pub fn check(&self, req: &CheckRequest) -> Result<(), CniError> {
+        validate_attachment(&req.attachment)?;
+        let _guard = self.lock_container(&req.attachment.container_id);
+        let Some(ep) = self.endpoints.get(&req.attachment) else {
+            return Err(CniError::new(
+                codes::UNKNOWN_CONTAINER,
+                format!(
+                    "weft has no attachment {} of container {}; ADD it first",
+                    req.attachment.ifname, req.attachment.container_id
+                ),
+            ));
+        };
+        let mut problems = Vec::new();
+        if let Some(prev) = &req.prev_result {
+            for ip in &ep.ips {
+                if !prev.ips.iter().any(|p| p.address.addr() == ip.addr()) {
+                    problems.push(format!("prevResult lacks {ip}, which weft assigned"));
+                }
+            }
+        }
+        let handle = alloc_attrs_of(&ep).handle();
+        let held = self.ipam.find(&handle);
+        for ip in &ep.ips {
+            if !held.contains(&ip.addr()) {
+                problems.push(format!("ipam no longer attributes {} to this container", ip.addr()));
+            }
+        }
+        let mac = parse_mac(&ep.mac).unwrap_or([0; 6]);
+        problems.extend(self.datapath.check(&link_of(&ep), mac).map_err(datapath_error)?);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                codes::CHECK_FAILED,
+                format!("attachment differs from what weft set up: {}; DEL and ADD the container to repair it", problems.join("; ")),
+            ))
+        }
+    }
+
+    /// CNI GC: every endpoint of the network not in the valid list is removed,
+    /// then leaked addresses of this node are collected (after the grace period).
+    pub fn gc(&self, req: &GcRequest) -> Result<GcReply, CniError> {
+        let valid: HashSet<&Attachment> = req.valid_attachments.iter().collect();
+        let mut collected = Vec::new();
+        for ep in self.endpoints.list() {
+            if ep.network == req.network && !valid.contains(&ep.attachment) {
+                self.del(&DelRequest {
+                    attachment: ep.attachment.clone(),
+                    netns: ep.netns.clone(),
+                    network: ep.network.clone(),
+                })?;
+                collected.push(ep.attachment);
+            }
+        }
+        self.collect_leaks().map_err(ipam_error)?;
+        Ok(GcReply { collected })
+    }
+
+    /// Frees addresses held by handles that have no endpoint here, once they
+    /// are older than the grace period. Never touches a live endpoint's address.
+    pub fn collect_leaks(&self) -> Result<usize, IpamError> {
+        let freed = self.ipam.gc(&self.live_handles())?;
+        if !freed.is_empty() {
+            tracing::info!(count = freed.len(), "collected leaked addresses");
+        }
+        Ok(freed.len())
+    }
+
+    fn live_handles(&self) -> HashSet<String> {
+        self.endpoints
+            .list()
+            .iter()
+            .map(|ep| alloc_attrs_of(ep).handle())
+            .collect()
+    }
+
+    /// CNI STATUS: ready when the datastore answers.
+    pub fn cni_status(&self, _req: &StatusRequest) -> Result<(), CniError> {
+        self.ipam.pools_usage().map(|_| ()).map_err(|e| {
+            CniError::new(codes::NOT_AVAILABLE, format!("weftd cannot reach its datastore: {e}"))
+        })
+    }
+
+    pub fn status(&self) -> Result<AgentStatus, CniError> {
+        Ok(AgentStatus {
+            node: self.facts.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            socket: self.facts.socket.clone(),
+            store_backend: self.facts.store_backend.clone(),
+            endpoints: self.endpoints.len(),
+            pools: self.pool_usage()?,
+            underlay: self.facts.underlay.clone(),
+            pod_mtu: self.facts.pod_mtu,
+            nat_outgoing: self.facts.nat_outgoing,
+            spool_replayed: *self.spool_replayed.lock().unwrap_or_else(|p| p.into_inner()),
+            rss_bytes: rss_bytes(),
+        })
+    }
+
+    fn pool_usage(&self) -> Result<Vec<PoolUsage>, CniError> {
+        Ok(self
+            .ipam
+            .pools_usage()
+            .map_err(ipam_error)?
+            .into_iter()
+            .map(|p| PoolUsage {
+                cidr: p.cidr,
+                block_prefix: p.block_prefix,
+                blocks: p.blocks,
+                capacity: p.capacity,
+                allocated: p.allocated,
+                quarantined: p.quarantined,
+            })
+            .collect())
+    }
+
+    pub fn ipam_view(&self) -> Result<IpamView, CniError> {
+        Ok(IpamView {
+            pools: self.pool_usage()?,
+            blocks: self
+                .ipam
+                .blocks()
+                .map_err(ipam_error)?
+                .into_iter()
+                .map(|b| BlockView {
+                    cidr: b.cidr,
+                    affinity: b.affinity,
+                    allocated: b.allocated,
+                    quarantined: b.quarantined,
+                    capacity: b.capacity,
+                })
+                .collect(),
+            allocations: self
+                .ipam
+                .allocations()
+                .map_err(ipam_error)?
+                .into_iter()
+                .map(allocation_view)
+                .collect(),
+        })
+    }
+
+    pub fn ipam_check(&self) -> Result<IpamCheckReport, CniError> {
+        let findings = self.ipam.check(&self.live_handles()).map_err(ipam_error)?;
+        let allocs = self.ipam.allocations().map_err(ipam_error)?;
+        let mut unallocated = Vec::new();
+        for ep in self.endpoints.list() {
+            let handle = alloc_attrs_of(&ep).handle();
+            let ok = ep.ips.iter().all(|ip| {
+                allocs
+                    .iter()
+                    .any(|a| a.address == ip.addr() && a.handle == handle)
+            });
+            if !ok {
+                unallocated.push(ep.attachment.clone());
+            }
+        }
+        Ok(IpamCheckReport {
+            leaked: findings.leaked.into_iter().map(allocation_view).collect(),
+            unallocated_endpoints: unallocated,
+            problems: findings.problems,
+        })
+    }
+}
+
+fn allocation_view(a: weft_ipam::AllocationInfo) -> AllocationView {
+    AllocationView {
+        address: a.address,
+        block: a.block,
+        handle: a.handle,
+        pod: weft_api::PodRef {
+            namespace: a.pod_namespace,
+            name: a.pod_name,
+            uid: String::new(),
+        },
+        container_id: a.container_id,
+        ifname: a.ifname,
+        allocated_at: a.allocated_at,
+    }
+}
+
+/// The result weft reports for an endpoint: the host veth, the pod interface,
+/// one address per family with the link-local gateway, default routes.
+pub fn result_of(ep: &EndpointInfo) -> NeutralResult {
+    let interfaces = vec![
+        Interface {
+            name: ep.host_ifname.clone(),
+            mac: format_mac(weft_datapath::HOST_VETH_MAC),
+            mtu: Some(ep.mtu),
+            sandbox: None,
+        },
+        Interface {
+            name: ep.attachment.ifname.clone(),
+            mac: ep.mac.clone(),
+            mtu: Some(ep.mtu),
+            sandbox: Some(ep.netns.clone()),
+        },
+    ];
+    let mut ips = Vec::new();
+    let mut routes = Vec::new();
+    for ip in &ep.ips {
+        let gw = match ip {
+            IpNet::V4(_) => IpAddr::V4(GATEWAY_V4),
+            IpNet::V6(_) => IpAddr::V6(GATEWAY_V6),
+        };
+        ips.push(IpConfig {
+            address: *ip,
+            gateway: Some(gw),
+            interface: Some(1),
+        });
+        let default: IpNet = match ip {
+            IpNet::V4(_) => "0.0.0.0/0".parse().expect("literal"),
+            IpNet::V6(_) => "::/0".parse().expect("literal"),
+        };
+        routes.push(Route {
+            dst: default,
+            gw: Some(gw),
+        });
+    }
+    NeutralResult {
+        interfaces,
+        ips,
+        routes,
+    }
+}
+
+pub(crate) fn link_of(ep: &EndpointInfo) -> PodLink {
+    PodLink {
+        netns: ep.netns.clone().into(),
+        ifname: ep.attachment.ifname.clone(),
+        host_ifname: ep.host_ifname.clone(),
+        mtu: ep.mtu,
+        ipv4: ep.ips.iter().find_map(|n| match n {
+            IpNet::V4(v4) => Some(v4.addr()),
+            IpNet::V6(_) => None,
+        }),
+        ipv6: ep.ips.iter().find_map(|n| match n {
+            IpNet::V6(v6) => Some(v6.addr()),
+            IpNet::V4(_) => None,
+        }),
+    }
+}
+
+fn alloc_attrs(req: &AddRequest) -> AllocationAttrs {
+    AllocationAttrs {
+        container_id: req.attachment.container_id.clone(),
+        ifname: req.attachment.ifname.clone(),
+        pod_namespace: req.pod.namespace.clone(),
+        pod_name: req.pod.name.clone(),
+    }
+}
+
+pub(crate) fn alloc_attrs_of(ep: &EndpointInfo) -> AllocationAttrs {
+    AllocationAttrs {
+        container_id: ep.attachment.container_id.clone(),
+        ifname: ep.attachment.ifname.clone(),
+        pod_namespace: ep.pod.namespace.clone(),
+        pod_name: ep.pod.name.clone(),
+    }
+}
+
+pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The agent API is an entry point of its own: it re-checks what the shim checked.
+fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
+    let cid_ok = a
+        .container_id
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && a.container_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if !cid_ok {
+        return Err(CniError::new(
+            codes::INVALID_ENV,
+            format!("invalid CNI_CONTAINERID {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit", a.container_id),
+        ));
+    }
+    let n = &a.ifname;
+    let if_ok = !n.is_empty()
+        && n.len() <= 15
+        && n != "."
+        && n != ".."
+        && !n.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+    if !if_ok {
+        return Err(CniError::new(
+            codes::INVALID_ENV,
+            format!("invalid CNI_IFNAME {n:?}: 1-15 bytes, not '.' or '..', without '/', ':' or whitespace"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn ipam_error(e: IpamError) -> CniError {
+    match &e {
+        IpamError::Store(StoreError::Unavailable { .. }) => {
+            CniError::new(codes::TRY_AGAIN_LATER, format!("{e}; retry when the datastore is back"))
+        }
+        IpamError::Contended { .. } => {
+            CniError::new(codes::TRY_AGAIN_LATER, format!("{e}; retry shortly"))
+        }
+        IpamError::Exhausted { .. } => CniError::new(codes::IPAM_EXHAUSTED, e.to_string()),
+        IpamError::RequestRefused { .. } => CniError::new(codes::IPAM_REQUEST_REFUSED, e.to_string()),
+        _ => CniError::new(codes::INTERNAL, e.to_string()),
+    }
+}
+
+fn endpoint_error(e: EndpointError) -> CniError {
+    match &e {
+        EndpointError::Store(StoreError::Unavailable { .. }) => {
+            CniError::new(codes::TRY_AGAIN_LATER, e.to_string())
+        }
+        _ => CniError::new(codes::INTERNAL, e.to_string()),
+    }
+}
+
+fn datapath_error(e: DatapathError) -> CniError {
+    match &e {
+        DatapathError::NetnsGone { .. } => CniError::new(codes::INVALID_ENV, e.to_string()),
+        _ => CniError::new(codes::DATAPATH_FAILURE, e.to_string()),
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// weftd's resident set size, from /proc/self/status.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,106 @@
+//! Start-up reconciliation: make the kernel match the endpoint table, and
+//! finish the DELs weft-cni spooled while weftd was away.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use weft_api::DelRequest;
+
+use crate::agent::{link_of, parse_mac, Agent};
+use crate::naming::{is_host_ifname, HOST_PREFIX};
+
+/// What reconciliation did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Endpoints whose host routes or neighbours had to be put back.
+    pub restored: Vec<String>,
+    /// Endpoints whose network namespace is gone: released and forgotten.
+    pub vanished: Vec<String>,
+    /// Host veths of weft's shape with no endpoint: deleted.
+    pub orphans_removed: Vec<String>,
+    /// Problems that need a person.
+    pub errors: Vec<String>,
+}
+
+/// Restores every endpoint's host side, forgets endpoints whose netns is gone
+/// and removes orphan veths. Goes on past errors and reports all of them.
+pub fn reconcile(agent: &Agent) -> ReconcileReport {
+    let mut report = ReconcileReport::default();
+    let mut known = HashSet::new();
+    for ep in agent.endpoints().list() {
+        let id = format!("{}/{}", ep.attachment.container_id, ep.attachment.ifname);
+        if !Path::new(&ep.netns).exists() {
+            // the container died while weftd was down; its DEL may still come
+            // (and will succeed as a no-op)
+            match agent.del(&DelRequest {
+                attachment: ep.attachment.clone(),
+                netns: String::new(),
+                network: ep.network.clone(),
+            }) {
+                Ok(()) => report.vanished.push(id),
+                Err(e) => report.errors.push(format!("{id}: {}", e.msg)),
+            }
+            continue;
+        }
+        known.insert(ep.host_ifname.clone());
+        let mac = parse_mac(&ep.mac).unwrap_or([0; 6]);
+        match agent.datapath().restore_host_side(&link_of(&ep), mac) {
+            Ok(true) => report.restored.push(id),
+            Ok(false) => {}
+            Err(e) => report.errors.push(format!("{id}: {e}")),
+        }
+    }
+    match agent.datapath().list_host_links(HOST_PREFIX) {
+        Ok(links) => {
+            for link in links {
+                if is_host_ifname(&link.name) && !known.contains(&link.name) {
+                    match agent.datapath().detach(&link.name) {
+                        Ok(()) => report.orphans_removed.push(link.name),
+                        Err(e) => report.errors.push(format!("orphan {}: {e}", link.name)),
+                    }
+                }
+            }
+        }
+        Err(e) => report.errors.push(format!("listing host links: {e}")),
+    }
+    report
+}
+
+/// Replays every DEL in the spool directory, removing each file once the DEL
+/// is done. A file that cannot be parsed is renamed aside (`.bad`) so it is
+/// never lost and never blocks the rest.
+pub fn replay_spool(agent: &Agent, dir: &Path) -> (usize, Vec<String>) {
+    let mut done = 0;
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, errors);
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<DelRequest>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(req) => match agent.del(&req) {
+                Ok(()) => {
+                    done += 1;
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        errors.push(format!("{}: replayed but not removed: {e}", path.display()));
+                    }
+                }
+                Err(e) => errors.push(format!("{}: {}", path.display(), e.msg)),
+            },
+            Err(e) => {
+                let aside = path.with_extension("json.bad");
+                let _ = std::fs::rename(&path, &aside);
+                errors.push(format!("{}: unreadable ({e}); moved to {}", path.display(), aside.display()));
+            }
+        }
+    }
+    (done, errors)
+}

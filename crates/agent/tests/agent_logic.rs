@@ -1,0 +1,242 @@
+//! weftd's logic over its seams: an in-memory store and the recording data
+//! path stand in for the disk and the kernel (the privileged tests in
+//! tests/tests/ prove the real ones). No root needed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use weft_agent::agent::Agent;
+use weft_agent::config::AgentConfig;
+use weft_api::{AddRequest, Attachment, CheckRequest, DelRequest, GcRequest, PodRef};
+use weft_datapath::{DatapathError, Op, RecordingDatapath};
+use weft_store::embedded::EmbeddedStore;
+use weft_store::Store;
+
+struct Fixture {
+    agent: Arc<Agent>,
+    dp: RecordingDatapath,
+    ipam_store: Arc<dyn Store>,
+    local_store: Arc<dyn Store>,
+    spool: PathBuf,
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-agent-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(spool: &std::path::Path) -> AgentConfig {
+    AgentConfig::parse_from([
+        "weftd",
+        "--node-name=n1",
+        "--pool=10.10.0.0/24",
+        "--pool=fd00:10::/120",
+        "--block-prefix-v4=28",
+        "--block-prefix-v6=124",
+        &format!("--spool-dir={}", spool.display()),
+        "--state-dir=/nonexistent-not-used",
+    ])
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let spool = tmpdir(tag);
+    let dp = RecordingDatapath::new();
+    let ipam_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let local_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let agent = weft_agent::build_with(&config(&spool), ipam_store.clone(), local_store.clone(), Arc::new(dp.clone())).unwrap();
+    Fixture { agent, dp, ipam_store, local_store, spool }
+}
+
+fn restart(f: &Fixture) -> Arc<Agent> {
+    weft_agent::build_with(&config(&f.spool), f.ipam_store.clone(), f.local_store.clone(), Arc::new(f.dp.clone())).unwrap()
+}
+
+fn att(cid: &str) -> Attachment {
+    Attachment { container_id: cid.into(), ifname: "eth0".into() }
+}
+
+fn add_req(cid: &str) -> AddRequest {
+    AddRequest {
+        attachment: att(cid),
+        // any path that exists: the recording data path never opens it
+        netns: "/proc/self/ns/net".into(),
+        network: "net1".into(),
+        pod: PodRef { namespace: "default".into(), name: format!("pod-{cid}"), uid: String::new() },
+        mtu: None,
+        want_ipv4: true,
+        want_ipv6: true,
+        requested_ips: vec![],
+    }
+}
+
+fn del_req(cid: &str) -> DelRequest {
+    DelRequest { attachment: att(cid), netns: String::new(), network: "net1".into() }
+}
+
+#[test]
+fn add_wires_a_dual_stack_pod_and_is_idempotent() {
+    let f = fixture("add");
+    let r1 = f.agent.add(&add_req("c1")).unwrap();
+    assert_eq!(r1.ips.len(), 2);
+    assert_eq!(r1.interfaces.len(), 2);
+    assert_eq!(r1.interfaces[1].sandbox.as_deref(), Some("/proc/self/ns/net"));
+    assert_eq!(r1.routes.len(), 2, "a default route per family");
+    let r2 = f.agent.add(&add_req("c1")).unwrap();
+    assert_eq!(r1, r2, "same answer for the same attachment");
+    assert_eq!(f.dp.calls_of(Op::Attach).len(), 1, "wired once");
+    assert_eq!(f.agent.endpoints().len(), 1);
+    // a different netns for the same attachment is refused, not silently rewired
+    let mut other = add_req("c1");
+    other.netns = "/proc/1/ns/net".into();
+    assert_eq!(f.agent.add(&other).unwrap_err().code, 4);
+}
+
+#[test]
+fn a_failed_attach_gives_the_addresses_back_at_once() {
+    let f = fixture("fail");
+    f.dp.fail_next(Op::Attach, DatapathError::Injected("boom".into()));
+    let err = f.agent.add(&add_req("c1")).unwrap_err();
+    assert_eq!(err.code, 102, "{err:?}");
+    assert!(f.agent.ipam().allocations().unwrap().is_empty(), "rolled back");
+    assert_eq!(f.agent.endpoints().len(), 0);
+    // and without quarantine: nothing rests, the addresses are free at once
+    let usage = f.agent.ipam().pools_usage().unwrap();
+    assert_eq!(usage.iter().map(|p| p.quarantined).sum::<u64>(), 0, "{usage:?}");
+}
+
+#[test]
+fn del_releases_forgets_and_queues_teardown_and_repeats_cleanly() {
+    let f = fixture("del");
+    let r = f.agent.add(&add_req("c1")).unwrap();
+    f.agent.del(&del_req("c1")).unwrap();
+    assert_eq!(f.agent.endpoints().len(), 0);
+    assert!(f.agent.ipam().allocations().unwrap().is_empty());
+    let usage = f.agent.ipam().pools_usage().unwrap();
+    assert_eq!(usage.iter().map(|p| p.quarantined).sum::<u64>(), 2, "both addresses in quarantine");
+    f.agent.del(&del_req("c1")).unwrap();
+    f.agent.del(&del_req("never-seen")).unwrap();
+    // the teardown ran (in the background) for the host side of c1
+    let host = r.interfaces[0].name.clone();
+    let mut tries = 0;
+    while !f.dp.calls_of(Op::Detach).iter().any(|c| format!("{c:?}").contains(&host)) {
+        tries += 1;
+        assert!(tries < 200, "teardown never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // re-adding the same container gets new addresses (the old ones rest)
+    let again = f.agent.add(&add_req("c1")).unwrap();
+    assert_ne!(again.ips[0].address, r.ips[0].address);
+}
+
+#[test]
+fn check_reports_unknown_containers_and_kernel_drift() {
+    let f = fixture("check");
+    let unknown = f.agent.check(&CheckRequest { attachment: att("nope"), netns: "/proc/self/ns/net".into(), network: "net1".into(), prev_result: None });
+    assert_eq!(unknown.unwrap_err().code, 3);
+    let r = f.agent.add(&add_req("c1")).unwrap();
+    let req = CheckRequest { attachment: att("c1"), netns: "/proc/self/ns/net".into(), network: "net1".into(), prev_result: Some(r) };
+    f.agent.check(&req).unwrap();
+    f.dp.set_check_problems(vec!["host route 10.10.0.1/32 via weftx missing".into()]);
+    let err = f.agent.check(&req).unwrap_err();
+    assert_eq!(err.code, 103);
+    assert!(err.msg.contains("host route 10.10.0.1/32"), "{}", err.msg);
+}
+
+#[test]
+fn gc_collects_attachments_the_runtime_no_longer_knows() {
+    let f = fixture("gc");
+    f.agent.add(&add_req("keep")).unwrap();
+    f.agent.add(&add_req("drop")).unwrap();
+    let reply = f.agent.gc(&GcRequest { network: "net1".into(), valid_attachments: vec![att("keep")] }).unwrap();
+    assert_eq!(reply.collected, vec![att("drop")]);
+    assert_eq!(f.agent.endpoints().list().len(), 1);
+    // another network's GC never touches this network's pods
+    let other = f.agent.gc(&GcRequest { network: "other".into(), valid_attachments: vec![] }).unwrap();
+    assert!(other.collected.is_empty());
+    assert_eq!(f.agent.ipam().allocations().unwrap().len(), 2, "keep's v4 and v6 only");
+}
+
+#[test]
+fn restart_restores_host_side_forgets_vanished_pods_and_removes_orphans() {
+    let f = fixture("restart");
+    f.agent.add(&add_req("alive")).unwrap();
+    let mut gone = add_req("gone");
+    gone.netns = "/proc/self/ns/net".into();
+    f.agent.add(&gone).unwrap();
+    // the "gone" pod's namespace vanishes while weftd is down: rewrite its record
+    let mut ep = f.agent.endpoints().get(&att("gone")).unwrap();
+    ep.netns = "/run/netns/definitely-not-here".into();
+    f.agent.endpoints().put(ep).unwrap();
+    // an orphan veth of weft's shape that no endpoint owns
+    let orphan = weft_datapath::PodLink {
+        netns: "/proc/self/ns/net".into(),
+        ifname: "eth0".into(),
+        host_ifname: "weft0123456789a".into(),
+        mtu: 1500,
+        ipv4: None,
+        ipv6: None,
+    };
+    use weft_datapath::Datapath;
+    f.dp.attach(&orphan).unwrap();
+    f.dp.set_restore_changes(true);
+    f.dp.take_calls();
+
+    let agent = restart(&f);
+    assert_eq!(agent.endpoints().len(), 1, "only the live pod is left");
+    assert!(agent.endpoints().get(&att("alive")).is_some());
+    assert_eq!(f.dp.calls_of(Op::RestoreHostSide).len(), 1);
+    assert!(!f.dp.attached().contains_key("weft0123456789a"), "orphan removed");
+    let held: Vec<_> = agent.ipam().allocations().unwrap();
+    assert!(held.iter().all(|a| a.container_id == "alive"), "vanished pod's addresses released");
+}
+
+#[test]
+fn spooled_dels_are_replayed_at_start_and_bad_files_set_aside() {
+    let f = fixture("spool");
+    f.agent.add(&add_req("c1")).unwrap();
+    std::fs::write(f.spool.join("c1-eth0.json"), serde_json::to_vec(&del_req("c1")).unwrap()).unwrap();
+    std::fs::write(f.spool.join("junk.json"), b"{not json").unwrap();
+    let agent = restart(&f);
+    assert_eq!(agent.endpoints().len(), 0);
+    assert!(agent.ipam().allocations().unwrap().is_empty());
+    assert!(!f.spool.join("c1-eth0.json").exists());
+    assert!(f.spool.join("junk.json.bad").exists(), "kept for a person to look at");
+    assert_eq!(agent.status().unwrap().spool_replayed, 1);
+}
+
+#[test]
+fn hostile_attachments_are_refused_before_anything_happens() {
+    let f = fixture("hostile");
+    for (cid, ifname) in [("", "eth0"), ("-x", "eth0"), ("a/b", "eth0"), ("ok", ""), ("ok", "../x"), ("ok", "a234567890123456"), ("ok", "a b"), ("ok", "..")] {
+        let mut r = add_req(cid);
+        r.attachment.ifname = ifname.into();
+        assert_eq!(f.agent.add(&r).unwrap_err().code, 4, "{cid:?} {ifname:?}");
+    }
+    assert!(f.dp.calls_of(Op::Attach).is_empty());
+    assert!(f.agent.ipam().allocations().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_adds_of_many_containers_all_succeed_with_distinct_addresses() {
+    let f = fixture("conc");
+    let agent = f.agent.clone();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let agent = agent.clone();
+                s.spawn(move || (0..10).map(|i| agent.add(&add_req(&format!("c{t}-{i}"))).unwrap()).collect::<Vec<_>>())
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = std::collections::HashSet::new();
+    for r in &results {
+        for ip in &r.ips {
+            assert!(seen.insert(ip.address), "duplicate {}", ip.address);
+        }
+    }
+    assert_eq!(seen.len(), 160);
+}

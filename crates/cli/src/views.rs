@@ -1,0 +1,159 @@
+//! The read-only views of a node's weftd.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use weft_api::{paths, AgentStatus, EndpointInfo, IpamCheckReport, IpamView};
+
+use crate::output::{bytes, table};
+use crate::Format;
+
+pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> {
+    let resp = weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(30))
+        .with_context(|| format!("is weftd running? (looked for it at {})", socket.display()))?;
+    if resp.status != 200 {
+        let msg = serde_json::from_slice::<weft_api::CniError>(&resp.body)
+            .map(|e| e.msg)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&resp.body).into_owned());
+        bail!("weftd answered {}: {msg}", resp.status);
+    }
+    serde_json::from_slice(&resp.body).context("weftd sent a reply this weft cannot read (version mismatch?)")
+}
+
+fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
+    let s: AgentStatus = get(socket, paths::STATUS)?;
+    if fmt == Format::Json {
+        return json(&s);
+    }
+    println!("node:         {}", s.node);
+    println!("weftd:        {} (pid {}, up {} s, rss {})", s.version, s.pid, s.uptime_seconds, bytes(s.rss_bytes));
+    println!("socket:       {}", s.socket);
+    println!("store:        {}", s.store_backend);
+    println!("endpoints:    {}", s.endpoints);
+    println!(
+        "pod mtu:      {}{}",
+        s.pod_mtu,
+        s.underlay.map(|u| format!(" (from underlay {u})")).unwrap_or_else(|| " (configured)".into())
+    );
+    println!("nat outgoing: {}", if s.nat_outgoing { "on" } else { "off" });
+    if s.spool_replayed > 0 {
+        println!("spool:        {} DELs replayed at start", s.spool_replayed);
+    }
+    println!();
+    pools_table(&s.pools);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pools_table(pools: &[weft_api::PoolUsage]) {
+    let rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.cidr.to_string(),
+                format!("/{}", p.block_prefix),
+                p.blocks.to_string(),
+                p.allocated.to_string(),
+                p.quarantined.to_string(),
+                p.capacity.to_string(),
+                format!("{:.2}%", 100.0 * p.allocated as f64 / p.capacity.max(1) as f64),
+            ]
+        })
+        .collect();
+    table(&["POOL", "BLOCKS OF", "BLOCKS", "ALLOCATED", "QUARANTINED", "CAPACITY", "USED"], &rows);
+}
+
+pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
+    let eps: Vec<EndpointInfo> = get(socket, paths::ENDPOINTS)?;
+    if fmt == Format::Json {
+        return json(&eps);
+    }
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            vec![
+                if e.pod.name.is_empty() { "-".into() } else { format!("{}/{}", e.pod.namespace, e.pod.name) },
+                short(&e.attachment.container_id),
+                e.attachment.ifname.clone(),
+                e.ips.iter().map(|i| i.addr().to_string()).collect::<Vec<_>>().join(","),
+                e.host_ifname.clone(),
+                e.mtu.to_string(),
+            ]
+        })
+        .collect();
+    table(&["POD", "CONTAINER", "IF", "ADDRESSES", "HOST IF", "MTU"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(20).collect()
+}
+
+pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
+    let v: IpamView = get(socket, paths::IPAM)?;
+    if fmt == Format::Json {
+        return json(&v);
+    }
+    pools_table(&v.pools);
+    println!();
+    let rows: Vec<Vec<String>> = v
+        .blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.cidr.to_string(),
+                b.affinity.clone().unwrap_or_else(|| "-".into()),
+                b.allocated.to_string(),
+                b.quarantined.to_string(),
+                b.capacity.to_string(),
+            ]
+        })
+        .collect();
+    table(&["BLOCK", "NODE", "ALLOCATED", "QUARANTINED", "CAPACITY"], &rows);
+    println!();
+    let rows: Vec<Vec<String>> = v
+        .allocations
+        .iter()
+        .map(|a| {
+            vec![
+                a.address.to_string(),
+                if a.pod.name.is_empty() { "-".into() } else { format!("{}/{}", a.pod.namespace, a.pod.name) },
+                short(&a.container_id),
+                a.ifname.clone(),
+                a.block.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ADDRESS", "POD", "CONTAINER", "IF", "BLOCK"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ipam_check(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
+    let r: IpamCheckReport = get(socket, paths::IPAM_CHECK)?;
+    let code = if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    if fmt == Format::Json {
+        json(&r)?;
+        return Ok(code);
+    }
+    if r.is_clean() {
+        println!("ipam is consistent: every address belongs to a live endpoint and every endpoint's address is allocated to it");
+        return Ok(code);
+    }
+    for a in &r.leaked {
+        println!("leaked: {} held by {} (pod {}/{}) with no endpoint on this node; weftd frees it after the gc grace period", a.address, a.handle, a.pod.namespace, a.pod.name);
+    }
+    for a in &r.unallocated_endpoints {
+        println!("unallocated: endpoint {}/{} has an address ipam does not attribute to it; DEL and ADD the pod", a.container_id, a.ifname);
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    Ok(code)
+}

@@ -1,0 +1,254 @@
+//! What IPAM keeps in the store: key layout, the block record, address math.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use weft_store::KeyValue;
+
+use crate::config::{MAX_BLOCK_HOST_BITS, MIN_BLOCK_HOST_BITS};
+use crate::{Family, IpamError, PoolConfig};
+
+/// Everything IPAM stores lives under this prefix.
+pub const IPAM_PREFIX: &str = "/weft/ipam/v1/";
+/// One key per pool: [`PoolConfig`] as JSON.
+pub const POOLS_PREFIX: &str = "/weft/ipam/v1/pools/";
+/// One key per claimed block: [`BlockRecord`] as JSON.
+pub const BLOCKS_PREFIX: &str = "/weft/ipam/v1/blocks/";
+
+/// `10.0.0.0/26` -> `10.0.0.0-26`, `fd00::/122` -> `fd00::-122`.
+pub fn escape_cidr(cidr: &IpNet) -> String {
+    cidr.to_string().replace('/', "-")
+}
+
+pub fn pool_key(cidr: &IpNet) -> String {
+    format!("{POOLS_PREFIX}{}", escape_cidr(cidr))
+}
+
+pub fn block_key(cidr: &IpNet) -> String {
+    format!("{BLOCKS_PREFIX}{}", escape_cidr(cidr))
+}
+
+/// The block a block key names, if the key is well formed.
+pub fn parse_block_key(key: &str) -> Option<IpNet> {
+    let rest = key.strip_prefix(BLOCKS_PREFIX)?;
+    let (addr, len) = rest.rsplit_once('-')?;
+    format!("{addr}/{len}").parse().ok()
+}
+
+/// One address handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub handle: String,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub pod_namespace: String,
+    #[serde(default)]
+    pub pod_name: String,
+    pub allocated_at_ms: u64,
+}
+
+impl Allocation {
+    pub(crate) fn holder(&self) -> String {
+        if self.pod_name.is_empty() {
+            format!("handle {}", self.handle)
+        } else {
+            format!(
+                "pod {}/{} (handle {})",
+                self.pod_namespace, self.pod_name, self.handle
+            )
+        }
+    }
+}
+
+/// A block claimed by a node: the JSON under `BLOCKS_PREFIX<escaped cidr>`.
+/// Ordinals are offsets from the block's first address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub cidr: IpNet,
+    pub pool: IpNet,
+    pub affinity: Option<String>,
+    #[serde(default)]
+    pub allocations: BTreeMap<u32, Allocation>,
+    /// Ordinal -> the time (ms since the epoch) it leaves quarantine.
+    #[serde(default)]
+    pub quarantine: BTreeMap<u32, u64>,
+    /// Next-fit cursor: where the search for a free ordinal starts.
+    #[serde(default)]
+    pub next: u32,
+}
+
+impl BlockRecord {
+    pub fn new(cidr: IpNet, pool: IpNet, affinity: Option<String>) -> BlockRecord {
+        BlockRecord {
+            cidr,
+            pool,
+            affinity,
+            allocations: BTreeMap::new(),
+            quarantine: BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of_net(&self.cidr)
+    }
+
+    /// Addresses in the block (a decoded record has at most 4096).
+    pub fn size(&self) -> u32 {
+        1u32 << (self.cidr.max_prefix_len() - self.cidr.prefix_len()).min(MAX_BLOCK_HOST_BITS)
+    }
+
+    pub fn addr(&self, ordinal: u32) -> IpAddr {
+        from_u128(
+            self.family(),
+            to_u128(self.cidr.network()) + u128::from(ordinal),
+        )
+    }
+
+    pub fn ordinal(&self, addr: IpAddr) -> Option<u32> {
+        if !self.cidr.contains(&addr) {
+            return None;
+        }
+        u32::try_from(to_u128(addr) - to_u128(self.cidr.network())).ok()
+    }
+
+    /// Ordinal inside the block and not reserved by the pool.
+    pub fn usable(&self, ordinal: u32) -> bool {
+        ordinal < self.size() && !reserved(&self.pool, self.addr(ordinal))
+    }
+
+    /// Addresses of the block that can ever be handed out.
+    pub fn capacity(&self) -> u64 {
+        let reserved = [self.pool.network(), self.pool.broadcast()]
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, a)| (i == 0 || self.family() == Family::V4) && self.cidr.contains(&a))
+            .count() as u64;
+        u64::from(self.size()) - reserved
+    }
+
+    pub fn is_quarantined(&self, ordinal: u32, now_ms: u64) -> bool {
+        self.quarantine
+            .get(&ordinal)
+            .is_some_and(|&until| until > now_ms)
+    }
+
+    pub fn is_free(&self, ordinal: u32, now_ms: u64) -> bool {
+        self.usable(ordinal)
+            && !self.allocations.contains_key(&ordinal)
+            && !self.is_quarantined(ordinal, now_ms)
+    }
+
+    /// Next fit: the first free ordinal at or after the cursor, wrapping.
+    pub fn pick_free(&self, now_ms: u64) -> Option<u32> {
+        let size = self.size();
+        let start = self.next % size;
+        (start..size)
+            .chain(0..start)
+            .find(|&o| self.is_free(o, now_ms))
+    }
+
+    /// Quarantine entries still in force.
+    pub fn active_quarantine(&self, now_ms: u64) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.quarantine
+            .iter()
+            .filter(move |(_, &until)| until > now_ms)
+            .map(|(&o, &u)| (o, u))
+    }
+
+    /// Drops quarantine entries that have expired.
+    pub fn prune(&mut self, now_ms: u64) {
+        self.quarantine.retain(|_, until| *until > now_ms);
+    }
+
+    pub(crate) fn encode(&self, key: &str) -> Result<Vec<u8>, IpamError> {
+        serde_json::to_vec(self).map_err(|e| IpamError::Corrupt {
+            key: key.to_string(),
+            reason: format!("cannot encode the block record: {e}"),
+        })
+    }
+
+    /// Decodes and sanity-checks a block from the store.
+    pub fn decode(kv: &KeyValue) -> Result<BlockRecord, IpamError> {
+        let corrupt = |reason: String| IpamError::Corrupt {
+            key: kv.key.clone(),
+            reason,
+        };
+        let rec: BlockRecord = serde_json::from_slice(&kv.value)
+            .map_err(|e| corrupt(format!("undecodable block record: {e}")))?;
+        if block_key(&rec.cidr) != kv.key {
+            return Err(corrupt(format!(
+                "the record describes block {} but sits under another key",
+                rec.cidr
+            )));
+        }
+        if rec.cidr.trunc() != rec.cidr {
+            return Err(corrupt(format!("block {} has host bits set", rec.cidr)));
+        }
+        if Family::of_net(&rec.pool) != rec.family() || !rec.pool.contains(&rec.cidr) {
+            return Err(corrupt(format!(
+                "block {} is not inside its pool {}",
+                rec.cidr, rec.pool
+            )));
+        }
+        let host_bits = rec.cidr.max_prefix_len() - rec.cidr.prefix_len();
+        if !(MIN_BLOCK_HOST_BITS..=MAX_BLOCK_HOST_BITS).contains(&host_bits) {
+            return Err(corrupt(format!(
+                "block {} has a size weft does not use (4 to 4096 addresses)",
+                rec.cidr
+            )));
+        }
+        Ok(rec)
+    }
+}
+
+/// The pool's first address, and for IPv4 its last, are never handed out.
+pub fn reserved(pool: &IpNet, addr: IpAddr) -> bool {
+    addr == pool.network() || (Family::of_net(pool) == Family::V4 && addr == pool.broadcast())
+}
+
+/// Addresses of the pool that can be handed out (saturating).
+pub(crate) fn pool_capacity(pool: &PoolConfig) -> u64 {
+    let bits = pool.cidr.max_prefix_len() - pool.cidr.prefix_len();
+    let size = if bits >= 64 { u64::MAX } else { 1u64 << bits };
+    let reserved = if pool.family() == Family::V4 { 2 } else { 1 };
+    size.saturating_sub(reserved)
+}
+
+pub(crate) fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+pub(crate) fn from_u128(family: Family, v: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(v as u32)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(v)),
+    }
+}
+
+/// The `index`th block of `pool`.
+pub(crate) fn nth_block(pool: &PoolConfig, index: u128) -> IpNet {
+    let host_bits = pool.cidr.max_prefix_len() - pool.block_prefix;
+    let base = to_u128(pool.cidr.network()) + (index << host_bits);
+    IpNet::new(from_u128(pool.family(), base), pool.block_prefix)
+        .expect("block prefix validated against the family")
+}
+
+/// Index of `block` inside `pool`.
+pub(crate) fn block_index(pool: &PoolConfig, block: &IpNet) -> u128 {
+    let host_bits = pool.cidr.max_prefix_len() - pool.block_prefix;
+    (to_u128(block.network()) - to_u128(pool.cidr.network())) >> host_bits
+}
+
+/// The block of `pool` that contains `addr`.
+pub(crate) fn block_of(pool: &PoolConfig, addr: IpAddr) -> IpNet {
+    IpNet::new(addr, pool.block_prefix)
+        .expect("block prefix validated against the family")
+        .trunc()
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages weft's build, demo, tests and benchmarks use.
+# Idempotent: asks apt only for what is missing.
+set -euo pipefail
+
+packages=(
+  iproute2                    # ip: labs build namespaces with it
+  nftables                    # nft: weftd installs the masquerade table
+  containernetworking-plugins # /usr/lib/cni: the peers in benchmarks and chains
+  iperf3 tcpdump              # benchmarks and debugging
+  procps psmisc               # ps, pgrep, fuser in scripts
+  librsvg2-bin                # rsvg-convert: benchmark charts as PNG
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages: ${missing[*]}; run as root (sudo make ...) to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+echo "setup: system packages present" >&2

@@ -23,10 +23,12 @@ fn pods_reach_each_other_and_the_node_over_v4_and_v6_privileged() {
         tcp_check(&a.netns, &b.netns, ip, T).unwrap_or_else(|e| panic!("{what}: {e:#}"));
     }
     for ip in [lab.node_underlay_v4, lab.node_underlay_v6] {
-        tcp_check(&a.netns, &lab.node_netns, ip, T).unwrap_or_else(|e| panic!("pod-to-node {ip}: {e:#}"));
+        tcp_check(&a.netns, &lab.node_netns, ip, T)
+            .unwrap_or_else(|e| panic!("pod-to-node {ip}: {e:#}"));
     }
     for ip in [v4(&a.ips), v6(&a.ips)] {
-        tcp_check(&lab.node_netns, &a.netns, ip, T).unwrap_or_else(|e| panic!("node-to-pod {ip}: {e:#}"));
+        tcp_check(&lab.node_netns, &a.netns, ip, T)
+            .unwrap_or_else(|e| panic!("node-to-pod {ip}: {e:#}"));
     }
     // the pod MTU follows the node's underlay (1400 here), no config needed
     let link = ip_out(&["-n", &netns_name(&a.netns), "link", "show", "eth0"]);
@@ -37,7 +39,14 @@ fn pods_reach_each_other_and_the_node_over_v4_and_v6_privileged() {
     assert!(addrs.contains(&format!("{}/128", v6(&a.ips))), "{addrs}");
     let r4 = ip_out(&["-n", &netns_name(&a.netns), "route", "show", "default"]);
     assert!(r4.contains("via 169.254.1.1"), "{r4}");
-    let r6 = ip_out(&["-n", &netns_name(&a.netns), "-6", "route", "show", "default"]);
+    let r6 = ip_out(&[
+        "-n",
+        &netns_name(&a.netns),
+        "-6",
+        "route",
+        "show",
+        "default",
+    ]);
     assert!(r6.contains("via fe80::1"), "{r6}");
 }
 
@@ -49,9 +58,11 @@ fn traffic_leaving_the_pool_is_masqueraded_privileged() {
     let mut lab = lab("nat", |_| {});
     let a = lab.add_pod("a").expect("add a");
     // the fabric is outside every pool: it must see the node's address, not the pod's
-    let peer = weft_lab::probe::tcp_peer(&a.netns, &lab.fabric_netns, lab.fabric_v4, T).expect("pod reaches the fabric");
+    let peer = weft_lab::probe::tcp_peer(&a.netns, &lab.fabric_netns, lab.fabric_v4, T)
+        .expect("pod reaches the fabric");
     assert_eq!(peer, lab.node_underlay_v4, "source seen by the fabric");
-    let peer6 = weft_lab::probe::tcp_peer(&a.netns, &lab.fabric_netns, lab.fabric_v6, T).expect("pod reaches the fabric over v6");
+    let peer6 = weft_lab::probe::tcp_peer(&a.netns, &lab.fabric_netns, lab.fabric_v6, T)
+        .expect("pod reaches the fabric over v6");
     assert_eq!(peer6, lab.node_underlay_v6, "v6 source seen by the fabric");
     // pod to pod is never NATed
     let b = lab.add_pod("b").expect("add b");
@@ -74,16 +85,27 @@ fn del_removes_interface_routes_and_address_and_repeats_cleanly_privileged() {
     let netns = a.netns.to_string_lossy().to_string();
     let del = lab.cni("DEL", &a.container_id, &netns, "a", &conf).unwrap();
     assert!(del.success, "{del:?}");
-    assert!(del.stdout.trim().is_empty(), "DEL prints nothing: {:?}", del.stdout);
+    assert!(
+        del.stdout.trim().is_empty(),
+        "DEL prints nothing: {:?}",
+        del.stdout
+    );
     // weft's own state is clean the moment DEL returns
     assert!(endpoints(&lab).is_empty());
     assert!(ipam(&lab).allocations.is_empty(), "address released");
     // the kernel side follows within the deferred teardown
-    assert!(eventually(Duration::from_secs(5), || !ip_out(&["-n", &node, "link", "show"]).contains(&ep.host_ifname)));
+    assert!(eventually(Duration::from_secs(5), || !ip_out(&[
+        "-n", &node, "link", "show"
+    ])
+    .contains(&ep.host_ifname)));
     assert!(!ip_out(&["-n", &pod_ns, "link", "show"]).contains("eth0"));
-    let routes = ip_out(&["-n", &node, "route", "show"]) + &ip_out(&["-n", &node, "-6", "route", "show"]);
+    let routes =
+        ip_out(&["-n", &node, "route", "show"]) + &ip_out(&["-n", &node, "-6", "route", "show"]);
     for ip in &a.ips {
-        assert!(!routes.contains(&ip.to_string()), "route to {ip} left: {routes}");
+        assert!(
+            !routes.contains(&ip.to_string()),
+            "route to {ip} left: {routes}"
+        );
     }
     // repeated DEL, and DEL with an empty CNI_NETNS (containerd), both succeed
     let again = lab.cni("DEL", &a.container_id, &netns, "a", &conf).unwrap();
@@ -109,23 +131,48 @@ fn add_is_idempotent_and_check_detects_a_removed_route_privileged() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().to_string())
+        .map(|i| {
+            i["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(ips, a.ips.iter().map(ToString::to_string).collect::<Vec<_>>(), "same addresses");
+    assert_eq!(
+        ips,
+        a.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "same addresses"
+    );
     assert_eq!(endpoints(&lab).len(), 1);
 
     let mut check_conf = conf.clone();
     check_conf["prevResult"] = again.json().unwrap();
-    let ok = lab.cni("CHECK", &a.container_id, &netns, "a", &check_conf).unwrap();
+    let ok = lab
+        .cni("CHECK", &a.container_id, &netns, "a", &check_conf)
+        .unwrap();
     assert!(ok.success, "CHECK of a healthy pod: {ok:?}");
 
     let node = netns_name(&lab.node_netns);
     common::ip_out(&["-n", &node, "route", "del", &format!("{}/32", v4(&a.ips))]);
-    let bad = lab.cni("CHECK", &a.container_id, &netns, "a", &check_conf).unwrap();
-    assert!(!bad.success, "CHECK must fail after the route went: {bad:?}");
+    let bad = lab
+        .cni("CHECK", &a.container_id, &netns, "a", &check_conf)
+        .unwrap();
+    assert!(
+        !bad.success,
+        "CHECK must fail after the route went: {bad:?}"
+    );
     let err = bad.json().unwrap();
     assert_eq!(err["code"], 103, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains(&v4(&a.ips).to_string()), "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&v4(&a.ips).to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,7 +197,13 @@ fn hundred_concurrent_adds_get_distinct_addresses_privileged() {
                     break;
                 }
                 let out = lab
-                    .cni("ADD", &format!("c{i}"), &format!("/run/netns/{}", names[i]), &format!("p{i}"), &conf)
+                    .cni(
+                        "ADD",
+                        &format!("c{i}"),
+                        &format!("/run/netns/{}", names[i]),
+                        &format!("p{i}"),
+                        &conf,
+                    )
                     .unwrap();
                 results.lock().unwrap().push(out);
             });
@@ -161,7 +214,10 @@ fn hundred_concurrent_adds_get_distinct_addresses_privileged() {
     for out in &results {
         assert!(out.success, "{out:?}");
         for ip in out.json().unwrap()["ips"].as_array().unwrap() {
-            assert!(seen.insert(ip["address"].as_str().unwrap().to_string()), "duplicate {ip}");
+            assert!(
+                seen.insert(ip["address"].as_str().unwrap().to_string()),
+                "duplicate {ip}"
+            );
         }
     }
     assert_eq!(seen.len(), 2 * n, "one v4 and one v6 each");
@@ -195,7 +251,9 @@ fn weftd_restart_keeps_pods_connected_and_restores_routes_privileged() {
 
 #[test]
 fn del_while_weftd_is_down_is_spooled_and_the_address_returns_after_quarantine_privileged() {
-    if !root_or_skip("del_while_weftd_is_down_is_spooled_and_the_address_returns_after_quarantine_privileged") {
+    if !root_or_skip(
+        "del_while_weftd_is_down_is_spooled_and_the_address_returns_after_quarantine_privileged",
+    ) {
         return;
     }
     let mut lab = lab("spl", |s| s.quarantine_seconds = 3);
@@ -206,11 +264,25 @@ fn del_while_weftd_is_down_is_spooled_and_the_address_returns_after_quarantine_p
 
     // ADD with the agent away: code 11 naming the socket
     weft_lab::ip(&["netns", "add", &format!("{}-b", lab.name)]).unwrap();
-    let add = lab.cni("ADD", "cb", &format!("/run/netns/{}-b", lab.name), "b", &conf).unwrap();
+    let add = lab
+        .cni(
+            "ADD",
+            "cb",
+            &format!("/run/netns/{}-b", lab.name),
+            "b",
+            &conf,
+        )
+        .unwrap();
     assert!(!add.success);
     let err = add.json().unwrap();
     assert_eq!(err["code"], 11, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains(&lab.socket().display().to_string()), "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&lab.socket().display().to_string()),
+        "{err}"
+    );
 
     // DEL with the agent away: spooled, success
     let del = lab.cni("DEL", &a.container_id, &netns, "a", &conf).unwrap();
@@ -222,21 +294,45 @@ fn del_while_weftd_is_down_is_spooled_and_the_address_returns_after_quarantine_p
     let status: weft_api::AgentStatus = api_get(&lab, weft_api::paths::STATUS);
     assert_eq!(status.spool_replayed, 1);
     assert!(endpoints(&lab).is_empty());
-    assert!(ipam(&lab).allocations.is_empty(), "address released by the replay");
-    assert_eq!(std::fs::read_dir(lab.spool_dir()).unwrap().count(), 0, "spool emptied");
+    assert!(
+        ipam(&lab).allocations.is_empty(),
+        "address released by the replay"
+    );
+    assert_eq!(
+        std::fs::read_dir(lab.spool_dir()).unwrap().count(),
+        0,
+        "spool emptied"
+    );
 
     // the address rests in quarantine, then can be had again
     let addr = v4(&a.ips);
     let mut want = conf.clone();
     want["runtimeConfig"] = serde_json::json!({"ips": [format!("{addr}/32")]});
-    let early = lab.cni("ADD", "cc", &format!("/run/netns/{}-b", lab.name), "c", &want).unwrap();
+    let early = lab
+        .cni(
+            "ADD",
+            "cc",
+            &format!("/run/netns/{}-b", lab.name),
+            "c",
+            &want,
+        )
+        .unwrap();
     assert!(!early.success, "quarantined address handed out: {early:?}");
     assert_eq!(early.json().unwrap()["code"], 101);
-    assert!(eventually(Duration::from_secs(8), || {
-        lab.cni("ADD", "cc", &format!("/run/netns/{}-b", lab.name), "c", &want)
+    assert!(
+        eventually(Duration::from_secs(8), || {
+            lab.cni(
+                "ADD",
+                "cc",
+                &format!("/run/netns/{}-b", lab.name),
+                "c",
+                &want,
+            )
             .map(|o| o.success)
             .unwrap_or(false)
-    }), "address came back after quarantine");
+        }),
+        "address came back after quarantine"
+    );
 }
 
 #[test]
@@ -257,8 +353,18 @@ fn bad_input_is_a_clear_cni_error_and_changes_nothing_privileged() {
     };
     let cases: Vec<(&str, Vec<u8>, &str, u64)> = vec![
         ("malformed json", b"{\"cniVersion\": ".to_vec(), "eth0", 6),
-        ("wrong types", br#"{"cniVersion":"1.0.0","name":7,"type":"weft-cni"}"#.to_vec(), "eth0", 7),
-        ("unknown version", br#"{"cniVersion":"0.2.0","name":"n","type":"weft-cni"}"#.to_vec(), "eth0", 1),
+        (
+            "wrong types",
+            br#"{"cniVersion":"1.0.0","name":7,"type":"weft-cni"}"#.to_vec(),
+            "eth0",
+            7,
+        ),
+        (
+            "unknown version",
+            br#"{"cniVersion":"0.2.0","name":"n","type":"weft-cni"}"#.to_vec(),
+            "eth0",
+            1,
+        ),
         ("oversized", huge, "eth0", 7),
         ("hostile ifname", good.clone(), "../../etc", 4),
         ("long ifname", good.clone(), "a234567890123456", 4),
@@ -266,16 +372,32 @@ fn bad_input_is_a_clear_cni_error_and_changes_nothing_privileged() {
     ];
     for (what, conf, ifname, code) in cases {
         let out = weft_lab::cni_exec(
-            &lab.cni_plugin(), &lab.bin_dir, &lab.node_netns, "ADD", "cbad", &netns, ifname, "", &conf,
+            &lab.cni_plugin(),
+            &lab.bin_dir,
+            &lab.node_netns,
+            "ADD",
+            "cbad",
+            &netns,
+            ifname,
+            "",
+            &conf,
         )
         .unwrap();
         assert!(!out.success, "{what}: accepted");
-        let err: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{what}: stdout not a JSON error ({e}): {:?}", out.stdout));
+        let err: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{what}: stdout not a JSON error ({e}): {:?}", out.stdout));
         assert_eq!(err["code"], code, "{what}: {err}");
-        assert!(!err["msg"].as_str().unwrap_or_default().is_empty(), "{what}: {err}");
+        assert!(
+            !err["msg"].as_str().unwrap_or_default().is_empty(),
+            "{what}: {err}"
+        );
         assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
     }
     assert!(endpoints(&lab).is_empty(), "nothing recorded");
     assert!(ipam(&lab).allocations.is_empty(), "nothing allocated");
-    assert_eq!(ip_out(&["-n", &node, "-o", "link", "show"]).lines().count(), links_before.lines().count(), "no link made");
+    assert_eq!(
+        ip_out(&["-n", &node, "-o", "link", "show"]).lines().count(),
+        links_before.lines().count(),
+        "no link made"
+    );
 }

@@ -53,7 +53,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(facts: NodeFacts, ipam: Ipam, endpoints: Endpoints, datapath: Arc<dyn Datapath>) -> Agent {
+    pub fn new(
+        facts: NodeFacts,
+        ipam: Ipam,
+        endpoints: Endpoints,
+        datapath: Arc<dyn Datapath>,
+    ) -> Agent {
         Agent {
             facts,
             ipam,
@@ -83,7 +88,10 @@ impl Agent {
     }
 
     pub(crate) fn set_spool_replayed(&self, n: usize) {
-        *self.spool_replayed.lock().unwrap_or_else(|p| p.into_inner()) = n;
+        *self
+            .spool_replayed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = n;
     }
 
     fn lock_container(&self, container_id: &str) -> MutexGuard<'_, ()> {
@@ -100,10 +108,16 @@ impl Agent {
     pub fn add(&self, req: &AddRequest) -> Result<NeutralResult, CniError> {
         validate_attachment(&req.attachment)?;
         if req.netns.is_empty() {
-            return Err(CniError::new(codes::INVALID_ENV, "CNI_NETNS is empty; ADD needs the container's network namespace path"));
+            return Err(CniError::new(
+                codes::INVALID_ENV,
+                "CNI_NETNS is empty; ADD needs the container's network namespace path",
+            ));
         }
         if !req.want_ipv4 && !req.want_ipv6 {
-            return Err(CniError::new(codes::INVALID_NETWORK_CONFIG, "ipFamilies is empty; ask for ipv4, ipv6 or both"));
+            return Err(CniError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                "ipFamilies is empty; ask for ipv4, ipv6 or both",
+            ));
         }
         let host = host_ifname(&req.attachment);
         if !self.teardown.wait_clear(&host, TEARDOWN_WAIT) {
@@ -129,7 +143,10 @@ impl Agent {
         if !Path::new(&req.netns).exists() {
             return Err(CniError::new(
                 codes::INVALID_ENV,
-                format!("network namespace {} does not exist; was the container stopped?", req.netns),
+                format!(
+                    "network namespace {} does not exist; was the container stopped?",
+                    req.netns
+                ),
             ));
         }
 
@@ -206,7 +223,10 @@ impl Agent {
         // release even without an endpoint: an ADD may have allocated and then
         // failed or crashed before recording it
         let released = self.ipam.release(&handle).map_err(ipam_error)?;
-        let ep = self.endpoints.remove(&req.attachment).map_err(endpoint_error)?;
+        let ep = self
+            .endpoints
+            .remove(&req.attachment)
+            .map_err(endpoint_error)?;
         let host = ep
             .as_ref()
             .map(|e| e.host_ifname.clone())
@@ -241,11 +261,18 @@ impl Agent {
         let held = self.ipam.find(&handle);
         for ip in &ep.ips {
             if !held.contains(&ip.addr()) {
-                problems.push(format!("ipam no longer attributes {} to this container", ip.addr()));
+                problems.push(format!(
+                    "ipam no longer attributes {} to this container",
+                    ip.addr()
+                ));
             }
         }
         let mac = parse_mac(&ep.mac).unwrap_or([0; 6]);
-        problems.extend(self.datapath.check(&link_of(&ep), mac).map_err(datapath_error)?);
+        problems.extend(
+            self.datapath
+                .check(&link_of(&ep), mac)
+                .map_err(datapath_error)?,
+        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -296,7 +323,10 @@ impl Agent {
     /// CNI STATUS: ready when the datastore answers.
     pub fn cni_status(&self, _req: &StatusRequest) -> Result<(), CniError> {
         self.ipam.pools_usage().map(|_| ()).map_err(|e| {
-            CniError::new(codes::NOT_AVAILABLE, format!("weftd cannot reach its datastore: {e}"))
+            CniError::new(
+                codes::NOT_AVAILABLE,
+                format!("weftd cannot reach its datastore: {e}"),
+            )
         })
     }
 
@@ -313,7 +343,10 @@ impl Agent {
             underlay: self.facts.underlay.clone(),
             pod_mtu: self.facts.pod_mtu,
             nat_outgoing: self.facts.nat_outgoing,
-            spool_replayed: *self.spool_replayed.lock().unwrap_or_else(|p| p.into_inner()),
+            spool_replayed: *self
+                .spool_replayed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
             rss_bytes: rss_bytes(),
         })
     }
@@ -510,7 +543,9 @@ fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
         && n.len() <= 15
         && n != "."
         && n != ".."
-        && !n.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        && !n
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
     if !if_ok {
         return Err(CniError::new(
             codes::INVALID_ENV,
@@ -522,14 +557,17 @@ fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
 
 pub(crate) fn ipam_error(e: IpamError) -> CniError {
     match &e {
-        IpamError::Store(StoreError::Unavailable { .. }) => {
-            CniError::new(codes::TRY_AGAIN_LATER, format!("{e}; retry when the datastore is back"))
-        }
+        IpamError::Store(StoreError::Unavailable { .. }) => CniError::new(
+            codes::TRY_AGAIN_LATER,
+            format!("{e}; retry when the datastore is back"),
+        ),
         IpamError::Contended { .. } => {
             CniError::new(codes::TRY_AGAIN_LATER, format!("{e}; retry shortly"))
         }
         IpamError::Exhausted { .. } => CniError::new(codes::IPAM_EXHAUSTED, e.to_string()),
-        IpamError::RequestRefused { .. } => CniError::new(codes::IPAM_REQUEST_REFUSED, e.to_string()),
+        IpamError::RequestRefused { .. } => {
+            CniError::new(codes::IPAM_REQUEST_REFUSED, e.to_string())
+        }
         _ => CniError::new(codes::INTERNAL, e.to_string()),
     }
 }

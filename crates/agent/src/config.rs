@@ -7,7 +7,11 @@ use clap::Parser;
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "weftd", version, about = "weft node agent: serves weft-cni and the weft CLI on a unix socket")]
+#[command(
+    name = "weftd",
+    version,
+    about = "weft node agent: serves weft-cni and the weft CLI on a unix socket"
+)]
 pub struct AgentConfig {
     /// Unix socket to serve on (root-only, mode 0600).
     #[arg(long, env = "WEFT_SOCKET", default_value = weft_api::DEFAULT_SOCKET)]

@@ -40,8 +40,7 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
             .context("opening the endpoint store")?,
     );
-    let datapath: Arc<dyn Datapath> =
-        Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
+    let datapath: Arc<dyn Datapath> = Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
     build_with(cfg, ipam_store, local_store, datapath)
 }
 

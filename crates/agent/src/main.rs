@@ -22,7 +22,10 @@ fn main() {
 fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     let agent = weft_agent::build(cfg)?;
     let listener = weft_agent::server::bind(&cfg.socket)?;
-    weft_agent::start_gc_loop(agent.clone(), Duration::from_secs(cfg.gc_interval_seconds.max(1)));
+    weft_agent::start_gc_loop(
+        agent.clone(),
+        Duration::from_secs(cfg.gc_interval_seconds.max(1)),
+    );
     tracing::info!(socket = %cfg.socket.display(), node = %agent.facts().node,
         pod_mtu = agent.facts().pod_mtu, endpoints = agent.endpoints().len(), "weftd ready");
     weft_agent::server::serve(listener, agent)?;

@@ -63,7 +63,14 @@ mod tests {
 
     #[test]
     fn foreign_names_are_not_ours() {
-        for name in ["eth0", "weft", "weft-vxlan", "weft0123456789", "weftABCDEF01234", "weft0123456789ab"] {
+        for name in [
+            "eth0",
+            "weft",
+            "weft-vxlan",
+            "weft0123456789",
+            "weftABCDEF01234",
+            "weft0123456789ab",
+        ] {
             assert!(!is_host_ifname(name), "{name}");
         }
     }

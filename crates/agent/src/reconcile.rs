@@ -98,7 +98,11 @@ pub fn replay_spool(agent: &Agent, dir: &Path) -> (usize, Vec<String>) {
             Err(e) => {
                 let aside = path.with_extension("json.bad");
                 let _ = std::fs::rename(&path, &aside);
-                errors.push(format!("{}: unreadable ({e}); moved to {}", path.display(), aside.display()));
+                errors.push(format!(
+                    "{}: unreadable ({e}); moved to {}",
+                    path.display(),
+                    aside.display()
+                ));
             }
         }
     }

@@ -28,12 +28,18 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
     }
     if socket.exists() {
         if UnixStream::connect(socket).is_ok() {
-            anyhow::bail!("another weftd is already serving {}; stop it first", socket.display());
+            anyhow::bail!(
+                "another weftd is already serving {}; stop it first",
+                socket.display()
+            );
         }
         fs::remove_file(socket)?;
     }
@@ -80,7 +86,10 @@ fn handle(stream: UnixStream, agent: &Agent) {
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let (status, body) = match read_request(&stream) {
         Ok(req) => route(agent, &req),
-        Err(e) => error_reply(400, CniError::new(codes::DECODE_FAILURE, format!("bad request: {e}"))),
+        Err(e) => error_reply(
+            400,
+            CniError::new(codes::DECODE_FAILURE, format!("bad request: {e}")),
+        ),
     };
     if let Err(e) = write_response(&stream, status, &body) {
         tracing::debug!(error = %e, "client went away before the reply");
@@ -93,14 +102,19 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("POST", paths::CNI_DEL) => call(req, |r| agent.del(&r).map(|()| weft_api::Empty {})),
         ("POST", paths::CNI_CHECK) => call(req, |r| agent.check(&r).map(|()| weft_api::Empty {})),
         ("POST", paths::CNI_GC) => call(req, |r| agent.gc(&r)),
-        ("POST", paths::CNI_STATUS) => call(req, |r| agent.cni_status(&r).map(|()| weft_api::Empty {})),
+        ("POST", paths::CNI_STATUS) => {
+            call(req, |r| agent.cni_status(&r).map(|()| weft_api::Empty {}))
+        }
         ("GET", paths::STATUS) => reply(agent.status()),
         ("GET", paths::ENDPOINTS) => reply(Ok(agent.endpoints().list())),
         ("GET", paths::IPAM) => reply(agent.ipam_view()),
         ("GET", paths::IPAM_CHECK) => reply(agent.ipam_check()),
         (_, path) => error_reply(
             404,
-            CniError::new(codes::INTERNAL, format!("no such endpoint {} {path}", req.method)),
+            CniError::new(
+                codes::INTERNAL,
+                format!("no such endpoint {} {path}", req.method),
+            ),
         ),
     }
 }
@@ -113,7 +127,10 @@ fn call<Q: DeserializeOwned, R: Serialize>(
         Ok(q) => reply(f(q)),
         Err(e) => error_reply(
             400,
-            CniError::new(codes::DECODE_FAILURE, format!("cannot decode request body: {e}")),
+            CniError::new(
+                codes::DECODE_FAILURE,
+                format!("cannot decode request body: {e}"),
+            ),
         ),
     }
 }

@@ -55,7 +55,9 @@ impl Teardown {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if tx.send(host_ifname.clone()).is_err() {
             // worker gone (shutdown): nothing will delete it now; reconciliation will
-            lock.lock().unwrap_or_else(|p| p.into_inner()).remove(&host_ifname);
+            lock.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&host_ifname);
         }
     }
 

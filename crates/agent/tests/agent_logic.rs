@@ -22,7 +22,11 @@ struct Fixture {
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-agent-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d = std::env::temp_dir().join(format!(
+        "weft-agent-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -46,16 +50,37 @@ fn fixture(tag: &str) -> Fixture {
     let dp = RecordingDatapath::new();
     let ipam_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
     let local_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let agent = weft_agent::build_with(&config(&spool), ipam_store.clone(), local_store.clone(), Arc::new(dp.clone())).unwrap();
-    Fixture { agent, dp, ipam_store, local_store, spool }
+    let agent = weft_agent::build_with(
+        &config(&spool),
+        ipam_store.clone(),
+        local_store.clone(),
+        Arc::new(dp.clone()),
+    )
+    .unwrap();
+    Fixture {
+        agent,
+        dp,
+        ipam_store,
+        local_store,
+        spool,
+    }
 }
 
 fn restart(f: &Fixture) -> Arc<Agent> {
-    weft_agent::build_with(&config(&f.spool), f.ipam_store.clone(), f.local_store.clone(), Arc::new(f.dp.clone())).unwrap()
+    weft_agent::build_with(
+        &config(&f.spool),
+        f.ipam_store.clone(),
+        f.local_store.clone(),
+        Arc::new(f.dp.clone()),
+    )
+    .unwrap()
 }
 
 fn att(cid: &str) -> Attachment {
-    Attachment { container_id: cid.into(), ifname: "eth0".into() }
+    Attachment {
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+    }
 }
 
 fn add_req(cid: &str) -> AddRequest {
@@ -64,7 +89,11 @@ fn add_req(cid: &str) -> AddRequest {
         // any path that exists: the recording data path never opens it
         netns: "/proc/self/ns/net".into(),
         network: "net1".into(),
-        pod: PodRef { namespace: "default".into(), name: format!("pod-{cid}"), uid: String::new() },
+        pod: PodRef {
+            namespace: "default".into(),
+            name: format!("pod-{cid}"),
+            uid: String::new(),
+        },
         mtu: None,
         want_ipv4: true,
         want_ipv6: true,
@@ -73,7 +102,11 @@ fn add_req(cid: &str) -> AddRequest {
 }
 
 fn del_req(cid: &str) -> DelRequest {
-    DelRequest { attachment: att(cid), netns: String::new(), network: "net1".into() }
+    DelRequest {
+        attachment: att(cid),
+        netns: String::new(),
+        network: "net1".into(),
+    }
 }
 
 #[test]
@@ -82,7 +115,10 @@ fn add_wires_a_dual_stack_pod_and_is_idempotent() {
     let r1 = f.agent.add(&add_req("c1")).unwrap();
     assert_eq!(r1.ips.len(), 2);
     assert_eq!(r1.interfaces.len(), 2);
-    assert_eq!(r1.interfaces[1].sandbox.as_deref(), Some("/proc/self/ns/net"));
+    assert_eq!(
+        r1.interfaces[1].sandbox.as_deref(),
+        Some("/proc/self/ns/net")
+    );
     assert_eq!(r1.routes.len(), 2, "a default route per family");
     let r2 = f.agent.add(&add_req("c1")).unwrap();
     assert_eq!(r1, r2, "same answer for the same attachment");
@@ -100,11 +136,18 @@ fn a_failed_attach_gives_the_addresses_back_at_once() {
     f.dp.fail_next(Op::Attach, DatapathError::Injected("boom".into()));
     let err = f.agent.add(&add_req("c1")).unwrap_err();
     assert_eq!(err.code, 102, "{err:?}");
-    assert!(f.agent.ipam().allocations().unwrap().is_empty(), "rolled back");
+    assert!(
+        f.agent.ipam().allocations().unwrap().is_empty(),
+        "rolled back"
+    );
     assert_eq!(f.agent.endpoints().len(), 0);
     // and without quarantine: nothing rests, the addresses are free at once
     let usage = f.agent.ipam().pools_usage().unwrap();
-    assert_eq!(usage.iter().map(|p| p.quarantined).sum::<u64>(), 0, "{usage:?}");
+    assert_eq!(
+        usage.iter().map(|p| p.quarantined).sum::<u64>(),
+        0,
+        "{usage:?}"
+    );
 }
 
 #[test]
@@ -115,13 +158,22 @@ fn del_releases_forgets_and_queues_teardown_and_repeats_cleanly() {
     assert_eq!(f.agent.endpoints().len(), 0);
     assert!(f.agent.ipam().allocations().unwrap().is_empty());
     let usage = f.agent.ipam().pools_usage().unwrap();
-    assert_eq!(usage.iter().map(|p| p.quarantined).sum::<u64>(), 2, "both addresses in quarantine");
+    assert_eq!(
+        usage.iter().map(|p| p.quarantined).sum::<u64>(),
+        2,
+        "both addresses in quarantine"
+    );
     f.agent.del(&del_req("c1")).unwrap();
     f.agent.del(&del_req("never-seen")).unwrap();
     // the teardown ran (in the background) for the host side of c1
     let host = r.interfaces[0].name.clone();
     let mut tries = 0;
-    while !f.dp.calls_of(Op::Detach).iter().any(|c| format!("{c:?}").contains(&host)) {
+    while !f
+        .dp
+        .calls_of(Op::Detach)
+        .iter()
+        .any(|c| format!("{c:?}").contains(&host))
+    {
         tries += 1;
         assert!(tries < 200, "teardown never ran");
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -134,10 +186,20 @@ fn del_releases_forgets_and_queues_teardown_and_repeats_cleanly() {
 #[test]
 fn check_reports_unknown_containers_and_kernel_drift() {
     let f = fixture("check");
-    let unknown = f.agent.check(&CheckRequest { attachment: att("nope"), netns: "/proc/self/ns/net".into(), network: "net1".into(), prev_result: None });
+    let unknown = f.agent.check(&CheckRequest {
+        attachment: att("nope"),
+        netns: "/proc/self/ns/net".into(),
+        network: "net1".into(),
+        prev_result: None,
+    });
     assert_eq!(unknown.unwrap_err().code, 3);
     let r = f.agent.add(&add_req("c1")).unwrap();
-    let req = CheckRequest { attachment: att("c1"), netns: "/proc/self/ns/net".into(), network: "net1".into(), prev_result: Some(r) };
+    let req = CheckRequest {
+        attachment: att("c1"),
+        netns: "/proc/self/ns/net".into(),
+        network: "net1".into(),
+        prev_result: Some(r),
+    };
     f.agent.check(&req).unwrap();
     f.dp.set_check_problems(vec!["host route 10.10.0.1/32 via weftx missing".into()]);
     let err = f.agent.check(&req).unwrap_err();
@@ -150,13 +212,29 @@ fn gc_collects_attachments_the_runtime_no_longer_knows() {
     let f = fixture("gc");
     f.agent.add(&add_req("keep")).unwrap();
     f.agent.add(&add_req("drop")).unwrap();
-    let reply = f.agent.gc(&GcRequest { network: "net1".into(), valid_attachments: vec![att("keep")] }).unwrap();
+    let reply = f
+        .agent
+        .gc(&GcRequest {
+            network: "net1".into(),
+            valid_attachments: vec![att("keep")],
+        })
+        .unwrap();
     assert_eq!(reply.collected, vec![att("drop")]);
     assert_eq!(f.agent.endpoints().list().len(), 1);
     // another network's GC never touches this network's pods
-    let other = f.agent.gc(&GcRequest { network: "other".into(), valid_attachments: vec![] }).unwrap();
+    let other = f
+        .agent
+        .gc(&GcRequest {
+            network: "other".into(),
+            valid_attachments: vec![],
+        })
+        .unwrap();
     assert!(other.collected.is_empty());
-    assert_eq!(f.agent.ipam().allocations().unwrap().len(), 2, "keep's v4 and v6 only");
+    assert_eq!(
+        f.agent.ipam().allocations().unwrap().len(),
+        2,
+        "keep's v4 and v6 only"
+    );
 }
 
 #[test]
@@ -188,29 +266,51 @@ fn restart_restores_host_side_forgets_vanished_pods_and_removes_orphans() {
     assert_eq!(agent.endpoints().len(), 1, "only the live pod is left");
     assert!(agent.endpoints().get(&att("alive")).is_some());
     assert_eq!(f.dp.calls_of(Op::RestoreHostSide).len(), 1);
-    assert!(!f.dp.attached().contains_key("weft0123456789a"), "orphan removed");
+    assert!(
+        !f.dp.attached().contains_key("weft0123456789a"),
+        "orphan removed"
+    );
     let held: Vec<_> = agent.ipam().allocations().unwrap();
-    assert!(held.iter().all(|a| a.container_id == "alive"), "vanished pod's addresses released");
+    assert!(
+        held.iter().all(|a| a.container_id == "alive"),
+        "vanished pod's addresses released"
+    );
 }
 
 #[test]
 fn spooled_dels_are_replayed_at_start_and_bad_files_set_aside() {
     let f = fixture("spool");
     f.agent.add(&add_req("c1")).unwrap();
-    std::fs::write(f.spool.join("c1-eth0.json"), serde_json::to_vec(&del_req("c1")).unwrap()).unwrap();
+    std::fs::write(
+        f.spool.join("c1-eth0.json"),
+        serde_json::to_vec(&del_req("c1")).unwrap(),
+    )
+    .unwrap();
     std::fs::write(f.spool.join("junk.json"), b"{not json").unwrap();
     let agent = restart(&f);
     assert_eq!(agent.endpoints().len(), 0);
     assert!(agent.ipam().allocations().unwrap().is_empty());
     assert!(!f.spool.join("c1-eth0.json").exists());
-    assert!(f.spool.join("junk.json.bad").exists(), "kept for a person to look at");
+    assert!(
+        f.spool.join("junk.json.bad").exists(),
+        "kept for a person to look at"
+    );
     assert_eq!(agent.status().unwrap().spool_replayed, 1);
 }
 
 #[test]
 fn hostile_attachments_are_refused_before_anything_happens() {
     let f = fixture("hostile");
-    for (cid, ifname) in [("", "eth0"), ("-x", "eth0"), ("a/b", "eth0"), ("ok", ""), ("ok", "../x"), ("ok", "a234567890123456"), ("ok", "a b"), ("ok", "..")] {
+    for (cid, ifname) in [
+        ("", "eth0"),
+        ("-x", "eth0"),
+        ("a/b", "eth0"),
+        ("ok", ""),
+        ("ok", "../x"),
+        ("ok", "a234567890123456"),
+        ("ok", "a b"),
+        ("ok", ".."),
+    ] {
         let mut r = add_req(cid);
         r.attachment.ifname = ifname.into();
         assert_eq!(f.agent.add(&r).unwrap_err().code, 4, "{cid:?} {ifname:?}");
@@ -227,7 +327,11 @@ fn concurrent_adds_of_many_containers_all_succeed_with_distinct_addresses() {
         let hs: Vec<_> = (0..8)
             .map(|t| {
                 let agent = agent.clone();
-                s.spawn(move || (0..10).map(|i| agent.add(&add_req(&format!("c{t}-{i}"))).unwrap()).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (0..10)
+                        .map(|i| agent.add(&add_req(&format!("c{t}-{i}"))).unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()

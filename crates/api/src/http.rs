@@ -72,7 +72,11 @@ pub fn call(
     let status = parts.next().and_then(|s| s.parse::<u16>().ok());
     let status = match (version.starts_with("HTTP/1."), status) {
         (true, Some(s)) => s,
-        _ => return Err(HttpError::Malformed(format!("bad status line {status_line:?}"))),
+        _ => {
+            return Err(HttpError::Malformed(format!(
+                "bad status line {status_line:?}"
+            )))
+        }
     };
     let len = read_headers(&mut reader)?;
     let body = read_body(&mut reader, len)?;
@@ -89,7 +93,9 @@ pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
         _ => return Err(HttpError::Malformed(format!("bad request line {line:?}"))),
     };
     if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Malformed(format!("unsupported version {version:?}")));
+        return Err(HttpError::Malformed(format!(
+            "unsupported version {version:?}"
+        )));
     }
     let (method, path) = (method.to_string(), path.to_string());
     let len = read_headers(&mut reader)?;
@@ -122,9 +128,13 @@ pub fn write_response<W: Write>(mut stream: W, status: u16, body: &[u8]) -> io::
 
 fn read_line<R: BufRead>(reader: &mut R) -> Result<String, HttpError> {
     let mut buf = Vec::new();
-    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    let n = reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
     if n == 0 {
-        return Err(HttpError::Malformed("connection closed before a full message".into()));
+        return Err(HttpError::Malformed(
+            "connection closed before a full message".into(),
+        ));
     }
     if n > MAX_LINE || !buf.ends_with(b"\n") {
         return Err(HttpError::Malformed("line too long or truncated".into()));
@@ -156,10 +166,14 @@ fn read_headers<R: BufRead>(reader: &mut R) -> Result<usize, HttpError> {
                 return Err(HttpError::TooLarge(len));
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::Malformed("transfer-encoding is not supported".into()));
+            return Err(HttpError::Malformed(
+                "transfer-encoding is not supported".into(),
+            ));
         }
     }
-    Err(HttpError::Malformed(format!("more than {MAX_HEADERS} headers")))
+    Err(HttpError::Malformed(format!(
+        "more than {MAX_HEADERS} headers"
+    )))
 }
 
 fn read_body<R: Read>(reader: &mut R, len: usize) -> Result<Vec<u8>, HttpError> {
@@ -197,11 +211,18 @@ mod tests {
             b"\xff\xfe / HTTP/1.1\r\n\r\n",
         ];
         for raw in cases {
-            assert!(read_request(*raw).is_err(), "accepted {:?}", String::from_utf8_lossy(raw));
+            assert!(
+                read_request(*raw).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_LINE + 10));
         assert!(read_request(long.as_bytes()).is_err());
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
         assert!(read_request(many.as_bytes()).is_err());
     }
 

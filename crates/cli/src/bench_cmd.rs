@@ -32,7 +32,13 @@ pub enum BenchCmd {
 }
 
 pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
-    let BenchCmd::Cni { pods, burst, concurrency, out, bin_dir } = cmd;
+    let BenchCmd::Cni {
+        pods,
+        burst,
+        concurrency,
+        out,
+        bin_dir,
+    } = cmd;
     let bin_dir = match bin_dir {
         Some(d) => d,
         None => crate::lab_cmd::default_bin_dir()?,
@@ -47,7 +53,10 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     let report = bench::run(&spec, &mut |m| eprintln!("{m}"))?;
     std::fs::create_dir_all(&out)?;
     let stem = out.join(format!("cni-{}", report.when_unix));
-    std::fs::write(stem.with_extension("json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(
+        stem.with_extension("json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
     let svg = stem.with_extension("svg");
     std::fs::write(&svg, bench::render_svg(&report))?;
     let png = stem.with_extension("png");
@@ -67,7 +76,11 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         "wrote {} and {}{}",
         stem.with_extension("json").display(),
         svg.display(),
-        if png_ok { format!(" and {}", png.display()) } else { String::new() }
+        if png_ok {
+            format!(" and {}", png.display())
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

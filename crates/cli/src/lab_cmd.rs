@@ -73,7 +73,13 @@ pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
 
 pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     match cmd {
-        LabCmd::Up { name, pods, mtu, quarantine_seconds, bin_dir } => {
+        LabCmd::Up {
+            name,
+            pods,
+            mtu,
+            quarantine_seconds,
+            bin_dir,
+        } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
             spec.quarantine_seconds = quarantine_seconds;
@@ -121,7 +127,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&lab)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let alive = lab.weftd_pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            let alive = lab
+                .weftd_pid
+                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             println!("lab {} in {}", lab.name, lab.dir.display());
             println!(
                 "node {} (underlay {} / {}), weftd {}",
@@ -136,19 +144,29 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             let rows: Vec<Vec<String>> = lab
                 .pods
                 .iter()
-                .map(|p| vec![p.name.clone(), p.netns.display().to_string(), join_ips(&p.ips)])
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.netns.display().to_string(),
+                        join_ips(&p.ips),
+                    ]
+                })
                 .collect();
             table(&["POD", "NETNS", "ADDRESSES"], &rows);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Check { name } => check(&name, fmt),
-        LabCmd::Pod { command: PodCmd::Add { pod, name } } => {
+        LabCmd::Pod {
+            command: PodCmd::Add { pod, name },
+        } => {
             let mut lab = Lab::load(&name)?;
             let p = lab.add_pod(&pod)?;
             println!("{} {}", p.name, join_ips(&p.ips));
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Pod { command: PodCmd::Del { pod, name } } => {
+        LabCmd::Pod {
+            command: PodCmd::Del { pod, name },
+        } => {
             let mut lab = Lab::load(&name)?;
             lab.del_pod(&pod)?;
             println!("{pod} deleted");
@@ -158,7 +176,10 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
 }
 
 fn join_ips(ips: &[IpAddr]) -> String {
-    ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// All-pairs TCP reachability, printed as a matrix: rows are sources,
@@ -171,7 +192,11 @@ fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| (p.name.clone(), p.netns.clone(), p.ips.clone()))
         .collect();
-    targets.push(("node".into(), lab.node_netns.clone(), vec![lab.node_underlay_v4, lab.node_underlay_v6]));
+    targets.push((
+        "node".into(),
+        lab.node_netns.clone(),
+        vec![lab.node_underlay_v4, lab.node_underlay_v6],
+    ));
     let mut results = Vec::new();
     let mut rows = Vec::new();
     for (i, src) in lab.pods.iter().enumerate() {
@@ -182,12 +207,19 @@ fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
                 let ok = weft_lab::probe::tcp_check(&src.netns, dst_ns, *ip, timeout).is_ok();
                 let family = if ip.is_ipv4() { "v4" } else { "v6" };
                 cell.push(format!("{family}:{}", if ok { "ok" } else { "FAIL" }));
-                results.push(serde_json::json!({"from": src.name, "to": dst, "address": ip, "ok": ok}));
+                results.push(
+                    serde_json::json!({"from": src.name, "to": dst, "address": ip, "ok": ok}),
+                );
             }
             row.push(cell.join(" "));
         }
         rows.push(row);
-        eprintln!("[{}/{}] checked everything from {}", i + 1, lab.pods.len(), src.name);
+        eprintln!(
+            "[{}/{}] checked everything from {}",
+            i + 1,
+            lab.pods.len(),
+            src.name
+        );
     }
     let all_ok = results.iter().all(|r| r["ok"] == true);
     if fmt == Format::Json {
@@ -196,7 +228,18 @@ fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
         let mut header = vec!["FROM \\ TO"];
         header.extend(targets.iter().map(|(n, _, _)| n.as_str()));
         table(&header, &rows);
-        println!("{}", if all_ok { "all pairs reachable over IPv4 and IPv6" } else { "some pairs are NOT reachable (FAIL)" });
+        println!(
+            "{}",
+            if all_ok {
+                "all pairs reachable over IPv4 and IPv6"
+            } else {
+                "some pairs are NOT reachable (FAIL)"
+            }
+        );
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "weft: Kubernetes pod networking; inspect the node agent, run labs and benchmarks")]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: Kubernetes pod networking; inspect the node agent, run labs and benchmarks"
+)]
 struct Cli {
     /// weftd's socket.
     #[arg(long, global = true, env = "WEFT_SOCKET", default_value = weft_api::DEFAULT_SOCKET)]
@@ -72,8 +76,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Status => views::status(&socket, cli.output),
         Cmd::Endpoints => views::endpoints(&socket, cli.output),
-        Cmd::Ipam { command: IpamCmd::Show } => views::ipam_show(&socket, cli.output),
-        Cmd::Ipam { command: IpamCmd::Check } => views::ipam_check(&socket, cli.output),
+        Cmd::Ipam {
+            command: IpamCmd::Show,
+        } => views::ipam_show(&socket, cli.output),
+        Cmd::Ipam {
+            command: IpamCmd::Check,
+        } => views::ipam_check(&socket, cli.output),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
     };

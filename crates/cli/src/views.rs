@@ -20,7 +20,8 @@ pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> 
             .unwrap_or_else(|_| String::from_utf8_lossy(&resp.body).into_owned());
         bail!("weftd answered {}: {msg}", resp.status);
     }
-    serde_json::from_slice(&resp.body).context("weftd sent a reply this weft cannot read (version mismatch?)")
+    serde_json::from_slice(&resp.body)
+        .context("weftd sent a reply this weft cannot read (version mismatch?)")
 }
 
 fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<ExitCode> {
@@ -34,16 +35,27 @@ pub fn status(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         return json(&s);
     }
     println!("node:         {}", s.node);
-    println!("weftd:        {} (pid {}, up {} s, rss {})", s.version, s.pid, s.uptime_seconds, bytes(s.rss_bytes));
+    println!(
+        "weftd:        {} (pid {}, up {} s, rss {})",
+        s.version,
+        s.pid,
+        s.uptime_seconds,
+        bytes(s.rss_bytes)
+    );
     println!("socket:       {}", s.socket);
     println!("store:        {}", s.store_backend);
     println!("endpoints:    {}", s.endpoints);
     println!(
         "pod mtu:      {}{}",
         s.pod_mtu,
-        s.underlay.map(|u| format!(" (from underlay {u})")).unwrap_or_else(|| " (configured)".into())
+        s.underlay
+            .map(|u| format!(" (from underlay {u})"))
+            .unwrap_or_else(|| " (configured)".into())
     );
-    println!("nat outgoing: {}", if s.nat_outgoing { "on" } else { "off" });
+    println!(
+        "nat outgoing: {}",
+        if s.nat_outgoing { "on" } else { "off" }
+    );
     if s.spool_replayed > 0 {
         println!("spool:        {} DELs replayed at start", s.spool_replayed);
     }
@@ -63,11 +75,25 @@ fn pools_table(pools: &[weft_api::PoolUsage]) {
                 p.allocated.to_string(),
                 p.quarantined.to_string(),
                 p.capacity.to_string(),
-                format!("{:.2}%", 100.0 * p.allocated as f64 / p.capacity.max(1) as f64),
+                format!(
+                    "{:.2}%",
+                    100.0 * p.allocated as f64 / p.capacity.max(1) as f64
+                ),
             ]
         })
         .collect();
-    table(&["POOL", "BLOCKS OF", "BLOCKS", "ALLOCATED", "QUARANTINED", "CAPACITY", "USED"], &rows);
+    table(
+        &[
+            "POOL",
+            "BLOCKS OF",
+            "BLOCKS",
+            "ALLOCATED",
+            "QUARANTINED",
+            "CAPACITY",
+            "USED",
+        ],
+        &rows,
+    );
 }
 
 pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
@@ -79,16 +105,27 @@ pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|e| {
             vec![
-                if e.pod.name.is_empty() { "-".into() } else { format!("{}/{}", e.pod.namespace, e.pod.name) },
+                if e.pod.name.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{}/{}", e.pod.namespace, e.pod.name)
+                },
                 short(&e.attachment.container_id),
                 e.attachment.ifname.clone(),
-                e.ips.iter().map(|i| i.addr().to_string()).collect::<Vec<_>>().join(","),
+                e.ips
+                    .iter()
+                    .map(|i| i.addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 e.host_ifname.clone(),
                 e.mtu.to_string(),
             ]
         })
         .collect();
-    table(&["POD", "CONTAINER", "IF", "ADDRESSES", "HOST IF", "MTU"], &rows);
+    table(
+        &["POD", "CONTAINER", "IF", "ADDRESSES", "HOST IF", "MTU"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,7 +153,10 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    table(&["BLOCK", "NODE", "ALLOCATED", "QUARANTINED", "CAPACITY"], &rows);
+    table(
+        &["BLOCK", "NODE", "ALLOCATED", "QUARANTINED", "CAPACITY"],
+        &rows,
+    );
     println!();
     let rows: Vec<Vec<String>> = v
         .allocations
@@ -124,7 +164,11 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         .map(|a| {
             vec![
                 a.address.to_string(),
-                if a.pod.name.is_empty() { "-".into() } else { format!("{}/{}", a.pod.namespace, a.pod.name) },
+                if a.pod.name.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{}/{}", a.pod.namespace, a.pod.name)
+                },
                 short(&a.container_id),
                 a.ifname.clone(),
                 a.block.to_string(),
@@ -137,7 +181,11 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
 
 pub fn ipam_check(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     let r: IpamCheckReport = get(socket, paths::IPAM_CHECK)?;
-    let code = if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    let code = if r.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     if fmt == Format::Json {
         json(&r)?;
         return Ok(code);

@@ -159,12 +159,23 @@ pub fn run(spec: &BenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<B
     result
 }
 
-fn run_in_lab(lab: &Lab, spec: &BenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<BenchReport> {
+fn run_in_lab(
+    lab: &Lab,
+    spec: &BenchSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<BenchReport> {
     let mut results = Vec::new();
     let scenarios = scenarios(lab);
     let total = scenarios.len();
     for (i, sc) in scenarios.iter().enumerate() {
-        progress(&format!("[{}/{total}] {}: {} pods one after another, then a burst of {} ({} at once)", i + 1, sc.label, spec.pods, spec.burst, spec.concurrency));
+        progress(&format!(
+            "[{}/{total}] {}: {} pods one after another, then a burst of {} ({} at once)",
+            i + 1,
+            sc.label,
+            spec.pods,
+            spec.burst,
+            spec.concurrency
+        ));
         results.push(run_scenario(lab, spec, sc, i)?);
         let r = results.last().expect("just pushed");
         progress(&format!(
@@ -177,8 +188,13 @@ fn run_in_lab(lab: &Lab, spec: &BenchSpec, progress: &mut dyn FnMut(&str)) -> an
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         pods: spec.pods,
         burst: spec.burst,
         concurrency: spec.concurrency,
@@ -213,33 +229,80 @@ impl Drop for Namespaces {
     }
 }
 
-fn exec(lab: &Lab, sc: &Scenario, cmd: &str, cid: &str, netns: &str, conf: &[u8]) -> anyhow::Result<Duration> {
-    let out = cni_exec(&sc.plugin, &sc.cni_path, &lab.node_netns, cmd, cid, netns, "eth0", "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod", conf)?;
+fn exec(
+    lab: &Lab,
+    sc: &Scenario,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    conf: &[u8],
+) -> anyhow::Result<Duration> {
+    let out = cni_exec(
+        &sc.plugin,
+        &sc.cni_path,
+        &lab.node_netns,
+        cmd,
+        cid,
+        netns,
+        "eth0",
+        "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
+        conf,
+    )?;
     if !out.success {
-        bail!("{} {cmd} {cid} failed: {}{}", sc.label, out.stdout.trim(), out.stderr.trim());
+        bail!(
+            "{} {cmd} {cid} failed: {}{}",
+            sc.label,
+            out.stdout.trim(),
+            out.stderr.trim()
+        );
     }
     Ok(out.elapsed)
 }
 
-fn run_scenario(lab: &Lab, spec: &BenchSpec, sc: &Scenario, idx: usize) -> anyhow::Result<PluginResult> {
+fn run_scenario(
+    lab: &Lab,
+    spec: &BenchSpec,
+    sc: &Scenario,
+    idx: usize,
+) -> anyhow::Result<PluginResult> {
     let conf = serde_json::to_vec(&sc.conf)?;
     let cpu_before = lab.weftd_pid.and_then(cpu_seconds);
 
     // one after another
-    let seq = Namespaces::make(lab, &format!("s{idx}"), spec.pods).context("making pod namespaces")?;
+    let seq =
+        Namespaces::make(lab, &format!("s{idx}"), spec.pods).context("making pod namespaces")?;
     let mut adds = Vec::with_capacity(spec.pods);
     for i in 0..spec.pods {
-        adds.push(exec(lab, sc, "ADD", &format!("seq{idx}-{i}"), &seq.path(i), &conf)?);
+        adds.push(exec(
+            lab,
+            sc,
+            "ADD",
+            &format!("seq{idx}-{i}"),
+            &seq.path(i),
+            &conf,
+        )?);
     }
-    let rss = if sc.is_weft { lab.weftd_pid.and_then(rss_bytes) } else { None };
+    let rss = if sc.is_weft {
+        lab.weftd_pid.and_then(rss_bytes)
+    } else {
+        None
+    };
     let mut dels = Vec::with_capacity(spec.pods);
     for i in 0..spec.pods {
-        dels.push(exec(lab, sc, "DEL", &format!("seq{idx}-{i}"), &seq.path(i), &conf)?);
+        dels.push(exec(
+            lab,
+            sc,
+            "DEL",
+            &format!("seq{idx}-{i}"),
+            &seq.path(i),
+            &conf,
+        )?);
     }
     drop(seq);
 
     // burst
-    let burst = Namespaces::make(lab, &format!("b{idx}"), spec.burst).context("making pod namespaces")?;
+    let burst =
+        Namespaces::make(lab, &format!("b{idx}"), spec.burst).context("making pod namespaces")?;
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let start = Instant::now();
@@ -250,8 +313,18 @@ fn run_scenario(lab: &Lab, spec: &BenchSpec, sc: &Scenario, idx: usize) -> anyho
                 if i >= spec.burst {
                     break;
                 }
-                if let Err(e) = exec(lab, sc, "ADD", &format!("burst{idx}-{i}"), &burst.path(i), &conf) {
-                    failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                if let Err(e) = exec(
+                    lab,
+                    sc,
+                    "ADD",
+                    &format!("burst{idx}-{i}"),
+                    &burst.path(i),
+                    &conf,
+                ) {
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
                     break;
                 }
             });
@@ -262,7 +335,14 @@ fn run_scenario(lab: &Lab, spec: &BenchSpec, sc: &Scenario, idx: usize) -> anyho
         return Err(e);
     }
     for i in 0..spec.burst {
-        exec(lab, sc, "DEL", &format!("burst{idx}-{i}"), &burst.path(i), &conf)?;
+        exec(
+            lab,
+            sc,
+            "DEL",
+            &format!("burst{idx}-{i}"),
+            &burst.path(i),
+            &conf,
+        )?;
     }
     drop(burst);
     let cpu_after = lab.weftd_pid.and_then(cpu_seconds);
@@ -314,7 +394,16 @@ pub fn render_table(r: &BenchReport) -> String {
     );
     out.push_str(&format!(
         "{:<20} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
-        "PLUGIN", "ADD p50", "ADD p99", "vs base", "DEL p50", "DEL p99", "vs base", "BURST/s", "vs base", "AGENT RSS"
+        "PLUGIN",
+        "ADD p50",
+        "ADD p99",
+        "vs base",
+        "DEL p50",
+        "DEL p99",
+        "vs base",
+        "BURST/s",
+        "vs base",
+        "AGENT RSS"
     ));
     for x in &r.results {
         out.push_str(&format!(
@@ -334,7 +423,13 @@ pub fn render_table(r: &BenchReport) -> String {
     out.push_str("\n(vs base: ratio to bridge + host-local; latency below 1.00x and burst above 1.00x are better)\n");
     for x in &r.results {
         if let Some(cpu) = x.agent_cpu_seconds {
-            out.push_str(&format!("{}: weftd used {:.2} CPU-seconds for {} pods ({:.2} ms per ADD+DEL)\n", x.plugin, cpu, r.pods + r.burst, cpu * 1e3 / (r.pods + r.burst) as f64));
+            out.push_str(&format!(
+                "{}: weftd used {:.2} CPU-seconds for {} pods ({:.2} ms per ADD+DEL)\n",
+                x.plugin,
+                cpu,
+                r.pods + r.burst,
+                cpu * 1e3 / (r.pods + r.burst) as f64
+            ));
         }
     }
     out
@@ -342,10 +437,23 @@ pub fn render_table(r: &BenchReport) -> String {
 
 /// Three bar charts (ADD p50, DEL p50, burst pods/s) as one SVG.
 pub fn render_svg(r: &BenchReport) -> String {
-    let panels: [(&str, Box<dyn Fn(&PluginResult) -> f64>, &str); 3] = [
-        ("ADD latency, median (ms, lower is better)", Box::new(|x| x.add.p50_ms), "ms"),
-        ("DEL latency, median (ms, lower is better)", Box::new(|x| x.del.p50_ms), "ms"),
-        ("burst throughput (pods/s, higher is better)", Box::new(|x| x.burst_pods_per_second), "/s"),
+    type Metric = fn(&PluginResult) -> f64;
+    let panels: [(&str, Metric, &str); 3] = [
+        (
+            "ADD latency, median (ms, lower is better)",
+            |x| x.add.p50_ms,
+            "ms",
+        ),
+        (
+            "DEL latency, median (ms, lower is better)",
+            |x| x.del.p50_ms,
+            "ms",
+        ),
+        (
+            "burst throughput (pods/s, higher is better)",
+            |x| x.burst_pods_per_second,
+            "/s",
+        ),
     ];
     let colors = ["#8c8c8c", "#b0b0b0", "#2a7ab0", "#1b4f72"];
     let (w, panel_h, bar_h, left) = (760.0, 150.0, 24.0, 170.0);
@@ -359,8 +467,11 @@ pub fn render_svg(r: &BenchReport) -> String {
     ));
     for (p, (title, value, unit)) in panels.iter().enumerate() {
         let top = 40.0 + p as f64 * panel_h;
-        svg.push_str(&format!(r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#, top + 14.0));
-        let max = r.results.iter().map(|x| value(x)).fold(0.0, f64::max).max(1e-9);
+        svg.push_str(&format!(
+            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
+            top + 14.0
+        ));
+        let max = r.results.iter().map(value).fold(0.0, f64::max).max(1e-9);
         for (i, x) in r.results.iter().enumerate() {
             let v = value(x);
             let y = top + 24.0 + i as f64 * (bar_h + 4.0);

@@ -121,12 +121,20 @@ impl Lab {
         }
         for bin in ["weftd", "weft-cni"] {
             if !spec.bin_dir.join(bin).exists() {
-                bail!("{} not found in {}; build with `cargo build --release` first", bin, spec.bin_dir.display());
+                bail!(
+                    "{} not found in {}; build with `cargo build --release` first",
+                    bin,
+                    spec.bin_dir.display()
+                );
             }
         }
         let dir = Lab::dir_of(&spec.name);
         if dir.join("lab.json").exists() {
-            bail!("lab {} exists already; `weft lab down --name {}` first", spec.name, spec.name);
+            bail!(
+                "lab {} exists already; `weft lab down --name {}` first",
+                spec.name,
+                spec.name
+            );
         }
         fs::create_dir_all(&dir)?;
         let fab = format!("{}-fab", spec.name);
@@ -142,9 +150,12 @@ impl Lab {
             fabric_v4: FABRIC_V4.parse()?,
             fabric_v6: FABRIC_V6.parse()?,
             weftd_pid: None,
-            weftd_args: std::iter::once(format!("--quarantine-seconds={}", spec.quarantine_seconds))
-                .chain(spec.weftd_args.iter().cloned())
-                .collect(),
+            weftd_args: std::iter::once(format!(
+                "--quarantine-seconds={}",
+                spec.quarantine_seconds
+            ))
+            .chain(spec.weftd_args.iter().cloned())
+            .collect(),
             pods: Vec::new(),
         };
         lab.save()?;
@@ -154,22 +165,60 @@ impl Lab {
             ip(&["netns", "add", &node])?;
             progress("wiring the underlay (198.18.0.0/15, 2001:2::/64)");
             let mtu = spec.underlay_mtu.to_string();
-            ip(&["-n", &fab, "link", "add", "br0", "mtu", &mtu, "type", "bridge"])?;
+            ip(&[
+                "-n", &fab, "link", "add", "br0", "mtu", &mtu, "type", "bridge",
+            ])?;
             ip(&["-n", &fab, "link", "set", "lo", "up"])?;
             ip(&["-n", &fab, "link", "set", "br0", "up"])?;
-            ip(&["-n", &fab, "addr", "add", &format!("{FABRIC_V4}/15"), "dev", "br0"])?;
-            ip(&["-n", &fab, "addr", "add", &format!("{FABRIC_V6}/64"), "dev", "br0", "nodad"])?;
             ip(&[
-                "link", "add", "ul0", "netns", &node, "mtu", &mtu, "type", "veth", "peer", "name", "node0",
-                "netns", &fab, "mtu", &mtu,
+                "-n",
+                &fab,
+                "addr",
+                "add",
+                &format!("{FABRIC_V4}/15"),
+                "dev",
+                "br0",
+            ])?;
+            ip(&[
+                "-n",
+                &fab,
+                "addr",
+                "add",
+                &format!("{FABRIC_V6}/64"),
+                "dev",
+                "br0",
+                "nodad",
+            ])?;
+            ip(&[
+                "link", "add", "ul0", "netns", &node, "mtu", &mtu, "type", "veth", "peer", "name",
+                "node0", "netns", &fab, "mtu", &mtu,
             ])?;
             ip(&["-n", &fab, "link", "set", "node0", "master", "br0", "up"])?;
             ip(&["-n", &node, "link", "set", "lo", "up"])?;
             ip(&["-n", &node, "link", "set", "ul0", "up"])?;
-            ip(&["-n", &node, "addr", "add", &format!("{NODE_UNDERLAY_V4}/15"), "dev", "ul0"])?;
-            ip(&["-n", &node, "addr", "add", &format!("{NODE_UNDERLAY_V6}/64"), "dev", "ul0", "nodad"])?;
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("{NODE_UNDERLAY_V4}/15"),
+                "dev",
+                "ul0",
+            ])?;
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("{NODE_UNDERLAY_V6}/64"),
+                "dev",
+                "ul0",
+                "nodad",
+            ])?;
             ip(&["-n", &node, "route", "add", "default", "via", FABRIC_V4])?;
-            ip(&["-n", &node, "-6", "route", "add", "default", "via", FABRIC_V6])?;
+            ip(&[
+                "-n", &node, "-6", "route", "add", "default", "via", FABRIC_V6,
+            ])?;
             progress("starting weftd in the node namespace");
             lab.start_weftd()?;
             lab.save()?;
@@ -178,7 +227,10 @@ impl Lab {
         })();
         if let Err(e) = built {
             let _ = Lab::down(&spec.name);
-            return Err(e.context(format!("building lab {}; everything it made was removed", spec.name)));
+            return Err(e.context(format!(
+                "building lab {}; everything it made was removed",
+                spec.name
+            )));
         }
         Ok(lab)
     }
@@ -207,8 +259,8 @@ impl Lab {
         // its own process group: a Ctrl-C at the terminal that ran `weft lab up`
         // must not take the lab's agent down with it
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = weft_datapath::netns::spawn_in(&mut cmd, &self.node_netns)
-            .context("starting weftd")?;
+        let child =
+            weft_datapath::netns::spawn_in(&mut cmd, &self.node_netns).context("starting weftd")?;
         let pid = child.id();
         self.weftd_pid = Some(pid);
         // reap it in the background if it exits while we are still here
@@ -234,7 +286,11 @@ impl Lab {
                 bail!("weftd exited at start; see {}", self.log_path().display());
             }
             if Instant::now() > deadline {
-                bail!("weftd did not answer on {} within 15 s; see {}", self.socket().display(), self.log_path().display());
+                bail!(
+                    "weftd did not answer on {} within 15 s; see {}",
+                    self.socket().display(),
+                    self.log_path().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -252,7 +308,8 @@ impl Lab {
     pub fn load(name: &str) -> anyhow::Result<Lab> {
         check_name(name)?;
         let path = Lab::dir_of(name).join("lab.json");
-        let bytes = fs::read(&path).with_context(|| format!("no lab named {name} ({} missing)", path.display()))?;
+        let bytes = fs::read(&path)
+            .with_context(|| format!("no lab named {name} ({} missing)", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))
     }
 
@@ -289,7 +346,14 @@ impl Lab {
     }
 
     /// Runs one CNI verb of weft-cni for `pod` as a runtime would.
-    pub fn cni(&self, command: &str, container_id: &str, netns: &str, pod_name: &str, conf: &serde_json::Value) -> anyhow::Result<CniOutcome> {
+    pub fn cni(
+        &self,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        pod_name: &str,
+        conf: &serde_json::Value,
+    ) -> anyhow::Result<CniOutcome> {
         cni_exec(
             &self.cni_plugin(),
             &self.bin_dir,
@@ -314,12 +378,22 @@ impl Lab {
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         let netns = netns_path(&ns);
         let container_id = format!("{}-{name}", self.name);
-        let out = self.cni("ADD", &container_id, &netns.to_string_lossy(), name, &self.net_conf("1.0.0"));
+        let out = self.cni(
+            "ADD",
+            &container_id,
+            &netns.to_string_lossy(),
+            name,
+            &self.net_conf("1.0.0"),
+        );
         let out = match out {
             Ok(o) if o.success => o,
             Ok(o) => {
                 let _ = ip(&["netns", "del", &ns]);
-                bail!("weft-cni ADD for pod {name} failed: {}{}", o.stdout.trim(), o.stderr.trim());
+                bail!(
+                    "weft-cni ADD for pod {name} failed: {}{}",
+                    o.stdout.trim(),
+                    o.stderr.trim()
+                );
             }
             Err(e) => {
                 let _ = ip(&["netns", "del", &ns]);
@@ -353,7 +427,13 @@ impl Lab {
             bail!("no pod {name} in lab {}", self.name);
         };
         let pod = self.pods[i].clone();
-        let out = self.cni("DEL", &pod.container_id, &pod.netns.to_string_lossy(), name, &self.net_conf("1.0.0"))?;
+        let out = self.cni(
+            "DEL",
+            &pod.container_id,
+            &pod.netns.to_string_lossy(),
+            name,
+            &self.net_conf("1.0.0"),
+        )?;
         if !out.success {
             bail!("weft-cni DEL for pod {name} failed: {}", out.stdout.trim());
         }
@@ -402,7 +482,12 @@ fn nix_is_root() -> bool {
     // SAFETY-free: getuid via /proc to keep this crate free of unsafe
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0"))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next() == Some("0"))
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -421,18 +506,28 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 pub(crate) fn stop_pid(pid: u32) {
     // only ever signal the weftd this lab started, never a process that reused its pid
     let is_weftd = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).next().is_some_and(|argv0| argv0.ends_with(b"weftd")))
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .next()
+                .is_some_and(|argv0| argv0.ends_with(b"weftd"))
+        })
         .unwrap_or(false);
     if !is_weftd || !pid_alive(pid) {
         return;
     }
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if pid_alive(pid) {
-        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(2);
         while pid_alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

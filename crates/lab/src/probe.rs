@@ -45,7 +45,9 @@ pub fn tcp_roundtrip(from: &Path, listener: &TcpListener, timeout: Duration) -> 
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Err(e) = result {
         // unblock the accept so the echo thread ends
-        let _ = run_in(from, move || TcpStream::connect_timeout(&to, Duration::from_millis(200)));
+        let _ = run_in(from, move || {
+            TcpStream::connect_timeout(&to, Duration::from_millis(200))
+        });
         let _ = echo.join();
         bail!("tcp {} from {}: {e}", to, from.display());
     }
@@ -56,14 +58,24 @@ pub fn tcp_roundtrip(from: &Path, listener: &TcpListener, timeout: Duration) -> 
 }
 
 /// Convenience: listen in `to_netns` on `addr` and round-trip from `from_netns`.
-pub fn tcp_check(from_netns: &Path, to_netns: &Path, addr: IpAddr, timeout: Duration) -> anyhow::Result<()> {
+pub fn tcp_check(
+    from_netns: &Path,
+    to_netns: &Path,
+    addr: IpAddr,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let l = listen_in(to_netns, addr)?;
     tcp_roundtrip(from_netns, &l, timeout)
 }
 
 /// Connects from `from_netns` to `addr` (a listener bound in `to_netns`) and
 /// returns the source address the listener saw: tells whether NAT happened.
-pub fn tcp_peer(from_netns: &Path, to_netns: &Path, addr: IpAddr, timeout: Duration) -> anyhow::Result<IpAddr> {
+pub fn tcp_peer(
+    from_netns: &Path,
+    to_netns: &Path,
+    addr: IpAddr,
+    timeout: Duration,
+) -> anyhow::Result<IpAddr> {
     let listener = listen_in(to_netns, addr)?;
     let to = listener.local_addr()?;
     let accept = std::thread::spawn(move || listener.accept().map(|(_, peer)| peer.ip()));
@@ -76,7 +88,9 @@ pub fn tcp_peer(from_netns: &Path, to_netns: &Path, addr: IpAddr, timeout: Durat
             .context("accept"),
         Err(e) => {
             // unblock the accept from inside the listener's namespace
-            let _ = run_in(to_netns, move || TcpStream::connect_timeout(&to, Duration::from_millis(200)));
+            let _ = run_in(to_netns, move || {
+                TcpStream::connect_timeout(&to, Duration::from_millis(200))
+            });
             let _ = accept.join();
             bail!("tcp {to} from {}: {e}", from_netns.display())
         }

@@ -16,8 +16,10 @@ pub fn root_or_skip(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0")))
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next() == Some("0"))
+            })
         })
         .unwrap_or(false);
     if !root {
@@ -47,7 +49,11 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique lab name: short tag + pid + sequence (tests run in parallel).
 pub fn lab_name(tag: &str) -> String {
-    format!("wt{tag}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "wt{tag}{}x{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Removes its lab when dropped, pass or fail.
@@ -82,7 +88,8 @@ pub fn lab(tag: &str, tweak: impl FnOnce(&mut LabSpec)) -> LabGuard {
 }
 
 pub fn api_get<T: serde::de::DeserializeOwned>(lab: &Lab, path: &str) -> T {
-    let r = weft_api::http::call(&lab.socket(), "GET", path, b"", Duration::from_secs(10)).expect("weftd answers");
+    let r = weft_api::http::call(&lab.socket(), "GET", path, b"", Duration::from_secs(10))
+        .expect("weftd answers");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     serde_json::from_slice(&r.body).expect("reply decodes")
 }
@@ -97,7 +104,10 @@ pub fn ipam(lab: &Lab) -> weft_api::IpamView {
 
 /// Runs `ip <args>` and returns stdout.
 pub fn ip_out(args: &[&str]) -> String {
-    let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

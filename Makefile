@@ -17,7 +17,7 @@ demo: build
 ## test: everything CI runs (privileged tests need root)
 test: setup lint
 	$(CARGO) build --bins
-	$(CARGO) test --workspace --no-fail-fast
+	@bash scripts/test.sh
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -83,9 +83,15 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>) -> io::Result<()> {
 }
 
 fn handle(stream: UnixStream, agent: &Agent) {
+    let start = std::time::Instant::now();
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let (status, body) = match read_request(&stream) {
-        Ok(req) => route(agent, &req),
+        Ok(req) => {
+            let reply = route(agent, &req);
+            tracing::debug!(method = %req.method, path = %req.path, status = reply.0,
+                micros = start.elapsed().as_micros() as u64, "served");
+            reply
+        }
         Err(e) => error_reply(
             400,
             CniError::new(codes::DECODE_FAILURE, format!("bad request: {e}")),

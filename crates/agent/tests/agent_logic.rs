@@ -122,7 +122,8 @@ fn add_wires_a_dual_stack_pod_and_is_idempotent() {
     assert_eq!(r1.routes.len(), 2, "a default route per family");
     let r2 = f.agent.add(&add_req("c1")).unwrap();
     assert_eq!(r1, r2, "same answer for the same attachment");
-    assert_eq!(f.dp.calls_of(Op::Attach).len(), 1, "wired once");
+    assert_eq!(f.dp.calls_of(Op::CreateLink).len(), 1, "wired once");
+    assert_eq!(f.dp.calls_of(Op::ConfigureLink).len(), 1, "configured once");
     assert_eq!(f.agent.endpoints().len(), 1);
     // a different netns for the same attachment is refused, not silently rewired
     let mut other = add_req("c1");
@@ -132,22 +133,47 @@ fn add_wires_a_dual_stack_pod_and_is_idempotent() {
 
 #[test]
 fn a_failed_attach_gives_the_addresses_back_at_once() {
-    let f = fixture("fail");
-    f.dp.fail_next(Op::Attach, DatapathError::Injected("boom".into()));
-    let err = f.agent.add(&add_req("c1")).unwrap_err();
-    assert_eq!(err.code, 102, "{err:?}");
-    assert!(
-        f.agent.ipam().allocations().unwrap().is_empty(),
-        "rolled back"
-    );
+    for (tag, op) in [
+        ("fail-create", Op::CreateLink),
+        ("fail-configure", Op::ConfigureLink),
+    ] {
+        let f = fixture(tag);
+        f.dp.fail_next(op, DatapathError::Injected("boom".into()));
+        let err = f.agent.add(&add_req("c1")).unwrap_err();
+        assert_eq!(err.code, 102, "{op:?}: {err:?}");
+        assert!(
+            f.agent.ipam().allocations().unwrap().is_empty(),
+            "{op:?}: rolled back"
+        );
+        assert_eq!(f.agent.endpoints().len(), 0, "{op:?}: nothing recorded");
+        assert!(f.dp.attached().is_empty(), "{op:?}: no link left");
+        // and without quarantine: nothing rests, the addresses are free at once
+        let usage = f.agent.ipam().pools_usage().unwrap();
+        assert_eq!(
+            usage.iter().map(|p| p.quarantined).sum::<u64>(),
+            0,
+            "{op:?}: {usage:?}"
+        );
+        // and the next ADD of the same container works
+        f.agent.add(&add_req("c1")).unwrap();
+    }
+}
+
+#[test]
+fn ipam_failure_after_the_link_was_made_leaves_no_link() {
+    let f = fixture("ipam-fail");
+    // a static address outside every pool: IPAM refuses while the link is being made
+    let mut req = add_req("c1");
+    req.requested_ips = vec!["192.0.2.7".parse().unwrap()];
+    let err = f.agent.add(&req).unwrap_err();
+    assert_eq!(err.code, 101, "{err:?}");
+    let mut tries = 0;
+    while !f.dp.attached().is_empty() {
+        tries += 1;
+        assert!(tries < 200, "the half-made link was never torn down");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(f.agent.endpoints().len(), 0);
-    // and without quarantine: nothing rests, the addresses are free at once
-    let usage = f.agent.ipam().pools_usage().unwrap();
-    assert_eq!(
-        usage.iter().map(|p| p.quarantined).sum::<u64>(),
-        0,
-        "{usage:?}"
-    );
 }
 
 #[test]
@@ -315,7 +341,7 @@ fn hostile_attachments_are_refused_before_anything_happens() {
         r.attachment.ifname = ifname.into();
         assert_eq!(f.agent.add(&r).unwrap_err().code, 4, "{cid:?} {ifname:?}");
     }
-    assert!(f.dp.calls_of(Op::Attach).is_empty());
+    assert!(f.dp.calls_of(Op::CreateLink).is_empty());
     assert!(f.agent.ipam().allocations().unwrap().is_empty());
 }
 

@@ -44,6 +44,9 @@ pub enum LabCmd {
     Check {
         #[arg(long, default_value = "weft-demo")]
         name: String,
+        /// Also draw the matrix as an SVG picture into this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Add or delete a pod.
     Pod {
@@ -155,7 +158,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             table(&["POD", "NETNS", "ADDRESSES"], &rows);
             Ok(ExitCode::SUCCESS)
         }
-        LabCmd::Check { name } => check(&name, fmt),
+        LabCmd::Check { name, svg } => check(&name, fmt, svg.as_deref()),
         LabCmd::Pod {
             command: PodCmd::Add { pod, name },
         } => {
@@ -184,7 +187,7 @@ fn join_ips(ips: &[IpAddr]) -> String {
 
 /// All-pairs TCP reachability, printed as a matrix: rows are sources,
 /// columns destinations ("node" is the node's underlay address).
-fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
+fn check(name: &str, fmt: Format, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
     let lab = Lab::load(name)?;
     let timeout = Duration::from_secs(2);
     let mut targets: Vec<(String, PathBuf, Vec<IpAddr>)> = lab
@@ -222,6 +225,12 @@ fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
         );
     }
     let all_ok = results.iter().all(|r| r["ok"] == true);
+    if let Some(path) = svg {
+        let cols: Vec<&str> = targets.iter().map(|(n, _, _)| n.as_str()).collect();
+        std::fs::write(path, matrix_svg(&lab.name, &cols, &rows))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     if fmt == Format::Json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -242,4 +251,52 @@ fn check(name: &str, fmt: Format) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The reachability matrix as a picture: one square per source and
+/// destination, split into an IPv4 and an IPv6 half, green when TCP worked.
+fn matrix_svg(lab: &str, cols: &[&str], rows: &[Vec<String>]) -> String {
+    let (cell, left, top) = (70.0, 90.0, 60.0);
+    let width = (left + cell * cols.len() as f64 + 20.0).max(560.0);
+    let height = top + cell * rows.len() as f64 + 40.0;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="14" font-weight="bold">lab {lab}: TCP reachability (left half IPv4, right half IPv6)</text>"#
+    );
+    for (j, c) in cols.iter().enumerate() {
+        let x = left + cell * j as f64 + cell / 2.0;
+        svg.push_str(&format!(
+            r#"<text x="{x}" y="{}" text-anchor="middle">{c}</text>"#,
+            top - 8.0
+        ));
+    }
+    for (i, row) in rows.iter().enumerate() {
+        let y = top + cell * i as f64;
+        svg.push_str(&format!(
+            r#"<text x="10" y="{}">{}</text>"#,
+            y + cell / 2.0 + 4.0,
+            row[0]
+        ));
+        for (j, text) in row[1..].iter().enumerate() {
+            let x = left + cell * j as f64;
+            for (k, part) in text.split(' ').enumerate() {
+                let ok = part.ends_with(":ok");
+                let color = if ok { "#3c9d4e" } else { "#c0392b" };
+                let half = cell / 2.0 - 2.0;
+                svg.push_str(&format!(
+                    r#"<rect x="{}" y="{}" width="{half}" height="{}" fill="{color}"/><text x="{}" y="{}" fill="white" text-anchor="middle">{}</text>"#,
+                    x + 2.0 + k as f64 * (half + 1.0),
+                    y + 2.0,
+                    cell - 4.0,
+                    x + 2.0 + k as f64 * (half + 1.0) + half / 2.0,
+                    y + cell / 2.0 + 4.0,
+                    part.split(':').next().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    svg.push_str(&format!(
+        r#"<text x="10" y="{}">green: round trip ok, red: failed</text></svg>"#,
+        height - 12.0
+    ));
+    svg
 }

@@ -74,7 +74,7 @@ fn pools_table(pools: &[weft_api::PoolUsage]) {
                 p.blocks.to_string(),
                 p.allocated.to_string(),
                 p.quarantined.to_string(),
-                p.capacity.to_string(),
+                capacity(&p.cidr, p.capacity),
                 format!(
                     "{:.2}%",
                     100.0 * p.allocated as f64 / p.capacity.max(1) as f64
@@ -127,6 +127,17 @@ pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A pool's size in words a person can read: exact up to 2^32, a power of
+/// two beyond (an IPv6 pool's count does not fit in any integer column).
+fn capacity(cidr: &ipnet::IpNet, exact: u64) -> String {
+    let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len());
+    if host_bits > 32 {
+        format!("2^{host_bits}")
+    } else {
+        exact.to_string()
+    }
 }
 
 fn short(id: &str) -> String {

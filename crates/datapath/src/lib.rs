@@ -87,6 +87,14 @@ pub trait Datapath: Send + Sync {
     /// Creates the pod's veth pair, addresses, routes and neighbours. A stale
     /// host link of the same name is replaced; on failure nothing is left.
     fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError>;
+    /// The first half of `attach`: the veth pair alone, up to the pod's MAC,
+    /// without addresses (`link.ipv4`/`ipv6` are ignored). It lets weftd overlap
+    /// the kernel's link creation with the address allocation it waits on. A
+    /// stale host link of the same name is replaced; on failure nothing is left.
+    fn create_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
+    /// The second half: addresses, routes and neighbours on a pair that
+    /// `create_link` made. On failure the pair is deleted.
+    fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
     /// Deletes the host veth (and with it the pod's end). A missing link is Ok.
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError>;
     /// Human-readable problems with an attachment; empty means fine.

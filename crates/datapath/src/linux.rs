@@ -1,9 +1,10 @@
 //! The real data path: rtnetlink in the agent's netns and the pods' netns.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -26,6 +27,18 @@ pub struct LinuxDatapath {
     node_ns: OwnedFd,
     node_id: (u64, u64),
     pool: Mutex<Vec<Socket>>,
+    /// Pod-side sockets `create_link` opened, handed to `configure_link` so
+    /// the second half of an ADD does not enter the pod netns again. An entry
+    /// lives from create to configure or detach.
+    handoff: Mutex<HashMap<String, Handoff>>,
+}
+
+/// What `create_link` learnt that `configure_link` needs.
+#[derive(Debug)]
+struct Handoff {
+    netns: PathBuf,
+    pod: Socket,
+    peer: LinkMsg,
 }
 
 fn prefix_len(ip: IpAddr) -> u8 {
@@ -70,6 +83,7 @@ impl LinuxDatapath {
             node_ns,
             node_id,
             pool: Mutex::new(vec![sock]),
+            handoff: Mutex::new(HashMap::new()),
         })
     }
 
@@ -140,15 +154,18 @@ impl LinuxDatapath {
     }
 
     fn attach_inner(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        self.create_inner(link)?;
+        self.configure_inner(link)
+    }
+
+    /// Steps 1-2 of attach: create the pair with the peer directly in the pod
+    /// netns; a stale host link of the same name (a crash half-way) is
+    /// replaced. The pod-side socket and the peer are kept for configure.
+    fn create_inner(&self, link: &PodLink) -> Result<Attached, DatapathError> {
         validate_ifname(&link.ifname)?;
         validate_ifname(&link.host_ifname)?;
         let host = link.host_ifname.as_str();
         self.with_node(|node| {
-            // 1. a stale attachment of the same name (a crash half-way)
-            if Self::del_link(node, host)? {
-                tracing::info!(host, "replaced stale host veth");
-            }
-            // 2. the pod netns and a socket inside it
             let pod_fd = netns::open(&link.netns)?;
             let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
             let create = Request::new(
@@ -161,20 +178,86 @@ impl LinuxDatapath {
                 }),
                 format!("veth {host}"),
             );
+            // try first and clean up only on a clash: the common case costs
+            // one round trip, not a speculative delete before every create
             if let Err(e) = node.request(&create) {
-                if is_errno(&e, libc::EEXIST) {
+                if !is_errno(&e, libc::EEXIST) {
+                    return Err(e);
+                }
+                // a stale host link of this name (its peer may be the very
+                // eth0 that clashed): remove it and try once more
+                let retried = if Self::del_link(node, host)? {
+                    tracing::info!(host, "replaced stale host veth");
+                    node.request(&create)
+                } else {
+                    Err(e)
+                };
+                if let Err(e) = retried {
                     let what = format!("link {} in {}", link.ifname, link.netns.display());
-                    if Self::get_link(&mut pod, &link.ifname, what)?.is_some() {
+                    if is_errno(&e, libc::EEXIST)
+                        && Self::get_link(&mut pod, &link.ifname, what)?.is_some()
+                    {
                         return Err(DatapathError::InterfaceExists {
                             ifname: link.ifname.clone(),
                             netns: link.netns.clone(),
                         });
                     }
+                    return Err(e);
                 }
-                return Err(e);
             }
-            // 3..4, and 5: undo on failure
-            match Self::configure(node, &mut pod, link) {
+            let ns = link.netns.display();
+            let ifname = &link.ifname;
+            let peer =
+                Self::get_link(&mut pod, ifname, format!("link {ifname} in {ns}")).and_then(|p| {
+                    p.ok_or_else(|| DatapathError::LinkNotFound {
+                        name: format!("{ifname} in {ns}"),
+                    })
+                });
+            match peer {
+                Ok(peer) => {
+                    let attached = Attached {
+                        pod_mac: peer.mac.unwrap_or([0; 6]),
+                        host_ifindex: peer.link.unwrap_or(0),
+                    };
+                    self.handoff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            host.to_string(),
+                            Handoff {
+                                netns: link.netns.clone(),
+                                pod,
+                                peer,
+                            },
+                        );
+                    Ok(attached)
+                }
+                Err(e) => {
+                    let _ = Self::del_link(node, host);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Steps 3-5 of attach on a pair `create_inner` made; deletes it on failure.
+    fn configure_inner(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        let host = link.host_ifname.as_str();
+        let handoff = self
+            .handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host)
+            .filter(|h| h.netns == link.netns);
+        self.with_node(|node| {
+            let configured = match handoff {
+                Some(mut h) => Self::configure(node, &mut h.pod, link, Some(h.peer)),
+                None => netns::open(&link.netns).and_then(|pod_fd| {
+                    let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
+                    Self::configure(node, &mut pod, link, None)
+                }),
+            };
+            match configured {
                 Ok(a) => Ok(a),
                 Err(e) => {
                     if let Err(undo) = Self::del_link(node, host) {
@@ -190,16 +273,20 @@ impl LinuxDatapath {
         node: &mut Socket,
         pod: &mut Socket,
         link: &PodLink,
+        known_peer: Option<LinkMsg>,
     ) -> Result<Attached, DatapathError> {
         let ns = link.netns.display();
         let ifname = &link.ifname;
         let host = &link.host_ifname;
         let peer =
-            Self::get_link(pod, ifname, format!("link {ifname} in {ns}"))?.ok_or_else(|| {
-                DatapathError::LinkNotFound {
-                    name: format!("{ifname} in {ns}"),
-                }
-            })?;
+            match known_peer {
+                Some(p) => p,
+                None => Self::get_link(pod, ifname, format!("link {ifname} in {ns}"))?.ok_or_else(
+                    || DatapathError::LinkNotFound {
+                        name: format!("{ifname} in {ns}"),
+                    },
+                )?,
+            };
         let pod_mac = peer.mac.ok_or_else(|| DatapathError::Protocol {
             op: "RTM_GETLINK",
             what: format!("link {ifname} in {ns} has no mac"),
@@ -451,8 +538,22 @@ impl Datapath for LinuxDatapath {
         r
     }
 
+    fn create_link(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        self.create_inner(link)
+    }
+
+    fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        validate_ifname(&link.ifname)?;
+        validate_ifname(&link.host_ifname)?;
+        self.configure_inner(link)
+    }
+
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError> {
         validate_ifname(host_ifname)?;
+        self.handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host_ifname);
         let t0 = Instant::now();
         let existed = self.with_node(|node| Self::del_link(node, host_ifname))?;
         tracing::debug!(

@@ -10,6 +10,8 @@ use crate::{Attached, Datapath, DatapathError, HostLink, NodeSetup, PodLink};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Attach(PodLink),
+    CreateLink(PodLink),
+    ConfigureLink(PodLink),
     Detach(String),
     Check { link: PodLink, pod_mac: [u8; 6] },
     RestoreHostSide { link: PodLink, pod_mac: [u8; 6] },
@@ -22,6 +24,8 @@ impl Call {
     pub fn op(&self) -> Op {
         match self {
             Call::Attach(_) => Op::Attach,
+            Call::CreateLink(_) => Op::CreateLink,
+            Call::ConfigureLink(_) => Op::ConfigureLink,
             Call::Detach(_) => Op::Detach,
             Call::Check { .. } => Op::Check,
             Call::RestoreHostSide { .. } => Op::RestoreHostSide,
@@ -36,6 +40,8 @@ impl Call {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     Attach,
+    CreateLink,
+    ConfigureLink,
     Detach,
     Check,
     RestoreHostSide,
@@ -170,6 +176,20 @@ impl RecordingDatapath {
     }
 }
 
+impl RecordingDatapath {
+    /// Adds a link to the model, as a successful create or attach does.
+    fn model_create(mut s: MutexGuard<'_, State>, link: &PodLink) -> Attached {
+        s.next_ifindex += 1;
+        let n = s.next_ifindex;
+        let a = Attached {
+            pod_mac: mac_for(n),
+            host_ifindex: 100 + n,
+        };
+        s.links.insert(link.host_ifname.clone(), (link.clone(), a));
+        a
+    }
+}
+
 /// A deterministic, locally administered MAC for the n-th attachment.
 fn mac_for(n: u32) -> [u8; 6] {
     let b = n.to_be_bytes();
@@ -178,16 +198,31 @@ fn mac_for(n: u32) -> [u8; 6] {
 
 impl Datapath for RecordingDatapath {
     fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError> {
-        let (mut s, r) = self.enter(Call::Attach(link.clone()));
+        let (s, r) = self.enter(Call::Attach(link.clone()));
         r?;
-        s.next_ifindex += 1;
-        let n = s.next_ifindex;
-        let a = Attached {
-            pod_mac: mac_for(n),
-            host_ifindex: 100 + n,
+        Ok(Self::model_create(s, link))
+    }
+
+    fn create_link(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        let (s, r) = self.enter(Call::CreateLink(link.clone()));
+        r?;
+        Ok(Self::model_create(s, link))
+    }
+
+    fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError> {
+        let (mut s, r) = self.enter(Call::ConfigureLink(link.clone()));
+        if let Err(e) = r {
+            // like the kernel implementation: a failed configure removes the pair
+            s.links.remove(&link.host_ifname);
+            return Err(e);
+        }
+        let Some(entry) = s.links.get_mut(&link.host_ifname) else {
+            return Err(DatapathError::LinkNotFound {
+                name: link.host_ifname.clone(),
+            });
         };
-        s.links.insert(link.host_ifname.clone(), (link.clone(), a));
-        Ok(a)
+        entry.0 = link.clone();
+        Ok(entry.1)
     }
 
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError> {

@@ -638,3 +638,48 @@ fn timing_privileged() {
     );
     let _ = (HOST_VETH_MAC, IpAddr::V4(GATEWAY_V4));
 }
+
+#[test]
+fn create_then_configure_equals_attach_privileged() {
+    need_root!("create_then_configure_equals_attach_privileged");
+    let node = Ns::new("split", "node");
+    let pa = Ns::new("split", "a");
+    let pb = Ns::new("split", "b");
+    let dp = node.datapath();
+    dp.prepare_node(&setup(false)).unwrap();
+    let a = pod(&pa, "wdpsa", 2);
+    let b = pod(&pb, "wdpsb", 3);
+    // the first half needs no addresses: they are ignored if given
+    let created = dp.create_link(&a).unwrap();
+    assert!(!pa.ip(&["-o", "addr", "show", "eth0"]).contains("10.244"));
+    let configured = dp.configure_link(&a).unwrap();
+    assert_eq!(created, configured, "same pair, same answer");
+    assert!(dp.check(&a, configured.pod_mac).unwrap().is_empty());
+    dp.attach(&b).unwrap();
+    tcp_roundtrip(&pb.path(), &pa.path(), "10.244.0.3:8090".parse().unwrap());
+    tcp_roundtrip(
+        &pa.path(),
+        &pb.path(),
+        "[fd00:10:244::2]:8091".parse().unwrap(),
+    );
+}
+
+#[test]
+fn failed_configure_removes_the_pair_privileged() {
+    need_root!("failed_configure_removes_the_pair_privileged");
+    let node = Ns::new("cfail", "node");
+    let pa = Ns::new("cfail", "a");
+    let dp = node.datapath();
+    // MTU below IPv6's minimum: creating works, configuring the v6 routes fails
+    let mut a = pod(&pa, "wdpcf", 9);
+    a.mtu = 1000;
+    dp.create_link(&a).unwrap();
+    assert!(node.ip_ok(&["link", "show", "wdpcf"]));
+    let e = dp.configure_link(&a).unwrap_err();
+    assert!(matches!(e, DatapathError::Netlink { .. }), "{e}");
+    assert!(!node.ip_ok(&["link", "show", "wdpcf"]), "pair removed");
+    assert!(!pa.ip_ok(&["link", "show", "eth0"]), "pod end removed");
+    // configuring a pair that was never made is a clear error
+    let e = dp.configure_link(&pod(&pa, "wdpnone", 4)).unwrap_err();
+    println!("expected failure: {e}");
+}

@@ -183,6 +183,16 @@ fn run_in_lab(
             r.add.p50_ms, r.del.p50_ms, r.burst_pods_per_second
         ));
     }
+    progress(&format!(
+        "[+] kernel floor: the same routed veth made in-process over netlink, no plugin, no IPAM ({} pods, burst {})",
+        spec.pods, spec.burst
+    ));
+    let floor = kernel_floor(lab, spec)?;
+    progress(&format!(
+        "      ADD p50 {:.2} ms  DEL p50 {:.2} ms  burst {:.0} pods/s",
+        floor.add.p50_ms, floor.del.p50_ms, floor.burst_pods_per_second
+    ));
+    results.push(floor);
     Ok(BenchReport {
         when_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -199,6 +209,81 @@ fn run_in_lab(
         burst: spec.burst,
         concurrency: spec.concurrency,
         results,
+    })
+}
+
+/// The kernel's own limit for what every plugin here must do: the routed
+/// veth of one IPv4 pod (weft's data path), created and deleted in-process over
+/// netlink with no exec, no IPAM and no agent. DEL here waits for the kernel's
+/// veth teardown, as a plugin that deletes synchronously must.
+fn kernel_floor(lab: &Lab, spec: &BenchSpec) -> anyhow::Result<PluginResult> {
+    use weft_datapath::{Datapath, LinuxDatapath, PodLink};
+    let dp = weft_datapath::netns::run_in(&lab.node_netns, LinuxDatapath::new)??;
+    let link = |ns: &Namespaces, i: usize, tag: &str| PodLink {
+        netns: ns.path(i).into(),
+        ifname: "eth0".into(),
+        host_ifname: format!("wkf{tag}{i}"),
+        mtu: 1500,
+        ipv4: Some(std::net::Ipv4Addr::new(
+            10,
+            90,
+            (i / 250) as u8,
+            (i % 250 + 1) as u8,
+        )),
+        ipv6: None,
+    };
+    let seq = Namespaces::make(lab, "kf", spec.pods).context("making pod namespaces")?;
+    let mut adds = Vec::with_capacity(spec.pods);
+    for i in 0..spec.pods {
+        let t = Instant::now();
+        dp.attach(&link(&seq, i, "s"))?;
+        adds.push(t.elapsed());
+    }
+    let mut dels = Vec::with_capacity(spec.pods);
+    for i in 0..spec.pods {
+        let t = Instant::now();
+        dp.detach(&format!("wkfs{i}"))?;
+        dels.push(t.elapsed());
+    }
+    drop(seq);
+    let burst = Namespaces::make(lab, "kb", spec.burst).context("making pod namespaces")?;
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..spec.concurrency.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= spec.burst {
+                    break;
+                }
+                if let Err(e) = dp.attach(&link(&burst, i, "b")) {
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e.into());
+                    break;
+                }
+            });
+        }
+    });
+    let burst_seconds = start.elapsed().as_secs_f64();
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    for i in 0..spec.burst {
+        dp.detach(&format!("wkfb{i}"))?;
+    }
+    drop(burst);
+    Ok(PluginResult {
+        plugin: "kernel floor (netlink)".into(),
+        add: Stats::of(adds),
+        del: Stats::of(dels),
+        burst_pods: spec.burst,
+        burst_seconds,
+        burst_pods_per_second: spec.burst as f64 / burst_seconds.max(1e-9),
+        agent_rss_bytes: None,
+        agent_cpu_seconds: None,
     })
 }
 
@@ -245,7 +330,7 @@ fn exec(
         cid,
         netns,
         "eth0",
-        "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
         conf,
     )?;
     if !out.success {
@@ -455,8 +540,9 @@ pub fn render_svg(r: &BenchReport) -> String {
             "/s",
         ),
     ];
-    let colors = ["#8c8c8c", "#b0b0b0", "#2a7ab0", "#1b4f72"];
-    let (w, panel_h, bar_h, left) = (760.0, 150.0, 24.0, 170.0);
+    let colors = ["#8c8c8c", "#b0b0b0", "#2a7ab0", "#1b4f72", "#d4a017"];
+    let (w, bar_h, left) = (780.0, 24.0, 190.0);
+    let panel_h = 40.0 + r.results.len() as f64 * (bar_h + 4.0);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
         panel_h * 3.0 + 40.0

@@ -7,6 +7,7 @@ packages=(
   iproute2                    # ip: labs build namespaces with it
   nftables                    # nft: weftd installs the masquerade table
   containernetworking-plugins # /usr/lib/cni: the peers in benchmarks and chains
+  iptables                    # the reference portmap plugin programs NAT with it
   iperf3 tcpdump              # benchmarks and debugging
   procps psmisc               # ps, pgrep, fuser in scripts
   librsvg2-bin                # rsvg-convert: benchmark charts as PNG

@@ -27,15 +27,22 @@
 //!
 //! # Costs
 //!
-//! One store write per address allocated or released: a compare-and-swap
-//! `update` of the block on its `mod_revision`. A conflict carries the fresh
-//! record, so a retry needs no extra read. Claiming a block is a `create` of
-//! the block key *with the first allocation already in it*, so an allocation
-//! that claims a block is still one write (plus one `list` to find a free
-//! block). An idempotent repeat of ADD and a release of an unknown handle
-//! write nothing and read nothing. Because a block is one value rewritten on
-//! every allocation, blocks hold at most 4096 addresses (Calico's limit too):
-//! a full block record stays under the store's 1 MiB value limit.
+//! One store write per allocation or release, however many families and
+//! blocks it touches: every block change goes into one atomic
+//! [`Store::commit`], each op conditioned on the block's `mod_revision` (an
+//! `update`) or on its absence (a `create`). A dual-stack allocation is thus
+//! one durable commit, not two, and it can never leave half an allocation
+//! behind. A lost condition names the block and carries its fresh record,
+//! so a retry needs no extra read. Claiming a block is a `create` of the
+//! block key *with the first allocation already in it*, in the same commit
+//! as the other family's change, so an allocation that claims a block is
+//! still one write (plus one `list` to find a free block, shared by the
+//! families). An idempotent repeat of ADD and a release of an unknown handle
+//! write nothing and read nothing. [`Ipam::gc`] writes one commit per block
+//! it frees addresses in, so its transactions stay small. Because a block is
+//! one value rewritten on every allocation, blocks hold at most 4096
+//! addresses (Calico's limit too): a full block record stays under the
+//! store's 1 MiB value limit.
 //!
 //! # Cache
 //!
@@ -92,7 +99,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use weft_store::{Conflict, KeyValue, Listing, Revision, Store};
+use weft_store::{Conflict, KeyValue, Listing, Revision, Store, StoreError, TxnConflict, TxnOp};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
@@ -269,12 +276,57 @@ struct State {
     blocks: BTreeMap<String, Cached>,
 }
 
-enum Claim {
-    Done(Allocated),
-    /// The cache learned about blocks of this node: look there first.
+/// One block write an operation needs: the block's new record and the
+/// revision it was computed from (0: the key does not exist, create it).
+struct Change {
+    key: String,
+    rec: BlockRecord,
+    rev: Revision,
+    value: Vec<u8>,
+    /// The write claims a block that was free (worth a log line).
+    claims: bool,
+}
+
+impl Change {
+    fn new(
+        key: String,
+        rec: BlockRecord,
+        rev: Revision,
+        claims: bool,
+    ) -> Result<Change, IpamError> {
+        let value = rec.encode(&key)?;
+        Ok(Change {
+            key,
+            rec,
+            rev,
+            value,
+            claims,
+        })
+    }
+
+    fn op(&self) -> TxnOp<'_> {
+        if self.rev == 0 {
+            TxnOp::Create {
+                key: &self.key,
+                value: &self.value,
+                lease: None,
+            }
+        } else {
+            TxnOp::Update {
+                key: &self.key,
+                value: &self.value,
+                expected: self.rev,
+            }
+        }
+    }
+}
+
+/// How one family of an allocation is served.
+enum Plan {
+    /// This address, by this block write.
+    Ready(Allocated, Box<Change>),
+    /// The cache learned about blocks of this node: plan again.
     Retry,
-    /// No block can be claimed; `true` when the node is at its block limit.
-    Exhausted(bool),
 }
 
 /// Block-based IPAM of one node. Cheap to share (`Arc<Ipam>`); every method
@@ -481,9 +533,12 @@ impl Ipam {
     /// Allocates what `req` asks for to `attrs.handle()`, IPv4 first.
     ///
     /// Idempotent: a family the handle already holds an address of is
-    /// answered with that address, without a write. When a later family
-    /// fails, the addresses this call allocated are released again (without
-    /// quarantine) before the error is returned.
+    /// answered with that address, without a write. Every block change the
+    /// allocation needs (an address in a block of the node, or a block claim
+    /// with the address already in it) goes into one atomic store commit:
+    /// when any family cannot be served, nothing is allocated and the error
+    /// is returned; a lost condition retries the whole allocation against
+    /// the fresh record the conflict carries.
     pub fn allocate(
         &self,
         attrs: &AllocationAttrs,
@@ -522,123 +577,137 @@ impl Ipam {
         let handle = attrs.handle();
         let mut st = self.lock();
         let now = self.clock.now_ms();
-        let held = self.held(&st, &handle);
-        let mut out = Vec::new();
-        let mut fresh: Vec<Allocated> = Vec::new();
-        for (family, want, requested) in wanted {
-            if !want {
-                continue;
-            }
-            if let Some(h) = held.iter().find(|h| Family::of(&h.addr) == family) {
-                if let Some(r) = requested {
-                    if r != h.addr {
-                        self.roll_back(&mut st, &handle, &fresh);
-                        return Err(IpamError::RequestRefused {
-                            addr: r,
-                            reason: format!(
-                                "handle {handle} already holds {}; release it first",
-                                h.addr
-                            ),
-                        });
+        let alloc = Allocation {
+            handle: handle.clone(),
+            container_id: attrs.container_id.clone(),
+            ifname: attrs.ifname.clone(),
+            pod_namespace: attrs.pod_namespace.clone(),
+            pod_name: attrs.pod_name.clone(),
+            allocated_at_ms: now,
+        };
+        let mut attempts = 0;
+        // The block listing the claims of one attempt share (a lost commit
+        // makes it stale).
+        let mut listing = None;
+        loop {
+            let held = self.held(&st, &handle);
+            let mut out = Vec::new();
+            let mut changes = Vec::new();
+            let mut retry = false;
+            for (family, want, requested) in wanted {
+                if !want {
+                    continue;
+                }
+                if let Some(h) = held.iter().find(|h| Family::of(&h.addr) == family) {
+                    if let Some(r) = requested {
+                        if r != h.addr {
+                            return Err(IpamError::RequestRefused {
+                                addr: r,
+                                reason: format!(
+                                    "handle {handle} already holds {}; release it first",
+                                    h.addr
+                                ),
+                            });
+                        }
+                    }
+                    out.push(*h);
+                    continue;
+                }
+                let plan = match requested {
+                    Some(addr) => self.plan_static(&st, &alloc, addr, now)?,
+                    None => self.plan_dynamic(&mut st, &alloc, family, now, &mut listing)?,
+                };
+                match plan {
+                    Plan::Ready(a, change) => {
+                        out.push(a);
+                        changes.push(*change);
+                    }
+                    Plan::Retry => {
+                        retry = true;
+                        break;
                     }
                 }
-                out.push(*h);
-                continue;
             }
-            let alloc = Allocation {
-                handle: handle.clone(),
-                container_id: attrs.container_id.clone(),
-                ifname: attrs.ifname.clone(),
-                pod_namespace: attrs.pod_namespace.clone(),
-                pod_name: attrs.pod_name.clone(),
-                allocated_at_ms: now,
-            };
-            let res = match requested {
-                Some(addr) => self.alloc_static(&mut st, alloc, addr, now),
-                None => self.alloc_dynamic(&mut st, alloc, family, now),
-            };
-            match res {
-                Ok(a) => {
-                    out.push(a);
-                    fresh.push(a);
+            let key = if retry {
+                BLOCKS_PREFIX.to_string()
+            } else if changes.is_empty() {
+                return Ok(out);
+            } else {
+                match self.write(&mut st, changes)? {
+                    Ok(()) => return Ok(out),
+                    Err(key) => {
+                        listing = None;
+                        key
+                    }
                 }
-                Err(e) => {
-                    self.roll_back(&mut st, &handle, &fresh);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Releases addresses allocated by a failed call, without quarantine:
-    /// they were never handed out. A failure here leaves them to the GC.
-    fn roll_back(&self, st: &mut State, handle: &str, fresh: &[Allocated]) {
-        for a in fresh {
-            let key = block_key(&a.block);
-            let addr = a.addr;
-            let res = self.free_in_block(st, &key, None, |rec, o, al| {
-                al.handle == handle && rec.addr(o) == addr
-            });
-            if let Err(e) = res {
-                tracing::warn!(%addr, handle, error = %e, "rolling back an allocation failed; the gc will free it");
+            };
+            attempts += 1;
+            if attempts >= MAX_ATTEMPTS {
+                return Err(IpamError::Contended { key, attempts });
             }
         }
     }
 
-    fn alloc_dynamic(
+    /// Writes `changes` in one atomic commit. On success the cache takes the
+    /// new records; when a condition failed, the cache takes the current
+    /// state of that key, and `Ok(Err(key))` names it.
+    fn write(&self, st: &mut State, changes: Vec<Change>) -> Result<Result<(), String>, IpamError> {
+        let ops: Vec<TxnOp<'_>> = changes.iter().map(Change::op).collect();
+        let res = self.store.commit(&ops)?;
+        drop(ops);
+        match res {
+            Ok(rev) => {
+                for c in changes {
+                    if c.claims {
+                        tracing::info!(block = %c.rec.cidr, node = %self.cfg.node, "ipam block claimed");
+                    }
+                    st.blocks.insert(c.key, Cached { rec: c.rec, rev });
+                }
+                Ok(Ok(()))
+            }
+            Err(TxnConflict { index, current }) => {
+                let Some(key) = changes.get(index).map(|c| c.key.clone()) else {
+                    return Err(IpamError::Store(StoreError::Invalid {
+                        reason: format!(
+                            "the store reported a conflict on op {index} of a transaction of {} ops",
+                            changes.len()
+                        ),
+                    }));
+                };
+                self.absorb(st, &key, current);
+                Ok(Err(key))
+            }
+        }
+    }
+
+    /// Plans a dynamic address of `family`: in a block of this node when one
+    /// has room, else by claiming a block.
+    fn plan_dynamic(
         &self,
         st: &mut State,
-        alloc: Allocation,
+        alloc: &Allocation,
         family: Family,
         now: u64,
-    ) -> Result<Allocated, IpamError> {
+        listing: &mut Option<Listing>,
+    ) -> Result<Plan, IpamError> {
         if self.pools_of(family).is_empty() {
             return Err(IpamError::NoPool { family });
         }
-        let mut attempts = 0;
-        loop {
-            if let Some((key, ordinal)) = self.pick_dynamic(st, family, now) {
-                let cached = st.blocks[&key].clone();
-                let mut rec = cached.rec;
-                rec.prune(now);
-                rec.allocations.insert(ordinal, alloc.clone());
-                rec.next = (ordinal + 1) % rec.size();
-                let value = rec.encode(&key)?;
-                match self.store.update(&key, &value, cached.rev)? {
-                    Ok(rev) => {
-                        let a = Allocated {
-                            addr: rec.addr(ordinal),
-                            pool: rec.pool,
-                            block: rec.cidr,
-                        };
-                        st.blocks.insert(key, Cached { rec, rev });
-                        return Ok(a);
-                    }
-                    Err(c) => {
-                        attempts += 1;
-                        if attempts >= MAX_ATTEMPTS {
-                            return Err(IpamError::Contended { key, attempts });
-                        }
-                        self.absorb(st, &key, c.current);
-                        continue;
-                    }
-                }
-            }
-            match self.claim(st, &alloc, family, now)? {
-                Claim::Done(a) => return Ok(a),
-                Claim::Retry => {
-                    attempts += 1;
-                    if attempts >= MAX_ATTEMPTS {
-                        return Err(IpamError::Contended {
-                            key: BLOCKS_PREFIX.to_string(),
-                            attempts,
-                        });
-                    }
-                }
-                Claim::Exhausted(limit) => return Err(self.exhausted(st, family, now, limit)),
-            }
-        }
+        let Some((key, ordinal)) = self.pick_dynamic(st, family, now) else {
+            return self.plan_claim(st, alloc, family, now, listing);
+        };
+        let cached = &st.blocks[&key];
+        let rev = cached.rev;
+        let mut rec = cached.rec.clone();
+        rec.prune(now);
+        rec.allocations.insert(ordinal, alloc.clone());
+        rec.next = (ordinal + 1) % rec.size();
+        let a = Allocated {
+            addr: rec.addr(ordinal),
+            pool: rec.pool,
+            block: rec.cidr,
+        };
+        Ok(Plan::Ready(a, Box::new(Change::new(key, rec, rev, false)?)))
     }
 
     /// The free ordinal to use in this node's blocks: blocks in pool order
@@ -672,25 +741,31 @@ impl Ipam {
             .is_some_and(|max| self.node_blocks(st, family) >= max as usize)
     }
 
-    /// Claims the lowest free block of the family's pools with `alloc` in it.
-    fn claim(
+    /// Plans the claim of the lowest free block of the family's pools, with
+    /// `alloc` in it: a create of a new block key, or an update of a block
+    /// nobody holds. Lists the blocks once per `listing`.
+    fn plan_claim(
         &self,
         st: &mut State,
         alloc: &Allocation,
         family: Family,
         now: u64,
-    ) -> Result<Claim, IpamError> {
+        listing: &mut Option<Listing>,
+    ) -> Result<Plan, IpamError> {
         if self.at_block_limit(st, family) {
-            return Ok(Claim::Exhausted(true));
+            return Err(self.exhausted(st, family, now, true));
         }
-        let listing = self.store.list(BLOCKS_PREFIX)?;
+        if listing.is_none() {
+            *listing = Some(self.store.list(BLOCKS_PREFIX)?);
+        }
+        let kvs = listing.as_ref().map_or(&[][..], |l| &l.kvs[..]);
         let mut learned = false;
         let mut present = HashSet::new();
         // Per pool: indexes of blocks that exist, and those among them that
         // have no affinity (claimable by update).
         let mut taken: HashMap<IpNet, BTreeSet<u128>> = HashMap::new();
         let mut orphans: HashMap<String, (BlockRecord, Revision)> = HashMap::new();
-        for kv in &listing.kvs {
+        for kv in kvs {
             present.insert(kv.key.clone());
             let Some(cidr) = parse_block_key(&kv.key) else {
                 continue;
@@ -731,11 +806,10 @@ impl Ipam {
         }
         st.blocks.retain(|k, _| present.contains(k));
         if learned {
-            return Ok(Claim::Retry);
+            return Ok(Plan::Retry);
         }
         for pool in self.pools_of(family) {
             let mut taken = taken.remove(&pool.cidr).unwrap_or_default();
-            let mut attempts = 0;
             while let Some(index) = first_candidate(&taken, pool, &orphans, now) {
                 let cidr = nth_block(pool, index);
                 let key = block_key(&cidr);
@@ -750,45 +824,15 @@ impl Ipam {
                 };
                 rec.allocations.insert(ordinal, alloc.clone());
                 rec.next = (ordinal + 1) % rec.size();
-                let value = rec.encode(&key)?;
-                let res = if rev == 0 {
-                    self.store.create(&key, &value, None)?
-                } else {
-                    self.store.update(&key, &value, rev)?
+                let a = Allocated {
+                    addr: rec.addr(ordinal),
+                    pool: rec.pool,
+                    block: rec.cidr,
                 };
-                match res {
-                    Ok(rev) => {
-                        tracing::info!(block = %cidr, node = %self.cfg.node, "ipam block claimed");
-                        let a = Allocated {
-                            addr: rec.addr(ordinal),
-                            pool: rec.pool,
-                            block: rec.cidr,
-                        };
-                        st.blocks.insert(key, Cached { rec, rev });
-                        return Ok(Claim::Done(a));
-                    }
-                    Err(c) => {
-                        attempts += 1;
-                        if attempts >= MAX_ATTEMPTS {
-                            return Err(IpamError::Contended { key, attempts });
-                        }
-                        taken.insert(index);
-                        if let Some(kv) = &c.current {
-                            if let Ok(other) = BlockRecord::decode(kv) {
-                                if other.affinity.is_none() {
-                                    orphans.insert(key.clone(), (other, kv.mod_revision));
-                                }
-                            }
-                        }
-                        self.absorb(st, &key, c.current);
-                        if st.blocks.contains_key(&key) {
-                            return Ok(Claim::Retry);
-                        }
-                    }
-                }
+                return Ok(Plan::Ready(a, Box::new(Change::new(key, rec, rev, true)?)));
             }
         }
-        Ok(Claim::Exhausted(false))
+        Err(self.exhausted(st, family, now, false))
     }
 
     fn exhausted(&self, st: &State, family: Family, now: u64, limit: bool) -> IpamError {
@@ -816,13 +860,15 @@ impl Ipam {
         }
     }
 
-    fn alloc_static(
+    /// Plans the static address `addr`, in a block of this node or in a
+    /// block it claims by the same write.
+    fn plan_static(
         &self,
-        st: &mut State,
-        alloc: Allocation,
+        st: &State,
+        alloc: &Allocation,
         addr: IpAddr,
         now: u64,
-    ) -> Result<Allocated, IpamError> {
+    ) -> Result<Plan, IpamError> {
         let refuse = |reason: String| IpamError::RequestRefused { addr, reason };
         let Some(pool) = self.cfg.pools.iter().find(|p| p.cidr.contains(&addr)) else {
             let pools: Vec<String> = self.cfg.pools.iter().map(|p| p.cidr.to_string()).collect();
@@ -839,142 +885,125 @@ impl Ipam {
         }
         let cidr = block_of(pool, addr);
         let key = block_key(&cidr);
-        let mut attempts = 0;
-        loop {
-            let (mut rec, rev) = match st.blocks.get(&key) {
-                Some(c) => (c.rec.clone(), c.rev),
-                None => match self.store.get(&key)? {
-                    None => {
-                        if self.at_block_limit(st, pool.family()) {
+        let (mut rec, rev, claims) = match st.blocks.get(&key) {
+            Some(c) => (c.rec.clone(), c.rev, false),
+            None => match self.store.get(&key)? {
+                None => {
+                    if self.at_block_limit(st, pool.family()) {
+                        return Err(refuse(format!(
+                            "its block {cidr} is unclaimed and this node already holds max_blocks_per_node ({}) {} blocks; raise the limit or ask for an address in the node's blocks",
+                            self.cfg.max_blocks_per_node.unwrap_or_default(),
+                            pool.family()
+                        )));
+                    }
+                    (BlockRecord::new(cidr, pool.cidr, None), 0, true)
+                }
+                Some(kv) => {
+                    let rec = BlockRecord::decode(&kv)?;
+                    match &rec.affinity {
+                        Some(n) if *n == self.cfg.node => {}
+                        Some(n) => {
                             return Err(refuse(format!(
-                                "its block {cidr} is unclaimed and this node already holds max_blocks_per_node ({}) {} blocks; raise the limit or ask for an address in the node's blocks",
+                                "its block {cidr} belongs to node {n}; borrowing from another node's block is not supported yet, ask for an address in a block of this node"
+                            )))
+                        }
+                        None if self.at_block_limit(st, pool.family()) => {
+                            return Err(refuse(format!(
+                                "its block {cidr} is unclaimed and this node already holds max_blocks_per_node ({}) {} blocks; raise the limit",
                                 self.cfg.max_blocks_per_node.unwrap_or_default(),
                                 pool.family()
-                            )));
+                            )))
                         }
-                        (BlockRecord::new(cidr, pool.cidr, None), 0)
+                        None => {}
                     }
-                    Some(kv) => {
-                        let rec = BlockRecord::decode(&kv)?;
-                        match &rec.affinity {
-                            Some(n) if *n == self.cfg.node => {}
-                            Some(n) => {
-                                return Err(refuse(format!(
-                                    "its block {cidr} belongs to node {n}; borrowing from another node's block is not supported yet, ask for an address in a block of this node"
-                                )))
-                            }
-                            None if self.at_block_limit(st, pool.family()) => {
-                                return Err(refuse(format!(
-                                    "its block {cidr} is unclaimed and this node already holds max_blocks_per_node ({}) {} blocks; raise the limit",
-                                    self.cfg.max_blocks_per_node.unwrap_or_default(),
-                                    pool.family()
-                                )))
-                            }
-                            None => {}
-                        }
-                        (rec, kv.mod_revision)
-                    }
-                },
-            };
-            let Some(ordinal) = rec.ordinal(addr) else {
-                return Err(IpamError::Corrupt {
-                    key,
-                    reason: format!("block record {} does not contain {addr}", rec.cidr),
-                });
-            };
-            if let Some(holder) = rec.allocations.get(&ordinal) {
-                return Err(refuse(format!(
-                    "it is already allocated to {}",
-                    holder.holder()
-                )));
-            }
-            if let Some(until) = rec.quarantine.get(&ordinal).filter(|&&u| u > now) {
-                return Err(refuse(format!(
-                    "it was released recently and rests in quarantine for another {}s; retry then or ask for another address",
-                    (until - now).div_ceil(1000)
-                )));
-            }
-            rec.affinity = Some(self.cfg.node.clone());
-            rec.prune(now);
-            rec.allocations.insert(ordinal, alloc.clone());
-            let value = rec.encode(&key)?;
-            let res = if rev == 0 {
-                self.store.create(&key, &value, None)?
-            } else {
-                self.store.update(&key, &value, rev)?
-            };
-            match res {
-                Ok(rev) => {
-                    let a = Allocated {
-                        addr,
-                        pool: rec.pool,
-                        block: rec.cidr,
-                    };
-                    st.blocks.insert(key, Cached { rec, rev });
-                    return Ok(a);
+                    let claims = rec.affinity.is_none();
+                    (rec, kv.mod_revision, claims)
                 }
-                Err(c) => {
-                    attempts += 1;
-                    if attempts >= MAX_ATTEMPTS {
-                        return Err(IpamError::Contended { key, attempts });
-                    }
-                    self.absorb(st, &key, c.current);
-                }
-            }
+            },
+        };
+        let Some(ordinal) = rec.ordinal(addr) else {
+            return Err(IpamError::Corrupt {
+                key,
+                reason: format!("block record {} does not contain {addr}", rec.cidr),
+            });
+        };
+        if let Some(holder) = rec.allocations.get(&ordinal) {
+            return Err(refuse(format!(
+                "it is already allocated to {}",
+                holder.holder()
+            )));
         }
+        if let Some(until) = rec.quarantine.get(&ordinal).filter(|&&u| u > now) {
+            return Err(refuse(format!(
+                "it was released recently and rests in quarantine for another {}s; retry then or ask for another address",
+                (until - now).div_ceil(1000)
+            )));
+        }
+        rec.affinity = Some(self.cfg.node.clone());
+        rec.prune(now);
+        rec.allocations.insert(ordinal, alloc.clone());
+        let a = Allocated {
+            addr,
+            pool: rec.pool,
+            block: rec.cidr,
+        };
+        Ok(Plan::Ready(
+            a,
+            Box::new(Change::new(key, rec, rev, claims)?),
+        ))
     }
 
-    /// Removes the allocations of one cached block that `pick` selects, in
-    /// one compare-and-swap (retried on conflict against the fresh record),
-    /// putting them in quarantine until `quarantine_until` when given.
-    fn free_in_block(
+    /// Removes the allocations of the cached blocks `keys` that `pick`
+    /// selects, all blocks in one atomic commit (retried on conflict against
+    /// the fresh record), putting them in quarantine until
+    /// `quarantine_until` when given.
+    fn free_in_blocks(
         &self,
         st: &mut State,
-        key: &str,
+        keys: &[String],
         quarantine_until: Option<u64>,
         pick: impl Fn(&BlockRecord, u32, &Allocation) -> bool,
     ) -> Result<Vec<AllocationInfo>, IpamError> {
         let now = self.clock.now_ms();
         let mut attempts = 0;
         loop {
-            let Some(cached) = st.blocks.get(key) else {
-                return Ok(Vec::new());
-            };
-            let mut rec = cached.rec.clone();
-            let ordinals: Vec<u32> = rec
-                .allocations
-                .iter()
-                .filter(|(&o, a)| pick(&rec, o, a))
-                .map(|(&o, _)| o)
-                .collect();
-            if ordinals.is_empty() {
-                return Ok(Vec::new());
-            }
-            rec.prune(now);
+            let mut changes = Vec::new();
             let mut freed = Vec::new();
-            for o in ordinals {
-                if let Some(a) = rec.allocations.remove(&o) {
-                    freed.push(AllocationInfo::new(&rec, o, &a));
+            for key in keys {
+                let Some(cached) = st.blocks.get(key) else {
+                    continue;
+                };
+                let mut rec = cached.rec.clone();
+                let ordinals: Vec<u32> = rec
+                    .allocations
+                    .iter()
+                    .filter(|(&o, a)| pick(&rec, o, a))
+                    .map(|(&o, _)| o)
+                    .collect();
+                if ordinals.is_empty() {
+                    continue;
                 }
-                if let Some(until) = quarantine_until {
-                    rec.quarantine.insert(o, until);
+                rec.prune(now);
+                for o in ordinals {
+                    if let Some(a) = rec.allocations.remove(&o) {
+                        freed.push(AllocationInfo::new(&rec, o, &a));
+                    }
+                    if let Some(until) = quarantine_until {
+                        rec.quarantine.insert(o, until);
+                    }
                 }
+                changes.push(Change::new(key.clone(), rec, cached.rev, false)?);
             }
-            let value = rec.encode(key)?;
-            match self.store.update(key, &value, cached.rev)? {
-                Ok(rev) => {
-                    st.blocks.insert(key.to_string(), Cached { rec, rev });
-                    return Ok(freed);
-                }
-                Err(c) => {
+            if changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.write(st, changes)? {
+                Ok(()) => return Ok(freed),
+                Err(key) => {
                     attempts += 1;
                     if attempts >= MAX_ATTEMPTS {
-                        return Err(IpamError::Contended {
-                            key: key.to_string(),
-                            attempts,
-                        });
+                        return Err(IpamError::Contended { key, attempts });
                     }
-                    self.absorb(st, key, c.current);
                 }
             }
         }
@@ -1005,11 +1034,8 @@ impl Ipam {
             .filter(|(_, c)| c.rec.allocations.values().any(|a| a.handle == handle))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::new();
-        for key in keys {
-            let freed = self.free_in_block(&mut st, &key, until, |_, _, a| a.handle == handle)?;
-            out.extend(freed.into_iter().map(|f| f.address));
-        }
+        let freed = self.free_in_blocks(&mut st, &keys, until, |_, _, a| a.handle == handle)?;
+        let mut out: Vec<IpAddr> = freed.into_iter().map(|f| f.address).collect();
         out.sort();
         Ok(out)
     }
@@ -1026,8 +1052,10 @@ impl Ipam {
         let until = now.saturating_add(ms(self.cfg.quarantine));
         let keys: Vec<String> = st.blocks.keys().cloned().collect();
         let mut out = Vec::new();
+        // One commit per block: a gc may touch every block of the node, and
+        // one transaction of them all could outgrow a backend's request limit.
         for key in keys {
-            let freed = self.free_in_block(&mut st, &key, Some(until), |_, _, a| {
+            let freed = self.free_in_blocks(&mut st, &[key], Some(until), |_, _, a| {
                 !live.contains(&a.handle) && now.saturating_sub(a.allocated_at_ms) >= grace
             })?;
             for f in &freed {

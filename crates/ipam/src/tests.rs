@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use weft_store::embedded::EmbeddedStore;
 use weft_store::{
-    Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError, StoreResult, Watch,
+    Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError, StoreResult, TxnConflict,
+    TxnOp, Watch,
 };
 
 use super::*;
@@ -52,7 +53,7 @@ impl Counting {
         Ok(())
     }
 
-    fn write<T>(&self, r: StoreResult<Result<T, Conflict>>) -> StoreResult<Result<T, Conflict>> {
+    fn write<T, C>(&self, r: StoreResult<Result<T, C>>) -> StoreResult<Result<T, C>> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         if matches!(r, Ok(Err(_))) {
             self.conflicts.fetch_add(1, Ordering::SeqCst);
@@ -100,6 +101,10 @@ impl Store for Counting {
     ) -> StoreResult<Result<Option<Revision>, Conflict>> {
         self.up()?;
         self.write(self.inner.delete(key, expected))
+    }
+    fn commit(&self, ops: &[TxnOp<'_>]) -> StoreResult<Result<Revision, TxnConflict>> {
+        self.up()?;
+        self.write(self.inner.commit(ops))
     }
     fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch> {
         self.inner.watch(prefix, after)
@@ -433,7 +438,7 @@ fn release_by_handle() {
     let mut released = env.ipam.release(&h(1)).unwrap();
     released.sort();
     assert_eq!(released, a);
-    assert_eq!(env.store.writes() - w, 2, "one write per block");
+    assert_eq!(env.store.writes() - w, 1, "one commit for both blocks");
     assert!(env.ipam.find(&h(1)).is_empty());
     assert_eq!(env.ipam.find(&h(2)), b);
     let all = env.ipam.allocations().unwrap();
@@ -655,7 +660,11 @@ fn v4_is_rolled_back_when_v6_is_exhausted() {
         ),
         "{err:?}"
     );
-    assert_eq!(env.store.writes() - w, 2, "the v4 write and its undo");
+    assert_eq!(
+        env.store.writes() - w,
+        0,
+        "nothing written: the v4 change never left the planned commit"
+    );
     assert!(env.ipam.find(&h("x")).is_empty());
     let usage = env.ipam.pools_usage().unwrap();
     assert_eq!(usage[0].allocated, 0);
@@ -791,13 +800,87 @@ fn store_writes_per_operation() {
         env.ipam.release(&h(i)).unwrap();
         assert_eq!(env.store.writes() - w, 1, "one write per release");
     }
-    let w = env.store.writes();
+    // Dual stack: the first one claims a v6 block and uses the v4 block in
+    // the same commit; from then on, one commit for both families.
+    let (w, r) = (env.store.writes(), env.store.reads());
     env.alloc(100, &dual()).unwrap();
+    assert_eq!((env.store.writes() - w, env.store.reads() - r), (1, 1));
+    for i in 101..110 {
+        let (w, r) = (env.store.writes(), env.store.reads());
+        env.alloc(i, &dual()).unwrap();
+        assert_eq!(
+            (env.store.writes() - w, env.store.reads() - r),
+            (1, 0),
+            "dual stack: one write for both families, and no read"
+        );
+    }
+    for i in 100..110 {
+        let w = env.store.writes();
+        assert_eq!(env.ipam.release(&h(i)).unwrap().len(), 2);
+        assert_eq!(env.store.writes() - w, 1, "dual stack release: one write");
+    }
+    // A first dual-stack allocation claims a block of each family: one list,
+    // one commit.
+    let fresh = Env::new(standard());
+    let (w, r) = (fresh.store.writes(), fresh.store.reads());
     assert_eq!(
-        env.store.writes() - w,
-        2,
-        "dual stack: one write per family"
+        fresh.alloc(1, &dual()).unwrap(),
+        vec![ip("10.244.0.1"), ip("fd00:10:244::1")]
     );
+    assert_eq!((fresh.store.writes() - w, fresh.store.reads() - r), (1, 1));
+    assert_eq!(fresh.ipam.blocks().unwrap().len(), 2);
+}
+
+#[test]
+fn a_lost_condition_retries_the_whole_dual_stack_commit() {
+    let raw = new_store();
+    let a = Env::on(raw.clone(), standard());
+    let b = Env::on(raw, standard());
+    assert_eq!(
+        a.alloc(1, &dual()).unwrap(),
+        vec![ip("10.244.0.1"), ip("fd00:10:244::1")]
+    );
+    // b (a second instance of the node) learns the blocks and takes the next
+    // IPv6 address: a's cached v6 block is stale now, its v4 block is not.
+    b.ipam.refresh().unwrap();
+    assert_eq!(b.alloc(2, &v6()).unwrap(), vec![ip("fd00:10:244::2")]);
+    let (w, r) = (a.store.writes(), a.store.reads());
+    let conflicts = a.store.conflicts.load(Ordering::SeqCst);
+    assert_eq!(
+        a.alloc(3, &dual()).unwrap(),
+        vec![ip("10.244.0.2"), ip("fd00:10:244::3")],
+        "the v4 address of the lost commit was not taken, the v6 one moved on"
+    );
+    assert_eq!(a.store.conflicts.load(Ordering::SeqCst) - conflicts, 1);
+    assert_eq!(
+        (a.store.writes() - w, a.store.reads() - r),
+        (2, 0),
+        "the lost commit and its retry, with the record the conflict carried"
+    );
+    let addrs: HashSet<IpAddr> = a
+        .ipam
+        .allocations()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.address)
+        .collect();
+    assert_eq!(addrs.len(), 5, "{addrs:?}");
+    // The same for a release: b changes the v4 block under a.
+    assert_eq!(b.alloc(4, &v4()).unwrap(), vec![ip("10.244.0.3")]);
+    let w = a.store.writes();
+    assert_eq!(
+        a.ipam.release(&h(3)).unwrap(),
+        vec![ip("10.244.0.2"), ip("fd00:10:244::3")]
+    );
+    assert_eq!(a.store.writes() - w, 2);
+    let held: HashSet<String> = a
+        .ipam
+        .allocations()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.handle)
+        .collect();
+    assert_eq!(held, live(&[&h(1), &h(2), &h(4)]));
 }
 
 #[test]
@@ -1299,7 +1382,7 @@ fn random_operations_never_hand_out_an_address_twice() {
                         "{step}: {res:?}"
                     );
                     if req.ipv4 {
-                        assert_eq!(env.store.writes() - w0, 2, "allocation and rollback");
+                        assert_eq!(env.store.writes(), w0, "nothing of it written");
                         *stats.entry("rolled back").or_default() += 1;
                     } else {
                         *stats.entry("exhausted v6").or_default() += 1;
@@ -1307,11 +1390,7 @@ fn random_operations_never_hand_out_an_address_twice() {
                 } else {
                     let got = res.unwrap_or_else(|e| panic!("{step}: {e}"));
                     assert_eq!(got.len(), usize::from(req.ipv4) + usize::from(req.ipv6));
-                    assert_eq!(
-                        env.store.writes() - w0,
-                        got.len() as u64,
-                        "one write per address"
-                    );
+                    assert_eq!(env.store.writes() - w0, 1, "one commit per allocation");
                     for &a in &got {
                         assert!(model.holder(a).is_none(), "{step}: {a} handed out twice");
                         assert!(
@@ -1333,7 +1412,7 @@ fn random_operations_never_hand_out_an_address_twice() {
                 want.sort();
                 let got = env.ipam.release(&handle).unwrap();
                 assert_eq!(got, want, "{step}");
-                assert_eq!(env.store.writes() - w0, want.len() as u64);
+                assert_eq!(env.store.writes() - w0, 1, "one commit per release");
                 for a in want {
                     model.quarantine.insert(a, now + 30_000);
                 }

@@ -46,7 +46,10 @@ impl CniOutcome {
 
 /// Executes `plugin` as a runtime does: CNI_* in the environment, the network
 /// configuration on stdin, inside `host_netns` (the node). `args` is CNI_ARGS.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a CNI call is this many things: plugin, path, netns, verb, ids, args, config"
+)]
 pub fn cni_exec(
     plugin: &Path,
     cni_path: &Path,

@@ -534,3 +534,97 @@ pub(crate) fn stop_pid(pid: u32) {
         }
     }
 }
+
+impl Lab {
+    /// Runs a plugin chain the way libcni runs a conflist: ADD goes through
+    /// the plugins in order, each given the previous result as `prevResult`
+    /// and the `runtimeConfig` of the capabilities it declares; DEL goes in
+    /// reverse with the chain's final result. Returns the final ADD result
+    /// (`Value::Null` for DEL). Plugins other than weft-cni come from
+    /// `/usr/lib/cni` (the reference plugins).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the CNI call: verb, ids, netns, config, runtime config, cached result"
+    )]
+    pub fn run_chain(
+        &self,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        pod_name: &str,
+        conflist: &serde_json::Value,
+        runtime_config: &serde_json::Value,
+        prev_result: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let plugins = conflist["plugins"]
+            .as_array()
+            .context("conflist has no plugins array")?;
+        let order: Vec<&serde_json::Value> = if command == "DEL" {
+            plugins.iter().rev().collect()
+        } else {
+            plugins.iter().collect()
+        };
+        let mut prev = prev_result.cloned();
+        let cni_path = format!(
+            "{}:{}",
+            self.bin_dir.display(),
+            crate::bench::REFERENCE_PLUGINS
+        );
+        for plugin in order {
+            let mut conf = plugin.clone();
+            conf["name"] = conflist["name"].clone();
+            conf["cniVersion"] = conflist["cniVersion"].clone();
+            if let Some(caps) = plugin["capabilities"].as_object() {
+                let mut rc = serde_json::Map::new();
+                for (cap, on) in caps {
+                    if on == true {
+                        if let Some(v) = runtime_config.get(cap) {
+                            rc.insert(cap.clone(), v.clone());
+                        }
+                    }
+                }
+                if !rc.is_empty() {
+                    conf["runtimeConfig"] = serde_json::Value::Object(rc);
+                }
+            }
+            if let Some(p) = &prev {
+                conf["prevResult"] = p.clone();
+            }
+            let kind = conf["type"]
+                .as_str()
+                .context("plugin without type")?
+                .to_string();
+            let binary = if kind == "weft-cni" {
+                self.cni_plugin()
+            } else {
+                Path::new(crate::bench::REFERENCE_PLUGINS).join(&kind)
+            };
+            let out = cni_exec(
+                &binary,
+                Path::new(&cni_path),
+                &self.node_netns,
+                command,
+                container_id,
+                netns,
+                "eth0",
+                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_name}"),
+                &serde_json::to_vec(&conf)?,
+            )?;
+            if !out.success {
+                bail!(
+                    "{kind} {command} failed: {}{}",
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                );
+            }
+            if command == "ADD" {
+                prev = Some(out.json()?);
+            }
+        }
+        Ok(if command == "ADD" {
+            prev.unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        })
+    }
+}

@@ -96,3 +96,47 @@ pub fn tcp_peer(
         }
     }
 }
+
+/// Binds a listener on a fixed `addr` inside `netns`.
+pub fn listen_on(netns: &Path, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    run_in(netns, move || TcpListener::bind(addr))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("binding {addr} in {}", netns.display()))
+}
+
+/// Like [`tcp_roundtrip`], but connects to `to` (a NATed address that leads
+/// to `listener`) instead of the listener's own address.
+pub fn tcp_roundtrip_to(
+    from: &Path,
+    listener: &TcpListener,
+    to: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let server = listener.try_clone()?;
+    let own = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = server.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf)?;
+        s.write_all(&buf[..n])
+    });
+    let result = run_in(from, move || -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&to, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"weft-probe")?;
+        let mut buf = [0u8; 10];
+        s.read_exact(&mut buf)?;
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = result {
+        let _ = TcpStream::connect_timeout(&own, Duration::from_millis(200));
+        let _ = echo.join();
+        bail!("tcp {to} from {}: {e}", from.display());
+    }
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
+        .context("echo")?;
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! The whole key space lives in memory (a `BTreeMap`); every committed write is
 //! also appended to a log file and `fdatasync`ed before the call returns. On
 //! open the log is replayed. Concurrent writers share fsyncs (group commit):
-//! each writer appends its record under the state mutex, then waits until the
+//! each writer appends its record (one per write call; a whole transaction
+//! is one record) under the state mutex, then waits until the
 //! log is synced past its record; whichever waiter finds no sync in flight
 //! becomes the leader and syncs for everyone whose record is already in the
 //! file.
@@ -30,6 +31,13 @@
 //! * `2` delete: `revision u64, key`
 //! * `3` lease granted: `id u64` (so lease ids never repeat after a reopen)
 //! * `4` meta: `revision u64, next_lease u64` (first record of a compacted log)
+//! * `5` txn: `revision u64, count u32`, then `count` writes, each a kind
+//!   byte and its fields: `1` put: `create_revision u64, lease u64 (0 = none),
+//!   key, value` (its `mod_revision` is the txn's `revision`); `2` delete:
+//!   `key`. One [`Store::commit`] is one txn record, so the checksum of the
+//!   frame covers the whole transaction: a torn txn frame at the tail is
+//!   dropped as a whole, never applied in part. Replay applies the writes in
+//!   order.
 //!
 //! When the first damaged record of the log is followed by no valid record, it
 //! is a torn tail (a crash mid-append): it is truncated away with a warning.
@@ -69,7 +77,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Conflict, Event, EventKind, KeyValue, LeaseId, Listing, Revision, Store, StoreError,
-    StoreResult, Watch, WatchMessage, MAX_VALUE_LEN,
+    StoreResult, TxnConflict, TxnOp, Watch, WatchMessage, MAX_VALUE_LEN,
 };
 
 /// The first 8 bytes of every embedded store log.
@@ -80,6 +88,10 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_LEASE: u8 = 3;
 const OP_META: u8 = 4;
+const OP_TXN: u8 = 5;
+/// Kinds of the writes inside a txn record.
+const TXN_PUT: u8 = 1;
+const TXN_DELETE: u8 = 2;
 /// Size of the meta record a snapshot starts with.
 const META_FRAME_LEN: u64 = (FRAME_HEADER + 1 + 8 + 8) as u64;
 
@@ -217,6 +229,42 @@ fn validate_value(value: &[u8]) -> StoreResult<()> {
                 "value of {} bytes exceeds the limit of {MAX_VALUE_LEN} bytes",
                 value.len()
             ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a transaction before it touches the state: not empty, every key
+/// and value acceptable, no key twice, and its record fits a frame.
+fn validate_txn(ops: &[TxnOp<'_>]) -> StoreResult<()> {
+    if ops.is_empty() {
+        return Err(StoreError::Invalid {
+            reason: "empty transaction".to_string(),
+        });
+    }
+    let mut keys = BTreeSet::new();
+    // An upper bound of the txn record's payload (every op as a put).
+    let mut size: u64 = 1 + 8 + 4;
+    for op in ops {
+        let key = op.key();
+        validate_key(key)?;
+        let value_len = match op {
+            TxnOp::Create { value, .. } | TxnOp::Update { value, .. } => {
+                validate_value(value)?;
+                value.len()
+            }
+            TxnOp::Delete { .. } => 0,
+        };
+        if !keys.insert(key) {
+            return Err(StoreError::Invalid {
+                reason: format!("key {key} appears twice in one transaction"),
+            });
+        }
+        size += (1 + 8 + 8 + 4 + key.len() + 4 + value_len) as u64;
+    }
+    if size > u64::from(u32::MAX) {
+        return Err(StoreError::Invalid {
+            reason: format!("transaction of about {size} bytes is too large"),
         });
     }
     Ok(())
@@ -713,6 +761,37 @@ impl State {
 
     fn put_locked(&mut self, inner: &Inner, kv: KeyValue) -> StoreResult<()> {
         self.append(inner, &encode_put(&kv))?;
+        self.apply_put(inner, kv);
+        Ok(())
+    }
+
+    fn delete_locked(&mut self, inner: &Inner, key: &str) -> StoreResult<Revision> {
+        let rev = self.revision + 1;
+        self.append(inner, &encode_delete(key, rev))?;
+        self.apply_delete(inner, key, rev);
+        Ok(rev)
+    }
+
+    /// Logs a transaction's writes as one record, then applies them in
+    /// order, all at `rev`. Nothing is applied when the append fails.
+    fn txn_locked(
+        &mut self,
+        inner: &Inner,
+        rev: Revision,
+        writes: Vec<TxnWrite>,
+    ) -> StoreResult<()> {
+        self.append(inner, &encode_txn(rev, &writes))?;
+        for w in writes {
+            match w {
+                TxnWrite::Put(kv) => self.apply_put(inner, kv),
+                TxnWrite::Delete(key) => self.apply_delete(inner, &key, rev),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a logged put to the state and queues its event.
+    fn apply_put(&mut self, inner: &Inner, kv: KeyValue) {
         if let Some(old) = self.kvs.get(&kv.key) {
             self.live_bytes -= put_frame_len(old);
         }
@@ -729,12 +808,10 @@ impl State {
             },
         );
         self.kvs.insert(kv.key.clone(), kv);
-        Ok(())
     }
 
-    fn delete_locked(&mut self, inner: &Inner, key: &str) -> StoreResult<Revision> {
-        let rev = self.revision + 1;
-        self.append(inner, &encode_delete(key, rev))?;
+    /// Applies a logged delete at `rev` to the state and queues its event.
+    fn apply_delete(&mut self, inner: &Inner, key: &str, rev: Revision) {
         if let Some(old) = self.kvs.remove(key) {
             self.live_bytes -= put_frame_len(&old);
             if let Some(lease) = old.lease.and_then(|l| self.leases.get_mut(&l)) {
@@ -755,7 +832,6 @@ impl State {
                 },
             },
         );
-        Ok(rev)
     }
 
     fn revoke_locked(&mut self, inner: &Inner, id: LeaseId) -> StoreResult<()> {
@@ -987,6 +1063,81 @@ impl Store for EmbeddedStore {
         Ok(Ok(Some(rev)))
     }
 
+    fn commit(&self, ops: &[TxnOp<'_>]) -> StoreResult<Result<Revision, TxnConflict>> {
+        validate_txn(ops)?;
+        let mut st = self.inner.state()?;
+        self.inner.check_failed()?;
+        for (index, op) in ops.iter().enumerate() {
+            let current = st.kvs.get(op.key());
+            let holds = match *op {
+                TxnOp::Create { .. } => current.is_none(),
+                TxnOp::Update { expected, .. }
+                | TxnOp::Delete {
+                    expected: Some(expected),
+                    ..
+                } => current.is_some_and(|kv| kv.mod_revision == expected),
+                TxnOp::Delete { expected: None, .. } => true,
+            };
+            if !holds {
+                let conflict = TxnConflict {
+                    index,
+                    current: current.cloned(),
+                };
+                self.finish_read(st)?;
+                return Ok(Err(conflict));
+            }
+        }
+        for op in ops {
+            if let TxnOp::Create {
+                lease: Some(lease), ..
+            } = *op
+            {
+                st.live_lease(lease)?;
+            }
+        }
+        let rev = st.revision + 1;
+        let mut writes = Vec::with_capacity(ops.len());
+        for op in ops {
+            match *op {
+                TxnOp::Create { key, value, lease } => writes.push(TxnWrite::Put(KeyValue {
+                    key: key.to_string(),
+                    value: value.to_vec(),
+                    create_revision: rev,
+                    mod_revision: rev,
+                    lease,
+                })),
+                TxnOp::Update { key, value, .. } => {
+                    let (create_revision, lease) = st
+                        .kvs
+                        .get(key)
+                        .map(|kv| (kv.create_revision, kv.lease))
+                        .unwrap_or((rev, None));
+                    writes.push(TxnWrite::Put(KeyValue {
+                        key: key.to_string(),
+                        value: value.to_vec(),
+                        create_revision,
+                        mod_revision: rev,
+                        lease,
+                    }));
+                }
+                TxnOp::Delete { key, .. } => {
+                    if st.kvs.contains_key(key) {
+                        writes.push(TxnWrite::Delete(key.to_string()));
+                    }
+                }
+            }
+        }
+        if writes.is_empty() {
+            // Only unconditional deletes of missing keys: nothing to write.
+            let current = st.revision;
+            self.finish_read(st)?;
+            return Ok(Ok(current));
+        }
+        st.txn_locked(&self.inner, rev, writes)?;
+        self.finish_write(st)?;
+        Ok(Ok(rev))
+    }
+
     fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch> {
         let (tx, rx) = channel();
         let mut st = self.inner.state()?;
@@ -1135,6 +1286,18 @@ enum Record {
         revision: Revision,
         next_lease: LeaseId,
     },
+    Txn {
+        revision: Revision,
+        writes: Vec<TxnWrite>,
+    },
+}
+
+/// One write inside a txn record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TxnWrite {
+    /// The key's new state (its `mod_revision` is the txn's revision).
+    Put(KeyValue),
+    Delete(String),
 }
 
 struct Replay {
@@ -1155,18 +1318,31 @@ impl Default for Replay {
 }
 
 impl Replay {
+    fn put(&mut self, kv: KeyValue) {
+        self.revision = self.revision.max(kv.mod_revision);
+        if let Some(l) = kv.lease {
+            self.next_lease = self.next_lease.max(l + 1);
+        }
+        self.kvs.insert(kv.key.clone(), kv);
+    }
+
+    fn delete(&mut self, key: &str, revision: Revision) {
+        self.revision = self.revision.max(revision);
+        self.kvs.remove(key);
+    }
+
     fn apply(&mut self, rec: Record) {
         match rec {
-            Record::Put(kv) => {
-                self.revision = self.revision.max(kv.mod_revision);
-                if let Some(l) = kv.lease {
-                    self.next_lease = self.next_lease.max(l + 1);
+            Record::Put(kv) => self.put(kv),
+            Record::Delete { key, revision } => self.delete(&key, revision),
+            Record::Txn { revision, writes } => {
+                for w in writes {
+                    match w {
+                        TxnWrite::Put(kv) => self.put(kv),
+                        TxnWrite::Delete(key) => self.delete(&key, revision),
+                    }
                 }
-                self.kvs.insert(kv.key.clone(), kv);
-            }
-            Record::Delete { key, revision } => {
                 self.revision = self.revision.max(revision);
-                self.kvs.remove(&key);
             }
             Record::Lease { id } => self.next_lease = self.next_lease.max(id + 1),
             Record::Meta {
@@ -1252,6 +1428,40 @@ fn encode_delete(key: &str, revision: Revision) -> Vec<u8> {
     seal_frame(buf)
 }
 
+fn txn_frame_len(writes: &[TxnWrite]) -> usize {
+    let body: usize = writes
+        .iter()
+        .map(|w| match w {
+            TxnWrite::Put(kv) => 1 + 8 + 8 + 4 + kv.key.len() + 4 + kv.value.len(),
+            TxnWrite::Delete(key) => 1 + 4 + key.len(),
+        })
+        .sum();
+    FRAME_HEADER + 1 + 8 + 4 + body
+}
+
+fn encode_txn(revision: Revision, writes: &[TxnWrite]) -> Vec<u8> {
+    let mut buf = new_frame(txn_frame_len(writes) - FRAME_HEADER);
+    buf.push(OP_TXN);
+    buf.extend_from_slice(&revision.to_le_bytes());
+    buf.extend_from_slice(&(writes.len() as u32).to_le_bytes());
+    for w in writes {
+        match w {
+            TxnWrite::Put(kv) => {
+                buf.push(TXN_PUT);
+                buf.extend_from_slice(&kv.create_revision.to_le_bytes());
+                buf.extend_from_slice(&kv.lease.unwrap_or(0).to_le_bytes());
+                put_bytes(&mut buf, kv.key.as_bytes());
+                put_bytes(&mut buf, &kv.value);
+            }
+            TxnWrite::Delete(key) => {
+                buf.push(TXN_DELETE);
+                put_bytes(&mut buf, key.as_bytes());
+            }
+        }
+    }
+    seal_frame(buf)
+}
+
 fn encode_lease(id: LeaseId) -> Vec<u8> {
     let mut buf = new_frame(9);
     buf.push(OP_LEASE);
@@ -1327,6 +1537,34 @@ fn decode(payload: &[u8]) -> Option<Record> {
             revision: c.u64()?,
             next_lease: c.u64()?,
         },
+        OP_TXN => {
+            let revision = c.u64()?;
+            let count = c.u32()? as usize;
+            // Every write takes at least 5 bytes: never trust `count` for
+            // an allocation beyond what the payload can hold.
+            let mut writes = Vec::with_capacity(count.min(c.b.len() / 5));
+            for _ in 0..count {
+                let w = match c.u8()? {
+                    TXN_PUT => {
+                        let create_revision = c.u64()?;
+                        let lease = c.u64()?;
+                        let key = c.string()?;
+                        let value = c.bytes()?.to_vec();
+                        TxnWrite::Put(KeyValue {
+                            key,
+                            value,
+                            create_revision,
+                            mod_revision: revision,
+                            lease: (lease != 0).then_some(lease),
+                        })
+                    }
+                    TXN_DELETE => TxnWrite::Delete(c.string()?),
+                    _ => return None,
+                };
+                writes.push(w);
+            }
+            Record::Txn { revision, writes }
+        }
         _ => return None,
     };
     c.b.is_empty().then_some(rec)
@@ -1400,6 +1638,37 @@ mod tests {
             _ => panic!("put did not roundtrip"),
         }
         assert_eq!(encode_meta(1, 2).len() as u64, META_FRAME_LEN);
+        let writes = vec![
+            TxnWrite::Put(KeyValue {
+                mod_revision: 11,
+                ..kv.clone()
+            }),
+            TxnWrite::Delete("gone".to_string()),
+            TxnWrite::Put(KeyValue {
+                key: "c".to_string(),
+                value: Vec::new(),
+                create_revision: 11,
+                mod_revision: 11,
+                lease: None,
+            }),
+        ];
+        let frame = encode_txn(11, &writes);
+        assert_eq!(frame.len(), txn_frame_len(&writes));
+        assert_eq!(valid_frame(&frame, 0), Some(frame.len()));
+        match decode(&frame[FRAME_HEADER..]) {
+            Some(Record::Txn {
+                revision,
+                writes: got,
+            }) => {
+                assert_eq!(revision, 11);
+                assert_eq!(got, writes);
+            }
+            _ => panic!("txn did not roundtrip"),
+        }
+        // A count larger than the writes present does not decode.
+        let mut payload = frame[FRAME_HEADER..].to_vec();
+        payload[9..13].copy_from_slice(&4u32.to_le_bytes());
+        assert!(decode(&payload).is_none());
         let frame = encode_delete("k", 5);
         assert!(matches!(
             decode(&frame[FRAME_HEADER..]),

@@ -3,7 +3,8 @@
 //! Every piece of shared state (IPAM pools and blocks, endpoints, later the node
 //! registry and policy identities) lives behind [`Store`]: revisioned keys with
 //! get, list by prefix, create-if-absent, compare-and-swap on revision,
-//! delete-if-revision, watch from a revision, and leases. The semantics are
+//! delete-if-revision, atomic multi-key transactions ([`Store::commit`]),
+//! watch from a revision, and leases. The semantics are
 //! etcd v3's, so the etcd backend maps onto it one to one; the embedded backend
 //! ([`embedded::EmbeddedStore`]) gives the same semantics from one file on one
 //! node. [`conformance`] holds the behaviour every backend must show, as a test
@@ -45,6 +46,51 @@ pub struct KeyValue {
 /// (`None` when it does not exist), so the caller can retry without a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    pub current: Option<KeyValue>,
+}
+
+/// One write of a transaction ([`Store::commit`]): the condition is part of
+/// the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOp<'a> {
+    /// Create-if-absent (the condition fails when the key exists).
+    Create {
+        key: &'a str,
+        value: &'a [u8],
+        lease: Option<LeaseId>,
+    },
+    /// Replace if the key's `mod_revision == expected` (the key keeps its
+    /// lease; a missing key fails the condition).
+    Update {
+        key: &'a str,
+        value: &'a [u8],
+        expected: Revision,
+    },
+    /// Delete if the key's `mod_revision == expected`. With `None` the delete
+    /// is unconditional and a missing key is fine (nothing to delete).
+    Delete {
+        key: &'a str,
+        expected: Option<Revision>,
+    },
+}
+
+impl TxnOp<'_> {
+    /// The key the op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            TxnOp::Create { key, .. } | TxnOp::Update { key, .. } | TxnOp::Delete { key, .. } => {
+                key
+            }
+        }
+    }
+}
+
+/// The outcome of a transaction that lost: the first op (by index into the
+/// ops) whose condition failed, and that key's current state (`None` when it
+/// does not exist), so the caller can retry without a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnConflict {
+    pub index: usize,
     pub current: Option<KeyValue>,
 }
 
@@ -160,6 +206,23 @@ pub trait Store: Send + Sync {
         key: &str,
         expected: Option<Revision>,
     ) -> StoreResult<Result<Option<Revision>, Conflict>>;
+
+    /// Applies every op of `ops` or none, atomically (etcd's `Txn`).
+    ///
+    /// `Ok(Ok(revision))` is the single store revision of the whole commit:
+    /// every key written gets it as its `mod_revision` (and a created key as
+    /// its `create_revision`), as one etcd txn is one revision. An
+    /// unconditional delete of a missing key writes nothing; when nothing at
+    /// all is written, the result is the current revision and the revision
+    /// does not move. `Ok(Err(conflict))` names the first op whose condition
+    /// failed and that key's current state; nothing is written then.
+    ///
+    /// Empty `ops`, the same key twice, and any key or value the single-key
+    /// methods refuse are [`StoreError::Invalid`]; a create with an unknown
+    /// lease is [`StoreError::LeaseNotFound`] (and writes nothing). Watchers
+    /// see each written key as its own [`Event`], all with the commit's
+    /// revision, in op order.
+    fn commit(&self, ops: &[TxnOp<'_>]) -> StoreResult<Result<Revision, TxnConflict>>;
 
     /// Streams every change to keys under `prefix` (a byte prefix, as in
     /// [`Store::list`]) with a revision greater than `after`, in order, then

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::TempDir;
 use weft_store::embedded::{EmbeddedOptions, EmbeddedStore, LOG_MAGIC};
-use weft_store::{EventKind, Store, StoreError, WatchMessage};
+use weft_store::{EventKind, Store, StoreError, TxnOp, WatchMessage};
 
 fn open(path: &Path) -> EmbeddedStore {
     EmbeddedStore::open(path).expect("open store")
@@ -236,6 +236,218 @@ fn crash_at_every_byte_of_the_last_record() {
     let s = open(&path);
     expect_earlier(&s);
     assert_eq!(s.get("last").expect("get").expect("last").mod_revision, 6);
+}
+
+/// The txn the tests below write: an update of `k1`, a delete of `k2`, and
+/// creates of `n1` and `n2` (one of them leased to `lease`).
+fn commit_txn(s: &EmbeddedStore, lease: Option<u64>) -> u64 {
+    let k1 = s.get("k1").expect("get").expect("k1");
+    let k2 = s.get("k2").expect("get").expect("k2");
+    s.commit(&[
+        TxnOp::Update {
+            key: "k1",
+            value: b"k1 by txn",
+            expected: k1.mod_revision,
+        },
+        TxnOp::Delete {
+            key: "k2",
+            expected: Some(k2.mod_revision),
+        },
+        TxnOp::Create {
+            key: "n1",
+            value: &[9u8; 200],
+            lease: None,
+        },
+        TxnOp::Create {
+            key: "n2",
+            value: b"new two",
+            lease,
+        },
+    ])
+    .expect("commit")
+    .expect("no conflict")
+}
+
+#[test]
+fn txn_survives_reopen_with_one_revision() {
+    let dir = TempDir::new("txn-reopen");
+    let path = dir.file("store.log");
+    let (rev, before) = {
+        let s = open(&path);
+        create(&s, "k1", b"one");
+        create(&s, "k2", b"two");
+        let before_len = s.log_len().expect("on disk");
+        let fsyncs = s.fsync_count();
+        let rev = commit_txn(&s, None);
+        assert_eq!(rev, 3);
+        assert_eq!(s.revision(), 3);
+        assert_eq!(s.fsync_count() - fsyncs, 1, "one commit, one fsync");
+        assert!(s.log_len().expect("on disk") > before_len);
+        (rev, snapshot(&s))
+    };
+    let s = open(&path);
+    assert_eq!(snapshot(&s), before);
+    let n1 = s.get("n1").expect("get").expect("n1");
+    assert_eq!((n1.create_revision, n1.mod_revision), (rev, rev));
+    let k1 = s.get("k1").expect("get").expect("k1");
+    assert_eq!((k1.create_revision, k1.mod_revision), (1, rev));
+    assert_eq!(s.get("k2").expect("get"), None);
+    assert_eq!(create(&s, "after", b"x"), rev + 1);
+    // The same after a compaction rewrote the log as plain puts.
+    s.compact().expect("compact");
+    let before = snapshot(&s);
+    drop(s);
+    assert_eq!(snapshot(&open(&path)), before);
+}
+
+#[test]
+fn txn_with_a_lease_of_a_previous_run_is_dropped_on_reopen() {
+    let dir = TempDir::new("txn-lease");
+    let path = dir.file("store.log");
+    let lease = {
+        let s = open(&path);
+        create(&s, "k1", b"one");
+        create(&s, "k2", b"two");
+        let lease = s.grant_lease(Duration::from_secs(60)).expect("grant");
+        commit_txn(&s, Some(lease));
+        assert_eq!(s.get("n2").expect("get").expect("n2").lease, Some(lease));
+        lease
+    };
+    let s = open(&path);
+    assert_eq!(
+        s.get("n2").expect("get"),
+        None,
+        "leased key of the txn kept"
+    );
+    assert!(s.get("n1").expect("get").is_some());
+    assert!(s.grant_lease(Duration::from_secs(1)).expect("grant") > lease);
+}
+
+#[test]
+fn torn_txn_frame_is_dropped_whole() {
+    let dir = TempDir::new("txn-torn");
+    let path = dir.file("store.log");
+    let (before_txn, full, rev) = {
+        let s = open(&path);
+        create(&s, "k1", b"one");
+        create(&s, "k2", &[7u8; 100]);
+        let before_txn = s.log_len().expect("on disk");
+        let rev = commit_txn(&s, None);
+        (before_txn, std::fs::read(&path).expect("read"), rev)
+    };
+    assert!(
+        full.len() as u64 > before_txn + 300,
+        "one frame for the txn"
+    );
+    let none_of_it = |s: &EmbeddedStore, cut: usize| {
+        assert_eq!(s.revision(), rev - 1, "cut at {cut}");
+        assert_eq!(
+            s.get("k1").expect("get").expect("k1").value,
+            b"one",
+            "cut at {cut}"
+        );
+        assert!(s.get("k2").expect("get").is_some(), "cut at {cut}");
+        assert_eq!(s.get("n1").expect("get"), None, "cut at {cut}");
+        assert_eq!(s.get("n2").expect("get"), None, "cut at {cut}");
+    };
+    for cut in before_txn as usize..full.len() {
+        std::fs::write(&path, &full[..cut]).expect("write");
+        let s =
+            EmbeddedStore::open(&path).unwrap_or_else(|e| panic!("open after a cut at {cut}: {e}"));
+        none_of_it(&s, cut);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            before_txn,
+            "cut at {cut}: torn frame not truncated"
+        );
+        drop(s);
+        // The recovered log stays recovered.
+        none_of_it(&open(&path), cut);
+    }
+    // A flipped bit anywhere in the frame of the last txn: also none of it.
+    for offset in (before_txn as usize..full.len()).step_by(7) {
+        let mut damaged = full.clone();
+        damaged[offset] ^= 0x04;
+        std::fs::write(&path, &damaged).expect("write");
+        none_of_it(&open(&path), offset);
+    }
+    std::fs::write(&path, &full).expect("write");
+    let s = open(&path);
+    assert_eq!(s.revision(), rev);
+    for key in ["k1", "n1", "n2"] {
+        assert_eq!(
+            s.get(key).expect("get").expect(key).mod_revision,
+            rev,
+            "{key}"
+        );
+    }
+    assert_eq!(s.get("k2").expect("get"), None);
+}
+
+#[test]
+fn damaged_txn_frame_before_a_valid_record_is_corrupt() {
+    let dir = TempDir::new("txn-corrupt");
+    let path = dir.file("store.log");
+    let (before_txn, after_txn) = {
+        let s = open(&path);
+        create(&s, "k1", b"one");
+        create(&s, "k2", b"two");
+        let before_txn = s.log_len().expect("on disk");
+        commit_txn(&s, None);
+        let after_txn = s.log_len().expect("on disk");
+        create(&s, "later", b"x");
+        (before_txn, after_txn)
+    };
+    let mut damaged = std::fs::read(&path).expect("read");
+    damaged[(before_txn + after_txn) as usize / 2] ^= 0x01;
+    std::fs::write(&path, &damaged).expect("write");
+    assert!(matches!(
+        EmbeddedStore::open(&path),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn concurrent_commits_share_fsyncs() {
+    let dir = TempDir::new("txn-group");
+    let s = open(&dir.file("store.log"));
+    let base = s.fsync_count();
+    let (threads, commits) = (16, 20);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..commits {
+                    let (a, b) = (format!("t{t}/{i}/a"), format!("t{t}/{i}/b"));
+                    let rev = s
+                        .commit(&[
+                            TxnOp::Create {
+                                key: &a,
+                                value: b"x",
+                                lease: None,
+                            },
+                            TxnOp::Create {
+                                key: &b,
+                                value: b"y",
+                                lease: None,
+                            },
+                        ])
+                        .expect("commit")
+                        .expect("no conflict");
+                    let kv = s.get(&b).expect("get").expect("b");
+                    assert_eq!(kv.mod_revision, rev);
+                }
+            });
+        }
+    });
+    let total = (threads * commits) as u64;
+    assert_eq!(s.revision(), total, "one revision per commit");
+    assert_eq!(s.list("").expect("list").kvs.len() as u64, 2 * total);
+    let fsyncs = s.fsync_count() - base;
+    assert!(
+        fsyncs < total,
+        "{fsyncs} fsyncs for {total} concurrent commits: no group commit"
+    );
 }
 
 #[test]

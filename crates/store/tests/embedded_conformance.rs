@@ -54,6 +54,13 @@ conformance_tests!(
     lease_unknown,
     concurrent_cas_increments,
     concurrent_create,
+    txn_all_or_nothing,
+    txn_one_revision,
+    txn_conflict_index,
+    txn_mixed_ops,
+    txn_invalid,
+    txn_watch_same_revision,
+    concurrent_txn_transfers,
 );
 
 /// Every check is listed above: `run_all` on both flavours must name the same

@@ -247,6 +247,10 @@ fn weftd_restart_keeps_pods_connected_and_restores_routes_privileged() {
     tcp_check(&a.netns, &b.netns, v6(&b.ips), T).expect("v6 still fine");
     let check: weft_api::IpamCheckReport = api_get(&lab, weft_api::paths::IPAM_CHECK);
     assert!(check.is_clean(), "{check:?}");
+    // the restarted agent is the one `down` stops (no agent outlives its lab)
+    let pid = lab.weftd_pid.expect("weftd running");
+    weft_lab::Lab::down(&lab.name).unwrap();
+    assert!(!process_alive(pid), "weftd {pid} outlived its lab");
 }
 
 #[test]

@@ -22,6 +22,10 @@ pub enum BenchCmd {
         /// ADDs in flight at once during the burst.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Rounds the one-after-another pods are split into (plugins rotate
+        /// their order each round, so machine drift hits all alike).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
         /// Directory for the JSON report and the chart.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
@@ -36,6 +40,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         pods,
         burst,
         concurrency,
+        rounds,
         out,
         bin_dir,
     } = cmd;
@@ -49,6 +54,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         pods,
         burst,
         concurrency,
+        rounds,
     };
     let report = bench::run(&spec, &mut |m| eprintln!("{m}"))?;
     std::fs::create_dir_all(&out)?;

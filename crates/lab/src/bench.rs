@@ -31,6 +31,10 @@ pub struct BenchSpec {
     pub burst: usize,
     /// Concurrent ADDs in flight during the burst.
     pub concurrency: usize,
+    /// The one-after-another pods are split into this many rounds; each round
+    /// runs every plugin in a rotated order, so slow drift of a shared machine
+    /// (and the kernel's deferred clean-up after a plugin) is spread over all.
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,54 +96,81 @@ pub struct BenchReport {
 
 struct Scenario {
     label: &'static str,
-    plugin: PathBuf,
-    cni_path: PathBuf,
-    conf: serde_json::Value,
+    driver: Driver,
     is_weft: bool,
 }
 
-fn scenarios(lab: &Lab) -> Vec<Scenario> {
+enum Driver {
+    /// A CNI plugin executed as a runtime executes it.
+    Plugin {
+        plugin: PathBuf,
+        cni_path: PathBuf,
+        conf: Vec<u8>,
+    },
+    /// The same routed veth weft makes, in-process over netlink: the kernel's
+    /// own cost, with no exec, no IPAM and no agent. Its DEL waits for the
+    /// kernel's veth teardown, as a plugin that deletes synchronously must.
+    KernelFloor(weft_datapath::LinuxDatapath),
+}
+
+fn plugin(plugin: PathBuf, cni_path: PathBuf, conf: serde_json::Value) -> Driver {
+    Driver::Plugin {
+        plugin,
+        cni_path,
+        conf: serde_json::to_vec(&conf).expect("config serialises"),
+    }
+}
+
+fn scenarios(lab: &Lab) -> anyhow::Result<Vec<Scenario>> {
     let hl = lab.dir.join("host-local");
     let reference = PathBuf::from(REFERENCE_PLUGINS);
     let mut weft_v4 = lab.net_conf("1.0.0");
     weft_v4["ipFamilies"] = serde_json::json!(["ipv4"]);
-    vec![
+    Ok(vec![
         Scenario {
             label: "bridge + host-local",
-            plugin: reference.join("bridge"),
-            cni_path: reference.clone(),
-            conf: serde_json::json!({
-                "cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge",
-                "bridge": "wbench0", "isGateway": true, "ipMasq": false,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "dataDir": hl.join("bridge")}
-            }),
+            driver: plugin(
+                reference.join("bridge"),
+                reference.clone(),
+                serde_json::json!({
+                    "cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge",
+                    "bridge": "wbench0", "isGateway": true, "ipMasq": false,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "dataDir": hl.join("bridge")}
+                }),
+            ),
             is_weft: false,
         },
         Scenario {
             label: "ptp + host-local",
-            plugin: reference.join("ptp"),
-            cni_path: reference.clone(),
-            conf: serde_json::json!({
-                "cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]], "dataDir": hl.join("ptp")}
-            }),
+            driver: plugin(
+                reference.join("ptp"),
+                reference.clone(),
+                serde_json::json!({
+                    "cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "ipMasq": false,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]], "dataDir": hl.join("ptp")}
+                }),
+            ),
             is_weft: false,
         },
         Scenario {
             label: "weft (IPv4)",
-            plugin: lab.cni_plugin(),
-            cni_path: lab.bin_dir.clone(),
-            conf: weft_v4,
+            driver: plugin(lab.cni_plugin(), lab.bin_dir.clone(), weft_v4),
             is_weft: true,
         },
         Scenario {
             label: "weft (dual-stack)",
-            plugin: lab.cni_plugin(),
-            cni_path: lab.bin_dir.clone(),
-            conf: lab.net_conf("1.0.0"),
+            driver: plugin(lab.cni_plugin(), lab.bin_dir.clone(), lab.net_conf("1.0.0")),
             is_weft: true,
         },
-    ]
+        Scenario {
+            label: "kernel floor (netlink)",
+            driver: Driver::KernelFloor(weft_datapath::netns::run_in(
+                &lab.node_netns,
+                weft_datapath::LinuxDatapath::new,
+            )??),
+            is_weft: false,
+        },
+    ])
 }
 
 /// Runs the whole benchmark in a fresh lab named `spec.name`, removed at the end.
@@ -164,35 +195,59 @@ fn run_in_lab(
     spec: &BenchSpec,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<BenchReport> {
-    let mut results = Vec::new();
-    let scenarios = scenarios(lab);
-    let total = scenarios.len();
-    for (i, sc) in scenarios.iter().enumerate() {
+    let scenarios = scenarios(lab)?;
+    let n = scenarios.len();
+    let rounds = spec.rounds.clamp(1, spec.pods.max(1));
+    let mut adds: Vec<Vec<Duration>> = vec![Vec::new(); n];
+    let mut dels: Vec<Vec<Duration>> = vec![Vec::new(); n];
+    let mut cpu = vec![0.0f64; n];
+    for round in 0..rounds {
+        let per_round = spec.pods / rounds + usize::from(round < spec.pods % rounds);
         progress(&format!(
-            "[{}/{total}] {}: {} pods one after another, then a burst of {} ({} at once)",
-            i + 1,
-            sc.label,
-            spec.pods,
-            spec.burst,
-            spec.concurrency
+            "round {}/{rounds}: {per_round} pods one after another per plugin",
+            round + 1
         ));
-        results.push(run_scenario(lab, spec, sc, i)?);
-        let r = results.last().expect("just pushed");
+        for k in 0..n {
+            let i = (k + round) % n;
+            settle(lab)?;
+            let before = lab.weftd_pid.and_then(cpu_seconds);
+            let (a, d) = sequential(lab, &scenarios[i], &format!("r{round}s{i}"), per_round)?;
+            cpu[i] += cpu_delta(&scenarios[i], lab, before);
+            adds[i].extend(a);
+            dels[i].extend(d);
+        }
+    }
+    let mut results: Vec<PluginResult> = Vec::with_capacity(n);
+    let mut bursts = vec![(0.0, None); n];
+    for k in 0..n {
+        let i = (k + rounds) % n;
         progress(&format!(
-            "      ADD p50 {:.2} ms  DEL p50 {:.2} ms  burst {:.0} pods/s",
-            r.add.p50_ms, r.del.p50_ms, r.burst_pods_per_second
+            "burst: {} pods, {} at once: {}",
+            spec.burst, spec.concurrency, scenarios[i].label
+        ));
+        settle(lab)?;
+        let before = lab.weftd_pid.and_then(cpu_seconds);
+        bursts[i] = burst(lab, &scenarios[i], &format!("b{i}"), spec)?;
+        cpu[i] += cpu_delta(&scenarios[i], lab, before);
+    }
+    for (i, sc) in scenarios.iter().enumerate() {
+        let (seconds, rss) = bursts[i];
+        results.push(PluginResult {
+            plugin: sc.label.to_string(),
+            add: Stats::of(std::mem::take(&mut adds[i])),
+            del: Stats::of(std::mem::take(&mut dels[i])),
+            burst_pods: spec.burst,
+            burst_seconds: seconds,
+            burst_pods_per_second: spec.burst as f64 / f64::max(seconds, 1e-9),
+            agent_rss_bytes: rss,
+            agent_cpu_seconds: sc.is_weft.then_some(cpu[i]),
+        });
+        let r = &results[i];
+        progress(&format!(
+            "{:<24} ADD p50 {:.2} ms  DEL p50 {:.2} ms  burst {:.0} pods/s",
+            r.plugin, r.add.p50_ms, r.del.p50_ms, r.burst_pods_per_second
         ));
     }
-    progress(&format!(
-        "[+] kernel floor: the same routed veth made in-process over netlink, no plugin, no IPAM ({} pods, burst {})",
-        spec.pods, spec.burst
-    ));
-    let floor = kernel_floor(lab, spec)?;
-    progress(&format!(
-        "      ADD p50 {:.2} ms  DEL p50 {:.2} ms  burst {:.0} pods/s",
-        floor.add.p50_ms, floor.del.p50_ms, floor.burst_pods_per_second
-    ));
-    results.push(floor);
     Ok(BenchReport {
         when_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -212,82 +267,36 @@ fn run_in_lab(
     })
 }
 
-/// The kernel's own limit for what every plugin here must do: the routed
-/// veth of one IPv4 pod (weft's data path), created and deleted in-process over
-/// netlink with no exec, no IPAM and no agent. DEL here waits for the kernel's
-/// veth teardown, as a plugin that deletes synchronously must.
-fn kernel_floor(lab: &Lab, spec: &BenchSpec) -> anyhow::Result<PluginResult> {
-    use weft_datapath::{Datapath, LinuxDatapath, PodLink};
-    let dp = weft_datapath::netns::run_in(&lab.node_netns, LinuxDatapath::new)??;
-    let link = |ns: &Namespaces, i: usize, tag: &str| PodLink {
-        netns: ns.path(i).into(),
-        ifname: "eth0".into(),
-        host_ifname: format!("wkf{tag}{i}"),
-        mtu: 1500,
-        ipv4: Some(std::net::Ipv4Addr::new(
-            10,
-            90,
-            (i / 250) as u8,
-            (i % 250 + 1) as u8,
-        )),
-        ipv6: None,
-    };
-    let seq = Namespaces::make(lab, "kf", spec.pods).context("making pod namespaces")?;
-    let mut adds = Vec::with_capacity(spec.pods);
-    for i in 0..spec.pods {
-        let t = Instant::now();
-        dp.attach(&link(&seq, i, "s"))?;
-        adds.push(t.elapsed());
+fn cpu_delta(sc: &Scenario, lab: &Lab, before: Option<f64>) -> f64 {
+    match (sc.is_weft, before, lab.weftd_pid.and_then(cpu_seconds)) {
+        (true, Some(a), Some(b)) => b - a,
+        _ => 0.0,
     }
-    let mut dels = Vec::with_capacity(spec.pods);
-    for i in 0..spec.pods {
-        let t = Instant::now();
-        dp.detach(&format!("wkfs{i}"))?;
-        dels.push(t.elapsed());
-    }
-    drop(seq);
-    let burst = Namespaces::make(lab, "kb", spec.burst).context("making pod namespaces")?;
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..spec.concurrency.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= spec.burst {
-                    break;
-                }
-                if let Err(e) = dp.attach(&link(&burst, i, "b")) {
-                    failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e.into());
-                    break;
-                }
-            });
-        }
-    });
-    let burst_seconds = start.elapsed().as_secs_f64();
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    for i in 0..spec.burst {
-        dp.detach(&format!("wkfb{i}"))?;
-    }
-    drop(burst);
-    Ok(PluginResult {
-        plugin: "kernel floor (netlink)".into(),
-        add: Stats::of(adds),
-        del: Stats::of(dels),
-        burst_pods: spec.burst,
-        burst_seconds,
-        burst_pods_per_second: spec.burst as f64 / burst_seconds.max(1e-9),
-        agent_rss_bytes: None,
-        agent_cpu_seconds: None,
-    })
 }
 
-/// Makes `n` pod namespaces named `<lab>-s<scenario>-<i>`; removed on drop.
+/// Waits until the node is quiet before a measurement: weft's deferred veth
+/// teardowns have drained (no weft or bench links left in the node) and the
+/// kernel has had a moment for its own deferred namespace clean-up, which
+/// would otherwise be charged to whichever plugin runs next.
+fn settle(lab: &Lab) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &lab.node_netns_name(), "-o", "link", "show"])
+            .output()?;
+        let busy = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains(": weft") || l.contains(": veth") || l.contains(": wkf"));
+        if !busy || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+/// Makes `n` pod namespaces named `<lab>-<tag>-<i>`; removed on drop.
 struct Namespaces(Vec<String>);
 
 impl Namespaces {
@@ -314,80 +323,94 @@ impl Drop for Namespaces {
     }
 }
 
-fn exec(
+/// One ADD or DEL of pod `i` (container id `<tag>-<i>`), timed.
+fn op(
     lab: &Lab,
     sc: &Scenario,
     cmd: &str,
-    cid: &str,
-    netns: &str,
-    conf: &[u8],
+    tag: &str,
+    ns: &Namespaces,
+    i: usize,
 ) -> anyhow::Result<Duration> {
-    let out = cni_exec(
-        &sc.plugin,
-        &sc.cni_path,
-        &lab.node_netns,
-        cmd,
-        cid,
-        netns,
-        "eth0",
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
-        conf,
-    )?;
-    if !out.success {
-        bail!(
-            "{} {cmd} {cid} failed: {}{}",
-            sc.label,
-            out.stdout.trim(),
-            out.stderr.trim()
-        );
+    let cid = format!("{tag}-{i}");
+    match &sc.driver {
+        Driver::Plugin {
+            plugin,
+            cni_path,
+            conf,
+        } => {
+            let out = cni_exec(
+                plugin,
+                cni_path,
+                &lab.node_netns,
+                cmd,
+                &cid,
+                &ns.path(i),
+                "eth0",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
+                conf,
+            )?;
+            if !out.success {
+                bail!(
+                    "{} {cmd} {cid} failed: {}{}",
+                    sc.label,
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                );
+            }
+            Ok(out.elapsed)
+        }
+        Driver::KernelFloor(dp) => {
+            use weft_datapath::Datapath;
+            let host = format!("wkf{tag}-{i}");
+            let t = Instant::now();
+            if cmd == "ADD" {
+                dp.attach(&weft_datapath::PodLink {
+                    netns: ns.path(i).into(),
+                    ifname: "eth0".into(),
+                    host_ifname: host,
+                    mtu: 1500,
+                    ipv4: Some(std::net::Ipv4Addr::new(
+                        10,
+                        90,
+                        (i / 250) as u8,
+                        (i % 250 + 1) as u8,
+                    )),
+                    ipv6: None,
+                })?;
+            } else {
+                dp.detach(&host)?;
+            }
+            Ok(t.elapsed())
+        }
     }
-    Ok(out.elapsed)
 }
 
-fn run_scenario(
+fn sequential(
     lab: &Lab,
-    spec: &BenchSpec,
     sc: &Scenario,
-    idx: usize,
-) -> anyhow::Result<PluginResult> {
-    let conf = serde_json::to_vec(&sc.conf)?;
-    let cpu_before = lab.weftd_pid.and_then(cpu_seconds);
+    tag: &str,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let ns = Namespaces::make(lab, tag, n).context("making pod namespaces")?;
+    let adds = (0..n)
+        .map(|i| op(lab, sc, "ADD", tag, &ns, i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dels = (0..n)
+        .map(|i| op(lab, sc, "DEL", tag, &ns, i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((adds, dels))
+}
 
-    // one after another
-    let seq =
-        Namespaces::make(lab, &format!("s{idx}"), spec.pods).context("making pod namespaces")?;
-    let mut adds = Vec::with_capacity(spec.pods);
-    for i in 0..spec.pods {
-        adds.push(exec(
-            lab,
-            sc,
-            "ADD",
-            &format!("seq{idx}-{i}"),
-            &seq.path(i),
-            &conf,
-        )?);
-    }
-    let rss = if sc.is_weft {
-        lab.weftd_pid.and_then(rss_bytes)
-    } else {
-        None
-    };
-    let mut dels = Vec::with_capacity(spec.pods);
-    for i in 0..spec.pods {
-        dels.push(exec(
-            lab,
-            sc,
-            "DEL",
-            &format!("seq{idx}-{i}"),
-            &seq.path(i),
-            &conf,
-        )?);
-    }
-    drop(seq);
-
-    // burst
-    let burst =
-        Namespaces::make(lab, &format!("b{idx}"), spec.burst).context("making pod namespaces")?;
+/// A burst of `spec.burst` ADDs, `spec.concurrency` at a time: the seconds it
+/// took, and weftd's resident memory with all of them attached.
+fn burst(
+    lab: &Lab,
+    sc: &Scenario,
+    tag: &str,
+    spec: &BenchSpec,
+) -> anyhow::Result<(f64, Option<u64>)> {
+    let ns = Namespaces::make(lab, tag, spec.burst).context("making pod namespaces")?;
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let start = Instant::now();
@@ -398,14 +421,7 @@ fn run_scenario(
                 if i >= spec.burst {
                     break;
                 }
-                if let Err(e) = exec(
-                    lab,
-                    sc,
-                    "ADD",
-                    &format!("burst{idx}-{i}"),
-                    &burst.path(i),
-                    &conf,
-                ) {
+                if let Err(e) = op(lab, sc, "ADD", tag, &ns, i) {
                     failure
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -415,35 +431,19 @@ fn run_scenario(
             });
         }
     });
-    let burst_seconds = start.elapsed().as_secs_f64();
+    let seconds = start.elapsed().as_secs_f64();
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    let rss = if sc.is_weft {
+        lab.weftd_pid.and_then(rss_bytes)
+    } else {
+        None
+    };
     for i in 0..spec.burst {
-        exec(
-            lab,
-            sc,
-            "DEL",
-            &format!("burst{idx}-{i}"),
-            &burst.path(i),
-            &conf,
-        )?;
+        op(lab, sc, "DEL", tag, &ns, i)?;
     }
-    drop(burst);
-    let cpu_after = lab.weftd_pid.and_then(cpu_seconds);
-    Ok(PluginResult {
-        plugin: sc.label.to_string(),
-        add: Stats::of(adds),
-        del: Stats::of(dels),
-        burst_pods: spec.burst,
-        burst_seconds,
-        burst_pods_per_second: spec.burst as f64 / burst_seconds.max(1e-9),
-        agent_rss_bytes: rss,
-        agent_cpu_seconds: match (sc.is_weft, cpu_before, cpu_after) {
-            (true, Some(a), Some(b)) => Some(b - a),
-            _ => None,
-        },
-    })
+    Ok((seconds, rss))
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {

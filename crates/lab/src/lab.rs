@@ -93,6 +93,11 @@ impl Lab {
         Path::new(LAB_ROOT).join(name)
     }
 
+    /// The node namespace's name, for `ip -n`.
+    pub fn node_netns_name(&self) -> String {
+        format!("{}-node", self.name)
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("weftd.sock")
     }
@@ -280,7 +285,8 @@ impl Lab {
             .map(|r| r.status == 200)
             .unwrap_or(false);
             if ok {
-                return Ok(());
+                // record the pid at once: `down` must find this weftd, not the last one
+                return self.save();
             }
             if !pid_alive(pid) {
                 bail!("weftd exited at start; see {}", self.log_path().display());

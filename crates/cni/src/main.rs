@@ -16,10 +16,23 @@
 //! (not available), and DEL is written to the spool directory for weftd to
 //! replay at start (see [`spool`]) and reported as done.
 
+// Every CNI call execs this binary, so its start-up is latency the runtime
+// waits on. `no_main` skips std's runtime start (which, among other things,
+// reads /proc/self/maps to place a guard page under the main thread's stack):
+// ~0.1 ms of a ~1 ms exec. std still works in full: glibc hands std the
+// arguments and environment, panics unwind to `run::main_entry`'s catch.
+// The one cost: SIGPIPE keeps its default action, so a runtime that closes
+// our stdout early ends us instead of failing our write, which it would
+// ignore either way.
+#![cfg_attr(not(test), no_main)]
+
 mod logging;
 mod run;
 mod spool;
 
-fn main() {
-    std::process::exit(run::main_entry());
+#[cfg(not(test))]
+#[expect(unsafe_code, reason = "exporting the C `main` symbol is how no_main binaries start")]
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
+    run::main_entry()
 }

@@ -258,6 +258,9 @@ impl Lab {
             .arg("--node-name")
             .arg(format!("{}-node", self.name))
             .args(&self.weftd_args)
+            // as deploy/weftd.service does: glibc's per-thread malloc arenas
+            // would otherwise hold freed memory of every connection thread
+            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

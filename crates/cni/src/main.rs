@@ -31,7 +31,10 @@ mod run;
 mod spool;
 
 #[cfg(not(test))]
-#[expect(unsafe_code, reason = "exporting the C `main` symbol is how no_main binaries start")]
+#[expect(
+    unsafe_code,
+    reason = "exporting the C `main` symbol is how no_main binaries start"
+)]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     run::main_entry()

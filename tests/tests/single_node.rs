@@ -250,7 +250,7 @@ fn weftd_restart_keeps_pods_connected_and_restores_routes_privileged() {
     // the restarted agent is the one `down` stops (no agent outlives its lab)
     let pid = lab.weftd_pid.expect("weftd running");
     weft_lab::Lab::down(&lab.name).unwrap();
-    assert!(!process_alive(pid), "weftd {pid} outlived its lab");
+    assert!(!weft_lab::pid_alive(pid), "weftd {pid} outlived its lab");
 }
 
 #[test]

@@ -500,7 +500,8 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub(crate) fn pid_alive(pid: u32) -> bool {
+/// Whether `pid` runs (a zombie waiting to be reaped does not count).
+pub fn pid_alive(pid: u32) -> bool {
     // a zombie still has /proc/<pid>; look at its state
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -524,22 +525,20 @@ pub(crate) fn stop_pid(pid: u32) {
     if !is_weftd || !pid_alive(pid) {
         return;
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pid_alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if pid_alive(pid) {
+    for (signal, patience) in [
+        ("-TERM", Duration::from_secs(5)),
+        ("-KILL", Duration::from_secs(2)),
+    ] {
         let _ = Command::new("kill")
-            .arg("-KILL")
+            .arg(signal)
             .arg(pid.to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + patience;
         while pid_alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if !pid_alive(pid) {
+            return;
         }
     }
 }

@@ -20,4 +20,4 @@ mod lab;
 pub mod probe;
 
 pub use cmd::{cni_exec, ip, CniOutcome};
-pub use lab::{Lab, LabSpec, Pod, LAB_ROOT};
+pub use lab::{pid_alive, Lab, LabSpec, Pod, LAB_ROOT};

@@ -1,60 +1,106 @@
 //! TCP reachability between namespaces, in-process: a listener bound inside
 //! one namespace, a connect from inside another. Sockets keep the namespace
 //! they were made in, so only the bind and the connect run on a namespace
-//! thread.
+//! thread. Every wait is bounded: a probe that cannot connect fails after its
+//! timeout and leaves no thread behind.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use weft_datapath::netns::run_in;
 
+const TOKEN: &[u8; 10] = b"weft-probe";
+
 /// Binds a listener on `addr:0` inside `netns`.
 pub fn listen_in(netns: &Path, addr: IpAddr) -> anyhow::Result<TcpListener> {
-    run_in(netns, move || TcpListener::bind(SocketAddr::new(addr, 0)))
+    listen_on(netns, SocketAddr::new(addr, 0))
+}
+
+/// Binds a listener on a fixed `addr` inside `netns`.
+pub fn listen_on(netns: &Path, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    run_in(netns, move || TcpListener::bind(addr))
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("binding {addr} in {}", netns.display()))
 }
 
-/// Connects from `netns` to `to`, sends a token and expects it echoed by a
-/// one-shot echo on `listener`. Bounded by `timeout`.
-pub fn tcp_roundtrip(from: &Path, listener: &TcpListener, timeout: Duration) -> anyhow::Result<()> {
-    let to = listener.local_addr()?;
-    listener.set_nonblocking(false)?;
+/// Accepts one connection on `listener` until `deadline`, echoes what it
+/// reads, and returns the peer's address. Polls instead of blocking, so it
+/// ends by itself when nobody comes.
+fn echo_once(listener: TcpListener, deadline: Instant) -> std::io::Result<IpAddr> {
+    listener.set_nonblocking(true)?;
+    let (mut s, peer) = loop {
+        match listener.accept() {
+            Ok(conn) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "nobody connected",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf)?;
+    s.write_all(&buf[..n])?;
+    Ok(peer.ip())
+}
+
+/// Connects from `from` to `to` (the listener's own address, or one that NAT
+/// leads to it), sends a token, expects it echoed; returns the source address
+/// the listener saw.
+fn roundtrip(
+    from: &Path,
+    listener: &TcpListener,
+    to: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<IpAddr> {
     let server = listener.try_clone()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = server.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut buf = [0u8; 16];
-        let n = s.read(&mut buf)?;
-        s.write_all(&buf[..n])
-    });
-    let result = run_in(from, move || -> std::io::Result<()> {
+    let deadline = Instant::now() + timeout + Duration::from_secs(1);
+    let echo = std::thread::spawn(move || echo_once(server, deadline));
+    let client = run_in(from, move || -> std::io::Result<()> {
         let mut s = TcpStream::connect_timeout(&to, timeout)?;
         s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"weft-probe")?;
+        s.write_all(TOKEN)?;
         let mut buf = [0u8; 10];
         s.read_exact(&mut buf)?;
-        if &buf != b"weft-probe" {
+        if &buf != TOKEN {
             return Err(std::io::Error::other("echo mismatch"));
         }
         Ok(())
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Err(e) = result {
-        // unblock the accept so the echo thread ends
-        let _ = run_in(from, move || {
-            TcpStream::connect_timeout(&to, Duration::from_millis(200))
-        });
-        let _ = echo.join();
-        bail!("tcp {} from {}: {e}", to, from.display());
+    let served = echo
+        .join()
+        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?;
+    if let Err(e) = client {
+        bail!("tcp {to} from {}: {e}", from.display());
     }
-    echo.join()
-        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
-        .with_context(|| format!("echo on {to}"))?;
-    Ok(())
+    served.with_context(|| format!("echo on {to}"))
+}
+
+/// Connects from `from` to `listener`'s own address and expects an echo.
+pub fn tcp_roundtrip(from: &Path, listener: &TcpListener, timeout: Duration) -> anyhow::Result<()> {
+    roundtrip(from, listener, listener.local_addr()?, timeout).map(|_| ())
+}
+
+/// Connects from `from` to `to` (a NATed address that leads to `listener`,
+/// e.g. a host port) and expects an echo.
+pub fn tcp_roundtrip_to(
+    from: &Path,
+    listener: &TcpListener,
+    to: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    roundtrip(from, listener, to, timeout).map(|_| ())
 }
 
 /// Convenience: listen in `to_netns` on `addr` and round-trip from `from_netns`.
@@ -76,67 +122,6 @@ pub fn tcp_peer(
     addr: IpAddr,
     timeout: Duration,
 ) -> anyhow::Result<IpAddr> {
-    let listener = listen_in(to_netns, addr)?;
-    let to = listener.local_addr()?;
-    let accept = std::thread::spawn(move || listener.accept().map(|(_, peer)| peer.ip()));
-    let connected = run_in(from_netns, move || TcpStream::connect_timeout(&to, timeout))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    match connected {
-        Ok(_stream) => accept
-            .join()
-            .map_err(|_| anyhow::anyhow!("accept thread panicked"))?
-            .context("accept"),
-        Err(e) => {
-            // unblock the accept from inside the listener's namespace
-            let _ = run_in(to_netns, move || {
-                TcpStream::connect_timeout(&to, Duration::from_millis(200))
-            });
-            let _ = accept.join();
-            bail!("tcp {to} from {}: {e}", from_netns.display())
-        }
-    }
-}
-
-/// Binds a listener on a fixed `addr` inside `netns`.
-pub fn listen_on(netns: &Path, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    run_in(netns, move || TcpListener::bind(addr))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_context(|| format!("binding {addr} in {}", netns.display()))
-}
-
-/// Like [`tcp_roundtrip`], but connects to `to` (a NATed address that leads
-/// to `listener`) instead of the listener's own address.
-pub fn tcp_roundtrip_to(
-    from: &Path,
-    listener: &TcpListener,
-    to: SocketAddr,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let server = listener.try_clone()?;
-    let own = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = server.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut buf = [0u8; 16];
-        let n = s.read(&mut buf)?;
-        s.write_all(&buf[..n])
-    });
-    let result = run_in(from, move || -> std::io::Result<()> {
-        let mut s = TcpStream::connect_timeout(&to, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"weft-probe")?;
-        let mut buf = [0u8; 10];
-        s.read_exact(&mut buf)?;
-        Ok(())
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Err(e) = result {
-        let _ = TcpStream::connect_timeout(&own, Duration::from_millis(200));
-        let _ = echo.join();
-        bail!("tcp {to} from {}: {e}", from.display());
-    }
-    echo.join()
-        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
-        .context("echo")?;
-    Ok(())
+    let l = listen_in(to_netns, addr)?;
+    roundtrip(from_netns, &l, l.local_addr()?, timeout)
 }

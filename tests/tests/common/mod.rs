@@ -134,13 +134,3 @@ pub fn v4(ips: &[IpAddr]) -> IpAddr {
 pub fn v6(ips: &[IpAddr]) -> IpAddr {
     *ips.iter().find(|i| i.is_ipv6()).expect("an IPv6 address")
 }
-
-/// Whether `pid` runs (a zombie waiting to be reaped does not count).
-pub fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}

@@ -405,3 +405,75 @@ fn bad_input_is_a_clear_cni_error_and_changes_nothing_privileged() {
         "no link made"
     );
 }
+
+#[test]
+fn cni_gc_collects_attachments_the_runtime_no_longer_lists_privileged() {
+    if !root_or_skip("cni_gc_collects_attachments_the_runtime_no_longer_lists_privileged") {
+        return;
+    }
+    let mut lab = lab("gc", |_| {});
+    let keep = lab.add_pod("keep").expect("add keep");
+    let gone = lab.add_pod("gone").expect("add gone");
+    let mut conf = lab.net_conf("1.1.0");
+    conf["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": keep.container_id, "ifname": "eth0"}]);
+    let out = lab.cni("GC", "", "", "", &conf).unwrap();
+    assert!(out.success, "{out:?}");
+    let eps = endpoints(&lab);
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].attachment.container_id, keep.container_id);
+    let held: Vec<_> = ipam(&lab).allocations.iter().map(|a| a.address).collect();
+    for ip in &gone.ips {
+        assert!(!held.contains(ip), "{ip} of the collected pod still held");
+    }
+    // the live pod keeps working
+    tcp_check(&lab.node_netns, &keep.netns, v4(&keep.ips), T).expect("kept pod reachable");
+    // STATUS (CNI 1.1) says weftd is ready
+    let status = lab
+        .cni("STATUS", "", "", "", &lab.net_conf("1.1.0"))
+        .unwrap();
+    assert!(status.success, "{status:?}");
+}
+
+#[test]
+fn orphan_veths_are_removed_when_weftd_starts_privileged() {
+    if !root_or_skip("orphan_veths_are_removed_when_weftd_starts_privileged") {
+        return;
+    }
+    let mut lab = lab("orph", |_| {});
+    let a = lab.add_pod("a").expect("add a");
+    lab.stop_weftd().unwrap();
+    // a veth of weft's shape that no endpoint owns (a crash between link and record)
+    let node = netns_name(&lab.node_netns);
+    weft_lab::ip(&[
+        "-n",
+        &node,
+        "link",
+        "add",
+        "weft0123456789a",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "orphanpeer",
+    ])
+    .unwrap();
+    // and a foreign veth weft must never touch
+    weft_lab::ip(&[
+        "-n", &node, "link", "add", "notweft0", "type", "veth", "peer", "name", "notweft1",
+    ])
+    .unwrap();
+    lab.start_weftd().unwrap();
+    let links = ip_out(&["-n", &node, "-o", "link", "show"]);
+    assert!(!links.contains("weft0123456789a"), "orphan left: {links}");
+    assert!(links.contains("notweft0"), "foreign link removed: {links}");
+    let ep = endpoints(&lab)
+        .into_iter()
+        .next()
+        .expect("live endpoint kept");
+    assert!(
+        links.contains(&ep.host_ifname),
+        "live pod's veth removed: {links}"
+    );
+    tcp_check(&lab.node_netns, &a.netns, v4(&a.ips), T).expect("live pod reachable");
+}

@@ -9,6 +9,10 @@ packages=(
   containernetworking-plugins # /usr/lib/cni: the peers in benchmarks and chains
   iptables                    # the reference portmap plugin programs NAT with it
   iperf3 tcpdump              # benchmarks and debugging
+  podman conmon runc          # real runtimes that drive weft in tests
+  containerd
+  golang-go golang-github-appc-cni-dev  # cnitool, built from Debian's libcni source
+  busybox-static              # the container image of runtime tests
   procps psmisc               # ps, pgrep, fuser in scripts
   librsvg2-bin                # rsvg-convert: benchmark charts as PNG
 )

@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: setup build demo test unit lint fmt bench clean-labs
+.PHONY: setup build demo test unit lint fmt bench install clean-labs
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## install: weft on this host (binaries, /opt/cni/bin/weft-cni, conflist, systemd unit)
+install: build
+	$(BIN)/weft install
 
 ## bench: weft-cni against the reference plugins, side by side
 bench: build

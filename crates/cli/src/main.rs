@@ -1,6 +1,7 @@
 //! weft: the command-line tool for people and scripts.
 
 mod bench_cmd;
+mod install;
 mod lab_cmd;
 mod output;
 mod views;
@@ -47,6 +48,8 @@ enum Cmd {
         #[command(subcommand)]
         command: IpamCmd,
     },
+    /// Install weft on this host: binaries, CNI plugin, conflist, systemd unit.
+    Install(install::InstallArgs),
     /// Benchmarks, side by side with the reference plugins.
     Bench {
         #[command(subcommand)]
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         } => views::ipam_check(&socket, cli.output),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
+        Cmd::Install(args) => install::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,130 @@
+//! `weft install`: puts weft on a single host: the binaries, weft-cni where
+//! runtimes look for CNI plugins, the conflist, and the systemd unit.
+//! Idempotent; an existing file that differs is left alone unless --force.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+const CONFLIST: &str = include_str!("../../../deploy/10-weft.conflist");
+const UNIT: &str = include_str!("../../../deploy/weftd.service");
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Install under this root instead of / (like DESTDIR; for packaging and tests).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Where weftd, weft and weft-cni go.
+    #[arg(long, default_value = "/usr/local/bin")]
+    bin_dir: PathBuf,
+    /// Where container runtimes look for CNI plugins.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    cni_bin_dir: PathBuf,
+    /// Where container runtimes look for network configs.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where the systemd unit goes.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    systemd_dir: PathBuf,
+    /// Where the binaries are now (default: beside this weft).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Replace existing files that differ.
+    #[arg(long)]
+    force: bool,
+    /// Say what would be done, do nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
+    let from = match &a.from {
+        Some(d) => d.clone(),
+        None => crate::lab_cmd::default_bin_dir()?,
+    };
+    let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = Vec::new();
+    for bin in ["weftd", "weft", "weft-cni"] {
+        let src = from.join(bin);
+        let bytes = fs::read(&src).with_context(|| {
+            format!(
+                "reading {}; build with `cargo build --release` or pass --from",
+                src.display()
+            )
+        })?;
+        if bin == "weft-cni" {
+            plan.push((
+                under(&a.root, &a.cni_bin_dir).join(bin),
+                bytes.clone(),
+                0o755,
+            ));
+        }
+        plan.push((under(&a.root, &a.bin_dir).join(bin), bytes, 0o755));
+    }
+    plan.push((
+        under(&a.root, &a.cni_conf_dir).join("10-weft.conflist"),
+        CONFLIST.as_bytes().to_vec(),
+        0o644,
+    ));
+    plan.push((
+        under(&a.root, &a.systemd_dir).join("weftd.service"),
+        UNIT.as_bytes().to_vec(),
+        0o644,
+    ));
+
+    let mut refused = Vec::new();
+    for (dst, bytes, mode) in &plan {
+        let current = fs::read(dst).ok();
+        let (verb, write) = match &current {
+            Some(c) if c == bytes => ("unchanged", false),
+            Some(_)
+                if !a.force
+                    && !dst.starts_with(under(&a.root, &a.bin_dir))
+                    && !dst.starts_with(under(&a.root, &a.cni_bin_dir)) =>
+            {
+                refused.push(dst.clone());
+                ("kept (differs; --force replaces it)", false)
+            }
+            Some(_) => ("updated", true),
+            None => ("installed", true),
+        };
+        println!("{verb:<12} {}", dst.display());
+        if write && !a.dry_run {
+            write_atomically(dst, bytes, *mode)?;
+        }
+    }
+    if a.dry_run {
+        println!("(dry run: nothing written)");
+    } else if a.root == Path::new("/") {
+        println!("next: systemctl daemon-reload && systemctl enable --now weftd; then run pods with the runtime (the conflist's network is \"weft\")");
+    }
+    if !refused.is_empty() && !a.force {
+        bail!(
+            "{} existing file(s) differ from weft's and were kept; review them or pass --force",
+            refused.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes through a temporary file and a rename, so a runtime never execs or
+/// reads a half-written plugin or config.
+fn write_atomically(dst: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = dst.parent().context("destination has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.weft-install",
+        dst.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, dst).with_context(|| format!("moving into place {}", dst.display()))?;
+    Ok(())
+}

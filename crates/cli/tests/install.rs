@@ -1,0 +1,110 @@
+//! `weft install` into a private root: what lands where, idempotency, and
+//! that an operator's edited config is never silently replaced.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-install-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn install(root: &Path, from: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("install")
+        .arg("--root")
+        .arg(root)
+        .arg("--from")
+        .arg(from)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn install_lays_out_a_host_and_is_idempotent() {
+    let from = tmp("from");
+    for bin in ["weftd", "weft", "weft-cni"] {
+        std::fs::write(from.join(bin), format!("#!/bin/sh\necho {bin}\n")).unwrap();
+    }
+    let root = tmp("root");
+    let out = install(&root, &from, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, mode) in [
+        ("usr/local/bin/weftd", 0o755),
+        ("usr/local/bin/weft", 0o755),
+        ("usr/local/bin/weft-cni", 0o755),
+        ("opt/cni/bin/weft-cni", 0o755),
+        ("etc/cni/net.d/10-weft.conflist", 0o644),
+        ("etc/systemd/system/weftd.service", 0o644),
+    ] {
+        let meta = std::fs::metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
+    }
+    let conflist: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("etc/cni/net.d/10-weft.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(conflist["plugins"][0]["type"], "weft-cni");
+
+    // again: nothing changes
+    let again = install(&root, &from, &[]);
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        text.lines().filter(|l| l.starts_with("unchanged")).count() == 6,
+        "{text}"
+    );
+
+    // an operator edited the conflist: kept, and the run says so and fails
+    std::fs::write(
+        root.join("etc/cni/net.d/10-weft.conflist"),
+        b"{\"edited\": true}",
+    )
+    .unwrap();
+    let kept = install(&root, &from, &[]);
+    assert!(!kept.status.success());
+    assert!(String::from_utf8_lossy(&kept.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read(root.join("etc/cni/net.d/10-weft.conflist")).unwrap(),
+        b"{\"edited\": true}"
+    );
+    let forced = install(&root, &from, &["--force"]);
+    assert!(forced.status.success());
+    assert_ne!(
+        std::fs::read(root.join("etc/cni/net.d/10-weft.conflist")).unwrap(),
+        b"{\"edited\": true}"
+    );
+
+    // a dry run writes nothing
+    let empty = tmp("dry");
+    let dry = install(&empty, &from, &["--dry-run"]);
+    assert!(dry.status.success());
+    assert!(!empty.join("usr").exists());
+
+    for d in [from, root, empty] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn install_says_what_to_do_when_binaries_are_missing() {
+    let from = tmp("missing");
+    let root = tmp("missing-root");
+    let out = install(&root, &from, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cargo build --release") && err.contains("--from"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(from);
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -12,6 +12,8 @@ use clap::Args;
 
 const CONFLIST: &str = include_str!("../../../deploy/10-weft.conflist");
 const UNIT: &str = include_str!("../../../deploy/weftd.service");
+/// Where Debian's containernetworking-plugins put the reference plugins.
+const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
 #[derive(Args)]
 pub struct InstallArgs {
@@ -98,6 +100,25 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
         println!("{verb:<12} {}", dst.display());
         if write && !a.dry_run {
             write_atomically(dst, bytes, *mode)?;
+        }
+    }
+    // the conflist chains portmap and bandwidth; runtimes that look only in
+    // the CNI bin dir (containerd) need them there, Debian ships them elsewhere
+    for plugin in ["portmap", "bandwidth"] {
+        let shipped = Path::new(REFERENCE_PLUGINS).join(plugin);
+        let dst = under(&a.root, &a.cni_bin_dir).join(plugin);
+        if shipped.exists() && dst.symlink_metadata().is_err() {
+            println!(
+                "{:<12} {} -> {}",
+                "linked",
+                dst.display(),
+                shipped.display()
+            );
+            if !a.dry_run {
+                fs::create_dir_all(dst.parent().context("no parent")?)?;
+                std::os::unix::fs::symlink(&shipped, &dst)
+                    .with_context(|| format!("linking {}", dst.display()))?;
+            }
         }
     }
     if a.dry_run {

@@ -54,6 +54,12 @@ fn install_lays_out_a_host_and_is_idempotent() {
     .unwrap();
     assert_eq!(conflist["plugins"][0]["type"], "weft-cni");
 
+    // the chained reference plugins are linked where containerd looks
+    if Path::new("/usr/lib/cni/portmap").exists() {
+        let link = std::fs::read_link(root.join("opt/cni/bin/portmap")).unwrap();
+        assert_eq!(link, Path::new("/usr/lib/cni/portmap"));
+    }
+
     // again: nothing changes
     let again = install(&root, &from, &[]);
     assert!(again.status.success());

@@ -132,13 +132,33 @@ impl Agent {
             if ep.netns == req.netns {
                 return Ok(result_of(&ep));
             }
-            return Err(CniError::new(
-                codes::INVALID_ENV,
-                format!(
-                    "container {} already has {} in netns {}; DEL it before adding it to {}",
-                    req.attachment.container_id, req.attachment.ifname, ep.netns, req.netns
-                ),
-            ));
+            if !Path::new(&ep.netns).exists() {
+                // The recorded container is gone and its DEL never came
+                // (`ctr run -d` never sends one; containerd names netns by
+                // /proc/<pid>/ns/net, which vanishes with the task): the
+                // name is being reused. Forget the dead one, then add.
+                self.del_locked(&DelRequest {
+                    attachment: ep.attachment.clone(),
+                    netns: String::new(),
+                    network: ep.network.clone(),
+                })?;
+                tracing::info!(container = %req.attachment.container_id, stale_netns = %ep.netns,
+                    "replaced an attachment whose netns is gone");
+                if !self.teardown.wait_clear(&ep.host_ifname, TEARDOWN_WAIT) {
+                    return Err(CniError::new(
+                        codes::TRY_AGAIN_LATER,
+                        format!("the previous interface {} of this container is still being torn down; retry shortly", ep.host_ifname),
+                    ));
+                }
+            } else {
+                return Err(CniError::new(
+                    codes::INVALID_ENV,
+                    format!(
+                        "container {} already has {} in netns {}; DEL it before adding it to {}",
+                        req.attachment.container_id, req.attachment.ifname, ep.netns, req.netns
+                    ),
+                ));
+            }
         }
         if !Path::new(&req.netns).exists() {
             return Err(CniError::new(
@@ -259,6 +279,11 @@ impl Agent {
     pub fn del(&self, req: &DelRequest) -> Result<(), CniError> {
         validate_attachment(&req.attachment)?;
         let _guard = self.lock_container(&req.attachment.container_id);
+        self.del_locked(req)
+    }
+
+    /// DEL under the container's lock, which the caller holds.
+    fn del_locked(&self, req: &DelRequest) -> Result<(), CniError> {
         let handle = AllocationAttrs {
             container_id: req.attachment.container_id.clone(),
             ifname: req.attachment.ifname.clone(),

@@ -132,6 +132,42 @@ fn add_wires_a_dual_stack_pod_and_is_idempotent() {
 }
 
 #[test]
+fn re_adding_a_container_whose_recorded_netns_is_gone_replaces_it() {
+    // containerd: `ctr run -d --cni` never sends DEL, and its netns path
+    // (/proc/<pid>/ns/net) vanishes with the task; running a container of the
+    // same name again must work, without leaking the first one's addresses
+    let f = fixture("reuse");
+    let first = f.agent.add(&add_req("c1")).unwrap();
+    let mut ep = f.agent.endpoints().get(&att("c1")).unwrap();
+    ep.netns = "/proc/4294967295/ns/net".into();
+    f.agent.endpoints().put(ep).unwrap();
+    // any path that exists stands for the new task's netns
+    let new_ns = tmpdir("reuse-ns").join("net");
+    std::fs::write(&new_ns, b"").unwrap();
+    let new_ns = new_ns.to_string_lossy().into_owned();
+    let mut again = add_req("c1");
+    again.netns = new_ns.clone();
+    let second = f
+        .agent
+        .add(&again)
+        .expect("the dead attachment is replaced");
+    assert_eq!(
+        second.interfaces[1].sandbox.as_deref(),
+        Some(new_ns.as_str())
+    );
+    assert_eq!(f.agent.endpoints().len(), 1);
+    assert_eq!(f.agent.endpoints().get(&att("c1")).unwrap().netns, new_ns);
+    let held = f.agent.ipam().allocations().unwrap();
+    assert_eq!(held.len(), 2, "one v4 and one v6, nothing leaked: {held:?}");
+    assert_eq!(first.ips.len(), 2);
+    // while the recorded netns still exists, a different one is refused
+    let mut third = add_req("c1");
+    third.netns = "/proc/self/ns/net".into();
+    assert_eq!(f.agent.add(&third).unwrap_err().code, 4);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&new_ns).parent().unwrap());
+}
+
+#[test]
 fn a_failed_attach_gives_the_addresses_back_at_once() {
     for (tag, op) in [
         ("fail-create", Op::CreateLink),

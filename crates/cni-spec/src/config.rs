@@ -181,6 +181,12 @@ pub fn too_large(len: usize) -> CniError {
     ))
 }
 
+fn missing_cni_version() -> CniError {
+    invalid(
+        "network config field cniVersion is missing; add \"cniVersion\": \"1.0.0\" to the config (the newest every libcni-1.1 runtime accepts)",
+    )
+}
+
 impl NetConf {
     /// Parses and validates a network config.
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
@@ -201,12 +207,13 @@ impl NetConf {
             )));
         };
 
+        // libcni (cnitool, podman, containerd) injects `"cniVersion": ""`
+        // when the config file has none: that is the same mistake. The advice
+        // is 1.0.0, not the newest: libcni 1.1 runtimes reject results newer
+        // than 1.0.0, after weft has already done the ADD.
         let cni_version = match obj.get("cniVersion") {
-            None | Some(Value::Null) => {
-                return Err(invalid(
-                    "network config field cniVersion is missing; add \"cniVersion\": \"1.1.0\" to the config",
-                ))
-            }
+            None | Some(Value::Null) => return Err(missing_cni_version()),
+            Some(Value::String(s)) if s.is_empty() => return Err(missing_cni_version()),
             Some(Value::String(s)) => CniVersion::parse(s)?,
             Some(other) => return Err(wrong_type("cniVersion", "a string", other)),
         };
@@ -541,6 +548,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap().len(), 1);
+    }
+
+    /// Interop (cnitool, libcni 1.1.2): a config file without cniVersion
+    /// reaches the plugin as `"cniVersion": ""`. It is reported as missing,
+    /// and the advice is a version libcni-1.1 runtimes accept (1.0.0): with
+    /// 1.1.0 they reject weft's result after the ADD was done.
+    #[test]
+    fn empty_cni_version_is_missing_and_advice_suits_libcni() {
+        for conf in [
+            r#"{"cniVersion":"","name":"n","type":"weft-cni"}"#,
+            r#"{"name":"n","type":"weft-cni"}"#,
+        ] {
+            let e = NetConf::parse(conf.as_bytes()).expect_err(conf);
+            assert_eq!(e.code, codes::INVALID_NETWORK_CONFIG, "{conf}");
+            assert!(e.msg.contains("cniVersion is missing"), "{}", e.msg);
+            assert!(e.msg.contains(r#""cniVersion": "1.0.0""#), "{}", e.msg);
+        }
     }
 
     #[test]

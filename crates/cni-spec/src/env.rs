@@ -16,6 +16,7 @@
 //! As in libcni, a variable set to the empty string counts as missing.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::error::{codes, CniError};
 use crate::version::CniVersion;
@@ -164,6 +165,37 @@ impl CniArgs {
     /// `K8S_POD_UID` (empty when absent).
     pub fn k8s_pod_uid(&self) -> &str {
         self.get("K8S_POD_UID").unwrap_or_default()
+    }
+
+    /// `IP`: static addresses, comma-separated, each with or without a
+    /// prefix length (the reference host-local's convention). podman sends
+    /// `podman run --ip` this way, and on `podman network reload` asks an
+    /// IPv4-only network for the container's old address this way. Empty
+    /// when absent; code 4 naming the value when it is not an address.
+    pub fn ips(&self) -> Result<Vec<IpAddr>, CniError> {
+        let Some(raw) = self.get("IP").filter(|v| !v.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in raw.split(',').map(str::trim) {
+            let addr = item
+                .split_once('/')
+                .map_or(item, |(a, _)| a)
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    CniError::new(
+                        codes::INVALID_ENV,
+                        format!(
+                            "CNI_ARGS IP={:?} is not a list of ip addresses; give IP=10.0.0.5 or IP=10.0.0.5,fd00::5",
+                            shorten(raw)
+                        ),
+                    )
+                })?;
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -369,6 +401,35 @@ pub(crate) fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Interop (podman 4, CNI backend): `podman run --ip A` and `podman
+    /// network reload` of a one-family network pass the static address as
+    /// CNI_ARGS `IP=A`, not as runtimeConfig.ips.
+    #[test]
+    fn ip_arg_is_a_static_request() {
+        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=s1;IP=10.244.0.50").unwrap();
+        assert_eq!(
+            a.ips().unwrap(),
+            vec!["10.244.0.50".parse::<IpAddr>().unwrap()]
+        );
+        let a = CniArgs::parse("IP=10.0.0.5/24, fd00::5,10.0.0.5").unwrap();
+        assert_eq!(
+            a.ips().unwrap(),
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse::<IpAddr>().unwrap()
+            ]
+        );
+        assert!(CniArgs::parse("K8S_POD_NAME=x")
+            .unwrap()
+            .ips()
+            .unwrap()
+            .is_empty());
+        assert!(CniArgs::parse("IP=").unwrap().ips().unwrap().is_empty());
+        let e = CniArgs::parse("IP=10.0.0.300").unwrap().ips().unwrap_err();
+        assert_eq!(e.code, codes::INVALID_ENV);
+        assert!(e.msg.contains("IP=\"10.0.0.300\""), "{}", e.msg);
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Result<CniEnv, CniError> {
         let map: HashMap<String, String> = pairs

@@ -246,7 +246,16 @@ fn dispatch(env: &CniEnv, conf: &NetConf) -> Result<Option<serde_json::Value>, C
                 mtu: conf.mtu,
                 want_ipv4: conf.ip_families.ipv4,
                 want_ipv6: conf.ip_families.ipv6,
-                requested_ips: conf.requested_ips(),
+                requested_ips: {
+                    // runtimeConfig.ips / args.cni.ips first; CNI_ARGS IP is
+                    // the older convention (podman's `--ip`, host-local's)
+                    let from_conf = conf.requested_ips();
+                    if from_conf.is_empty() {
+                        env.args.ips()?
+                    } else {
+                        from_conf
+                    }
+                },
             };
             (paths::CNI_ADD, body(&req)?)
         }

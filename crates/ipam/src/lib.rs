@@ -78,7 +78,10 @@
 //!
 //! A released address rests in quarantine until `now + quarantine` and is not
 //! handed out before; expired quarantine entries are dropped whenever the
-//! block is written anyway, never with a write of their own.
+//! block is written anyway, never with a write of their own. One exception:
+//! the handle that released it may ask for it back (a static request) while
+//! this `Ipam` remembers that release (in memory; `podman network reload`
+//! is a DEL and an ADD of the same container asking for its old addresses).
 //!
 //! Empty blocks stay claimed by the node; giving them back after a grace
 //! period comes with multi-node support, as does borrowing addresses from
@@ -274,6 +277,21 @@ struct Cached {
 struct State {
     /// This node's blocks, by key.
     blocks: BTreeMap<String, Cached>,
+    /// Handle -> the addresses it released into quarantine and until when,
+    /// while that quarantine lasts (in memory only). Lets the same handle
+    /// take them back: `podman network reload` is a DEL followed at once by
+    /// an ADD of the same container asking for its old addresses.
+    released: HashMap<String, Vec<(IpAddr, u64)>>,
+}
+
+impl State {
+    /// Whether `handle` itself put `addr` in the quarantine that lasts
+    /// until `until` (nobody held the address since).
+    fn released_by(&self, handle: &str, addr: IpAddr, until: u64) -> bool {
+        self.released
+            .get(handle)
+            .is_some_and(|r| r.contains(&(addr, until)))
+    }
 }
 
 /// One block write an operation needs: the block's new record and the
@@ -933,11 +951,17 @@ impl Ipam {
                 holder.holder()
             )));
         }
-        if let Some(until) = rec.quarantine.get(&ordinal).filter(|&&u| u > now) {
-            return Err(refuse(format!(
+        if let Some(&until) = rec.quarantine.get(&ordinal).filter(|&&u| u > now) {
+            // the quarantine keeps an address from a *new* owner; the handle
+            // that released it may have it back (same container, same ifname)
+            if st.released_by(&alloc.handle, addr, until) {
+                rec.quarantine.remove(&ordinal);
+            } else {
+                return Err(refuse(format!(
                 "it was released recently and rests in quarantine for another {}s; retry then or ask for another address",
                 (until - now).div_ceil(1000)
             )));
+            }
         }
         rec.affinity = Some(self.cfg.node.clone());
         rec.prune(now);
@@ -1037,6 +1061,14 @@ impl Ipam {
         let freed = self.free_in_blocks(&mut st, &keys, until, |_, _, a| a.handle == handle)?;
         let mut out: Vec<IpAddr> = freed.into_iter().map(|f| f.address).collect();
         out.sort();
+        if let Some(until) = until.filter(|_| !out.is_empty()) {
+            let now = self.clock.now_ms();
+            st.released.retain(|_, r| r.iter().any(|&(_, u)| u > now));
+            st.released.insert(
+                handle.to_string(),
+                out.iter().map(|&a| (a, until)).collect(),
+            );
+        }
         Ok(out)
     }
 

@@ -470,6 +470,49 @@ fn release_of_an_unknown_handle_is_a_noop() {
     assert_eq!(env.store.reads(), r, "release reads nothing");
 }
 
+/// Interop (podman 4, `podman network reload`): DEL then, at once, ADD of
+/// the same container asking for the addresses it had. The handle that put
+/// an address in quarantine may take it back; anyone else is still refused,
+/// and so is the handle once someone else held the address in between.
+#[test]
+fn the_releasing_handle_may_take_its_quarantined_address_back() {
+    let env = Env::new(cfg(vec![pool("10.9.0.0/24", 26), pool("fd00:9::/64", 122)]));
+    let had = env.alloc("a", &dual()).unwrap();
+    env.advance_ms(1_000);
+    env.ipam.release(&h("a")).unwrap();
+    let back = AllocRequest {
+        ipv4: true,
+        ipv6: true,
+        requested: had.clone(),
+    };
+    let err = env.alloc("b", &back).unwrap_err();
+    assert!(err.to_string().contains("quarantine"), "{err}");
+    assert_eq!(
+        env.alloc("a", &back).unwrap(),
+        had,
+        "same handle, same addresses"
+    );
+    // no longer quarantined (it is allocated again): the books are consistent
+    assert!(env
+        .ipam
+        .check(&live(&[&h("a")]))
+        .unwrap()
+        .problems
+        .is_empty());
+
+    // released again, then handed to b after the quarantine: a may not
+    // reclaim it from a later quarantine b started
+    env.ipam.release(&h("a")).unwrap();
+    env.advance_ms(DEFAULT_QUARANTINE.as_millis() as u64);
+    assert_eq!(
+        env.alloc("b", &fixed("10.9.0.1")).unwrap(),
+        vec![ip("10.9.0.1")]
+    );
+    env.ipam.release(&h("b")).unwrap();
+    let err = env.alloc("a", &fixed("10.9.0.1")).unwrap_err();
+    assert!(err.to_string().contains("quarantine"), "{err}");
+}
+
 #[test]
 fn quarantine_is_honoured_exactly() {
     // A /30 pool with one /30 block: .0 and .3 are reserved, .1 and .2 usable.

@@ -13,6 +13,7 @@ packages=(
   containerd
   golang-go golang-github-appc-cni-dev  # cnitool, built from Debian's libcni source
   busybox-static              # the container image of runtime tests
+  etcd-server etcd-client     # the distributed store (multi-node labs, store tests)
   procps psmisc               # ps, pgrep, fuser in scripts
   librsvg2-bin                # rsvg-convert: benchmark charts as PNG
 )

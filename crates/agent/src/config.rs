@@ -66,10 +66,60 @@ pub struct AgentConfig {
     #[arg(long)]
     pub underlay_iface: Option<String>,
 
+    /// Where cluster state (IPAM, node registry) lives: `embedded` (one node,
+    /// a file in --state-dir) or `etcd` (a cluster; see --etcd-endpoints).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(long, env = "WEFT_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// How other nodes' pod blocks are reached (with --store etcd).
+    #[arg(long, value_enum, default_value_t = Routing::Overlay)]
+    pub routing: Routing,
+
+    /// This node's underlay addresses, as other nodes reach it (repeat for
+    /// IPv4 and IPv6). Required with --store etcd.
+    #[arg(long = "node-ip", value_delimiter = ',')]
+    pub node_ips: Vec<std::net::IpAddr>,
+
+    /// VXLAN network identifier of the overlay.
+    #[arg(long, default_value_t = 4096)]
+    pub vxlan_vni: u32,
+
+    /// UDP port of the overlay.
+    #[arg(long, default_value_t = 4789)]
+    pub vxlan_port: u16,
+
+    /// Seconds a node's registration outlives its last renewal: a node that
+    /// stops (crash, partition) leaves everyone's routes this long after.
+    #[arg(long, default_value_t = 10)]
+    pub node_lease_seconds: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "weft_agent=debug".
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routing {
+    /// VXLAN between nodes: works on any underlay, costs 50 bytes of MTU.
+    Overlay,
+    /// A route per remote block via the node's underlay address (one L2).
+    Native,
+}
+
+/// The overlay's device name.
+pub const VXLAN_DEVICE: &str = "weft.vxlan";
+/// IPv4 + UDP + VXLAN headers that the overlay adds to every packet.
+pub const VXLAN_OVERHEAD: u32 = 50;
 
 impl AgentConfig {
     pub fn quarantine(&self) -> Duration {

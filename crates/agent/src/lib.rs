@@ -13,6 +13,7 @@ pub mod config;
 pub mod endpoints;
 pub mod naming;
 pub mod reconcile;
+pub mod registry;
 pub mod server;
 pub mod teardown;
 
@@ -20,22 +21,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use weft_datapath::{Datapath, LinuxDatapath, NodeSetup};
+use weft_datapath::{Datapath, LinuxDatapath, NodeSetup, OverlaySetup, RoutingMode};
 use weft_ipam::{Ipam, IpamConfig, PoolConfig, SystemClock};
 use weft_store::embedded::EmbeddedStore;
 use weft_store::Store;
 
 use crate::agent::{Agent, NodeFacts};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Routing, StoreKind, VXLAN_DEVICE, VXLAN_OVERHEAD};
 
 /// Builds the agent from its configuration: opens the stores, prepares the
 /// node, reconciles, replays the spool. Does not serve yet.
 pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
-    let ipam_store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&cfg.state_dir.join("ipam.db")).context("opening the IPAM store")?,
-    );
+    let ipam_store: Arc<dyn Store> = match cfg.store {
+        StoreKind::Embedded => Arc::new(
+            EmbeddedStore::open(&cfg.state_dir.join("ipam.db"))
+                .context("opening the IPAM store")?,
+        ),
+        StoreKind::Etcd => {
+            if cfg.etcd_endpoints.is_empty() {
+                anyhow::bail!("--store etcd needs --etcd-endpoints http://HOST:2379[,http://HOST2:2379…]");
+            }
+            Arc::new(
+                weft_store::etcd::EtcdStore::connect(&cfg.etcd_endpoints, Default::default())
+                    .with_context(|| format!("connecting to etcd at {}", cfg.etcd_endpoints.join(",")))?,
+            )
+        }
+    };
     let local_store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
             .context("opening the endpoint store")?,
@@ -68,7 +81,7 @@ pub fn build_with(
     ipam_cfg.quarantine = cfg.quarantine();
     ipam_cfg.gc_grace = cfg.gc_grace();
     let backend = ipam_store.backend().to_string();
-    let ipam = Ipam::new(ipam_store, ipam_cfg, Arc::new(SystemClock)).context("setting up IPAM")?;
+    let ipam = Ipam::new(ipam_store.clone(), ipam_cfg, Arc::new(SystemClock)).context("setting up IPAM")?;
 
     datapath
         .prepare_node(&NodeSetup {
@@ -76,16 +89,25 @@ pub fn build_with(
             nat_outgoing: cfg.nat_outgoing,
         })
         .context("preparing the node (forwarding, masquerade)")?;
-    let (underlay, pod_mtu) = match cfg.mtu {
-        Some(mtu) => (None, mtu),
-        None => match datapath.underlay_mtu(cfg.underlay_iface.as_deref()) {
-            Ok((iface, mtu)) => (Some(iface), mtu),
-            Err(e) => {
+    let (underlay, underlay_mtu) = match datapath.underlay_mtu(cfg.underlay_iface.as_deref()) {
+        Ok((iface, mtu)) => (Some(iface), mtu),
+        Err(e) => {
+            if cfg.mtu.is_none() {
                 tracing::warn!(error = %e, "cannot find the underlay interface; pods get MTU 1500 (set --mtu or --underlay-iface)");
-                (None, 1500)
             }
-        },
+            (None, 1500)
+        }
     };
+    let cluster = cfg.store == StoreKind::Etcd;
+    let overlay = cluster && cfg.routing == Routing::Overlay;
+    let pod_mtu = cfg.mtu.unwrap_or(if overlay {
+        underlay_mtu - VXLAN_OVERHEAD
+    } else {
+        underlay_mtu
+    });
+    if cluster {
+        start_cluster(cfg, &node, &ipam_store, &datapath, underlay.as_deref(), underlay_mtu)?;
+    }
 
     let (endpoints, bad) = endpoints::Endpoints::load(local_store).context("loading endpoints")?;
     for e in bad {
@@ -116,6 +138,62 @@ pub fn build_with(
         tracing::error!(problem = %e, "spool replay");
     }
     Ok(agent)
+}
+
+/// Joins the cluster: the overlay device (in overlay mode), this node's
+/// registration, and the reconciler that keeps routes to the other nodes.
+fn start_cluster(
+    cfg: &AgentConfig,
+    node: &str,
+    store: &Arc<dyn Store>,
+    datapath: &Arc<dyn Datapath>,
+    underlay: Option<&str>,
+    underlay_mtu: u32,
+) -> anyhow::Result<()> {
+    let v4 = cfg.node_ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(a) => Some(*a),
+        std::net::IpAddr::V6(_) => None,
+    });
+    let v6 = cfg.node_ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V6(a) => Some(*a),
+        std::net::IpAddr::V4(_) => None,
+    });
+    if v4.is_none() && v6.is_none() {
+        anyhow::bail!("--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)");
+    }
+    let mode = match cfg.routing {
+        Routing::Overlay => RoutingMode::Overlay,
+        Routing::Native => RoutingMode::Native,
+    };
+    let vtep_mac = match mode {
+        RoutingMode::Overlay => Some(
+            datapath
+                .ensure_overlay(&OverlaySetup {
+                    device: VXLAN_DEVICE.to_string(),
+                    vni: cfg.vxlan_vni,
+                    port: cfg.vxlan_port,
+                    local_v4: v4,
+                    local_v6: v6,
+                    underlay_dev: underlay.map(str::to_string),
+                    mtu: underlay_mtu - VXLAN_OVERHEAD,
+                })
+                .context("creating the VXLAN device")?,
+        ),
+        RoutingMode::Native => None,
+    };
+    registry::start_registration(
+        store.clone(),
+        registry::NodeRecord {
+            name: node.to_string(),
+            underlay_v4: v4,
+            underlay_v6: v6,
+            vtep_mac: vtep_mac.map(weft_datapath::format_mac),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        Duration::from_secs(cfg.node_lease_seconds.max(2)),
+    );
+    registry::start_reconciler(store.clone(), datapath.clone(), node.to_string(), mode, VXLAN_DEVICE.to_string());
+    Ok(())
 }
 
 /// Runs periodic leak collection until the process ends.

@@ -72,6 +72,10 @@ pub enum DatapathError {
     #[error("no default route (ipv4 or ipv6) to detect the underlay interface; set the underlay interface or the mtu explicitly")]
     NoDefaultRoute,
 
+    /// A peer node that `sync_peers` cannot route to (nothing was changed).
+    #[error("cannot route to node {peer}: {reason}")]
+    InvalidPeer { peer: String, reason: String },
+
     /// A failure injected by [`crate::RecordingDatapath`] (tests only).
     #[error("{0}")]
     Injected(String),

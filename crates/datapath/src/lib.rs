@@ -13,6 +13,10 @@
 //! neighbour entries pointing at [`HOST_VETH_MAC`], the MAC of every host-side
 //! veth. The host side has a host route and a permanent neighbour per pod
 //! address, so neither side ever needs ARP or neighbour discovery.
+//!
+//! Between nodes, [`Datapath::sync_peers`] routes the other nodes' pod blocks
+//! either over a VXLAN device ([`Datapath::ensure_overlay`]) or natively via
+//! their underlay addresses; [`routing`] describes what each mode programs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -23,11 +27,13 @@ pub mod nat;
 pub mod netlink;
 pub mod netns;
 mod recording;
+pub mod routing;
 pub mod sysctl;
 
 pub use error::DatapathError;
 pub use linux::LinuxDatapath;
-pub use recording::{Call, Op, RecordingDatapath};
+pub use recording::{Call, ModelRoute, Op, RecordingDatapath};
+pub use routing::{OverlaySetup, PeerNode, RoutingMode, SyncReport};
 
 /// The pod's default gateway (IPv4): configured on no interface, answered by
 /// a permanent neighbour entry in the pod.
@@ -108,6 +114,26 @@ pub trait Datapath: Send + Sync {
     /// The underlay interface and its MTU: `iface` if given, else the device of
     /// the default route (IPv4, then IPv6).
     fn underlay_mtu(&self, iface: Option<&str>) -> Result<(String, u32), DatapathError>;
+    /// Creates (or fixes) this node's VXLAN device: no learning, no multicast
+    /// group, UDP port `port`, MTU ([`OverlaySetup::effective_mtu`]), up. A
+    /// device of that name with other VXLAN settings (or not VXLAN) is
+    /// replaced; MTU and up are fixed in place. Returns its MAC (the node's
+    /// VTEP MAC, published in the registry). Idempotent.
+    fn ensure_overlay(&self, setup: &OverlaySetup) -> Result<[u8; 6], DatapathError>;
+    /// Makes the kernel's routes to other nodes' blocks exactly `peers`: an
+    /// idempotent full sync that removes what is no longer wanted and touches
+    /// nothing weft did not make (routes carry protocol
+    /// [`netlink::RTPROT_WEFT`]; neighbours and FDB entries live on weft's
+    /// VXLAN device). See [`routing`] for what each mode programs. A peer that
+    /// cannot be served fails the call before anything changes
+    /// ([`DatapathError::InvalidPeer`]); in overlay mode the device must exist.
+    /// In native mode the VXLAN device's entries, if it exists, are removed.
+    fn sync_peers(
+        &self,
+        mode: RoutingMode,
+        overlay_device: &str,
+        peers: &[PeerNode],
+    ) -> Result<SyncReport, DatapathError>;
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase.

@@ -84,11 +84,37 @@ pub const RTM_F_FIB_MATCH: u32 = 0x2000;
 
 pub const NDA_DST: u16 = 1;
 pub const NDA_LLADDR: u16 = 2;
+pub const NDA_IFINDEX: u16 = 8;
 pub const NUD_PERMANENT: u16 = 0x80;
+/// `ndm_flags`: the entry is the device's own (a VXLAN FDB entry), not its
+/// bridge master's.
+pub const NTF_SELF: u8 = 0x02;
+/// `rtm_flags` / `rtnh_flags`: the gateway is on the link, whatever the
+/// routes to it say.
+pub const RTNH_F_ONLINK: u32 = 0x4;
+/// A wildcard scope, for deletes.
+pub const RT_SCOPE_NOWHERE: u8 = 255;
+
+/// The rtnetlink protocol number (`rtm_protocol`) of the routes weft makes
+/// to other nodes' pod blocks: 201. Neither the kernel (`linux/rtnetlink.h`
+/// ends at `RTPROT_EIGRP` 192) nor iproute2's `rt_protos` (`eigrp` 192 is its
+/// highest) use 200 and above; routing daemons are told to leave 200-254 to
+/// local use. `sync_peers` prunes only routes of this protocol, and
+/// `ip route show proto 201` lists them.
+pub const RTPROT_WEFT: u8 = 201;
+
+// linux/if_link.h: IFLA_VXLAN_*
+pub const IFLA_VXLAN_ID: u16 = 1;
+pub const IFLA_VXLAN_LINK: u16 = 3;
+pub const IFLA_VXLAN_LOCAL: u16 = 4;
+pub const IFLA_VXLAN_LEARNING: u16 = 7;
+pub const IFLA_VXLAN_PORT: u16 = 15;
+pub const IFLA_VXLAN_LOCAL6: u16 = 17;
 
 pub const IFF_UP: u32 = 0x1;
 
 pub const AF_UNSPEC: u8 = 0;
+pub const AF_BRIDGE: u8 = libc::AF_BRIDGE as u8;
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
 
@@ -372,6 +398,9 @@ fn str_of(p: &[u8]) -> String {
 
 fn ip_of(family: u8, p: &[u8]) -> Option<IpAddr> {
     match (family, p.len()) {
+        // a VXLAN FDB entry's remote is of either family, told by its length
+        (AF_BRIDGE, 4) => ip_of(AF_INET, p),
+        (AF_BRIDGE, 16) => ip_of(AF_INET6, p),
         (AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(p).ok()?))),
         (AF_INET6, 16) => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(p).ok()?))),
         _ => None,
@@ -452,6 +481,47 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkMsg> {
     Some(l)
 }
 
+/// The VXLAN settings of a link (`IFLA_INFO_DATA` of kind `vxlan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: u32,
+    /// The UDP destination port (host order).
+    pub port: u16,
+    /// `IFLA_VXLAN_LOCAL` or `IFLA_VXLAN_LOCAL6`.
+    pub local: Option<IpAddr>,
+    /// `IFLA_VXLAN_LINK`: the underlay device, 0 or absent for none.
+    pub link: Option<u32>,
+    pub learning: bool,
+}
+
+/// The VXLAN settings of an `RTM_NEWLINK` payload; `None` unless its kind is
+/// `vxlan`.
+pub fn parse_vxlan(payload: &[u8]) -> Option<VxlanInfo> {
+    let info = find_attr(payload.get(16..)?, IFLA_LINKINFO)?;
+    if find_attr(info, IFLA_INFO_KIND).map(str_of).as_deref() != Some("vxlan") {
+        return None;
+    }
+    let mut v = VxlanInfo {
+        vni: 0,
+        port: 0,
+        local: None,
+        link: None,
+        learning: true,
+    };
+    for (ty, p) in attrs(find_attr(info, IFLA_INFO_DATA).unwrap_or(&[])) {
+        match ty {
+            IFLA_VXLAN_ID => v.vni = u32_of(p).unwrap_or(0),
+            IFLA_VXLAN_PORT => v.port = p.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
+            IFLA_VXLAN_LOCAL => v.local = ip_of(AF_INET, p),
+            IFLA_VXLAN_LOCAL6 => v.local = ip_of(AF_INET6, p),
+            IFLA_VXLAN_LINK => v.link = u32_of(p).filter(|&i| i != 0),
+            IFLA_VXLAN_LEARNING => v.learning = p.first().is_some_and(|&b| b != 0),
+            _ => {}
+        }
+    }
+    Some(v)
+}
+
 /// An address from an `RTM_NEWADDR` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrMsg {
@@ -489,7 +559,11 @@ pub struct RouteMsg {
     pub family: u8,
     pub dst_len: u8,
     pub table: u32,
+    /// `rtm_protocol`: who made the route ([`RTPROT_WEFT`] for weft's).
+    pub protocol: u8,
     pub rtype: u8,
+    /// `rtm_flags` (e.g. [`RTNH_F_ONLINK`]).
+    pub flags: u32,
     pub dst: Option<IpAddr>,
     pub gateway: Option<IpAddr>,
     /// `RTA_OIF`, or the first nexthop's device of a multipath route.
@@ -506,7 +580,9 @@ pub fn parse_route(payload: &[u8]) -> Option<RouteMsg> {
         family,
         dst_len: payload[1],
         table: payload[4] as u32,
+        protocol: payload[5],
         rtype: payload[7],
+        flags: u32_of(&payload[8..12])?,
         dst: None,
         gateway: None,
         oif: None,
@@ -532,8 +608,11 @@ pub fn parse_route(payload: &[u8]) -> Option<RouteMsg> {
 /// A neighbour from an `RTM_NEWNEIGH` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighMsg {
+    pub family: u8,
     pub ifindex: u32,
     pub state: u16,
+    /// `ndm_flags` (e.g. [`NTF_SELF`]).
+    pub flags: u8,
     pub dst: Option<IpAddr>,
     pub lladdr: Option<[u8; 6]>,
 }
@@ -544,8 +623,10 @@ pub fn parse_neigh(payload: &[u8]) -> Option<NeighMsg> {
     }
     let family = payload[0];
     let mut n = NeighMsg {
+        family,
         ifindex: u32::from_ne_bytes(payload[4..8].try_into().ok()?),
         state: u16::from_ne_bytes([payload[8], payload[9]]),
+        flags: payload[10],
         dst: None,
         lladdr: None,
     };
@@ -764,6 +845,148 @@ pub fn get_neigh(ifindex: u32, ip: IpAddr) -> Msg {
     Msg::new(RTM_GETNEIGH, NLM_F_ACK)
         .ndmsg(family_of(ip), ifindex as i32, 0, 0, 0)
         .attr_ip(NDA_DST, ip)
+}
+
+/// `RTM_DELNEIGH` of an IP neighbour.
+pub fn del_neigh(ifindex: u32, ip: IpAddr) -> Msg {
+    Msg::new(RTM_DELNEIGH, NLM_F_ACK)
+        .ndmsg(family_of(ip), ifindex as i32, 0, 0, 0)
+        .attr_ip(NDA_DST, ip)
+}
+
+/// `RTM_GETNEIGH` dump of one link's neighbours of one family: IP families
+/// are filtered with `NDA_IFINDEX` (strict checking wants `ndm_ifindex` 0),
+/// the bridge FDB (`AF_BRIDGE`) with `ndm_ifindex`.
+pub fn dump_neighs_on(family: u8, ifindex: u32) -> Msg {
+    if family == AF_BRIDGE {
+        Msg::new(RTM_GETNEIGH, NLM_F_DUMP).ndmsg(family, ifindex as i32, 0, 0, 0)
+    } else {
+        Msg::new(RTM_GETNEIGH, NLM_F_DUMP)
+            .ndmsg(family, 0, 0, 0, 0)
+            .attr_u32(NDA_IFINDEX, ifindex)
+    }
+}
+
+/// `RTM_NEWNEIGH` (create or replace) of a static VXLAN FDB entry: frames to
+/// `mac` leave `ifindex` in UDP to `dst` (`bridge fdb replace MAC dev D dst
+/// IP self permanent`).
+pub fn new_fdb(ifindex: u32, mac: [u8; 6], dst: IpAddr) -> Msg {
+    Msg::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+        .ndmsg(AF_BRIDGE, ifindex as i32, NUD_PERMANENT, NTF_SELF, 0)
+        .attr(NDA_LLADDR, &mac)
+        .attr_ip(NDA_DST, dst)
+}
+
+/// `RTM_DELNEIGH` of one remote of a VXLAN FDB entry.
+pub fn del_fdb(ifindex: u32, mac: [u8; 6], dst: IpAddr) -> Msg {
+    Msg::new(RTM_DELNEIGH, NLM_F_ACK)
+        .ndmsg(AF_BRIDGE, ifindex as i32, 0, NTF_SELF, 0)
+        .attr(NDA_LLADDR, &mac)
+        .attr_ip(NDA_DST, dst)
+}
+
+/// Parameters of a VXLAN device.
+#[derive(Debug, Clone)]
+pub struct VxlanSpec<'a> {
+    pub name: &'a str,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Option<IpAddr>,
+    /// The underlay device's ifindex.
+    pub link: Option<u32>,
+    /// 0: the kernel's default.
+    pub mtu: u32,
+}
+
+/// `RTM_NEWLINK` creating a VXLAN device, up: no learning, no group, no
+/// default remote (every destination comes from a static FDB entry).
+pub fn new_vxlan(v: &VxlanSpec<'_>) -> Msg {
+    let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        .ifinfomsg(AF_UNSPEC, 0, IFF_UP, IFF_UP)
+        .attr_str(IFLA_IFNAME, v.name)
+        .attr_if(v.mtu != 0, IFLA_MTU, &v.mtu.to_ne_bytes())
+        .begin_nest(IFLA_LINKINFO)
+        .attr_str(IFLA_INFO_KIND, "vxlan")
+        .begin_nest(IFLA_INFO_DATA)
+        .attr_u32(IFLA_VXLAN_ID, v.vni)
+        .attr(IFLA_VXLAN_LEARNING, &[0])
+        .attr(IFLA_VXLAN_PORT, &v.port.to_be_bytes());
+    match v.local {
+        Some(IpAddr::V4(a)) => m = m.attr(IFLA_VXLAN_LOCAL, &a.octets()),
+        Some(IpAddr::V6(a)) => m = m.attr(IFLA_VXLAN_LOCAL6, &a.octets()),
+        None => {}
+    }
+    if let Some(link) = v.link {
+        m = m.attr_u32(IFLA_VXLAN_LINK, link);
+    }
+    m.end_nest().end_nest()
+}
+
+/// `RTM_NEWLINK` setting a link's MTU and up.
+pub fn set_link_mtu_up(index: u32, mtu: u32) -> Msg {
+    Msg::new(RTM_NEWLINK, NLM_F_ACK)
+        .ifinfomsg(AF_UNSPEC, index as i32, IFF_UP, IFF_UP)
+        .attr_u32(IFLA_MTU, mtu)
+}
+
+/// A route weft makes to another node's pod block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerRoute {
+    pub dst: IpAddr,
+    pub dst_len: u8,
+    pub gateway: IpAddr,
+    /// The device; `None` lets the kernel resolve the gateway (native mode).
+    pub oif: Option<u32>,
+    pub onlink: bool,
+}
+
+/// `RTM_NEWROUTE` of a [`PeerRoute`] in the main table with protocol
+/// [`RTPROT_WEFT`]; `NLM_F_EXCL`, so a route of the same prefix and metric
+/// that someone else made is never replaced (the request fails with EEXIST).
+pub fn new_peer_route(r: &PeerRoute) -> Msg {
+    let flags = if r.onlink { RTNH_F_ONLINK } else { 0 };
+    let m = Msg::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        .rtmsg(
+            family_of(r.dst),
+            r.dst_len,
+            RT_TABLE_MAIN,
+            RTPROT_WEFT,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+            flags,
+        )
+        .attr_ip(RTA_DST, r.dst)
+        .attr_ip(RTA_GATEWAY, r.gateway);
+    match r.oif {
+        Some(oif) => m.attr_u32(RTA_OIF, oif),
+        None => m,
+    }
+}
+
+/// `RTM_DELROUTE` of exactly the dumped route `r` (prefix, protocol, metric,
+/// gateway, device): the kernel matches every given field, so only that
+/// route goes.
+pub fn del_route(r: &RouteMsg) -> Msg {
+    let mut m = Msg::new(RTM_DELROUTE, NLM_F_ACK).rtmsg(
+        r.family,
+        r.dst_len,
+        RT_TABLE_MAIN,
+        r.protocol,
+        RT_SCOPE_NOWHERE,
+        r.rtype,
+        0,
+    );
+    if let Some(dst) = r.dst {
+        m = m.attr_ip(RTA_DST, dst);
+    }
+    if let Some(gw) = r.gateway {
+        m = m.attr_ip(RTA_GATEWAY, gw);
+    }
+    if let Some(oif) = r.oif {
+        m = m.attr_u32(RTA_OIF, oif);
+    }
+    m.attr_u32(RTA_PRIORITY, r.priority)
+        .attr_u32(RTA_TABLE, r.table)
 }
 
 // ---- the socket ----
@@ -1374,6 +1597,91 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_request_roundtrips_through_parse() {
+        let m = new_vxlan(&VxlanSpec {
+            name: "weft.vxlan",
+            vni: 4096,
+            port: 4789,
+            local: Some("198.18.0.1".parse().unwrap()),
+            link: Some(2),
+            mtu: 1450,
+        })
+        .finish(1);
+        // the request's ifinfomsg + attributes parse like a kernel answer
+        let payload = &m[NLMSG_HDRLEN..];
+        let l = parse_link(payload).unwrap();
+        assert_eq!((l.name.as_str(), l.mtu), ("weft.vxlan", 1450));
+        assert_eq!(l.kind.as_deref(), Some("vxlan"));
+        assert_eq!(
+            parse_vxlan(payload).unwrap(),
+            VxlanInfo {
+                vni: 4096,
+                port: 4789,
+                local: Some("198.18.0.1".parse().unwrap()),
+                link: Some(2),
+                learning: false,
+            }
+        );
+        // the port is in network order on the wire
+        let info = find_attr(&payload[16..], IFLA_LINKINFO).unwrap();
+        let data = find_attr(info, IFLA_INFO_DATA).unwrap();
+        assert_eq!(find_attr(data, IFLA_VXLAN_PORT).unwrap(), &[0x12, 0xb5]);
+        // a veth is not vxlan
+        let veth = new_veth(&VethSpec {
+            name: "v",
+            mac: [0xee; 6],
+            mtu: 0,
+            peer_name: "p",
+            peer_netns_fd: 3,
+        })
+        .finish(1);
+        assert_eq!(parse_vxlan(&veth[NLMSG_HDRLEN..]), None);
+    }
+
+    #[test]
+    fn peer_route_carries_weft_protocol() {
+        let r = PeerRoute {
+            dst: "10.244.0.64".parse().unwrap(),
+            dst_len: 26,
+            gateway: "198.18.0.2".parse().unwrap(),
+            oif: Some(9),
+            onlink: true,
+        };
+        let m = new_peer_route(&r).finish(1);
+        assert_eq!(u16::from_ne_bytes([m[6], m[7]]), 0x0605); // REQ|ACK|EXCL|CREATE
+        let parsed = parse_route(&m[NLMSG_HDRLEN..]).unwrap();
+        assert_eq!(parsed.protocol, RTPROT_WEFT);
+        assert_eq!(parsed.flags, RTNH_F_ONLINK);
+        assert_eq!(parsed.dst, Some(r.dst));
+        assert_eq!(parsed.gateway, Some(r.gateway));
+        assert_eq!(parsed.oif, Some(9));
+        // the delete names exactly that route
+        let d = del_route(&parsed).finish(2);
+        assert_eq!(u16::from_ne_bytes([d[4], d[5]]), RTM_DELROUTE);
+        let again = parse_route(&d[NLMSG_HDRLEN..]).unwrap();
+        assert_eq!(
+            (again.protocol, again.dst, again.gateway, again.oif),
+            (RTPROT_WEFT, parsed.dst, parsed.gateway, parsed.oif)
+        );
+    }
+
+    #[test]
+    fn fdb_request_bytes() {
+        let m = new_fdb(7, [2, 0, 0, 0, 0, 1], "198.18.0.2".parse().unwrap()).finish(1);
+        let n = parse_neigh(&m[NLMSG_HDRLEN..]).unwrap();
+        assert_eq!(n.family, AF_BRIDGE);
+        assert_eq!(n.ifindex, 7);
+        assert_eq!(n.state, NUD_PERMANENT);
+        assert_eq!(n.flags, NTF_SELF);
+        assert_eq!(n.lladdr, Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(n.dst, Some("198.18.0.2".parse().unwrap()));
+        // IP neighbour dumps filter by attribute, ndm_ifindex stays 0
+        let d = dump_neighs_on(AF_INET, 7).finish(1);
+        assert_eq!(&d[20..24], &ne32(0));
+        assert_eq!(find_attr(&d[28..], NDA_IFINDEX), Some(&ne32(7)[..]));
+    }
+
+    #[test]
     fn malformed_input_does_not_panic() {
         for len in 0..64 {
             let b = vec![0xffu8; len];
@@ -1383,6 +1691,7 @@ mod tests {
             let _ = parse_route(&b);
             let _ = parse_addr(&b);
             let _ = parse_neigh(&b);
+            let _ = parse_vxlan(&b);
         }
     }
 }

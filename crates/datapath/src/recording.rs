@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{Attached, Datapath, DatapathError, HostLink, NodeSetup, PodLink};
+use crate::{
+    Attached, Datapath, DatapathError, HostLink, NodeSetup, OverlaySetup, PeerNode, PodLink,
+    RoutingMode, SyncReport,
+};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +16,23 @@ pub enum Call {
     CreateLink(PodLink),
     ConfigureLink(PodLink),
     Detach(String),
-    Check { link: PodLink, pod_mac: [u8; 6] },
-    RestoreHostSide { link: PodLink, pod_mac: [u8; 6] },
+    Check {
+        link: PodLink,
+        pod_mac: [u8; 6],
+    },
+    RestoreHostSide {
+        link: PodLink,
+        pod_mac: [u8; 6],
+    },
     ListHostLinks(String),
     PrepareNode(NodeSetup),
     UnderlayMtu(Option<String>),
+    EnsureOverlay(OverlaySetup),
+    SyncPeers {
+        mode: RoutingMode,
+        overlay_device: String,
+        peers: Vec<PeerNode>,
+    },
 }
 
 impl Call {
@@ -32,6 +47,8 @@ impl Call {
             Call::ListHostLinks(_) => Op::ListHostLinks,
             Call::PrepareNode(_) => Op::PrepareNode,
             Call::UnderlayMtu(_) => Op::UnderlayMtu,
+            Call::EnsureOverlay(_) => Op::EnsureOverlay,
+            Call::SyncPeers { .. } => Op::SyncPeers,
         }
     }
 }
@@ -48,6 +65,15 @@ pub enum Op {
     ListHostLinks,
     PrepareNode,
     UnderlayMtu,
+    EnsureOverlay,
+    SyncPeers,
+}
+
+/// A peer route in the model of [`RecordingDatapath`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelRoute {
+    pub peer: String,
+    pub mode: RoutingMode,
 }
 
 type ErrFn = Arc<dyn Fn(&Call) -> DatapathError + Send + Sync>;
@@ -65,6 +91,10 @@ struct State {
     check_problems: Vec<String>,
     restore_changes: bool,
     underlay: Option<(String, u32)>,
+    /// overlay device → (setup, VTEP MAC)
+    overlays: BTreeMap<String, (OverlaySetup, [u8; 6])>,
+    /// block (truncated) → route, as the last successful sync left them
+    peer_routes: BTreeMap<ipnet::IpNet, ModelRoute>,
 }
 
 /// Records calls; see the module docs. Cheap to clone (shared state), so a
@@ -149,6 +179,16 @@ impl RecordingDatapath {
     /// What `underlay_mtu(None)` answers (default `("eth0", 1500)`).
     pub fn set_underlay(&self, name: &str, mtu: u32) {
         self.lock().underlay = Some((name.to_string(), mtu));
+    }
+
+    /// The overlay devices `ensure_overlay` made: device → (setup, VTEP MAC).
+    pub fn overlays(&self) -> BTreeMap<String, (OverlaySetup, [u8; 6])> {
+        self.lock().overlays.clone()
+    }
+
+    /// The peer routes the last successful `sync_peers` left, by block.
+    pub fn peer_routes(&self) -> BTreeMap<ipnet::IpNet, ModelRoute> {
+        self.lock().peer_routes.clone()
     }
 
     /// The links attached and not detached, by host ifname.
@@ -283,6 +323,92 @@ impl Datapath for RecordingDatapath {
         let (name, mtu) = s.underlay.clone().unwrap_or_else(|| ("eth0".into(), 1500));
         Ok((iface.map(str::to_string).unwrap_or(name), mtu))
     }
+
+    /// Models the device: the same setup keeps its MAC, another one gets a
+    /// new MAC (the kernel implementation recreates the device).
+    fn ensure_overlay(&self, setup: &OverlaySetup) -> Result<[u8; 6], DatapathError> {
+        let (mut s, r) = self.enter(Call::EnsureOverlay(setup.clone()));
+        r?;
+        crate::validate_ifname(&setup.device)?;
+        if let Some((have, mac)) = s.overlays.get(&setup.device) {
+            if have == setup {
+                return Ok(*mac);
+            }
+        }
+        s.next_ifindex += 1;
+        let n = s.next_ifindex;
+        let mut mac = mac_for(n);
+        mac[1] = 0x59;
+        s.overlays
+            .insert(setup.device.clone(), (setup.clone(), mac));
+        Ok(mac)
+    }
+
+    /// Models one route per block: overlay mode needs the device and a VTEP
+    /// MAC per peer, native mode an underlay address of each block's family;
+    /// two peers with one block fail. The counts are of routes only.
+    fn sync_peers(
+        &self,
+        mode: RoutingMode,
+        overlay_device: &str,
+        peers: &[PeerNode],
+    ) -> Result<SyncReport, DatapathError> {
+        let (mut s, r) = self.enter(Call::SyncPeers {
+            mode,
+            overlay_device: overlay_device.to_string(),
+            peers: peers.to_vec(),
+        });
+        r?;
+        if mode == RoutingMode::Overlay && !s.overlays.contains_key(overlay_device) {
+            return Err(DatapathError::LinkNotFound {
+                name: overlay_device.to_string(),
+            });
+        }
+        let invalid = |p: &PeerNode, reason: String| DatapathError::InvalidPeer {
+            peer: p.name.clone(),
+            reason,
+        };
+        let mut want = BTreeMap::new();
+        for p in peers {
+            if mode == RoutingMode::Overlay && p.vtep_mac.is_none() {
+                return Err(invalid(p, "no VTEP MAC for overlay routing".into()));
+            }
+            for b in &p.blocks {
+                let b = b.trunc();
+                let family_ok = match b {
+                    ipnet::IpNet::V4(_) => p.underlay_v4.is_some(),
+                    // overlay: v6 blocks use a link-local next hop
+                    ipnet::IpNet::V6(_) => mode == RoutingMode::Overlay || p.underlay_v6.is_some(),
+                };
+                if !family_ok {
+                    return Err(invalid(p, format!("no underlay address for block {b}")));
+                }
+                let route = ModelRoute {
+                    peer: p.name.clone(),
+                    mode,
+                };
+                if let Some(other) = want.insert(b, route) {
+                    if other.peer != p.name {
+                        return Err(invalid(
+                            p,
+                            format!("block {b} is also announced by {}", other.peer),
+                        ));
+                    }
+                }
+            }
+        }
+        let added = want
+            .iter()
+            .filter(|(b, r)| s.peer_routes.get(*b) != Some(*r))
+            .count();
+        let removed = s
+            .peer_routes
+            .iter()
+            .filter(|(b, r)| want.get(*b) != Some(*r))
+            .count();
+        s.peer_routes = want;
+        Ok(SyncReport { added, removed })
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +470,91 @@ mod tests {
         dp.clear_failures(Op::Detach);
         assert!(dp.detach("weftx").is_ok());
         assert_eq!(dp.calls().len(), 5);
+    }
+
+    #[test]
+    fn overlay_and_peer_sync_are_modelled() {
+        let dp = RecordingDatapath::new();
+        let peer = PeerNode {
+            name: "node2".into(),
+            underlay_v4: Some("198.18.0.2".parse().unwrap()),
+            underlay_v6: None,
+            vtep_mac: Some([2, 0, 0, 0, 0, 2]),
+            blocks: vec![
+                "10.244.0.64/26".parse().unwrap(),
+                "fd00:10:244::40/122".parse().unwrap(),
+            ],
+        };
+        let e = dp
+            .sync_peers(
+                RoutingMode::Overlay,
+                "weft.vxlan",
+                std::slice::from_ref(&peer),
+            )
+            .unwrap_err();
+        assert!(matches!(e, DatapathError::LinkNotFound { .. }), "{e}");
+        let setup = OverlaySetup {
+            device: "weft.vxlan".into(),
+            vni: 4096,
+            port: 4789,
+            local_v4: Some("198.18.0.1".parse().unwrap()),
+            local_v6: None,
+            underlay_dev: None,
+            mtu: 1450,
+        };
+        let mac = dp.ensure_overlay(&setup).unwrap();
+        assert_eq!(dp.ensure_overlay(&setup).unwrap(), mac);
+        let r = dp
+            .sync_peers(
+                RoutingMode::Overlay,
+                "weft.vxlan",
+                std::slice::from_ref(&peer),
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            SyncReport {
+                added: 2,
+                removed: 0
+            }
+        );
+        let again = dp
+            .sync_peers(
+                RoutingMode::Overlay,
+                "weft.vxlan",
+                std::slice::from_ref(&peer),
+            )
+            .unwrap();
+        assert_eq!(again, SyncReport::default());
+        // native needs an IPv6 underlay address for the IPv6 block
+        assert!(matches!(
+            dp.sync_peers(
+                RoutingMode::Native,
+                "weft.vxlan",
+                std::slice::from_ref(&peer)
+            ),
+            Err(DatapathError::InvalidPeer { .. })
+        ));
+        assert_eq!(dp.peer_routes().len(), 2, "a failed sync changes nothing");
+        let r = dp
+            .sync_peers(RoutingMode::Overlay, "weft.vxlan", &[])
+            .unwrap();
+        assert_eq!(
+            r,
+            SyncReport {
+                added: 0,
+                removed: 2
+            }
+        );
+        assert!(dp.peer_routes().is_empty());
+        assert_eq!(dp.calls_of(Op::SyncPeers).len(), 5);
+        assert_eq!(
+            dp.calls_of(Op::EnsureOverlay),
+            [
+                Call::EnsureOverlay(setup.clone()),
+                Call::EnsureOverlay(setup)
+            ]
+        );
     }
 
     #[test]

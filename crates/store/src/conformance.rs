@@ -1292,8 +1292,11 @@ pub fn concurrent_txn_transfers<S: Store, F: Fn() -> S>(fresh: &F) {
     let done = std::sync::atomic::AtomicBool::new(false);
     let listings = AtomicU64::new(0);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(Ordering::Acquire) {
+        scope.spawn(|| loop {
+            // check first, then look at `done`: at least one listing always
+            // runs, however the scheduler orders the threads
+            let finished = done.load(Ordering::Acquire);
+            {
                 let l = must("list", s.list(&p));
                 assert_eq!(l.kvs.len(), 2, "{l:?}");
                 let sum: u64 = l.kvs.iter().map(counter).sum();
@@ -1304,6 +1307,9 @@ pub fn concurrent_txn_transfers<S: Store, F: Fn() -> S>(fresh: &F) {
                 );
                 listings.fetch_add(1, Ordering::Relaxed);
                 std::thread::yield_now();
+            }
+            if finished {
+                break;
             }
         });
         let workers: Vec<_> = (0..threads)

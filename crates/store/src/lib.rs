@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 use std::sync::mpsc::Receiver;
 use std::time::Duration;

@@ -41,11 +41,15 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         ),
         StoreKind::Etcd => {
             if cfg.etcd_endpoints.is_empty() {
-                anyhow::bail!("--store etcd needs --etcd-endpoints http://HOST:2379[,http://HOST2:2379…]");
+                anyhow::bail!(
+                    "--store etcd needs --etcd-endpoints http://HOST:2379[,http://HOST2:2379…]"
+                );
             }
             Arc::new(
                 weft_store::etcd::EtcdStore::connect(&cfg.etcd_endpoints, Default::default())
-                    .with_context(|| format!("connecting to etcd at {}", cfg.etcd_endpoints.join(",")))?,
+                    .with_context(|| {
+                        format!("connecting to etcd at {}", cfg.etcd_endpoints.join(","))
+                    })?,
             )
         }
     };
@@ -81,7 +85,8 @@ pub fn build_with(
     ipam_cfg.quarantine = cfg.quarantine();
     ipam_cfg.gc_grace = cfg.gc_grace();
     let backend = ipam_store.backend().to_string();
-    let ipam = Ipam::new(ipam_store.clone(), ipam_cfg, Arc::new(SystemClock)).context("setting up IPAM")?;
+    let ipam = Ipam::new(ipam_store.clone(), ipam_cfg, Arc::new(SystemClock))
+        .context("setting up IPAM")?;
 
     datapath
         .prepare_node(&NodeSetup {
@@ -106,7 +111,14 @@ pub fn build_with(
         underlay_mtu
     });
     if cluster {
-        start_cluster(cfg, &node, &ipam_store, &datapath, underlay.as_deref(), underlay_mtu)?;
+        start_cluster(
+            cfg,
+            &node,
+            &ipam_store,
+            &datapath,
+            underlay.as_deref(),
+            underlay_mtu,
+        )?;
     }
 
     let (endpoints, bad) = endpoints::Endpoints::load(local_store).context("loading endpoints")?;
@@ -159,7 +171,9 @@ fn start_cluster(
         std::net::IpAddr::V4(_) => None,
     });
     if v4.is_none() && v6.is_none() {
-        anyhow::bail!("--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)");
+        anyhow::bail!(
+            "--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
+        );
     }
     let mode = match cfg.routing {
         Routing::Overlay => RoutingMode::Overlay,
@@ -192,7 +206,13 @@ fn start_cluster(
         },
         Duration::from_secs(cfg.node_lease_seconds.max(2)),
     );
-    registry::start_reconciler(store.clone(), datapath.clone(), node.to_string(), mode, VXLAN_DEVICE.to_string());
+    registry::start_reconciler(
+        store.clone(),
+        datapath.clone(),
+        node.to_string(),
+        mode,
+        VXLAN_DEVICE.to_string(),
+    );
     Ok(())
 }
 

@@ -76,10 +76,16 @@ impl ClusterView {
         } else if let Some(escaped) = key.strip_prefix(BLOCKS_PREFIX) {
             let parsed = value.and_then(|v| serde_json::from_slice::<BlockOwner>(v).ok());
             match parsed {
-                Some(BlockOwner { cidr, affinity: Some(owner) }) => {
+                Some(BlockOwner {
+                    cidr,
+                    affinity: Some(owner),
+                }) => {
                     self.blocks.insert(cidr, owner);
                 }
-                Some(BlockOwner { cidr, affinity: None }) => {
+                Some(BlockOwner {
+                    cidr,
+                    affinity: None,
+                }) => {
                     self.blocks.remove(&cidr);
                 }
                 None => {
@@ -139,7 +145,9 @@ pub fn start_registration(store: Arc<dyn Store>, rec: NodeRecord, ttl: Duration)
                         lease = None;
                         continue;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot renew the node registration; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the node registration; retrying")
+                    }
                 }
                 std::thread::sleep(ttl / 3);
             }
@@ -164,7 +172,13 @@ fn register(store: &dyn Store, key: &str, value: &[u8], ttl: Duration) -> Result
 
 /// Keeps this node's routes to every other node's blocks in line with the
 /// store, until the process ends.
-pub fn start_reconciler(store: Arc<dyn Store>, datapath: Arc<dyn Datapath>, me: String, mode: RoutingMode, device: String) {
+pub fn start_reconciler(
+    store: Arc<dyn Store>,
+    datapath: Arc<dyn Datapath>,
+    me: String,
+    mode: RoutingMode,
+    device: String,
+) {
     std::thread::Builder::new()
         .name("routes".into())
         .spawn(move || loop {
@@ -208,7 +222,9 @@ fn reconcile_until_lost(
                 }
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
-                return Err(StoreError::Unavailable { reason: format!("watch compacted at {compact_revision}") })
+                return Err(StoreError::Unavailable {
+                    reason: format!("watch compacted at {compact_revision}"),
+                })
             }
             Ok(WatchMessage::Closed { reason }) => return Err(StoreError::Unavailable { reason }),
             Err(RecvTimeoutError::Timeout) => {
@@ -217,7 +233,9 @@ fn reconcile_until_lost(
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(StoreError::Unavailable { reason: "watch ended".into() })
+                return Err(StoreError::Unavailable {
+                    reason: "watch ended".into(),
+                })
             }
         }
     }
@@ -226,8 +244,15 @@ fn reconcile_until_lost(
 fn sync(datapath: &dyn Datapath, me: &str, mode: RoutingMode, device: &str, view: &ClusterView) {
     let peers = view.peers(me);
     match datapath.sync_peers(mode, device, &peers) {
-        Ok(r) => tracing::info!(peers = peers.len(), added = r.added, removed = r.removed, "routes to other nodes synced"),
-        Err(e) => tracing::error!(error = %e, "cannot sync routes to other nodes; will retry on the next change"),
+        Ok(r) => tracing::info!(
+            peers = peers.len(),
+            added = r.added,
+            removed = r.removed,
+            "routes to other nodes synced"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sync routes to other nodes; will retry on the next change")
+        }
     }
 }
 
@@ -259,7 +284,12 @@ mod tests {
         let mut v = ClusterView::default();
         v.apply(&format!("{NODES_PREFIX}a"), Some(&node("a", 11)));
         v.apply(&format!("{NODES_PREFIX}b"), Some(&node("b", 12)));
-        for (cidr, owner) in [("10.244.0.0/26", "a"), ("10.244.0.64/26", "b"), ("10.244.0.128/26", "b"), ("10.244.0.192/26", "gone")] {
+        for (cidr, owner) in [
+            ("10.244.0.0/26", "a"),
+            ("10.244.0.64/26", "b"),
+            ("10.244.0.128/26", "b"),
+            ("10.244.0.192/26", "gone"),
+        ] {
             let (k, val) = block(cidr, Some(owner));
             v.apply(&k, Some(&val));
         }
@@ -292,21 +322,40 @@ mod tests {
         use weft_store::embedded::EmbeddedStore;
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let dp = RecordingDatapath::new();
-        start_reconciler(store.clone(), Arc::new(dp.clone()), "a".into(), RoutingMode::Overlay, "weft.vxlan".into());
+        start_reconciler(
+            store.clone(),
+            Arc::new(dp.clone()),
+            "a".into(),
+            RoutingMode::Overlay,
+            "weft.vxlan".into(),
+        );
         start_registration(
             store.clone(),
-            NodeRecord { name: "b".into(), underlay_v4: Some(Ipv4Addr::new(198, 18, 0, 12)), underlay_v6: None, vtep_mac: None, version: "t".into() },
+            NodeRecord {
+                name: "b".into(),
+                underlay_v4: Some(Ipv4Addr::new(198, 18, 0, 12)),
+                underlay_v6: None,
+                vtep_mac: None,
+                version: "t".into(),
+            },
             Duration::from_secs(2),
         );
         let (k, val) = block("10.244.0.64/26", Some("b"));
         store.create(&k, &val, None).unwrap().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let synced_b = dp.calls_of(Op::SyncPeers).iter().any(|c| format!("{c:?}").contains("10.244.0.64/26"));
+            let synced_b = dp
+                .calls_of(Op::SyncPeers)
+                .iter()
+                .any(|c| format!("{c:?}").contains("10.244.0.64/26"));
             if synced_b {
                 break;
             }
-            assert!(Instant::now() < deadline, "b's block never reached the data path: {:?}", dp.calls());
+            assert!(
+                Instant::now() < deadline,
+                "b's block never reached the data path: {:?}",
+                dp.calls()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

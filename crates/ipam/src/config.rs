@@ -17,6 +17,8 @@ pub const DEFAULT_V4_BLOCK_PREFIX: u8 = 26;
 pub const DEFAULT_V6_BLOCK_PREFIX: u8 = 122;
 pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(30);
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
+pub const DEFAULT_BLOCK_RELEASE_GRACE: Duration = Duration::from_secs(300);
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(1);
 
 /// An IP pool cut into blocks of `block_prefix`. This is also the JSON stored
 /// under the pool's key.
@@ -96,16 +98,30 @@ pub struct IpamConfig {
     pub quarantine: Duration,
     /// How old an allocation without a live handle must be before GC frees it.
     pub gc_grace: Duration,
-    /// Only allocate from this node's own blocks (no borrowing). Borrowing is
-    /// not implemented yet, so `false` behaves like `true` for now.
+    /// Only allocate from this node's own blocks. With `false`, when the
+    /// node's blocks are full and it cannot claim another block (none left,
+    /// or `max_blocks_per_node` reached), it borrows a free address from a
+    /// block of another node.
     pub strict_affinity: bool,
     /// Most blocks of one IP family the node may claim (Calico's
     /// maxBlocksPerHost, counted per family as Calico does); `None` = no limit.
     pub max_blocks_per_node: Option<u32>,
+    /// How long a block of this node must have been empty (no allocation,
+    /// no quarantine in force) before [`crate::Ipam::release_empty_blocks`]
+    /// gives it back.
+    pub block_release_grace: Duration,
+    /// Group commit: concurrent `allocate` calls of one `Ipam` are planned
+    /// together and written in one store commit. `false` writes each
+    /// allocation on its own (for comparison).
+    pub batching: bool,
+    /// How long a batch leader waits for allocations other threads have
+    /// started but not yet queued (only while there are such threads).
+    pub batch_window: Duration,
 }
 
 impl IpamConfig {
-    /// Defaults: quarantine 30 s, GC grace 60 s, strict affinity, no block limit.
+    /// Defaults: quarantine 30 s, GC grace 60 s, strict affinity, no block
+    /// limit, empty blocks given back after 5 min, batching on (window 1 ms).
     pub fn new(node: impl Into<String>, pools: Vec<PoolConfig>) -> IpamConfig {
         IpamConfig {
             node: node.into(),
@@ -114,6 +130,9 @@ impl IpamConfig {
             gc_grace: DEFAULT_GC_GRACE,
             strict_affinity: true,
             max_blocks_per_node: None,
+            block_release_grace: DEFAULT_BLOCK_RELEASE_GRACE,
+            batching: true,
+            batch_window: DEFAULT_BATCH_WINDOW,
         }
     }
 

@@ -1,9 +1,12 @@
 //! Block-based IP address management over the weft [`Store`] trait.
 //!
-//! The model is Calico's, simplified to one node for now: IP pools (IPv4 and
-//! IPv6) are cut into fixed-size blocks (by default /26 and /122). A node
-//! claims a block by creating its key (compare-and-swap create: whoever loses
-//! the race picks another block) and hands out addresses from its own blocks.
+//! The model is Calico's, cluster-wide: many nodes (one `Ipam` each) share
+//! one store. IP pools (IPv4 and IPv6) are cut into fixed-size blocks (by
+//! default /26 and /122). A node claims a block by creating its key
+//! (compare-and-swap create: whoever loses the race picks another block) and
+//! hands out addresses from its own blocks; when they are full and it cannot
+//! claim another (none left, or `max_blocks_per_node` reached), it borrows a
+//! free address from another node's block unless `strict_affinity` is set.
 //! Every address is attributed to a *handle* (container id + ifname, see
 //! [`AllocationAttrs::handle`]) with the pod's namespace and name, so ADD is
 //! idempotent, DEL releases by handle, and `weft ipam` can say who holds an
@@ -21,9 +24,15 @@
 //! - `/weft/ipam/v1/blocks/<block cidr>`: a claimed block, JSON
 //!   [`BlockRecord`]: `{"cidr", "pool", "affinity": node or null,
 //!   "allocations": {"<ordinal>": {"handle", "container_id", "ifname",
-//!   "pod_namespace", "pod_name", "allocated_at_ms"}}, "quarantine":
+//!   "pod_namespace", "pod_name", "allocated_at_ms", "node"?}}, "quarantine":
 //!   {"<ordinal>": <released until, ms since the epoch>}, "next": <next-fit
-//!   cursor>}`. Ordinals are offsets from the block's first address.
+//!   cursor>, "emptied_at_ms"?}`. Ordinals are offsets from the block's first
+//!   address. `node` is present only on an address *borrowed* by another node
+//!   than the block's (that node holds it: its release, gc and check cover it,
+//!   the block's node leaves it alone). `emptied_at_ms` is when the last
+//!   allocation left the block (the grace of [`Ipam::release_empty_blocks`]
+//!   counts from it). Both fields are optional, so records written before
+//!   them decode unchanged, and are omitted when absent.
 //!
 //! # Costs
 //!
@@ -39,27 +48,45 @@
 //! still one write (plus one `list` to find a free block, shared by the
 //! families). An idempotent repeat of ADD and a release of an unknown handle
 //! write nothing and read nothing. [`Ipam::gc`] writes one commit per block
-//! it frees addresses in, so its transactions stay small. Because a block is
+//! it frees addresses in, so its transactions stay small; so do
+//! [`Ipam::release_empty_blocks`] (one conditional delete per block) and
+//! [`Ipam::collect_node`]. Borrowing is one commit too (an update of the
+//! other node's block on its revision), after the listing that found no
+//! unclaimed block.
+//!
+//! # Group commit
+//!
+//! With `IpamConfig::batching` (the default), concurrent [`Ipam::allocate`]
+//! calls of one `Ipam` queue up; the first becomes the leader, waits at most
+//! `batch_window` for callers that have entered `allocate` but not queued
+//! yet (never when it is alone), takes the queue, plans every allocation
+//! against the cache (each seeing the ones before it), writes all their
+//! block changes in ONE commit, retries the whole batch on a lost condition,
+//! hands each caller its result (or its own error) and passes the lead to
+//! the next queued caller. A burst of 16 threads costs well under 0.1 writes
+//! per allocation instead of one (see the tests). Because a block is
 //! one value rewritten on every allocation, blocks hold at most 4096
 //! addresses (Calico's limit too): a full block record stays under the
 //! store's 1 MiB value limit.
 //!
 //! # Cache
 //!
-//! `Ipam` keeps this node's blocks (key -> record, `mod_revision`) in memory,
-//! loaded at [`Ipam::new`], updated by every successful write and by the
-//! current value every lost compare-and-swap returns, and reloaded by
-//! [`Ipam::refresh`], [`Ipam::gc`] and [`Ipam::check`], and whenever a new
-//! block must be claimed. A stale cache is never unsafe (every write is a
+//! `Ipam` keeps the blocks (key -> record, `mod_revision`) in memory, its
+//! own and, apart, the other nodes' (where it borrows), loaded at
+//! [`Ipam::new`], updated by every successful write and by the current value
+//! every lost compare-and-swap returns, and reloaded by [`Ipam::refresh`],
+//! [`Ipam::gc`], [`Ipam::check`], [`Ipam::release_empty_blocks`] and
+//! whenever a new block must be claimed. A small index (handle -> other
+//! nodes' blocks where it borrowed) lets release find borrowed addresses
+//! without a listing; it is rebuilt from every listing, and a release of a
+//! handle it does not know falls back to one listing when borrowing is on. A stale cache is never unsafe (every write is a
 //! compare-and-swap on the revision the decision was made on); it can only
 //! make idempotency and release miss a block another `Ipam` of the same node
 //! wrote since — one `Ipam` per node is the intended deployment.
 //!
 //! Operations of one `Ipam` are serialized by a mutex held across the store
-//! write, so threads of one agent never race each other's compare-and-swap.
-//! That mutex is also where batching concurrent allocations into one write
-//! per block (group commit) plugs in: requests queued behind it can be merged
-//! into the next block update.
+//! write, so threads of one agent never race each other's compare-and-swap;
+//! concurrent allocations are merged into one write (group commit, above).
 //!
 //! # Addresses
 //!
@@ -83,9 +110,13 @@
 //! this `Ipam` remembers that release (in memory; `podman network reload`
 //! is a DEL and an ADD of the same container asking for its old addresses).
 //!
-//! Empty blocks stay claimed by the node; giving them back after a grace
-//! period comes with multi-node support, as does borrowing addresses from
-//! other nodes' blocks when affinity is not strict.
+//! A block of this node that has been empty (no allocation, no quarantine in
+//! force) for `block_release_grace` is given back by
+//! [`Ipam::release_empty_blocks`], which the agent runs periodically. What a
+//! node that left the cluster held is freed by [`Ipam::collect_node`] (or
+//! [`Ipam::collect_gone_nodes`]) once the caller's node registry has missed
+//! it for a grace: its addresses go to quarantine, its blocks lose their
+//! affinity (and go, when empty).
 
 mod clock;
 mod config;
@@ -98,7 +129,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -252,6 +285,16 @@ pub struct IpamSnapshot {
     pub allocations: Vec<AllocationInfo>,
 }
 
+/// What [`Ipam::collect_node`] freed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeCollection {
+    /// Addresses the gone node held, now in quarantine.
+    pub freed: Vec<AllocationInfo>,
+    /// Blocks that lost the gone node's affinity (deleted, or left
+    /// unclaimed while they still hold others' addresses or quarantine).
+    pub blocks: Vec<IpNet>,
+}
+
 /// What [`Ipam::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckFindings {
@@ -277,6 +320,21 @@ struct Cached {
 struct State {
     /// This node's blocks, by key.
     blocks: BTreeMap<String, Cached>,
+    /// Other nodes' blocks (and unclaimed ones) as last seen: where this node
+    /// borrows from and where its borrowed addresses live.
+    foreign: BTreeMap<String, Cached>,
+    /// Handle -> keys of other nodes' blocks where it (may) hold a borrowed
+    /// address of this node. Rebuilt from every full listing; an entry may
+    /// be stale (harmless: the block is checked).
+    borrowed: HashMap<String, BTreeSet<String>>,
+    /// Keys changed in memory by the batch being planned, with what the
+    /// caches held before (restored when the commit does not happen).
+    staged: HashMap<String, (Option<Cached>, Option<Cached>)>,
+    /// Node -> when this `Ipam` first saw it gone (for `collect_node`).
+    gone_since: HashMap<String, u64>,
+    /// Block key -> when this `Ipam` first saw it empty, for blocks without
+    /// an `emptied_at_ms` of their own.
+    empty_seen: HashMap<String, u64>,
     /// Handle -> the addresses it released into quarantine and until when,
     /// while that quarantine lasts (in memory only). Lets the same handle
     /// take them back: `podman network reload` is a DEL followed at once by
@@ -292,6 +350,11 @@ impl State {
             .get(handle)
             .is_some_and(|r| r.contains(&(addr, until)))
     }
+
+    /// A cached block of this node or of another.
+    fn cached(&self, key: &str) -> Option<&Cached> {
+        self.blocks.get(key).or_else(|| self.foreign.get(key))
+    }
 }
 
 /// One block write an operation needs: the block's new record and the
@@ -303,6 +366,8 @@ struct Change {
     value: Vec<u8>,
     /// The write claims a block that was free (worth a log line).
     claims: bool,
+    /// Delete the block (if still at `rev`) instead of writing `rec`.
+    delete: bool,
 }
 
 impl Change {
@@ -312,6 +377,10 @@ impl Change {
         rev: Revision,
         claims: bool,
     ) -> Result<Change, IpamError> {
+        let mut rec = rec;
+        if !rec.allocations.is_empty() {
+            rec.emptied_at_ms = None;
+        }
         let value = rec.encode(&key)?;
         Ok(Change {
             key,
@@ -319,11 +388,28 @@ impl Change {
             rev,
             value,
             claims,
+            delete: false,
         })
     }
 
+    fn delete(key: String, rec: BlockRecord, rev: Revision) -> Change {
+        Change {
+            key,
+            rec,
+            rev,
+            value: Vec::new(),
+            claims: false,
+            delete: true,
+        }
+    }
+
     fn op(&self) -> TxnOp<'_> {
-        if self.rev == 0 {
+        if self.delete {
+            TxnOp::Delete {
+                key: &self.key,
+                expected: Some(self.rev),
+            }
+        } else if self.rev == 0 {
             TxnOp::Create {
                 key: &self.key,
                 value: &self.value,
@@ -336,6 +422,120 @@ impl Change {
                 expected: self.rev,
             }
         }
+    }
+}
+
+/// Most allocations one batch plans and commits together.
+const MAX_BATCH: usize = 256;
+
+/// A validated allocation request, waiting in a batch.
+struct Request {
+    attrs: AllocationAttrs,
+    handle: String,
+    /// Per family: wanted, and the static address asked for.
+    wanted: [(Family, bool, Option<IpAddr>); 2],
+}
+
+/// Checks an allocation request and puts it in the shape a batch plans.
+fn prepare(attrs: &AllocationAttrs, req: &AllocRequest) -> Result<Request, IpamError> {
+    if attrs.container_id.is_empty() || attrs.ifname.is_empty() {
+        return Err(IpamError::InvalidRequest {
+            reason: "the container id and the interface name must not be empty".into(),
+        });
+    }
+    let mut static_v4 = None;
+    let mut static_v6 = None;
+    for &a in &req.requested {
+        let slot = match Family::of(&a) {
+            Family::V4 => &mut static_v4,
+            Family::V6 => &mut static_v6,
+        };
+        if let Some(prev) = slot.replace(a) {
+            return Err(IpamError::InvalidRequest {
+                reason: format!(
+                    "{prev} and {a} are both {}; ask for at most one address per family",
+                    Family::of(&a)
+                ),
+            });
+        }
+    }
+    let wanted = [
+        (Family::V4, req.ipv4 || static_v4.is_some(), static_v4),
+        (Family::V6, req.ipv6 || static_v6.is_some(), static_v6),
+    ];
+    if !wanted.iter().any(|w| w.1) {
+        return Err(IpamError::InvalidRequest {
+            reason: "nothing to allocate: ask for IPv4, IPv6 or a static address".into(),
+        });
+    }
+    Ok(Request {
+        attrs: attrs.clone(),
+        handle: attrs.handle(),
+        wanted,
+    })
+}
+
+/// Where a batched caller's result arrives.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// The caller is the batch leader now.
+    Lead,
+    Done(Result<Vec<Allocated>, IpamError>),
+}
+
+/// The allocations waiting for the next batch.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Request, Arc<Slot>)>,
+    /// A caller is leading (or about to lead) a batch.
+    leader: bool,
+}
+
+/// One error of a batch, for each of its callers.
+fn dup_error(e: &IpamError) -> IpamError {
+    match e {
+        IpamError::Store(s) => IpamError::Store(match s {
+            StoreError::Unavailable { reason } => StoreError::Unavailable {
+                reason: reason.clone(),
+            },
+            StoreError::LeaseNotFound { lease } => StoreError::LeaseNotFound { lease: *lease },
+            StoreError::Invalid { reason } => StoreError::Invalid {
+                reason: reason.clone(),
+            },
+            StoreError::Corrupt { path, reason } => StoreError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }),
+        IpamError::Corrupt { key, reason } => IpamError::Corrupt {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
+        IpamError::Contended { key, attempts } => IpamError::Contended {
+            key: key.clone(),
+            attempts: *attempts,
+        },
+        other => IpamError::InvalidRequest {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -354,6 +554,10 @@ pub struct Ipam {
     cfg: IpamConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    /// Threads inside a batched `allocate` whose result is not delivered yet.
+    callers: AtomicUsize,
 }
 
 impl fmt::Debug for Ipam {
@@ -379,6 +583,9 @@ impl Ipam {
             cfg,
             clock,
             state: Mutex::new(State::default()),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            callers: AtomicUsize::new(0),
         };
         ipam.ensure_pools()?;
         ipam.refresh()?;
@@ -451,7 +658,8 @@ impl Ipam {
         Ok(())
     }
 
-    /// Reloads this node's blocks from the store.
+    /// Reloads this node's blocks (and what it knows of other nodes'
+    /// blocks) from the store.
     pub fn refresh(&self) -> Result<(), IpamError> {
         let mut st = self.lock();
         self.refresh_locked(&mut st).map(drop)
@@ -463,29 +671,54 @@ impl Ipam {
         Ok(listing)
     }
 
-    /// Replaces the cache with this node's blocks of `listing`.
+    /// Replaces the caches with the blocks of `listing`.
     fn load(&self, st: &mut State, listing: &Listing) {
-        let mut blocks = BTreeMap::new();
+        st.blocks.clear();
+        st.foreign.clear();
+        st.borrowed.clear();
         for kv in &listing.kvs {
             match BlockRecord::decode(kv) {
-                Ok(rec) if self.is_mine(&rec) => {
-                    blocks.insert(
-                        kv.key.clone(),
-                        Cached {
-                            rec,
-                            rev: kv.mod_revision,
-                        },
-                    );
-                }
-                Ok(_) => {}
+                Ok(rec) => self.put(
+                    st,
+                    kv.key.clone(),
+                    Cached {
+                        rec,
+                        rev: kv.mod_revision,
+                    },
+                ),
                 Err(e) => tracing::warn!(error = %e, "skipping an ipam block"),
             }
         }
-        st.blocks = blocks;
+    }
+
+    /// Caches a block under `key`: in this node's blocks or in the others'
+    /// (indexing the addresses this node borrowed in it).
+    fn put(&self, st: &mut State, key: String, c: Cached) {
+        if self.is_mine(&c.rec) {
+            st.foreign.remove(&key);
+            st.blocks.insert(key, c);
+        } else {
+            st.blocks.remove(&key);
+            for a in c.rec.allocations.values() {
+                if a.node.as_deref() == Some(self.cfg.node.as_str()) {
+                    st.borrowed
+                        .entry(a.handle.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            st.foreign.insert(key, c);
+        }
     }
 
     fn is_mine(&self, rec: &BlockRecord) -> bool {
         rec.affinity.as_deref() == Some(self.cfg.node.as_str())
+    }
+
+    /// Whether this node holds allocation `a` of `rec` (its own block and not
+    /// lent, or borrowed by this node).
+    fn holds(&self, rec: &BlockRecord, a: &Allocation) -> bool {
+        a.owner(rec) == Some(self.cfg.node.as_str())
     }
 
     /// The configured pool a block belongs to, if it fits the pool's geometry.
@@ -508,28 +741,48 @@ impl Ipam {
     /// Stores the outcome of a lost compare-and-swap in the cache.
     fn absorb(&self, st: &mut State, key: &str, current: Option<KeyValue>) {
         st.blocks.remove(key);
+        st.foreign.remove(key);
         if let Some(kv) = current {
             match BlockRecord::decode(&kv) {
-                Ok(rec) if self.is_mine(&rec) => {
-                    st.blocks.insert(
-                        key.to_string(),
-                        Cached {
-                            rec,
-                            rev: kv.mod_revision,
-                        },
-                    );
-                }
-                Ok(_) => {}
+                Ok(rec) => self.put(
+                    st,
+                    key.to_string(),
+                    Cached {
+                        rec,
+                        rev: kv.mod_revision,
+                    },
+                ),
                 Err(e) => tracing::warn!(error = %e, "ipam block became undecodable"),
             }
         }
     }
 
+    /// Keys of the cached blocks where `handle` may hold an address of this
+    /// node: its own blocks and the blocks it borrowed from.
+    fn handle_keys(&self, st: &State, handle: &str) -> Vec<String> {
+        let mut keys: Vec<String> = st
+            .blocks
+            .iter()
+            .filter(|(_, c)| {
+                c.rec
+                    .allocations
+                    .values()
+                    .any(|a| a.handle == handle && self.holds(&c.rec, a))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(b) = st.borrowed.get(handle) {
+            keys.extend(b.iter().filter(|k| st.foreign.contains_key(*k)).cloned());
+        }
+        keys
+    }
+
     fn held(&self, st: &State, handle: &str) -> Vec<Allocated> {
         let mut out = Vec::new();
-        for c in st.blocks.values() {
+        for key in self.handle_keys(st, handle) {
+            let Some(c) = st.cached(&key) else { continue };
             for (&o, a) in &c.rec.allocations {
-                if a.handle == handle {
+                if a.handle == handle && self.holds(&c.rec, a) {
                     out.push(Allocated {
                         addr: c.rec.addr(o),
                         pool: c.rec.pool,
@@ -539,10 +792,12 @@ impl Ipam {
             }
         }
         out.sort();
+        out.dedup();
         out
     }
 
-    /// The addresses `handle` holds in this node's blocks (from the cache).
+    /// The addresses `handle` holds for this node, in its own blocks or
+    /// borrowed from other nodes' blocks (from the cache).
     pub fn find(&self, handle: &str) -> Vec<IpAddr> {
         let st = self.lock();
         self.held(&st, handle).into_iter().map(|a| a.addr).collect()
@@ -552,67 +807,253 @@ impl Ipam {
     ///
     /// Idempotent: a family the handle already holds an address of is
     /// answered with that address, without a write. Every block change the
-    /// allocation needs (an address in a block of the node, or a block claim
-    /// with the address already in it) goes into one atomic store commit:
-    /// when any family cannot be served, nothing is allocated and the error
-    /// is returned; a lost condition retries the whole allocation against
-    /// the fresh record the conflict carries.
+    /// allocation needs (an address in a block of the node, a block claim
+    /// with the address already in it, or an address borrowed from another
+    /// node's block) goes into one atomic store commit: when any family
+    /// cannot be served, nothing is allocated and the error is returned; a
+    /// lost condition retries the whole allocation against the fresh record
+    /// the conflict carries.
+    ///
+    /// With `batching` (the default), concurrent calls are planned together
+    /// by one of them (the leader) and written in one commit (group commit).
     pub fn allocate(
         &self,
         attrs: &AllocationAttrs,
         req: &AllocRequest,
     ) -> Result<Vec<Allocated>, IpamError> {
-        if attrs.container_id.is_empty() || attrs.ifname.is_empty() {
-            return Err(IpamError::InvalidRequest {
-                reason: "the container id and the interface name must not be empty".into(),
+        let r = prepare(attrs, req)?;
+        if !self.cfg.batching {
+            let mut st = self.lock();
+            let mut out = self.run_batch(&mut st, std::slice::from_ref(&r));
+            return out.pop().unwrap_or_else(|| {
+                Err(IpamError::InvalidRequest {
+                    reason: "empty batch".into(),
+                })
             });
         }
-        let mut static_v4 = None;
-        let mut static_v6 = None;
-        for &a in &req.requested {
-            let slot = match Family::of(&a) {
-                Family::V4 => &mut static_v4,
-                Family::V6 => &mut static_v6,
-            };
-            if let Some(prev) = slot.replace(a) {
-                return Err(IpamError::InvalidRequest {
-                    reason: format!(
-                        "{prev} and {a} are both {}; ask for at most one address per family",
-                        Family::of(&a)
-                    ),
-                });
+        self.callers.fetch_add(1, Ordering::SeqCst);
+        let slot = Arc::new(Slot::default());
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.pending.push((r, slot.clone()));
+            if !q.leader {
+                q.leader = true;
+                *slot.lock() = SlotState::Lead;
+            }
+            self.queue_cv.notify_all();
+        }
+        loop {
+            let mut s = slot.lock();
+            while matches!(*s, SlotState::Waiting) {
+                s = slot.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            match std::mem::replace(&mut *s, SlotState::Waiting) {
+                SlotState::Done(res) => return res,
+                SlotState::Lead => {
+                    drop(s);
+                    self.lead();
+                }
+                SlotState::Waiting => {}
             }
         }
-        let wanted = [
-            (Family::V4, req.ipv4 || static_v4.is_some(), static_v4),
-            (Family::V6, req.ipv6 || static_v6.is_some(), static_v6),
-        ];
-        if !wanted.iter().any(|w| w.1) {
-            return Err(IpamError::InvalidRequest {
-                reason: "nothing to allocate: ask for IPv4, IPv6 or a static address".into(),
-            });
-        }
-        let handle = attrs.handle();
-        let mut st = self.lock();
-        let now = self.clock.now_ms();
-        let alloc = Allocation {
-            handle: handle.clone(),
-            container_id: attrs.container_id.clone(),
-            ifname: attrs.ifname.clone(),
-            pod_namespace: attrs.pod_namespace.clone(),
-            pod_name: attrs.pod_name.clone(),
-            allocated_at_ms: now,
+    }
+
+    /// Runs one batch as its leader: waits (at most `batch_window`) for
+    /// callers that are about to queue, takes the queue, plans and commits
+    /// it, hands out the results and passes the lead on (or ends it when the
+    /// queue is empty).
+    fn lead(&self) {
+        let deadline = Instant::now() + self.cfg.batch_window;
+        let batch = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let now = Instant::now();
+                if q.pending.len() >= MAX_BATCH
+                    || q.pending.len() >= self.callers.load(Ordering::SeqCst)
+                    || now >= deadline
+                {
+                    break;
+                }
+                q = self
+                    .queue_cv
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            let n = q.pending.len().min(MAX_BATCH);
+            q.pending.drain(..n).collect::<Vec<_>>()
         };
+        let (reqs, slots): (Vec<Request>, Vec<Arc<Slot>>) = batch.into_iter().unzip();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut st = self.lock();
+            // A panic must not leave staged changes in the cache.
+            let res = self.run_batch(&mut st, &reqs);
+            self.unstage(&mut st, true);
+            res
+        }));
+        let (results, panic) = match run {
+            Ok(r) => (r, None),
+            Err(p) => {
+                let mut st = self.lock();
+                self.unstage(&mut st, true);
+                let e = IpamError::InvalidRequest {
+                    reason: "the ipam batch leader panicked; retry".into(),
+                };
+                (reqs.iter().map(|_| Err(dup_error(&e))).collect(), Some(p))
+            }
+        };
+        for (slot, res) in slots.iter().zip(results) {
+            self.callers.fetch_sub(1, Ordering::SeqCst);
+            *slot.lock() = SlotState::Done(res);
+            slot.cv.notify_all();
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        match q.pending.first() {
+            None => q.leader = false,
+            Some((_, next)) => {
+                *next.lock() = SlotState::Lead;
+                next.cv.notify_all();
+            }
+        }
+        drop(q);
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    /// Plans every request of `reqs` against the cache (each sees the ones
+    /// before it) and writes all their block changes in one commit; a lost
+    /// condition replans the whole batch against the fresh record.
+    fn run_batch(
+        &self,
+        st: &mut State,
+        reqs: &[Request],
+    ) -> Vec<Result<Vec<Allocated>, IpamError>> {
+        let now = self.clock.now_ms();
         let mut attempts = 0;
         // The block listing the claims of one attempt share (a lost commit
         // makes it stale).
         let mut listing = None;
         loop {
-            let held = self.held(&st, &handle);
+            let mut pending: BTreeMap<String, (Revision, bool)> = BTreeMap::new();
+            let mut results = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                results.push(self.plan_request(st, r, now, &mut listing, &mut pending));
+            }
+            if pending.is_empty() {
+                self.unstage(st, false);
+                return results;
+            }
+            let mut changes = Vec::with_capacity(pending.len());
+            let mut failed = None;
+            for (key, (rev, claims)) in pending {
+                let Some(c) = st.cached(&key) else { continue };
+                match Change::new(key, c.rec.clone(), rev, claims) {
+                    Ok(c) => changes.push(c),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            self.unstage(st, true);
+            if let Some(e) = failed {
+                return reqs.iter().map(|_| Err(dup_error(&e))).collect();
+            }
+            let key = match self.write(st, changes) {
+                Err(e) => return reqs.iter().map(|_| Err(dup_error(&e))).collect(),
+                Ok(Ok(())) => return results,
+                Ok(Err(key)) => key,
+            };
+            listing = None;
+            attempts += 1;
+            if attempts >= MAX_ATTEMPTS {
+                return reqs
+                    .iter()
+                    .map(|_| {
+                        Err(IpamError::Contended {
+                            key: key.clone(),
+                            attempts,
+                        })
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// Puts a planned block change into the cache (remembering what was
+    /// there) so the next request of the batch plans on top of it.
+    fn stage(
+        &self,
+        st: &mut State,
+        change: Change,
+        pending: &mut BTreeMap<String, (Revision, bool)>,
+    ) {
+        if !st.staged.contains_key(&change.key) {
+            let before = (
+                st.blocks.get(&change.key).cloned(),
+                st.foreign.get(&change.key).cloned(),
+            );
+            st.staged.insert(change.key.clone(), before);
+        }
+        let e = pending
+            .entry(change.key.clone())
+            .or_insert((change.rev, false));
+        e.1 |= change.claims;
+        self.put(
+            st,
+            change.key,
+            Cached {
+                rec: change.rec,
+                rev: change.rev,
+            },
+        );
+    }
+
+    /// Ends staging: restores what the cache held before (`restore`; the
+    /// changes are written by `write` which caches them again on success).
+    fn unstage(&self, st: &mut State, restore: bool) {
+        for (key, (mine, other)) in std::mem::take(&mut st.staged) {
+            if !restore {
+                continue;
+            }
+            st.blocks.remove(&key);
+            st.foreign.remove(&key);
+            if let Some(c) = mine {
+                st.blocks.insert(key.clone(), c);
+            }
+            if let Some(c) = other {
+                st.foreign.insert(key, c);
+            }
+        }
+    }
+
+    /// Plans one allocation of a batch and stages its changes.
+    fn plan_request(
+        &self,
+        st: &mut State,
+        r: &Request,
+        now: u64,
+        listing: &mut Option<Listing>,
+        pending: &mut BTreeMap<String, (Revision, bool)>,
+    ) -> Result<Vec<Allocated>, IpamError> {
+        let alloc = Allocation {
+            handle: r.handle.clone(),
+            container_id: r.attrs.container_id.clone(),
+            ifname: r.attrs.ifname.clone(),
+            pod_namespace: r.attrs.pod_namespace.clone(),
+            pod_name: r.attrs.pod_name.clone(),
+            allocated_at_ms: now,
+            node: None,
+        };
+        let handle = &r.handle;
+        let mut attempts = 0;
+        loop {
+            let held = self.held(st, handle);
             let mut out = Vec::new();
             let mut changes = Vec::new();
             let mut retry = false;
-            for (family, want, requested) in wanted {
+            for (family, want, requested) in r.wanted {
                 if !want {
                     continue;
                 }
@@ -632,8 +1073,8 @@ impl Ipam {
                     continue;
                 }
                 let plan = match requested {
-                    Some(addr) => self.plan_static(&st, &alloc, addr, now)?,
-                    None => self.plan_dynamic(&mut st, &alloc, family, now, &mut listing)?,
+                    Some(addr) => self.plan_static(st, &alloc, addr, now)?,
+                    None => self.plan_dynamic(st, &alloc, family, now, listing)?,
                 };
                 match plan {
                     Plan::Ready(a, change) => {
@@ -646,22 +1087,18 @@ impl Ipam {
                     }
                 }
             }
-            let key = if retry {
-                BLOCKS_PREFIX.to_string()
-            } else if changes.is_empty() {
-                return Ok(out);
-            } else {
-                match self.write(&mut st, changes)? {
-                    Ok(()) => return Ok(out),
-                    Err(key) => {
-                        listing = None;
-                        key
-                    }
+            if !retry {
+                for c in changes {
+                    self.stage(st, c, pending);
                 }
-            };
+                return Ok(out);
+            }
             attempts += 1;
             if attempts >= MAX_ATTEMPTS {
-                return Err(IpamError::Contended { key, attempts });
+                return Err(IpamError::Contended {
+                    key: BLOCKS_PREFIX.to_string(),
+                    attempts,
+                });
             }
         }
     }
@@ -676,10 +1113,17 @@ impl Ipam {
         match res {
             Ok(rev) => {
                 for c in changes {
+                    if c.delete {
+                        tracing::info!(block = %c.rec.cidr, "ipam block given back");
+                        st.blocks.remove(&c.key);
+                        st.foreign.remove(&c.key);
+                        st.empty_seen.remove(&c.key);
+                        continue;
+                    }
                     if c.claims {
                         tracing::info!(block = %c.rec.cidr, node = %self.cfg.node, "ipam block claimed");
                     }
-                    st.blocks.insert(c.key, Cached { rec: c.rec, rev });
+                    self.put(st, c.key, Cached { rec: c.rec, rev });
                 }
                 Ok(Ok(()))
             }
@@ -699,7 +1143,8 @@ impl Ipam {
     }
 
     /// Plans a dynamic address of `family`: in a block of this node when one
-    /// has room, else by claiming a block.
+    /// has room, else by claiming a block, else (without strict affinity) by
+    /// borrowing from another node's block.
     fn plan_dynamic(
         &self,
         st: &mut State,
@@ -712,7 +1157,15 @@ impl Ipam {
             return Err(IpamError::NoPool { family });
         }
         let Some((key, ordinal)) = self.pick_dynamic(st, family, now) else {
-            return self.plan_claim(st, alloc, family, now, listing);
+            return match self.plan_claim(st, alloc, family, now, listing) {
+                Err(e @ IpamError::Exhausted { .. }) if !self.cfg.strict_affinity => {
+                    match self.plan_borrow(st, alloc, family, now)? {
+                        Some(plan) => Ok(plan),
+                        None => Err(e),
+                    }
+                }
+                other => other,
+            };
         };
         let cached = &st.blocks[&key];
         let rev = cached.rev;
@@ -726,6 +1179,50 @@ impl Ipam {
             block: rec.cidr,
         };
         Ok(Plan::Ready(a, Box::new(Change::new(key, rec, rev, false)?)))
+    }
+
+    /// Plans borrowing a free address of `family` from another node's block
+    /// (as last listed: `plan_claim` always lists before it fails for lack
+    /// of blocks): blocks in pool order and address order, next fit inside.
+    fn plan_borrow(
+        &self,
+        st: &State,
+        alloc: &Allocation,
+        family: Family,
+        now: u64,
+    ) -> Result<Option<Plan>, IpamError> {
+        let mut blocks: Vec<(usize, u128, &String, &Cached)> = st
+            .foreign
+            .iter()
+            .filter(|(_, c)| c.rec.family() == family && c.rec.affinity.is_some())
+            .filter_map(|(k, c)| {
+                let pool = self.pool_of_block(&c.rec)?;
+                Some((pool, to_u128(c.rec.cidr.network()), k, c))
+            })
+            .collect();
+        blocks.sort_by_key(|b| (b.0, b.1));
+        let Some((key, c, ordinal)) = blocks
+            .into_iter()
+            .find_map(|(_, _, k, c)| c.rec.pick_free(now).map(|o| (k, c, o)))
+        else {
+            return Ok(None);
+        };
+        let mut rec = c.rec.clone();
+        rec.prune(now);
+        let mut alloc = alloc.clone();
+        alloc.node = Some(self.cfg.node.clone());
+        rec.allocations.insert(ordinal, alloc);
+        rec.next = (ordinal + 1) % rec.size();
+        let a = Allocated {
+            addr: rec.addr(ordinal),
+            pool: rec.pool,
+            block: rec.cidr,
+        };
+        tracing::debug!(address = %a.addr, block = %rec.cidr, owner = ?rec.affinity, "ipam borrows an address");
+        Ok(Some(Plan::Ready(
+            a,
+            Box::new(Change::new(key.clone(), rec, c.rev, false)?),
+        )))
     }
 
     /// The free ordinal to use in this node's blocks: blocks in pool order
@@ -761,7 +1258,9 @@ impl Ipam {
 
     /// Plans the claim of the lowest free block of the family's pools, with
     /// `alloc` in it: a create of a new block key, or an update of a block
-    /// nobody holds. Lists the blocks once per `listing`.
+    /// nobody holds. Lists the blocks once per `listing` (which also
+    /// refreshes what this node knows of other nodes' blocks, and of blocks
+    /// of its own another writer claimed: the block limit counts those).
     fn plan_claim(
         &self,
         st: &mut State,
@@ -770,10 +1269,12 @@ impl Ipam {
         now: u64,
         listing: &mut Option<Listing>,
     ) -> Result<Plan, IpamError> {
-        if self.at_block_limit(st, family) {
+        // Without borrowing, a node at its limit need not look further.
+        if self.cfg.strict_affinity && self.at_block_limit(st, family) {
             return Err(self.exhausted(st, family, now, true));
         }
-        if listing.is_none() {
+        let fresh = listing.is_none();
+        if fresh {
             *listing = Some(self.store.list(BLOCKS_PREFIX)?);
         }
         let kvs = listing.as_ref().map_or(&[][..], |l| &l.kvs[..]);
@@ -783,30 +1284,46 @@ impl Ipam {
         // have no affinity (claimable by update).
         let mut taken: HashMap<IpNet, BTreeSet<u128>> = HashMap::new();
         let mut orphans: HashMap<String, (BlockRecord, Revision)> = HashMap::new();
-        for kv in kvs {
-            present.insert(kv.key.clone());
-            let Some(cidr) = parse_block_key(&kv.key) else {
-                continue;
-            };
-            if let Some(pool) = self.cfg.pools.iter().find(|p| p.cidr.contains(&cidr)) {
+        let mark = |taken: &mut HashMap<IpNet, BTreeSet<u128>>, cidr: &IpNet| {
+            if let Some(pool) = self.cfg.pools.iter().find(|p| p.cidr.contains(cidr)) {
                 // A key of another block size (left by an older config) still
                 // covers its addresses: every block it overlaps is taken.
-                let first = block_index(pool, &cidr);
+                let first = block_index(pool, cidr);
                 let span = 1u128 << pool.block_prefix.saturating_sub(cidr.prefix_len());
                 taken
                     .entry(pool.cidr)
                     .or_default()
                     .extend(first..first + span.min(1 << 16));
             }
+        };
+        // Blocks staged by this batch are taken too (the listing predates them).
+        for key in st.staged.keys() {
+            if let Some(cidr) = parse_block_key(key) {
+                mark(&mut taken, &cidr);
+            }
+        }
+        for kv in kvs {
+            present.insert(kv.key.clone());
+            let Some(cidr) = parse_block_key(&kv.key) else {
+                continue;
+            };
+            mark(&mut taken, &cidr);
+            if st.staged.contains_key(&kv.key) {
+                // planned on by this batch: the commit checks its revision
+                continue;
+            }
             match BlockRecord::decode(kv) {
-                Ok(rec) if self.is_mine(&rec) => {
-                    let newer = st
-                        .blocks
-                        .get(&kv.key)
-                        .is_none_or(|c| c.rev < kv.mod_revision);
+                Ok(rec) => {
+                    let newer = st.cached(&kv.key).is_none_or(|c| c.rev < kv.mod_revision);
+                    let mine = self.is_mine(&rec);
+                    if rec.affinity.is_none() {
+                        orphans.insert(kv.key.clone(), (rec.clone(), kv.mod_revision));
+                    }
                     if newer {
-                        learned = true;
-                        st.blocks.insert(
+                        learned |= mine;
+                        st.blocks.remove(&kv.key);
+                        self.put(
+                            st,
                             kv.key.clone(),
                             Cached {
                                 rec,
@@ -815,16 +1332,21 @@ impl Ipam {
                         );
                     }
                 }
-                Ok(rec) if rec.affinity.is_none() => {
-                    orphans.insert(kv.key.clone(), (rec, kv.mod_revision));
-                }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "ipam block skipped while claiming"),
             }
         }
-        st.blocks.retain(|k, _| present.contains(k));
+        if fresh {
+            let staged = &st.staged;
+            st.blocks
+                .retain(|k, _| present.contains(k) || staged.contains_key(k));
+            st.foreign
+                .retain(|k, _| present.contains(k) || staged.contains_key(k));
+        }
         if learned {
             return Ok(Plan::Retry);
+        }
+        if self.at_block_limit(st, family) {
+            return Err(self.exhausted(st, family, now, true));
         }
         for pool in self.pools_of(family) {
             let mut taken = taken.remove(&pool.cidr).unwrap_or_default();
@@ -994,7 +1516,7 @@ impl Ipam {
             let mut changes = Vec::new();
             let mut freed = Vec::new();
             for key in keys {
-                let Some(cached) = st.blocks.get(key) else {
+                let Some(cached) = st.cached(key) else {
                     continue;
                 };
                 let mut rec = cached.rec.clone();
@@ -1016,6 +1538,9 @@ impl Ipam {
                         rec.quarantine.insert(o, until);
                     }
                 }
+                if rec.allocations.is_empty() {
+                    rec.emptied_at_ms = Some(now);
+                }
                 changes.push(Change::new(key.clone(), rec, cached.rev, false)?);
             }
             if changes.is_empty() {
@@ -1033,9 +1558,12 @@ impl Ipam {
         }
     }
 
-    /// Releases every address `handle` holds in this node's blocks; each
-    /// rests in quarantine until now + `quarantine`. Releasing a handle that
-    /// holds nothing is a no-op (no store access). Returns what was released.
+    /// Releases every address `handle` holds for this node (in its own
+    /// blocks or borrowed); each rests in quarantine until now +
+    /// `quarantine`. Releasing a handle that holds nothing is a no-op (no
+    /// store access with strict affinity; without it, one listing to look
+    /// for addresses another `Ipam` of this node borrowed). Returns what
+    /// was released.
     pub fn release(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
         let until = self.clock.now_ms().saturating_add(ms(self.cfg.quarantine));
         self.release_handle(handle, Some(until))
@@ -1052,13 +1580,17 @@ impl Ipam {
 
     fn release_handle(&self, handle: &str, until: Option<u64>) -> Result<Vec<IpAddr>, IpamError> {
         let mut st = self.lock();
-        let keys: Vec<String> = st
-            .blocks
-            .iter()
-            .filter(|(_, c)| c.rec.allocations.values().any(|a| a.handle == handle))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let freed = self.free_in_blocks(&mut st, &keys, until, |_, _, a| a.handle == handle)?;
+        let mut keys = self.handle_keys(&st, handle);
+        if keys.is_empty() && !self.cfg.strict_affinity {
+            // Not in the index: another Ipam of this node may have borrowed
+            // for it since our last listing.
+            self.refresh_locked(&mut st)?;
+            keys = self.handle_keys(&st, handle);
+        }
+        let freed = self.free_in_blocks(&mut st, &keys, until, |rec, _, a| {
+            a.handle == handle && self.holds(rec, a)
+        })?;
+        st.borrowed.remove(handle);
         let mut out: Vec<IpAddr> = freed.into_iter().map(|f| f.address).collect();
         out.sort();
         if let Some(until) = until.filter(|_| !out.is_empty()) {
@@ -1072,23 +1604,33 @@ impl Ipam {
         Ok(out)
     }
 
-    /// Frees (with quarantine) the allocations of this node's blocks whose
-    /// handle is not in `live` and that are at least `gc_grace` old: an ADD
-    /// in flight has allocated but not yet recorded its endpoint, the grace
-    /// protects it. Never frees a live handle. Reloads the cache first.
+    /// Frees (with quarantine) the allocations this node holds, in its own
+    /// blocks or borrowed in other nodes' blocks, whose handle is not in
+    /// `live` and that are at least `gc_grace` old: an ADD in flight has
+    /// allocated but not yet recorded its endpoint, the grace protects it.
+    /// Never frees a live handle, nor an address another node borrowed from
+    /// this node's blocks. Reloads the cache first.
     pub fn gc(&self, live: &HashSet<String>) -> Result<Vec<AllocationInfo>, IpamError> {
         let mut st = self.lock();
         self.refresh_locked(&mut st)?;
         let now = self.clock.now_ms();
         let grace = ms(self.cfg.gc_grace);
         let until = now.saturating_add(ms(self.cfg.quarantine));
-        let keys: Vec<String> = st.blocks.keys().cloned().collect();
+        let keys: Vec<String> = st
+            .blocks
+            .iter()
+            .chain(st.foreign.iter())
+            .filter(|(_, c)| c.rec.allocations.values().any(|a| self.holds(&c.rec, a)))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut out = Vec::new();
         // One commit per block: a gc may touch every block of the node, and
         // one transaction of them all could outgrow a backend's request limit.
         for key in keys {
-            let freed = self.free_in_blocks(&mut st, &[key], Some(until), |_, _, a| {
-                !live.contains(&a.handle) && now.saturating_sub(a.allocated_at_ms) >= grace
+            let freed = self.free_in_blocks(&mut st, &[key], Some(until), |rec, _, a| {
+                self.holds(rec, a)
+                    && !live.contains(&a.handle)
+                    && now.saturating_sub(a.allocated_at_ms) >= grace
             })?;
             for f in &freed {
                 tracing::info!(address = %f.address, handle = %f.handle, "ipam gc freed a leaked address");
@@ -1098,9 +1640,188 @@ impl Ipam {
         Ok(out)
     }
 
+    /// Gives back the blocks of this node that have been empty (no
+    /// allocation, no quarantine in force) for at least
+    /// `block_release_grace`: each is deleted if it is still at the revision
+    /// this decision was made on (a block with any allocation is never
+    /// deleted). The agent calls it periodically. Reloads the cache first;
+    /// one commit per block given back. Returns the blocks given back.
+    pub fn release_empty_blocks(&self) -> Result<Vec<IpNet>, IpamError> {
+        let mut st = self.lock();
+        self.refresh_locked(&mut st)?;
+        let now = self.clock.now_ms();
+        let grace = ms(self.cfg.block_release_grace);
+        let empty: HashSet<String> = st
+            .blocks
+            .iter()
+            .filter(|(_, c)| c.rec.allocations.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        st.empty_seen.retain(|k, _| empty.contains(k));
+        let mut out = Vec::new();
+        for key in empty {
+            let seen = *st.empty_seen.entry(key.clone()).or_insert(now);
+            let Some(c) = st.blocks.get(&key) else {
+                continue;
+            };
+            if c.rec.active_quarantine(now).next().is_some() {
+                continue;
+            }
+            let last_quarantine = c.rec.quarantine.values().copied().max().unwrap_or(0);
+            let idle_since = c.rec.emptied_at_ms.unwrap_or(seen).max(last_quarantine);
+            if now.saturating_sub(idle_since) < grace {
+                continue;
+            }
+            let cidr = c.rec.cidr;
+            let change = Change::delete(key.clone(), c.rec.clone(), c.rev);
+            // A lost condition means the block changed (an address was
+            // handed out or borrowed): it is not empty any more, keep it.
+            if self.write(&mut st, vec![change])?.is_ok() {
+                out.push(cidr);
+            }
+        }
+        out.sort_by_key(|c| (Family::of_net(c), to_u128(c.network())));
+        Ok(out)
+    }
+
+    /// Collects what a node that is gone left behind: when `node` is not in
+    /// `live_nodes` (the node registry, as the caller sees it) and this
+    /// `Ipam` has seen it gone for at least `grace` (the first call starts
+    /// the clock), every allocation `node` holds (in its blocks or borrowed
+    /// elsewhere) that is at least `grace` old is freed into quarantine, and
+    /// its blocks lose their affinity (an empty block without quarantine is
+    /// deleted; others become unclaimed, to be claimed by any node). Never
+    /// touches an allocation of a live node, nor anything of this node.
+    /// One commit per block changed.
+    pub fn collect_node(
+        &self,
+        node: &str,
+        live_nodes: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<NodeCollection, IpamError> {
+        let mut st = self.lock();
+        let now = self.clock.now_ms();
+        if node == self.cfg.node || live_nodes.contains(node) {
+            st.gone_since.remove(node);
+            return Ok(NodeCollection::default());
+        }
+        let since = *st.gone_since.entry(node.to_string()).or_insert(now);
+        let grace = ms(grace);
+        if now.saturating_sub(since) < grace {
+            return Ok(NodeCollection::default());
+        }
+        let listing = self.refresh_locked(&mut st)?;
+        let until = now.saturating_add(ms(self.cfg.quarantine));
+        let owned = |rec: &BlockRecord, a: &Allocation| {
+            a.owner(rec) == Some(node) && now.saturating_sub(a.allocated_at_ms) >= grace
+        };
+        let mut out = NodeCollection::default();
+        for kv in &listing.kvs {
+            let mut attempts = 0;
+            while let Some(c) = st.cached(&kv.key) {
+                let (mut rec, rev) = (c.rec.clone(), c.rev);
+                let ordinals: Vec<u32> = rec
+                    .allocations
+                    .iter()
+                    .filter(|(_, a)| owned(&rec, a))
+                    .map(|(&o, _)| o)
+                    .collect();
+                let affine = rec.affinity.as_deref() == Some(node);
+                if ordinals.is_empty() && !affine {
+                    break;
+                }
+                rec.prune(now);
+                let mut freed = Vec::new();
+                for o in ordinals {
+                    if let Some(a) = rec.allocations.remove(&o) {
+                        freed.push(AllocationInfo::new(&rec, o, &a));
+                    }
+                    rec.quarantine.insert(o, until);
+                }
+                let mut released = None;
+                if affine {
+                    // Allocations of the gone node younger than the grace
+                    // keep the block as it is until a later call.
+                    if rec
+                        .allocations
+                        .values()
+                        .any(|a| a.owner(&rec) == Some(node))
+                    {
+                        if freed.is_empty() {
+                            break;
+                        }
+                    } else {
+                        rec.affinity = None;
+                        released = Some(rec.cidr);
+                    }
+                }
+                if rec.allocations.is_empty() {
+                    rec.emptied_at_ms = Some(now);
+                }
+                let delete = rec.affinity.is_none()
+                    && rec.allocations.is_empty()
+                    && rec.active_quarantine(now).next().is_none();
+                let change = if delete {
+                    Change::delete(kv.key.clone(), rec, rev)
+                } else {
+                    Change::new(kv.key.clone(), rec, rev, false)?
+                };
+                match self.write(&mut st, vec![change])? {
+                    Ok(()) => {
+                        for f in &freed {
+                            tracing::info!(address = %f.address, handle = %f.handle, node, "ipam freed an address of a gone node");
+                        }
+                        out.freed.extend(freed);
+                        out.blocks.extend(released);
+                        break;
+                    }
+                    Err(key) => {
+                        attempts += 1;
+                        if attempts >= MAX_ATTEMPTS {
+                            return Err(IpamError::Contended { key, attempts });
+                        }
+                    }
+                }
+            }
+        }
+        if out.freed.is_empty() && out.blocks.is_empty() {
+            // nothing (more) of the node: forget it
+            st.gone_since.remove(node);
+        }
+        Ok(out)
+    }
+
+    /// [`Ipam::collect_node`] for every node the IPAM keys mention (block
+    /// affinities and borrowers) that is not in `live_nodes`.
+    pub fn collect_gone_nodes(
+        &self,
+        live_nodes: &HashSet<String>,
+        grace: Duration,
+    ) -> Result<NodeCollection, IpamError> {
+        let listing = self.store.list(BLOCKS_PREFIX)?;
+        let mut nodes = BTreeSet::new();
+        for kv in &listing.kvs {
+            let Ok(rec) = BlockRecord::decode(kv) else {
+                continue;
+            };
+            nodes.extend(rec.affinity.clone());
+            nodes.extend(rec.allocations.values().filter_map(|a| a.node.clone()));
+        }
+        let mut out = NodeCollection::default();
+        for n in nodes {
+            if n == self.cfg.node || live_nodes.contains(&n) {
+                continue;
+            }
+            let c = self.collect_node(&n, live_nodes, grace)?;
+            out.freed.extend(c.freed);
+            out.blocks.extend(c.blocks);
+        }
+        Ok(out)
+    }
+
     /// Compares the store with the node's `live` handles without changing
-    /// anything: allocations of this node's blocks not live (any age) are
-    /// leaks; inconsistencies anywhere in the IPAM keys are problems.
+    /// anything: allocations this node holds (in its blocks, or borrowed)
+    /// not live (any age) are leaks; inconsistencies anywhere in the IPAM keys are problems.
     pub fn check(&self, live: &HashSet<String>) -> Result<CheckFindings, IpamError> {
         let mut st = self.lock();
         let listing = self.refresh_locked(&mut st)?;
@@ -1128,7 +1849,6 @@ impl Ipam {
                 }
                 Some(_) => {}
             }
-            let mine = self.is_mine(&rec);
             for (&o, a) in &rec.allocations {
                 if o >= rec.size() {
                     findings.problems.push(format!(
@@ -1154,7 +1874,7 @@ impl Ipam {
                     .entry((a.handle.clone(), Family::of(&addr)))
                     .or_default()
                     .push(addr);
-                if mine && !live.contains(&a.handle) {
+                if self.holds(&rec, a) && !live.contains(&a.handle) {
                     findings.leaked.push(AllocationInfo::new(&rec, o, a));
                 }
             }

@@ -48,9 +48,19 @@ pub struct Allocation {
     #[serde(default)]
     pub pod_name: String,
     pub allocated_at_ms: u64,
+    /// The node that holds the address when it borrowed it from a block of
+    /// another node (`None`: the block's own node, the usual case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Allocation {
+    /// The node that holds this allocation of `rec`: the borrower, else the
+    /// block's node.
+    pub fn owner<'a>(&'a self, rec: &'a BlockRecord) -> Option<&'a str> {
+        self.node.as_deref().or(rec.affinity.as_deref())
+    }
+
     pub(crate) fn holder(&self) -> String {
         if self.pod_name.is_empty() {
             format!("handle {}", self.handle)
@@ -78,6 +88,10 @@ pub struct BlockRecord {
     /// Next-fit cursor: where the search for a free ordinal starts.
     #[serde(default)]
     pub next: u32,
+    /// When the last allocation left the block (ms since the epoch); the
+    /// grace before an empty block is given back counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emptied_at_ms: Option<u64>,
 }
 
 impl BlockRecord {
@@ -89,6 +103,7 @@ impl BlockRecord {
             allocations: BTreeMap::new(),
             quarantine: BTreeMap::new(),
             next: 0,
+            emptied_at_ms: None,
         }
     }
 

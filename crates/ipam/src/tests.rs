@@ -981,7 +981,11 @@ fn assert_all_distinct(allocs: &[AllocationInfo], expect: usize) {
 
 #[test]
 fn concurrent_allocations_on_one_ipam() {
-    let env = Env::new(standard());
+    // Batching off: the write count below is one commit per allocation (with
+    // batching on, see `group_commit_batches_concurrent_allocations`).
+    let mut c = standard();
+    c.batching = false;
+    let env = Env::new(c);
     let ipam = Arc::new(env.ipam);
     let threads: Vec<_> = (0..16)
         .map(|t| {
@@ -1167,6 +1171,7 @@ fn check_finds_leaks_and_problems() {
         pod_namespace: String::new(),
         pod_name: String::new(),
         allocated_at_ms: T0,
+        node: None,
     };
     let mut rec = BlockRecord::new(
         net("10.244.1.0/26"),
@@ -1289,6 +1294,7 @@ fn orphan_blocks_are_claimed_and_other_block_sizes_respected() {
             pod_namespace: String::new(),
             pod_name: String::new(),
             allocated_at_ms: T0,
+            node: None,
         },
     );
     raw.create(
@@ -1623,4 +1629,506 @@ fn rollback_releases_without_quarantine() {
     assert_eq!(env.ipam.pools_usage().unwrap()[0].quarantined, 0);
     // Free again at once.
     assert_eq!(env.alloc(3, &v4()).unwrap(), vec![ip("10.9.0.2")]);
+}
+
+// ---------------------------------------------------------------- cluster-wide
+
+/// Node `node` on the shared store `raw` (with its own counting wrapper).
+fn node_env(raw: &Arc<dyn Store>, clock: &Arc<ManualClock>, mut c: IpamConfig, node: &str) -> Env {
+    c.node = node.into();
+    let store = Counting::new(raw.clone());
+    let ipam = Ipam::new(store.clone(), c, clock.clone()).unwrap();
+    Env {
+        store,
+        clock: clock.clone(),
+        ipam,
+    }
+}
+
+/// Writes per allocation of `threads` threads x `per` allocations on one
+/// Ipam, after its first block is claimed.
+fn writes_per_allocation(batching: bool, threads: usize, per: usize) -> f64 {
+    let mut c = standard();
+    c.batching = batching;
+    let env = Env::new(c);
+    let ipam = Arc::new(env.ipam);
+    let w = env.store.writes();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                (0..per)
+                    .map(|i| ipam.allocate(&attrs(format!("{t}-{i}")), &v4()).unwrap()[0].addr)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for t in workers {
+        for a in t.join().unwrap() {
+            assert!(all.insert(a), "{a} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), threads * per);
+    assert_all_distinct(&ipam.allocations().unwrap(), threads * per);
+    let handles: HashSet<String> = (0..threads)
+        .flat_map(|t| (0..per).map(move |i| h(format!("{t}-{i}"))))
+        .collect();
+    let findings = ipam.check(&handles).unwrap();
+    assert!(findings.is_clean(), "{findings:?}");
+    (env.store.writes() - w) as f64 / (threads * per) as f64
+}
+
+#[test]
+fn group_commit_batches_concurrent_allocations() {
+    let off = writes_per_allocation(false, 16, 50);
+    let on = writes_per_allocation(true, 16, 50);
+    let single = writes_per_allocation(true, 1, 50);
+    eprintln!(
+        "16 threads x 50 allocations: {off:.3} writes per allocation with batching off, {on:.3} with batching on; 1 thread, batching on: {single:.3}"
+    );
+    assert_eq!(off, 1.0, "without batching every allocation is one commit");
+    assert!(on <= 0.5, "batching on: {on} writes per allocation");
+    assert_eq!(
+        single, 1.0,
+        "a lone caller is not delayed into a batch of one"
+    );
+}
+
+#[test]
+fn a_batch_with_a_lost_condition_is_replanned_whole() {
+    // Two Ipams of one node on one store, each batching 8 threads: they keep
+    // invalidating each other's batches; nothing is lost or doubled.
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let c = cfg(vec![pool("10.0.0.0/20", 27)]);
+    let ipams: Vec<Arc<Ipam>> = (0..2)
+        .map(|_| Arc::new(Ipam::new(raw.clone(), c.clone(), clock.clone()).unwrap()))
+        .collect();
+    let workers: Vec<_> = (0..16)
+        .map(|t| {
+            let ipam = ipams[t % 2].clone();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    ipam.allocate(&attrs(format!("{t}-{i}")), &v4()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in workers {
+        t.join().unwrap();
+    }
+    assert_all_distinct(&ipams[0].allocations().unwrap(), 16 * 40);
+}
+
+fn borrow_cfg() -> IpamConfig {
+    // Blocks of 8 in a pool of 4 blocks; one block per node.
+    let mut c = cfg(vec![pool("10.1.0.0/27", 29)]);
+    c.strict_affinity = false;
+    c.max_blocks_per_node = Some(1);
+    c
+}
+
+#[test]
+fn borrowing_from_another_nodes_block() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
+    // node-a's block .0/29 holds .1-.7 (the pool's .0 is reserved).
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    assert_eq!(b.alloc("b0", &v4()).unwrap(), vec![ip("10.1.0.8")]);
+    // node-a is full and at its limit: it borrows from node-b's block.
+    let w = a.store.writes();
+    let got = a.alloc("a7", &v4()).unwrap();
+    assert_eq!(got, vec![ip("10.1.0.9")]);
+    assert_eq!(a.store.writes() - w, 1, "a borrow is one commit");
+    let raw_rec =
+        BlockRecord::decode(&raw.get(&block_key(&net("10.1.0.8/29"))).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        raw_rec.affinity.as_deref(),
+        Some("node-b"),
+        "the block stays node-b's"
+    );
+    assert_eq!(raw_rec.allocations[&1].node.as_deref(), Some("node-a"));
+    // Idempotent, findable, no write.
+    let w = a.store.writes();
+    assert_eq!(a.alloc("a7", &v4()).unwrap(), got);
+    assert_eq!(a.store.writes(), w);
+    assert_eq!(a.ipam.find(&h("a7")), got);
+    assert!(b.ipam.find(&h("a7")).is_empty(), "node-b does not hold it");
+    // node-b's next address steps around the borrowed one.
+    assert_eq!(b.alloc("b1", &v4()).unwrap(), vec![ip("10.1.0.10")]);
+    // check: the borrowed address is node-a's, not node-b's.
+    let a_live: HashSet<String> = (0..8).map(|i| h(format!("a{i}"))).collect();
+    let b_live = live(&[&h("b0"), &h("b1")]);
+    assert!(a.ipam.check(&a_live).unwrap().is_clean());
+    assert!(b.ipam.check(&b_live).unwrap().is_clean());
+    let leaks = b.ipam.check(&live(&[])).unwrap().leaked;
+    assert_eq!(leaks.len(), 2, "node-b's leaks are its own two: {leaks:?}");
+    // gc of node-b never frees node-a's borrowed address.
+    clock.advance(Duration::from_secs(3600));
+    let freed = b.ipam.gc(&b_live).unwrap();
+    assert!(freed.is_empty(), "{freed:?}");
+    // A restarted node-a (empty index, rebuilt from its first listing)
+    // releases the borrowed address by handle.
+    let a2 = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    assert_eq!(a2.ipam.find(&h("a7")), got);
+    assert_eq!(a2.ipam.release(&h("a7")).unwrap(), got);
+    assert!(a2.ipam.find(&h("a7")).is_empty());
+    // The first node-a's cache still believes it holds it; a release there
+    // finds nothing to free (the compare-and-swap brings the fresh record).
+    assert!(a.ipam.release(&h("a7")).unwrap().is_empty());
+    // Another Ipam of node-a borrowed since: release falls back to a scan.
+    let a3 = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    let borrowed = a.alloc("a8", &v4()).unwrap();
+    assert_eq!(borrowed.len(), 1);
+    assert!(
+        net("10.1.0.8/29").contains(&borrowed[0])
+            || net("10.1.0.16/29").contains(&borrowed[0])
+            || net("10.1.0.24/29").contains(&borrowed[0])
+    );
+    assert_eq!(a3.ipam.release(&h("a8")).unwrap(), borrowed);
+}
+
+#[test]
+fn gc_frees_borrowed_leaks_of_this_node_only() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    b.alloc("b0", &v4()).unwrap();
+    let borrowed = a.alloc("a7", &v4()).unwrap();
+    clock.advance(Duration::from_secs(120));
+    let a_live: HashSet<String> = (0..7).map(|i| h(format!("a{i}"))).collect();
+    let freed = a.ipam.gc(&a_live).unwrap();
+    assert_eq!(freed.len(), 1);
+    assert_eq!(freed[0].address, borrowed[0]);
+    assert_eq!(freed[0].handle, h("a7"));
+    assert_eq!(
+        b.ipam.find(&h("b0")),
+        vec![ip("10.1.0.8")],
+        "node-b's own kept"
+    );
+}
+
+#[test]
+fn strict_affinity_never_borrows() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut c = borrow_cfg();
+    c.strict_affinity = true;
+    let a = node_env(&raw, &clock, c.clone(), "node-a");
+    let b = node_env(&raw, &clock, c, "node-b");
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    b.alloc("b0", &v4()).unwrap();
+    let err = a.alloc("a7", &v4()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Exhausted {
+                max_blocks: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn borrowing_when_the_pool_has_no_unclaimed_block() {
+    // No block limit: the node borrows once every block is claimed.
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut c = cfg(vec![pool("10.1.0.0/28", 29)]);
+    c.strict_affinity = false;
+    let a = node_env(&raw, &clock, c.clone(), "node-a");
+    let b = node_env(&raw, &clock, c, "node-b");
+    assert_eq!(b.alloc("b0", &v4()).unwrap(), vec![ip("10.1.0.1")]);
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    // .8/29 is node-a's (.15 is the pool's broadcast): 7 addresses; then
+    // node-a borrows from node-b's .0/29.
+    assert_eq!(a.alloc("a7", &v4()).unwrap(), vec![ip("10.1.0.2")]);
+    // Everything full: Exhausted, nothing written.
+    for i in 8..13 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    let err = a.alloc("a13", &v4()).unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err:?}");
+    assert_all_distinct(&a.ipam.allocations().unwrap(), 14);
+}
+
+#[test]
+fn empty_blocks_are_given_back_after_the_grace() {
+    let mut c = cfg(vec![pool("10.2.0.0/24", 28)]);
+    c.quarantine = Duration::from_secs(30);
+    c.block_release_grace = Duration::from_secs(300);
+    let env = Env::new(c);
+    for i in 0..20 {
+        env.alloc(i, &v4()).unwrap();
+    }
+    assert_eq!(env.ipam.blocks().unwrap().len(), 2);
+    // Empty the second block (.16/28: handles 15..20).
+    for i in 15..20 {
+        env.ipam.release(&h(i)).unwrap();
+    }
+    assert!(
+        env.ipam.release_empty_blocks().unwrap().is_empty(),
+        "quarantine in force"
+    );
+    env.advance_ms(30_000 + 299_999);
+    assert!(
+        env.ipam.release_empty_blocks().unwrap().is_empty(),
+        "inside the grace"
+    );
+    env.advance_ms(1);
+    let w = env.store.writes();
+    assert_eq!(
+        env.ipam.release_empty_blocks().unwrap(),
+        vec![net("10.2.0.16/28")]
+    );
+    assert_eq!(env.store.writes() - w, 1, "one delete");
+    assert_eq!(
+        env.ipam.blocks().unwrap().len(),
+        1,
+        "the block with allocations stays"
+    );
+    // Empty for a long time, but never with an allocation in it: the first
+    // block keeps its 15 addresses.
+    env.advance_ms(3_600_000);
+    assert!(env.ipam.release_empty_blocks().unwrap().is_empty());
+    assert_eq!(env.ipam.allocations().unwrap().len(), 15);
+    // The given-back block can be claimed again (by anyone).
+    assert!(net("10.2.0.16/28").contains(&env.alloc(99, &fixed("10.2.0.20")).unwrap()[0]));
+}
+
+#[test]
+fn a_block_with_a_borrowed_address_is_not_given_back() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    b.alloc("b0", &v4()).unwrap();
+    a.alloc("a7", &v4()).unwrap(); // borrowed from node-b's block
+    b.ipam.release(&h("b0")).unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert!(b.ipam.release_empty_blocks().unwrap().is_empty());
+    // Once node-a gives the address back, the block empties and, after the
+    // grace, goes.
+    a.ipam.release(&h("a7")).unwrap();
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        b.ipam.release_empty_blocks().unwrap().is_empty(),
+        "grace restarts"
+    );
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(
+        b.ipam.release_empty_blocks().unwrap(),
+        vec![net("10.1.0.8/29")]
+    );
+}
+
+#[test]
+fn a_gone_nodes_leaks_are_collected_after_the_grace() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
+    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    b.alloc("b0", &v4()).unwrap();
+    b.alloc("b1", &v4()).unwrap();
+    a.alloc("a7", &v4()).unwrap(); // node-a borrows in node-b's block
+                                   // node-b borrows in node-c's block.
+    let cnode = node_env(&raw, &clock, borrow_cfg(), "node-c");
+    cnode.alloc("c0", &v4()).unwrap();
+    for i in 2..7 {
+        b.alloc(format!("b{i}"), &v4()).unwrap();
+    }
+    let b_borrowed = b.alloc("b7", &v4()).unwrap();
+    assert!(
+        net("10.1.0.16/29").contains(&b_borrowed[0]),
+        "{b_borrowed:?}"
+    );
+    let grace = Duration::from_secs(600);
+    let all_live: HashSet<String> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // A live node is never collected.
+    assert_eq!(
+        a.ipam.collect_node("node-b", &all_live, grace).unwrap(),
+        NodeCollection::default()
+    );
+    assert_eq!(
+        a.ipam.collect_node("node-a", &live(&[]), grace).unwrap(),
+        NodeCollection::default(),
+        "never itself"
+    );
+    let live_nodes: HashSet<String> = ["node-a", "node-c"].iter().map(|s| s.to_string()).collect();
+    // First sight of node-b gone starts the grace.
+    assert_eq!(
+        a.ipam.collect_node("node-b", &live_nodes, grace).unwrap(),
+        NodeCollection::default()
+    );
+    clock.advance(Duration::from_secs(599));
+    assert_eq!(
+        a.ipam.collect_node("node-b", &live_nodes, grace).unwrap(),
+        NodeCollection::default()
+    );
+    clock.advance(Duration::from_secs(1));
+    let got = a.ipam.collect_gone_nodes(&live_nodes, grace).unwrap();
+    let mut freed: Vec<String> = got.freed.iter().map(|f| f.handle.clone()).collect();
+    freed.sort();
+    let mut want: Vec<String> = (0..8).map(|i| h(format!("b{i}"))).collect();
+    want.sort();
+    assert_eq!(freed, want, "node-b's own and its borrowed address");
+    assert_eq!(got.blocks, vec![net("10.1.0.8/29")]);
+    // node-a's borrowed address in node-b's former block is untouched, the
+    // block is unclaimed now, node-c's own address kept.
+    assert_eq!(a.ipam.find(&h("a7")), vec![ip("10.1.0.10")]);
+    assert_eq!(cnode.ipam.find(&h("c0")).len(), 1);
+    let rec =
+        BlockRecord::decode(&raw.get(&block_key(&net("10.1.0.8/29"))).unwrap().unwrap()).unwrap();
+    assert_eq!(rec.affinity, None);
+    assert_eq!(rec.allocations.len(), 1);
+    let a_live: HashSet<String> = (0..8).map(|i| h(format!("a{i}"))).collect();
+    assert!(a.ipam.check(&a_live).unwrap().is_clean());
+    assert!(cnode.ipam.check(&live(&[&h("c0")])).unwrap().is_clean());
+    // Nothing more to do.
+    let again = a.ipam.collect_gone_nodes(&live_nodes, grace).unwrap();
+    assert_eq!(again, NodeCollection::default());
+}
+
+#[test]
+fn an_empty_block_of_a_gone_node_is_deleted() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut c = cfg(vec![pool("10.3.0.0/24", 28)]);
+    c.quarantine = Duration::ZERO;
+    let a = node_env(&raw, &clock, c.clone(), "node-a");
+    let b = node_env(&raw, &clock, c, "node-b");
+    a.alloc("a0", &v4()).unwrap();
+    b.alloc("b0", &v4()).unwrap();
+    let live_nodes = live(&["node-a"]);
+    let grace = Duration::from_secs(60);
+    a.ipam.collect_node("node-b", &live_nodes, grace).unwrap();
+    clock.advance(grace);
+    let got = a.ipam.collect_node("node-b", &live_nodes, grace).unwrap();
+    assert_eq!(got.freed.len(), 1);
+    assert_eq!(got.blocks, vec![net("10.3.0.16/28")]);
+    assert!(raw.get(&block_key(&net("10.3.0.16/28"))).unwrap().is_none());
+    assert_eq!(a.ipam.blocks().unwrap().len(), 1);
+}
+
+#[test]
+fn four_nodes_with_eight_threads_each_share_one_store() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    // 8 blocks of 256. node-2 and node-3 claim three blocks each up front
+    // (one static address in each); node-0 and node-1 may hold one block
+    // and must borrow the rest of their 400 addresses from the others.
+    let mut c = cfg(vec![pool("10.8.0.0/21", 24)]);
+    c.strict_affinity = false;
+    let nodes: Vec<Arc<Ipam>> = (0..4)
+        .map(|n| {
+            let mut c = c.clone();
+            c.node = format!("node-{n}");
+            if n < 2 {
+                c.max_blocks_per_node = Some(1);
+            }
+            Arc::new(Ipam::new(raw.clone(), c, clock.clone()).unwrap())
+        })
+        .collect();
+    for (n, blocks) in [(2, [2, 3, 4]), (3, [5, 6, 7])] {
+        for b in blocks {
+            nodes[n]
+                .allocate(&attrs(format!("pre-{b}")), &fixed(&format!("10.8.{b}.10")))
+                .unwrap();
+        }
+    }
+    let seen = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, String>::new()));
+    let workers: Vec<_> = (0..4)
+        .flat_map(|n| (0..8).map(move |t| (n, t)))
+        .map(|(n, t)| {
+            let ipam = nodes[n].clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let name = format!("n{n}-{t}-{i}");
+                    let got = ipam.allocate(&attrs(&name), &v4()).unwrap();
+                    assert_eq!(got.len(), 1);
+                    let prev = seen.lock().unwrap().insert(got[0].addr, h(&name));
+                    assert!(
+                        prev.is_none(),
+                        "{} handed out twice ({prev:?})",
+                        got[0].addr
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4 * 8 * 50);
+    let snap = nodes[0].snapshot().unwrap();
+    assert_all_distinct(&snap.allocations, 4 * 8 * 50 + 6);
+    // No lost allocation: every address handed out is in the store, held by
+    // the handle it was handed to.
+    let stored: HashMap<IpAddr, String> = snap
+        .allocations
+        .iter()
+        .map(|a| (a.address, a.handle.clone()))
+        .collect();
+    for (addr, handle) in seen.iter() {
+        assert_eq!(stored.get(addr), Some(handle), "{addr} lost");
+    }
+    // Borrowing happened, and each node's check is clean.
+    let affinity: HashMap<IpNet, String> = snap
+        .blocks
+        .iter()
+        .map(|b| (b.cidr, b.affinity.clone().unwrap_or_default()))
+        .collect();
+    let borrowed = snap
+        .allocations
+        .iter()
+        .filter(|a| {
+            !a.handle
+                .starts_with(&format!("c{}", affinity[&a.block].replace("node-", "n")))
+                && !a.handle.starts_with("cpre")
+        })
+        .count();
+    assert!(borrowed >= 2 * (400 - 256), "only {borrowed} borrowed");
+    for (n, ipam) in nodes.iter().enumerate() {
+        let mut handles: HashSet<String> = (0..8)
+            .flat_map(|t| (0..50).map(move |i| h(format!("n{n}-{t}-{i}"))))
+            .collect();
+        if n == 2 {
+            handles.extend([2, 3, 4].map(|b| h(format!("pre-{b}"))));
+        }
+        if n == 3 {
+            handles.extend([5, 6, 7].map(|b| h(format!("pre-{b}"))));
+        }
+        let findings = ipam.check(&handles).unwrap();
+        assert!(findings.is_clean(), "node-{n}: {findings:?}");
+        for hd in handles.iter().take(20) {
+            assert_eq!(ipam.find(hd).len(), 1, "node-{n} finds {hd}");
+        }
+    }
+    eprintln!("four nodes x 8 threads x 50: {borrowed} borrowed addresses");
 }

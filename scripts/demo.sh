@@ -10,6 +10,11 @@ trap cleanup EXIT
 
 echo "== building lab $name (fabric + node namespace, weftd, 3 pods via weft-cni)"
 weft lab up --name "$name" --pods 3
+# The 3-node variant goes here once weftd's multi-node side (--store etcd,
+# --etcd-endpoints, --routing) lands; the lab side exists already:
+#   weft lab up --name "$name" --nodes 3 --etcd-members 3 --routing overlay --pods 6
+# (pods spread round-robin over the nodes; `weft lab status` shows which pod
+# runs where, `weft lab check` adds every node's underlay as a column).
 echo
 echo "== weft status"
 weft --lab "$name" status

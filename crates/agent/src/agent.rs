@@ -87,11 +87,11 @@ impl Agent {
         &self.datapath
     }
 
-    pub(crate) fn set_spool_replayed(&self, n: usize) {
+    pub(crate) fn add_spool_replayed(&self, n: usize) {
         *self
             .spool_replayed
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = n;
+            .unwrap_or_else(|p| p.into_inner()) += n;
     }
 
     fn lock_container(&self, container_id: &str) -> MutexGuard<'_, ()> {

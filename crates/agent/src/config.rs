@@ -97,6 +97,24 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 10)]
     pub node_lease_seconds: u64,
 
+    /// Never borrow addresses from other nodes' blocks (the node stops at
+    /// its own blocks and --max-blocks-per-node).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub strict_affinity: bool,
+
+    /// Most blocks of each IP family this node may claim (default: no limit).
+    #[arg(long)]
+    pub max_blocks_per_node: Option<u32>,
+
+    /// Batch concurrent allocations into one datastore write (group commit).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ipam_batching: bool,
+
+    /// Seconds a node must be gone from the registry before its leaked
+    /// addresses and its blocks are collected.
+    #[arg(long, default_value_t = 300)]
+    pub node_gone_grace_seconds: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "weft_agent=debug".
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,

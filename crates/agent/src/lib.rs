@@ -84,6 +84,9 @@ pub fn build_with(
     let mut ipam_cfg = IpamConfig::new(node.clone(), pools);
     ipam_cfg.quarantine = cfg.quarantine();
     ipam_cfg.gc_grace = cfg.gc_grace();
+    ipam_cfg.strict_affinity = cfg.strict_affinity;
+    ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
+    ipam_cfg.batching = cfg.ipam_batching;
     let backend = ipam_store.backend().to_string();
     let ipam = Ipam::new(ipam_store.clone(), ipam_cfg, Arc::new(SystemClock))
         .context("setting up IPAM")?;
@@ -134,6 +137,14 @@ pub fn build_with(
         store_backend: backend,
     };
     let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
+    if cluster {
+        start_cluster_housekeeping(
+            agent.clone(),
+            ipam_store.clone(),
+            Duration::from_secs(cfg.gc_interval_seconds.max(1)),
+            Duration::from_secs(cfg.node_gone_grace_seconds),
+        );
+    }
 
     let report = reconcile::reconcile(&agent);
     tracing::info!(restored = ?report.restored, vanished = ?report.vanished,
@@ -142,7 +153,7 @@ pub fn build_with(
         tracing::error!(problem = %e, "reconciliation");
     }
     let (replayed, errors) = reconcile::replay_spool(&agent, &cfg.spool_dir);
-    agent.set_spool_replayed(replayed);
+    agent.add_spool_replayed(replayed);
     if replayed > 0 {
         tracing::info!(count = replayed, dir = %cfg.spool_dir.display(), "replayed spooled DELs");
     }
@@ -214,6 +225,66 @@ fn start_cluster(
         VXLAN_DEVICE.to_string(),
     );
     Ok(())
+}
+
+/// Cluster IPAM housekeeping, until the process ends: blocks this node no
+/// longer uses go back to the pool, and nodes gone from the registry for
+/// longer than `grace` have their leaked addresses and blocks collected.
+fn start_cluster_housekeeping(
+    agent: Arc<Agent>,
+    store: Arc<dyn Store>,
+    every: Duration,
+    grace: Duration,
+) {
+    std::thread::Builder::new()
+        .name("cluster-gc".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            match agent.ipam().release_empty_blocks() {
+                Ok(given) if !given.is_empty() => tracing::info!(blocks = ?given, "gave back empty blocks"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "giving back empty blocks failed"),
+            }
+            let live = match store.list(registry::NODES_PREFIX) {
+                Ok(l) => l
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| kv.key.strip_prefix(registry::NODES_PREFIX).map(str::to_string))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list nodes; skipping gone-node collection");
+                    continue;
+                }
+            };
+            match agent.ipam().collect_gone_nodes(&live, grace) {
+                Ok(c) if !c.freed.is_empty() || !c.blocks.is_empty() => tracing::info!(
+                    freed = c.freed.len(), blocks = ?c.blocks, "collected what gone nodes left behind"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "gone-node collection failed"),
+            }
+        })
+        .expect("spawn cluster housekeeping");
+}
+
+/// Replays the spool every `every` until the process ends: DELs that weft-cni
+/// spooled while weftd could not finish them (its datastore away) go through
+/// as soon as they can.
+pub fn start_spool_replay(agent: Arc<Agent>, dir: std::path::PathBuf, every: Duration) {
+    std::thread::Builder::new()
+        .name("spool".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let (done, errors) = reconcile::replay_spool(&agent, &dir);
+            if done > 0 {
+                agent.add_spool_replayed(done);
+                tracing::info!(count = done, dir = %dir.display(), "replayed spooled DELs");
+            }
+            for e in errors {
+                // repeats every few seconds while the store is away: debug
+                tracing::debug!(problem = %e, "spool replay");
+            }
+        })
+        .expect("spawn spool replay");
 }
 
 /// Runs periodic leak collection until the process ends.

@@ -66,6 +66,14 @@ pub fn reconcile(agent: &Agent) -> ReconcileReport {
     report
 }
 
+fn superseded(agent: &Agent, req: &DelRequest) -> bool {
+    !req.netns.is_empty()
+        && agent
+            .endpoints()
+            .get(&req.attachment)
+            .is_some_and(|ep| ep.netns != req.netns)
+}
+
 /// Replays every DEL in the spool directory, removing each file once the DEL
 /// is done. A file that cannot be parsed is renamed aside (`.bad`) so it is
 /// never lost and never blocks the rest.
@@ -86,6 +94,13 @@ pub fn replay_spool(agent: &Agent, dir: &Path) -> (usize, Vec<String>) {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<DelRequest>(&b).map_err(|e| e.to_string()));
         match parsed {
+            Ok(req) if superseded(agent, &req) => {
+                // the attachment was added again, in another netns, after this
+                // DEL was spooled: the DEL belongs to the old incarnation,
+                // whose resources that ADD already replaced
+                let _ = std::fs::remove_file(&path);
+                tracing::info!(file = %path.display(), "dropped a spooled DEL of an attachment added again since");
+            }
             Ok(req) => match agent.del(&req) {
                 Ok(()) => {
                     done += 1;

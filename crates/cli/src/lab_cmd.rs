@@ -14,14 +14,23 @@ use crate::Format;
 
 #[derive(Subcommand)]
 pub enum LabCmd {
-    /// Build a lab: fabric + node namespaces, weftd, and pods via weft-cni.
+    /// Build a lab: fabric + node namespaces, etcd, weftd per node, and pods via weft-cni.
     Up {
         #[arg(long, default_value = "weft-demo")]
         name: String,
-        /// Pods to create (pod-1 ... pod-N).
+        /// Pods to create (pod-1 ... pod-K), spread round-robin over the nodes.
         #[arg(long, default_value_t = 3)]
         pods: usize,
-        /// MTU of the node's underlay (pods inherit it).
+        /// Nodes, each a namespace with its own weftd.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// etcd members in the fabric (0: each weftd keeps its embedded store; 1 or 3).
+        #[arg(long, default_value_t = 0)]
+        etcd_members: usize,
+        /// How pod traffic crosses nodes.
+        #[arg(long, default_value = "overlay", value_parser = ["overlay", "native"])]
+        routing: String,
+        /// MTU of the nodes' underlay (pods inherit it).
         #[arg(long, default_value_t = 1500)]
         mtu: u32,
         #[arg(long, default_value_t = 30)]
@@ -40,7 +49,7 @@ pub enum LabCmd {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Every pod to every pod and to the node, TCP over IPv4 and IPv6.
+    /// Every pod to every pod and to every node, TCP over IPv4 and IPv6.
     Check {
         #[arg(long, default_value = "weft-demo")]
         name: String,
@@ -61,6 +70,9 @@ pub enum PodCmd {
         pod: String,
         #[arg(long, default_value = "weft-demo")]
         name: String,
+        /// Node to run it on: 1 for n1 (the only node of a one-node lab), 2 for n2, ...
+        #[arg(long, default_value_t = 1)]
+        node: usize,
     },
     Del {
         pod: String,
@@ -79,6 +91,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         LabCmd::Up {
             name,
             pods,
+            nodes,
+            etcd_members,
+            routing,
             mtu,
             quarantine_seconds,
             bin_dir,
@@ -86,24 +101,41 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
             spec.quarantine_seconds = quarantine_seconds;
-            let steps = 2 + pods;
+            spec.nodes = nodes;
+            spec.etcd_members = etcd_members;
+            spec.routing = routing;
+            let steps = spec.progress_steps() + pods;
             let mut step = 0;
             let mut progress = |msg: &str| {
                 step += 1;
-                eprintln!("[{}/{}] {msg}", step.min(steps + 2), steps + 2);
+                eprintln!("[{}/{}] {msg}", step.min(steps), steps);
             };
+            let started = std::time::Instant::now();
             let mut lab = Lab::up(&spec, &mut progress)?;
+            let node_names: Vec<String> = lab.nodes().into_iter().map(|n| n.name).collect();
             for i in 1..=pods {
-                let pod = lab.add_pod(&format!("pod-{i}"));
+                let node = (i - 1) % node_names.len();
+                let pod = lab.add_pod_on(&format!("pod-{i}"), node);
                 match pod {
-                    Ok(p) => progress(&format!("pod {} up: {}", p.name, join_ips(&p.ips))),
+                    Ok(p) => progress(&format!(
+                        "pod {} up on {}: {}",
+                        p.name,
+                        node_names[node],
+                        join_ips(&p.ips)
+                    )),
                     Err(e) => {
                         eprintln!("weft: {e:#}; the lab stays up, `weft lab down --name {name}` removes it");
                         return Ok(ExitCode::FAILURE);
                     }
                 }
             }
-            eprintln!("lab {name} is up; try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
+            eprintln!(
+                "lab {name} is up ({} node(s), {} etcd member(s)) in {:.1} s",
+                node_names.len(),
+                etcd_members,
+                started.elapsed().as_secs_f64()
+            );
+            eprintln!("try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Down { name } => {
@@ -130,40 +162,72 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&lab)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let alive = lab
-                .weftd_pid
-                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            let nodes = lab.nodes();
+            let etcd = lab.etcd_members();
             println!("lab {} in {}", lab.name, lab.dir.display());
             println!(
-                "node {} (underlay {} / {}), weftd {}",
-                lab.node_netns.display(),
-                lab.node_underlay_v4,
-                lab.node_underlay_v6,
-                match (lab.weftd_pid, alive) {
-                    (Some(p), true) => format!("running as pid {p}"),
-                    _ => "NOT running".into(),
-                }
+                "store: {}, routing: {}",
+                if etcd.is_empty() {
+                    "embedded (per node)".to_string()
+                } else if lab.shared_store {
+                    format!("etcd {}", lab.etcd_endpoints().join(","))
+                } else {
+                    format!(
+                        "etcd {} runs, but this weftd has no --store etcd: embedded (per node)",
+                        lab.etcd_endpoints().join(",")
+                    )
+                },
+                lab.routing
             );
+            let node_rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        format!("{} / {}", n.underlay_v4, n.underlay_v6),
+                        pid_state(n.weftd_pid, n.weftd_alive()),
+                        n.socket.display().to_string(),
+                    ]
+                })
+                .collect();
+            table(&["NODE", "UNDERLAY", "WEFTD", "SOCKET"], &node_rows);
+            if !etcd.is_empty() {
+                println!();
+                let etcd_rows: Vec<Vec<String>> = etcd
+                    .iter()
+                    .map(|m| vec![m.name.clone(), m.client_url(), pid_state(m.pid, m.alive())])
+                    .collect();
+                table(&["ETCD", "CLIENT URL", "PID"], &etcd_rows);
+            }
+            println!();
             let rows: Vec<Vec<String>> = lab
                 .pods
                 .iter()
                 .map(|p| {
                     vec![
                         p.name.clone(),
+                        nodes
+                            .get(p.node)
+                            .map(|n| n.name.clone())
+                            .unwrap_or_else(|| format!("#{}", p.node)),
                         p.netns.display().to_string(),
                         join_ips(&p.ips),
                     ]
                 })
                 .collect();
-            table(&["POD", "NETNS", "ADDRESSES"], &rows);
+            table(&["POD", "NODE", "NETNS", "ADDRESSES"], &rows);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Check { name, svg } => check(&name, fmt, svg.as_deref()),
         LabCmd::Pod {
-            command: PodCmd::Add { pod, name },
+            command: PodCmd::Add { pod, name, node },
         } => {
             let mut lab = Lab::load(&name)?;
-            let p = lab.add_pod(&pod)?;
+            let count = lab.nodes().len();
+            if node == 0 || node > count {
+                anyhow::bail!("--node {node}: lab {name} has nodes 1 to {count}");
+            }
+            let p = lab.add_pod_on(&pod, node - 1)?;
             println!("{} {}", p.name, join_ips(&p.ips));
             Ok(ExitCode::SUCCESS)
         }
@@ -178,6 +242,22 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn pid_state(pid: Option<u32>, alive: bool) -> String {
+    match (pid, alive) {
+        (Some(p), true) => format!("pid {p} alive"),
+        (Some(p), false) => format!("pid {p} NOT running"),
+        (None, _) => "NOT running".into(),
+    }
+}
+
+/// A node's short label: `node` (one-node lab) or `n1`, `n2`, ...
+fn node_label(lab: &Lab, node_name: &str) -> String {
+    node_name
+        .strip_prefix(&format!("{}-", lab.name))
+        .unwrap_or(node_name)
+        .to_string()
+}
+
 fn join_ips(ips: &[IpAddr]) -> String {
     ips.iter()
         .map(ToString::to_string)
@@ -185,44 +265,101 @@ fn join_ips(ips: &[IpAddr]) -> String {
         .join(", ")
 }
 
-/// All-pairs TCP reachability, printed as a matrix: rows are sources,
-/// columns destinations ("node" is the node's underlay address).
+/// All-pairs TCP reachability, printed as a matrix: rows are sources (pods,
+/// with their node), columns destinations: every pod, then every node's
+/// underlay address ("node" in a one-node lab, else n1, n2, ...). Sources
+/// are probed in parallel, each on its own thread.
 fn check(name: &str, fmt: Format, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
     let lab = Lab::load(name)?;
     let timeout = Duration::from_secs(2);
+    let nodes = lab.nodes();
+    let multi = nodes.len() > 1;
     let mut targets: Vec<(String, PathBuf, Vec<IpAddr>)> = lab
         .pods
         .iter()
         .map(|p| (p.name.clone(), p.netns.clone(), p.ips.clone()))
         .collect();
-    targets.push((
-        "node".into(),
-        lab.node_netns.clone(),
-        vec![lab.node_underlay_v4, lab.node_underlay_v6],
-    ));
-    let mut results = Vec::new();
+    for n in &nodes {
+        targets.push((
+            node_label(&lab, &n.name),
+            n.netns.clone(),
+            vec![n.underlay_v4, n.underlay_v6],
+        ));
+    }
+    let total = lab.pods.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let per_source: Vec<(Vec<String>, Vec<serde_json::Value>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = lab
+            .pods
+            .iter()
+            .map(|src| {
+                let (targets, done, nodes, lab) = (&targets, &done, &nodes, &lab);
+                s.spawn(move || {
+                    let src_node = nodes
+                        .get(src.node)
+                        .map(|n| node_label(lab, &n.name))
+                        .unwrap_or_default();
+                    let label = if multi {
+                        format!("{} ({src_node})", src.name)
+                    } else {
+                        src.name.clone()
+                    };
+                    let mut row = vec![label];
+                    // every destination on its own thread too: a failed probe
+                    // waits out its timeout, and they should not queue up
+                    let cells: Vec<(String, Vec<serde_json::Value>)> = std::thread::scope(|s| {
+                        let handles: Vec<_> = targets
+                            .iter()
+                            .map(|(dst, dst_ns, ips)| {
+                                let src_node = &src_node;
+                                s.spawn(move || {
+                                    let mut cell = Vec::new();
+                                    let mut results = Vec::new();
+                                    for ip in ips {
+                                        let ok = weft_lab::probe::tcp_check(
+                                            &src.netns, dst_ns, *ip, timeout,
+                                        )
+                                        .is_ok();
+                                        let family = if ip.is_ipv4() { "v4" } else { "v6" };
+                                        cell.push(format!(
+                                            "{family}:{}",
+                                            if ok { "ok" } else { "FAIL" }
+                                        ));
+                                        results.push(serde_json::json!({
+                                            "from": src.name, "from_node": src_node,
+                                            "to": dst, "address": ip, "ok": ok
+                                        }));
+                                    }
+                                    (cell.join(" "), results)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("probe thread"))
+                            .collect()
+                    });
+                    let mut results = Vec::new();
+                    for (cell, r) in cells {
+                        row.push(cell);
+                        results.extend(r);
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    eprintln!("[{n}/{total}] checked everything from {}", src.name);
+                    (row, results)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
+    });
     let mut rows = Vec::new();
-    for (i, src) in lab.pods.iter().enumerate() {
-        let mut row = vec![src.name.clone()];
-        for (dst, dst_ns, ips) in &targets {
-            let mut cell = Vec::new();
-            for ip in ips {
-                let ok = weft_lab::probe::tcp_check(&src.netns, dst_ns, *ip, timeout).is_ok();
-                let family = if ip.is_ipv4() { "v4" } else { "v6" };
-                cell.push(format!("{family}:{}", if ok { "ok" } else { "FAIL" }));
-                results.push(
-                    serde_json::json!({"from": src.name, "to": dst, "address": ip, "ok": ok}),
-                );
-            }
-            row.push(cell.join(" "));
-        }
+    let mut results = Vec::new();
+    for (row, r) in per_source {
         rows.push(row);
-        eprintln!(
-            "[{}/{}] checked everything from {}",
-            i + 1,
-            lab.pods.len(),
-            src.name
-        );
+        results.extend(r);
     }
     let all_ok = results.iter().all(|r| r["ok"] == true);
     if let Some(path) = svg {
@@ -256,7 +393,12 @@ fn check(name: &str, fmt: Format, svg: Option<&Path>) -> anyhow::Result<ExitCode
 /// The reachability matrix as a picture: one square per source and
 /// destination, split into an IPv4 and an IPv6 half, green when TCP worked.
 fn matrix_svg(lab: &str, cols: &[&str], rows: &[Vec<String>]) -> String {
-    let (cell, left, top) = (70.0, 90.0, 60.0);
+    let (cell, top) = (70.0, 60.0);
+    // room for the longest row label ("pod-12 (n3)")
+    let left = rows
+        .iter()
+        .map(|r| r[0].len() as f64 * 7.5 + 20.0)
+        .fold(90.0, f64::max);
     let width = (left + cell * cols.len() as f64 + 20.0).max(560.0);
     let height = top + cell * rows.len() as f64 + 40.0;
     let mut svg = format!(

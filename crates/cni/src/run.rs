@@ -314,10 +314,21 @@ fn dispatch(env: &CniEnv, conf: &NetConf) -> Result<Option<serde_json::Value>, C
     log_at!(Info, "weftd answered http {}", resp.status);
 
     if !(200..300).contains(&resp.status) {
-        return Err(match serde_json::from_slice::<CniError>(&resp.body) {
+        let err = match serde_json::from_slice::<CniError>(&resp.body) {
             Ok(e) => e,
             Err(_) => bad_body(socket, resp.status, &resp.body),
-        });
+        };
+        // weftd is up but cannot finish a DEL now (its datastore is away):
+        // spool it like a DEL weftd never got; it replays the spool until
+        // the DEL goes through, so the runtime can move on and no address leaks
+        if env.command == Command::Del && err.code == codes::TRY_AGAIN_LATER {
+            return spool_del(
+                env,
+                conf,
+                format!("weftd could not finish the DEL now ({})", err.msg),
+            );
+        }
+        return Err(err);
     }
     if env.command != Command::Add {
         return Ok(None);
@@ -349,31 +360,37 @@ fn agent_unreachable(
         "weftd is not reachable at {socket} ({source}); start weftd (systemctl start weftd) and retry"
     );
     match env.command {
-        Command::Del => {
-            let dir = conf
-                .spool_dir
-                .as_deref()
-                .unwrap_or(weft_api::DEFAULT_SPOOL_DIR);
-            let req = DelRequest {
-                attachment: attachment(env),
-                netns: env.netns.clone(),
-                network: conf.name.clone(),
-            };
-            match spool::write(Path::new(dir), &req) {
-                Ok(path) => {
-                    log_at!(Warn, "{hint}; DEL spooled to {} for weftd to replay", path.display());
-                    Ok(None)
-                }
-                Err(e) => Err(CniError::new(
-                    codes::TRY_AGAIN_LATER,
-                    format!(
-                        "{hint}; the DEL could not be spooled to {dir} either ({e}); make {dir} writable by the runtime"
-                    ),
-                )),
-            }
-        }
+        Command::Del => spool_del(env, conf, hint),
         Command::Status => Err(CniError::new(codes::NOT_AVAILABLE, hint)),
         _ => Err(CniError::new(codes::TRY_AGAIN_LATER, hint)),
+    }
+}
+
+/// Records the DEL in the spool directory for weftd to replay, and reports
+/// it done; `why` says why weftd did not do it now.
+fn spool_del(
+    env: &CniEnv,
+    conf: &NetConf,
+    why: String,
+) -> Result<Option<serde_json::Value>, CniError> {
+    let dir = conf
+        .spool_dir
+        .as_deref()
+        .unwrap_or(weft_api::DEFAULT_SPOOL_DIR);
+    let req = DelRequest {
+        attachment: attachment(env),
+        netns: env.netns.clone(),
+        network: conf.name.clone(),
+    };
+    match spool::write(Path::new(dir), &req) {
+        Ok(path) => {
+            log_at!(Warn, "{why}; DEL spooled to {} for weftd to replay", path.display());
+            Ok(None)
+        }
+        Err(e) => Err(CniError::new(
+            codes::TRY_AGAIN_LATER,
+            format!("{why}; the DEL could not be spooled to {dir} either ({e}); make {dir} writable by the runtime"),
+        )),
     }
 }
 

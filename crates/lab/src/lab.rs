@@ -1,7 +1,8 @@
 //! Building, describing and tearing down a lab.
 
 use std::fs;
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,12 +15,21 @@ use crate::cmd::{cni_exec, ip, CniOutcome};
 
 /// Where every lab keeps its files.
 pub const LAB_ROOT: &str = "/run/weft-lab";
-const NODE_UNDERLAY_V4: &str = "198.18.0.10";
-const NODE_UNDERLAY_V6: &str = "2001:2::10";
 const FABRIC_V4: &str = "198.18.0.1";
 const FABRIC_V6: &str = "2001:2::1";
 /// The network name pods of a lab join.
 pub const NETWORK: &str = "weft-lab";
+/// The most nodes a lab holds (underlay 198.18.0.10 ... .41).
+pub const MAX_NODES: usize = 32;
+/// The most etcd members a lab runs (198.18.0.2 ... .4).
+pub const MAX_ETCD_MEMBERS: usize = 3;
+/// etcd's client and peer ports.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// Where the lab finds etcd (Debian's package).
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// How long `up` / `start_etcd_member` wait for etcd to report healthy.
+const ETCD_HEALTH_WAIT: Duration = Duration::from_secs(15);
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -28,12 +38,19 @@ pub struct LabSpec {
     pub name: String,
     /// Directory holding weftd and weft-cni.
     pub bin_dir: PathBuf,
-    /// MTU of the node's underlay link (pods inherit it).
+    /// MTU of the nodes' underlay links (pods inherit it).
     pub underlay_mtu: u32,
     /// Quarantine of released addresses, seconds.
     pub quarantine_seconds: u64,
-    /// Extra flags for weftd.
+    /// Extra flags for weftd (every node).
     pub weftd_args: Vec<String>,
+    /// Nodes, each its own namespace and weftd (1 ..= [`MAX_NODES`]).
+    pub nodes: usize,
+    /// 0: every weftd keeps its embedded store; 1 ..= 3: a real etcd cluster
+    /// in the fabric namespace that the weftds share.
+    pub etcd_members: usize,
+    /// How pod traffic crosses nodes: "overlay" or "native".
+    pub routing: String,
 }
 
 impl LabSpec {
@@ -44,7 +61,43 @@ impl LabSpec {
             underlay_mtu: 1500,
             quarantine_seconds: 30,
             weftd_args: Vec::new(),
+            nodes: 1,
+            etcd_members: 0,
+            routing: "overlay".to_string(),
         }
+    }
+
+    /// A lab as before multi-node: one node namespace `P-node`, weftd with
+    /// its embedded store and exactly the flags it always had.
+    pub fn is_classic(&self) -> bool {
+        self.nodes == 1 && self.etcd_members == 0
+    }
+
+    /// How many lines `Lab::up` hands its `progress` callback.
+    pub fn progress_steps(&self) -> usize {
+        let etcd = if self.etcd_members > 0 {
+            self.etcd_members + 1
+        } else {
+            0
+        };
+        2 + self.nodes + etcd + 2 * self.nodes
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        check_name(&self.name)?;
+        if !(1..=MAX_NODES).contains(&self.nodes) {
+            bail!("a lab has 1 to {MAX_NODES} nodes, not {}", self.nodes);
+        }
+        if self.etcd_members > MAX_ETCD_MEMBERS {
+            bail!(
+                "a lab runs 0 to {MAX_ETCD_MEMBERS} etcd members (1 or 3 make sense), not {}",
+                self.etcd_members
+            );
+        }
+        if self.routing != "overlay" && self.routing != "native" {
+            bail!("routing {:?}: use \"overlay\" or \"native\"", self.routing);
+        }
+        Ok(())
     }
 }
 
@@ -54,9 +107,74 @@ pub struct Pod {
     pub netns: PathBuf,
     pub container_id: String,
     pub ips: Vec<IpAddr>,
+    /// Index (0-based) of the node the pod runs on, in [`Lab::nodes`].
+    #[serde(default)]
+    pub node: usize,
+}
+
+/// One node of a lab: a namespace with underlay `ul0` and its own weftd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name weftd runs under; also the namespace's name.
+    pub name: String,
+    pub netns: PathBuf,
+    pub socket: PathBuf,
+    /// Holds this node's `state/`, `spool/` and `weftd.log` (node 1: the
+    /// lab directory itself, so `weft --lab P` finds its socket).
+    pub dir: PathBuf,
+    pub underlay_v4: IpAddr,
+    pub underlay_v6: IpAddr,
+    pub weftd_pid: Option<u32>,
+}
+
+impl NodeInfo {
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("weftd.log")
+    }
+
+    /// Whether this node's weftd process runs.
+    pub fn weftd_alive(&self) -> bool {
+        self.weftd_pid.is_some_and(pid_alive)
+    }
+}
+
+/// One etcd member, running inside the fabric namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EtcdMember {
+    /// Member name, `e1` ...
+    pub name: String,
+    pub address: IpAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub pid: Option<u32>,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{ETCD_CLIENT_PORT}", self.address)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{ETCD_PEER_PORT}", self.address)
+    }
+
+    pub fn alive(&self) -> bool {
+        self.pid.is_some_and(pid_alive)
+    }
 }
 
 /// A lab on disk (`lab.json`) and in the kernel.
+///
+/// The `node_*` and `weftd_pid` fields describe node 1 (index 0), as they
+/// did when a lab had only one node; [`Lab::nodes`] lists every node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lab {
     pub name: String,
@@ -71,6 +189,26 @@ pub struct Lab {
     pub weftd_pid: Option<u32>,
     pub weftd_args: Vec<String>,
     pub pods: Vec<Pod>,
+    /// Every node, node 1 first (labs written before multi-node: empty,
+    /// filled in from the fields above on load).
+    #[serde(default)]
+    nodes: Vec<NodeInfo>,
+    #[serde(default)]
+    etcd: Vec<EtcdMember>,
+    /// "overlay" or "native".
+    #[serde(default = "default_routing")]
+    pub routing: String,
+    /// Whether the weftds run against etcd (`--store etcd ...`); false: each
+    /// keeps its embedded store.
+    #[serde(default)]
+    pub shared_store: bool,
+    /// Whether the weftds also get `--node-ip <v4>,<v6>` (with etcd).
+    #[serde(default)]
+    pass_node_ip: bool,
+}
+
+fn default_routing() -> String {
+    "overlay".into()
 }
 
 fn netns_path(name: &str) -> PathBuf {
@@ -88,39 +226,107 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pod names that would collide with the lab's own namespaces.
+fn check_pod_name(name: &str) -> anyhow::Result<()> {
+    check_name(name)?;
+    let node_like = name
+        .strip_prefix('n')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    if name == "fab" || name == "node" || node_like {
+        bail!("pod name {name:?} is taken by the lab's own namespaces (fab, node, n1, n2, ...)");
+    }
+    Ok(())
+}
+
+fn node_underlay(index: usize) -> (IpAddr, IpAddr) {
+    let v4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + index as u8));
+    // 2001:2::10, 2001:2::11, ... (the same digits as the v4 host part)
+    let v6 = format!("2001:2::{}", 10 + index)
+        .parse()
+        .expect("a valid IPv6 address");
+    (v4, v6)
+}
+
+fn etcd_address(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2 + index as u8))
+}
+
+/// Which multi-node flags this weftd knows: (`--store etcd` and
+/// `--etcd-endpoints`, `--node-ip`).
+fn weftd_multinode_flags(bin_dir: &Path) -> (bool, bool) {
+    let help = Command::new(bin_dir.join("weftd"))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    (
+        help.contains("--etcd-endpoints") && help.contains("--store"),
+        help.contains("--node-ip"),
+    )
+}
+
 impl Lab {
     pub fn dir_of(name: &str) -> PathBuf {
         Path::new(LAB_ROOT).join(name)
     }
 
-    /// The node namespace's name, for `ip -n`.
+    /// Node 1's namespace name, for `ip -n`.
     pub fn node_netns_name(&self) -> String {
-        format!("{}-node", self.name)
+        self.nodes[0].name.clone()
     }
 
+    /// Node 1's weftd socket.
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("weftd.sock")
+        self.nodes[0].socket.clone()
     }
 
+    /// Node 1's spool directory.
     pub fn spool_dir(&self) -> PathBuf {
-        self.dir.join("spool")
+        self.nodes[0].spool_dir()
     }
 
+    /// Node 1's state directory.
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.join("state")
+        self.nodes[0].state_dir()
     }
 
+    /// Node 1's weftd log.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("weftd.log")
+        self.nodes[0].log_path()
     }
 
     pub fn cni_plugin(&self) -> PathBuf {
         self.bin_dir.join("weft-cni")
     }
 
-    /// Builds the lab: namespaces, underlay, weftd. `progress` gets one line per step.
+    /// Every node, node 1 (index 0) first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.clone()
+    }
+
+    /// Node `i` (0-based).
+    pub fn node(&self, i: usize) -> anyhow::Result<&NodeInfo> {
+        self.nodes
+            .get(i)
+            .with_context(|| format!("lab {} has no node index {i}", self.name))
+    }
+
+    /// Every etcd member (empty with the embedded store).
+    pub fn etcd_members(&self) -> Vec<EtcdMember> {
+        self.etcd.clone()
+    }
+
+    /// The etcd client URLs, `http://198.18.0.2:2379`, ...
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd.iter().map(EtcdMember::client_url).collect()
+    }
+
+    /// Builds the lab: namespaces, underlay, etcd, one weftd per node.
+    /// `progress` gets one line per step ([`LabSpec::progress_steps`] in all).
     pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Lab> {
-        check_name(&spec.name)?;
+        spec.validate()?;
         if !nix_is_root() {
             bail!("a lab needs root (network namespaces); run it with sudo");
         }
@@ -133,6 +339,9 @@ impl Lab {
                 );
             }
         }
+        if spec.etcd_members > 0 && !Path::new(ETCD_BIN).exists() {
+            bail!("{ETCD_BIN} not found; apt-get install etcd-server (make setup does)");
+        }
         let dir = Lab::dir_of(&spec.name);
         if dir.join("lab.json").exists() {
             bail!(
@@ -143,15 +352,47 @@ impl Lab {
         }
         fs::create_dir_all(&dir)?;
         let fab = format!("{}-fab", spec.name);
-        let node = format!("{}-node", spec.name);
+        let nodes: Vec<NodeInfo> = (0..spec.nodes)
+            .map(|i| {
+                let name = if spec.is_classic() {
+                    format!("{}-node", spec.name)
+                } else {
+                    format!("{}-n{}", spec.name, i + 1)
+                };
+                let node_dir = if i == 0 {
+                    dir.clone()
+                } else {
+                    dir.join(format!("n{}", i + 1))
+                };
+                let (underlay_v4, underlay_v6) = node_underlay(i);
+                NodeInfo {
+                    netns: netns_path(&name),
+                    name,
+                    socket: node_dir.join("weftd.sock"),
+                    dir: node_dir,
+                    underlay_v4,
+                    underlay_v6,
+                    weftd_pid: None,
+                }
+            })
+            .collect();
+        let etcd: Vec<EtcdMember> = (0..spec.etcd_members)
+            .map(|i| EtcdMember {
+                name: format!("e{}", i + 1),
+                address: etcd_address(i),
+                data_dir: dir.join("etcd").join(format!("e{}", i + 1)),
+                log: dir.join("etcd").join(format!("e{}.log", i + 1)),
+                pid: None,
+            })
+            .collect();
         let mut lab = Lab {
             name: spec.name.clone(),
             dir: dir.clone(),
             bin_dir: spec.bin_dir.clone(),
             fabric_netns: netns_path(&fab),
-            node_netns: netns_path(&node),
-            node_underlay_v4: NODE_UNDERLAY_V4.parse()?,
-            node_underlay_v6: NODE_UNDERLAY_V6.parse()?,
+            node_netns: nodes[0].netns.clone(),
+            node_underlay_v4: nodes[0].underlay_v4,
+            node_underlay_v6: nodes[0].underlay_v6,
             fabric_v4: FABRIC_V4.parse()?,
             fabric_v6: FABRIC_V6.parse()?,
             weftd_pid: None,
@@ -162,13 +403,38 @@ impl Lab {
             .chain(spec.weftd_args.iter().cloned())
             .collect(),
             pods: Vec::new(),
+            nodes,
+            etcd,
+            routing: spec.routing.clone(),
+            shared_store: false,
+            pass_node_ip: false,
         };
         lab.save()?;
         let built = (|| -> anyhow::Result<()> {
-            progress(&format!("creating namespaces {fab} and {node}"));
+            let names: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
+            progress(&format!(
+                "creating namespaces {fab} and {}",
+                names.join(", ")
+            ));
             ip(&["netns", "add", &fab])?;
-            ip(&["netns", "add", &node])?;
-            progress("wiring the underlay (198.18.0.0/15, 2001:2::/64)");
+            for n in &names {
+                ip(&["netns", "add", n])?;
+            }
+            progress(&format!(
+                "wiring the underlay: bridge br0 in {fab} (198.18.0.0/15, 2001:2::/64){}",
+                if lab.etcd.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", etcd addresses {}",
+                        lab.etcd
+                            .iter()
+                            .map(|m| m.address.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ));
             let mtu = spec.underlay_mtu.to_string();
             ip(&[
                 "-n", &fab, "link", "add", "br0", "mtu", &mtu, "type", "bridge",
@@ -194,40 +460,58 @@ impl Lab {
                 "br0",
                 "nodad",
             ])?;
-            ip(&[
-                "link", "add", "ul0", "netns", &node, "mtu", &mtu, "type", "veth", "peer", "name",
-                "node0", "netns", &fab, "mtu", &mtu,
-            ])?;
-            ip(&["-n", &fab, "link", "set", "node0", "master", "br0", "up"])?;
-            ip(&["-n", &node, "link", "set", "lo", "up"])?;
-            ip(&["-n", &node, "link", "set", "ul0", "up"])?;
-            ip(&[
-                "-n",
-                &node,
-                "addr",
-                "add",
-                &format!("{NODE_UNDERLAY_V4}/15"),
-                "dev",
-                "ul0",
-            ])?;
-            ip(&[
-                "-n",
-                &node,
-                "addr",
-                "add",
-                &format!("{NODE_UNDERLAY_V6}/64"),
-                "dev",
-                "ul0",
-                "nodad",
-            ])?;
-            ip(&["-n", &node, "route", "add", "default", "via", FABRIC_V4])?;
-            ip(&[
-                "-n", &node, "-6", "route", "add", "default", "via", FABRIC_V6,
-            ])?;
-            progress("starting weftd in the node namespace");
-            lab.start_weftd()?;
-            lab.save()?;
-            progress(&format!("weftd ready on {}", lab.socket().display()));
+            for m in &lab.etcd {
+                ip(&[
+                    "-n",
+                    &fab,
+                    "addr",
+                    "add",
+                    &format!("{}/15", m.address),
+                    "dev",
+                    "br0",
+                ])?;
+            }
+            for (i, n) in lab.nodes.iter().enumerate() {
+                progress(&format!(
+                    "node {}: ul0 {}/15, {}/64, default routes via the fabric",
+                    n.name, n.underlay_v4, n.underlay_v6
+                ));
+                wire_node(&fab, &n.name, i, &mtu, n.underlay_v4, n.underlay_v6)?;
+            }
+            if !lab.etcd.is_empty() {
+                let started = Instant::now();
+                for i in 0..lab.etcd.len() {
+                    progress(&format!(
+                        "starting etcd member {} on {} (in {fab})",
+                        lab.etcd[i].name,
+                        lab.etcd[i].client_url()
+                    ));
+                    lab.spawn_etcd(i)?;
+                }
+                lab.wait_etcd_healthy(None)?;
+                progress(&format!(
+                    "etcd healthy: {} member(s) in {} ms",
+                    lab.etcd.len(),
+                    started.elapsed().as_millis()
+                ));
+                (lab.shared_store, lab.pass_node_ip) = weftd_multinode_flags(&lab.bin_dir);
+                lab.save()?;
+            }
+            for i in 0..lab.nodes.len() {
+                let note = if !lab.etcd.is_empty() && !lab.shared_store {
+                    " (this weftd has no --store etcd yet: embedded store)"
+                } else {
+                    ""
+                };
+                progress(&format!("starting weftd in {}{note}", lab.nodes[i].name));
+                lab.start_weftd_on(i)?;
+                progress(&format!(
+                    "weftd of {} ready on {} (pid {})",
+                    lab.nodes[i].name,
+                    lab.nodes[i].socket.display(),
+                    lab.nodes[i].weftd_pid.unwrap_or_default()
+                ));
+            }
             Ok(())
         })();
         if let Err(e) = built {
@@ -240,24 +524,70 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Starts weftd inside the node namespace, detached, and waits until its
-    /// socket answers.
+    /// Starts node 1's weftd (see [`Lab::start_weftd_on`]).
     pub fn start_weftd(&mut self) -> anyhow::Result<()> {
+        self.start_weftd_on(0)
+    }
+
+    /// Stops node 1's weftd (see [`Lab::stop_weftd_on`]).
+    pub fn stop_weftd(&mut self) -> anyhow::Result<()> {
+        self.stop_weftd_on(0)
+    }
+
+    /// The flags node `i`'s weftd runs with.
+    fn weftd_command_args(&self, i: usize) -> Vec<String> {
+        let n = &self.nodes[i];
+        let mut args = vec![
+            "--socket".to_string(),
+            n.socket.to_string_lossy().into_owned(),
+            "--state-dir".into(),
+            n.state_dir().to_string_lossy().into_owned(),
+            "--spool-dir".into(),
+            n.spool_dir().to_string_lossy().into_owned(),
+            "--node-name".into(),
+            n.name.clone(),
+        ];
+        if self.shared_store && !self.etcd.is_empty() {
+            args.extend([
+                "--store".into(),
+                "etcd".into(),
+                "--etcd-endpoints".into(),
+                self.etcd_endpoints().join(","),
+                "--routing".into(),
+                self.routing.clone(),
+                "--underlay-iface".into(),
+                "ul0".into(),
+            ]);
+            if self.pass_node_ip {
+                args.extend([
+                    "--node-ip".into(),
+                    format!("{},{}", n.underlay_v4, n.underlay_v6),
+                ]);
+            }
+        }
+        args.extend(self.weftd_args.iter().cloned());
+        args
+    }
+
+    /// Starts node `i`'s weftd inside its namespace, detached, and waits
+    /// (at most 15 s) until its socket answers.
+    pub fn start_weftd_on(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self.node(i)?.clone();
+        if node.weftd_alive() {
+            bail!(
+                "weftd of {} runs already (pid {})",
+                node.name,
+                node.weftd_pid.unwrap_or_default()
+            );
+        }
+        fs::create_dir_all(&node.dir)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(self.log_path())?;
+            .open(node.log_path())?;
         let mut cmd = Command::new(self.bin_dir.join("weftd"));
-        cmd.arg("--socket")
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("--spool-dir")
-            .arg(self.spool_dir())
-            .arg("--node-name")
-            .arg(format!("{}-node", self.name))
-            .args(&self.weftd_args)
+        cmd.args(self.weftd_command_args(i))
             // as deploy/weftd.service does: glibc's per-thread malloc arenas
             // would otherwise hold freed memory of every connection thread
             .env("MALLOC_ARENA_MAX", "2")
@@ -267,10 +597,12 @@ impl Lab {
         // its own process group: a Ctrl-C at the terminal that ran `weft lab up`
         // must not take the lab's agent down with it
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child =
-            weft_datapath::netns::spawn_in(&mut cmd, &self.node_netns).context("starting weftd")?;
+        let child = weft_datapath::netns::spawn_in(&mut cmd, &node.netns)
+            .with_context(|| format!("starting weftd in {}", node.name))?;
         let pid = child.id();
-        self.weftd_pid = Some(pid);
+        self.set_weftd_pid(i, Some(pid));
+        // record the pid at once: `down` must find this weftd, even if it never answers
+        self.save()?;
         // reap it in the background if it exits while we are still here
         std::thread::spawn(move || {
             let mut child = child;
@@ -279,7 +611,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let ok = weft_api::http::call(
-                &self.socket(),
+                &node.socket,
                 "GET",
                 weft_api::paths::STATUS,
                 b"",
@@ -288,30 +620,199 @@ impl Lab {
             .map(|r| r.status == 200)
             .unwrap_or(false);
             if ok {
-                // record the pid at once: `down` must find this weftd, not the last one
-                return self.save();
+                return Ok(());
             }
             if !pid_alive(pid) {
-                bail!("weftd exited at start; see {}", self.log_path().display());
+                bail!(
+                    "weftd of {} exited at start; see {}",
+                    node.name,
+                    node.log_path().display()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "weftd did not answer on {} within 15 s; see {}",
-                    self.socket().display(),
-                    self.log_path().display()
+                    "weftd of {} did not answer on {} within 15 s; see {}",
+                    node.name,
+                    node.socket.display(),
+                    node.log_path().display()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Stops weftd (SIGTERM, then SIGKILL after 5 s) and waits for it to exit.
-    /// Pods keep their network: only the agent goes away.
-    pub fn stop_weftd(&mut self) -> anyhow::Result<()> {
-        if let Some(pid) = self.weftd_pid.take() {
-            stop_pid(pid);
+    /// Stops node `i`'s weftd (SIGTERM, then SIGKILL after 5 s) and waits for
+    /// it to exit. Pods keep their network: only the agent goes away.
+    pub fn stop_weftd_on(&mut self, i: usize) -> anyhow::Result<()> {
+        let marker = self.pid_marker();
+        if let Some(pid) = self.node(i)?.weftd_pid {
+            stop_pid(pid, "weftd", &marker);
+        }
+        self.set_weftd_pid(i, None);
+        self.save()
+    }
+
+    fn set_weftd_pid(&mut self, i: usize, pid: Option<u32>) {
+        self.nodes[i].weftd_pid = pid;
+        if i == 0 {
+            self.weftd_pid = pid;
+        }
+    }
+
+    /// What the command line of every process of this lab contains (its
+    /// directory): a pid reused by another process is never signalled.
+    fn pid_marker(&self) -> String {
+        format!("{}/", self.dir.display())
+    }
+
+    /// Starts etcd member `i` in the fabric namespace and records its pid.
+    fn spawn_etcd(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = self.etcd[i].clone();
+        fs::create_dir_all(m.data_dir.parent().unwrap_or(&self.dir))?;
+        let cluster = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&m.log)?;
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .arg("--listen-client-urls")
+            .arg(m.client_url())
+            .arg("--advertise-client-urls")
+            .arg(m.client_url())
+            .arg("--listen-peer-urls")
+            .arg(m.peer_url())
+            .arg("--initial-advertise-peer-urls")
+            .arg(m.peer_url())
+            .arg("--initial-cluster")
+            .arg(&cluster)
+            .arg("--initial-cluster-token")
+            .arg(format!("weft-lab-{}", self.name))
+            // ignored once the data directory exists (a restarted member)
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--logger")
+            .arg("zap")
+            .arg("--log-outputs")
+            .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = weft_datapath::netns::spawn_in(&mut cmd, &self.fabric_netns)
+            .with_context(|| format!("starting etcd member {}", m.name))?;
+        self.etcd[i].pid = Some(child.id());
+        self.save()?;
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+
+    /// Waits (at most 15 s) until every running member — or only `only` —
+    /// answers `/health` with `"health":"true"`.
+    fn wait_etcd_healthy(&self, only: Option<usize>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + ETCD_HEALTH_WAIT;
+        let wanted: Vec<usize> = match only {
+            Some(i) => vec![i],
+            None => (0..self.etcd.len()).collect(),
+        };
+        loop {
+            let mut pending = Vec::new();
+            for &i in &wanted {
+                let m = &self.etcd[i];
+                if !m.alive() {
+                    bail!("etcd member {} exited; see {}", m.name, m.log.display());
+                }
+                if !self.etcd_member_healthy(i) {
+                    pending.push(m.name.clone());
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd member(s) {} not healthy within {} s; see {}",
+                    pending.join(", "),
+                    ETCD_HEALTH_WAIT.as_secs(),
+                    self.dir.join("etcd").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether etcd member `i` answers `GET /health` with `"health":"true"`,
+    /// asked from inside the fabric namespace.
+    pub fn etcd_member_healthy(&self, i: usize) -> bool {
+        let Some(m) = self.etcd.get(i) else {
+            return false;
+        };
+        let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
+        let body = weft_datapath::netns::run_in(&self.fabric_netns, move || {
+            http_get(addr, "/health", Duration::from_secs(1))
+        });
+        matches!(body, Ok(Ok(b)) if b.replace(' ', "").contains("\"health\":\"true\""))
+    }
+
+    /// Stops etcd member `i` (0-based; SIGTERM, then SIGKILL) for failure tests.
+    pub fn stop_etcd_member(&mut self, i: usize) -> anyhow::Result<()> {
+        let marker = self.pid_marker();
+        let m = self
+            .etcd
+            .get_mut(i)
+            .with_context(|| format!("no etcd member index {i}"))?;
+        if let Some(pid) = m.pid.take() {
+            stop_pid(pid, "etcd", &marker);
         }
         self.save()
+    }
+
+    /// Starts etcd member `i` again (same data directory) and waits until it
+    /// reports healthy (at most 15 s; needs a quorum of members running).
+    pub fn start_etcd_member(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = self
+            .etcd
+            .get(i)
+            .with_context(|| format!("no etcd member index {i}"))?;
+        if m.alive() {
+            bail!(
+                "etcd member {} runs already (pid {})",
+                m.name,
+                m.pid.unwrap_or_default()
+            );
+        }
+        self.spawn_etcd(i)?;
+        self.wait_etcd_healthy(Some(i))
+    }
+
+    /// Starts the given stopped members together and waits until every
+    /// member is healthy: after all of them were down, none can be healthy
+    /// alone (a member needs a quorum), so they must come back as a group.
+    pub fn start_etcd_members(&mut self, which: &[usize]) -> anyhow::Result<()> {
+        for &i in which {
+            let m = self
+                .etcd
+                .get(i)
+                .with_context(|| format!("no etcd member index {i}"))?;
+            if !m.alive() {
+                self.spawn_etcd(i)?;
+            }
+        }
+        self.wait_etcd_healthy(None)
     }
 
     pub fn load(name: &str) -> anyhow::Result<Lab> {
@@ -319,7 +820,21 @@ impl Lab {
         let path = Lab::dir_of(name).join("lab.json");
         let bytes = fs::read(&path)
             .with_context(|| format!("no lab named {name} ({} missing)", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))
+        let mut lab: Lab = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if lab.nodes.is_empty() {
+            // written before labs had several nodes
+            lab.nodes.push(NodeInfo {
+                name: format!("{}-node", lab.name),
+                netns: lab.node_netns.clone(),
+                socket: lab.dir.join("weftd.sock"),
+                dir: lab.dir.clone(),
+                underlay_v4: lab.node_underlay_v4,
+                underlay_v6: lab.node_underlay_v6,
+                weftd_pid: lab.weftd_pid,
+            });
+        }
+        Ok(lab)
     }
 
     /// Every lab on this machine.
@@ -343,20 +858,40 @@ impl Lab {
         Ok(())
     }
 
-    /// The network configuration a runtime would hand weft-cni for this lab.
+    /// The network configuration a runtime on node 1 would hand weft-cni.
     pub fn net_conf(&self, cni_version: &str) -> serde_json::Value {
+        self.net_conf_on(0, cni_version)
+    }
+
+    /// The network configuration a runtime on node `i` would hand weft-cni.
+    /// Panics when the lab has no node `i`.
+    pub fn net_conf_on(&self, i: usize, cni_version: &str) -> serde_json::Value {
+        let n = &self.nodes[i];
         serde_json::json!({
             "cniVersion": cni_version,
             "name": NETWORK,
             "type": "weft-cni",
-            "agentSocket": self.socket(),
-            "spoolDir": self.spool_dir(),
+            "agentSocket": n.socket,
+            "spoolDir": n.spool_dir(),
         })
     }
 
-    /// Runs one CNI verb of weft-cni for `pod` as a runtime would.
+    /// Runs one CNI verb of weft-cni on node 1 for `pod` as a runtime would.
     pub fn cni(
         &self,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        pod_name: &str,
+        conf: &serde_json::Value,
+    ) -> anyhow::Result<CniOutcome> {
+        self.cni_on(0, command, container_id, netns, pod_name, conf)
+    }
+
+    /// Runs one CNI verb of weft-cni on node `i` (in its namespace).
+    pub fn cni_on(
+        &self,
+        i: usize,
         command: &str,
         container_id: &str,
         netns: &str,
@@ -366,7 +901,7 @@ impl Lab {
         cni_exec(
             &self.cni_plugin(),
             &self.bin_dir,
-            &self.node_netns,
+            &self.node(i)?.netns,
             command,
             container_id,
             netns,
@@ -376,9 +911,15 @@ impl Lab {
         )
     }
 
-    /// Creates a pod namespace and ADDs it through weft-cni.
+    /// Creates a pod namespace on node 1 and ADDs it through weft-cni.
     pub fn add_pod(&mut self, name: &str) -> anyhow::Result<Pod> {
-        check_name(name)?;
+        self.add_pod_on(name, 0)
+    }
+
+    /// Creates a pod namespace and ADDs it through node `node`'s weft-cni.
+    pub fn add_pod_on(&mut self, name: &str, node: usize) -> anyhow::Result<Pod> {
+        check_pod_name(name)?;
+        self.node(node)?;
         if self.pods.iter().any(|p| p.name == name) {
             bail!("pod {name} exists already in lab {}", self.name);
         }
@@ -387,12 +928,13 @@ impl Lab {
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         let netns = netns_path(&ns);
         let container_id = format!("{}-{name}", self.name);
-        let out = self.cni(
+        let out = self.cni_on(
+            node,
             "ADD",
             &container_id,
             &netns.to_string_lossy(),
             name,
-            &self.net_conf("1.0.0"),
+            &self.net_conf_on(node, "1.0.0"),
         );
         let out = match out {
             Ok(o) if o.success => o,
@@ -424,24 +966,26 @@ impl Lab {
             netns,
             container_id,
             ips,
+            node,
         };
         self.pods.push(pod.clone());
         self.save()?;
         Ok(pod)
     }
 
-    /// DELs a pod through weft-cni and removes its namespace.
+    /// DELs a pod through its node's weft-cni and removes its namespace.
     pub fn del_pod(&mut self, name: &str) -> anyhow::Result<()> {
         let Some(i) = self.pods.iter().position(|p| p.name == name) else {
             bail!("no pod {name} in lab {}", self.name);
         };
         let pod = self.pods[i].clone();
-        let out = self.cni(
+        let out = self.cni_on(
+            pod.node,
             "DEL",
             &pod.container_id,
             &pod.netns.to_string_lossy(),
             name,
-            &self.net_conf("1.0.0"),
+            &self.net_conf_on(pod.node, "1.0.0"),
         )?;
         if !out.success {
             bail!("weft-cni DEL for pod {name} failed: {}", out.stdout.trim());
@@ -452,13 +996,32 @@ impl Lab {
     }
 
     /// Removes everything of lab `name` that exists, going on past errors:
-    /// weftd, pod namespaces, node and fabric namespaces, the directory.
+    /// every node's weftd and every etcd member (by their recorded pids),
+    /// pod, node and fabric namespaces, the directory.
     pub fn down(name: &str) -> anyhow::Result<()> {
         check_name(name)?;
         let mut errors = Vec::new();
         if let Ok(lab) = Lab::load(name) {
-            if let Some(pid) = lab.weftd_pid {
-                stop_pid(pid);
+            let marker = lab.pid_marker();
+            // the agents first (etcd's clients), in parallel
+            let mut weftds: Vec<u32> = lab
+                .nodes
+                .iter()
+                .filter_map(|n| n.weftd_pid)
+                .chain(lab.weftd_pid)
+                .collect();
+            weftds.sort_unstable();
+            weftds.dedup();
+            std::thread::scope(|s| {
+                for pid in weftds {
+                    let marker = &marker;
+                    s.spawn(move || stop_pid(pid, "weftd", marker));
+                }
+            });
+            // then etcd, one member at a time: a leader told to stop while its
+            // followers are going too spends seconds on a leadership transfer
+            for pid in lab.etcd.iter().filter_map(|m| m.pid) {
+                stop_pid(pid, "etcd", &marker);
             }
         }
         // every namespace carrying the lab's prefix, also those lab.json never recorded
@@ -487,6 +1050,61 @@ impl Lab {
     }
 }
 
+/// Plugs node `index` (namespace `node`) into the fabric bridge: veth
+/// `ul0` in the node, `node<index>` on `br0`, addresses, default routes.
+fn wire_node(
+    fab: &str,
+    node: &str,
+    index: usize,
+    mtu: &str,
+    v4: IpAddr,
+    v6: IpAddr,
+) -> anyhow::Result<()> {
+    let port = format!("node{index}");
+    ip(&[
+        "link", "add", "ul0", "netns", node, "mtu", mtu, "type", "veth", "peer", "name", &port,
+        "netns", fab, "mtu", mtu,
+    ])?;
+    ip(&["-n", fab, "link", "set", &port, "master", "br0", "up"])?;
+    ip(&["-n", node, "link", "set", "lo", "up"])?;
+    ip(&["-n", node, "link", "set", "ul0", "up"])?;
+    ip(&["-n", node, "addr", "add", &format!("{v4}/15"), "dev", "ul0"])?;
+    ip(&[
+        "-n",
+        node,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        "ul0",
+        "nodad",
+    ])?;
+    ip(&["-n", node, "route", "add", "default", "via", FABRIC_V4])?;
+    ip(&[
+        "-n", node, "-6", "route", "add", "default", "via", FABRIC_V6,
+    ])?;
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 GET; returns the body.
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let code = head.split(' ').nth(1);
+    if !head.starts_with("HTTP/1.") || code != Some("200") {
+        return Err(std::io::Error::other(format!(
+            "GET {path}: {}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    Ok(body.to_string())
+}
+
 fn nix_is_root() -> bool {
     // SAFETY-free: getuid via /proc to keep this crate free of unsafe
     fs::read_to_string("/proc/self/status")
@@ -513,16 +1131,21 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// Ends a process this lab started, by its pid: TERM, then KILL after 5 s.
-pub(crate) fn stop_pid(pid: u32) {
-    // only ever signal the weftd this lab started, never a process that reused its pid
-    let is_weftd = fs::read(format!("/proc/{pid}/cmdline"))
+/// Only when its program is `binary` and its command line mentions `marker`
+/// (the lab's directory): never a process that reused the pid.
+pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
+    let ours = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
-            c.split(|b| *b == 0)
-                .next()
-                .is_some_and(|argv0| argv0.ends_with(b"weftd"))
+            let mut args = c.split(|b| *b == 0);
+            let program_ok = args.next().is_some_and(|argv0| {
+                Path::new(&*String::from_utf8_lossy(argv0))
+                    .file_name()
+                    .is_some_and(|f| f == binary)
+            });
+            program_ok && args.any(|a| String::from_utf8_lossy(a).contains(marker))
         })
         .unwrap_or(false);
-    if !is_weftd || !pid_alive(pid) {
+    if !ours || !pid_alive(pid) {
         return;
     }
     for (signal, patience) in [
@@ -634,5 +1257,135 @@ impl Lab {
         } else {
             serde_json::Value::Null
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab_of(spec: &LabSpec, shared_store: bool, pass_node_ip: bool) -> Lab {
+        let dir = Lab::dir_of(&spec.name);
+        let nodes: Vec<NodeInfo> = (0..spec.nodes)
+            .map(|i| {
+                let name = if spec.is_classic() {
+                    format!("{}-node", spec.name)
+                } else {
+                    format!("{}-n{}", spec.name, i + 1)
+                };
+                let (underlay_v4, underlay_v6) = node_underlay(i);
+                let d = if i == 0 {
+                    dir.clone()
+                } else {
+                    dir.join(format!("n{}", i + 1))
+                };
+                NodeInfo {
+                    netns: netns_path(&name),
+                    name,
+                    socket: d.join("weftd.sock"),
+                    dir: d,
+                    underlay_v4,
+                    underlay_v6,
+                    weftd_pid: None,
+                }
+            })
+            .collect();
+        Lab {
+            name: spec.name.clone(),
+            dir: dir.clone(),
+            bin_dir: spec.bin_dir.clone(),
+            fabric_netns: netns_path("x-fab"),
+            node_netns: nodes[0].netns.clone(),
+            node_underlay_v4: nodes[0].underlay_v4,
+            node_underlay_v6: nodes[0].underlay_v6,
+            fabric_v4: FABRIC_V4.parse().unwrap(),
+            fabric_v6: FABRIC_V6.parse().unwrap(),
+            weftd_pid: None,
+            weftd_args: vec!["--quarantine-seconds=30".into()],
+            pods: Vec::new(),
+            nodes,
+            etcd: (0..spec.etcd_members)
+                .map(|i| EtcdMember {
+                    name: format!("e{}", i + 1),
+                    address: etcd_address(i),
+                    data_dir: dir.join("etcd"),
+                    log: dir.join("etcd.log"),
+                    pid: None,
+                })
+                .collect(),
+            routing: spec.routing.clone(),
+            shared_store,
+            pass_node_ip,
+        }
+    }
+
+    #[test]
+    fn a_one_node_lab_runs_weftd_with_the_flags_it_always_had() {
+        let spec = LabSpec::new("p", Path::new("/b"));
+        assert!(spec.is_classic());
+        let lab = lab_of(&spec, false, false);
+        assert_eq!(
+            lab.weftd_command_args(0).join(" "),
+            "--socket /run/weft-lab/p/weftd.sock --state-dir /run/weft-lab/p/state \
+             --spool-dir /run/weft-lab/p/spool --node-name p-node --quarantine-seconds=30"
+        );
+        assert_eq!(lab.node_netns_name(), "p-node");
+        assert_eq!(spec.progress_steps(), 5);
+    }
+
+    #[test]
+    fn nodes_of_an_etcd_lab_get_the_store_flags_when_weftd_knows_them() {
+        let mut spec = LabSpec::new("p", Path::new("/b"));
+        spec.nodes = 3;
+        spec.etcd_members = 3;
+        spec.routing = "native".into();
+        spec.validate().unwrap();
+        let lab = lab_of(&spec, true, true);
+        assert_eq!(
+            lab.weftd_command_args(1).join(" "),
+            "--socket /run/weft-lab/p/n2/weftd.sock --state-dir /run/weft-lab/p/n2/state \
+             --spool-dir /run/weft-lab/p/n2/spool --node-name p-n2 --store etcd \
+             --etcd-endpoints http://198.18.0.2:2379,http://198.18.0.3:2379,http://198.18.0.4:2379 \
+             --routing native --underlay-iface ul0 --node-ip 198.18.0.11,2001:2::11 \
+             --quarantine-seconds=30"
+        );
+        // a weftd without those flags: the lab still comes up, embedded stores
+        let old = lab_of(&spec, false, false);
+        assert!(!old.weftd_command_args(1).contains(&"--store".to_string()));
+        // no etcd, several nodes: no store flags either
+        spec.etcd_members = 0;
+        let plain = lab_of(&spec, true, true);
+        assert!(!plain.weftd_command_args(2).contains(&"--store".to_string()));
+        assert_eq!(plain.node_netns_name(), "p-n1");
+        assert_eq!(spec.progress_steps(), 2 + 3 + 6);
+    }
+
+    #[test]
+    fn pods_may_not_take_the_labs_own_names() {
+        for bad in ["fab", "node", "n1", "n12"] {
+            assert!(check_pod_name(bad).is_err(), "{bad}");
+        }
+        for ok in ["a", "pod-1", "n", "n1x", "nodes"] {
+            assert!(check_pod_name(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn underlay_addresses_follow_the_node_index() {
+        assert_eq!(
+            node_underlay(0),
+            (
+                "198.18.0.10".parse().unwrap(),
+                "2001:2::10".parse().unwrap()
+            )
+        );
+        assert_eq!(
+            node_underlay(31),
+            (
+                "198.18.0.41".parse().unwrap(),
+                "2001:2::41".parse().unwrap()
+            )
+        );
+        assert_eq!(etcd_address(2), "198.18.0.4".parse::<IpAddr>().unwrap());
     }
 }

@@ -1,0 +1,372 @@
+//! A cluster of lab nodes on a real etcd: pods on different nodes talk over
+//! the VXLAN overlay and over native routes, routes follow nodes that leave
+//! and come back, and a weftd restart does not interrupt traffic.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use weft_lab::probe::tcp_check;
+
+const T: Duration = Duration::from_secs(2);
+
+fn cluster(tag: &str, routing: &str, extra: &[&str]) -> LabGuard {
+    lab(tag, |s| {
+        s.nodes = 3;
+        s.etcd_members = 1;
+        s.routing = routing.to_string();
+        s.weftd_args.extend(extra.iter().map(|a| a.to_string()));
+    })
+}
+
+/// Routes appear within the watch latency: retry a probe for a bounded time.
+fn reaches(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    ip: std::net::IpAddr,
+    within: Duration,
+) -> bool {
+    eventually(within, || tcp_check(from, to, ip, T).is_ok())
+}
+
+fn all_pairs(lab: &weft_lab::Lab, pods: &[weft_lab::Pod]) {
+    for a in pods {
+        for b in pods {
+            if a.name == b.name {
+                continue;
+            }
+            for ip in &b.ips {
+                assert!(
+                    reaches(&a.netns, &b.netns, *ip, Duration::from_secs(5)),
+                    "{} (node {}) cannot reach {} (node {}) at {ip}",
+                    a.name,
+                    a.node,
+                    b.name,
+                    b.node
+                );
+            }
+        }
+        for n in lab.nodes() {
+            assert!(
+                reaches(&a.netns, &n.netns, n.underlay_v4, Duration::from_secs(5)),
+                "{} to node {}",
+                a.name,
+                n.name
+            );
+        }
+    }
+}
+
+fn link_mtu(netns: &std::path::Path, dev: &str) -> Option<u32> {
+    let out = ip_out(&["-n", &netns_name(netns), "-o", "link", "show", dev]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn three_pods(lab: &mut LabGuard) -> Vec<weft_lab::Pod> {
+    (0..3)
+        .map(|i| lab.add_pod_on(&format!("p{i}"), i).expect("add pod"))
+        .collect()
+}
+
+#[test]
+fn pods_on_different_nodes_talk_over_the_vxlan_overlay_privileged() {
+    if !root_or_skip("pods_on_different_nodes_talk_over_the_vxlan_overlay_privileged") {
+        return;
+    }
+    let mut lab = cluster("ovl", "overlay", &[]);
+    let pods = three_pods(&mut lab);
+    let mut seen = std::collections::HashSet::new();
+    for p in &pods {
+        assert_eq!(p.ips.len(), 2, "dual-stack: {p:?}");
+        for ip in &p.ips {
+            assert!(seen.insert(*ip), "{ip} handed out twice across the cluster");
+        }
+        // the overlay costs 50 bytes: pods and the VXLAN device get 1450
+        assert_eq!(link_mtu(&p.netns, "eth0"), Some(1450), "pod {}", p.name);
+        assert_eq!(
+            link_mtu(&lab.node(p.node).unwrap().netns, "weft.vxlan"),
+            Some(1450)
+        );
+    }
+    all_pairs(&lab, &pods);
+}
+
+#[test]
+fn pods_on_different_nodes_talk_over_native_routes_privileged() {
+    if !root_or_skip("pods_on_different_nodes_talk_over_native_routes_privileged") {
+        return;
+    }
+    let mut lab = cluster("nat", "native", &[]);
+    let pods = three_pods(&mut lab);
+    for p in &pods {
+        assert_eq!(
+            link_mtu(&p.netns, "eth0"),
+            Some(1500),
+            "no encapsulation, full MTU"
+        );
+        assert_eq!(
+            link_mtu(&lab.node(p.node).unwrap().netns, "weft.vxlan"),
+            None,
+            "no overlay device"
+        );
+    }
+    all_pairs(&lab, &pods);
+    // the routes to other nodes' blocks go via their underlay addresses
+    let n0 = netns_name(&lab.node(0).unwrap().netns);
+    let routes = ip_out(&["-n", &n0, "route", "show", "proto", "201"]);
+    assert!(
+        routes.contains("via 198.18.0.11") && routes.contains("via 198.18.0.12"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn routes_follow_a_node_that_leaves_and_comes_back_privileged() {
+    if !root_or_skip("routes_follow_a_node_that_leaves_and_comes_back_privileged") {
+        return;
+    }
+    let mut lab = cluster("lv", "overlay", &["--node-lease-seconds=2"]);
+    let a = lab.add_pod_on("a", 0).unwrap();
+    let c = lab.add_pod_on("c", 2).unwrap();
+    assert!(reaches(
+        &a.netns,
+        &c.netns,
+        v4(&c.ips),
+        Duration::from_secs(5)
+    ));
+    let n0 = netns_name(&lab.node(0).unwrap().netns);
+    let block_of_c = format!("{}/", v4(&c.ips))
+        .split('.')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(".");
+    let has_route_to_c =
+        || ip_out(&["-n", &n0, "route", "show", "proto", "201"]).contains(&block_of_c);
+    assert!(has_route_to_c());
+
+    // node 3's agent stops: its lease runs out and every other node drops its routes
+    lab.stop_weftd_on(2).unwrap();
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(8), || !has_route_to_c()),
+        "routes to the gone node stayed"
+    );
+    println!(
+        "routes to a departed node were removed {:.1} s after its agent stopped (lease 2 s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // it comes back: routes return within a second or two, traffic flows again
+    lab.start_weftd_on(2).unwrap();
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), has_route_to_c),
+        "routes did not come back"
+    );
+    println!(
+        "routes to a returning node appeared {:.2} s after its agent was ready",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(reaches(
+        &a.netns,
+        &c.netns,
+        v4(&c.ips),
+        Duration::from_secs(5)
+    ));
+    assert!(reaches(
+        &c.netns,
+        &a.netns,
+        v6(&a.ips),
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn cross_node_traffic_keeps_flowing_while_weftd_restarts_privileged() {
+    if !root_or_skip("cross_node_traffic_keeps_flowing_while_weftd_restarts_privileged") {
+        return;
+    }
+    let mut lab = cluster("rs", "overlay", &[]);
+    let a = lab.add_pod_on("a", 0).unwrap();
+    let b = lab.add_pod_on("b", 1).unwrap();
+    assert!(reaches(
+        &a.netns,
+        &b.netns,
+        v4(&b.ips),
+        Duration::from_secs(5)
+    ));
+    // a stream of round trips, bounded in count and time, while node 1's agent restarts
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (gap, rounds) = std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            let mut last_ok = Instant::now();
+            let mut longest = Duration::ZERO;
+            let mut rounds = 0u32;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && Instant::now() < deadline
+                && rounds < 5000
+            {
+                rounds += 1;
+                if tcp_check(&a.netns, &b.netns, v4(&b.ips), Duration::from_millis(500)).is_ok() {
+                    longest = longest.max(last_ok.elapsed());
+                    last_ok = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (longest.max(last_ok.elapsed()), rounds)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        lab.stop_weftd_on(0).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        lab.start_weftd_on(0).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        prober.join().unwrap()
+    });
+    println!("longest gap between successful cross-node round trips during a weftd restart: {:.0} ms ({rounds} probes)", gap.as_secs_f64() * 1e3);
+    assert!(
+        gap < Duration::from_millis(500),
+        "traffic stopped for {gap:?} while weftd restarted"
+    );
+}
+
+#[test]
+fn etcd_outage_add_fails_fast_del_is_spooled_and_both_recover_privileged() {
+    if !root_or_skip("etcd_outage_add_fails_fast_del_is_spooled_and_both_recover_privileged") {
+        return;
+    }
+    let mut lab = lab("eo", |s| {
+        s.nodes = 2;
+        s.etcd_members = 3;
+    });
+    let a = lab.add_pod_on("a", 0).unwrap();
+    let b = lab.add_pod_on("b", 1).unwrap();
+
+    // one member of three down: the cluster has a quorum, allocations go on
+    lab.stop_etcd_member(0).unwrap();
+    let c = lab
+        .add_pod_on("c", 0)
+        .expect("ADD with one etcd member down");
+    assert!(reaches(
+        &c.netns,
+        &b.netns,
+        v4(&b.ips),
+        Duration::from_secs(5)
+    ));
+
+    // every member down
+    lab.stop_etcd_member(1).unwrap();
+    lab.stop_etcd_member(2).unwrap();
+    let ns = format!("{}-late", lab.name);
+    weft_lab::ip(&["netns", "add", &ns]).unwrap();
+    let conf0 = lab.net_conf_on(0, "1.0.0");
+    let t = Instant::now();
+    let add = lab
+        .cni_on(
+            0,
+            "ADD",
+            "late",
+            &format!("/run/netns/{ns}"),
+            "late",
+            &conf0,
+        )
+        .unwrap();
+    let took = t.elapsed();
+    assert!(!add.success, "ADD without a datastore: {add:?}");
+    assert_eq!(add.json().unwrap()["code"], 11, "{}", add.stdout);
+    assert!(
+        took < Duration::from_secs(10),
+        "ADD took {took:?} to give up"
+    );
+    println!(
+        "ADD with every etcd member down failed with code 11 after {:.2} s",
+        took.as_secs_f64()
+    );
+    // the pods already there keep their network
+    assert!(reaches(
+        &a.netns,
+        &b.netns,
+        v4(&b.ips),
+        Duration::from_secs(3)
+    ));
+    // DEL of b: weftd cannot release now; weft-cni spools it and reports success
+    let conf1 = lab.net_conf_on(1, "1.0.0");
+    let del = lab
+        .cni_on(
+            1,
+            "DEL",
+            &b.container_id,
+            &b.netns.to_string_lossy(),
+            "b",
+            &conf1,
+        )
+        .unwrap();
+    assert!(del.success, "DEL with every etcd member down: {del:?}");
+    let spool = lab.node(1).unwrap().spool_dir();
+    assert_eq!(
+        std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        1,
+        "DEL spooled in {}",
+        spool.display()
+    );
+
+    // etcd returns: the spooled DEL goes through, ADD works, nothing leaked
+    lab.start_etcd_members(&[0, 1, 2]).unwrap();
+    let node1 = lab.node(1).unwrap().socket.clone();
+    let ipam_of = |socket: &std::path::Path| -> weft_api::IpamView {
+        let r = weft_api::http::call(
+            socket,
+            "GET",
+            weft_api::paths::IPAM,
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || !ipam_of(&node1)
+            .allocations
+            .iter()
+            .any(|x| b.ips.contains(&x.address))),
+        "b's addresses were never released after etcd came back"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0),
+        0,
+        "spool drained"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || lab
+            .cni_on(
+                0,
+                "ADD",
+                "late",
+                &format!("/run/netns/{ns}"),
+                "late",
+                &conf0
+            )
+            .map(|o| o.success)
+            .unwrap_or(false)),
+        "ADD never worked again"
+    );
+    for i in 0..2 {
+        let socket = lab.node(i).unwrap().socket.clone();
+        let r = weft_api::http::call(
+            &socket,
+            "GET",
+            weft_api::paths::IPAM_CHECK,
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let check: weft_api::IpamCheckReport = serde_json::from_slice(&r.body).unwrap();
+        assert!(check.is_clean(), "node {i}: {check:?}");
+    }
+}

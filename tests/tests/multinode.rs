@@ -370,3 +370,70 @@ fn etcd_outage_add_fails_fast_del_is_spooled_and_both_recover_privileged() {
         assert!(check.is_clean(), "node {i}: {check:?}");
     }
 }
+
+#[test]
+fn under_pool_pressure_nodes_borrow_and_no_address_is_given_twice_privileged() {
+    if !root_or_skip("under_pool_pressure_nodes_borrow_and_no_address_is_given_twice_privileged") {
+        return;
+    }
+    // a /27 in /29 blocks (4 blocks of 8), one block per node: node 1 must borrow
+    let mut lab = cluster(
+        "bw",
+        "overlay",
+        &[
+            "--pool=10.250.0.0/27",
+            "--pool=fd00:99::/123",
+            "--block-prefix-v4=29",
+            "--block-prefix-v6=125",
+            "--max-blocks-per-node=1",
+        ],
+    );
+    let b = lab.add_pod_on("b", 1).unwrap();
+    let c = lab.add_pod_on("c", 2).unwrap();
+    let mut pods = vec![b.clone(), c.clone()];
+    for i in 0..10 {
+        pods.push(
+            lab.add_pod_on(&format!("a{i}"), 0)
+                .expect("node 1 allocates, borrowing when its block is full"),
+        );
+    }
+    // every address of the cluster, from every node's own view, is distinct
+    let mut seen = std::collections::HashMap::new();
+    for p in &pods {
+        for ip in &p.ips {
+            if let Some(other) = seen.insert(*ip, p.name.clone()) {
+                panic!("{ip} given to both {other} and {}", p.name);
+            }
+        }
+    }
+    let own_block: ipnet::IpNet = "10.250.0.0/29".parse().unwrap();
+    let borrowed: Vec<_> = pods[2..]
+        .iter()
+        .filter(|p| !own_block.contains(&v4(&p.ips)))
+        .collect();
+    assert!(!borrowed.is_empty(), "node 1 never borrowed: {pods:?}");
+    // a borrowed pod is reachable from the node whose block it lives in and from the third
+    for p in &borrowed {
+        for from in [&b, &c] {
+            assert!(
+                reaches(&from.netns, &p.netns, v4(&p.ips), Duration::from_secs(5)),
+                "{} -> borrowed {}",
+                from.name,
+                p.name
+            );
+        }
+    }
+    for i in 0..3 {
+        let socket = lab.node(i).unwrap().socket.clone();
+        let r = weft_api::http::call(
+            &socket,
+            "GET",
+            weft_api::paths::IPAM_CHECK,
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let check: weft_api::IpamCheckReport = serde_json::from_slice(&r.body).unwrap();
+        assert!(check.is_clean(), "node {i}: {check:?}");
+    }
+}

@@ -46,19 +46,47 @@ pub struct NodeRecord {
     pub version: String,
 }
 
-/// The part of an IPAM block record the registry needs.
+/// The part of an IPAM block record the registry needs: who owns the block,
+/// and which of its addresses other nodes borrowed.
 #[derive(Debug, Deserialize)]
 struct BlockOwner {
     cidr: IpNet,
     #[serde(default)]
     affinity: Option<String>,
+    #[serde(default)]
+    allocations: BTreeMap<u32, BorrowedBy>,
 }
 
-/// What the reconciler knows: nodes by name, block owners by block.
+#[derive(Debug, Deserialize)]
+struct BorrowedBy {
+    /// Set only when a node other than the block's owner holds the address.
+    #[serde(default)]
+    node: Option<String>,
+}
+
+/// Address `ordinal` of `block`, as a host route (/32 or /128).
+fn host_net(block: &IpNet, ordinal: u32) -> Option<IpNet> {
+    match block {
+        IpNet::V4(n) => {
+            let a = u32::from(n.network()).checked_add(ordinal)?;
+            Some(IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(a))))
+        }
+        IpNet::V6(n) => {
+            let a = u128::from(n.network()).checked_add(u128::from(ordinal))?;
+            Some(IpNet::from(std::net::IpAddr::V6(Ipv6Addr::from(a))))
+        }
+    }
+}
+
+/// What the reconciler knows: nodes by name, block owners by block, and
+/// borrowed addresses (a host route each, to the borrowing node: more
+/// specific than its block's route, so longest-prefix match sends traffic to
+/// where the pod really is).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ClusterView {
     pub nodes: BTreeMap<String, NodeRecord>,
     pub blocks: BTreeMap<IpNet, String>,
+    pub borrowed: BTreeMap<IpNet, (IpNet, String)>,
 }
 
 impl ClusterView {
@@ -74,23 +102,19 @@ impl ClusterView {
                 }
             }
         } else if let Some(escaped) = key.strip_prefix(BLOCKS_PREFIX) {
-            let parsed = value.and_then(|v| serde_json::from_slice::<BlockOwner>(v).ok());
-            match parsed {
-                Some(BlockOwner {
-                    cidr,
-                    affinity: Some(owner),
-                }) => {
-                    self.blocks.insert(cidr, owner);
-                }
-                Some(BlockOwner {
-                    cidr,
-                    affinity: None,
-                }) => {
-                    self.blocks.remove(&cidr);
-                }
-                None => {
-                    // deleted (or unreadable): find it by its escaped key
-                    self.blocks.retain(|cidr, _| escape(cidr) != escaped);
+            // forget what this block said before, then take what it says now
+            self.blocks.retain(|cidr, _| escape(cidr) != escaped);
+            self.borrowed
+                .retain(|_, (block, _)| escape(block) != escaped);
+            let Some(rec) = value.and_then(|v| serde_json::from_slice::<BlockOwner>(v).ok()) else {
+                return;
+            };
+            if let Some(owner) = rec.affinity {
+                self.blocks.insert(rec.cidr, owner);
+            }
+            for (ordinal, a) in rec.allocations {
+                if let (Some(node), Some(host)) = (a.node, host_net(&rec.cidr, ordinal)) {
+                    self.borrowed.insert(host, (rec.cidr, node));
                 }
             }
         }
@@ -113,6 +137,12 @@ impl ClusterView {
                     .iter()
                     .filter(|(_, owner)| **owner == n.name)
                     .map(|(cidr, _)| *cidr)
+                    .chain(
+                        self.borrowed
+                            .iter()
+                            .filter(|(_, (_, holder))| *holder == n.name)
+                            .map(|(host, _)| *host),
+                    )
                     .collect(),
             })
             .collect()
@@ -305,6 +335,43 @@ mod tests {
         let (k, _) = block("10.244.0.0/26", None);
         v.apply(&k, None);
         assert!(!v.blocks.keys().any(|c| c.to_string() == "10.244.0.0/26"));
+    }
+
+    #[test]
+    fn a_borrowed_address_is_routed_to_the_node_that_holds_it() {
+        let mut v = ClusterView::default();
+        for (name, last) in [("a", 11), ("b", 12), ("c", 13)] {
+            v.apply(&format!("{NODES_PREFIX}{name}"), Some(&node(name, last)));
+        }
+        // b's block, with ordinal 5 borrowed by c
+        let key = format!("{BLOCKS_PREFIX}10.244.0.64-26");
+        let rec = serde_json::json!({"cidr": "10.244.0.64/26", "pool": "10.244.0.0/16", "affinity": "b",
+            "allocations": {"1": {"handle": "x/eth0"}, "5": {"handle": "y/eth0", "node": "c"}}});
+        v.apply(&key, Some(&serde_json::to_vec(&rec).unwrap()));
+        let peers = v.peers("a");
+        let of = |n: &str| peers.iter().find(|p| p.name == n).unwrap().blocks.clone();
+        assert_eq!(of("b"), vec!["10.244.0.64/26".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            of("c"),
+            vec!["10.244.0.69/32".parse::<IpNet>().unwrap()],
+            "host route to the borrower"
+        );
+        // b itself routes the borrowed address to c as well
+        assert!(v
+            .peers("b")
+            .iter()
+            .any(|p| p.name == "c" && p.blocks.contains(&"10.244.0.69/32".parse().unwrap())));
+        // released: the host route goes
+        let rec = serde_json::json!({"cidr": "10.244.0.64/26", "pool": "10.244.0.0/16", "affinity": "b",
+            "allocations": {"1": {"handle": "x/eth0"}}});
+        v.apply(&key, Some(&serde_json::to_vec(&rec).unwrap()));
+        assert!(v
+            .peers("a")
+            .iter()
+            .find(|p| p.name == "c")
+            .unwrap()
+            .blocks
+            .is_empty());
     }
 
     #[test]

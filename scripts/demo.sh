@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: a single-node lab, three pods, their addresses, pod-to-pod and
-# pod-to-node traffic over IPv4 and IPv6, then everything torn down.
+# make demo: a three-node cluster in network namespaces on a real etcd, six
+# pods spread over the nodes, their addresses, the VXLAN overlay between the
+# nodes, every pod reaching every pod and every node over IPv4 and IPv6, and
+# everything torn down at the end.
 set -euo pipefail
 bin=${1:-target/release}
 name=weft-demo-$$
@@ -8,27 +10,22 @@ weft() { "$bin/weft" "$@"; }
 cleanup() { weft lab down --name "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== building lab $name (fabric + node namespace, weftd, 3 pods via weft-cni)"
-weft lab up --name "$name" --pods 3
-# The 3-node variant goes here once weftd's multi-node side (--store etcd,
-# --etcd-endpoints, --routing) lands; the lab side exists already:
-#   weft lab up --name "$name" --nodes 3 --etcd-members 3 --routing overlay --pods 6
-# (pods spread round-robin over the nodes; `weft lab status` shows which pod
-# runs where, `weft lab check` adds every node's underlay as a column).
+echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
+weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6
 echo
-echo "== weft status"
+echo "== weft lab status (which pod runs on which node)"
+weft lab status --name "$name"
+echo
+echo "== weft status (node 1)"
 weft --lab "$name" status
 echo
-echo "== weft endpoints"
-weft --lab "$name" endpoints
-echo
-echo "== weft ipam show"
+echo "== weft ipam show (node 1's view of the cluster's blocks)"
 weft --lab "$name" ipam show
 echo
-echo "== reachability: every pod to every pod and to the node, TCP over IPv4 and IPv6"
-weft lab check --name "$name"
+echo "== reachability: every pod to every pod and every node, TCP over IPv4 and IPv6"
+weft lab check --name "$name" --svg "/tmp/$name-reachability.svg"
 echo
-echo "== weft ipam check"
+echo "== weft ipam check (node 1)"
 weft --lab "$name" ipam check
 echo
 echo "== tearing down"

@@ -33,9 +33,54 @@ pub enum BenchCmd {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+    /// Pod-to-pod throughput (iperf3) and TCP round-trip latency: weft
+    /// same-node, overlay and native against a raw veth and a raw VXLAN.
+    Dataplane {
+        /// Rounds; each runs every case once, in a rotating order.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// iperf3 -t, seconds per throughput test.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// One-byte TCP request/response round trips per latency test.
+        #[arg(long, default_value_t = 2000)]
+        echoes: usize,
+        /// Directory for the JSON report and the chart.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// Where weftd and weft-cni are (default: beside this weft).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Cluster IPAM under a burst: P pods over N nodes sharing a 3-member
+    /// etcd, every ADD at once, with weftd's group commit on and off.
+    Ipam(IpamArgs),
 }
 
 pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
+    if let BenchCmd::Ipam(args) = cmd {
+        return run_ipam(args, fmt);
+    }
+    if let BenchCmd::Dataplane {
+        rounds,
+        seconds,
+        echoes,
+        out,
+        bin_dir,
+    } = cmd
+    {
+        let spec = weft_lab::bench_dataplane::DataplaneSpec {
+            name: format!("wdp{}", std::process::id()),
+            bin_dir: match bin_dir {
+                Some(d) => d,
+                None => crate::lab_cmd::default_bin_dir()?,
+            },
+            rounds,
+            seconds,
+            echoes,
+        };
+        return run_dataplane(&spec, &out, fmt);
+    }
     let BenchCmd::Cni {
         pods,
         burst,
@@ -43,7 +88,10 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         rounds,
         out,
         bin_dir,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("handled above")
+    };
     let bin_dir = match bin_dir {
         Some(d) => d,
         None => crate::lab_cmd::default_bin_dir()?,
@@ -89,4 +137,107 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_dataplane(
+    spec: &weft_lab::bench_dataplane::DataplaneSpec,
+    out: &std::path::Path,
+    fmt: Format,
+) -> anyhow::Result<ExitCode> {
+    use weft_lab::bench_dataplane as dp;
+    let report = dp::run(spec, &mut |m| eprintln!("{m}"))?;
+    std::fs::create_dir_all(out)?;
+    let stem = out.join(format!("dataplane-{}", report.when_unix));
+    let json = stem.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+    let svg = stem.with_extension("svg");
+    std::fs::write(&svg, dp::render_svg(&report))?;
+    let png = stem.with_extension("png");
+    let png_ok = std::process::Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png)
+        .arg(&svg)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", dp::render_table(&report));
+    }
+    eprintln!(
+        "wrote {} and {}{}",
+        json.display(),
+        svg.display(),
+        if png_ok {
+            format!(" and {}", png.display())
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct IpamArgs {
+    /// Pods in the burst, spread round-robin over the nodes.
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// Lab nodes, each with its own weftd.
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// ADDs in flight at once on each node.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// etcd members the weftds share.
+    #[arg(long, default_value_t = 3)]
+    etcd_members: usize,
+    /// Group commit: both (on, then off), or only one of them.
+    #[arg(long, default_value = "both", value_parser = ["both", "on", "off"])]
+    batching: String,
+    /// Run weftd with a debug log and report where each ADD's time went in
+    /// it (costs a little throughput).
+    #[arg(long)]
+    stage_timings: bool,
+    /// Directory for the JSON report and the chart.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Where weftd and weft-cni are (default: beside this weft).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
+    use weft_lab::bench_ipam as bi;
+    let spec = bi::IpamBenchSpec {
+        name: format!("wbi{}", std::process::id()),
+        bin_dir: match a.bin_dir {
+            Some(d) => d,
+            None => crate::lab_cmd::default_bin_dir()?,
+        },
+        pods: a.pods,
+        nodes: a.nodes,
+        etcd_members: a.etcd_members,
+        concurrency: a.concurrency,
+        modes: match a.batching.as_str() {
+            "on" => vec![true],
+            "off" => vec![false],
+            _ => vec![true, false],
+        },
+        stage_timings: a.stage_timings,
+    };
+    let report = bi::run(&spec, &mut |m| eprintln!("{m}"))?;
+    let written = bi::write_results(&report, &a.out)?;
+    if fmt == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bi::render_table(&report));
+    }
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("wrote {}", names.join(", "));
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

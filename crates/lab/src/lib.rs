@@ -15,6 +15,8 @@
 //! weft's data path, which is all netlink.
 
 pub mod bench;
+pub mod bench_dataplane;
+pub mod bench_ipam;
 mod cmd;
 mod lab;
 pub mod probe;

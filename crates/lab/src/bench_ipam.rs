@@ -1,0 +1,1036 @@
+//! `weft bench ipam`: cluster IPAM under a burst. P pods spread over N lab
+//! nodes that share one etcd, every ADD in flight at once (C per node, as C
+//! runtimes' workers would), once with weftd's group commit of concurrent
+//! allocations and once without, each in a fresh lab so both start from the
+//! same empty store.
+//!
+//! Per mode it reports the burst's wall time and pods/s, how many etcd
+//! writes (revisions) the burst made per pod, ADD latency as the runtime
+//! sees it, weftd's resident memory per node with the pods attached, where
+//! the machine's CPU went during the burst, and proof that no address was
+//! handed out twice: every address of every ADD result is distinct, and the
+//! IPAM view of every node agrees with the results address by address.
+//!
+//! Pod namespaces are made before the clock starts and removed after it
+//! stops; the DELs and the teardown are not part of any figure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::bench::Stats;
+use crate::cmd::ip;
+use crate::lab::{Lab, LabSpec, ETCD_CLIENT_PORT};
+
+/// Namespaces made (and removed) at once around the burst: enough to keep
+/// it short, few enough not to flood the kernel's namespace locks.
+const NETNS_WORKERS: usize = 8;
+/// Busy share of the machine under which it counts as quiet before a burst.
+const QUIET: f64 = 0.15;
+/// How long a burst waits for a quiet machine before it goes anyway.
+const QUIET_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct IpamBenchSpec {
+    /// Prefix of the two labs' names (`<name>on`, `<name>off`); at most 21
+    /// characters.
+    pub name: String,
+    pub bin_dir: PathBuf,
+    /// Pods in the burst, spread round-robin over the nodes.
+    pub pods: usize,
+    pub nodes: usize,
+    pub etcd_members: usize,
+    /// ADDs in flight at once on each node.
+    pub concurrency: usize,
+    /// The modes to run, in order: `true` is group commit on.
+    pub modes: Vec<bool>,
+    /// Run weftd with `--log info,weft_agent=debug` and summarise its
+    /// per-ADD stage timings (the log costs a little throughput).
+    pub stage_timings: bool,
+}
+
+/// Where weftd spent each ADD, from its debug log (`add timing`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageTimings {
+    /// Making the veth pair (overlapped with `ipam`).
+    pub create: Stats,
+    /// `Ipam::allocate`: queueing for the batch, planning, the etcd commit.
+    pub ipam: Stats,
+    /// Both of the above, wall time.
+    pub stage1: Stats,
+    /// Addresses, routes and the endpoint record.
+    pub stage2: Stats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpamRun {
+    pub batching: bool,
+    pub lab: String,
+    pub pods: usize,
+    pub failed_adds: usize,
+    /// The first few failures, verbatim.
+    pub failures: Vec<String>,
+    pub seconds: f64,
+    pub pods_per_second: f64,
+    /// The cluster's revision before and after the burst; every etcd txn
+    /// that writes anything adds exactly one.
+    pub etcd_revision_before: i64,
+    pub etcd_revision_after: i64,
+    pub etcd_writes: i64,
+    /// `etcd_writes` per successful ADD (one dual-stack allocation each).
+    pub etcd_writes_per_pod: f64,
+    pub add: Stats,
+    /// Distinct addresses among the ADD results.
+    pub addresses: usize,
+    /// Addresses that came back in more than one ADD result.
+    pub duplicates: usize,
+    /// Nodes whose `GET /v1/ipam` was compared with the ADD results.
+    pub views_checked: usize,
+    /// Disagreements between a node's view and the ADD results (an address
+    /// of ours missing, held by another container, or listed twice).
+    pub view_mismatches: usize,
+    pub view_problems: Vec<String>,
+    /// weftd's resident memory per node with the pods attached, bytes.
+    pub rss_bytes: Vec<u64>,
+    pub rss_median_bytes: u64,
+    pub rss_max_bytes: u64,
+    /// CPU-seconds spent during the burst by every weftd, every etcd
+    /// member, and this process with the weft-cni it ran.
+    pub cpu_weftd_seconds: f64,
+    pub cpu_etcd_seconds: f64,
+    pub cpu_cni_and_bench_seconds: f64,
+    /// ... of which weft-cni's own processes (the rest is this process:
+    /// forking, waiting, parsing results).
+    pub cpu_cni_seconds: f64,
+    /// The machine's busy CPU-seconds during the burst that none of the
+    /// above account for: the kernel's own workers, and other work on the
+    /// machine (a large figure means the run was disturbed).
+    pub cpu_other_seconds: f64,
+    /// Share of the machine's CPU time that was busy during the burst.
+    pub machine_busy: f64,
+    /// ... and in the second before it: work of others on the machine
+    /// (above 15%, the figures carry it).
+    pub machine_busy_before: f64,
+    pub stage_timings: Option<StageTimings>,
+    /// Outside the figures: building the lab, making the namespaces, the
+    /// DELs, tearing down.
+    pub lab_up_seconds: f64,
+    pub netns_seconds: f64,
+    pub del_seconds: f64,
+    pub failed_dels: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpamBenchReport {
+    pub when_unix: u64,
+    pub kernel: String,
+    pub cpus: usize,
+    pub pods: usize,
+    pub nodes: usize,
+    pub etcd_members: usize,
+    pub concurrency_per_node: usize,
+    pub runs: Vec<IpamRun>,
+}
+
+impl IpamBenchReport {
+    fn run(&self, batching: bool) -> Option<&IpamRun> {
+        self.runs.iter().find(|r| r.batching == batching)
+    }
+
+    /// Whether every ADD succeeded and no address was handed out twice.
+    pub fn ok(&self) -> bool {
+        self.runs
+            .iter()
+            .all(|r| r.failed_adds == 0 && r.duplicates == 0 && r.view_mismatches == 0)
+    }
+}
+
+/// Runs every mode of `spec`, each in its own lab, removed at the end.
+pub fn run(
+    spec: &IpamBenchSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<IpamBenchReport> {
+    if spec.pods == 0 || spec.concurrency == 0 {
+        bail!("--pods and --concurrency must be at least 1");
+    }
+    if spec.etcd_members == 0 {
+        bail!("weft bench ipam measures the shared store: --etcd-members 1 to 3");
+    }
+    let mut runs = Vec::new();
+    for &batching in &spec.modes {
+        let name = format!("{}{}", spec.name, if batching { "on" } else { "off" });
+        runs.push(run_mode(spec, &name, batching, progress)?);
+    }
+    Ok(IpamBenchReport {
+        when_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        pods: spec.pods,
+        nodes: spec.nodes,
+        etcd_members: spec.etcd_members,
+        concurrency_per_node: spec.concurrency,
+        runs,
+    })
+}
+
+fn run_mode(
+    spec: &IpamBenchSpec,
+    name: &str,
+    batching: bool,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<IpamRun> {
+    let mode = if batching { "on" } else { "off" };
+    let mut lab_spec = LabSpec::new(name, &spec.bin_dir);
+    lab_spec.nodes = spec.nodes;
+    lab_spec.etcd_members = spec.etcd_members;
+    lab_spec.weftd_args = vec!["--ipam-batching".into(), batching.to_string()];
+    if spec.stage_timings {
+        lab_spec
+            .weftd_args
+            .extend(["--log".into(), "info,weft_agent=debug".into()]);
+    }
+    progress(&format!(
+        "group commit {mode}: building lab {name}: {} nodes, {} etcd members",
+        spec.nodes, spec.etcd_members
+    ));
+    let t = Instant::now();
+    let lab = Lab::up(&lab_spec, &mut |_| {})?;
+    let lab_up_seconds = t.elapsed().as_secs_f64();
+    progress(&format!(
+        "group commit {mode}: lab up in {lab_up_seconds:.1} s"
+    ));
+    let result = (|| {
+        if !lab.shared_store {
+            bail!("this weftd has no --store etcd: nothing to measure");
+        }
+        measure(&lab, spec, batching, lab_up_seconds, progress)
+    })();
+    progress(&format!("group commit {mode}: removing lab {name}"));
+    let down = Lab::down(&lab.name);
+    let run = result?;
+    down?;
+    Ok(run)
+}
+
+/// What one ADD gave: its latency and addresses, or why it failed.
+type AddOutcome = Result<(Duration, Vec<IpAddr>), String>;
+
+/// One pod of the burst: its node, container id, namespace.
+struct PodSlot {
+    node: usize,
+    cid: String,
+    name: String,
+    netns: String,
+}
+
+fn measure(
+    lab: &Lab,
+    spec: &IpamBenchSpec,
+    batching: bool,
+    lab_up_seconds: f64,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<IpamRun> {
+    let mode = if batching { "on" } else { "off" };
+    let nodes = lab.nodes();
+    let pods: Vec<PodSlot> = (0..spec.pods)
+        .map(|i| {
+            let name = format!("p{i}");
+            let ns = format!("{}-{name}", lab.name);
+            PodSlot {
+                node: i % nodes.len(),
+                cid: ns.clone(),
+                name,
+                netns: format!("/run/netns/{ns}"),
+            }
+        })
+        .collect();
+    progress(&format!(
+        "group commit {mode}: making {} pod namespaces",
+        pods.len()
+    ));
+    let t = Instant::now();
+    let made = parallel(pods.len(), NETNS_WORKERS, |i| {
+        ip(&[
+            "netns",
+            "add",
+            pods[i].netns.trim_start_matches("/run/netns/"),
+        ])
+    });
+    let netns_seconds = t.elapsed().as_secs_f64();
+    if let Some(e) = made.into_iter().find_map(Result::err) {
+        return Err(e.context("making pod namespaces"));
+    }
+    let confs: Vec<serde_json::Value> = (0..nodes.len())
+        .map(|i| lab.net_conf_on(i, "1.0.0"))
+        .collect();
+    // one queue of pods per node, C workers each
+    let queues: Vec<Vec<usize>> = (0..nodes.len())
+        .map(|n| (0..pods.len()).filter(|i| pods[*i].node == n).collect())
+        .collect();
+
+    let weftd_pids: Vec<u32> = nodes.iter().filter_map(|n| n.weftd_pid).collect();
+    let etcd_pids: Vec<u32> = lab.etcd_members().iter().filter_map(|m| m.pid).collect();
+    // let the agents finish joining (registry, routes), and wait a while for
+    // other work on the machine to end: its CPU would be charged to the burst
+    let deadline = Instant::now() + QUIET_WAIT;
+    let mut told = false;
+    let machine_busy_before = loop {
+        let busy = machine_busy_over(Duration::from_secs(1));
+        if busy < QUIET || Instant::now() >= deadline {
+            break busy;
+        }
+        if !told {
+            progress(&format!(
+                "group commit {mode}: the machine is {:.0}% busy with other work; waiting up to {} s for it to calm down",
+                busy * 100.0,
+                QUIET_WAIT.as_secs()
+            ));
+            told = true;
+        }
+    };
+    progress(&format!(
+        "group commit {mode}: burst of {} ADDs, {} in flight on each of {} nodes",
+        pods.len(),
+        spec.concurrency,
+        nodes.len()
+    ));
+    let rev_before = etcd_revision(lab)?;
+    let cpu_before = CpuSample::take(&weftd_pids, &etcd_pids);
+    let outcomes: Vec<Mutex<Option<AddOutcome>>> =
+        (0..pods.len()).map(|_| Mutex::new(None)).collect();
+    let seconds = run_per_node(&queues, spec.concurrency, |i| {
+        let p = &pods[i];
+        let r = lab
+            .cni_on(p.node, "ADD", &p.cid, &p.netns, &p.name, &confs[p.node])
+            .map_err(|e| format!("{}: {e:#}", p.cid))
+            .and_then(|out| {
+                if !out.success {
+                    return Err(format!(
+                        "{}: {}{}",
+                        p.cid,
+                        out.stdout.trim(),
+                        out.stderr.trim()
+                    ));
+                }
+                let v = out.json().map_err(|e| format!("{}: {e:#}", p.cid))?;
+                Ok((out.elapsed, result_ips(&v)))
+            });
+        *outcomes[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    });
+    let cpu_after = CpuSample::take(&weftd_pids, &etcd_pids);
+    let rev_after = etcd_revision(lab)?;
+
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    let mut failed_adds = 0;
+    let mut held: HashMap<IpAddr, usize> = HashMap::new();
+    let mut duplicates = 0;
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok((elapsed, ips))) => {
+                latencies.push(elapsed);
+                for a in ips {
+                    if held.insert(a, i).is_some() {
+                        duplicates += 1;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                failed_adds += 1;
+                if failures.len() < 5 {
+                    failures.push(e);
+                }
+            }
+            None => failed_adds += 1,
+        }
+    }
+    let ok_adds = pods.len() - failed_adds;
+    let etcd_writes = rev_after - rev_before;
+    progress(&format!(
+        "group commit {mode}: {ok_adds} pods in {seconds:.2} s ({:.0} pods/s), {etcd_writes} etcd writes ({:.3} per pod), {failed_adds} failed",
+        ok_adds as f64 / seconds.max(1e-9),
+        etcd_writes as f64 / ok_adds.max(1) as f64
+    ));
+
+    let rss: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.weftd_pid.and_then(rss_bytes).unwrap_or(0))
+        .collect();
+    progress(&format!(
+        "group commit {mode}: checking every node's IPAM view against the ADD results"
+    ));
+    let (views_checked, view_problems, view_mismatches) = check_views(lab, &pods, &held);
+    let stage_timings = spec.stage_timings.then(|| stage_timings(lab));
+
+    progress(&format!(
+        "group commit {mode}: DEL of every pod, removing the namespaces"
+    ));
+    let dels = Mutex::new((0usize, Vec::<String>::new()));
+    let del_seconds = run_per_node(&queues, spec.concurrency, |i| {
+        let p = &pods[i];
+        let ok = matches!(
+            lab.cni_on(p.node, "DEL", &p.cid, &p.netns, &p.name, &confs[p.node]),
+            Ok(o) if o.success
+        );
+        if !ok {
+            let mut d = dels.lock().unwrap_or_else(|e| e.into_inner());
+            d.0 += 1;
+            if d.1.len() < 3 {
+                d.1.push(p.cid.clone());
+            }
+        }
+    });
+    let (failed_dels, _) = dels.into_inner().unwrap_or_else(|e| e.into_inner());
+    let _ = parallel(pods.len(), NETNS_WORKERS, |i| {
+        ip(&[
+            "netns",
+            "del",
+            pods[i].netns.trim_start_matches("/run/netns/"),
+        ])
+    });
+
+    let (rss_median_bytes, rss_max_bytes) = {
+        let mut s = rss.clone();
+        s.sort_unstable();
+        (s[s.len() / 2], s.last().copied().unwrap_or(0))
+    };
+    let span = cpu_after.since(&cpu_before);
+    Ok(IpamRun {
+        batching,
+        lab: lab.name.clone(),
+        pods: pods.len(),
+        failed_adds,
+        failures,
+        seconds,
+        pods_per_second: ok_adds as f64 / seconds.max(1e-9),
+        etcd_revision_before: rev_before,
+        etcd_revision_after: rev_after,
+        etcd_writes,
+        etcd_writes_per_pod: etcd_writes as f64 / ok_adds.max(1) as f64,
+        add: Stats::of(latencies),
+        addresses: held.len(),
+        duplicates,
+        views_checked,
+        view_mismatches,
+        view_problems,
+        rss_bytes: rss,
+        rss_median_bytes,
+        rss_max_bytes,
+        cpu_weftd_seconds: span.weftd,
+        cpu_etcd_seconds: span.etcd,
+        cpu_cni_and_bench_seconds: span.own,
+        cpu_cni_seconds: span.children,
+        cpu_other_seconds: (span.busy_seconds - span.weftd - span.etcd - span.own).max(0.0),
+        machine_busy: span.busy,
+        machine_busy_before,
+        stage_timings,
+        lab_up_seconds,
+        netns_seconds,
+        del_seconds,
+        failed_dels,
+    })
+}
+
+/// Runs `work(i)` for every index of every node's queue, `per_node` workers
+/// on each node, all released at once; returns the seconds from the release
+/// until the last one finished.
+fn run_per_node(queues: &[Vec<usize>], per_node: usize, work: impl Fn(usize) + Sync) -> f64 {
+    let workers: usize = queues.iter().map(|q| per_node.min(q.len())).sum();
+    let gate = Barrier::new(workers + 1);
+    let next: Vec<AtomicUsize> = queues.iter().map(|_| AtomicUsize::new(0)).collect();
+    std::thread::scope(|s| {
+        for (n, q) in queues.iter().enumerate() {
+            for _ in 0..per_node.min(q.len()) {
+                let (gate, next, work) = (&gate, &next[n], &work);
+                s.spawn(move || {
+                    gate.wait();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = q.get(k) else { break };
+                        work(i);
+                    }
+                });
+            }
+        }
+        gate.wait();
+        let start = Instant::now();
+        // the scope joins every worker before it returns
+        start
+    })
+    .elapsed()
+    .as_secs_f64()
+}
+
+/// `f(i)` for `0..n` on `workers` threads; the results in order.
+fn parallel<T: Send>(n: usize, workers: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let out: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    out.into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
+/// The addresses of a CNI ADD result.
+fn result_ips(v: &serde_json::Value) -> Vec<IpAddr> {
+    v["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|ip| ip["address"].as_str())
+                .filter_map(|s| s.split('/').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Compares every node's `GET /v1/ipam` (a fresh listing of the whole
+/// cluster's blocks) with the ADD results: each of our addresses listed
+/// exactly once, for the container whose ADD returned it, and no container
+/// of ours holding an address its ADD did not return.
+fn check_views(
+    lab: &Lab,
+    pods: &[PodSlot],
+    held: &HashMap<IpAddr, usize>,
+) -> (usize, Vec<String>, usize) {
+    let ours: HashMap<&str, usize> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.cid.as_str(), i))
+        .collect();
+    let mut problems = Vec::new();
+    let mut mismatches = 0;
+    let mut checked = 0;
+    let mut note = |problems: &mut Vec<String>, m: String| {
+        mismatches += 1;
+        if problems.len() < 10 {
+            problems.push(m);
+        }
+    };
+    for n in lab.nodes() {
+        let view = weft_api::http::call(
+            &n.socket,
+            "GET",
+            weft_api::paths::IPAM,
+            b"",
+            Duration::from_secs(30),
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            if r.status != 200 {
+                bail!("status {}", r.status);
+            }
+            Ok(serde_json::from_slice::<weft_api::IpamView>(&r.body)?)
+        });
+        let view = match view {
+            Ok(v) => v,
+            Err(e) => {
+                note(&mut problems, format!("{}: GET /v1/ipam: {e:#}", n.name));
+                continue;
+            }
+        };
+        checked += 1;
+        let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
+        for a in &view.allocations {
+            if let Some(prev) = seen.insert(a.address, &a.container_id) {
+                note(
+                    &mut problems,
+                    format!(
+                        "{}: {} listed twice ({prev} and {})",
+                        n.name, a.address, a.container_id
+                    ),
+                );
+            }
+            match (ours.get(a.container_id.as_str()), held.get(&a.address)) {
+                (Some(&i), Some(&j)) if i == j => {}
+                (Some(_), _) => note(
+                    &mut problems,
+                    format!(
+                        "{}: {} held by {} but no ADD result of it says so",
+                        n.name, a.address, a.container_id
+                    ),
+                ),
+                (None, Some(&j)) => note(
+                    &mut problems,
+                    format!(
+                        "{}: {} held by {} but returned to {}",
+                        n.name, a.address, a.container_id, pods[j].cid
+                    ),
+                ),
+                (None, None) => {}
+            }
+        }
+        for (addr, &i) in held {
+            if !seen.contains_key(addr) {
+                note(
+                    &mut problems,
+                    format!(
+                        "{}: {addr} (returned to {}) is not in the view",
+                        n.name, pods[i].cid
+                    ),
+                );
+            }
+        }
+    }
+    (checked, problems, mismatches)
+}
+
+/// The cluster's current revision, asked of the first member from inside
+/// the fabric namespace (`POST /v3/maintenance/status`).
+pub fn etcd_revision(lab: &Lab) -> anyhow::Result<i64> {
+    let m = lab
+        .etcd_members()
+        .into_iter()
+        .find(|m| m.alive())
+        .context("no etcd member runs")?;
+    let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
+    let body = weft_datapath::netns::run_in(&lab.fabric_netns, move || {
+        http_post(
+            addr,
+            "/v3/maintenance/status",
+            b"{}",
+            Duration::from_secs(5),
+        )
+    })??;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("etcd status: {body:?}"))?;
+    let rev = &v["header"]["revision"];
+    rev.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| rev.as_i64())
+        .with_context(|| format!("etcd status without a revision: {body}"))
+}
+
+/// A minimal HTTP/1.0 POST with a JSON body; returns the body.
+fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!(
+            "POST {path}: {}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    Ok(body.to_string())
+}
+
+/// Summarises the `add timing` lines of every node's weftd log.
+fn stage_timings(lab: &Lab) -> StageTimings {
+    let keys = ["create_us", "ipam_us", "stage1_us", "stage2_us"];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); keys.len()];
+    for n in lab.nodes() {
+        let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("add timing")) {
+            let line = strip_ansi(line);
+            for token in line.split_whitespace() {
+                let Some((k, v)) = token.split_once('=') else {
+                    continue;
+                };
+                if let (Some(slot), Ok(us)) = (keys.iter().position(|x| *x == k), v.parse()) {
+                    samples[slot].push(Duration::from_micros(us));
+                }
+            }
+        }
+    }
+    let mut it = samples.into_iter().map(Stats::of);
+    let mut next = || it.next().unwrap_or_else(|| Stats::of(Vec::new()));
+    StageTimings {
+        create: next(),
+        ipam: next(),
+        stage1: next(),
+        stage2: next(),
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// CPU time at one instant: the weftds, the etcd members, this process
+/// with its reaped children (every weft-cni), and the machine.
+struct CpuSample {
+    weftd: f64,
+    etcd: f64,
+    own: f64,
+    children: f64,
+    busy: u64,
+    total: u64,
+}
+
+struct CpuSpan {
+    weftd: f64,
+    etcd: f64,
+    own: f64,
+    children: f64,
+    busy: f64,
+    busy_seconds: f64,
+}
+
+impl CpuSample {
+    fn take(weftds: &[u32], etcds: &[u32]) -> CpuSample {
+        let sum = |pids: &[u32]| {
+            pids.iter()
+                .filter_map(|p| proc_cpu(&format!("/proc/{p}/stat"), false))
+                .sum()
+        };
+        let (busy, total) = machine_cpu().unwrap_or((0, 0));
+        CpuSample {
+            weftd: sum(weftds),
+            etcd: sum(etcds),
+            own: proc_cpu("/proc/self/stat", true).unwrap_or(0.0),
+            children: proc_cpu("/proc/self/stat", true).unwrap_or(0.0)
+                - proc_cpu("/proc/self/stat", false).unwrap_or(0.0),
+            busy,
+            total,
+        }
+    }
+
+    fn since(&self, before: &CpuSample) -> CpuSpan {
+        CpuSpan {
+            weftd: self.weftd - before.weftd,
+            etcd: self.etcd - before.etcd,
+            own: self.own - before.own,
+            children: self.children - before.children,
+            busy: (self.busy - before.busy) as f64 / (self.total - before.total).max(1) as f64,
+            busy_seconds: (self.busy - before.busy) as f64 / 100.0,
+        }
+    }
+}
+
+/// utime + stime (and, with `children`, cutime + cstime) of a
+/// `/proc/<pid>/stat`, seconds (100 Hz clock ticks).
+fn proc_cpu(path: &str, children: bool) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 4 {
+        return None;
+    }
+    let ticks = f[0] + f[1] + if children { f[2] + f[3] } else { 0.0 };
+    Some(ticks / 100.0)
+}
+
+/// The busy share of the machine's CPU time over the next `d`.
+fn machine_busy_over(d: Duration) -> f64 {
+    let a = machine_cpu().unwrap_or((0, 0));
+    std::thread::sleep(d);
+    let b = machine_cpu().unwrap_or((0, 0));
+    (b.0.saturating_sub(a.0)) as f64 / (b.1.saturating_sub(a.1)).max(1) as f64
+}
+
+/// (busy, total) jiffies of the whole machine, from `/proc/stat`.
+fn machine_cpu() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+/// The report as a table, with the ratio of group commit on to off.
+pub fn render_table(r: &IpamBenchReport) -> String {
+    let mut out = format!(
+        "weft bench ipam: {} pods on {} nodes ({} ADDs in flight per node, {} at once), {}-member etcd ({} CPUs, kernel {})\n\n",
+        r.pods,
+        r.nodes,
+        r.concurrency_per_node,
+        r.concurrency_per_node * r.nodes,
+        r.etcd_members,
+        r.cpus,
+        r.kernel
+    );
+    out.push_str(&format!(
+        "{:<13} {:>8} {:>7} {:>11} {:>10} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}\n",
+        "GROUP COMMIT",
+        "SECONDS",
+        "PODS/S",
+        "ETCD WRITES",
+        "WRITES/POD",
+        "ADD p50",
+        "ADD p99",
+        "DUPLIC.",
+        "FAILED",
+        "RSS p50",
+        "RSS max"
+    ));
+    for x in &r.runs {
+        out.push_str(&format!(
+            "{:<13} {:>8.2} {:>7.0} {:>11} {:>10.3} {:>7.1}ms {:>7.1}ms {:>8} {:>7} {:>5.1} MiB {:>5.1} MiB\n",
+            if x.batching { "on" } else { "off" },
+            x.seconds,
+            x.pods_per_second,
+            x.etcd_writes,
+            x.etcd_writes_per_pod,
+            x.add.p50_ms,
+            x.add.p99_ms,
+            x.duplicates,
+            x.failed_adds,
+            mib(x.rss_median_bytes),
+            mib(x.rss_max_bytes),
+        ));
+    }
+    if let (Some(on), Some(off)) = (r.run(true), r.run(false)) {
+        out.push_str(&format!(
+            "\non / off: {:.2}x the time, {:.2}x the pods/s, {:.3}x the etcd writes per pod\n",
+            on.seconds / off.seconds.max(1e-9),
+            on.pods_per_second / off.pods_per_second.max(1e-9),
+            on.etcd_writes_per_pod / off.etcd_writes_per_pod.max(1e-9),
+        ));
+    }
+    out.push('\n');
+    for x in &r.runs {
+        let mode = if x.batching { "on " } else { "off" };
+        out.push_str(&format!(
+            "{mode}: {} distinct addresses, {} duplicates; {} node views checked, {} mismatches\n",
+            x.addresses, x.duplicates, x.views_checked, x.view_mismatches
+        ));
+        out.push_str(&format!(
+            "{mode}: CPU during the burst: weftd {:.2} s, etcd {:.2} s, weft-cni {:.2} s + bench {:.2} s, kernel workers + others {:.2} s; machine {:.0}% busy\n",
+            x.cpu_weftd_seconds,
+            x.cpu_etcd_seconds,
+            x.cpu_cni_seconds,
+            x.cpu_cni_and_bench_seconds - x.cpu_cni_seconds,
+            x.cpu_other_seconds,
+            x.machine_busy * 100.0
+        ));
+        if x.machine_busy_before >= QUIET {
+            out.push_str(&format!(
+                "{mode}: WARNING: the machine was {:.0}% busy with other work just before the burst; these figures carry it\n",
+                x.machine_busy_before * 100.0
+            ));
+        }
+        if let Some(t) = &x.stage_timings {
+            out.push_str(&format!(
+                "{mode}: in weftd per ADD (p50 / p99): veth {:.1} / {:.1} ms, ipam {:.1} / {:.1} ms, stage 1 {:.1} / {:.1} ms, stage 2 {:.1} / {:.1} ms\n",
+                t.create.p50_ms, t.create.p99_ms, t.ipam.p50_ms, t.ipam.p99_ms,
+                t.stage1.p50_ms, t.stage1.p99_ms, t.stage2.p50_ms, t.stage2.p99_ms
+            ));
+        }
+        for f in &x.failures {
+            out.push_str(&format!("{mode}: failed ADD: {f}\n"));
+        }
+        for p in &x.view_problems {
+            out.push_str(&format!("{mode}: view: {p}\n"));
+        }
+    }
+    if let Some(on) = r.run(true) {
+        let projected = on.seconds * 1000.0 / on.pods.max(1) as f64;
+        out.push_str(&format!(
+            "\ntarget, 1000 pods in under 5 s with group commit: {} ({:.2} s{})\n",
+            if projected < 5.0 { "met" } else { "MISSED" },
+            projected,
+            if on.pods == 1000 {
+                String::new()
+            } else {
+                format!(", projected from {} pods", on.pods)
+            }
+        ));
+    }
+    out
+}
+
+/// Bar charts, group commit on and off side by side, as one SVG.
+pub fn render_svg(r: &IpamBenchReport) -> String {
+    type Metric = fn(&IpamRun) -> f64;
+    let panels: [(&str, Metric, &str); 5] = [
+        ("burst wall time (s, lower is better)", |x| x.seconds, " s"),
+        (
+            "throughput (pods/s, higher is better)",
+            |x| x.pods_per_second,
+            "/s",
+        ),
+        (
+            "etcd writes per pod (lower is better)",
+            |x| x.etcd_writes_per_pod,
+            "",
+        ),
+        (
+            "ADD latency p99 (ms, lower is better)",
+            |x| x.add.p99_ms,
+            " ms",
+        ),
+        (
+            "weftd resident memory, median node (MiB)",
+            |x| mib(x.rss_median_bytes),
+            " MiB",
+        ),
+    ];
+    let (w, bar_h, left) = (780.0, 24.0, 190.0);
+    let panel_h = 40.0 + r.runs.len() as f64 * (bar_h + 4.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
+        panel_h * panels.len() as f64 + 40.0
+    );
+    svg.push_str(&format!(
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench ipam: {} pods, {} nodes x {} in flight, {}-member etcd ({} CPUs)</text>"#,
+        r.pods, r.nodes, r.concurrency_per_node, r.etcd_members, r.cpus
+    ));
+    for (p, (title, value, unit)) in panels.iter().enumerate() {
+        let top = 40.0 + p as f64 * panel_h;
+        svg.push_str(&format!(
+            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
+            top + 14.0
+        ));
+        let max = r.runs.iter().map(value).fold(0.0, f64::max).max(1e-9);
+        for (i, x) in r.runs.iter().enumerate() {
+            let v = value(x);
+            let y = top + 24.0 + i as f64 * (bar_h + 4.0);
+            let len = (w - left - 90.0) * v / max;
+            let (label, color) = if x.batching {
+                ("group commit on", "#2a7ab0")
+            } else {
+                ("group commit off", "#b0b0b0")
+            };
+            svg.push_str(&format!(
+                r#"<text x="10" y="{}">{label}</text><rect x="{left}" y="{y}" width="{len:.1}" height="{bar_h}" fill="{color}"/><text x="{}" y="{}">{v:.2}{unit}</text>"#,
+                y + 16.0,
+                left + len + 6.0,
+                y + 16.0
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Writes `<out>/ipam-<time>.json` and `.svg` (and `.png` when
+/// rsvg-convert is installed); returns the paths written.
+pub fn write_results(r: &IpamBenchReport, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let stem = out.join(format!("ipam-{}", r.when_unix));
+    let json = stem.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)?;
+    let svg = stem.with_extension("svg");
+    std::fs::write(&svg, render_svg(r))?;
+    let mut written = vec![json, svg.clone()];
+    let png = stem.with_extension("png");
+    let png_ok = std::process::Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png)
+        .arg(&svg)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if png_ok {
+        written.push(png);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_timings_survive_colours() {
+        let l = "\u{1b}[2m2026\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m add timing \u{1b}[3mcreate_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m412";
+        assert!(strip_ansi(l).ends_with("add timing create_us=412"));
+    }
+
+    #[test]
+    fn add_results_give_their_addresses() {
+        let v = serde_json::json!({"ips": [{"address": "10.244.0.5/32"}, {"address": "fd00:10:244::5/128"}]});
+        assert_eq!(
+            result_ips(&v),
+            vec![
+                "10.244.0.5".parse::<IpAddr>().unwrap(),
+                "fd00:10:244::5".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn workers_take_every_pod_of_their_node_once() {
+        let queues = vec![vec![0, 2, 4], vec![1, 3]];
+        let done: Vec<AtomicUsize> = (0..5).map(|_| AtomicUsize::new(0)).collect();
+        run_per_node(&queues, 4, |i| {
+            done[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(done.iter().all(|d| d.load(Ordering::Relaxed) == 1));
+        assert_eq!(parallel(5, 3, |i| i * 2), vec![0, 2, 4, 6, 8]);
+    }
+}

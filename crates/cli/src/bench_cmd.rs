@@ -105,37 +105,19 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         rounds,
     };
     let report = bench::run(&spec, &mut |m| eprintln!("{m}"))?;
-    std::fs::create_dir_all(&out)?;
-    let stem = out.join(format!("cni-{}", report.when_unix));
-    std::fs::write(
-        stem.with_extension("json"),
-        serde_json::to_vec_pretty(&report)?,
+    let written = bench::write_results(
+        "cni",
+        &report.machine,
+        &report,
+        &bench::render_svg(&report),
+        &out,
     )?;
-    let svg = stem.with_extension("svg");
-    std::fs::write(&svg, bench::render_svg(&report))?;
-    let png = stem.with_extension("png");
-    let png_ok = std::process::Command::new("rsvg-convert")
-        .arg("-o")
-        .arg(&png)
-        .arg(&svg)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
     if fmt == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", bench::render_table(&report));
     }
-    eprintln!(
-        "wrote {} and {}{}",
-        stem.with_extension("json").display(),
-        svg.display(),
-        if png_ok {
-            format!(" and {}", png.display())
-        } else {
-            String::new()
-        }
-    );
+    announce(&written);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,35 +128,19 @@ fn run_dataplane(
 ) -> anyhow::Result<ExitCode> {
     use weft_lab::bench_dataplane as dp;
     let report = dp::run(spec, &mut |m| eprintln!("{m}"))?;
-    std::fs::create_dir_all(out)?;
-    let stem = out.join(format!("dataplane-{}", report.when_unix));
-    let json = stem.with_extension("json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
-    let svg = stem.with_extension("svg");
-    std::fs::write(&svg, dp::render_svg(&report))?;
-    let png = stem.with_extension("png");
-    let png_ok = std::process::Command::new("rsvg-convert")
-        .arg("-o")
-        .arg(&png)
-        .arg(&svg)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let written = bench::write_results(
+        "dataplane",
+        &report.machine,
+        &report,
+        &dp::render_svg(&report),
+        out,
+    )?;
     if fmt == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", dp::render_table(&report));
     }
-    eprintln!(
-        "wrote {} and {}{}",
-        json.display(),
-        svg.display(),
-        if png_ok {
-            format!(" and {}", png.display())
-        } else {
-            String::new()
-        }
-    );
+    announce(&written);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -233,11 +199,16 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", bi::render_table(&report));
     }
-    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-    eprintln!("wrote {}", names.join(", "));
+    announce(&written);
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Tells the person where the report and the chart went.
+fn announce(written: &[std::path::PathBuf]) {
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("wrote {}", names.join(", "));
 }

@@ -83,11 +83,69 @@ pub struct PluginResult {
     pub agent_cpu_seconds: Option<f64>,
 }
 
+/// When a benchmark ran and on what: every report carries it, because a
+/// figure means little without the machine it came from.
 #[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
+pub struct Machine {
     pub when_unix: u64,
     pub kernel: String,
     pub cpus: usize,
+}
+
+impl Machine {
+    pub fn now() -> Machine {
+        Machine {
+            when_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// Writes a report as `<out>/<kind>-<time>.json` and its chart as `.svg`,
+/// and as `.png` where rsvg-convert is installed; returns the paths written.
+pub fn write_results<R: Serialize>(
+    kind: &str,
+    machine: &Machine,
+    report: &R,
+    svg: &str,
+    out: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let stem = out.join(format!("{kind}-{}", machine.when_unix));
+    let json = stem.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
+    let svg_path = stem.with_extension("svg");
+    std::fs::write(&svg_path, svg)?;
+    let mut written = vec![json, svg_path.clone()];
+    let png = stem.with_extension("png");
+    let png_ok = std::process::Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png)
+        .arg(&svg_path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if png_ok {
+        written.push(png);
+    }
+    Ok(written)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// When and where it ran.
+    #[serde(flatten)]
+    pub machine: Machine,
     pub pods: usize,
     pub burst: usize,
     pub concurrency: usize,
@@ -249,17 +307,7 @@ fn run_in_lab(
         ));
     }
     Ok(BenchReport {
-        when_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        machine: Machine::now(),
         pods: spec.pods,
         burst: spec.burst,
         concurrency: spec.concurrency,
@@ -475,7 +523,7 @@ pub fn render_table(r: &BenchReport) -> String {
     let base = &r.results[0];
     let mut out = format!(
         "weft bench cni: {} pods one after another, burst of {} with {} concurrent ADDs ({} CPUs, kernel {})\n\n",
-        r.pods, r.burst, r.concurrency, r.cpus, r.kernel
+        r.pods, r.burst, r.concurrency, r.machine.cpus, r.machine.kernel
     );
     out.push_str(&format!(
         "{:<20} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8} {:>10} {:>8} {:>10}\n",
@@ -549,7 +597,7 @@ pub fn render_svg(r: &BenchReport) -> String {
     );
     svg.push_str(&format!(
         r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench cni: {} pods sequential, burst {} x{} ({} CPUs)</text>"#,
-        r.pods, r.burst, r.concurrency, r.cpus
+        r.pods, r.burst, r.concurrency, r.machine.cpus
     ));
     for (p, (title, value, unit)) in panels.iter().enumerate() {
         let top = 40.0 + p as f64 * panel_h;

@@ -29,6 +29,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use weft_datapath::netns::{run_in, spawn_in};
 
+use crate::bench::Machine;
 use crate::cmd::ip;
 use crate::lab::{Lab, LabSpec};
 
@@ -104,9 +105,9 @@ pub struct Ratio {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DataplaneReport {
-    pub when_unix: u64,
-    pub kernel: String,
-    pub cpus: usize,
+    /// When and where it ran.
+    #[serde(flatten)]
+    pub machine: Machine,
     pub rounds: usize,
     pub seconds: u32,
     pub echoes: usize,
@@ -734,17 +735,7 @@ pub fn run(
     progress("removing the labs, namespaces and iperf3 servers");
     drop(clean);
     Ok(DataplaneReport {
-        when_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        machine: Machine::now(),
         rounds,
         seconds: spec.seconds,
         echoes: spec.echoes,
@@ -759,7 +750,7 @@ pub fn run(
 pub fn render_table(r: &DataplaneReport) -> String {
     let mut out = format!(
         "weft bench dataplane: {} rounds, iperf3 -t {} s, {} one-byte TCP round trips ({} CPUs, kernel {}, {:.0} s)\n\n",
-        r.rounds, r.seconds, r.echoes, r.cpus, r.kernel, r.wall_seconds
+        r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel, r.wall_seconds
     );
     out.push_str(&format!(
         "{:<15} {:>5} {:>22} {:>22} {:>20} {:>20}\n",
@@ -847,7 +838,7 @@ pub fn render_svg(r: &DataplaneReport) -> String {
     );
     svg.push_str(&format!(
         r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench dataplane: {} rounds, iperf3 -t {} s, {} round trips ({} CPUs, kernel {})</text><text x="10" y="38" fill="dimgray">bars: median over rounds; whiskers: min-max; grey: the kernel alone, blue: through weft</text>"#,
-        r.rounds, r.seconds, r.echoes, r.cpus, r.kernel
+        r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel
     ));
     for (p, (title, metric, unit)) in panels.iter().enumerate() {
         let top = 56.0 + p as f64 * panel_h;

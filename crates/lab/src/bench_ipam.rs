@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use crate::bench::Machine;
 use crate::bench::Stats;
 use crate::cmd::ip;
 use crate::lab::{Lab, LabSpec, ETCD_CLIENT_PORT};
@@ -129,9 +130,9 @@ pub struct IpamRun {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IpamBenchReport {
-    pub when_unix: u64,
-    pub kernel: String,
-    pub cpus: usize,
+    /// When and where it ran.
+    #[serde(flatten)]
+    pub machine: Machine,
     pub pods: usize,
     pub nodes: usize,
     pub etcd_members: usize,
@@ -169,17 +170,7 @@ pub fn run(
         runs.push(run_mode(spec, &name, batching, progress)?);
     }
     Ok(IpamBenchReport {
-        when_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        machine: Machine::now(),
         pods: spec.pods,
         nodes: spec.nodes,
         etcd_members: spec.etcd_members,
@@ -819,8 +810,8 @@ pub fn render_table(r: &IpamBenchReport) -> String {
         r.concurrency_per_node,
         r.concurrency_per_node * r.nodes,
         r.etcd_members,
-        r.cpus,
-        r.kernel
+        r.machine.cpus,
+        r.machine.kernel
     );
     out.push_str(&format!(
         "{:<13} {:>8} {:>7} {:>11} {:>10} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9}\n",
@@ -946,7 +937,7 @@ pub fn render_svg(r: &IpamBenchReport) -> String {
     );
     svg.push_str(&format!(
         r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench ipam: {} pods, {} nodes x {} in flight, {}-member etcd ({} CPUs)</text>"#,
-        r.pods, r.nodes, r.concurrency_per_node, r.etcd_members, r.cpus
+        r.pods, r.nodes, r.concurrency_per_node, r.etcd_members, r.machine.cpus
     ));
     for (p, (title, value, unit)) in panels.iter().enumerate() {
         let top = 40.0 + p as f64 * panel_h;
@@ -976,29 +967,9 @@ pub fn render_svg(r: &IpamBenchReport) -> String {
     svg
 }
 
-/// Writes `<out>/ipam-<time>.json` and `.svg` (and `.png` when
-/// rsvg-convert is installed); returns the paths written.
+/// Writes `<out>/ipam-<time>.json`, `.svg` and (with rsvg-convert) `.png`.
 pub fn write_results(r: &IpamBenchReport, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let stem = out.join(format!("ipam-{}", r.when_unix));
-    let json = stem.with_extension("json");
-    std::fs::write(&json, serde_json::to_vec_pretty(r)?)?;
-    let svg = stem.with_extension("svg");
-    std::fs::write(&svg, render_svg(r))?;
-    let mut written = vec![json, svg.clone()];
-    let png = stem.with_extension("png");
-    let png_ok = std::process::Command::new("rsvg-convert")
-        .arg("-o")
-        .arg(&png)
-        .arg(&svg)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if png_ok {
-        written.push(png);
-    }
-    Ok(written)
+    crate::bench::write_results("ipam", &r.machine, r, &render_svg(r), out)
 }
 
 #[cfg(test)]

@@ -320,15 +320,7 @@ fn etcd_outage_add_fails_fast_del_is_spooled_and_both_recover_privileged() {
     lab.start_etcd_members(&[0, 1, 2]).unwrap();
     let node1 = lab.node(1).unwrap().socket.clone();
     let ipam_of = |socket: &std::path::Path| -> weft_api::IpamView {
-        let r = weft_api::http::call(
-            socket,
-            "GET",
-            weft_api::paths::IPAM,
-            b"",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        serde_json::from_slice(&r.body).unwrap()
+        api_get_at(socket, weft_api::paths::IPAM)
     };
     assert!(
         eventually(Duration::from_secs(20), || !ipam_of(&node1)
@@ -357,17 +349,7 @@ fn etcd_outage_add_fails_fast_del_is_spooled_and_both_recover_privileged() {
         "ADD never worked again"
     );
     for i in 0..2 {
-        let socket = lab.node(i).unwrap().socket.clone();
-        let r = weft_api::http::call(
-            &socket,
-            "GET",
-            weft_api::paths::IPAM_CHECK,
-            b"",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let check: weft_api::IpamCheckReport = serde_json::from_slice(&r.body).unwrap();
-        assert!(check.is_clean(), "node {i}: {check:?}");
+        assert_ipam_clean(&lab, i);
     }
 }
 
@@ -424,16 +406,6 @@ fn under_pool_pressure_nodes_borrow_and_no_address_is_given_twice_privileged() {
         }
     }
     for i in 0..3 {
-        let socket = lab.node(i).unwrap().socket.clone();
-        let r = weft_api::http::call(
-            &socket,
-            "GET",
-            weft_api::paths::IPAM_CHECK,
-            b"",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        let check: weft_api::IpamCheckReport = serde_json::from_slice(&r.body).unwrap();
-        assert!(check.is_clean(), "node {i}: {check:?}");
+        assert_ipam_clean(&lab, i);
     }
 }

@@ -577,23 +577,20 @@ impl LinuxDatapath {
                 format!("address {ip}/{len} on {ifname} in {ns}"),
             ));
         }
-        if link.ipv4.is_some() {
-            let gw = IpAddr::V4(GATEWAY_V4);
-            reqs.push(Request::new(
-                nl::new_route(&RouteSpec::host(gw, idx)),
-                format!("route {gw}/32 dev {ifname} in {ns}"),
-            ));
-            reqs.push(Request::new(
-                nl::new_route(&RouteSpec::default_via(gw, idx)),
-                format!("route default via {gw} dev {ifname} in {ns}"),
-            ));
-            reqs.push(Request::new(
-                nl::new_neigh(idx, gw, HOST_VETH_MAC),
-                format!("neighbour {gw} on {ifname} in {ns}"),
-            ));
-        }
-        if link.ipv6.is_some() {
-            let gw = IpAddr::V6(GATEWAY_V6);
+        // per family: the default route via the link-local gateway and a
+        // permanent neighbour for it (IPv4 also needs an on-link route to
+        // its gateway; IPv6's fe80::1 is on-link by definition)
+        let gateways = [
+            (link.ipv4.is_some(), IpAddr::V4(GATEWAY_V4)),
+            (link.ipv6.is_some(), IpAddr::V6(GATEWAY_V6)),
+        ];
+        for gw in gateways.into_iter().filter(|(on, _)| *on).map(|(_, gw)| gw) {
+            if gw.is_ipv4() {
+                reqs.push(Request::new(
+                    nl::new_route(&RouteSpec::host(gw, idx)),
+                    format!("route {gw}/32 dev {ifname} in {ns}"),
+                ));
+            }
             reqs.push(Request::new(
                 nl::new_route(&RouteSpec::default_via(gw, idx)),
                 format!("route default via {gw} dev {ifname} in {ns}"),

@@ -1,16 +1,18 @@
 //! Privileged tests of routing between nodes. Each test builds two "node"
-//! namespaces (`wdo-<pid>-<test>-<role>`) joined by a veth pair that plays
+//! namespaces (`wdo-<pid>-<test>-<role>`, see common/mod.rs) joined by a veth pair that plays
 //! the underlay (198.18.0.0/15 and 2001:2::/64, MTU 1500), a LinuxDatapath
 //! inside each node and one pod per node; traffic only flows between these
 //! namespaces. Every namespace is deleted on drop, also on failure. Without
 //! root the tests skip loudly.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{is_root, run, Ns};
 use weft_datapath::netlink::RTPROT_WEFT;
 use weft_datapath::netns::run_in;
 use weft_datapath::routing::vtep_link_local;
@@ -20,94 +22,6 @@ use weft_datapath::{
 };
 
 const VXLAN: &str = "weft.vxlan";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    ($name:expr) => {
-        if !is_root() {
-            println!("skipping {}: needs root", $name);
-            return;
-        }
-    };
-}
-
-/// A named netns, deleted on drop.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new(test: &str, role: &str) -> Ns {
-        let name = format!("wdo-{}-{test}-{role}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        run("ip", &a)
-    }
-
-    fn bridge(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        run("bridge", &a)
-    }
-
-    fn datapath(&self) -> LinuxDatapath {
-        run_in(&self.path(), LinuxDatapath::new)
-            .expect("enter node netns")
-            .expect("LinuxDatapath::new")
-    }
-
-    /// The TX (bytes, packets) counters of a device, from this netns's
-    /// /proc/net/dev.
-    fn tx(&self, dev: &str) -> (u64, u64) {
-        let dev_line = format!("{dev}:");
-        let text = run_in(&self.path(), || {
-            std::fs::read_to_string("/proc/thread-self/net/dev").unwrap()
-        })
-        .unwrap();
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(&dev_line))
-            .unwrap_or_else(|| panic!("{dev} not in {text}"));
-        // rx: bytes packets errs drop fifo frame compressed multicast, tx: bytes packets
-        let fields: Vec<&str> = line[dev_line.len()..].split_whitespace().collect();
-        (fields[8].parse().unwrap(), fields[9].parse().unwrap())
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn run(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().expect(prog);
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// One node: its netns, data path, underlay addresses, block and pod.
 struct Node {

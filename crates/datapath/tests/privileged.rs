@@ -3,119 +3,17 @@
 //! inside its node namespace and deletes everything on drop, also on failure.
 //! Nothing here touches the root namespace. Without root they skip loudly.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{is_root, Ns};
 use weft_datapath::netns::{run_in, spawn_in};
-use weft_datapath::{
-    Datapath, DatapathError, LinuxDatapath, NodeSetup, PodLink, GATEWAY_V4, HOST_VETH_MAC,
-};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    ($name:expr) => {
-        if !is_root() {
-            println!("skipping {}: needs root", $name);
-            return;
-        }
-    };
-}
-
-/// A named netns, deleted on drop.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new(test: &str, role: &str) -> Ns {
-        let name = format!("wdp-{}-{test}-{role}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// `ip -n <ns> args`, asserting success; returns stdout.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        run("ip", &a)
-    }
-
-    /// `ip -n <ns> args`, returning whether it succeeded.
-    fn ip_ok(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    /// Runs a command inside the netns (via the crate's own spawn_in).
-    fn exec(&self, prog: &str, args: &[&str]) -> (bool, String) {
-        let mut cmd = Command::new(prog);
-        cmd.args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let out = spawn_in(&mut cmd, &self.path())
-            .expect("spawn_in")
-            .wait_with_output()
-            .expect("wait");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    }
-
-    /// A veth pair with both ends in this netns, up (stands in for a dummy
-    /// device, which not every kernel has).
-    fn veth_pair(&self, a: &str, b: &str, mtu: u32) {
-        let mtu = mtu.to_string();
-        self.ip(&[
-            "link", "add", a, "mtu", &mtu, "type", "veth", "peer", "name", b, "mtu", &mtu,
-        ]);
-        self.ip(&["link", "set", a, "up"]);
-        self.ip(&["link", "set", b, "up"]);
-    }
-
-    fn datapath(&self) -> LinuxDatapath {
-        run_in(&self.path(), LinuxDatapath::new)
-            .expect("enter node netns")
-            .expect("LinuxDatapath::new")
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn run(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().expect(prog);
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use weft_datapath::{Datapath, DatapathError, NodeSetup, PodLink, GATEWAY_V4, HOST_VETH_MAC};
 
 fn pod(ns: &Ns, host: &str, n: u8) -> PodLink {
     PodLink {

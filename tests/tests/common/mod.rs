@@ -88,10 +88,22 @@ pub fn lab(tag: &str, tweak: impl FnOnce(&mut LabSpec)) -> LabGuard {
 }
 
 pub fn api_get<T: serde::de::DeserializeOwned>(lab: &Lab, path: &str) -> T {
-    let r = weft_api::http::call(&lab.socket(), "GET", path, b"", Duration::from_secs(10))
+    api_get_at(&lab.socket(), path)
+}
+
+/// GET `path` from the weftd serving `socket` (any node of a lab).
+pub fn api_get_at<T: serde::de::DeserializeOwned>(socket: &std::path::Path, path: &str) -> T {
+    let r = weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(10))
         .expect("weftd answers");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     serde_json::from_slice(&r.body).expect("reply decodes")
+}
+
+/// Node `i`'s `weft ipam check` finds nothing wrong.
+pub fn assert_ipam_clean(lab: &Lab, i: usize) {
+    let socket = lab.node(i).expect("node").socket.clone();
+    let check: weft_api::IpamCheckReport = api_get_at(&socket, weft_api::paths::IPAM_CHECK);
+    assert!(check.is_clean(), "node {i}: {check:?}");
 }
 
 pub fn endpoints(lab: &Lab) -> Vec<weft_api::EndpointInfo> {

@@ -1,0 +1,148 @@
+//! Scaffolding shared by the privileged test binaries: the root check, and
+//! named network namespaces that are deleted on drop, also on failure.
+
+// each test binary uses part of this
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use weft_datapath::netns::{run_in, spawn_in};
+use weft_datapath::LinuxDatapath;
+
+/// Namespace prefix per test binary (`wdp-…` for privileged.rs, `wdo-…` for
+/// overlay.rs), so binaries running side by side never share a name.
+fn prefix() -> &'static str {
+    match env!("CARGO_CRATE_NAME") {
+        "overlay" => "wdo",
+        _ => "wdp",
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[macro_export]
+macro_rules! need_root {
+    ($name:expr) => {
+        if !is_root() {
+            println!("skipping {}: needs root", $name);
+            return;
+        }
+    };
+}
+
+/// A named netns, deleted on drop.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(test: &str, role: &str) -> Ns {
+        let name = format!("{}-{}-{test}-{role}", prefix(), std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Ns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// `ip -n <ns> args`, asserting success; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    /// `ip -n <ns> args`, returning whether it succeeded.
+    pub fn ip_ok(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs a command inside the netns (via the crate's own spawn_in).
+    pub fn exec(&self, prog: &str, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = spawn_in(&mut cmd, &self.path())
+            .expect("spawn_in")
+            .wait_with_output()
+            .expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// A veth pair with both ends in this netns, up (stands in for a dummy
+    /// device, which not every kernel has).
+    pub fn veth_pair(&self, a: &str, b: &str, mtu: u32) {
+        let mtu = mtu.to_string();
+        self.ip(&[
+            "link", "add", a, "mtu", &mtu, "type", "veth", "peer", "name", b, "mtu", &mtu,
+        ]);
+        self.ip(&["link", "set", a, "up"]);
+        self.ip(&["link", "set", b, "up"]);
+    }
+
+    pub fn bridge(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        run("bridge", &a)
+    }
+
+    pub fn datapath(&self) -> LinuxDatapath {
+        run_in(&self.path(), LinuxDatapath::new)
+            .expect("enter node netns")
+            .expect("LinuxDatapath::new")
+    }
+
+    /// The TX (bytes, packets) counters of a device, from this netns's
+    /// /proc/net/dev.
+    pub fn tx(&self, dev: &str) -> (u64, u64) {
+        let dev_line = format!("{dev}:");
+        let text = run_in(&self.path(), || {
+            std::fs::read_to_string("/proc/thread-self/net/dev").unwrap()
+        })
+        .unwrap();
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&dev_line))
+            .unwrap_or_else(|| panic!("{dev} not in {text}"));
+        // rx: bytes packets errs drop fifo frame compressed multicast, tx: bytes packets
+        let fields: Vec<&str> = line[dev_line.len()..].split_whitespace().collect();
+        (fields[8].parse().unwrap(), fields[9].parse().unwrap())
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+pub fn run(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().expect(prog);
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

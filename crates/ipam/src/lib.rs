@@ -23,16 +23,27 @@
 //!   without being equal to it, is a configuration error.
 //! - `/weft/ipam/v1/blocks/<block cidr>`: a claimed block, JSON
 //!   [`BlockRecord`]: `{"cidr", "pool", "affinity": node or null,
-//!   "allocations": {"<ordinal>": {"handle", "container_id", "ifname",
-//!   "pod_namespace", "pod_name", "allocated_at_ms", "node"?}}, "quarantine":
-//!   {"<ordinal>": <released until, ms since the epoch>}, "next": <next-fit
-//!   cursor>, "emptied_at_ms"?}`. Ordinals are offsets from the block's first
-//!   address. `node` is present only on an address *borrowed* by another node
-//!   than the block's (that node holds it: its release, gc and check cover it,
-//!   the block's node leaves it alone). `emptied_at_ms` is when the last
-//!   allocation left the block (the grace of [`Ipam::release_empty_blocks`]
-//!   counts from it). Both fields are optional, so records written before
-//!   them decode unchanged, and are omitted when absent.
+//!   "allocations": {"<ordinal>": {"h"?, "c"?, "i"?, "ns"?, "n"?, "t"?,
+//!   "node"?}}, "quarantine": {"<ordinal>": <released until, ms since the
+//!   epoch>}, "next": <next-fit cursor>, "emptied_at_ms"?}`. Ordinals are
+//!   offsets from the block's first address. An allocation ([`Allocation`])
+//!   is written compactly, since every write rewrites the whole block: `c`
+//!   the container id, `i` the interface name, `ns` and `n` the pod's
+//!   namespace and name, `t` when it was allocated (ms since the epoch), each
+//!   left out when empty (zero), and `i` also when it is `eth0` (an empty
+//!   interface name is written `"i":""`); `h` the handle, only when it is not
+//!   `<c>/<i>` (otherwise derived from them). Records written by earlier
+//!   versions, with the long names `handle`, `container_id`, `ifname`,
+//!   `pod_namespace`, `pod_name` and `allocated_at_ms`, still decode; they are
+//!   rewritten compactly by the next change of their block. `node` (long
+//!   name kept: the agent's route reconciler reads it from the raw record) is
+//!   present only on an address *borrowed* by another node than the block's
+//!   (that node holds it: its release, gc and check cover it, the block's
+//!   node leaves it alone). `emptied_at_ms` is when the last allocation left
+//!   the block (the grace of [`Ipam::release_empty_blocks`] counts from it).
+//!   Both fields are optional, so records written before them decode
+//!   unchanged, and are omitted when absent. The top-level field names are
+//!   read by the agent too (`cidr`, `affinity`, `allocations`): keep them.
 //!
 //! # Costs
 //!

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weft_store::KeyValue;
 
 use crate::config::{MAX_BLOCK_HOST_BITS, MIN_BLOCK_HOST_BITS};
@@ -38,20 +38,136 @@ pub fn parse_block_key(key: &str) -> Option<IpNet> {
 }
 
 /// One address handed out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored compactly (every allocation and release rewrites the whole block
+/// record, so its size is paid for on every write): short field names, empty
+/// strings, the interface name `eth0` and a zero timestamp left out, and the
+/// handle left out when it is
+/// the usual `<container_id>/<ifname>` (it is derived back on decoding).
+/// The stored fields are described in the crate documentation (store
+/// layout); records written with the long field names of earlier versions
+/// still decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     pub handle: String,
     pub container_id: String,
     pub ifname: String,
-    #[serde(default)]
     pub pod_namespace: String,
-    #[serde(default)]
     pub pod_name: String,
     pub allocated_at_ms: u64,
     /// The node that holds the address when it borrowed it from a block of
     /// another node (`None`: the block's own node, the usual case).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// Whether `handle` is `<container_id>/<ifname>`, without building it.
+fn is_derived_handle(handle: &str, container_id: &str, ifname: &str) -> bool {
+    handle
+        .strip_prefix(container_id)
+        .and_then(|rest| rest.strip_prefix('/'))
+        == Some(ifname)
+}
+
+/// An [`Allocation`] as written to the store:
+/// `{"h"?, "c"?, "i"?, "ns"?, "n"?, "t"?, "node"?}`.
+///
+/// - `h`: the handle, only when it is not `<c>/<i>`;
+/// - `c`, `i`: container id and interface name (`i` left out when it is
+///   `eth0`, written when empty);
+/// - `ns`, `n`: the pod's namespace and name;
+/// - `t`: when it was allocated, ms since the epoch;
+/// - `node`: the borrowing node. It keeps its long name: the agent's route
+///   reconciler reads it straight from the block records.
+///
+/// Every field is optional (empty strings, `eth0`, a zero time and no
+/// borrower are left out). On decoding, the long names of the original format (`handle`,
+/// `container_id`, `ifname`, `pod_namespace`, `pod_name`, `allocated_at_ms`)
+/// are accepted too.
+#[derive(Serialize)]
+struct StoredAllocationRef<'a> {
+    #[serde(rename = "h", skip_serializing_if = "Option::is_none")]
+    handle: Option<&'a str>,
+    #[serde(rename = "c", skip_serializing_if = "str::is_empty")]
+    container_id: &'a str,
+    #[serde(rename = "i", skip_serializing_if = "is_default_ifname")]
+    ifname: &'a str,
+    #[serde(rename = "ns", skip_serializing_if = "str::is_empty")]
+    pod_namespace: &'a str,
+    #[serde(rename = "n", skip_serializing_if = "str::is_empty")]
+    pod_name: &'a str,
+    #[serde(rename = "t", skip_serializing_if = "is_zero")]
+    allocated_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+}
+
+/// The decoding side of [`StoredAllocationRef`]: the compact names, or the
+/// long ones of records written before.
+#[derive(Deserialize)]
+struct StoredAllocation {
+    #[serde(default, rename = "h", alias = "handle")]
+    handle: Option<String>,
+    #[serde(default, rename = "c", alias = "container_id")]
+    container_id: String,
+    #[serde(default = "default_ifname", rename = "i", alias = "ifname")]
+    ifname: String,
+    #[serde(default, rename = "ns", alias = "pod_namespace")]
+    pod_namespace: String,
+    #[serde(default, rename = "n", alias = "pod_name")]
+    pod_name: String,
+    #[serde(default, rename = "t", alias = "allocated_at_ms")]
+    allocated_at_ms: u64,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+/// The interface name nearly every pod's address is for, left out when
+/// stored (an empty name is written as `""`).
+const DEFAULT_IFNAME: &str = "eth0";
+
+fn is_default_ifname(ifname: &str) -> bool {
+    ifname == DEFAULT_IFNAME
+}
+
+fn default_ifname() -> String {
+    DEFAULT_IFNAME.to_string()
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Serialize for Allocation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let derived = is_derived_handle(&self.handle, &self.container_id, &self.ifname);
+        StoredAllocationRef {
+            handle: (!derived).then_some(self.handle.as_str()),
+            container_id: &self.container_id,
+            ifname: &self.ifname,
+            pod_namespace: &self.pod_namespace,
+            pod_name: &self.pod_name,
+            allocated_at_ms: self.allocated_at_ms,
+            node: self.node.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Allocation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Allocation, D::Error> {
+        let s = StoredAllocation::deserialize(deserializer)?;
+        Ok(Allocation {
+            handle: s
+                .handle
+                .unwrap_or_else(|| crate::handle(&s.container_id, &s.ifname)),
+            container_id: s.container_id,
+            ifname: s.ifname,
+            pod_namespace: s.pod_namespace,
+            pod_name: s.pod_name,
+            allocated_at_ms: s.allocated_at_ms,
+            node: s.node,
+        })
+    }
 }
 
 impl Allocation {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use weft_lab::bench::{self, BenchSpec};
 
+use crate::output::{out, outln};
 use crate::Format;
 
 #[derive(Subcommand)]
@@ -113,9 +114,9 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         &out,
     )?;
     if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", bench::render_table(&report));
+        out!("{}", bench::render_table(&report));
     }
     announce(&written);
     Ok(ExitCode::SUCCESS)
@@ -136,9 +137,9 @@ fn run_dataplane(
         out,
     )?;
     if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", dp::render_table(&report));
+        out!("{}", dp::render_table(&report));
     }
     announce(&written);
     Ok(ExitCode::SUCCESS)
@@ -195,9 +196,9 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     let report = bi::run(&spec, &mut |m| eprintln!("{m}"))?;
     let written = bi::write_results(&report, &a.out)?;
     if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", bi::render_table(&report));
+        out!("{}", bi::render_table(&report));
     }
     announce(&written);
     Ok(if report.ok() {

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use crate::output::outln;
+
 const CONFLIST: &str = include_str!("../../../deploy/10-weft.conflist");
 const UNIT: &str = include_str!("../../../deploy/weftd.service");
 /// Where Debian's containernetworking-plugins put the reference plugins.
@@ -97,7 +99,7 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
             Some(_) => ("updated", true),
             None => ("installed", true),
         };
-        println!("{verb:<12} {}", dst.display());
+        outln!("{verb:<12} {}", dst.display());
         if write && !a.dry_run {
             write_atomically(dst, bytes, *mode)?;
         }
@@ -108,7 +110,7 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
         let shipped = Path::new(REFERENCE_PLUGINS).join(plugin);
         let dst = under(&a.root, &a.cni_bin_dir).join(plugin);
         if shipped.exists() && dst.symlink_metadata().is_err() {
-            println!(
+            outln!(
                 "{:<12} {} -> {}",
                 "linked",
                 dst.display(),
@@ -122,9 +124,9 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if a.dry_run {
-        println!("(dry run: nothing written)");
+        outln!("(dry run: nothing written)");
     } else if a.root == Path::new("/") {
-        println!("next: systemctl daemon-reload && systemctl enable --now weftd; then run pods with the runtime (the conflist's network is \"weft\")");
+        outln!("next: systemctl daemon-reload && systemctl enable --now weftd; then run pods with the runtime (the conflist's network is \"weft\")");
     }
     if !refused.is_empty() && !a.force {
         bail!(

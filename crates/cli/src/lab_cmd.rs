@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use weft_lab::{Lab, LabSpec};
 
-use crate::output::table;
+use crate::output::{outln, table};
 use crate::Format;
 
 #[derive(Subcommand)]
@@ -146,12 +146,12 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         LabCmd::Status { name: None } => {
             let labs = Lab::list();
             if fmt == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&labs)?);
+                outln!("{}", serde_json::to_string_pretty(&labs)?);
             } else if labs.is_empty() {
-                println!("no labs; `weft lab up` builds one");
+                outln!("no labs; `weft lab up` builds one");
             } else {
                 for l in labs {
-                    println!("{l}");
+                    outln!("{l}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -159,13 +159,13 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         LabCmd::Status { name: Some(name) } => {
             let lab = Lab::load(&name)?;
             if fmt == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&lab)?);
+                outln!("{}", serde_json::to_string_pretty(&lab)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let nodes = lab.nodes();
             let etcd = lab.etcd_members();
-            println!("lab {} in {}", lab.name, lab.dir.display());
-            println!(
+            outln!("lab {} in {}", lab.name, lab.dir.display());
+            outln!(
                 "store: {}, routing: {}",
                 if etcd.is_empty() {
                     "embedded (per node)".to_string()
@@ -192,14 +192,14 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 .collect();
             table(&["NODE", "UNDERLAY", "WEFTD", "SOCKET"], &node_rows);
             if !etcd.is_empty() {
-                println!();
+                outln!();
                 let etcd_rows: Vec<Vec<String>> = etcd
                     .iter()
                     .map(|m| vec![m.name.clone(), m.client_url(), pid_state(m.pid, m.alive())])
                     .collect();
                 table(&["ETCD", "CLIENT URL", "PID"], &etcd_rows);
             }
-            println!();
+            outln!();
             let rows: Vec<Vec<String>> = lab
                 .pods
                 .iter()
@@ -228,7 +228,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--node {node}: lab {name} has nodes 1 to {count}");
             }
             let p = lab.add_pod_on(&pod, node - 1)?;
-            println!("{} {}", p.name, join_ips(&p.ips));
+            outln!("{} {}", p.name, join_ips(&p.ips));
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Pod {
@@ -236,7 +236,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         } => {
             let mut lab = Lab::load(&name)?;
             lab.del_pod(&pod)?;
-            println!("{pod} deleted");
+            outln!("{pod} deleted");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -369,12 +369,12 @@ fn check(name: &str, fmt: Format, svg: Option<&Path>) -> anyhow::Result<ExitCode
         eprintln!("wrote {}", path.display());
     }
     if fmt == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         let mut header = vec!["FROM \\ TO"];
         header.extend(targets.iter().map(|(n, _, _)| n.as_str()));
         table(&header, &rows);
-        println!(
+        outln!(
             "{}",
             if all_ok {
                 "all pairs reachable over IPv4 and IPv6"

@@ -1,5 +1,9 @@
 //! weft: the command-line tool for people and scripts.
 
+// stdout goes through output::{out, outln}: print!/println! panic on a
+// closed pipe (`weft ... | head -1`)
+#![warn(clippy::print_stdout)]
+
 mod bench_cmd;
 mod install;
 mod lab_cmd;
@@ -89,11 +93,17 @@ fn main() -> ExitCode {
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
         Cmd::Install(args) => install::run(args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("weft: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // A reader that went away early (`weft ... | head`) is not an error.
+    if let Some(e) = output::finish() {
+        eprintln!("weft: writing to stdout: {e}");
+        return ExitCode::FAILURE;
     }
+    code
 }

@@ -1,4 +1,81 @@
-//! Tables for people.
+//! Output: tables for people, and stdout that a closed pipe does not crash.
+//!
+//! Everything weft prints on stdout goes through [`out!`] and [`outln!`]
+//! instead of `print!`/`println!`, which panic ("failed printing to stdout:
+//! Broken pipe") when the reader has gone away, as in `weft lab status |
+//! head -1`: Rust ignores SIGPIPE, so the write fails with EPIPE instead of
+//! the process being killed. Here a closed stdout just ends the output: what
+//! is left to print is dropped, the command finishes what it was doing (an
+//! install half done because nobody reads its log would be worse) and exits
+//! with its own status. Any other write error (a full disk behind `>`) is
+//! kept and reported by [`finish`].
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{Mutex, PoisonError};
+
+/// What became of stdout.
+enum Stdout {
+    Open,
+    /// The reader went away (EPIPE): output is dropped from now on.
+    Closed,
+    /// Another write error, for [`finish`] to report.
+    Failed(io::Error),
+}
+
+static STDOUT: Mutex<Stdout> = Mutex::new(Stdout::Open);
+
+fn after(e: io::Error) -> Stdout {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Stdout::Closed
+    } else {
+        Stdout::Failed(e)
+    }
+}
+
+/// `print!` that does not panic: see the module documentation.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that does not panic: see the module documentation.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {out, outln};
+
+/// Writes to stdout unless it failed before; a failure is remembered.
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    let mut state = STDOUT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Stdout::Open = *state {
+        if let Err(e) = io::stdout().lock().write_fmt(args) {
+            *state = after(e);
+        }
+    }
+}
+
+/// Flushes stdout before the process exits; returns the write error met on
+/// the way, if any, other than the reader having gone away.
+pub fn finish() -> Option<io::Error> {
+    let mut state = STDOUT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Stdout::Open = *state {
+        if let Err(e) = io::stdout().lock().flush() {
+            *state = after(e);
+        }
+    }
+    match std::mem::replace(&mut *state, Stdout::Closed) {
+        Stdout::Failed(e) => Some(e),
+        Stdout::Open | Stdout::Closed => None,
+    }
+}
 
 /// Prints rows under a header, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -17,7 +94,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{cell:<w$}  ", w = *w));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for row in rows {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use weft_api::{paths, AgentStatus, EndpointInfo, IpamCheckReport, IpamView};
 
-use crate::output::{bytes, table};
+use crate::output::{bytes, outln, table};
 use crate::Format;
 
 pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> {
@@ -25,7 +25,7 @@ pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> 
 }
 
 fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -34,32 +34,32 @@ pub fn status(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     if fmt == Format::Json {
         return json(&s);
     }
-    println!("node:         {}", s.node);
-    println!(
+    outln!("node:         {}", s.node);
+    outln!(
         "weftd:        {} (pid {}, up {} s, rss {})",
         s.version,
         s.pid,
         s.uptime_seconds,
         bytes(s.rss_bytes)
     );
-    println!("socket:       {}", s.socket);
-    println!("store:        {}", s.store_backend);
-    println!("endpoints:    {}", s.endpoints);
-    println!(
+    outln!("socket:       {}", s.socket);
+    outln!("store:        {}", s.store_backend);
+    outln!("endpoints:    {}", s.endpoints);
+    outln!(
         "pod mtu:      {}{}",
         s.pod_mtu,
         s.underlay
             .map(|u| format!(" (from underlay {u})"))
             .unwrap_or_else(|| " (configured)".into())
     );
-    println!(
+    outln!(
         "nat outgoing: {}",
         if s.nat_outgoing { "on" } else { "off" }
     );
     if s.spool_replayed > 0 {
-        println!("spool:        {} DELs replayed at start", s.spool_replayed);
+        outln!("spool:        {} DELs replayed at start", s.spool_replayed);
     }
-    println!();
+    outln!();
     pools_table(&s.pools);
     Ok(ExitCode::SUCCESS)
 }
@@ -150,7 +150,7 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         return json(&v);
     }
     pools_table(&v.pools);
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = v
         .blocks
         .iter()
@@ -168,7 +168,7 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         &["BLOCK", "NODE", "ALLOCATED", "QUARANTINED", "CAPACITY"],
         &rows,
     );
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = v
         .allocations
         .iter()
@@ -202,17 +202,17 @@ pub fn ipam_check(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     if r.is_clean() {
-        println!("ipam is consistent: every address belongs to a live endpoint and every endpoint's address is allocated to it");
+        outln!("ipam is consistent: every address belongs to a live endpoint and every endpoint's address is allocated to it");
         return Ok(code);
     }
     for a in &r.leaked {
-        println!("leaked: {} held by {} (pod {}/{}) with no endpoint on this node; weftd frees it after the gc grace period", a.address, a.handle, a.pod.namespace, a.pod.name);
+        outln!("leaked: {} held by {} (pod {}/{}) with no endpoint on this node; weftd frees it after the gc grace period", a.address, a.handle, a.pod.namespace, a.pod.name);
     }
     for a in &r.unallocated_endpoints {
-        println!("unallocated: endpoint {}/{} has an address ipam does not attribute to it; DEL and ADD the pod", a.container_id, a.ifname);
+        outln!("unallocated: endpoint {}/{} has an address ipam does not attribute to it; DEL and ADD the pod", a.container_id, a.ifname);
     }
     for p in &r.problems {
-        println!("problem: {p}");
+        outln!("problem: {p}");
     }
     Ok(code)
 }

@@ -16,6 +16,9 @@ packages=(
   etcd-server etcd-client     # the distributed store (multi-node labs, store tests)
   procps psmisc               # ps, pgrep, fuser in scripts
   librsvg2-bin                # rsvg-convert: benchmark charts as PNG
+  clang libbpf-dev            # the eBPF programs (crates/datapath/bpf) are built with them
+  linux-libc-dev              # linux/bpf.h and friends for those programs
+  bpftool                     # inspecting attached programs and maps
 )
 
 missing=()

@@ -76,6 +76,10 @@ pub enum DatapathError {
     #[error("cannot route to node {peer}: {reason}")]
     InvalidPeer { peer: String, reason: String },
 
+    /// Loading, attaching or updating the eBPF fast path failed.
+    #[error("ebpf fast path: {0}")]
+    Bpf(#[from] crate::bpf::BpfError),
+
     /// A failure injected by [`crate::RecordingDatapath`] (tests only).
     #[error("{0}")]
     Injected(String),

@@ -21,6 +21,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+pub mod bpf;
 mod error;
 mod linux;
 pub mod nat;

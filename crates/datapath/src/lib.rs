@@ -18,11 +18,12 @@
 //! either over a VXLAN device ([`Datapath::ensure_overlay`]) or natively via
 //! their underlay addresses; [`routing`] describes what each mode programs.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 pub mod bpf;
 mod error;
+pub mod fastpath;
 mod linux;
 pub mod nat;
 pub mod netlink;
@@ -32,6 +33,7 @@ pub mod routing;
 pub mod sysctl;
 
 pub use error::DatapathError;
+pub use fastpath::{FastEndpoint, FastPathStats};
 pub use linux::LinuxDatapath;
 pub use recording::{Call, ModelRoute, Op, RecordingDatapath};
 pub use routing::{OverlaySetup, PeerNode, RoutingMode, SyncReport};
@@ -89,6 +91,20 @@ pub struct NodeSetup {
     pub nat_outgoing: bool,
 }
 
+/// What the eBPF fast path needs to know of the node ([`Datapath::fastpath_start`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FastPathSetup {
+    /// The cluster's pod pools: only traffic to them may leave for another
+    /// node past the host stack (the rest may need masquerade).
+    pub pools: Vec<ipnet::IpNet>,
+    /// Where other nodes' pod traffic arrives and leaves: the VXLAN device
+    /// (overlay) or the underlay device (native); `None` on a single node.
+    pub remote_device: Option<String>,
+}
+
+/// What [`Datapath::fastpath_sync`] found.
+pub use fastpath::SyncOutcome as FastPathReport;
+
 /// The seam: weftd talks to the kernel only through this trait.
 pub trait Datapath: Send + Sync {
     /// Creates the pod's veth pair, addresses, routes and neighbours. A stale
@@ -135,6 +151,25 @@ pub trait Datapath: Send + Sync {
         overlay_device: &str,
         peers: &[PeerNode],
     ) -> Result<SyncReport, DatapathError>;
+    /// Loads the eBPF fast path ([`fastpath`]) afresh and attaches it to the
+    /// remote device; pod veths follow with [`Datapath::fastpath_sync`].
+    /// Programs of an earlier agent keep running until replaced.
+    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError>;
+    /// Takes weft's programs off every `prefix` veth and the remote device:
+    /// the kernel path alone carries traffic. Idempotent; fine if none.
+    fn fastpath_stop(
+        &self,
+        prefix: &str,
+        remote_device: Option<&str>,
+    ) -> Result<usize, DatapathError>;
+    /// Makes the fast path's endpoints exactly `endpoints` (shaped veths are
+    /// found here and kept slow) and attaches the program to their veths.
+    /// A no-op returning the default report when the fast path is not started.
+    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError>;
+    /// Removes these addresses from the fast path now (a DEL).
+    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError>;
+    /// The programs' counters; `None` when the fast path is not started.
+    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError>;
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase.

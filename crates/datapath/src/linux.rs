@@ -9,12 +9,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::error::DatapathError;
+use crate::fastpath::{self, FastPath};
 use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec, Socket};
 use crate::netns;
 use crate::routing::{self, Plan, Vtep};
 use crate::{
-    format_mac, sysctl, validate_ifname, Attached, Datapath, HostLink, NodeSetup, OverlaySetup,
-    PeerNode, PodLink, RoutingMode, SyncReport, GATEWAY_V4, GATEWAY_V6, HOST_VETH_MAC,
+    format_mac, sysctl, validate_ifname, Attached, Datapath, FastEndpoint, FastPathReport,
+    FastPathSetup, FastPathStats, HostLink, NodeSetup, OverlaySetup, PeerNode, PodLink,
+    RoutingMode, SyncReport, GATEWAY_V4, GATEWAY_V6, HOST_VETH_MAC,
 };
 
 /// How many requests `sync_peers` sends per datagram: every request is acked,
@@ -36,6 +38,8 @@ pub struct LinuxDatapath {
     /// the second half of an ADD does not enter the pod netns again. An entry
     /// lives from create to configure or detach.
     handoff: Mutex<HashMap<String, Handoff>>,
+    /// The eBPF fast path, once `fastpath_start` loaded it.
+    fast: Mutex<Option<FastPath>>,
 }
 
 /// What `create_link` learnt that `configure_link` needs.
@@ -89,6 +93,7 @@ impl LinuxDatapath {
             node_id,
             pool: Mutex::new(vec![sock]),
             handoff: Mutex::new(HashMap::new()),
+            fast: Mutex::new(None),
         })
     }
 
@@ -782,6 +787,44 @@ fn host_requests(items: &[HostItem], index: u32, host: &str, pod_mac: [u8; 6]) -
         .collect()
 }
 
+impl LinuxDatapath {
+    fn fast(&self) -> std::sync::MutexGuard<'_, Option<FastPath>> {
+        self.fast.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ifindex_of(&self, name: &str) -> Result<u32, DatapathError> {
+        validate_ifname(name)?;
+        self.with_node(|node| Self::get_link(node, name, format!("link {name}")))?
+            .map(|l| l.index)
+            .ok_or_else(|| DatapathError::LinkNotFound { name: name.into() })
+    }
+
+    /// The node's veths (name → ifindex) and the ifindexes carrying a qdisc
+    /// other than `noqueue` (shaping, or anything else the fast path would
+    /// skip past).
+    fn veths_and_qdiscs(
+        &self,
+    ) -> Result<(HashMap<String, u32>, std::collections::HashSet<u32>), DatapathError> {
+        self.with_node(|node| {
+            let links = node.dump(&Request::new(nl::dump_links(), "links"))?;
+            let qdiscs = node.dump(&Request::new(nl::dump_qdiscs(), "qdiscs"))?;
+            let veths = links
+                .iter()
+                .filter_map(|p| nl::parse_link(p))
+                .filter(|l| l.kind.as_deref() == Some("veth"))
+                .map(|l| (l.name, l.index))
+                .collect();
+            let shaped = qdiscs
+                .iter()
+                .filter_map(|p| nl::parse_qdisc(p))
+                .filter(|q| q.kind != "noqueue")
+                .map(|q| q.ifindex)
+                .collect();
+            Ok((veths, shaped))
+        })
+    }
+}
+
 impl Datapath for LinuxDatapath {
     fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError> {
         let t0 = Instant::now();
@@ -969,5 +1012,81 @@ impl Datapath for LinuxDatapath {
             }
         }
         r
+    }
+    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
+        let remote = match &setup.remote_device {
+            Some(name) => self.ifindex_of(name)?,
+            None => 0,
+        };
+        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote))??;
+        tracing::info!(remote_device = ?setup.remote_device, "ebpf fast path loaded");
+        *self.fast() = Some(fp);
+        Ok(())
+    }
+
+    fn fastpath_stop(
+        &self,
+        prefix: &str,
+        remote_device: Option<&str>,
+    ) -> Result<usize, DatapathError> {
+        *self.fast() = None;
+        let mut ifindexes: Vec<u32> = self
+            .list_host_links(prefix)?
+            .into_iter()
+            .map(|l| l.ifindex)
+            .collect();
+        if let Some(dev) = remote_device {
+            match self.ifindex_of(dev) {
+                Ok(i) => ifindexes.push(i),
+                Err(DatapathError::LinkNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.in_node_ns(|| fastpath::detach_all(&ifindexes))?
+    }
+
+    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError> {
+        let mut guard = self.fast();
+        let Some(fp) = guard.as_mut() else {
+            return Ok(FastPathReport::default());
+        };
+        let (veths, shaped) = self.veths_and_qdiscs()?;
+        let desired = fastpath::plan(endpoints, &veths, &shaped);
+        let targets: std::collections::HashSet<u32> = endpoints
+            .iter()
+            .filter_map(|e| veths.get(&e.host_ifname).copied())
+            .collect();
+        let mut report = FastPathReport {
+            addresses: desired.len(),
+            fast: desired
+                .values()
+                .filter(|v| v.flags & fastpath::maps::EP_FAST != 0)
+                .count(),
+            shaped: endpoints
+                .iter()
+                .filter(|e| {
+                    veths
+                        .get(&e.host_ifname)
+                        .is_some_and(|i| shaped.contains(i))
+                })
+                .map(|e| e.host_ifname.clone())
+                .collect(),
+            ..Default::default()
+        };
+        let (changes, attached) = self.in_node_ns(|| fp.sync(desired, &targets))??;
+        report.changes = changes;
+        report.attached = attached;
+        Ok(report)
+    }
+
+    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError> {
+        match self.fast().as_mut() {
+            Some(fp) => fp.forget(ips),
+            None => Ok(()),
+        }
+    }
+
+    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
+        self.fast().as_ref().map(FastPath::stats).transpose()
     }
 }

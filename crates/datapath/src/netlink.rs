@@ -49,6 +49,8 @@ pub const RTM_GETROUTE: u16 = 26;
 pub const RTM_NEWNEIGH: u16 = 28;
 pub const RTM_DELNEIGH: u16 = 29;
 pub const RTM_GETNEIGH: u16 = 30;
+pub const RTM_GETQDISC: u16 = 38;
+pub const TCA_KIND: u16 = 1;
 
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;
@@ -822,6 +824,35 @@ pub fn get_route_fibmatch(dst: IpAddr) -> Msg {
 }
 
 /// `RTM_GETROUTE` dump of one family's routes.
+/// `RTM_GETQDISC` dump of every qdisc in the netns.
+pub fn dump_qdiscs() -> Msg {
+    // struct tcmsg: family, 3 bytes pad, ifindex, handle, parent, info
+    Msg::new(RTM_GETQDISC, NLM_F_DUMP).raw(&[0u8; 20])
+}
+
+/// One qdisc of a dump: the ifindex it sits on and its kind (`noqueue`,
+/// `tbf`, `ingress`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QdiscMsg {
+    pub ifindex: u32,
+    pub kind: String,
+}
+
+pub fn parse_qdisc(payload: &[u8]) -> Option<QdiscMsg> {
+    if payload.len() < 20 {
+        return None;
+    }
+    let ifindex = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
+    let kind = attrs(&payload[20..])
+        .find(|(ty, _)| *ty == TCA_KIND)
+        .map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .trim_end_matches('\0')
+                .to_string()
+        })?;
+    Some(QdiscMsg { ifindex, kind })
+}
+
 pub fn dump_routes(family: u8) -> Msg {
     Msg::new(RTM_GETROUTE, NLM_F_DUMP).rtmsg(family, 0, 0, 0, 0, 0, 0)
 }

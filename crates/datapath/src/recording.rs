@@ -2,11 +2,12 @@
 //! arguments, keeps a model of the attached pods, and fails on demand.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
-    Attached, Datapath, DatapathError, HostLink, NodeSetup, OverlaySetup, PeerNode, PodLink,
-    RoutingMode, SyncReport,
+    Attached, Datapath, DatapathError, FastEndpoint, FastPathReport, FastPathSetup, FastPathStats,
+    HostLink, NodeSetup, OverlaySetup, PeerNode, PodLink, RoutingMode, SyncReport,
 };
 
 /// One recorded call.
@@ -33,6 +34,13 @@ pub enum Call {
         overlay_device: String,
         peers: Vec<PeerNode>,
     },
+    FastPathStart(FastPathSetup),
+    FastPathStop {
+        prefix: String,
+        remote_device: Option<String>,
+    },
+    FastPathSync(Vec<FastEndpoint>),
+    FastPathForget(Vec<IpAddr>),
 }
 
 impl Call {
@@ -49,6 +57,10 @@ impl Call {
             Call::UnderlayMtu(_) => Op::UnderlayMtu,
             Call::EnsureOverlay(_) => Op::EnsureOverlay,
             Call::SyncPeers { .. } => Op::SyncPeers,
+            Call::FastPathStart(_) => Op::FastPathStart,
+            Call::FastPathStop { .. } => Op::FastPathStop,
+            Call::FastPathSync(_) => Op::FastPathSync,
+            Call::FastPathForget(_) => Op::FastPathForget,
         }
     }
 }
@@ -67,6 +79,10 @@ pub enum Op {
     UnderlayMtu,
     EnsureOverlay,
     SyncPeers,
+    FastPathStart,
+    FastPathStop,
+    FastPathSync,
+    FastPathForget,
 }
 
 /// A peer route in the model of [`RecordingDatapath`].
@@ -95,6 +111,8 @@ struct State {
     overlays: BTreeMap<String, (OverlaySetup, [u8; 6])>,
     /// block (truncated) → route, as the last successful sync left them
     peer_routes: BTreeMap<ipnet::IpNet, ModelRoute>,
+    /// the fast path is started (records no programs: there is no kernel)
+    fast_started: bool,
 }
 
 /// Records calls; see the module docs. Cheap to clone (shared state), so a
@@ -408,6 +426,58 @@ impl Datapath for RecordingDatapath {
             .count();
         s.peer_routes = want;
         Ok(SyncReport { added, removed })
+    }
+
+    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
+        let (mut s, r) = self.enter(Call::FastPathStart(setup.clone()));
+        r?;
+        s.fast_started = true;
+        Ok(())
+    }
+
+    fn fastpath_stop(
+        &self,
+        prefix: &str,
+        remote_device: Option<&str>,
+    ) -> Result<usize, DatapathError> {
+        let (mut s, r) = self.enter(Call::FastPathStop {
+            prefix: prefix.to_string(),
+            remote_device: remote_device.map(str::to_string),
+        });
+        r?;
+        s.fast_started = false;
+        Ok(0)
+    }
+
+    /// Reports every address of an endpoint whose host link exists as in the
+    /// map, fast when settled (the model has no qdiscs).
+    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError> {
+        let (s, r) = self.enter(Call::FastPathSync(endpoints.to_vec()));
+        r?;
+        if !s.fast_started {
+            return Ok(FastPathReport::default());
+        }
+        let present: Vec<&FastEndpoint> = endpoints
+            .iter()
+            .filter(|e| s.links.contains_key(&e.host_ifname))
+            .collect();
+        Ok(FastPathReport {
+            addresses: present.iter().map(|e| e.ips.len()).sum(),
+            fast: present
+                .iter()
+                .filter(|e| e.settled)
+                .map(|e| e.ips.len())
+                .sum(),
+            ..Default::default()
+        })
+    }
+
+    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError> {
+        self.enter(Call::FastPathForget(ips.to_vec())).1
+    }
+
+    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
+        Ok(self.lock().fast_started.then(FastPathStats::default))
     }
 }
 

@@ -1,0 +1,300 @@
+//! The eBPF forwarding fast path (`bpf/weft_fwd.bpf.c`).
+//!
+//! Two tc programs, attached with tcx so they sit beside any legacy tc
+//! qdisc the reference plugins install: `weft_from_pod` at the ingress of
+//! every host-side pod veth, `weft_to_pod` at the ingress of the device where
+//! other nodes' pod traffic arrives (the VXLAN device, or the underlay in
+//! native routing). They carry TCP and UDP between cluster pods past the host
+//! stack (`bpf_redirect_peer` into a pod on this node, FIB lookup and redirect
+//! towards another node) and hand everything else to the kernel unchanged.
+//!
+//! Which pods may be fast is weftd's decision, written into the endpoints
+//! map: a pod whose host veth carries any qdisc (the bandwidth plugin's
+//! shaping) stays on the kernel path, as does a pod younger than the agent's
+//! settle time, since chained plugins run after weft's ADD. Flows conntrack
+//! already knows (NAT by portmap, kube-proxy or masquerade) stay on the
+//! kernel path in the programs themselves.
+//!
+//! Programs and maps are loaded fresh by each agent start; the new programs
+//! replace the previous agent's on every hook once their maps are filled, so
+//! traffic never sees an empty map. Nothing is pinned.
+
+pub mod maps;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::bpf::{self, Loaded, TcxDirection};
+use crate::error::DatapathError;
+use maps::{CidrKey, Config, EpKey, EpValue, EP_FAST, STATS};
+
+/// The compiled programs (built by build.rs from `bpf/weft_fwd.bpf.c`).
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/weft_fwd.o"));
+
+/// The program on host-side pod veths.
+pub const FROM_POD: &str = "weft_from_pod";
+/// The program on the device other nodes' traffic arrives on.
+pub const TO_POD: &str = "weft_to_pod";
+
+/// What [`plan`] needs to know of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastEndpoint {
+    pub host_ifname: String,
+    pub pod_mac: [u8; 6],
+    pub ips: Vec<IpAddr>,
+    /// Old enough that chained plugins (bandwidth) have run: see the module
+    /// docs. An unsettled endpoint is in the map, but not fast.
+    pub settled: bool,
+}
+
+/// The counters of the programs, summed over CPUs (see `enum weft_stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastPathStats {
+    pub local: u64,
+    pub remote: u64,
+    pub pass_not_pod: u64,
+    pub pass_tracked: u64,
+    pub pass_slow_endpoint: u64,
+    pub pass_proto: u64,
+    pub pass_fib: u64,
+}
+
+/// What one [`FastPath::sync`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Endpoint addresses in the map.
+    pub addresses: usize,
+    /// Of those, how many are fast.
+    pub fast: usize,
+    /// Host veths kept on the kernel path because they carry a qdisc.
+    pub shaped: Vec<String>,
+    /// Map entries written or deleted.
+    pub changes: usize,
+    /// Host veths the program was newly attached to.
+    pub attached: usize,
+}
+
+/// The map entries that `endpoints` call for, given the node's veths
+/// (name → ifindex) and the ifindexes that carry a qdisc. Endpoints without
+/// a host veth are left out. Pure: unit-tested without a kernel.
+pub fn plan(
+    endpoints: &[FastEndpoint],
+    veths: &HashMap<String, u32>,
+    shaped: &HashSet<u32>,
+) -> HashMap<EpKey, EpValue> {
+    let mut out = HashMap::new();
+    for ep in endpoints {
+        let Some(&ifindex) = veths.get(&ep.host_ifname) else {
+            continue;
+        };
+        let fast = ep.settled && !shaped.contains(&ifindex);
+        for &ip in &ep.ips {
+            out.insert(
+                EpKey::new(ip),
+                EpValue {
+                    host_ifindex: ifindex,
+                    pod_mac: ep.pod_mac,
+                    flags: if fast { EP_FAST } else { 0 },
+                    pad: 0,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The loaded programs and maps, and what this agent wrote into them.
+pub struct FastPath {
+    loaded: Loaded,
+    remote_ifindex: u32,
+    /// Host veth ifindexes that carry this agent's `weft_from_pod`.
+    attached: HashSet<u32>,
+    /// What the endpoints map holds (only this agent writes it).
+    entries: HashMap<EpKey, EpValue>,
+    /// `weft_to_pod` is on the remote device (after the first sync).
+    remote_attached: bool,
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("remote_ifindex", &self.remote_ifindex)
+            .field("attached", &self.attached.len())
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl FastPath {
+    /// Loads fresh programs and maps and fills the pools and the config.
+    /// Nothing is attached yet. Must run in the node netns (ifindexes).
+    pub fn load(pools: &[IpNet], remote_ifindex: u32) -> Result<Self, DatapathError> {
+        let loaded = bpf::load(OBJECT)?;
+        let config = Config {
+            remote_ifindex,
+            flags: 0,
+        };
+        loaded
+            .map("weft_config")?
+            .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
+        let cluster = loaded.map("weft_cluster")?;
+        for pool in pools {
+            cluster.update(&CidrKey::new(pool.trunc()).to_bytes(), &1u32.to_ne_bytes())?;
+        }
+        Ok(FastPath {
+            loaded,
+            remote_ifindex,
+            attached: HashSet::new(),
+            entries: HashMap::new(),
+            remote_attached: false,
+        })
+    }
+
+    /// Attaches `weft_to_pod` to the remote device (replacing an older
+    /// agent's). A node without one (single node) attaches nothing.
+    fn attach_remote(&self) -> Result<(), DatapathError> {
+        if self.remote_ifindex != 0 {
+            bpf::tcx_attach(
+                self.remote_ifindex,
+                TcxDirection::Ingress,
+                self.loaded.program(TO_POD)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Makes the endpoints map exactly `desired`, then attaches
+    /// `weft_from_pod` to every veth in `veths` that lacks this agent's
+    /// program, and `weft_to_pod` to the remote device on the first call.
+    /// Map first: this agent's programs never run against a map that is not
+    /// yet filled (an earlier agent's keep running until then). Returns the
+    /// map entries changed and the veths newly attached. Must run in the node
+    /// netns.
+    pub fn sync(
+        &mut self,
+        desired: HashMap<EpKey, EpValue>,
+        veths: &HashSet<u32>,
+    ) -> Result<(usize, usize), DatapathError> {
+        let map = self.loaded.map("weft_endpoints")?;
+        let mut changes = 0;
+        for (k, v) in &desired {
+            if self.entries.get(k) != Some(v) {
+                map.update(&k.to_bytes(), &v.to_bytes())?;
+                changes += 1;
+            }
+        }
+        for k in self.entries.keys().filter(|k| !desired.contains_key(*k)) {
+            map.delete(&k.to_bytes())?;
+            changes += 1;
+        }
+        self.entries = desired;
+        if !self.remote_attached {
+            self.attach_remote()?;
+            self.remote_attached = true;
+        }
+
+        let prog = self.loaded.program(FROM_POD)?;
+        let mut attached = 0;
+        for &ifindex in veths {
+            if !self.attached.contains(&ifindex) {
+                bpf::tcx_attach(ifindex, TcxDirection::Ingress, prog)?;
+                self.attached.insert(ifindex);
+                attached += 1;
+            }
+        }
+        self.attached.retain(|i| veths.contains(i));
+        Ok((changes, attached))
+    }
+
+    /// Drops the entries of `ips` at once (a DEL), ahead of the next sync.
+    pub fn forget(&mut self, ips: &[IpAddr]) -> Result<(), DatapathError> {
+        let map = self.loaded.map("weft_endpoints")?;
+        for &ip in ips {
+            let k = EpKey::new(ip);
+            if self.entries.remove(&k).is_some() {
+                map.delete(&k.to_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The programs' counters, summed over CPUs.
+    pub fn stats(&self) -> Result<FastPathStats, DatapathError> {
+        let map = self.loaded.map("weft_stats")?;
+        let mut sums = [0u64; STATS.len()];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = map
+                .lookup_percpu(&(i as u32).to_ne_bytes())?
+                .unwrap_or_default();
+            *sum = per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8))
+                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                .sum();
+        }
+        let [local, remote, pass_not_pod, pass_tracked, pass_slow_endpoint, pass_proto, pass_fib] =
+            sums;
+        Ok(FastPathStats {
+            local,
+            remote,
+            pass_not_pod,
+            pass_tracked,
+            pass_slow_endpoint,
+            pass_proto,
+            pass_fib,
+        })
+    }
+}
+
+/// Takes weft's programs off `ifindexes` (the kernel path takes over).
+/// Returns how many were detached. Must run in the node netns.
+pub fn detach_all(ifindexes: &[u32]) -> Result<usize, DatapathError> {
+    let mut n = 0;
+    for &ifindex in ifindexes {
+        for name in [FROM_POD, TO_POD] {
+            n += bpf::tcx_detach_named(ifindex, TcxDirection::Ingress, name)?;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(name: &str, ips: &[&str], settled: bool) -> FastEndpoint {
+        FastEndpoint {
+            host_ifname: name.into(),
+            pod_mac: [2, 0, 0, 0, 0, name.len() as u8],
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            settled,
+        }
+    }
+
+    #[test]
+    fn plan_marks_settled_unshaped_endpoints_fast() {
+        let eps = [
+            ep("weft1", &["10.0.0.1", "fd00::1"], true),
+            ep("weft22", &["10.0.0.2"], true),
+            ep("weft333", &["10.0.0.3"], false),
+            ep("gone", &["10.0.0.4"], true),
+        ];
+        let veths = HashMap::from([
+            ("weft1".to_string(), 11),
+            ("weft22".to_string(), 12),
+            ("weft333".to_string(), 13),
+        ]);
+        let shaped = HashSet::from([12]);
+        let p = plan(&eps, &veths, &shaped);
+        assert_eq!(p.len(), 4, "the endpoint without a veth is left out");
+        let get = |ip: &str| p[&EpKey::new(ip.parse().unwrap())];
+        assert_eq!(get("10.0.0.1").flags, EP_FAST);
+        assert_eq!(get("fd00::1").flags, EP_FAST);
+        assert_eq!(get("10.0.0.1").host_ifindex, 11);
+        assert_eq!(get("10.0.0.2").flags, 0, "shaped");
+        assert_eq!(get("10.0.0.3").flags, 0, "not settled");
+        assert_eq!(get("10.0.0.3").pod_mac, [2, 0, 0, 0, 0, 7]);
+    }
+}

@@ -20,6 +20,7 @@ use weft_ipam::{AllocRequest, AllocationAttrs, Ipam, IpamError};
 use weft_store::StoreError;
 
 use crate::endpoints::{EndpointError, Endpoints};
+use crate::fastpath::FastPathState;
 use crate::naming::host_ifname;
 use crate::teardown::Teardown;
 
@@ -50,6 +51,7 @@ pub struct Agent {
     stripes: Vec<Mutex<()>>,
     started: Instant,
     spool_replayed: Mutex<usize>,
+    fastpath: FastPathState,
 }
 
 impl Agent {
@@ -68,6 +70,7 @@ impl Agent {
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             started: Instant::now(),
             spool_replayed: Mutex::new(0),
+            fastpath: FastPathState::default(),
         }
     }
 
@@ -85,6 +88,10 @@ impl Agent {
 
     pub fn datapath(&self) -> &Arc<dyn Datapath> {
         &self.datapath
+    }
+
+    pub fn fastpath(&self) -> &FastPathState {
+        &self.fastpath
     }
 
     pub(crate) fn add_spool_replayed(&self, n: usize) {
@@ -298,6 +305,13 @@ impl Agent {
             .endpoints
             .remove(&req.attachment)
             .map_err(endpoint_error)?;
+        if let (Some(e), true) = (&ep, self.fastpath.is_active()) {
+            // the programs must stop steering to this pod before its veth goes
+            let ips: Vec<IpAddr> = e.ips.iter().map(|n| n.addr()).collect();
+            if let Err(err) = self.datapath.fastpath_forget(&ips) {
+                tracing::warn!(error = %err, "fast path: cannot forget a deleted pod's addresses; the next sync will");
+            }
+        }
         let host = ep
             .as_ref()
             .map(|e| e.host_ifname.clone())
@@ -419,6 +433,9 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
             rss_bytes: rss_bytes(),
+            fastpath: self
+                .fastpath
+                .status(self.datapath.fastpath_stats().ok().flatten()),
         })
     }
 

@@ -115,6 +115,13 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 300)]
     pub node_gone_grace_seconds: u64,
 
+    /// The eBPF forwarding fast path (tc programs on the pod veths and the
+    /// remote device): `auto` uses it when the kernel can (Linux >= 6.6 with
+    /// tcx and conntrack kfuncs) and falls back to the kernel path with a
+    /// warning; `on` refuses to start without it; `off` removes it.
+    #[arg(long, env = "WEFT_FASTPATH", value_enum, default_value_t = FastPathMode::Auto)]
+    pub fastpath: FastPathMode,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "weft_agent=debug".
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -132,6 +139,13 @@ pub enum Routing {
     Overlay,
     /// A route per remote block via the node's underlay address (one L2).
     Native,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastPathMode {
+    Auto,
+    On,
+    Off,
 }
 
 /// The overlay's device name.

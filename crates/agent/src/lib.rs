@@ -3,6 +3,7 @@
 //!
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
 //! - [`endpoints`]: the persisted endpoint table
+//! - [`fastpath`]: the eBPF fast path's start and its endpoint map
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod config;
 pub mod endpoints;
+pub mod fastpath;
 pub mod naming;
 pub mod reconcile;
 pub mod registry;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use weft_datapath::{Datapath, LinuxDatapath, NodeSetup, OverlaySetup, RoutingMode};
+use weft_datapath::{Datapath, FastPathSetup, LinuxDatapath, NodeSetup, OverlaySetup, RoutingMode};
 use weft_ipam::{Ipam, IpamConfig, PoolConfig, SystemClock};
 use weft_store::embedded::EmbeddedStore;
 use weft_store::Store;
@@ -160,6 +162,23 @@ pub fn build_with(
     for e in errors {
         tracing::error!(problem = %e, "spool replay");
     }
+
+    // after reconciliation: the first sync fills the map from the endpoints
+    // that really exist before this agent's programs replace any earlier ones
+    let remote_device = match (cluster, overlay) {
+        (true, true) => Some(VXLAN_DEVICE.to_string()),
+        (true, false) => agent.facts().underlay.clone(),
+        (false, _) => None,
+    };
+    fastpath::start(
+        &agent,
+        cfg.fastpath,
+        FastPathSetup {
+            pools: cfg.pools.clone(),
+            remote_device,
+        },
+        naming::HOST_PREFIX,
+    )?;
     Ok(agent)
 }
 

@@ -23,6 +23,7 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     let agent = weft_agent::build(cfg)?;
     let listener = weft_agent::server::bind(&cfg.socket)?;
     weft_agent::start_spool_replay(agent.clone(), cfg.spool_dir.clone(), Duration::from_secs(2));
+    weft_agent::fastpath::start_sync_loop(agent.clone());
     weft_agent::start_gc_loop(
         agent.clone(),
         Duration::from_secs(cfg.gc_interval_seconds.max(1)),

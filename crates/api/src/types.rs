@@ -108,6 +108,29 @@ pub struct AgentStatus {
     pub spool_replayed: usize,
     /// Resident memory of weftd in bytes (VmRSS).
     pub rss_bytes: u64,
+    /// How pod traffic is forwarded: the eBPF fast path or the kernel alone.
+    #[serde(default)]
+    pub fastpath: FastPathStatus,
+}
+
+/// The eBPF fast path as `weft status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    /// `ebpf` (programs attached) or `kernel` (the kernel path alone).
+    pub mode: String,
+    /// Why the kernel path is used, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Pod addresses in the fast path's map, and how many of them are fast
+    /// (settled and unshaped).
+    pub addresses: usize,
+    pub fast: usize,
+    /// Host veths kept on the kernel path because they carry a qdisc.
+    #[serde(default)]
+    pub shaped: Vec<String>,
+    /// The programs' counters (packets), by name.
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

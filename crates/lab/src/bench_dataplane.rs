@@ -7,7 +7,16 @@
 //! 3. raw VXLAN: two namespaces, each with a VXLAN device (static FDB and
 //!    neighbour, no learning) over a veth underlay joining them;
 //! 4. weft overlay: pods on two nodes of a lab with routing "overlay";
-//! 5. weft native: pods on two nodes of a lab with routing "native".
+//! 5. weft native: pods on two nodes of a lab with routing "native";
+//! 6. raw VXLAN, fab: as 3, but the underlay crosses the overlay lab's
+//!    fabric bridge like the lab nodes' traffic does; the overlay target is
+//!    set against this one, so weft is not charged for the lab's switch;
+//! 7. and 8. weft same-node and overlay again, in a lab whose agents run
+//!    with `--fastpath off`: the kernel path alone, for the eBPF path's gain.
+//!
+//! The weft cases start once every pod of their lab is on the eBPF fast
+//! path (or the agent reports the kernel path), so no measured flow began
+//! before its pods turned fast; each case records how it was forwarded.
 //!
 //! Per case and round: iperf3 throughput with 1 and 4 streams, and the
 //! latency of small TCP request/response round trips over one connection,
@@ -84,6 +93,9 @@ pub struct CaseResult {
     pub path: String,
     /// The client's interface MTU.
     pub mtu: u32,
+    /// How weft forwarded it: "ebpf" or "kernel" (the agent's report); "-"
+    /// for the kernel-only baselines.
+    pub forwarding: String,
     pub gbps_1: Spread,
     pub gbps_4: Spread,
     pub rtt_p50_us: Spread,
@@ -123,6 +135,7 @@ pub struct DataplaneReport {
 struct Case {
     label: &'static str,
     path: &'static str,
+    forwarding: String,
     client: PathBuf,
     server: PathBuf,
     addr: IpAddr,
@@ -179,21 +192,55 @@ fn raw_veth(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<(PathBuf, PathB
 /// VXLAN device `vx0` (VNI 42, port 4789, no learning, MTU 1450) holding
 /// 10.202.0.1/.2; a static FDB entry and a permanent neighbour for the peer,
 /// as weft's overlay has.
-fn raw_vxlan(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<(PathBuf, PathBuf, IpAddr)> {
-    let (a, b) = (format!("{prefix}-vxlan-a"), format!("{prefix}-vxlan-b"));
+/// Where a raw VXLAN pair's underlay runs.
+enum Underlay<'a> {
+    /// One veth pair straight between the two namespaces.
+    Direct,
+    /// A veth from each namespace onto `br0` of this fabric netns: the same
+    /// underlay path as the lab's nodes, so weft and the kernel cross the
+    /// same bridge.
+    Fabric(&'a Path),
+}
+
+/// Two namespaces with a VXLAN device each (static FDB and neighbour, no
+/// learning) over `underlay`; returns (client, server, server's address).
+fn raw_vxlan(
+    prefix: &str,
+    tag: &str,
+    underlay: Underlay,
+    clean: &mut Cleanup,
+) -> anyhow::Result<(PathBuf, PathBuf, IpAddr)> {
+    let (a, b) = (format!("{prefix}-{tag}-a"), format!("{prefix}-{tag}-b"));
     for n in [&a, &b] {
         ip(&["netns", "add", n])?;
         clean.netns.push(n.clone());
         ip(&["-n", n, "link", "set", "lo", "up"])?;
     }
-    ip(&[
-        "link", "add", "ul0", "netns", &a, "type", "veth", "peer", "name", "ul0", "netns", &b,
-    ])?;
+    // RFC 2544 addresses, above the lab's own (198.18.0.x)
+    let (ul_a, ul_b) = ("198.19.255.201", "198.19.255.202");
+    match underlay {
+        Underlay::Direct => ip(&[
+            "link", "add", "ul0", "netns", &a, "type", "veth", "peer", "name", "ul0", "netns", &b,
+        ])?,
+        Underlay::Fabric(fabric) => {
+            let fab = fabric
+                .file_name()
+                .and_then(|f| f.to_str())
+                .context("fabric netns path")?;
+            for (n, port) in [(&a, "rawvx-a"), (&b, "rawvx-b")] {
+                ip(&[
+                    "-n", n, "link", "add", "ul0", "type", "veth", "peer", "name", port, "netns",
+                    fab,
+                ])?;
+                ip(&["-n", fab, "link", "set", port, "master", "br0", "up"])?;
+            }
+        }
+    }
     let sides = [
         (
             &a,
-            "192.0.2.1",
-            "192.0.2.2",
+            ul_a,
+            ul_b,
             "02:00:0a:ca:00:01",
             "02:00:0a:ca:00:02",
             "10.202.0.1",
@@ -201,8 +248,8 @@ fn raw_vxlan(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<(PathBuf, Path
         ),
         (
             &b,
-            "192.0.2.2",
-            "192.0.2.1",
+            ul_b,
+            ul_a,
             "02:00:0a:ca:00:02",
             "02:00:0a:ca:00:01",
             "10.202.0.2",
@@ -210,7 +257,7 @@ fn raw_vxlan(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<(PathBuf, Path
         ),
     ];
     for (n, ul, peer_ul, mac, peer_mac, inner, peer_inner) in sides {
-        ip(&["-n", n, "addr", "add", &format!("{ul}/24"), "dev", "ul0"])?;
+        ip(&["-n", n, "addr", "add", &format!("{ul}/15"), "dev", "ul0"])?;
         ip(&["-n", n, "link", "set", "ul0", "up"])?;
         ip(&[
             "-n",
@@ -288,10 +335,13 @@ fn two_node_lab(
     name: &str,
     bin_dir: &Path,
     routing: &str,
+    weftd_args: &[&str],
     clean: &mut Cleanup,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Lab> {
     let mut spec = LabSpec::new(name, bin_dir);
+    spec.weftd_args
+        .extend(weftd_args.iter().map(|a| a.to_string()));
     spec.nodes = 2;
     spec.etcd_members = 1;
     spec.routing = routing.into();
@@ -301,6 +351,40 @@ fn two_node_lab(
         bail!("this weftd has no --store etcd: its nodes cannot route to each other");
     }
     Ok(lab)
+}
+
+/// Waits (at most 15 s) until every pod address on every node of `lab` is
+/// on the fast path, or a node reports the kernel path; returns the mode.
+fn wait_forwarding(lab: &Lab) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut modes = Vec::new();
+        for node in lab.nodes() {
+            let r = weft_api::http::call(
+                &node.socket,
+                "GET",
+                weft_api::paths::STATUS,
+                b"",
+                Duration::from_secs(5),
+            )?;
+            let s: weft_api::AgentStatus = serde_json::from_slice(&r.body)
+                .with_context(|| format!("status of {}", node.name))?;
+            let f = s.fastpath;
+            let settled = f.mode != "ebpf" || (f.addresses > 0 && f.fast == f.addresses);
+            modes.push((f.mode, settled));
+        }
+        if modes.iter().all(|(_, settled)| *settled) {
+            let (mode, _) = modes.swap_remove(0);
+            return Ok(mode);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "pods of lab {} not all on the fast path within 15 s",
+                lab.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn first_v4(ips: &[IpAddr]) -> anyhow::Result<IpAddr> {
@@ -569,13 +653,14 @@ pub fn run(
     progress("raw veth: two namespaces, one veth pair");
     let (va, vb, vaddr) = raw_veth(prefix, &mut clean)?;
     progress("raw VXLAN: two namespaces, VXLAN over a veth underlay, static FDB");
-    let (xa, xb, xaddr) = raw_vxlan(prefix, &mut clean)?;
+    let (xa, xb, xaddr) = raw_vxlan(prefix, "vx", Underlay::Direct, &mut clean)?;
 
     progress("lab with routing overlay: 2 nodes, 1 etcd member");
     let mut overlay = two_node_lab(
         &format!("{prefix}-o"),
         &spec.bin_dir,
         "overlay",
+        &[],
         &mut clean,
         progress,
     )?;
@@ -584,20 +669,46 @@ pub fn run(
         &format!("{prefix}-n"),
         &spec.bin_dir,
         "native",
+        &[],
         &mut clean,
         progress,
     )?;
-    progress("pods: two on node 1 of the overlay lab, one on node 2 of each lab");
+    progress("lab with routing overlay and --fastpath off: 2 nodes, 1 etcd member");
+    let mut kernel = two_node_lab(
+        &format!("{prefix}-k"),
+        &spec.bin_dir,
+        "overlay",
+        &["--fastpath", "off"],
+        &mut clean,
+        progress,
+    )?;
+    progress("raw VXLAN over the overlay lab's fabric bridge (the nodes' underlay path)");
+    let (fa, fb, faddr) = raw_vxlan(
+        prefix,
+        "fx",
+        Underlay::Fabric(&overlay.fabric_netns),
+        &mut clean,
+    )?;
+    progress("pods: two on node 1 of the overlay labs, one on node 2 of each lab");
     let sa = overlay.add_pod_on("sa", 0)?;
     let sb = overlay.add_pod_on("sb", 0)?;
     let xo = overlay.add_pod_on("xo", 1)?;
     let na = native.add_pod_on("na", 0)?;
     let nb = native.add_pod_on("nb", 1)?;
+    let ka = kernel.add_pod_on("ka", 0)?;
+    let kb = kernel.add_pod_on("kb", 0)?;
+    let kx = kernel.add_pod_on("kx", 1)?;
+    progress("waiting until the pods are on the eBPF fast path");
+    let fwd_overlay = wait_forwarding(&overlay)?;
+    let fwd_native = wait_forwarding(&native)?;
+    let fwd_kernel = wait_forwarding(&kernel)?;
+    let raw = || "-".to_string();
 
     let cases = vec![
         Case {
             label: "raw veth",
             path: "netns -> veth -> netns",
+            forwarding: raw(),
             client: va,
             server: vb,
             addr: vaddr,
@@ -605,6 +716,7 @@ pub fn run(
         Case {
             label: "weft same-node",
             path: "pod -> veth -> node -> veth -> pod",
+            forwarding: fwd_overlay.clone(),
             client: sa.netns.clone(),
             server: sb.netns.clone(),
             addr: first_v4(&sb.ips)?,
@@ -612,6 +724,7 @@ pub fn run(
         Case {
             label: "raw VXLAN",
             path: "netns vxlan -> veth underlay -> vxlan netns",
+            forwarding: raw(),
             client: xa,
             server: xb,
             addr: xaddr,
@@ -619,6 +732,7 @@ pub fn run(
         Case {
             label: "weft overlay",
             path: "pod -> veth -> node vxlan -> fabric bridge -> node vxlan -> veth -> pod",
+            forwarding: fwd_overlay.clone(),
             client: sa.netns.clone(),
             server: xo.netns.clone(),
             addr: first_v4(&xo.ips)?,
@@ -626,9 +740,34 @@ pub fn run(
         Case {
             label: "weft native",
             path: "pod -> veth -> node -> fabric bridge -> node -> veth -> pod",
+            forwarding: fwd_native,
             client: na.netns.clone(),
             server: nb.netns.clone(),
             addr: first_v4(&nb.ips)?,
+        },
+        Case {
+            label: "raw VXLAN, fab",
+            path: "netns vxlan -> veth -> fabric bridge -> veth -> vxlan netns",
+            forwarding: raw(),
+            client: fa,
+            server: fb,
+            addr: faddr,
+        },
+        Case {
+            label: "same-node kpath",
+            path: "as weft same-node, --fastpath off",
+            forwarding: fwd_kernel.clone(),
+            client: ka.netns.clone(),
+            server: kb.netns.clone(),
+            addr: first_v4(&kb.ips)?,
+        },
+        Case {
+            label: "overlay kpath",
+            path: "as weft overlay, --fastpath off",
+            forwarding: fwd_kernel,
+            client: ka.netns.clone(),
+            server: kx.netns.clone(),
+            addr: first_v4(&kx.ips)?,
         },
     ];
     for c in &cases {
@@ -643,7 +782,7 @@ pub fn run(
     let mtus: Vec<u32> = cases
         .iter()
         .map(|c| {
-            let dev = if c.label == "raw VXLAN" {
+            let dev = if c.label.starts_with("raw VXLAN") {
                 "vx0"
             } else {
                 "eth0"
@@ -691,6 +830,7 @@ pub fn run(
             case: c.label.to_string(),
             path: c.path.to_string(),
             mtu: mtus[i],
+            forwarding: c.forwarding.clone(),
             gbps_1: Spread::of(&g1[i]),
             gbps_4: Spread::of(&g4[i]),
             rtt_p50_us: Spread::of(&p50[i]),
@@ -701,8 +841,11 @@ pub fn run(
     // (name, weft case, kernel case, target)
     let pairs = [
         ("weft same-node / raw veth", 1, 0, Some(0.05)),
-        ("weft overlay / raw VXLAN", 3, 2, Some(0.05)),
+        ("weft overlay / raw VXLAN, fabric", 3, 5, Some(0.05)),
+        ("weft overlay / raw VXLAN, direct", 3, 2, None),
         ("weft native / raw veth", 4, 0, None),
+        ("same-node kernel path / raw veth", 6, 0, None),
+        ("overlay kernel path / raw VXLAN, fab", 7, 5, None),
     ];
     for (name, w, k, tol) in pairs {
         let metrics: [(&str, &Vec<Vec<f64>>, bool); 4] = [
@@ -753,16 +896,17 @@ pub fn render_table(r: &DataplaneReport) -> String {
         r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel, r.wall_seconds
     );
     out.push_str(&format!(
-        "{:<15} {:>5} {:>22} {:>22} {:>20} {:>20}\n",
-        "CASE", "MTU", "1 STREAM Gbit/s", "4 STREAMS Gbit/s", "RTT p50 us", "RTT p99 us"
+        "{:<15} {:>6} {:>5} {:>22} {:>22} {:>20} {:>20}\n",
+        "CASE", "PATH", "MTU", "1 STREAM Gbit/s", "4 STREAMS Gbit/s", "RTT p50 us", "RTT p99 us"
     ));
     let cell = |s: &Spread, prec: usize| {
         format!("{:.p$} ({:.p$}-{:.p$})", s.median, s.min, s.max, p = prec)
     };
     for c in &r.cases {
         out.push_str(&format!(
-            "{:<15} {:>5} {:>22} {:>22} {:>20} {:>20}\n",
+            "{:<15} {:>6} {:>5} {:>22} {:>22} {:>20} {:>20}\n",
             c.case,
+            c.forwarding,
             c.mtu,
             cell(&c.gbps_1, 2),
             cell(&c.gbps_4, 2),
@@ -775,12 +919,12 @@ pub fn render_table(r: &DataplaneReport) -> String {
         r.pinned_cpu
     ));
     out.push_str(&format!(
-        "{:<27} {:<22} {:>20} {:>9} {:>6}\n",
+        "{:<34} {:<22} {:>20} {:>9} {:>6}\n",
         "RATIO (per-round, paired)", "METRIC", "MEDIAN (MIN-MAX)", "TARGET", "MET"
     ));
     for x in &r.ratios {
         out.push_str(&format!(
-            "{:<27} {:<22} {:>20} {:>9} {:>6}\n",
+            "{:<34} {:<22} {:>20} {:>9} {:>6}\n",
             x.name,
             x.metric,
             cell(&x.ratio, 3),
@@ -826,6 +970,8 @@ pub fn render_svg(r: &DataplaneReport) -> String {
     let color = |case: &str| {
         if case.starts_with("raw") {
             "#9a9a9a"
+        } else if case.contains("kpath") {
+            "#9cc3de"
         } else {
             "#2a7ab0"
         }
@@ -837,7 +983,7 @@ pub fn render_svg(r: &DataplaneReport) -> String {
         panel_h * panels.len() as f64 + 60.0
     );
     svg.push_str(&format!(
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench dataplane: {} rounds, iperf3 -t {} s, {} round trips ({} CPUs, kernel {})</text><text x="10" y="38" fill="dimgray">bars: median over rounds; whiskers: min-max; grey: the kernel alone, blue: through weft</text>"#,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench dataplane: {} rounds, iperf3 -t {} s, {} round trips ({} CPUs, kernel {})</text><text x="10" y="38" fill="dimgray">bars: median over rounds; whiskers: min-max; grey: the kernel alone, blue: through weft, light blue: weft with --fastpath off</text>"#,
         r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel
     ));
     for (p, (title, metric, unit)) in panels.iter().enumerate() {

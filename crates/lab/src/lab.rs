@@ -441,6 +441,7 @@ impl Lab {
             ])?;
             ip(&["-n", &fab, "link", "set", "lo", "up"])?;
             ip(&["-n", &fab, "link", "set", "br0", "up"])?;
+            switch_only(&fab);
             ip(&[
                 "-n",
                 &fab,
@@ -1051,6 +1052,23 @@ impl Lab {
 }
 
 /// Plugs node `index` (namespace `node`) into the fabric bridge: veth
+/// The fabric stands for a physical switch: when the host has br_netfilter
+/// loaded (container runtimes load it), frames bridged on `br0` would pass
+/// through the fabric netns' iptables hooks, a cost no real underlay has.
+/// Best effort: without br_netfilter there is nothing to switch off.
+fn switch_only(fab: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "exec", fab, "sysctl", "-q", "-e", "-w"])
+        .args([
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// `ul0` in the node, `node<index>` on `br0`, addresses, default routes.
 fn wire_node(
     fab: &str,

@@ -5,113 +5,17 @@
 //! Nothing touches the root namespace. Without root they skip loudly.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::clang::{compile_bpf, compile_bpf_code, FIXTURE};
+use common::*;
 use weft_datapath::bpf::{self, BpfError, TcxDirection};
 use weft_datapath::netns::run_in;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bpf_ct_count.c");
 const PROG: &str = "weft_test_ct";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            println!("skipped: needs root");
-            return;
-        }
-    };
-}
-
-/// A named network namespace, deleted on drop.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new(test: &str, role: &str) -> Ns {
-        let name = format!("wbl-{}-{test}-{role}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        run("ip", &a);
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn run(prog: &str, args: &[&str]) {
-    let out = Command::new(prog).args(args).output().expect(prog);
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Compiles a C file for BPF; fails (never skips) without clang.
-fn compile(src: &Path) -> Vec<u8> {
-    // unique per call: tests compile the same fixture in parallel
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let obj = std::env::temp_dir().join(format!(
-        "weft-bpf-loader-{}-{}.o",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let out = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf"])
-        .arg(format!(
-            "-I/usr/include/{}-linux-gnu",
-            std::env::consts::ARCH
-        ))
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(&obj)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run clang ({e}): install it, scripts/setup.sh does"));
-    assert!(
-        out.status.success(),
-        "clang: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(&obj).unwrap();
-    let _ = std::fs::remove_file(&obj);
-    bytes
-}
-
-/// Compiles C source given as text.
-fn compile_code(name: &str, code: &str) -> Vec<u8> {
-    let src = std::env::temp_dir().join(format!("weft-bpf-loader-{}-{name}.c", std::process::id()));
-    std::fs::write(&src, code).unwrap();
-    let obj = compile(&src);
-    let _ = std::fs::remove_file(&src);
-    obj
-}
 
 fn u64_at(v: &[u8]) -> u64 {
     u64::from_ne_bytes(v.try_into().unwrap())
@@ -127,7 +31,7 @@ fn counts(loaded: &bpf::Loaded) -> (u64, u64, u64) {
 
 #[test]
 fn tcx_attach_replaces_and_detaches() {
-    need_root!();
+    need_root!("bpf_loader");
     let host = Ns::new("tcx", "host");
     let pod = Ns::new("tcx", "pod");
     host.ip(&[
@@ -152,7 +56,7 @@ fn tcx_attach_replaces_and_detaches() {
         ],
     );
 
-    let obj = compile(Path::new(FIXTURE));
+    let obj = compile_bpf(Path::new(FIXTURE));
     let first = bpf::load(&obj).unwrap();
     let second = bpf::load(&obj).unwrap();
     let (a, b) = (first.program(PROG).unwrap(), second.program(PROG).unwrap());
@@ -259,9 +163,9 @@ fn tcx_attach_replaces_and_detaches() {
 
 #[test]
 fn tcx_on_a_missing_device_says_so() {
-    need_root!();
+    need_root!("bpf_loader");
     let ns = Ns::new("nodev", "host");
-    let loaded = bpf::load(&compile(Path::new(FIXTURE))).unwrap();
+    let loaded = bpf::load(&compile_bpf(Path::new(FIXTURE))).unwrap();
     run_in(&ns.path(), || {
         let e = bpf::tcx_attach(4242, TcxDirection::Ingress, loaded.program(PROG).unwrap());
         let e = e.unwrap_err();
@@ -278,8 +182,8 @@ fn tcx_on_a_missing_device_says_so() {
 
 #[test]
 fn maps_from_userspace() {
-    need_root!();
-    let loaded = bpf::load(&compile(Path::new(FIXTURE))).unwrap();
+    need_root!("bpf_loader");
+    let loaded = bpf::load(&compile_bpf(Path::new(FIXTURE))).unwrap();
     assert_eq!(loaded.maps().len(), 3);
     assert_eq!(loaded.programs().len(), 2);
 
@@ -364,8 +268,8 @@ char _license[] SEC("license") = "GPL";
 
 #[test]
 fn verifier_rejection_carries_the_log() {
-    need_root!();
-    let e = bpf::load(&compile_code("bad", BAD_PROGRAM)).unwrap_err();
+    need_root!("bpf_loader");
+    let e = bpf::load(&compile_bpf_code(BAD_PROGRAM)).unwrap_err();
     println!("{e}");
     let BpfError::Verifier {
         program,
@@ -392,7 +296,7 @@ fn a_missing_kfunc_fails_before_any_syscall() {
         "SEC(\"tc/bad\")",
         "extern void weft_no_such_kfunc(void) __attribute__((section(\".ksyms\")));\nSEC(\"tc/bad\")",
     );
-    let e = bpf::load(&compile_code("nokfunc", &code)).unwrap_err();
+    let e = bpf::load(&compile_bpf_code(&code)).unwrap_err();
     assert!(
         matches!(e, BpfError::KfuncNotFound { ref name } if name == "weft_no_such_kfunc"),
         "{e}"

@@ -1,48 +1,19 @@
 //! Parser tests against objects clang really produces (no root needed).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use super::*;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bpf_ct_count.c");
+#[path = "../../tests/common/clang.rs"]
+mod clang;
+use clang::{compile_bpf, compile_bpf_code, FIXTURE};
 
-/// Compiles C source (a file, or `code` written to a temp file) for BPF.
-/// Fails, rather than skips, without clang: CI must run these.
+/// Compiles C source for BPF: a file, or `code` when `file` is None.
 fn compile(file: Option<&Path>, code: &str) -> Vec<u8> {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("weft-bpf-unit-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src: PathBuf = match file {
-        Some(f) => f.into(),
-        None => {
-            let p = dir.join("prog.c");
-            std::fs::write(&p, code).unwrap();
-            p
-        }
-    };
-    let obj = dir.join("prog.o");
-    let out = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf"])
-        .arg(format!(
-            "-I/usr/include/{}-linux-gnu",
-            std::env::consts::ARCH
-        ))
-        .arg("-c")
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run clang ({e}): install it, scripts/setup.sh does"));
-    assert!(
-        out.status.success(),
-        "clang failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(&obj).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    bytes
+    match file {
+        Some(f) => compile_bpf(f),
+        None => compile_bpf_code(code),
+    }
 }
 
 fn fixture() -> Vec<u8> {

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod clang;
+
 use weft_datapath::netns::{run_in, spawn_in};
 use weft_datapath::LinuxDatapath;
 
@@ -15,6 +17,7 @@ use weft_datapath::LinuxDatapath;
 fn prefix() -> &'static str {
     match env!("CARGO_CRATE_NAME") {
         "overlay" => "wdo",
+        "bpf_loader" => "wbl",
         _ => "wdp",
     }
 }

@@ -82,6 +82,7 @@ pub fn checks<S: Store, F: Fn() -> S>() -> Vec<(&'static str, fn(&F))> {
         ("txn_mixed_ops", txn_mixed_ops::<S, F>),
         ("txn_invalid", txn_invalid::<S, F>),
         ("txn_watch_same_revision", txn_watch_same_revision::<S, F>),
+        ("txn_put", txn_put::<S, F>),
         ("concurrent_txn_transfers", concurrent_txn_transfers::<S, F>),
     ]
 }
@@ -1250,6 +1251,112 @@ pub fn txn_watch_same_revision<S: Store, F: Fn() -> S>(fresh: &F) {
     expect_quiet(&w);
     let r2 = must("update", s.update(&a, b"a2", r)).expect("no conflict");
     assert_put(&next_event(&w), &a, b"a2", r2);
+}
+
+/// An unconditional [`TxnOp::Put`]: it never fails a commit, yet writes
+/// nothing (and the revision does not move) when another op's condition
+/// fails; in a commit that succeeds it creates an absent key, replaces a
+/// present one (keeping its `create_revision`, dropping its lease) at the
+/// commit's revision, and watchers see it like any other write.
+pub fn txn_put<S: Store, F: Fn() -> S>(fresh: &F) {
+    let s = fresh();
+    let p = unique_prefix("txn_put");
+    let [guard, absent, present, leased] =
+        ["guard", "absent", "present", "leased"].map(|k| format!("{p}{k}"));
+    let rg = created(&s, &guard, b"g1");
+    let rp = created(&s, &present, b"p1");
+    let lease = must("grant", s.grant_lease(Duration::from_secs(30)));
+    let rl = must("create", s.create(&leased, b"l1", Some(lease))).expect("no conflict");
+    let before = must("list", s.list(&p));
+    let puts = |suffix: &'static [u8; 2]| {
+        [
+            TxnOp::Put {
+                key: &absent,
+                value: suffix,
+            },
+            TxnOp::Put {
+                key: &present,
+                value: suffix,
+            },
+            TxnOp::Put {
+                key: &leased,
+                value: suffix,
+            },
+        ]
+    };
+    // The guard's condition fails, before or after the puts: nothing written.
+    let stale = TxnOp::Update {
+        key: &guard,
+        value: b"g2",
+        expected: rg + 1000,
+    };
+    for ops in [
+        [&[stale][..], &puts(b"x1")[..]].concat(),
+        [&puts(b"x1")[..], &[stale][..]].concat(),
+    ] {
+        let c = txn_conflict(&s, &ops);
+        assert_eq!(c.current.map(|kv| kv.key), Some(guard.clone()));
+        let after = must("list", s.list(&p));
+        assert_eq!(after.kvs, before.kvs, "a failed commit wrote a put");
+        assert_eq!(
+            after.revision, before.revision,
+            "a failed commit moved the revision"
+        );
+    }
+    // The guard holds: every put is written at the commit's revision.
+    let w = must("watch", s.watch(&p, before.revision));
+    let ok = TxnOp::Update {
+        key: &guard,
+        value: b"g2",
+        expected: rg,
+    };
+    let r = committed(&s, &[&[ok][..], &puts(b"v2")[..]].concat());
+    assert!(
+        r > before.revision,
+        "commit at {r} after {}",
+        before.revision
+    );
+    let expect = |key: &str, create_revision| KeyValue {
+        key: key.to_string(),
+        value: b"v2".to_vec(),
+        create_revision,
+        mod_revision: r,
+        lease: None,
+    };
+    assert_eq!(get_some(&s, &absent), expect(&absent, r), "created");
+    assert_eq!(get_some(&s, &present), expect(&present, rp), "replaced");
+    assert_eq!(get_some(&s, &leased), expect(&leased, rl), "lease dropped");
+    assert_put(&next_event(&w), &guard, b"g2", r);
+    for k in [&absent, &present, &leased] {
+        assert_put(&next_event(&w), k, b"v2", r);
+    }
+    expect_quiet(&w);
+    // The lease no longer holds the key it had.
+    must("revoke", s.revoke_lease(lease));
+    assert_eq!(get_some(&s, &leased).value, b"v2");
+    // A put alone is a commit of its own, at a later revision.
+    let r2 = committed(
+        &s,
+        &[TxnOp::Put {
+            key: &present,
+            value: b"v3",
+        }],
+    );
+    assert!(r2 > r, "{r2} after {r}");
+    let kv = get_some(&s, &present);
+    assert_eq!(
+        (kv.value, kv.create_revision, kv.mod_revision),
+        (b"v3".to_vec(), rp, r2)
+    );
+    // A too large put value is refused like any other.
+    let huge = vec![0u8; MAX_VALUE_LEN + 1];
+    assert_invalid(
+        "huge put",
+        s.commit(&[TxnOp::Put {
+            key: &absent,
+            value: &huge,
+        }]),
+    );
 }
 
 /// The number of moves per thread in [`concurrent_txn_transfers`].

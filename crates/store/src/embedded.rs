@@ -249,7 +249,9 @@ fn validate_txn(ops: &[TxnOp<'_>]) -> StoreResult<()> {
         let key = op.key();
         validate_key(key)?;
         let value_len = match op {
-            TxnOp::Create { value, .. } | TxnOp::Update { value, .. } => {
+            TxnOp::Create { value, .. }
+            | TxnOp::Update { value, .. }
+            | TxnOp::Put { value, .. } => {
                 validate_value(value)?;
                 value.len()
             }
@@ -1076,7 +1078,7 @@ impl Store for EmbeddedStore {
                     expected: Some(expected),
                     ..
                 } => current.is_some_and(|kv| kv.mod_revision == expected),
-                TxnOp::Delete { expected: None, .. } => true,
+                TxnOp::Put { .. } | TxnOp::Delete { expected: None, .. } => true,
             };
             if !holds {
                 let conflict = TxnConflict {
@@ -1118,6 +1120,17 @@ impl Store for EmbeddedStore {
                         create_revision,
                         mod_revision: rev,
                         lease,
+                    }));
+                }
+                TxnOp::Put { key, value } => {
+                    // No lease: an old key's lease is not kept (as etcd).
+                    let create_revision = st.kvs.get(key).map_or(rev, |kv| kv.create_revision);
+                    writes.push(TxnWrite::Put(KeyValue {
+                        key: key.to_string(),
+                        value: value.to_vec(),
+                        create_revision,
+                        mod_revision: rev,
+                        lease: None,
                     }));
                 }
                 TxnOp::Delete { key, .. } => {

@@ -210,7 +210,10 @@ impl EtcdStore {
                     reason: format!("key {} twice in one transaction", op.key()),
                 });
             }
-            if let TxnOp::Create { key, value, .. } | TxnOp::Update { key, value, .. } = op {
+            if let TxnOp::Create { key, value, .. }
+            | TxnOp::Update { key, value, .. }
+            | TxnOp::Put { key, value } = op
+            {
                 check_value(key, value)?;
             }
         }
@@ -249,6 +252,11 @@ impl EtcdStore {
                     success.push(json!({"request_put": {"key": k, "value": b64(value),
                                                         "ignore_lease": true}}));
                 }
+                TxnOp::Put { value, .. } => {
+                    // No compare, and no `lease`: etcd detaches the key from
+                    // a lease it had, as the contract says.
+                    success.push(json!({"request_put": {"key": k, "value": b64(value)}}));
+                }
                 TxnOp::Delete { key, expected } => {
                     if let Some(rev) = expected {
                         compare.push(mod_eq(key, rev));
@@ -286,6 +294,7 @@ impl EtcdStore {
             let holds = match *op {
                 TxnOp::Create { .. } => current.is_none(),
                 TxnOp::Update { expected, .. } => mod_rev == Some(expected),
+                TxnOp::Put { .. } => true,
                 TxnOp::Delete { expected, .. } => expected.is_none_or(|rev| mod_rev == Some(rev)),
             };
             if !holds {

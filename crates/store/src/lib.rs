@@ -67,6 +67,14 @@ pub enum TxnOp<'a> {
         value: &'a [u8],
         expected: Revision,
     },
+    /// Write the value whether or not the key exists (no condition: it never
+    /// fails the transaction). A created key gets the commit's revision as its
+    /// `create_revision`, a replaced one keeps its own. The key ends up with
+    /// no lease: a lease the old key had is not kept (etcd's put without
+    /// `lease`), so the key outlives it. For derived records that follow
+    /// another key of the same commit, where that key's condition already
+    /// guards the write.
+    Put { key: &'a str, value: &'a [u8] },
     /// Delete if the key's `mod_revision == expected`. With `None` the delete
     /// is unconditional and a missing key is fine (nothing to delete).
     Delete {
@@ -79,9 +87,10 @@ impl TxnOp<'_> {
     /// The key the op writes.
     pub fn key(&self) -> &str {
         match self {
-            TxnOp::Create { key, .. } | TxnOp::Update { key, .. } | TxnOp::Delete { key, .. } => {
-                key
-            }
+            TxnOp::Create { key, .. }
+            | TxnOp::Update { key, .. }
+            | TxnOp::Put { key, .. }
+            | TxnOp::Delete { key, .. } => key,
         }
     }
 }

@@ -60,6 +60,7 @@ conformance_tests!(
     txn_mixed_ops,
     txn_invalid,
     txn_watch_same_revision,
+    txn_put,
     concurrent_txn_transfers,
 );
 

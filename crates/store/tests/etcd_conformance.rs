@@ -18,7 +18,7 @@ const PARALLEL: usize = 4;
 
 /// Checks that assert the store-wide revision does not move, so they run
 /// alone, after the others.
-const ALONE: &[&str] = &["txn_all_or_nothing"];
+const ALONE: &[&str] = &["txn_all_or_nothing", "txn_put"];
 
 fn store(endpoints: &[String]) -> EtcdStore {
     EtcdStore::connect(endpoints, EtcdOptions::default()).expect("connect to etcd")

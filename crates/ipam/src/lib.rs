@@ -14,7 +14,8 @@
 //!
 //! # Store layout
 //!
-//! All keys live under `/weft/ipam/v1/`; CIDRs in keys have `/` written as `-`
+//! All keys but the route summaries (last below) live under
+//! `/weft/ipam/v1/`; CIDRs in keys have `/` written as `-`
 //! (`10.0.0.0/26` -> `10.0.0.0-26`, `fd00::/122` -> `fd00::-122`).
 //!
 //! - `/weft/ipam/v1/pools/<cidr>`: a pool, JSON `{"cidr":"10.0.0.0/16",
@@ -44,15 +45,26 @@
 //!   Both fields are optional, so records written before them decode
 //!   unchanged, and are omitted when absent. The top-level field names are
 //!   read by the agent too (`cidr`, `affinity`, `allocations`): keep them.
+//! - `/weft/cluster/v1/routes/<block cidr>`: the block's [`RouteSummary`],
+//!   JSON `{"cidr", "affinity", "borrowed"?: {"<ordinal>": node}}`: all the
+//!   route reconciler of every node needs, so it watches these small keys
+//!   instead of the block records (~10 KB, rewritten on every allocation,
+//!   which would fan out to every node). Written by the same commit as its
+//!   block: an unconditional put when the block is created or its summary
+//!   changes (claim, borrow, release of a borrowed address, loss of
+//!   affinity), an unconditional delete when the block is deleted. Blocks
+//!   written before summaries existed have none until their routing next
+//!   changes; the reconciler lists the blocks too.
 //!
 //! # Costs
 //!
 //! One store write per allocation or release, however many families and
 //! blocks it touches: every block change goes into one atomic
 //! [`Store::commit`], each op conditioned on the block's `mod_revision` (an
-//! `update`) or on its absence (a `create`). A dual-stack allocation is thus
-//! one durable commit, not two, and it can never leave half an allocation
-//! behind. A lost condition names the block and carries its fresh record,
+//! `update`) or on its absence (a `create`); a route summary that changes
+//! rides along in the same commit (one more op, not one more write). A
+//! dual-stack allocation is thus one durable commit, not two, and it can
+//! never leave half an allocation behind. A lost condition names the block and carries its fresh record,
 //! so a retry needs no extra read. Claiming a block is a `create` of the
 //! block key *with the first allocation already in it*, in the same commit
 //! as the other family's change, so an allocation that claims a block is
@@ -155,8 +167,8 @@ pub use config::{
 };
 pub use error::IpamError;
 pub use record::{
-    block_key, escape_cidr, parse_block_key, pool_key, reserved, Allocation, BlockRecord,
-    BLOCKS_PREFIX, IPAM_PREFIX, POOLS_PREFIX,
+    block_key, escape_cidr, parse_block_key, pool_key, reserved, route_key, Allocation,
+    BlockRecord, RouteSummary, BLOCKS_PREFIX, IPAM_PREFIX, POOLS_PREFIX, ROUTES_PREFIX,
 };
 
 use record::{block_index, block_of, nth_block, pool_capacity, to_u128};
@@ -434,6 +446,24 @@ impl Change {
             }
         }
     }
+}
+
+/// The route summary write a block change needs (key, new value or `None`
+/// to delete), or `None` when routing sees no change: the usual allocation
+/// or release in a node's own block. The cache still holds the record the
+/// change was computed from (staged batches are unstaged before the write);
+/// only a cached record at exactly the change's revision is trusted to be
+/// what the summary in the store describes.
+fn route_change(st: &State, c: &Change) -> Option<(String, Option<Vec<u8>>)> {
+    let key = route_key(&c.rec.cidr);
+    if c.delete {
+        return Some((key, None));
+    }
+    let unchanged = c.rev != 0
+        && st
+            .cached(&c.key)
+            .is_some_and(|old| old.rev == c.rev && old.rec.same_routes(&c.rec));
+    (!unchanged).then(|| (key, Some(c.rec.route_summary().encode())))
 }
 
 /// Most allocations one batch plans and commits together.
@@ -1117,8 +1147,24 @@ impl Ipam {
     /// Writes `changes` in one atomic commit. On success the cache takes the
     /// new records; when a condition failed, the cache takes the current
     /// state of that key, and `Ok(Err(key))` names it.
+    ///
+    /// The route summaries of the blocks whose routing changes go into the
+    /// same commit (after the block ops: they have no condition, so a
+    /// conflict index always names a block).
     fn write(&self, st: &mut State, changes: Vec<Change>) -> Result<Result<(), String>, IpamError> {
-        let ops: Vec<TxnOp<'_>> = changes.iter().map(Change::op).collect();
+        let routes: Vec<(String, Option<Vec<u8>>)> =
+            changes.iter().filter_map(|c| route_change(st, c)).collect();
+        let ops: Vec<TxnOp<'_>> = changes
+            .iter()
+            .map(Change::op)
+            .chain(routes.iter().map(|(key, value)| match value {
+                Some(value) => TxnOp::Put { key, value },
+                None => TxnOp::Delete {
+                    key,
+                    expected: None,
+                },
+            }))
+            .collect();
         let res = self.store.commit(&ops)?;
         drop(ops);
         match res {

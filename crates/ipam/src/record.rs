@@ -17,6 +17,12 @@ pub const POOLS_PREFIX: &str = "/weft/ipam/v1/pools/";
 /// One key per claimed block: [`BlockRecord`] as JSON.
 pub const BLOCKS_PREFIX: &str = "/weft/ipam/v1/blocks/";
 
+/// One key per block: its [`RouteSummary`] as JSON. Outside
+/// [`IPAM_PREFIX`] on purpose: every node's route reconciler watches this
+/// (small, rarely written) key space instead of the block records, which
+/// are large and rewritten on every allocation.
+pub const ROUTES_PREFIX: &str = "/weft/cluster/v1/routes/";
+
 /// `10.0.0.0/26` -> `10.0.0.0-26`, `fd00::/122` -> `fd00::-122`.
 pub fn escape_cidr(cidr: &IpNet) -> String {
     cidr.to_string().replace('/', "-")
@@ -28,6 +34,11 @@ pub fn pool_key(cidr: &IpNet) -> String {
 
 pub fn block_key(cidr: &IpNet) -> String {
     format!("{BLOCKS_PREFIX}{}", escape_cidr(cidr))
+}
+
+/// The key of a block's [`RouteSummary`] (escaped like [`block_key`]).
+pub fn route_key(cidr: &IpNet) -> String {
+    format!("{ROUTES_PREFIX}{}", escape_cidr(cidr))
 }
 
 /// The block a block key names, if the key is well formed.
@@ -189,6 +200,33 @@ impl Allocation {
     }
 }
 
+/// What routing needs of a block, kept under [`route_key`] and written in
+/// the same commit as the block whenever it changes (claim, borrow, release
+/// of a borrowed address, loss of affinity) or goes (deleted with it), so
+/// it never disagrees with the block. Allocations and releases in a node's
+/// own block leave it alone: they are invisible to other nodes' routes.
+/// JSON: `{"cidr", "affinity": node or null, "borrowed"?: {"<ordinal>":
+/// node}}` (`borrowed` left out when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSummary {
+    pub cidr: IpNet,
+    #[serde(default)]
+    pub affinity: Option<String>,
+    /// Ordinal -> the node that borrowed that address of the block.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub borrowed: BTreeMap<u32, String>,
+}
+
+impl RouteSummary {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a route summary always encodes")
+    }
+
+    pub fn decode(value: &[u8]) -> Result<RouteSummary, serde_json::Error> {
+        serde_json::from_slice(value)
+    }
+}
+
 /// A block claimed by a node: the JSON under `BLOCKS_PREFIX<escaped cidr>`.
 /// Ordinals are offsets from the block's first address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +263,30 @@ impl BlockRecord {
 
     pub fn family(&self) -> Family {
         Family::of_net(&self.cidr)
+    }
+
+    /// The block's owner and borrowed addresses, for routing.
+    pub fn route_summary(&self) -> RouteSummary {
+        RouteSummary {
+            cidr: self.cidr,
+            affinity: self.affinity.clone(),
+            borrowed: self.borrowed().map(|(o, n)| (o, n.to_string())).collect(),
+        }
+    }
+
+    /// Whether `other` routes like this record (same [`RouteSummary`]),
+    /// without building the summaries (this runs on every block write).
+    pub fn same_routes(&self, other: &BlockRecord) -> bool {
+        self.cidr == other.cidr
+            && self.affinity == other.affinity
+            && self.borrowed().eq(other.borrowed())
+    }
+
+    /// Ordinal and borrowing node of every borrowed address, by ordinal.
+    fn borrowed(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.allocations
+            .iter()
+            .filter_map(|(&o, a)| Some((o, a.node.as_deref()?)))
     }
 
     /// Addresses in the block (a decoded record has at most 4096).

@@ -14,12 +14,17 @@ use weft_store::{
 
 use super::*;
 
+mod routes;
+
 const T0: u64 = 1_700_000_000_000;
 
 /// Counts the calls that reach the wrapped store, and can make it fail.
 struct Counting {
     inner: Arc<dyn Store>,
     writes: AtomicU64,
+    /// Ops of every commit, and those on route summaries.
+    ops: AtomicU64,
+    route_ops: AtomicU64,
     reads: AtomicU64,
     conflicts: AtomicU64,
     down: AtomicBool,
@@ -30,6 +35,8 @@ impl Counting {
         Arc::new(Counting {
             inner,
             writes: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            route_ops: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             down: AtomicBool::new(false),
@@ -38,6 +45,15 @@ impl Counting {
 
     fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+
+    /// (commits and single-key writes, commit ops, route summary ops)
+    fn write_counts(&self) -> (u64, u64, u64) {
+        (
+            self.writes(),
+            self.ops.load(Ordering::SeqCst),
+            self.route_ops.load(Ordering::SeqCst),
+        )
     }
 
     fn reads(&self) -> u64 {
@@ -104,6 +120,10 @@ impl Store for Counting {
     }
     fn commit(&self, ops: &[TxnOp<'_>]) -> StoreResult<Result<Revision, TxnConflict>> {
         self.up()?;
+        let routes = ops.iter().filter(|op| op.key().starts_with(ROUTES_PREFIX));
+        self.route_ops
+            .fetch_add(routes.count() as u64, Ordering::SeqCst);
+        self.ops.fetch_add(ops.len() as u64, Ordering::SeqCst);
         self.write(self.inner.commit(ops))
     }
     fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch> {
@@ -1585,6 +1605,7 @@ fn random_operations_never_hand_out_an_address_twice() {
             let handles: HashSet<String> = model.held.keys().cloned().collect();
             let findings = env.ipam.check(&handles).unwrap();
             assert!(findings.is_clean(), "{step}: {findings:?}");
+            routes::assert_routes_match(&*env.store.inner);
         }
     }
     eprintln!("{stats:?}");
@@ -2130,5 +2151,6 @@ fn four_nodes_with_eight_threads_each_share_one_store() {
             assert_eq!(ipam.find(hd).len(), 1, "node-{n} finds {hd}");
         }
     }
+    routes::assert_routes_match(&*raw);
     eprintln!("four nodes x 8 threads x 50: {borrowed} borrowed addresses");
 }

@@ -1,13 +1,32 @@
 //! The node registry and the routes that follow it.
 //!
-//! Every weftd registers its node under `/weft/nodes/v1/<name>` on a lease it
-//! keeps alive: the node's underlay addresses and VTEP MAC. The blocks a node
-//! owns are already in the store (IPAM's block records carry their
-//! affinity). A reconciler watches both and makes the kernel's routes to every
-//! other node's blocks exactly what they say, through the data-path seam: a
-//! node that stops renewing its lease disappears from everyone's routes when
-//! the lease expires; a block claimed anywhere appears everywhere within the
-//! watch latency.
+//! Every weftd registers its node under `/weft/cluster/v1/nodes/<name>` on a
+//! lease it keeps alive: the node's underlay addresses and VTEP MAC. Who owns
+//! which block, and which addresses of a block another node borrowed, is in
+//! IPAM's records. A reconciler follows both and makes the kernel's routes to
+//! every other node's blocks exactly what they say, through the data-path
+//! seam: a node that stops renewing its lease disappears from everyone's
+//! routes when the lease expires; a block claimed anywhere appears everywhere
+//! within the watch latency.
+//!
+//! # What is watched, and why
+//!
+//! Only `/weft/cluster/v1/`: the node registrations and IPAM's route
+//! summaries (`/weft/cluster/v1/routes/<block>`, [`RouteSummary`]: a block's
+//! owner and borrowed addresses, written in the block's own commit only when
+//! they change). Not the block records: those are ~10 KB each and rewritten
+//! on every allocation, so watching them sent every allocation anywhere to
+//! every node, costing each weftd and etcd CPU per pod started in the
+//! cluster, for nothing routing needed.
+//!
+//! On every (re)list the reconciler first lists the block records (the
+//! authority, and the only source for blocks written before summaries
+//! existed), then lists `/weft/cluster/v1/` and applies it over them (a
+//! summary replaces what the block record said), then watches
+//! `/weft/cluster/v1/` from the *block* listing's revision: the events
+//! between the two listings are replayed over the second one and end in the
+//! same state, and a block deleted in between (its summary deleted in the
+//! same commit) is not left routed.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -18,14 +37,14 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use weft_datapath::{Datapath, PeerNode, RoutingMode};
+use weft_ipam::{escape_cidr, RouteSummary, BLOCKS_PREFIX, ROUTES_PREFIX};
 use weft_store::{EventKind, Store, StoreError, WatchMessage};
 
 /// Where nodes register.
-pub const NODES_PREFIX: &str = "/weft/nodes/v1/";
-/// Where IPAM keeps its blocks (and so who owns which block).
-const BLOCKS_PREFIX: &str = "/weft/ipam/v1/blocks/";
-/// The reconciler watches this prefix, which covers both.
-const WATCH_PREFIX: &str = "/weft/";
+pub const NODES_PREFIX: &str = "/weft/cluster/v1/nodes/";
+/// The reconciler watches this prefix: the nodes and IPAM's route
+/// summaries ([`ROUTES_PREFIX`]), small keys written only when routes change.
+const WATCH_PREFIX: &str = "/weft/cluster/v1/";
 /// Changes arriving within this window are applied in one sync.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -46,8 +65,9 @@ pub struct NodeRecord {
     pub version: String,
 }
 
-/// The part of an IPAM block record the registry needs: who owns the block,
-/// and which of its addresses other nodes borrowed.
+/// The part of an IPAM block record the registry needs (read on a relist
+/// only): who owns the block, and which of its addresses other nodes
+/// borrowed.
 #[derive(Debug, Deserialize)]
 struct BlockOwner {
     cidr: IpNet,
@@ -62,6 +82,20 @@ struct BorrowedBy {
     /// Set only when a node other than the block's owner holds the address.
     #[serde(default)]
     node: Option<String>,
+}
+
+impl From<BlockOwner> for RouteSummary {
+    fn from(b: BlockOwner) -> RouteSummary {
+        RouteSummary {
+            cidr: b.cidr,
+            affinity: b.affinity,
+            borrowed: b
+                .allocations
+                .into_iter()
+                .filter_map(|(o, a)| Some((o, a.node?)))
+                .collect(),
+        }
+    }
 }
 
 /// Address `ordinal` of `block`, as a host route (/32 or /128).
@@ -90,7 +124,9 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// Applies one stored key (a node or a block) or its deletion.
+    /// Applies one stored key (a node, a route summary or a block record)
+    /// or its deletion. A summary and a block record of the same block
+    /// replace each other: whichever comes last says what the block routes.
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) {
         if let Some(name) = key.strip_prefix(NODES_PREFIX) {
             match value.and_then(|v| serde_json::from_slice::<NodeRecord>(v).ok()) {
@@ -101,21 +137,33 @@ impl ClusterView {
                     self.nodes.remove(name);
                 }
             }
-        } else if let Some(escaped) = key.strip_prefix(BLOCKS_PREFIX) {
-            // forget what this block said before, then take what it says now
-            self.blocks.retain(|cidr, _| escape(cidr) != escaped);
-            self.borrowed
-                .retain(|_, (block, _)| escape(block) != escaped);
-            let Some(rec) = value.and_then(|v| serde_json::from_slice::<BlockOwner>(v).ok()) else {
-                return;
-            };
-            if let Some(owner) = rec.affinity {
-                self.blocks.insert(rec.cidr, owner);
+        } else if let Some(escaped) = key.strip_prefix(ROUTES_PREFIX) {
+            self.forget(escaped);
+            if let Some(s) = value.and_then(|v| RouteSummary::decode(v).ok()) {
+                self.learn(s);
             }
-            for (ordinal, a) in rec.allocations {
-                if let (Some(node), Some(host)) = (a.node, host_net(&rec.cidr, ordinal)) {
-                    self.borrowed.insert(host, (rec.cidr, node));
-                }
+        } else if let Some(escaped) = key.strip_prefix(BLOCKS_PREFIX) {
+            self.forget(escaped);
+            if let Some(b) = value.and_then(|v| serde_json::from_slice::<BlockOwner>(v).ok()) {
+                self.learn(b.into());
+            }
+        }
+    }
+
+    /// Drops what the view knew of the block whose key ends in `escaped`.
+    fn forget(&mut self, escaped: &str) {
+        self.blocks.retain(|cidr, _| escape_cidr(cidr) != escaped);
+        self.borrowed
+            .retain(|_, (block, _)| escape_cidr(block) != escaped);
+    }
+
+    fn learn(&mut self, s: RouteSummary) {
+        if let Some(owner) = s.affinity {
+            self.blocks.insert(s.cidr, owner);
+        }
+        for (ordinal, node) in s.borrowed {
+            if let Some(host) = host_net(&s.cidr, ordinal) {
+                self.borrowed.insert(host, (s.cidr, node));
             }
         }
     }
@@ -147,10 +195,6 @@ impl ClusterView {
             })
             .collect()
     }
-}
-
-fn escape(cidr: &IpNet) -> String {
-    cidr.to_string().replace('/', "-")
 }
 
 /// Registers `rec` under a lease of `ttl` and keeps it alive until the
@@ -229,13 +273,16 @@ fn reconcile_until_lost(
     mode: RoutingMode,
     device: &str,
 ) -> Result<(), StoreError> {
-    let listing = store.list(WATCH_PREFIX)?;
+    // Blocks first, then nodes and summaries over them; the watch replays
+    // what changed since the block listing (see the module docs).
+    let blocks = store.list(BLOCKS_PREFIX)?;
+    let cluster = store.list(WATCH_PREFIX)?;
     let mut view = ClusterView::default();
-    for kv in &listing.kvs {
+    for kv in blocks.kvs.iter().chain(&cluster.kvs) {
         view.apply(&kv.key, Some(&kv.value));
     }
     sync(datapath, me, mode, device, &view);
-    let watch = store.watch(WATCH_PREFIX, listing.revision)?;
+    let watch = store.watch(WATCH_PREFIX, blocks.revision)?;
     let mut dirty_since: Option<Instant> = None;
     loop {
         let wait = match dirty_since {
@@ -287,143 +334,4 @@ fn sync(datapath: &dyn Datapath, me: &str, mode: RoutingMode, device: &str, view
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(name: &str, last: u8) -> Vec<u8> {
-        serde_json::to_vec(&NodeRecord {
-            name: name.into(),
-            underlay_v4: Some(Ipv4Addr::new(198, 18, 0, last)),
-            underlay_v6: None,
-            vtep_mac: Some(format!("02:00:00:00:00:{last:02x}")),
-            version: "t".into(),
-        })
-        .unwrap()
-    }
-
-    fn block(cidr: &str, owner: Option<&str>) -> (String, Vec<u8>) {
-        let c: IpNet = cidr.parse().unwrap();
-        (
-            format!("{BLOCKS_PREFIX}{}", escape(&c)),
-            serde_json::to_vec(&serde_json::json!({"cidr": cidr, "pool": "10.244.0.0/16", "affinity": owner, "allocations": {}})).unwrap(),
-        )
-    }
-
-    #[test]
-    fn peers_are_the_other_registered_nodes_with_their_blocks() {
-        let mut v = ClusterView::default();
-        v.apply(&format!("{NODES_PREFIX}a"), Some(&node("a", 11)));
-        v.apply(&format!("{NODES_PREFIX}b"), Some(&node("b", 12)));
-        for (cidr, owner) in [
-            ("10.244.0.0/26", "a"),
-            ("10.244.0.64/26", "b"),
-            ("10.244.0.128/26", "b"),
-            ("10.244.0.192/26", "gone"),
-        ] {
-            let (k, val) = block(cidr, Some(owner));
-            v.apply(&k, Some(&val));
-        }
-        let peers = v.peers("a");
-        assert_eq!(peers.len(), 1, "only b: a is me, 'gone' is not registered");
-        assert_eq!(peers[0].name, "b");
-        assert_eq!(peers[0].blocks.len(), 2);
-        assert_eq!(peers[0].vtep_mac, Some([2, 0, 0, 0, 0, 12]));
-        // b's lease expires: its node key is deleted, its routes go
-        v.apply(&format!("{NODES_PREFIX}b"), None);
-        assert!(v.peers("a").is_empty());
-        // a block deleted (given back) leaves the view
-        let (k, _) = block("10.244.0.0/26", None);
-        v.apply(&k, None);
-        assert!(!v.blocks.keys().any(|c| c.to_string() == "10.244.0.0/26"));
-    }
-
-    #[test]
-    fn a_borrowed_address_is_routed_to_the_node_that_holds_it() {
-        let mut v = ClusterView::default();
-        for (name, last) in [("a", 11), ("b", 12), ("c", 13)] {
-            v.apply(&format!("{NODES_PREFIX}{name}"), Some(&node(name, last)));
-        }
-        // b's block, with ordinal 5 borrowed by c
-        let key = format!("{BLOCKS_PREFIX}10.244.0.64-26");
-        let rec = serde_json::json!({"cidr": "10.244.0.64/26", "pool": "10.244.0.0/16", "affinity": "b",
-            "allocations": {"1": {"handle": "x/eth0"}, "5": {"handle": "y/eth0", "node": "c"}}});
-        v.apply(&key, Some(&serde_json::to_vec(&rec).unwrap()));
-        let peers = v.peers("a");
-        let of = |n: &str| peers.iter().find(|p| p.name == n).unwrap().blocks.clone();
-        assert_eq!(of("b"), vec!["10.244.0.64/26".parse::<IpNet>().unwrap()]);
-        assert_eq!(
-            of("c"),
-            vec!["10.244.0.69/32".parse::<IpNet>().unwrap()],
-            "host route to the borrower"
-        );
-        // b itself routes the borrowed address to c as well
-        assert!(v
-            .peers("b")
-            .iter()
-            .any(|p| p.name == "c" && p.blocks.contains(&"10.244.0.69/32".parse().unwrap())));
-        // released: the host route goes
-        let rec = serde_json::json!({"cidr": "10.244.0.64/26", "pool": "10.244.0.0/16", "affinity": "b",
-            "allocations": {"1": {"handle": "x/eth0"}}});
-        v.apply(&key, Some(&serde_json::to_vec(&rec).unwrap()));
-        assert!(v
-            .peers("a")
-            .iter()
-            .find(|p| p.name == "c")
-            .unwrap()
-            .blocks
-            .is_empty());
-    }
-
-    #[test]
-    fn garbage_in_the_store_never_panics_and_is_ignored() {
-        let mut v = ClusterView::default();
-        v.apply(&format!("{NODES_PREFIX}x"), Some(b"{not json"));
-        v.apply(&format!("{BLOCKS_PREFIX}junk"), Some(b"[]"));
-        v.apply("/weft/ipam/v1/pools/10.244.0.0-16", Some(b"{}"));
-        assert!(v.nodes.is_empty() && v.blocks.is_empty());
-    }
-
-    #[test]
-    fn registration_and_the_reconciler_follow_the_store() {
-        use weft_datapath::{Op, RecordingDatapath};
-        use weft_store::embedded::EmbeddedStore;
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-        let dp = RecordingDatapath::new();
-        start_reconciler(
-            store.clone(),
-            Arc::new(dp.clone()),
-            "a".into(),
-            RoutingMode::Overlay,
-            "weft.vxlan".into(),
-        );
-        start_registration(
-            store.clone(),
-            NodeRecord {
-                name: "b".into(),
-                underlay_v4: Some(Ipv4Addr::new(198, 18, 0, 12)),
-                underlay_v6: None,
-                vtep_mac: None,
-                version: "t".into(),
-            },
-            Duration::from_secs(2),
-        );
-        let (k, val) = block("10.244.0.64/26", Some("b"));
-        store.create(&k, &val, None).unwrap().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let synced_b = dp
-                .calls_of(Op::SyncPeers)
-                .iter()
-                .any(|c| format!("{c:?}").contains("10.244.0.64/26"));
-            if synced_b {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "b's block never reached the data path: {:?}",
-                dp.calls()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+mod tests;

@@ -78,8 +78,12 @@ fn wait_started(
             .into_iter()
             .find(|e| e.attachment.container_id == cni_id);
         if let Some(ep) = ep {
+            // the endpoint of this task, not one an earlier run left behind
+            // (a new task exists before its ADD has replaced that record)
             if let Some(pid) = ctd.running_task_pid(id).expect("ctr task ls") {
-                return (ep, pid);
+                if ep.netns == format!("/proc/{pid}/ns/net") {
+                    return (ep, pid);
+                }
             }
         }
         assert!(

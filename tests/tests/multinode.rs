@@ -409,3 +409,58 @@ fn under_pool_pressure_nodes_borrow_and_no_address_is_given_twice_privileged() {
         assert_ipam_clean(&lab, i);
     }
 }
+
+#[test]
+fn weftd_started_while_etcd_is_down_waits_for_it_privileged() {
+    if !root_or_skip("weftd_started_while_etcd_is_down_waits_for_it_privileged") {
+        return;
+    }
+    let mut lab = lab("ew", |s| {
+        s.nodes = 1;
+        s.etcd_members = 1;
+    });
+    let a = lab.add_pod_on("a", 0).unwrap();
+
+    // the node reboots while etcd is away: weftd must wait, not exit
+    lab.stop_weftd_on(0).unwrap();
+    lab.stop_etcd_member(0).unwrap();
+    let pid = lab.spawn_weftd_on(0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(weft_lab::pid_alive(pid), "weftd exited without etcd");
+
+    // meanwhile the runtime gets "try again later" for ADD, DEL is spooled
+    let ns = format!("{}-late", lab.name);
+    weft_lab::ip(&["netns", "add", &ns]).unwrap();
+    let conf = lab.net_conf_on(0, "1.0.0");
+    let late = format!("/run/netns/{ns}");
+    let add = lab.cni_on(0, "ADD", "late", &late, "late", &conf).unwrap();
+    assert!(!add.success, "{add:?}");
+    assert_eq!(add.json().unwrap()["code"], 11, "{}", add.stdout);
+    let del = lab
+        .cni_on(
+            0,
+            "DEL",
+            &a.container_id,
+            &a.netns.to_string_lossy(),
+            "a",
+            &conf,
+        )
+        .unwrap();
+    assert!(del.success, "DEL while weftd waits: {del:?}");
+
+    // etcd returns: weftd finishes starting, replays the DEL, serves ADD
+    lab.start_etcd_member(0).unwrap();
+    lab.wait_weftd_on(0, Duration::from_secs(30))
+        .expect("weftd ready once etcd is back");
+    let add = lab.cni_on(0, "ADD", "late", &late, "late", &conf).unwrap();
+    assert!(add.success, "ADD after etcd came back: {add:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || !ipam(&lab)
+            .allocations
+            .iter()
+            .any(|x| a.ips.contains(&x.address))),
+        "the DEL spooled while weftd waited was never replayed"
+    );
+    assert_ipam_clean(&lab, 0);
+    let _ = weft_lab::ip(&["netns", "del", &ns]);
+}

@@ -6,6 +6,7 @@
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
+//! - [`startup`]: waiting for the datastore at start
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
 
@@ -17,6 +18,7 @@ pub mod naming;
 pub mod reconcile;
 pub mod registry;
 pub mod server;
+pub mod startup;
 pub mod teardown;
 
 use std::sync::Arc;
@@ -30,6 +32,9 @@ use weft_store::Store;
 
 use crate::agent::{Agent, NodeFacts};
 use crate::config::{AgentConfig, Routing, StoreKind, VXLAN_DEVICE, VXLAN_OVERHEAD};
+
+/// The first wait when the datastore is away at start (then doubling).
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Builds the agent from its configuration: opens the stores, prepares the
 /// node, reconciles, replays the spool. Does not serve yet.
@@ -47,11 +52,22 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
                     "--store etcd needs --etcd-endpoints http://HOST:2379[,http://HOST2:2379…]"
                 );
             }
+            let endpoints = cfg.etcd_endpoints.join(",");
             Arc::new(
-                weft_store::etcd::EtcdStore::connect(&cfg.etcd_endpoints, Default::default())
-                    .with_context(|| {
-                        format!("connecting to etcd at {}", cfg.etcd_endpoints.join(","))
-                    })?,
+                startup::until_available(
+                    &format!("etcd at {endpoints}"),
+                    STORE_RETRY,
+                    |e: &weft_store::StoreError| {
+                        matches!(e, weft_store::StoreError::Unavailable { .. })
+                    },
+                    || {
+                        weft_store::etcd::EtcdStore::connect(
+                            &cfg.etcd_endpoints,
+                            Default::default(),
+                        )
+                    },
+                )
+                .with_context(|| format!("connecting to etcd at {endpoints}"))?,
             )
         }
     };
@@ -90,8 +106,13 @@ pub fn build_with(
     ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
     ipam_cfg.batching = cfg.ipam_batching;
     let backend = ipam_store.backend().to_string();
-    let ipam = Ipam::new(ipam_store.clone(), ipam_cfg, Arc::new(SystemClock))
-        .context("setting up IPAM")?;
+    let ipam = startup::until_available(
+        "the IPAM pools",
+        STORE_RETRY,
+        weft_ipam::IpamError::is_temporary,
+        || Ipam::new(ipam_store.clone(), ipam_cfg.clone(), Arc::new(SystemClock)),
+    )
+    .context("setting up IPAM")?;
 
     datapath
         .prepare_node(&NodeSetup {

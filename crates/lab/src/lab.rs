@@ -570,9 +570,16 @@ impl Lab {
         args
     }
 
-    /// Starts node `i`'s weftd inside its namespace, detached, and waits
-    /// (at most 15 s) until its socket answers.
+    /// Starts node `i`'s weftd with the lab's arguments and waits (at most
+    /// 15 s) until its socket answers.
     pub fn start_weftd_on(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn_weftd_on(i)?;
+        self.wait_weftd_on(i, Duration::from_secs(15))
+    }
+
+    /// Starts node `i`'s weftd and returns at once, its pid recorded (so
+    /// `down` finds it even if it never answers).
+    pub fn spawn_weftd_on(&mut self, i: usize) -> anyhow::Result<u32> {
         let node = self.node(i)?.clone();
         if node.weftd_alive() {
             bail!(
@@ -602,14 +609,23 @@ impl Lab {
             .with_context(|| format!("starting weftd in {}", node.name))?;
         let pid = child.id();
         self.set_weftd_pid(i, Some(pid));
-        // record the pid at once: `down` must find this weftd, even if it never answers
         self.save()?;
         // reap it in the background if it exits while we are still here
         std::thread::spawn(move || {
             let mut child = child;
             let _ = child.wait();
         });
-        let deadline = Instant::now() + Duration::from_secs(15);
+        Ok(pid)
+    }
+
+    /// Waits (at most `limit`) until node `i`'s weftd answers on its socket;
+    /// fails at once if it exited.
+    pub fn wait_weftd_on(&self, i: usize, limit: Duration) -> anyhow::Result<()> {
+        let node = self.node(i)?;
+        let pid = node
+            .weftd_pid
+            .with_context(|| format!("no weftd started on {}", node.name))?;
+        let deadline = Instant::now() + limit;
         loop {
             let ok = weft_api::http::call(
                 &node.socket,
@@ -632,9 +648,10 @@ impl Lab {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "weftd of {} did not answer on {} within 15 s; see {}",
+                    "weftd of {} did not answer on {} within {} s; see {}",
                     node.name,
                     node.socket.display(),
+                    limit.as_secs(),
                     node.log_path().display()
                 );
             }

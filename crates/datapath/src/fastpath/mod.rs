@@ -197,15 +197,30 @@ impl FastPath {
 
         let prog = self.loaded.program(FROM_POD)?;
         let mut attached = 0;
+        // one veth that cannot take the program must not keep the others
+        // from it: try them all, report the first failure
+        let mut first_error = None;
         for &ifindex in veths {
-            if !self.attached.contains(&ifindex) {
-                bpf::tcx_attach(ifindex, TcxDirection::Ingress, prog)?;
-                self.attached.insert(ifindex);
-                attached += 1;
+            if self.attached.contains(&ifindex) {
+                continue;
+            }
+            match bpf::tcx_attach(ifindex, TcxDirection::Ingress, prog) {
+                Ok(()) => {
+                    self.attached.insert(ifindex);
+                    attached += 1;
+                }
+                // deleted since the dump (a DEL racing this sync): nothing to do
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         self.attached.retain(|i| veths.contains(i));
-        Ok((changes, attached))
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok((changes, attached)),
+        }
     }
 
     /// Drops the entries of `ips` at once (a DEL), ahead of the next sync.

@@ -388,12 +388,27 @@ fn under_pool_pressure_nodes_borrow_and_no_address_is_given_twice_privileged() {
             }
         }
     }
-    let own_block: ipnet::IpNet = "10.250.0.0/29".parse().unwrap();
+    // node 1's pods beyond its one block live in other nodes' blocks, and
+    // the IPAM view (`weft ipam show`) says so address by address
+    let view = ipam(&lab);
+    let borrower = lab.node(0).unwrap().name.clone();
+    let owner_of = |ip: std::net::IpAddr| {
+        view.blocks
+            .iter()
+            .find(|b| b.cidr.contains(&ip))
+            .and_then(|b| b.affinity.clone())
+    };
     let borrowed: Vec<_> = pods[2..]
         .iter()
-        .filter(|p| !own_block.contains(&v4(&p.ips)))
+        .filter(|p| owner_of(v4(&p.ips)).as_deref() != Some(borrower.as_str()))
         .collect();
     assert!(!borrowed.is_empty(), "node 1 never borrowed: {pods:?}");
+    for a in &view.allocations {
+        let lent = owner_of(a.address).as_deref() != Some(borrower.as_str())
+            && pods[2..].iter().any(|p| p.ips.contains(&a.address));
+        let want = lent.then_some(borrower.as_str());
+        assert_eq!(a.borrowed_by.as_deref(), want, "{a:?}");
+    }
     // a borrowed pod is reachable from the node whose block it lives in and from the third
     for p in &borrowed {
         for from in [&b, &c] {

@@ -518,6 +518,7 @@ fn allocation_view(a: weft_ipam::AllocationInfo) -> AllocationView {
         container_id: a.container_id,
         ifname: a.ifname,
         allocated_at: a.allocated_at,
+        borrowed_by: a.borrowed_by,
     }
 }
 

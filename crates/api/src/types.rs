@@ -185,6 +185,10 @@ pub struct AllocationView {
     pub ifname: String,
     /// Unix seconds.
     pub allocated_at: u64,
+    /// The node holding the address when it borrowed it from another node's
+    /// block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrowed_by: Option<String>,
 }
 
 /// `weft ipam check`.

@@ -212,10 +212,14 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
                 short(&a.container_id),
                 a.ifname.clone(),
                 a.block.to_string(),
+                a.borrowed_by.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    table(&["ADDRESS", "POD", "CONTAINER", "IF", "BLOCK"], &rows);
+    table(
+        &["ADDRESS", "POD", "CONTAINER", "IF", "BLOCK", "BORROWED BY"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

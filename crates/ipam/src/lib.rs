@@ -283,6 +283,9 @@ pub struct AllocationInfo {
     pub ifname: String,
     /// Unix seconds.
     pub allocated_at: u64,
+    /// The node holding the address when it is not the block's owner (it
+    /// borrowed the address).
+    pub borrowed_by: Option<String>,
 }
 
 impl AllocationInfo {
@@ -296,6 +299,7 @@ impl AllocationInfo {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             allocated_at: a.allocated_at_ms / 1000,
+            borrowed_by: a.node.clone(),
         }
     }
 }

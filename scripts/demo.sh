@@ -13,17 +13,26 @@ trap cleanup EXIT
 echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
 weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6
 echo
+echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"
+for _ in $(seq 50); do
+  st=$(weft --lab "$name" -o json status)
+  fast=$(sed -n 's/.*"fast": *\([0-9]*\).*/\1/p' <<<"$st" | head -1)
+  addrs=$(sed -n 's/.*"addresses": *\([0-9]*\).*/\1/p' <<<"$st" | head -1)
+  if [[ -n $fast && $fast == "$addrs" && $fast != 0 ]]; then break; fi
+  sleep 0.2
+done
+echo
 echo "== weft lab status (which pod runs on which node)"
 weft lab status --name "$name"
-echo
-echo "== weft status (node 1)"
-weft --lab "$name" status
 echo
 echo "== weft ipam show (node 1's view of the cluster's blocks)"
 weft --lab "$name" ipam show
 echo
 echo "== reachability: every pod to every pod and every node, TCP over IPv4 and IPv6"
 weft lab check --name "$name" --svg "/tmp/$name-reachability.svg"
+echo
+echo "== weft status (node 1; forwarding counts the packets the check just sent)"
+weft --lab "$name" status
 echo
 echo "== weft ipam check (node 1)"
 weft --lab "$name" ipam check

@@ -59,17 +59,20 @@ pub fn status(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     if s.spool_replayed > 0 {
         outln!("spool:        {} DELs replayed at start", s.spool_replayed);
     }
-    outln!("forwarding:   {}", fastpath_line(&s.fastpath));
+    outln!("forwarding:   {}", fastpath_line(&s.fastpath, s.endpoints));
     outln!();
     pools_table(&s.pools);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `ebpf fast path: 12 of 14 pod addresses fast (1 shaped); 5321 local, 80 remote, 77 to the kernel`
-fn fastpath_line(f: &weft_api::FastPathStatus) -> String {
+fn fastpath_line(f: &weft_api::FastPathStatus, endpoints: usize) -> String {
     if f.mode != "ebpf" {
         let why = f.reason.as_deref().unwrap_or("not started");
         return format!("kernel path ({why})");
+    }
+    if f.addresses == 0 && endpoints > 0 {
+        return "ebpf fast path: the pods are not in its map yet (it syncs every second; pods turn fast 2-3 s after ADD)".into();
     }
     let c = |k: &str| f.counters.get(k).copied().unwrap_or(0);
     let to_kernel: u64 = f

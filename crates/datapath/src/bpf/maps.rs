@@ -39,7 +39,9 @@ impl Map {
             .u32(12, def.max_entries)
             .u32(16, def.flags)
             .bytes(28, sys::obj_name(name)); // map_name[16]
-        let fd = sys::bpf_fd(sys::BPF_MAP_CREATE, &mut attr).map_err(sys::map_err(
+                                             // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+                                             // that outlives the call and has the size the attr states.
+        let fd = unsafe { sys::bpf_fd(sys::BPF_MAP_CREATE, &mut attr) }.map_err(sys::map_err(
             "BPF_MAP_CREATE",
             format!("map {name} {def:?}"),
         ))?;
@@ -111,7 +113,9 @@ impl Map {
         let mut attr = self.elem_attr(key.as_ptr(), value.as_ptr());
         attr.u64(24, BPF_ANY);
         // key and value have the sizes the kernel reads (checked above)
-        sys::bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map_err(sys::map_err(
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        unsafe { sys::bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr) }.map_err(sys::map_err(
             "BPF_MAP_UPDATE_ELEM",
             format!("map {}", self.name),
         ))?;
@@ -122,7 +126,9 @@ impl Map {
     pub fn delete(&self, key: &[u8]) -> Result<bool, BpfError> {
         self.check("key", key.len(), self.def.key_size)?;
         let mut attr = self.elem_attr(key.as_ptr(), std::ptr::null());
-        match sys::bpf(sys::BPF_MAP_DELETE_ELEM, &mut attr) {
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        match unsafe { sys::bpf(sys::BPF_MAP_DELETE_ELEM, &mut attr) } {
             Ok(_) => Ok(true),
             Err(libc::ENOENT) => Ok(false),
             Err(e) => Err(BpfError::sys(
@@ -137,7 +143,9 @@ impl Map {
     fn lookup_into(&self, key: &[u8], out: &mut [u8]) -> Result<bool, BpfError> {
         self.check("key", key.len(), self.def.key_size)?;
         let mut attr = self.elem_attr(key.as_ptr(), out.as_mut_ptr());
-        match sys::bpf(sys::BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        match unsafe { sys::bpf(sys::BPF_MAP_LOOKUP_ELEM, &mut attr) } {
             Ok(_) => Ok(true),
             Err(libc::ENOENT) => Ok(false),
             Err(e) => Err(BpfError::sys(
@@ -178,7 +186,9 @@ impl Map {
             let mut next = vec![0u8; size];
             let prev = keys.last().map_or(std::ptr::null(), |k| k.as_ptr());
             let mut attr = self.elem_attr(prev, next.as_mut_ptr());
-            match sys::bpf(sys::BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+            // that outlives the call and has the size the attr states.
+            match unsafe { sys::bpf(sys::BPF_MAP_GET_NEXT_KEY, &mut attr) } {
                 Ok(_) => keys.push(next),
                 Err(libc::ENOENT) => break,
                 Err(e) => {

@@ -186,12 +186,16 @@ fn load_program(name: &str, insns: &[[u8; 8]], license: &CString) -> Result<Prog
         // the kernel reads insn_cnt instructions and the NUL-terminated
         // license, and writes at most log_size bytes of log: all valid here.
         // EAGAIN: the verifier was interrupted; libbpf retries too.
-        let mut r = sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr);
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        let mut r = unsafe { sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr) };
         for _ in 0..4 {
             if !matches!(r, Err(libc::EAGAIN)) {
                 break;
             }
-            r = sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr);
+            // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+            // that outlives the call and has the size the attr states.
+            r = unsafe { sys::bpf_fd(sys::BPF_PROG_LOAD, &mut attr) };
         }
         r
     };

@@ -62,10 +62,11 @@ impl Attr {
 
 /// Issues `cmd`; returns the syscall's result or the positive errno.
 ///
-/// The caller guarantees that every pointer written into `attr` points to
-/// memory that is valid for the access `cmd` makes (reads of keys and
-/// instructions, writes of values and ids) and lives across this call.
-pub fn bpf(cmd: u32, attr: &mut Attr) -> Result<i64, i32> {
+/// # Safety
+/// Every pointer written into `attr` must point to memory that is valid for
+/// the access `cmd` makes (reads of keys and instructions, writes of values
+/// and ids) and lives across this call.
+pub unsafe fn bpf(cmd: u32, attr: &mut Attr) -> Result<i64, i32> {
     // SAFETY: `attr` is a valid, writable buffer of ATTR_SIZE bytes for the
     // duration of the call (the kernel may write results into it); pointers
     // inside it are the caller's responsibility, see above.
@@ -87,8 +88,12 @@ pub fn bpf(cmd: u32, attr: &mut Attr) -> Result<i64, i32> {
 }
 
 /// [`bpf`] for the commands that return a new file descriptor.
-pub fn bpf_fd(cmd: u32, attr: &mut Attr) -> Result<OwnedFd, i32> {
-    let fd = bpf(cmd, attr)?;
+///
+/// # Safety
+/// As for [`bpf`].
+pub unsafe fn bpf_fd(cmd: u32, attr: &mut Attr) -> Result<OwnedFd, i32> {
+    // SAFETY: the caller upholds `bpf`'s contract
+    let fd = unsafe { bpf(cmd, attr) }?;
     // SAFETY: on success these commands return a new fd that nothing else
     // owns (the kernel opens it O_CLOEXEC).
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -108,7 +113,9 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<(u32, String), i32> {
     attr.fd(0, fd)
         .u32(4, PROG_INFO_LEN as u32)
         .ptr(8, info.0.as_mut_ptr());
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+    // that outlives the call and has the size the attr states.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     let id = u32::from_ne_bytes(info.0[4..8].try_into().expect("4 bytes"));
     let name = &info.0[64..80];
     let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
@@ -119,7 +126,9 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<(u32, String), i32> {
 pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd, i32> {
     let mut attr = Attr::new();
     attr.u32(0, id); // prog_id
-    bpf_fd(BPF_PROG_GET_FD_BY_ID, &mut attr)
+                     // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+                     // that outlives the call and has the size the attr states.
+    unsafe { bpf_fd(BPF_PROG_GET_FD_BY_ID, &mut attr) }
 }
 
 /// The name the kernel stores for an object: at most 15 bytes of `name`

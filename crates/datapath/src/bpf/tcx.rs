@@ -61,7 +61,9 @@ fn query(ifindex: u32, dir: TcxDirection) -> Result<Vec<Entry>, BpfError> {
             .u32(24, cap as u32)
             .ptr(40, links.as_mut_ptr());
         // the id arrays hold `cap` entries, as prog_cnt tells the kernel
-        match sys::bpf(sys::BPF_PROG_QUERY, &mut attr) {
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        match unsafe { sys::bpf(sys::BPF_PROG_QUERY, &mut attr) } {
             Ok(_) => {
                 let n = (attr.get_u32(24) as usize).min(cap);
                 return Ok((0..n)
@@ -123,7 +125,9 @@ pub fn tcx_attach(ifindex: u32, dir: TcxDirection, prog: &Program) -> Result<(),
         attr.u32(0, ifindex)
             .fd(4, prog.as_fd())
             .u32(8, dir.attach_type());
-        match sys::bpf(sys::BPF_PROG_ATTACH, &mut attr) {
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        match unsafe { sys::bpf(sys::BPF_PROG_ATTACH, &mut attr) } {
             // EEXIST: a concurrent caller attached this very program
             Ok(_) | Err(libc::EEXIST) => {}
             Err(e) => {
@@ -178,7 +182,9 @@ fn detach(
         attr.u32(0, ifindex)
             .fd(4, fd.as_fd())
             .u32(8, dir.attach_type());
-        match sys::bpf(sys::BPF_PROG_DETACH, &mut attr) {
+        // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+        // that outlives the call and has the size the attr states.
+        match unsafe { sys::bpf(sys::BPF_PROG_DETACH, &mut attr) } {
             Ok(_) => n += 1,
             // detached meanwhile by someone else
             Err(libc::ENOENT) => {}

@@ -1742,6 +1742,20 @@ fn a_batch_with_a_lost_condition_is_replanned_whole() {
     assert_all_distinct(&ipams[0].allocations().unwrap(), 16 * 40);
 }
 
+/// Two nodes on one store: node-a fills its one block (a0..a6) and node-b
+/// claims its own with b0, so node-a's next address must be borrowed.
+fn a_full_beside_b(c: IpamConfig) -> (Arc<dyn Store>, Arc<ManualClock>, Env, Env) {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = node_env(&raw, &clock, c.clone(), "node-a");
+    let b = node_env(&raw, &clock, c, "node-b");
+    for i in 0..7 {
+        a.alloc(format!("a{i}"), &v4()).unwrap();
+    }
+    b.alloc("b0", &v4()).unwrap();
+    (raw, clock, a, b)
+}
+
 fn borrow_cfg() -> IpamConfig {
     // Blocks of 8 in a pool of 4 blocks; one block per node.
     let mut c = cfg(vec![pool("10.1.0.0/27", 29)]);
@@ -1816,14 +1830,7 @@ fn borrowing_from_another_nodes_block() {
 
 #[test]
 fn gc_frees_borrowed_leaks_of_this_node_only() {
-    let raw = new_store();
-    let clock = Arc::new(ManualClock::new(T0));
-    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
-    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
-    for i in 0..7 {
-        a.alloc(format!("a{i}"), &v4()).unwrap();
-    }
-    b.alloc("b0", &v4()).unwrap();
+    let (_raw, clock, a, b) = a_full_beside_b(borrow_cfg());
     let borrowed = a.alloc("a7", &v4()).unwrap();
     clock.advance(Duration::from_secs(120));
     let a_live: HashSet<String> = (0..7).map(|i| h(format!("a{i}"))).collect();
@@ -1840,16 +1847,9 @@ fn gc_frees_borrowed_leaks_of_this_node_only() {
 
 #[test]
 fn strict_affinity_never_borrows() {
-    let raw = new_store();
-    let clock = Arc::new(ManualClock::new(T0));
     let mut c = borrow_cfg();
     c.strict_affinity = true;
-    let a = node_env(&raw, &clock, c.clone(), "node-a");
-    let b = node_env(&raw, &clock, c, "node-b");
-    for i in 0..7 {
-        a.alloc(format!("a{i}"), &v4()).unwrap();
-    }
-    b.alloc("b0", &v4()).unwrap();
+    let (_raw, _clock, a, _b) = a_full_beside_b(c);
     let err = a.alloc("a7", &v4()).unwrap_err();
     assert!(
         matches!(
@@ -1934,14 +1934,7 @@ fn empty_blocks_are_given_back_after_the_grace() {
 
 #[test]
 fn a_block_with_a_borrowed_address_is_not_given_back() {
-    let raw = new_store();
-    let clock = Arc::new(ManualClock::new(T0));
-    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
-    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
-    for i in 0..7 {
-        a.alloc(format!("a{i}"), &v4()).unwrap();
-    }
-    b.alloc("b0", &v4()).unwrap();
+    let (_raw, clock, a, b) = a_full_beside_b(borrow_cfg());
     a.alloc("a7", &v4()).unwrap(); // borrowed from node-b's block
     b.ipam.release(&h("b0")).unwrap();
     clock.advance(Duration::from_secs(3600));
@@ -1963,14 +1956,7 @@ fn a_block_with_a_borrowed_address_is_not_given_back() {
 
 #[test]
 fn a_gone_nodes_leaks_are_collected_after_the_grace() {
-    let raw = new_store();
-    let clock = Arc::new(ManualClock::new(T0));
-    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
-    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
-    for i in 0..7 {
-        a.alloc(format!("a{i}"), &v4()).unwrap();
-    }
-    b.alloc("b0", &v4()).unwrap();
+    let (raw, clock, a, b) = a_full_beside_b(borrow_cfg());
     b.alloc("b1", &v4()).unwrap();
     a.alloc("a7", &v4()).unwrap(); // node-a borrows in node-b's block
                                    // node-b borrows in node-c's block.

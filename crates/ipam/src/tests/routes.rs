@@ -123,14 +123,7 @@ fn summaries_follow_claims_borrows_and_releases() {
 
 #[test]
 fn a_gone_nodes_blocks_lose_or_delete_their_summary() {
-    let raw = new_store();
-    let clock = Arc::new(ManualClock::new(T0));
-    let a = node_env(&raw, &clock, borrow_cfg(), "node-a");
-    let b = node_env(&raw, &clock, borrow_cfg(), "node-b");
-    for i in 0..7 {
-        a.alloc(format!("a{i}"), &v4()).unwrap();
-    }
-    b.alloc("b0", &v4()).unwrap();
+    let (raw, clock, a, _b) = a_full_beside_b(borrow_cfg());
     a.alloc("a7", &v4()).unwrap(); // borrowed in node-b's block
     let c = node_env(&raw, &clock, borrow_cfg(), "node-c");
     c.alloc("c0", &v4()).unwrap();

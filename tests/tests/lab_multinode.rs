@@ -231,6 +231,14 @@ fn three_nodes_three_etcd_members_survive_one_member_down_privileged() {
     for node in lab.nodes() {
         assert!(node.weftd_alive(), "weftd of {} survived", node.name);
     }
+    // exactly one member leads (down stops it last)
+    assert!(
+        eventually(Duration::from_secs(10), || (0..3)
+            .filter(|&i| lab.etcd_member_leads(i))
+            .count()
+            == 1),
+        "no single etcd leader"
+    );
 
     let name = lab.name.clone();
     let pids = lab_pids(&lab);

@@ -786,6 +786,19 @@ impl Lab {
         matches!(body, Ok(Ok(b)) if b.replace(' ', "").contains("\"health\":\"true\""))
     }
 
+    /// Whether etcd member `i` is the cluster's leader now (its metrics say
+    /// so); false when it does not answer within a second.
+    pub fn etcd_member_leads(&self, i: usize) -> bool {
+        let Some(m) = self.etcd.get(i) else {
+            return false;
+        };
+        let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
+        let body = weft_datapath::netns::run_in(&self.fabric_netns, move || {
+            http_get(addr, "/metrics", Duration::from_secs(1))
+        });
+        matches!(body, Ok(Ok(b)) if b.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+    }
+
     /// Stops etcd member `i` (0-based; SIGTERM, then SIGKILL) for failure tests.
     pub fn stop_etcd_member(&mut self, i: usize) -> anyhow::Result<()> {
         let marker = self.pid_marker();
@@ -1036,9 +1049,15 @@ impl Lab {
                     s.spawn(move || stop_pid(pid, "weftd", marker));
                 }
             });
-            // then etcd, one member at a time: a leader told to stop while its
-            // followers are going too spends seconds on a leadership transfer
-            for pid in lab.etcd.iter().filter_map(|m| m.pid) {
+            // then etcd, one member at a time, followers first: a leader told
+            // to stop while a follower still runs tries to hand leadership
+            // over, which can take seconds while the cluster is shrinking;
+            // stopped last, it has nobody to hand it to
+            let mut members: Vec<(bool, u32)> = (0..lab.etcd.len())
+                .filter_map(|i| lab.etcd[i].pid.map(|pid| (lab.etcd_member_leads(i), pid)))
+                .collect();
+            members.sort_by_key(|(leader, _)| *leader);
+            for (_, pid) in members {
                 stop_pid(pid, "etcd", &marker);
             }
         }

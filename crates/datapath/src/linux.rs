@@ -1052,10 +1052,9 @@ impl Datapath for LinuxDatapath {
         };
         let (veths, shaped) = self.veths_and_qdiscs()?;
         let desired = fastpath::plan(endpoints, &veths, &shaped);
-        let targets: std::collections::HashSet<u32> = endpoints
-            .iter()
-            .filter_map(|e| veths.get(&e.host_ifname).copied())
-            .collect();
+        // the veths of the planned entries are the ones the program belongs on
+        let targets: std::collections::HashSet<u32> =
+            desired.values().map(|v| v.host_ifindex).collect();
         let mut report = FastPathReport {
             addresses: desired.len(),
             fast: desired

@@ -7,14 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{is_root, run, Ns};
+use common::{is_root, run, tcp_roundtrip, Ns};
 use weft_datapath::netlink::RTPROT_WEFT;
-use weft_datapath::netns::run_in;
 use weft_datapath::routing::vtep_link_local;
 use weft_datapath::{
     Datapath, DatapathError, LinuxDatapath, NodeSetup, OverlaySetup, PeerNode, PodLink,
@@ -131,72 +128,33 @@ fn two_nodes(test: &str, pod_mtu: u32) -> (Node, Node) {
     (a, b)
 }
 
-/// Listener in `server`, connect from `client` (bounded), one message each
-/// way; an error instead of a panic when the path is down.
-fn tcp_roundtrip(server: &Path, client: &Path, addr: SocketAddr) -> Result<(), String> {
-    let listener = run_in(server, move || TcpListener::bind(addr))
-        .unwrap()
-        .map_err(|e| format!("bind {addr}: {e}"))?;
-    let mut c = run_in(client, move || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-    })
-    .unwrap()
-    .map_err(|e| format!("connect {addr}: {e}"))?;
-    listener.set_nonblocking(true).unwrap();
-    let mut s = None;
-    for _ in 0..300 {
-        match listener.accept() {
-            Ok((st, _)) => {
-                s = Some(st);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => return Err(format!("accept {addr}: {e}")),
-        }
-    }
-    let mut s = s.ok_or_else(|| format!("no connection accepted on {addr}"))?;
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    // more than one underlay MTU, so the overlay MTU is exercised
-    let big = vec![0x5a; 64 * 1024];
-    c.write_all(&big)
-        .map_err(|e| format!("write {addr}: {e}"))?;
-    let mut got = vec![0; big.len()];
-    s.read_exact(&mut got)
-        .map_err(|e| format!("read {addr}: {e}"))?;
-    assert_eq!(got, big);
-    s.write_all(b"pong").unwrap();
-    let mut buf = [0u8; 4];
-    c.read_exact(&mut buf)
-        .map_err(|e| format!("read {addr}: {e}"))?;
-    assert_eq!(&buf, b"pong");
-    Ok(())
-}
-
 /// pod1 → pod2 and pod2 → pod1, over IPv4 and IPv6.
 fn pods_talk(a: &Node, b: &Node, port: u16) -> Result<(), String> {
+    // more than one underlay MTU, so the overlay MTU is exercised
+    let big = vec![0x5a; 64 * 1024];
     tcp_roundtrip(
         &b.pod.path(),
         &a.pod.path(),
         SocketAddr::new(b.pod_v4.into(), port),
+        &big,
     )?;
     tcp_roundtrip(
         &b.pod.path(),
         &a.pod.path(),
         SocketAddr::new(b.pod_v6.into(), port + 1),
+        &big,
     )?;
     tcp_roundtrip(
         &a.pod.path(),
         &b.pod.path(),
         SocketAddr::new(a.pod_v4.into(), port + 2),
+        &big,
     )?;
     tcp_roundtrip(
         &a.pod.path(),
         &b.pod.path(),
         SocketAddr::new(a.pod_v6.into(), port + 3),
+        &big,
     )
 }
 

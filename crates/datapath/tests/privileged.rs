@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{is_root, Ns};
+use common::{is_root, tcp_roundtrip, Ns};
 use weft_datapath::netns::{run_in, spawn_in};
 use weft_datapath::{Datapath, DatapathError, NodeSetup, PodLink, GATEWAY_V4, HOST_VETH_MAC};
 
@@ -34,43 +33,6 @@ fn setup(nat: bool) -> NodeSetup {
         ],
         nat_outgoing: nat,
     }
-}
-
-/// Listener in `server`, connect from `client`, one message each way.
-fn tcp_roundtrip(server: &Path, client: &Path, addr: SocketAddr) {
-    let listener = run_in(server, move || TcpListener::bind(addr))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let mut c = run_in(client, move || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-    })
-    .unwrap()
-    .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    listener.set_nonblocking(true).unwrap();
-    let mut s = None;
-    for _ in 0..300 {
-        match listener.accept() {
-            Ok((st, _)) => {
-                s = Some(st);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("accept {addr}: {e}"),
-        }
-    }
-    let mut s = s.unwrap_or_else(|| panic!("no connection accepted on {addr}"));
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    c.write_all(b"ping").unwrap();
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ping");
-    s.write_all(b"pong").unwrap();
-    c.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"pong");
 }
 
 #[test]
@@ -110,15 +72,41 @@ fn attach_connectivity_privileged() {
     assert!(dp.check(&b, att_b.pod_mac).unwrap().is_empty());
 
     // pod → pod over v4 and v6, pod → node
-    tcp_roundtrip(&pb.path(), &pa.path(), "10.244.0.3:8080".parse().unwrap());
+    tcp_roundtrip(
+        &pb.path(),
+        &pa.path(),
+        "10.244.0.3:8080".parse().unwrap(),
+        b"ping",
+    )
+    .unwrap();
     tcp_roundtrip(
         &pb.path(),
         &pa.path(),
         "[fd00:10:244::3]:8080".parse().unwrap(),
-    );
-    tcp_roundtrip(&pa.path(), &pb.path(), "10.244.0.2:8081".parse().unwrap());
-    tcp_roundtrip(&node.path(), &pa.path(), "10.99.0.1:8082".parse().unwrap());
-    tcp_roundtrip(&node.path(), &pa.path(), "[fd99::1]:8082".parse().unwrap());
+        b"ping",
+    )
+    .unwrap();
+    tcp_roundtrip(
+        &pa.path(),
+        &pb.path(),
+        "10.244.0.2:8081".parse().unwrap(),
+        b"ping",
+    )
+    .unwrap();
+    tcp_roundtrip(
+        &node.path(),
+        &pa.path(),
+        "10.99.0.1:8082".parse().unwrap(),
+        b"ping",
+    )
+    .unwrap();
+    tcp_roundtrip(
+        &node.path(),
+        &pa.path(),
+        "[fd99::1]:8082".parse().unwrap(),
+        b"ping",
+    )
+    .unwrap();
 
     let mut links = dp.list_host_links("wdp").unwrap();
     links.sort_by(|x, y| x.name.cmp(&y.name));
@@ -390,7 +378,9 @@ fn attach_single_family_privileged() {
         &pb.path(),
         &p6.path(),
         "[fd00:10:244::e]:8080".parse().unwrap(),
-    );
+        b"ping",
+    )
+    .unwrap();
     let c = PodLink {
         ipv6: None,
         ..pod(&pb, "wdp4", 14)
@@ -554,12 +544,20 @@ fn create_then_configure_equals_attach_privileged() {
     assert_eq!(created, configured, "same pair, same answer");
     assert!(dp.check(&a, configured.pod_mac).unwrap().is_empty());
     dp.attach(&b).unwrap();
-    tcp_roundtrip(&pb.path(), &pa.path(), "10.244.0.3:8090".parse().unwrap());
+    tcp_roundtrip(
+        &pb.path(),
+        &pa.path(),
+        "10.244.0.3:8090".parse().unwrap(),
+        b"ping",
+    )
+    .unwrap();
     tcp_roundtrip(
         &pa.path(),
         &pb.path(),
         "[fd00:10:244::2]:8091".parse().unwrap(),
-    );
+        b"ping",
+    )
+    .unwrap();
 }
 
 #[test]

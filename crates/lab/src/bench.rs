@@ -494,7 +494,8 @@ fn burst(
     Ok((seconds, rss))
 }
 
-fn rss_bytes(pid: u32) -> Option<u64> {
+/// Resident memory (VmRSS) of `pid`, bytes.
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s
         .lines()
@@ -507,15 +508,28 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// utime + stime of `pid`, seconds (clock ticks are 100 Hz on Linux x86_64).
+/// utime + stime of `pid`, seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    proc_cpu(&format!("/proc/{pid}/stat"), false)
+}
+
+/// utime + stime (and, with `children`, cutime + cstime) of a
+/// `/proc/<pid>/stat`, seconds (clock ticks are 100 Hz on Linux x86_64).
+pub(crate) fn proc_cpu(path: &str, children: bool) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // after the comm: state is field 0, utime 11, stime 12, cutime 13, cstime 14
     let rest = s.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // after the comm: state is field 0, utime is 11, stime is 12
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 4 {
+        return None;
+    }
+    let ticks = f[0] + f[1] + if children { f[2] + f[3] } else { 0.0 };
+    Some(ticks / 100.0)
 }
 
 /// The report as a table with ratios to the first row (bridge + host-local).

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::bench::Machine;
 use crate::bench::Stats;
+use crate::bench::{proc_cpu, rss_bytes, Machine};
 use crate::cmd::ip;
 use crate::lab::{Lab, LabSpec, ETCD_CLIENT_PORT};
 
@@ -743,24 +743,6 @@ impl CpuSample {
     }
 }
 
-/// utime + stime (and, with `children`, cutime + cstime) of a
-/// `/proc/<pid>/stat`, seconds (100 Hz clock ticks).
-fn proc_cpu(path: &str, children: bool) -> Option<f64> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if f.len() < 4 {
-        return None;
-    }
-    let ticks = f[0] + f[1] + if children { f[2] + f[3] } else { 0.0 };
-    Some(ticks / 100.0)
-}
-
 /// The busy share of the machine's CPU time over the next `d`.
 fn machine_busy_over(d: Duration) -> f64 {
     let a = machine_cpu().unwrap_or((0, 0));
@@ -782,19 +764,6 @@ fn machine_cpu() -> Option<(u64, u64)> {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4)?;
     Some((total - idle, total))
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 fn mib(b: u64) -> f64 {

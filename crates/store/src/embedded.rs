@@ -76,8 +76,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Conflict, Event, EventKind, KeyValue, LeaseId, Listing, Revision, Store, StoreError,
-    StoreResult, TxnConflict, TxnOp, Watch, WatchMessage, MAX_VALUE_LEN,
+    check_key, check_value, Conflict, Event, EventKind, KeyValue, LeaseId, Listing, Revision,
+    Store, StoreError, StoreResult, TxnConflict, TxnOp, Watch, WatchMessage,
 };
 
 /// The first 8 bytes of every embedded store log.
@@ -209,11 +209,8 @@ fn poisoned() -> StoreError {
 }
 
 fn validate_key(key: &str) -> StoreResult<()> {
-    if key.is_empty() {
-        return Err(StoreError::Invalid {
-            reason: "empty key".to_string(),
-        });
-    }
+    check_key(key)?;
+    // the record format stores key lengths in 32 bits
     if key.len() > u32::MAX as usize / 2 {
         return Err(StoreError::Invalid {
             reason: format!("key of {} bytes is too long", key.len()),
@@ -222,20 +219,6 @@ fn validate_key(key: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn validate_value(value: &[u8]) -> StoreResult<()> {
-    if value.len() > MAX_VALUE_LEN {
-        return Err(StoreError::Invalid {
-            reason: format!(
-                "value of {} bytes exceeds the limit of {MAX_VALUE_LEN} bytes",
-                value.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Checks a transaction before it touches the state: not empty, every key
-/// and value acceptable, no key twice, and its record fits a frame.
 fn validate_txn(ops: &[TxnOp<'_>]) -> StoreResult<()> {
     if ops.is_empty() {
         return Err(StoreError::Invalid {
@@ -252,7 +235,7 @@ fn validate_txn(ops: &[TxnOp<'_>]) -> StoreResult<()> {
             TxnOp::Create { value, .. }
             | TxnOp::Update { value, .. }
             | TxnOp::Put { value, .. } => {
-                validate_value(value)?;
+                check_value(key, value)?;
                 value.len()
             }
             TxnOp::Delete { .. } => 0,
@@ -979,7 +962,7 @@ impl Store for EmbeddedStore {
         lease: Option<LeaseId>,
     ) -> StoreResult<Result<Revision, Conflict>> {
         validate_key(key)?;
-        validate_value(value)?;
+        check_value(key, value)?;
         let mut st = self.inner.state()?;
         self.inner.check_failed()?;
         if let Some(current) = st.kvs.get(key) {
@@ -1012,7 +995,7 @@ impl Store for EmbeddedStore {
         expected: Revision,
     ) -> StoreResult<Result<Revision, Conflict>> {
         validate_key(key)?;
-        validate_value(value)?;
+        check_value(key, value)?;
         let mut st = self.inner.state()?;
         self.inner.check_failed()?;
         let current = st.kvs.get(key);

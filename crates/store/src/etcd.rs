@@ -36,8 +36,8 @@ use self::client::{CallError, Client};
 use self::http::Endpoint;
 use self::json::{b64, prefix_range, GatewayError, LeaseResponse, RangeResponse, TxnResponse};
 use crate::{
-    Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError, StoreResult, TxnConflict,
-    TxnOp, Watch, MAX_VALUE_LEN,
+    check_key, check_value, Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError,
+    StoreResult, TxnConflict, TxnOp, Watch,
 };
 
 /// Tuning of the etcd backend.
@@ -90,29 +90,6 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> StoreResult
     serde_json::from_slice(body).map_err(|e| decode_err(what, e))
 }
 
-fn check_key(key: &str) -> StoreResult<()> {
-    if key.is_empty() {
-        return Err(StoreError::Invalid {
-            reason: "empty key".into(),
-        });
-    }
-    Ok(())
-}
-
-fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
-    if value.len() > MAX_VALUE_LEN {
-        return Err(StoreError::Invalid {
-            reason: format!(
-                "value of {key} is {} bytes, more than {MAX_VALUE_LEN}",
-                value.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A gRPC code etcd answered with, as a store error (lease errors are mapped
-/// by the callers that know the lease).
 fn gateway_error(what: &str, e: GatewayError) -> StoreError {
     match e.code {
         3 | 8 | 9 | 11 => StoreError::Invalid {

@@ -26,6 +26,29 @@ pub type Revision = u64;
 /// etcd backend can enforce the same bound.)
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
+/// The key rule every backend enforces: a key is not empty.
+pub(crate) fn check_key(key: &str) -> StoreResult<()> {
+    if key.is_empty() {
+        return Err(StoreError::Invalid {
+            reason: "empty key".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The value rule every backend enforces: at most [`MAX_VALUE_LEN`] bytes.
+pub(crate) fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StoreError::Invalid {
+            reason: format!(
+                "value of {key} is {} bytes, more than {MAX_VALUE_LEN}",
+                value.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A lease id; keys attached to a lease vanish when the lease expires or is
 /// revoked.
 pub type LeaseId = u64;

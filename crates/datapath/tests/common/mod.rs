@@ -4,8 +4,11 @@
 // each test binary uses part of this
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 pub mod clang;
 
@@ -148,4 +151,52 @@ pub fn run(prog: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Listener in `server`, connect from `client` (bounded), `payload` one way
+/// and a pong back; an error instead of a panic when the path is down.
+pub fn tcp_roundtrip(
+    server: &Path,
+    client: &Path,
+    addr: SocketAddr,
+    payload: &[u8],
+) -> Result<(), String> {
+    let listener = run_in(server, move || TcpListener::bind(addr))
+        .unwrap()
+        .map_err(|e| format!("bind {addr}: {e}"))?;
+    let mut c = run_in(client, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+    })
+    .unwrap()
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    listener.set_nonblocking(true).unwrap();
+    let mut s = None;
+    for _ in 0..300 {
+        match listener.accept() {
+            Ok((st, _)) => {
+                s = Some(st);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => return Err(format!("accept {addr}: {e}")),
+        }
+    }
+    let mut s = s.ok_or_else(|| format!("no connection accepted on {addr}"))?;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(payload)
+        .map_err(|e| format!("write {addr}: {e}"))?;
+    let mut got = vec![0; payload.len()];
+    s.read_exact(&mut got)
+        .map_err(|e| format!("read {addr}: {e}"))?;
+    assert_eq!(got, payload);
+    s.write_all(b"pong").unwrap();
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf)
+        .map_err(|e| format!("read {addr}: {e}"))?;
+    assert_eq!(&buf, b"pong");
+    Ok(())
 }

@@ -20,6 +20,9 @@ fn main() {
 }
 
 fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
+    if let Some(point) = &cfg.fault_point {
+        weft_agent::fault::arm(point);
+    }
     let agent = weft_agent::build(cfg)?;
     let listener = weft_agent::server::bind(&cfg.socket)?;
     weft_agent::start_spool_replay(agent.clone(), cfg.spool_dir.clone(), Duration::from_secs(2));

@@ -116,3 +116,9 @@ pub fn age(f: &Fixture, cid: &str) {
     ep.created_at -= 3600;
     f.agent.endpoints().put(ep).unwrap();
 }
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}

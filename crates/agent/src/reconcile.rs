@@ -89,17 +89,17 @@ pub fn finish_deletes(agent: &Agent) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
     for ep in agent.endpoints().deleting() {
         let id = id_of(&ep);
-        if agent.teardown_pending(&ep.host_ifname) {
-            continue; // queued: the teardown worker finishes it
-        }
         let _guard = agent.lock_container(&ep.attachment.container_id);
-        if !agent
+        let still = agent
             .endpoints()
             .deleting()
             .iter()
-            .any(|d| d.attachment == ep.attachment)
-        {
-            continue; // finished or added again meanwhile
+            .any(|d| d.attachment == ep.attachment);
+        // finished or added again meanwhile, or queued: the teardown worker
+        // finishes it (looked at under the lock, which a DEL holds until
+        // it has queued its teardown)
+        if !still || agent.teardown_pending(&ep.host_ifname) {
+            continue;
         }
         if let Err(e) = agent.datapath().detach(&ep.host_ifname) {
             errors.push(format!("{id}: tearing down {}: {e}", ep.host_ifname));

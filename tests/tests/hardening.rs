@@ -313,3 +313,63 @@ fn state_files_are_private_and_fixed_at_start_privileged() {
     );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+/// Issue 10, item 5: CNI GCs with a list that names none of them, racing
+/// ADDs (bounded: 12 ADDs on 4 threads, GCs for at most 20 s): every ADD
+/// that succeeded keeps its attachment, in flight or fresh.
+#[test]
+fn gc_racing_adds_collects_none_of_them_privileged() {
+    if !root_or_skip("gc_racing_adds_collects_none_of_them_privileged") {
+        return;
+    }
+    let lab = lab("gcrace", |_| {});
+    let conf = lab.net_conf("1.1.0");
+    let mut gc_conf = conf.clone();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([]);
+    let names: Vec<String> = (0..12).map(|i| format!("{}-g{i}", lab.name)).collect();
+    for n in &names {
+        weft_lab::ip(&["netns", "add", n]).expect("netns");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (added, gcs) = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let out = lab.cni("GC", "", "", "", &gc_conf).expect("gc runs");
+                assert!(out.success, "{out:?}");
+                n += 1;
+            }
+            n
+        });
+        let adders: Vec<_> = names
+            .chunks(3)
+            .map(|chunk| {
+                let (lab, conf) = (&lab, &conf);
+                s.spawn(move || {
+                    for (i, n) in chunk.iter().enumerate() {
+                        let out = lab
+                            .cni("ADD", n, &format!("/run/netns/{n}"), &format!("p{i}"), conf)
+                            .expect("add runs");
+                        assert!(out.success, "{n}: {out:?}");
+                    }
+                })
+            })
+            .collect();
+        for a in adders {
+            a.join().expect("adder");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (names.len(), gc.join().expect("gc"))
+    });
+    assert!(gcs > 0, "no GC ran");
+    let eps = endpoints(&lab);
+    for n in &names {
+        assert!(
+            eps.iter().any(|e| &e.attachment.container_id == n),
+            "{n} collected by a GC racing its ADD ({gcs} GCs)"
+        );
+    }
+    assert_eq!(eps.len(), added);
+    assert_ipam_clean(&lab, 0);
+}

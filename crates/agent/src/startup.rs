@@ -93,7 +93,7 @@ pub fn private_files(state_dir: &Path, spool_dir: &Path) {
 
 /// Sets `path`'s permission bits to `mode` if they differ, with a log line.
 fn tighten(path: &Path, mode: u32) -> io::Result<()> {
-    let was = fs::symlink_metadata(path)?.permissions().mode() & 0o7777;
+    let was = fs::metadata(path)?.permissions().mode() & 0o7777;
     if was != mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
         tracing::warn!(path = %path.display(), was = %format!("{was:04o}"), now = %format!("{mode:04o}"),

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         } => views::ipam_check(&socket, cli.output),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
-        Cmd::Install(args) => install::run(args),
+        Cmd::Install(args) => install::run(args, &cli.socket),
     };
     let code = match result {
         Ok(code) => code,

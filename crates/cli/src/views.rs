@@ -133,6 +133,7 @@ pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     if fmt == Format::Json {
         return json(&eps);
     }
+    let short = shortener(eps.iter().map(|e| e.attachment.container_id.as_str()));
     let rows: Vec<Vec<String>> = eps
         .iter()
         .map(|e| {
@@ -172,8 +173,27 @@ fn capacity(cidr: &ipnet::IpNet, exact: u64) -> String {
     }
 }
 
-fn short(id: &str) -> String {
-    id.chars().take(20).collect()
+/// Container ids cut to the shortest length (at least 20 characters) at which
+/// every id in the table is still told apart: runtimes give ids long common
+/// prefixes (`cnitool-…`, `<namespace>-<name>-…`), so a fixed cut can show
+/// the same text on every row.
+fn shortener<'a>(ids: impl Iterator<Item = &'a str> + Clone) -> impl Fn(&str) -> String {
+    const MIN: usize = 20;
+    let longest = ids.clone().map(|i| i.chars().count()).max().unwrap_or(0);
+    let mut len = MIN;
+    while len < longest {
+        let mut seen = std::collections::BTreeSet::new();
+        let distinct = ids
+            .clone()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .all(|id| seen.insert(id.chars().take(len).collect::<String>()));
+        if distinct {
+            break;
+        }
+        len += 1;
+    }
+    move |id: &str| id.chars().take(len).collect()
 }
 
 pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
@@ -201,6 +221,7 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         &rows,
     );
     outln!();
+    let short = shortener(v.allocations.iter().map(|a| a.container_id.as_str()));
     let rows: Vec<Vec<String>> = v
         .allocations
         .iter()
@@ -251,4 +272,30 @@ pub fn ipam_check(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         outln!("problem: {p}");
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortener;
+
+    #[test]
+    fn container_ids_stay_apart_in_tables() {
+        let ids = [
+            "cnitool-2f1c0e9a8b7d6c5e4f3a",
+            "cnitool-2f1c0e9a8b7d6c5e4f3b",
+            "k8s.io-0123456789abcdef0123456789abcdef",
+        ];
+        let short = shortener(ids.iter().copied());
+        let rows: Vec<String> = ids.iter().map(|i| short(i)).collect();
+        assert_eq!(rows[0], ids[0]);
+        assert_ne!(rows[0], rows[1]);
+        assert_eq!(rows[2].len(), ids[0].len());
+        // distinct within 20 characters: cut at 20
+        let short = shortener(["abcdefghijklmnopqrstuvwxyz-1", "zyx"].into_iter());
+        assert_eq!(short("abcdefghijklmnopqrstuvwxyz-1").len(), 20);
+        // the same id twice (two interfaces of one container) is not a reason to grow
+        let same = "a".repeat(40);
+        let short = shortener([same.as_str(), same.as_str()].into_iter());
+        assert_eq!(short(&same).len(), 20);
+    }
 }

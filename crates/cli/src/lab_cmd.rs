@@ -12,6 +12,22 @@ use weft_lab::{Lab, LabSpec};
 use crate::output::{outln, table};
 use crate::Format;
 
+/// Whether lab `name` exists (its record is there).
+pub fn exists(name: &str) -> bool {
+    Lab::dir_of(name).join("lab.json").exists()
+}
+
+/// Whether a half-built or half-removed lab `name` left something
+/// `weft lab down` would remove: its directory or a namespace of its prefix.
+fn has_leftovers(name: &str) -> bool {
+    let prefix = format!("{name}-");
+    Lab::dir_of(name).exists()
+        || std::fs::read_dir("/run/netns").is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+}
+
 #[derive(Subcommand)]
 pub enum LabCmd {
     /// Build a lab: fabric + node namespaces, etcd, weftd per node, and pods via weft-cni.
@@ -135,10 +151,13 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 etcd_members,
                 started.elapsed().as_secs_f64()
             );
-            eprintln!("try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
+            eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Down { name } => {
+            if !exists(&name) && !has_leftovers(&name) {
+                anyhow::bail!("no lab named {name}; `weft lab status` lists the labs");
+            }
             Lab::down(&name)?;
             eprintln!("lab {name} removed");
             Ok(ExitCode::SUCCESS)

@@ -77,7 +77,13 @@ enum IpamCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = match &cli.lab {
-        Some(name) => weft_lab::Lab::dir_of(name).join("weftd.sock"),
+        Some(name) => {
+            if !lab_cmd::exists(name) {
+                eprintln!("weft: no lab named {name}; `weft lab status` lists the labs");
+                return ExitCode::FAILURE;
+            }
+            weft_lab::Lab::dir_of(name).join("weftd.sock")
+        }
         None => cli.socket.clone(),
     };
     let result = match cli.command {

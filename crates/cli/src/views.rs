@@ -12,8 +12,18 @@ use crate::output::{bytes, outln, table};
 use crate::Format;
 
 pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> {
-    let resp = weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(30))
-        .with_context(|| format!("is weftd running? (looked for it at {})", socket.display()))?;
+    let resp = match weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(30)) {
+        Ok(r) => r,
+        // said once: the error's own text already names the socket
+        Err(weft_api::http::HttpError::Connect { source, .. }) => bail!(
+            "cannot reach weftd at {} ({source}); is it running? (`systemctl status weftd`; \
+             --socket PATH or --lab NAME for another one)",
+            socket.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("talking to weftd at {}", socket.display()))
+        }
+    };
     if resp.status != 200 {
         let msg = serde_json::from_slice::<weft_api::CniError>(&resp.body)
             .map(|e| e.msg)

@@ -21,6 +21,13 @@ struct Fixture {
     spool: PathBuf,
 }
 
+/// The spool directory goes with the fixture, pass or fail.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "weft-agent-{tag}-{}-{:?}",

@@ -38,3 +38,23 @@ echo "== weft ipam check (node 1)"
 weft --lab "$name" ipam check
 echo
 echo "== tearing down"
+weft lab down --name "$name"
+trap - EXIT
+abs_bin=$(cd "$bin" && pwd)
+echo
+if [[ $(command -v weft 2>/dev/null) != "$abs_bin/weft" ]]; then
+  cat <<EOF
+== done. weft and weftd are in $abs_bin, which is not on your PATH:
+  export PATH="$abs_bin:\$PATH"    # for this shell
+  sudo make install                  # or for good (/usr/local/bin, with weftd's unit and the conflist)
+EOF
+else
+  echo "== done."
+fi
+cat <<EOF
+then a lab of your own, one command at a time:
+  weft lab up --name mine --pods 3
+  weft --lab mine endpoints
+  weft lab check --name mine
+  weft lab down --name mine
+EOF

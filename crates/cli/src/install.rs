@@ -86,7 +86,10 @@ fn unit(socket: &Path) -> String {
     }
     UNIT.replace(
         "ExecStart=/usr/local/bin/weftd ",
-        &format!("ExecStart=/usr/local/bin/weftd --socket {} ", socket.display()),
+        &format!(
+            "ExecStart=/usr/local/bin/weftd --socket {} ",
+            socket.display()
+        ),
     )
 }
 

@@ -41,7 +41,10 @@ fn a_missing_lab_is_named_as_missing() {
 
     let out = weft(&["lab", "down", "--name", &name]);
     let err = stderr(&out);
-    assert!(!out.status.success(), "lab down of a missing lab succeeded: {err}");
+    assert!(
+        !out.status.success(),
+        "lab down of a missing lab succeeded: {err}"
+    );
     assert!(err.contains(&format!("no lab named {name}")), "{err}");
     assert!(!err.contains("removed"), "{err}");
 }

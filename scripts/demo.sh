@@ -11,7 +11,7 @@ cleanup() { weft lab down --name "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
-weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6
+weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6 --no-hint
 echo
 echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"
 for _ in $(seq 50); do

@@ -54,6 +54,10 @@ pub enum LabCmd {
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Leave out the closing "next:" hint (scripts that remove the lab
+        /// themselves, like make demo).
+        #[arg(long, hide = true)]
+        no_hint: bool,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -113,6 +117,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             mtu,
             quarantine_seconds,
             bin_dir,
+            no_hint,
         } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
@@ -151,7 +156,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 etcd_members,
                 started.elapsed().as_secs_f64()
             );
-            eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
+            if !no_hint {
+                eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Down { name } => {

@@ -3,16 +3,16 @@
 # word of a run is the whole suite's count rather than the last binary's.
 set -uo pipefail
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-# what the tests leave in /tmp: the names they use (weft-*, wcni-*, wdp-*,
-# lab names wt*) that were not there before must not be there after
-tmp_ours() { ls -A "${TMPDIR:-/tmp}" 2>/dev/null | grep -E '^(weft|wcni|wdp|wt)' | sort; }
-tmp_before=$(tmp_ours)
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+# the tests get a /tmp of their own: whatever is in it afterwards, a test
+# made and did not remove (a test must clean up, also on failure); other
+# processes on the machine writing to /tmp meanwhile do not count
+test_tmp=$(mktemp -d "${TMPDIR:-/tmp}/weft-test-tmp.XXXXXX")
+trap 'rm -f "$log"; rm -rf "$test_tmp"' EXIT
+TMPDIR=$test_tmp cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-left=$(comm -13 <(echo "$tmp_before") <(tmp_ours))
+left=$(ls -A "$test_tmp")
 if [[ -n $left ]]; then
-  echo "tests left these in ${TMPDIR:-/tmp} (a test must remove what it makes, also on failure):"
+  echo "tests left these in their /tmp (a test must remove what it makes, also on failure):"
   sed 's/^/  /' <<<"$left"
   [[ $rc == 0 ]] && rc=1
 fi

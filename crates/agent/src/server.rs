@@ -43,6 +43,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// queries fit easily).
 pub const MAX_OTHER_BODY: usize = 64 << 10;
 
+// the bounds hold together: a CNI body always fits the budget (a request
+// refused for want of budget is then always one that others crowd out)
+const _: () = assert!(http::MAX_BODY <= LIMITS.body_budget);
+const _: () = assert!(MAX_OTHER_BODY <= http::MAX_BODY);
+
 /// A connection as the admission sees it: shutting it down wakes its reader.
 struct Conn(Arc<UnixStream>);
 
@@ -264,4 +269,33 @@ fn reply<R: Serialize>(r: Result<R, CniError>) -> (u16, Vec<u8>) {
 
 fn error_reply(status: u16, e: CniError) -> (u16, Vec<u8>) {
     (status, serde_json::to_vec(&e).expect("error serialises"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cni_verb_and_nothing_else_takes_the_cni_lane() {
+        for p in [
+            paths::CNI_ADD,
+            paths::CNI_DEL,
+            paths::CNI_CHECK,
+            paths::CNI_GC,
+            paths::CNI_STATUS,
+        ] {
+            assert_eq!(lane_of(p), Lane::Cni, "{p}");
+        }
+        for p in [
+            paths::STATUS,
+            paths::ENDPOINTS,
+            paths::IPAM,
+            paths::IPAM_CHECK,
+            "/v1/flows",
+            "/metrics",
+            "/v1/cni/add/",
+        ] {
+            assert_eq!(lane_of(p), Lane::Other, "{p}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! weftd, the node agent: owns the node's endpoints and IPAM, wires pods
 //! through the data-path seam, and serves weft-cni and the CLI on a unix socket.
 //!
+//! - [`admission`]: who may hold a connection, body bytes or a lane slot
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
 //! - [`endpoints`]: the persisted endpoint table (a DEL marks its record
 //!   deleting before it gives anything up)
@@ -14,6 +15,7 @@
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
 
+pub mod admission;
 pub mod agent;
 pub mod config;
 pub mod endpoints;

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -11,6 +12,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // colour only for a person at a terminal: logs in files and the
+        // journal stay plain text (greppable, no escape codes)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(&cfg) {
         tracing::error!("{e:#}");

@@ -243,8 +243,8 @@ fn bad_configs() {
     assert!(out.error(7)["msg"].as_str().unwrap().contains("mtu is 10"));
     let out = run(&env, &conf("1.0.0", json!({"name": ""})));
     out.error(7);
-    let out = run(&env, &conf("1.0.0", json!({"type": "bridge"})));
-    assert!(out.error(7)["msg"].as_str().unwrap().contains("bridge"));
+    let out = run(&env, &conf("1.0.0", json!({"type": 5})));
+    assert!(out.error(7)["msg"].as_str().unwrap().contains("type"));
     for v in ["0.2.0", "9.9.9"] {
         let out = run(&env, &conf(v, json!({})));
         let e = out.error(1);

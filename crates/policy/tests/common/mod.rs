@@ -244,3 +244,65 @@ impl Rng {
     }
 }
 pub mod netpol;
+
+/// The small cluster the semantics tables use:
+///
+/// | pod       | labels  | address      | node   | named ports          |
+/// |-----------|---------|--------------|--------|----------------------|
+/// | x/web     | app=web | 10.244.0.10  | node-1 | http=8080/tcp        |
+/// | x/web2    | app=web | 10.244.0.12  | node-2 | http=80/tcp          |
+/// | x/db      | app=db  | 10.244.0.11  | node-2 | pg=5432/tcp          |
+/// | y/web     | app=web | 10.244.1.10  | node-1 | http=80/tcp, dns=53/udp |
+/// | y/cli     | app=cli | 10.244.1.11  | node-2 |                      |
+/// | x/agent   | hostNetwork on node-1 (198.18.0.1)                      |
+///
+/// Namespaces: x {team=a}, y {team=b}. Nodes: node-1 198.18.0.1, node-2
+/// 198.18.0.2. Outside: 192.0.2.1, 192.0.2.130, 203.0.113.5.
+pub fn small_cluster() -> Inventory {
+    let with_ns = |mut w: Workload, team: &str| {
+        w.namespace_labels.insert("team".into(), team.into());
+        w
+    };
+    let mut x_web = pod("x", "web", &[("app", "web")], X_WEB, "node-1");
+    x_web
+        .named_ports
+        .insert("http".into(), (8080, Protocol::Tcp));
+    let mut x_web2 = pod("x", "web2", &[("app", "web")], X_WEB2, "node-2");
+    x_web2
+        .named_ports
+        .insert("http".into(), (80, Protocol::Tcp));
+    let mut x_db = pod("x", "db", &[("app", "db")], X_DB, "node-2");
+    x_db.named_ports.insert("pg".into(), (5432, Protocol::Tcp));
+    let mut y_web = pod("y", "web", &[("app", "web")], Y_WEB, "node-1");
+    y_web.named_ports.insert("http".into(), (80, Protocol::Tcp));
+    y_web.named_ports.insert("dns".into(), (53, Protocol::Udp));
+    let y_cli = pod("y", "cli", &[("app", "cli")], Y_CLI, "node-2");
+    let mut agent = pod("x", "agent", &[("app", "web")], NODE_1, "node-1");
+    agent.host_network = true;
+    Inventory {
+        workloads: vec![
+            with_ns(x_web, "a"),
+            with_ns(x_web2, "a"),
+            with_ns(x_db, "a"),
+            with_ns(y_web, "b"),
+            with_ns(y_cli, "b"),
+            with_ns(agent, "a"),
+        ],
+        nodes: vec![node("node-1", NODE_1), node("node-2", NODE_2)],
+    }
+}
+
+pub const X_WEB: &str = "10.244.0.10";
+pub const X_WEB2: &str = "10.244.0.12";
+pub const X_DB: &str = "10.244.0.11";
+pub const Y_WEB: &str = "10.244.1.10";
+pub const Y_CLI: &str = "10.244.1.11";
+pub const NODE_1: &str = "198.18.0.1";
+pub const NODE_2: &str = "198.18.0.2";
+pub const WORLD_1: &str = "192.0.2.1";
+pub const WORLD_130: &str = "192.0.2.130";
+pub const WORLD_OTHER: &str = "203.0.113.5";
+
+pub fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
+    LabelSelector::labels(pairs.iter().copied())
+}

@@ -87,13 +87,25 @@ impl fmt::Display for IdentityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.subject {
             Subject::Pod {
-                namespace, labels, ..
+                namespace,
+                labels,
+                named_ports,
+                ..
             } => {
                 write!(f, "pod in {namespace} {{")?;
                 for (i, (k, v)) in labels.iter().enumerate() {
                     write!(f, "{}{k}={v}", if i > 0 { "," } else { "" })?;
                 }
                 write!(f, "}}")?;
+                // Named ports split identities; show them so two entries
+                // with equal labels are told apart.
+                if !named_ports.is_empty() {
+                    write!(f, " ports {{")?;
+                    for (i, (name, (n, p))) in named_ports.iter().enumerate() {
+                        write!(f, "{}{name}={n}/{p}", if i > 0 { "," } else { "" })?;
+                    }
+                    write!(f, "}}")?;
+                }
             }
             Subject::Host => write!(f, "host")?,
             Subject::RemoteNode => write!(f, "remote-node")?,

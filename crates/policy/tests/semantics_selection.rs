@@ -10,6 +10,15 @@ use common::*;
 use weft_policy::Protocol::{Sctp, Tcp, Udp};
 use weft_policy::*;
 
+/// (policyTypes, ingress, egress, ingress to x/db allowed, egress from x/db allowed)
+type Row = (
+    Option<Vec<Direction>>,
+    Option<Vec<Rule>>,
+    Option<Vec<Rule>>,
+    bool,
+    bool,
+);
+
 const R: fn() -> Rule = || rule(None, Some(vec![port(9999, None)]));
 
 #[test]
@@ -17,13 +26,7 @@ fn policy_types_defaults_truth_table() {
     let inv = small_cluster();
     use Direction::{Egress as E, Ingress as I};
     // (policyTypes, ingress, egress) -> (ingress to x/db allowed, egress from x/db allowed)
-    let rows: Vec<(
-        Option<Vec<Direction>>,
-        Option<Vec<Rule>>,
-        Option<Vec<Rule>>,
-        bool,
-        bool,
-    )> = vec![
+    let rows: Vec<Row> = vec![
         (None, None, None, false, true),
         (Some(vec![]), None, None, false, true),
         (None, None, Some(vec![]), false, true),

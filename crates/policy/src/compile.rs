@@ -136,7 +136,7 @@ pub fn compile(
             out.addresses.insert(*a, ep.clone());
         }
         out.nodes.insert(ep.clone(), w.node.clone());
-        let policy = compile_endpoint(policies, &valid, &out.identities, w);
+        let policy = endpoint_entries(policies, &valid, &out.identities, w);
         out.endpoints.insert(ep, policy);
     }
     Ok(out)
@@ -216,8 +216,19 @@ enum Peers {
     Some(BTreeSet<Identity>),
 }
 
-/// The map entries of one endpoint.
+/// The map entries of one endpoint, given every identity in use (the
+/// catalogue a [`Compiled`] holds). For recompiling one pod after its
+/// labels or the policies of its namespace changed.
 pub fn compile_endpoint(
+    policies: &[NetworkPolicy],
+    identities: &BTreeMap<Identity, IdentityKey>,
+    subject: &Workload,
+) -> EndpointPolicy {
+    let valid: Vec<bool> = policies.iter().map(|p| p.validate().is_ok()).collect();
+    endpoint_entries(policies, &valid, identities, subject)
+}
+
+fn endpoint_entries(
     policies: &[NetworkPolicy],
     valid: &[bool],
     identities: &BTreeMap<Identity, IdentityKey>,

@@ -176,3 +176,17 @@ fn show_lists_an_endpoints_entries() {
         })
         .is_none());
 }
+
+#[test]
+fn one_endpoint_recompiles_to_what_the_whole_cluster_gave_it() {
+    let inv = small_cluster();
+    let c = Checked::new(&policies(), &inv);
+    for w in inv.workloads.iter().filter(|w| !w.host_network) {
+        let alone = compile_endpoint(&policies(), &c.compiled.identities, w);
+        let ep = EndpointRef {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+        };
+        assert_eq!(alone, c.compiled.endpoints[&ep], "{ep:?}");
+    }
+}

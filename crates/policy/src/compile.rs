@@ -1,11 +1,5 @@
 //! NetworkPolicies + pods + nodes -> identities, per-node ipcaches and
-//! per-endpoint policy map entries.
-//!
-//! Every entry is an allow (the v1 API has no deny rules); a miss in an
-//! isolated direction is the default deny. Each entry carries the smallest
-//! reason ([`AllowedBy`]) among the rules that produce it *or any entry of
-//! the same identity covering it*, so the single longest-prefix hit the
-//! program gets already names the same rule the evaluator would.
+//! per-endpoint policy map entries (the entries themselves: entries.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,13 +7,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::entries::Context;
 use crate::identity::{Identity, IdentityAllocator, IdentityKey, Subject};
 use crate::mapkey::PolicyKey;
-use crate::model::{
-    Direction, Inventory, NetworkPolicy, Peer, PolicyPort, PolicyRef, PortRef, Workload,
-};
-use crate::ports::{range_prefixes, PortPrefix};
-use crate::verdict::{AllowedBy, RuleRef};
+use crate::model::{Direction, Inventory, NetworkPolicy, PolicyRef, Workload};
+use crate::verdict::AllowedBy;
 use crate::PolicyError;
 
 /// `namespace/name` of a pod that has a policy map.
@@ -71,62 +63,87 @@ pub fn compile(
     allocator: &mut dyn IdentityAllocator,
 ) -> Result<Compiled, PolicyError> {
     let mut out = Compiled::default();
-    let mut valid = Vec::with_capacity(policies.len());
-    for p in policies {
-        let check = p.validate();
-        if let Err(e) = &check {
-            out.rejected.push((p.reference(), e.to_string()));
-        }
-        valid.push(check.is_ok());
-    }
+    let valid: Vec<bool> = policies
+        .iter()
+        .map(|p| match p.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                out.rejected.push((p.reference(), e.to_string()));
+                false
+            }
+        })
+        .collect();
     out.rejected.sort();
     let pieces = cidr_pieces(policies, &valid);
 
     // Reserved identities are always in the catalogue: the node exemption
     // needs HOST even on a node whose addresses are not known yet.
-    for key in [Subject::Host, Subject::World, Subject::RemoteNode] {
+    for subject in [Subject::Host, Subject::World, Subject::RemoteNode] {
         let key = IdentityKey {
-            subject: key,
+            subject,
             cidr: None,
         };
         out.identities.insert(allocator.allocate(&key)?, key);
     }
-    let node_addrs = node_addresses(inventory);
-    for node in node_addrs.keys() {
-        let mut cache = BTreeMap::new();
-        for piece in &pieces {
+    // Identities that do not depend on the node looking: pieces and pods.
+    let mut shared = BTreeMap::new();
+    for piece in &pieces {
+        let key = IdentityKey {
+            subject: Subject::World,
+            cidr: Some(*piece),
+        };
+        shared.insert(*piece, intern(&mut out, allocator, key)?);
+    }
+    for w in inventory.workloads.iter().filter(|w| !w.host_network) {
+        let subject = pod_subject(w);
+        for a in &w.ips {
             let key = IdentityKey {
-                subject: Subject::World,
-                cidr: Some(*piece),
+                subject: subject.clone(),
+                cidr: piece_of(&pieces, *a),
             };
-            cache.insert(*piece, intern(&mut out, allocator, key)?);
+            shared.insert(IpNet::from(*a), intern(&mut out, allocator, key)?);
         }
-        for (other, addrs) in &node_addrs {
-            let subject = if other == node {
-                Subject::Host
-            } else {
-                Subject::RemoteNode
-            };
-            for a in addrs {
+    }
+    // Node addresses are "host" to their own node, "remote node" to others.
+    let node_addrs = node_addresses(inventory);
+    let mut as_seen: BTreeMap<(bool, IpAddr), Identity> = BTreeMap::new();
+    for addrs in node_addrs.values() {
+        for a in addrs {
+            for own in [true, false] {
+                let subject = if own {
+                    Subject::Host
+                } else {
+                    Subject::RemoteNode
+                };
                 let key = IdentityKey {
-                    subject: subject.clone(),
+                    subject,
                     cidr: piece_of(&pieces, *a),
                 };
-                cache.insert(IpNet::from(*a), intern(&mut out, allocator, key)?);
+                as_seen.insert((own, *a), intern(&mut out, allocator, key)?);
+            }
+        }
+    }
+    for node in node_addrs.keys() {
+        // Pieces, then node addresses, then pods: whoever owns an address
+        // overrides a /32 piece, and a pod wins over a node as in
+        // `Inventory::resolve`.
+        let mut cache: BTreeMap<IpNet, Identity> = pieces.iter().map(|p| (*p, shared[p])).collect();
+        for (other, addrs) in &node_addrs {
+            for a in addrs {
+                cache.insert(IpNet::from(*a), as_seen[&(other == node, *a)]);
             }
         }
         for w in inventory.workloads.iter().filter(|w| !w.host_network) {
             for a in &w.ips {
-                let key = IdentityKey {
-                    subject: pod_subject(w),
-                    cidr: piece_of(&pieces, *a),
-                };
-                cache.insert(IpNet::from(*a), intern(&mut out, allocator, key)?);
+                let net = IpNet::from(*a);
+                cache.insert(net, shared[&net]);
             }
         }
         out.ipcache.insert(node.clone(), cache);
     }
 
+    let mut ctx = Context::new(policies, valid, &out.identities);
+    let mut endpoints = BTreeMap::new();
     for w in inventory.workloads.iter().filter(|w| !w.host_network) {
         let ep = EndpointRef {
             namespace: w.namespace.clone(),
@@ -136,10 +153,22 @@ pub fn compile(
             out.addresses.insert(*a, ep.clone());
         }
         out.nodes.insert(ep.clone(), w.node.clone());
-        let policy = endpoint_entries(policies, &valid, &out.identities, w);
-        out.endpoints.insert(ep, policy);
+        endpoints.insert(ep, ctx.endpoint(w));
     }
+    out.endpoints = endpoints;
     Ok(out)
+}
+
+/// The map entries of one endpoint, given every identity in use (the
+/// catalogue a [`Compiled`] holds). For recompiling one pod after its
+/// labels or the policies of its namespace changed.
+pub fn compile_endpoint(
+    policies: &[NetworkPolicy],
+    identities: &BTreeMap<Identity, IdentityKey>,
+    subject: &Workload,
+) -> EndpointPolicy {
+    let valid = policies.iter().map(|p| p.validate().is_ok()).collect();
+    Context::new(policies, valid, identities).endpoint(subject)
 }
 
 fn intern(
@@ -208,236 +237,4 @@ pub(crate) fn piece_of(pieces: &BTreeSet<IpNet>, addr: IpAddr) -> Option<IpNet> 
         .filter(|p| p.contains(&addr))
         .max_by_key(|p| p.prefix_len())
         .copied()
-}
-
-/// Which peers a rule names.
-enum Peers {
-    Any,
-    Some(BTreeSet<Identity>),
-}
-
-/// The map entries of one endpoint, given every identity in use (the
-/// catalogue a [`Compiled`] holds). For recompiling one pod after its
-/// labels or the policies of its namespace changed.
-pub fn compile_endpoint(
-    policies: &[NetworkPolicy],
-    identities: &BTreeMap<Identity, IdentityKey>,
-    subject: &Workload,
-) -> EndpointPolicy {
-    let valid: Vec<bool> = policies.iter().map(|p| p.validate().is_ok()).collect();
-    endpoint_entries(policies, &valid, identities, subject)
-}
-
-fn endpoint_entries(
-    policies: &[NetworkPolicy],
-    valid: &[bool],
-    identities: &BTreeMap<Identity, IdentityKey>,
-    subject: &Workload,
-) -> EndpointPolicy {
-    let mut out = EndpointPolicy::default();
-    if subject.host_network {
-        return out;
-    }
-    for dir in [Direction::Ingress, Direction::Egress] {
-        let selecting: Vec<usize> = (0..policies.len())
-            .filter(|&i| {
-                let p = &policies[i];
-                p.namespace == subject.namespace
-                    && p.affects(dir)
-                    // An invalid podSelector selects the whole namespace:
-                    // such a policy can only close (see evaluate.rs).
-                    && (p.pod_selector.validate().is_err() || p.pod_selector.matches(&subject.labels))
-            })
-            .collect();
-        let Some(first) = selecting.iter().map(|&i| policies[i].reference()).min() else {
-            continue;
-        };
-        match dir {
-            Direction::Ingress => out.ingress_isolated_by = Some(first),
-            Direction::Egress => out.egress_isolated_by = Some(first),
-        }
-        if dir == Direction::Ingress {
-            for (id, key) in identities {
-                if key.subject == Subject::Host {
-                    insert(
-                        &mut out.entries,
-                        PolicyKey::all_protocols(*id, dir),
-                        AllowedBy::LocalNode,
-                    );
-                }
-            }
-        }
-        for &i in selecting.iter().filter(|&&i| valid[i]) {
-            let policy = &policies[i];
-            for (index, rule) in policy.rules(dir).iter().enumerate() {
-                let by = AllowedBy::Rule(RuleRef {
-                    policy: policy.reference(),
-                    direction: dir,
-                    index,
-                });
-                let peers = match rule.peers.as_deref() {
-                    None | Some([]) => Peers::Any,
-                    Some(list) => Peers::Some(
-                        identities
-                            .iter()
-                            .filter(|(_, key)| {
-                                list.iter().any(|peer| peer_selects(policy, peer, key))
-                            })
-                            .map(|(id, _)| *id)
-                            .collect(),
-                    ),
-                };
-                let ports: &[PolicyPort] = rule.ports.as_deref().unwrap_or(&[]);
-                if ports.is_empty() {
-                    for id in peer_ids(&peers) {
-                        insert(
-                            &mut out.entries,
-                            PolicyKey::all_protocols(id, dir),
-                            by.clone(),
-                        );
-                    }
-                    continue;
-                }
-                for port in ports {
-                    let proto = port.protocol().number();
-                    let key = |identity, port| PolicyKey {
-                        identity,
-                        direction: dir,
-                        proto: Some(proto),
-                        port,
-                    };
-                    match (&port.port, port.end_port) {
-                        (None, _) => {
-                            for id in peer_ids(&peers) {
-                                insert(&mut out.entries, key(id, PortPrefix::ANY), by.clone());
-                            }
-                        }
-                        (Some(PortRef::Number(lo)), end) => {
-                            for block in range_prefixes(*lo, end.unwrap_or(*lo)) {
-                                for id in peer_ids(&peers) {
-                                    insert(&mut out.entries, key(id, block), by.clone());
-                                }
-                            }
-                        }
-                        (Some(PortRef::Name(name)), _) => {
-                            let resolve = |ports: &BTreeMap<String, (u16, crate::Protocol)>| {
-                                ports
-                                    .get(name)
-                                    .filter(|(_, p)| *p == port.protocol())
-                                    .map(|(n, _)| *n)
-                            };
-                            match dir {
-                                // The destination is the subject: one number.
-                                Direction::Ingress => {
-                                    if let Some(n) = resolve(&subject.named_ports) {
-                                        for id in peer_ids(&peers) {
-                                            insert(
-                                                &mut out.entries,
-                                                key(id, PortPrefix::exact(n)),
-                                                by.clone(),
-                                            );
-                                        }
-                                    }
-                                }
-                                // The destination is the peer: its identity
-                                // carries its named ports. Only pods have any,
-                                // so "any peer" becomes every pod identity.
-                                Direction::Egress => {
-                                    for (id, ik) in identities {
-                                        let Subject::Pod { named_ports, .. } = &ik.subject else {
-                                            continue;
-                                        };
-                                        let named = match &peers {
-                                            Peers::Any => true,
-                                            Peers::Some(set) => set.contains(id),
-                                        };
-                                        if let (true, Some(n)) = (named, resolve(named_ports)) {
-                                            insert(
-                                                &mut out.entries,
-                                                key(*id, PortPrefix::exact(n)),
-                                                by.clone(),
-                                            );
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    fold_covering(&mut out.entries);
-    out
-}
-
-fn peer_ids(peers: &Peers) -> Vec<Identity> {
-    match peers {
-        Peers::Any => vec![Identity::ANY],
-        Peers::Some(set) => set.iter().copied().collect(),
-    }
-}
-
-fn insert(entries: &mut BTreeMap<PolicyKey, AllowedBy>, key: PolicyKey, by: AllowedBy) {
-    entries
-        .entry(key)
-        .and_modify(|cur| {
-            if by < *cur {
-                *cur = by.clone();
-            }
-        })
-        .or_insert(by);
-}
-
-/// Whether a peer of `policy` names the addresses of identity `key`.
-fn peer_selects(policy: &NetworkPolicy, peer: &Peer, key: &IdentityKey) -> bool {
-    if let Some(block) = &peer.ip_block {
-        // The piece is the longest named prefix around the address, so it
-        // lies inside the cidr (outside every except) iff the address does.
-        return key.cidr.is_some_and(|piece| {
-            block.cidr.contains(&piece) && !block.except.iter().any(|e| e.contains(&piece))
-        });
-    }
-    let Subject::Pod {
-        namespace,
-        labels,
-        namespace_labels,
-        ..
-    } = &key.subject
-    else {
-        return false;
-    };
-    let namespace_ok = match &peer.namespace_selector {
-        None => *namespace == policy.namespace,
-        Some(sel) => sel.matches(namespace_labels),
-    };
-    namespace_ok
-        && peer
-            .pod_selector
-            .as_ref()
-            .is_none_or(|sel| sel.matches(labels))
-}
-
-/// Give every entry the smallest reason among the entries of its identity
-/// that cover it, so one LPM hit is enough for attribution.
-fn fold_covering(entries: &mut BTreeMap<PolicyKey, AllowedBy>) {
-    let mut by_identity: BTreeMap<(Identity, Direction), Vec<(PolicyKey, AllowedBy)>> =
-        BTreeMap::new();
-    for (k, v) in entries.iter() {
-        by_identity
-            .entry((k.identity, k.direction))
-            .or_default()
-            .push((*k, v.clone()));
-    }
-    for group in by_identity.values() {
-        for (k, _) in group {
-            let best = group
-                .iter()
-                .filter(|(c, _)| c.covers(k))
-                .map(|(_, v)| v)
-                .min()
-                .expect("an entry covers itself");
-            entries.insert(*k, best.clone());
-        }
-    }
 }

@@ -12,6 +12,7 @@
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
 pub mod compile;
+mod entries;
 pub mod evaluate;
 pub mod identity;
 pub mod lookup;

@@ -54,6 +54,15 @@ pub struct Compiled {
     pub endpoints: BTreeMap<EndpointRef, EndpointPolicy>,
     /// Policies compiled fail-closed (they isolate, open nothing), and why.
     pub rejected: Vec<(PolicyRef, String)>,
+    /// Every policy with the endpoints it isolates (`weft policy list`).
+    pub policies: BTreeMap<PolicyRef, PolicySummary>,
+}
+
+/// The endpoints a policy selects, per direction it isolates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub ingress: Vec<EndpointRef>,
+    pub egress: Vec<EndpointRef>,
 }
 
 /// Compiles the whole cluster. Only the allocator can fail.
@@ -153,7 +162,22 @@ pub fn compile(
             out.addresses.insert(*a, ep.clone());
         }
         out.nodes.insert(ep.clone(), w.node.clone());
-        endpoints.insert(ep, ctx.endpoint(w));
+        let (policy, selected) = ctx.endpoint(w);
+        for (i, dir) in selected {
+            let summary = out.policies.entry(policies[i].reference()).or_default();
+            match dir {
+                Direction::Ingress => summary.ingress.push(ep.clone()),
+                Direction::Egress => summary.egress.push(ep.clone()),
+            }
+        }
+        endpoints.insert(ep, policy);
+    }
+    for p in policies {
+        out.policies.entry(p.reference()).or_default();
+    }
+    for s in out.policies.values_mut() {
+        s.ingress.sort();
+        s.egress.sort();
     }
     out.endpoints = endpoints;
     Ok(out)
@@ -168,7 +192,9 @@ pub fn compile_endpoint(
     subject: &Workload,
 ) -> EndpointPolicy {
     let valid = policies.iter().map(|p| p.validate().is_ok()).collect();
-    Context::new(policies, valid, identities).endpoint(subject)
+    Context::new(policies, valid, identities)
+        .endpoint(subject)
+        .0
 }
 
 fn intern(

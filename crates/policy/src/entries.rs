@@ -54,11 +54,16 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The entries and isolation of one pod.
-    pub(crate) fn endpoint(&mut self, subject: &Workload) -> EndpointPolicy {
+    /// The entries and isolation of one pod, and which policies select it
+    /// in which direction.
+    pub(crate) fn endpoint(
+        &mut self,
+        subject: &Workload,
+    ) -> (EndpointPolicy, Vec<(usize, Direction)>) {
         let mut out = EndpointPolicy::default();
+        let mut selected = Vec::new();
         if subject.host_network {
-            return out;
+            return (out, selected);
         }
         let in_namespace = self
             .by_namespace
@@ -100,6 +105,7 @@ impl<'a> Context<'a> {
                     }
                 }
             }
+            selected.extend(selecting.iter().map(|&i| (i, dir)));
             for i in selecting.into_iter().filter(|&i| self.valid[i]) {
                 let policy = &self.policies[i];
                 for (index, rule) in policy.rules(dir).iter().enumerate() {
@@ -118,7 +124,7 @@ impl<'a> Context<'a> {
             }
         }
         fold_covering(&mut out.entries);
-        out
+        (out, selected)
     }
 }
 

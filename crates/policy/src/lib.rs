@@ -22,7 +22,9 @@ pub mod ports;
 pub mod selector;
 pub mod verdict;
 
-pub use compile::{compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef};
+pub use compile::{
+    compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef, PolicySummary,
+};
 pub use evaluate::{evaluate, End};
 pub use identity::{Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
 pub use lookup::{Explanation, Step};

@@ -119,6 +119,36 @@ impl Compiled {
         }
     }
 
+    /// `weft policy explain --from NS/POD --to NS/POD`: the flow between
+    /// the pods' first addresses of one family (IPv4 first).
+    pub fn explain_pods(
+        &self,
+        from: &EndpointRef,
+        to: &EndpointRef,
+        proto: Protocol,
+        port: u16,
+    ) -> Option<Explanation> {
+        let addrs = |ep: &EndpointRef| -> Vec<IpAddr> {
+            self.addresses
+                .iter()
+                .filter(|(_, e)| *e == ep)
+                .map(|(a, _)| *a)
+                .collect()
+        };
+        let (src, dst) = (addrs(from), addrs(to));
+        let pair = src.iter().find_map(|s| {
+            dst.iter()
+                .find(|d| d.is_ipv4() == s.is_ipv4())
+                .map(|d| (*s, *d))
+        })?;
+        Some(self.explain(&Flow {
+            src: pair.0,
+            dst: pair.1,
+            proto,
+            port,
+        }))
+    }
+
     /// `weft policy show`: an endpoint's entries, one per line.
     pub fn render_endpoint(&self, endpoint: &EndpointRef) -> Option<String> {
         let p = self.endpoints.get(endpoint)?;

@@ -190,3 +190,47 @@ fn one_endpoint_recompiles_to_what_the_whole_cluster_gave_it() {
         assert_eq!(alone, c.compiled.endpoints[&ep], "{ep:?}");
     }
 }
+
+#[test]
+fn list_and_explain_by_pod_name() {
+    let mut all = policies();
+    let mut broken = np("y", "broken", sel(&[]));
+    broken.ingress = Some(vec![rule(None, Some(vec![port(0, None)]))]);
+    all.push(broken);
+    let c = Checked::new(&all, &small_cluster());
+    let ep = |ns: &str, name: &str| EndpointRef {
+        namespace: ns.into(),
+        name: name.into(),
+    };
+    let list = &c.compiled.policies;
+    assert_eq!(list.len(), 3);
+    let deny_all = &list[&PolicyRef {
+        namespace: "x".into(),
+        name: "a-deny-all".into(),
+    }];
+    assert_eq!(
+        deny_all.ingress,
+        vec![ep("x", "db"), ep("x", "web"), ep("x", "web2")],
+        "hostNetwork x/agent is not selected"
+    );
+    assert!(deny_all.egress.is_empty());
+    let broken = &list[&PolicyRef {
+        namespace: "y".into(),
+        name: "broken".into(),
+    }];
+    assert_eq!(broken.ingress, vec![ep("y", "cli"), ep("y", "web")]);
+    assert_eq!(c.compiled.rejected.len(), 1);
+
+    let e = c
+        .compiled
+        .explain_pods(&ep("x", "web"), &ep("x", "db"), Tcp, 5432)
+        .unwrap();
+    assert_eq!(e.flow.src, ip(X_WEB));
+    assert!(e.verdict.allowed);
+    assert!(
+        c.compiled
+            .explain_pods(&ep("x", "agent"), &ep("x", "db"), Tcp, 1)
+            .is_none(),
+        "hostNetwork pods have no endpoint"
+    );
+}

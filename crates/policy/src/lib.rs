@@ -18,6 +18,7 @@ pub mod identity;
 pub mod lookup;
 pub mod mapkey;
 pub mod model;
+pub mod plan;
 pub mod ports;
 pub mod selector;
 pub mod verdict;
@@ -33,6 +34,7 @@ pub use model::{
     Direction, Flow, Inventory, IpBlock, NetworkPolicy, Node, Peer, PolicyPort, PolicyRef, PortRef,
     Protocol, Rule, Workload,
 };
+pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use verdict::{AllowedBy, DirectionVerdict, RuleRef, Verdict};

@@ -71,7 +71,7 @@ pub fn evaluate(policies: &[NetworkPolicy], inventory: &Inventory, flow: &Flow) 
 }
 
 /// "Traffic is allowed if there are no NetworkPolicies selecting the pod,
-/// OR if the traffic source is the pod's local node [ingress], OR if the
+/// OR if the traffic source is the pod's local node (ingress), OR if the
 /// traffic matches at least one rule across all of the NetworkPolicy
 /// objects whose podSelector matches the pod."
 pub fn evaluate_direction(

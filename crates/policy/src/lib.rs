@@ -9,6 +9,8 @@
 //!   prefix) -> the rule that allows), see [`mapkey`] for the layout.
 //! - [`Compiled::check`] / [`Compiled::explain`]: the data path's lookups
 //!   replayed, with attribution.
+//! - [`plan()`]: an update's map writes, ordered so nothing allowed before
+//!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
 pub mod compile;

@@ -10,6 +10,7 @@ mod gen;
 use common::Rng;
 use weft_policy::*;
 
+/// Default bound; `WEFT_POLICY_SCENARIOS=n` runs more (a longer soak).
 const SCENARIOS: u64 = 120;
 
 fn check_scenario(seed: u64) -> usize {
@@ -63,7 +64,11 @@ fn check_scenario(seed: u64) -> usize {
 #[test]
 fn compiled_maps_agree_with_the_evaluator_on_random_clusters() {
     let mut flows = 0;
-    for seed in 0..SCENARIOS {
+    let scenarios = std::env::var("WEFT_POLICY_SCENARIOS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SCENARIOS);
+    for seed in 0..scenarios {
         flows += check_scenario(0x5EED_0000 + seed);
     }
     // Bounded, and big enough to mean something.

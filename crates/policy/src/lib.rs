@@ -22,6 +22,7 @@ pub mod mapkey;
 pub mod model;
 pub mod plan;
 pub mod ports;
+pub mod rules;
 pub mod selector;
 pub mod verdict;
 
@@ -38,6 +39,7 @@ pub use model::{
 };
 pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
+pub use rules::RuleIds;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use verdict::{AllowedBy, DirectionVerdict, RuleRef, Verdict};
 

@@ -72,14 +72,18 @@ impl LabelSelector {
     }
 
     /// The API server's validation (ValidateLabelSelector): `In`/`NotIn`
-    /// need at least one value, `Exists`/`DoesNotExist` none, keys are not
-    /// empty.
+    /// need at least one value, `Exists`/`DoesNotExist` none, keys are
+    /// qualified names and values label values.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        for key in self.match_labels.keys() {
+        for (key, value) in &self.match_labels {
             check_key(key)?;
+            check_value(value)?;
         }
         for r in &self.match_expressions {
             check_key(&r.key)?;
+            for v in &r.values {
+                check_value(v)?;
+            }
             match r.operator {
                 Operator::In | Operator::NotIn if r.values.is_empty() => {
                     return Err(PolicyError::Selector(format!(
@@ -125,13 +129,52 @@ impl Requirement {
     }
 }
 
+/// A label key is a qualified name: an optional DNS-subdomain prefix and
+/// `/`, then a name of at most 63 characters (IsQualifiedName).
 fn check_key(key: &str) -> Result<(), PolicyError> {
-    // The API also checks the qualified-name syntax; an empty key is the one
-    // malformation that would change what a selector means here.
-    if key.is_empty() {
-        return Err(PolicyError::Selector("a label key is empty".into()));
+    let bad = || {
+        Err(PolicyError::Selector(format!("{key:?} is not a valid label key (an optional DNS prefix and '/', then up to 63 of [A-Za-z0-9-_.], alphanumeric at both ends)")))
+    };
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if p.is_empty() || p.len() > 253 || !p.split('.').all(label_ok) {
+            return bad();
+        }
+    }
+    if name.is_empty() || !valid_value(name) {
+        return bad();
     }
     Ok(())
+}
+
+/// A label value: empty, or up to 63 of `[A-Za-z0-9-_.]` starting and
+/// ending alphanumeric (IsValidLabelValue).
+fn valid_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+fn check_value(v: &str) -> Result<(), PolicyError> {
+    if valid_value(v) {
+        Ok(())
+    } else {
+        Err(PolicyError::Selector(format!("{v:?} is not a valid label value (up to 63 of [A-Za-z0-9-_.], alphanumeric at both ends)")))
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +225,13 @@ mod tests {
             LabelSelector::all().with("k", Operator::DoesNotExist, &["x"]),
             LabelSelector::all().with("", Operator::Exists, &[]),
             LabelSelector::labels([("", "v")]),
+            LabelSelector::labels([("-k", "v")]),
+            LabelSelector::labels([("Example.com/k", "v")]),
+            LabelSelector::labels([("/k", "v")]),
+            LabelSelector::labels([("k", "-v")]),
+            LabelSelector::labels([("k", "a b")]),
+            LabelSelector::all().with("k", Operator::In, &["ok", "not ok"]),
+            LabelSelector::labels([("k".repeat(64).as_str(), "v")]),
         ];
         for s in bad {
             assert!(s.validate().is_err(), "{s:?} should be rejected");
@@ -190,10 +240,15 @@ mod tests {
                 "invalid {s:?} must match nothing"
             );
         }
-        assert!(LabelSelector::all()
-            .with("k", Operator::NotIn, &["x"])
-            .validate()
-            .is_ok());
+        let good = [
+            LabelSelector::all().with("k", Operator::NotIn, &["x"]),
+            LabelSelector::labels([("kubernetes.io/metadata.name", "x")]),
+            LabelSelector::labels([("app.kubernetes.io/name", "")]),
+            LabelSelector::labels([("K_8.s", "V-1_2.3")]),
+        ];
+        for s in good {
+            assert!(s.validate().is_ok(), "{s:?} should be accepted");
+        }
     }
 
     #[test]

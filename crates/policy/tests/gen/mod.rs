@@ -12,8 +12,18 @@ use crate::common::{ip, labels, Rng};
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 pub const NODES: [(&str, &str); 2] = [("node-1", "198.18.0.1"), ("node-2", "198.18.0.2")];
-pub const EXTERNAL: [&str; 4] = ["192.0.2.1", "192.0.2.130", "203.0.113.5", "10.9.0.1"];
-pub const CIDRS: [(&str, &[&str]); 9] = [
+pub const EXTERNAL: [&str; 6] = [
+    "192.0.2.1",
+    "192.0.2.130",
+    "203.0.113.5",
+    "10.9.0.1",
+    "2001:db8::1",
+    "fd00:10:244:1::ff",
+];
+pub const CIDRS: [(&str, &[&str]); 12] = [
+    ("fd00:10:244::/48", &["fd00:10:244:1::/64"]),
+    ("::/0", &["fd00::/8"]),
+    ("fd00:10:244:1::/64", &["fd00:10:244:1::8/126"]),
     ("10.244.0.0/16", &["10.244.1.0/24"]),
     ("10.244.0.0/24", &[]),
     ("10.244.1.0/24", &["10.244.1.8/29", "10.244.1.12/30"]),
@@ -88,7 +98,11 @@ fn peer(rng: &mut Rng, pods: &[Workload]) -> Peer {
         _ => {
             let (cidr, except) = if rng.chance(25) && !pods.is_empty() {
                 let p = rng.pick(pods);
-                (format!("{}/32", p.ips[0]), Vec::new())
+                let a = *rng.pick(&p.ips);
+                (
+                    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 }),
+                    Vec::new(),
+                )
             } else {
                 let (c, e) = CIDRS[rng.below(CIDRS.len())];
                 (c.to_string(), e.iter().map(|s| s.to_string()).collect())
@@ -226,12 +240,17 @@ pub fn inventory(rng: &mut Rng) -> Inventory {
             // pieces and excepts land on some of them.
             ip(&format!("10.244.{}.{}", i % 2, 8 + i))
         };
+        let mut ips = vec![addr];
+        if !host_network && rng.chance(30) {
+            // Dual stack: the v6 address lands in the v6 pieces above.
+            ips.push(ip(&format!("fd00:10:244:{}::{}", i % 2, 8 + i)));
+        }
         workloads.push(Workload {
             namespace: ns.into(),
             name: format!("p{i}"),
             labels: l,
             namespace_labels: ns_labels[ns].clone(),
-            ips: vec![addr],
+            ips,
             named_ports,
             host_network,
             node: node.into(),

@@ -14,24 +14,27 @@ use crate::model::{Direction, Flow, Protocol};
 use crate::verdict::{AllowedBy, DirectionVerdict, Verdict};
 
 impl EndpointPolicy {
-    /// One LPM lookup: the most specific entry for this identity.
+    /// One LPM lookup: the most specific entry for this identity. `proto`
+    /// is the IP protocol number, any of them, as the program sees it (ICMP
+    /// only ever meets all-protocol entries).
     pub fn lpm(
         &self,
         identity: Identity,
         dir: Direction,
-        proto: Protocol,
+        proto: u8,
         port: u16,
     ) -> Option<(PolicyKey, &AllowedBy)> {
-        PolicyKey::lookup_chain(identity, dir, proto.number(), port)
+        PolicyKey::lookup_chain(identity, dir, proto, port)
             .find_map(|k| self.entries.get(&k).map(|v| (k, v)))
     }
 
-    /// The direction's verdict for a peer of `identity`, and the entry hit.
+    /// The direction's verdict for a peer of `identity`, and the entry hit
+    /// (`proto` an IP protocol number, `port` 0 for protocols without).
     pub fn decide(
         &self,
         dir: Direction,
         identity: Identity,
-        proto: Protocol,
+        proto: u8,
         port: u16,
     ) -> (DirectionVerdict, Option<PolicyKey>) {
         let Some(isolated_by) = self.isolated_by(dir) else {
@@ -88,7 +91,7 @@ impl Compiled {
         let node = self.nodes.get(endpoint).map(String::as_str).unwrap_or("");
         let policy = self.endpoints.get(endpoint)?;
         let peer_identity = self.identity_of(node, peer);
-        let (verdict, entry) = policy.decide(dir, peer_identity, flow.proto, flow.port);
+        let (verdict, entry) = policy.decide(dir, peer_identity, flow.proto.number(), flow.port);
         Some(Step {
             endpoint: endpoint.clone(),
             peer_identity,

@@ -207,3 +207,37 @@ fn named_ports_match_their_protocol_and_only_pods() {
     assert!(!c.allowed(X_DB, X_WEB, Tcp, 80));
     assert!(!c.allowed(X_DB, WORLD_1, Tcp, 80));
 }
+
+#[test]
+fn other_protocols_meet_only_rules_without_ports() {
+    // ICMP (1) has no ports: a rule naming ports never allows it, a rule
+    // without ports does. The evaluator's flows are TCP/UDP/SCTP only, so
+    // this reads the compiled map directly, as the program will.
+    let inv = small_cluster();
+    let policies = [
+        np("x", "ports", sel(&[("app", "db")])).ingress_rules(vec![rule(
+            None,
+            Some(vec![port(80, None), proto_only(Udp)]),
+        )]),
+        np("x", "from-web", sel(&[("app", "db")]))
+            .ingress_rules(vec![from(vec![pods(sel(&[("app", "web")]))])]),
+    ];
+    let c = Checked::new(&policies, &inv);
+    let db = &c.compiled.endpoints[&EndpointRef {
+        namespace: "x".into(),
+        name: "db".into(),
+    }];
+    let id = |a: &str| c.compiled.identity_of("node-2", ip(a));
+    let (v, _) = db.decide(Direction::Ingress, id(X_WEB), 1, 0);
+    assert!(v.allows(), "x/web may ping x/db (a rule without ports)");
+    let (v, _) = db.decide(Direction::Ingress, id(Y_CLI), 1, 0);
+    assert_eq!(
+        v,
+        DirectionVerdict::Denied(PolicyRef {
+            namespace: "x".into(),
+            name: "from-web".into()
+        })
+    );
+    let (v, _) = db.decide(Direction::Ingress, id(Y_CLI), 17, 4000);
+    assert!(v.allows(), "any UDP port");
+}

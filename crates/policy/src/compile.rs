@@ -28,6 +28,7 @@ pub struct EndpointPolicy {
     /// The smallest policy isolating the endpoint for ingress, if any.
     pub ingress_isolated_by: Option<PolicyRef>,
     pub egress_isolated_by: Option<PolicyRef>,
+    #[serde(with = "pairs")]
     pub entries: BTreeMap<PolicyKey, AllowedBy>,
 }
 
@@ -50,12 +51,39 @@ pub struct Compiled {
     /// Pod address -> endpoint (the data path's endpoint map).
     pub addresses: BTreeMap<IpAddr, EndpointRef>,
     /// Endpoint -> the node it runs on.
+    #[serde(with = "pairs")]
     pub nodes: BTreeMap<EndpointRef, String>,
+    #[serde(with = "pairs")]
     pub endpoints: BTreeMap<EndpointRef, EndpointPolicy>,
     /// Policies compiled fail-closed (they isolate, open nothing), and why.
     pub rejected: Vec<(PolicyRef, String)>,
     /// Every policy with the endpoints it isolates (`weft policy list`).
+    #[serde(with = "pairs")]
     pub policies: BTreeMap<PolicyRef, PolicySummary>,
+}
+
+/// Maps whose keys are structs travel as lists of pairs: JSON object keys
+/// must be strings (`weft policy show -o json`, an agent's saved state).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// The endpoints a policy selects, per direction it isolates.

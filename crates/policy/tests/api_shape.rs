@@ -107,3 +107,28 @@ fn inputs_round_trip_through_json() {
     let back: NetworkPolicy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
 }
+
+#[test]
+fn compiled_state_round_trips_through_json() {
+    let inv: Inventory = serde_json::from_str(
+        r#"{"workloads": [
+              {"namespace": "x", "name": "a", "labels": {"app": "web"}, "namespaceLabels": {"kubernetes.io/metadata.name": "x"},
+               "ips": ["10.244.0.10", "fd00::a"], "namedPorts": {"http": [8080, "TCP"]}, "node": "n1"},
+              {"namespace": "x", "name": "b", "labels": {}, "namespaceLabels": {"kubernetes.io/metadata.name": "x"},
+               "ips": ["10.244.0.11"], "node": "n2"}
+            ],
+            "nodes": [{"name": "n1", "ips": ["198.18.0.1"]}, {"name": "n2", "ips": ["198.18.0.2"]}]}"#,
+    )
+    .unwrap();
+    let policy: NetworkPolicy = serde_json::from_str(
+        r#"{"namespace": "x", "name": "p", "podSelector": {},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}, {"ipBlock": {"cidr": "192.0.2.0/24"}}],
+                         "ports": [{"port": 8000, "endPort": 8100}, {"port": "http"}]}]}"#,
+    )
+    .unwrap();
+    let compiled = compile(&[policy], &inv, &mut MemoryAllocator::new()).unwrap();
+    let json = serde_json::to_string(&compiled).expect("compiled state serializes to JSON");
+    let back: Compiled = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, compiled);
+    assert!(!compiled.endpoints.values().all(|e| e.entries.is_empty()));
+}

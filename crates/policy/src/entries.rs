@@ -27,6 +27,8 @@ enum Peers {
 pub(crate) struct Context<'a> {
     policies: &'a [NetworkPolicy],
     valid: Vec<bool>,
+    /// Whether each policy's podSelector is valid (checked once).
+    selector_ok: Vec<bool>,
     by_namespace: HashMap<&'a str, Vec<usize>>,
     identities: &'a BTreeMap<Identity, IdentityKey>,
     peers: HashMap<(usize, Direction, usize), Peers>,
@@ -48,6 +50,10 @@ impl<'a> Context<'a> {
         Context {
             policies,
             valid,
+            selector_ok: policies
+                .iter()
+                .map(|p| p.pod_selector.validate().is_ok())
+                .collect(),
             by_namespace,
             identities,
             peers: HashMap::new(),
@@ -79,8 +85,7 @@ impl<'a> Context<'a> {
                     // An invalid podSelector selects the whole namespace:
                     // such a policy can only close (see evaluate.rs).
                     p.affects(dir)
-                        && (p.pod_selector.validate().is_err()
-                            || p.pod_selector.matches(&subject.labels))
+                        && (!self.selector_ok[i] || p.pod_selector.matches(&subject.labels))
                 })
                 .collect();
             let Some(first) = selecting

@@ -72,26 +72,43 @@ pub struct Explanation {
 }
 
 impl Compiled {
-    /// The node-local ipcache lookup: longest prefix, miss = world.
+    /// The node-local ipcache lookup: longest prefix, miss = world (the
+    /// prefix lengths probed longest first, as an LPM trie answers).
     pub fn identity_of(&self, node: &str, addr: IpAddr) -> Identity {
-        self.ipcache
-            .get(node)
-            .and_then(|cache| {
-                cache
-                    .iter()
-                    .filter(|(net, _)| net.contains(&addr))
-                    .max_by_key(|(net, _)| net.prefix_len())
-                    .map(|(_, id)| *id)
+        let Some(cache) = self.ipcache.get(node) else {
+            return Identity::WORLD;
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max)
+            .rev()
+            .find_map(|len| {
+                let net = IpNet::new(addr, len)
+                    .expect("length within the family")
+                    .trunc();
+                cache.get(&net).copied()
             })
             .unwrap_or(Identity::WORLD)
     }
 
-    fn step(&self, dir: Direction, own: IpAddr, peer: IpAddr, flow: &Flow) -> Option<Step> {
+    /// One end's decision: the endpoint, the peer's identity as its node
+    /// sees it, the verdict and the entry hit. `None`: not an endpoint.
+    fn decide_at(
+        &self,
+        dir: Direction,
+        own: IpAddr,
+        peer: IpAddr,
+        flow: &Flow,
+    ) -> Option<(&EndpointRef, Identity, DirectionVerdict, Option<PolicyKey>)> {
         let endpoint = self.addresses.get(&own)?;
         let node = self.nodes.get(endpoint).map(String::as_str).unwrap_or("");
         let policy = self.endpoints.get(endpoint)?;
         let peer_identity = self.identity_of(node, peer);
         let (verdict, entry) = policy.decide(dir, peer_identity, flow.proto.number(), flow.port);
+        Some((endpoint, peer_identity, verdict, entry))
+    }
+
+    fn step(&self, dir: Direction, own: IpAddr, peer: IpAddr, flow: &Flow) -> Option<Step> {
+        let (endpoint, peer_identity, verdict, entry) = self.decide_at(dir, own, peer, flow)?;
         Some(Step {
             endpoint: endpoint.clone(),
             peer_identity,
@@ -103,7 +120,14 @@ impl Compiled {
 
     /// The verdict the data path reaches for `flow`.
     pub fn check(&self, flow: &Flow) -> Verdict {
-        self.explain(flow).verdict
+        let at = |dir, own, peer| {
+            self.decide_at(dir, own, peer, flow)
+                .map_or(DirectionVerdict::NotApplicable, |d| d.2)
+        };
+        Verdict::new(
+            at(Direction::Egress, flow.src, flow.dst),
+            at(Direction::Ingress, flow.dst, flow.src),
+        )
     }
 
     /// The verdict with the entries and identities that led to it.

@@ -103,20 +103,29 @@ impl LabelSelector {
         Ok(())
     }
 
-    /// Whether `labels` satisfy every requirement. A selector that fails
-    /// validation matches nothing: the caller decides how to fail closed.
+    /// Whether `labels` satisfy every requirement. An expression of the
+    /// wrong shape (`NotIn` without values, `Exists` with some) matches
+    /// nothing, so a selector the API would reject never selects; the
+    /// syntax of keys and values is `validate`'s (callers check it once per
+    /// policy, not per label set).
     pub fn matches(&self, labels: &Labels) -> bool {
-        if self.validate().is_err() {
-            return false;
-        }
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.match_expressions.iter().all(|r| r.well_shaped())
+            && self
+                .match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 }
 
 impl Requirement {
+    fn well_shaped(&self) -> bool {
+        match self.operator {
+            Operator::In | Operator::NotIn => !self.values.is_empty(),
+            Operator::Exists | Operator::DoesNotExist => self.values.is_empty(),
+        }
+    }
+
     fn matches(&self, labels: &Labels) -> bool {
         let value = labels.get(&self.key);
         match self.operator {
@@ -233,12 +242,15 @@ mod tests {
             LabelSelector::all().with("k", Operator::In, &["ok", "not ok"]),
             LabelSelector::labels([("k".repeat(64).as_str(), "v")]),
         ];
-        for s in bad {
+        for (i, s) in bad.into_iter().enumerate() {
             assert!(s.validate().is_err(), "{s:?} should be rejected");
-            assert!(
-                !s.matches(&l(&[("k", "x")])),
-                "invalid {s:?} must match nothing"
-            );
+            if i < 4 {
+                // Wrong shapes match nothing even unvalidated.
+                assert!(
+                    !s.matches(&l(&[("k", "x")])),
+                    "invalid {s:?} must match nothing"
+                );
+            }
         }
         let good = [
             LabelSelector::all().with("k", Operator::NotIn, &["x"]),

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use crate::error::DatapathError;
 use crate::fastpath::{self, FastPath};
-use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec, Socket};
+use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec};
 use crate::netns;
+use crate::nlsock::Socket;
 use crate::routing::{self, Plan, Vtep};
 use crate::{
     format_mac, sysctl, validate_ifname, Attached, Datapath, FastEndpoint, FastPathReport,

@@ -78,7 +78,7 @@ pub enum DatapathError {
 
     /// Loading, attaching or updating the eBPF fast path failed.
     #[error("ebpf fast path: {0}")]
-    Bpf(#[from] crate::bpf::BpfError),
+    Bpf(#[from] weft_bpf::BpfError),
 
     /// A failure injected by [`crate::RecordingDatapath`] (tests only).
     #[error("{0}")]

@@ -21,7 +21,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-pub mod bpf;
 mod error;
 pub mod fastpath;
 mod linux;
@@ -32,6 +31,9 @@ mod recording;
 pub mod routing;
 pub mod sysctl;
 
+/// The eBPF loader lives in its own crate; re-exported so callers keep
+/// `weft_datapath::bpf::*`.
+pub use weft_bpf as bpf;
 /// The rtnetlink client lives in its own crate; re-exported so callers keep
 /// `weft_datapath::netlink::*`.
 pub use weft_netlink as netlink;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weft_api::{EndpointInfo, FastPathStatus};
-use weft_datapath::{fastpath::maps::STATS, FastEndpoint, FastPathReport, FastPathSetup};
+use weft_datapath::{FastEndpoint, FastPathReport, FastPathSetup};
 
 use crate::agent::{parse_mac, unix_now, Agent};
 use crate::config::FastPathMode;
@@ -62,20 +62,8 @@ impl FastPathState {
             counters: Default::default(),
         };
         if let Some(c) = counters {
-            let values = [
-                c.local,
-                c.remote,
-                c.pass_not_pod,
-                c.pass_tracked,
-                c.pass_slow_endpoint,
-                c.pass_proto,
-                c.pass_fib,
-            ];
-            out.counters = STATS
-                .iter()
-                .zip(values)
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+            // names and order come from the C header (weft/counters.h)
+            out.counters = c.pairs().iter().map(|(k, v)| (k.to_string(), *v)).collect();
         }
         out
     }

@@ -143,6 +143,10 @@ pub struct LoadOptions<'a> {
     /// Where maps defined with `pinning = PIN_BY_NAME` live (a directory on
     /// bpffs, one per agent instance). `None`: every map is fresh.
     pub pin_dir: Option<&'a Path>,
+    /// An object loaded before whose maps this one shares by name (one
+    /// entry file per attach point, one set of maps): a map of the same
+    /// name must have the same layout, and is used instead of a new one.
+    pub share: Option<&'a Loaded>,
 }
 
 /// [`load_with`] without pinning: every map fresh.
@@ -160,9 +164,14 @@ pub fn load_with(elf: &[u8], opts: &LoadOptions<'_>) -> Result<Loaded, BpfError>
     let kfuncs = resolve_kfuncs(&obj)?;
     let maps = obj
         .map_defs()
-        .map(|(name, def)| match (def.pinning, opts.pin_dir) {
-            (PIN_BY_NAME, Some(dir)) => Map::pinned(dir, name, *def),
-            _ => Map::create(name, *def),
+        .map(|(name, def)| {
+            if let Some(m) = opts.share.and_then(|l| l.map(name).ok()) {
+                return m.shared(def);
+            }
+            match (def.pinning, opts.pin_dir) {
+                (PIN_BY_NAME, Some(dir)) => Map::pinned(dir, name, *def),
+                _ => Map::create(name, *def),
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     let license = CString::new(obj.license())

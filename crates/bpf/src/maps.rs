@@ -71,6 +71,29 @@ impl Map {
         })
     }
 
+    /// The same kernel map for another object whose definition is `def`,
+    /// which must lay it out the same way.
+    pub(crate) fn shared(&self, def: &MapDef) -> Result<Map, BpfError> {
+        let layout = |d: &MapDef| (d.map_type, d.key_size, d.value_size, d.max_entries, d.flags);
+        if layout(def) != layout(&self.def) {
+            return Err(BpfError::Unsupported(format!(
+                "map {} is defined differently in two objects ({:?} and {:?}); define it once, \
+                 in a header both include",
+                self.name, self.def, def
+            )));
+        }
+        let fd = self.fd.try_clone().map_err(|source| BpfError::Io {
+            path: format!("dup of map {}", self.name).into(),
+            source,
+        })?;
+        Ok(Map {
+            fd,
+            name: self.name.clone(),
+            def: self.def,
+            pin: self.pin,
+        })
+    }
+
     /// For a pinned map, whether this load created, re-used or replaced it.
     pub fn pin_outcome(&self) -> Option<PinOutcome> {
         self.pin

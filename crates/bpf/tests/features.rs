@@ -94,6 +94,7 @@ fn pinned_map_is_reused_when_layout_matches_and_replaced_when_not_privileged() {
     let dir = fs.path().join("node-a");
     let opts = LoadOptions {
         pin_dir: Some(&dir),
+        share: None,
     };
     let key = 3u32;
 
@@ -188,4 +189,26 @@ fn cgroup_attach_and_detach_privileged() {
     assert!(bpf::cgroup_detach(&cg.0, prog).unwrap());
     assert!(ids(&cg.0).is_empty());
     assert!(!bpf::cgroup_detach(&cg.0, prog).unwrap());
+}
+
+#[test]
+fn objects_share_maps_by_name_privileged() {
+    need_root!("objects_share_maps");
+    let first = bpf::load(&object(8)).unwrap();
+    let opts = LoadOptions {
+        pin_dir: None,
+        share: Some(&first),
+    };
+    let second = bpf::load_with(&object(8), &opts).unwrap();
+    let key = 1u32;
+    TypedMap::<u32, u64>::new(first.map("weft_test_pinned").unwrap())
+        .unwrap()
+        .insert(&key, &5)
+        .unwrap();
+    // one kernel map behind both objects' names
+    let m = TypedMap::<u32, u64>::new(second.map("weft_test_pinned").unwrap()).unwrap();
+    assert_eq!(m.get(&key).unwrap(), Some(5));
+    // another layout under the same name is refused, not silently split
+    let e = bpf::load_with(&object(16), &opts).unwrap_err().to_string();
+    assert!(e.contains("defined differently"), "{e}");
 }

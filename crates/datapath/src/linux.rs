@@ -1019,7 +1019,7 @@ impl Datapath for LinuxDatapath {
             Some(name) => self.ifindex_of(name)?,
             None => 0,
         };
-        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote))??;
+        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote, None))??;
         tracing::info!(remote_device = ?setup.remote_device, "ebpf fast path loaded");
         *self.fast() = Some(fp);
         Ok(())

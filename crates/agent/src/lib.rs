@@ -75,7 +75,11 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
             .context("opening the endpoint store")?,
     );
-    let datapath: Arc<dyn Datapath> = Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
+    let datapath: Arc<dyn Datapath> = Arc::new(
+        LinuxDatapath::new()
+            .context("opening rtnetlink")?
+            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
+    );
     build_with(cfg, ipam_store, local_store, datapath)
 }
 

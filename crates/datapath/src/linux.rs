@@ -41,6 +41,9 @@ pub struct LinuxDatapath {
     handoff: Mutex<HashMap<String, Handoff>>,
     /// The eBPF fast path, once `fastpath_start` loaded it.
     fast: Mutex<Option<FastPath>>,
+    /// Where the fast path's pinned maps live (one directory per agent
+    /// instance, on bpffs); `None`: nothing is pinned.
+    pin_dir: Option<PathBuf>,
 }
 
 /// What `create_link` learnt that `configure_link` needs.
@@ -95,7 +98,17 @@ impl LinuxDatapath {
             pool: Mutex::new(vec![sock]),
             handoff: Mutex::new(HashMap::new()),
             fast: Mutex::new(None),
+            pin_dir: None,
         })
+    }
+
+    /// Pins the fast path's long-lived maps (today the counters) under
+    /// `dir`, one directory per agent instance on bpffs, so they outlive an
+    /// agent restart; re-used while their layout matches, replaced when not.
+    /// `None` (the default): every start begins with fresh maps.
+    pub fn with_bpf_pin_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.pin_dir = dir;
+        self
     }
 
     fn on_node_thread(&self) -> bool {
@@ -1019,8 +1032,23 @@ impl Datapath for LinuxDatapath {
             Some(name) => self.ifindex_of(name)?,
             None => 0,
         };
-        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote, None))??;
-        tracing::info!(remote_device = ?setup.remote_device, "ebpf fast path loaded");
+        let pin_dir = match &self.pin_dir {
+            Some(d) if crate::bpf::pin::prepare_dir(d).is_err() => {
+                tracing::warn!(
+                    pin_dir = %d.display(),
+                    "the bpf pin directory is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf); \
+                     the fast path's maps start empty at every agent start"
+                );
+                None
+            }
+            d => d.as_deref(),
+        };
+        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote, pin_dir))??;
+        tracing::info!(
+            remote_device = ?setup.remote_device,
+            pinned = ?fp.pinned(),
+            "ebpf fast path loaded"
+        );
         *self.fast() = Some(fp);
         Ok(())
     }

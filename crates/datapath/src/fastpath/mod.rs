@@ -171,6 +171,25 @@ impl FastPath {
         })
     }
 
+    /// A program of either object, by function name ([`FROM_POD`], [`TO_POD`]):
+    /// for BPF_PROG_TEST_RUN in tests and for tools.
+    pub fn program(&self, name: &str) -> Result<&bpf::Program, DatapathError> {
+        Ok(self
+            .loaded
+            .program(name)
+            .or_else(|_| self.to_pod.program(name))?)
+    }
+
+    /// The pinned maps and what this load did with each (created, re-used,
+    /// replaced); empty without a pin directory.
+    pub fn pinned(&self) -> Vec<(String, bpf::PinOutcome)> {
+        self.loaded
+            .maps()
+            .iter()
+            .filter_map(|m| Some((m.name().to_string(), m.pin_outcome()?)))
+            .collect()
+    }
+
     /// Attaches `weft_to_pod` to the remote device (replacing an older
     /// agent's). A node without one (single node) attaches nothing.
     fn attach_remote(&self) -> Result<(), DatapathError> {

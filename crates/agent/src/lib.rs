@@ -14,6 +14,7 @@ pub mod agent;
 pub mod config;
 pub mod endpoints;
 pub mod fastpath;
+mod fastpath_state;
 pub mod naming;
 pub mod reconcile;
 pub mod registry;

@@ -39,8 +39,9 @@ pub struct LinuxDatapath {
     /// the second half of an ADD does not enter the pod netns again. An entry
     /// lives from create to configure or detach.
     handoff: Mutex<HashMap<String, Handoff>>,
-    /// The eBPF fast path, once `fastpath_start` loaded it.
-    fast: Mutex<Option<FastPath>>,
+    /// The eBPF fast path, once `fastpath_start` loaded it (boxed: it is large,
+    /// and LinuxDatapath is held by value in enums elsewhere).
+    fast: Mutex<Option<Box<FastPath>>>,
     /// Where the fast path's pinned maps live (one directory per agent
     /// instance, on bpffs); `None`: nothing is pinned.
     pin_dir: Option<PathBuf>,
@@ -802,7 +803,7 @@ fn host_requests(items: &[HostItem], index: u32, host: &str, pod_mac: [u8; 6]) -
 }
 
 impl LinuxDatapath {
-    fn fast(&self) -> std::sync::MutexGuard<'_, Option<FastPath>> {
+    fn fast(&self) -> std::sync::MutexGuard<'_, Option<Box<FastPath>>> {
         self.fast.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -1049,7 +1050,7 @@ impl Datapath for LinuxDatapath {
             pinned = ?fp.pinned(),
             "ebpf fast path loaded"
         );
-        *self.fast() = Some(fp);
+        *self.fast() = Some(Box::new(fp));
         Ok(())
     }
 
@@ -1115,6 +1116,6 @@ impl Datapath for LinuxDatapath {
     }
 
     fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
-        self.fast().as_ref().map(FastPath::stats).transpose()
+        self.fast().as_ref().map(|fp| fp.stats()).transpose()
     }
 }

@@ -34,20 +34,25 @@ pub fn is_bpffs(dir: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// Creates `dir` (and parents) and checks that it is on bpffs.
+/// Creates `dir` (and parents) on bpffs. Refuses, before creating anything,
+/// when the nearest existing ancestor is not on bpffs (a typo or an
+/// unmounted `/sys/fs/bpf` must not leave directories behind).
 pub fn prepare_dir(dir: &Path) -> Result<(), BpfError> {
-    std::fs::create_dir_all(dir).map_err(|source| BpfError::Io {
-        path: dir.into(),
-        source,
-    })?;
-    if !is_bpffs(dir) {
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(existing) {
         return Err(BpfError::Pin(format!(
             "{} is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose \
-             a pin directory under /sys/fs/bpf",
+             a pin directory under a bpffs mount",
             dir.display()
         )));
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|source| BpfError::Io {
+        path: dir.into(),
+        source,
+    })
 }
 
 /// BPF_OBJ_PIN: `fd` at `path` (which must not exist).

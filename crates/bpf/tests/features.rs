@@ -147,8 +147,8 @@ fn pinned_map_is_reused_when_layout_matches_and_replaced_when_not_privileged() {
 fn pin_dir_outside_bpffs_is_refused() {
     let dir = std::env::temp_dir().join(format!("weft-not-bpffs-{}", std::process::id()));
     let e = bpf::pin::prepare_dir(&dir).unwrap_err().to_string();
-    let _ = std::fs::remove_dir(&dir);
     assert!(e.contains("not on a bpf filesystem"), "{e}");
+    assert!(!dir.exists(), "nothing is created off bpffs");
 }
 
 /// The cgroup2 mount point, from /proc/self/mounts.

@@ -55,15 +55,17 @@ impl LinuxDatapath {
             None => 0,
         };
         let pin_dir = match &self.pin_dir {
-            Some(d) if crate::bpf::pin::prepare_dir(d).is_err() => {
-                tracing::warn!(
-                    pin_dir = %d.display(),
-                    "the bpf pin directory is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf); \
-                     the fast path's maps start empty at every agent start"
-                );
-                None
-            }
-            d => d.as_deref(),
+            Some(d) => match crate::bpf::pin::prepare_dir(d) {
+                Ok(()) => Some(d.as_path()),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot pin the fast path's maps; they start empty at every agent start"
+                    );
+                    None
+                }
+            },
+            None => None,
         };
         let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote, pin_dir))??;
         tracing::info!(

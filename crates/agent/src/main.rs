@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -11,6 +12,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // colour only for a person at a terminal: logs in files and the
+        // journal stay plain text (greppable, no escape codes)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(&cfg) {
         tracing::error!("{e:#}");
@@ -20,6 +24,9 @@ fn main() {
 }
 
 fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
+    if let Some(point) = &cfg.fault_point {
+        weft_agent::fault::arm(point);
+    }
     let agent = weft_agent::build(cfg)?;
     let listener = weft_agent::server::bind(&cfg.socket)?;
     weft_agent::start_spool_replay(agent.clone(), cfg.spool_dir.clone(), Duration::from_secs(2));

@@ -12,6 +12,22 @@ use weft_lab::{Lab, LabSpec};
 use crate::output::{outln, table};
 use crate::Format;
 
+/// Whether lab `name` exists (its record is there).
+pub fn exists(name: &str) -> bool {
+    Lab::dir_of(name).join("lab.json").exists()
+}
+
+/// Whether a half-built or half-removed lab `name` left something
+/// `weft lab down` would remove: its directory or a namespace of its prefix.
+fn has_leftovers(name: &str) -> bool {
+    let prefix = format!("{name}-");
+    Lab::dir_of(name).exists()
+        || std::fs::read_dir("/run/netns").is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+}
+
 #[derive(Subcommand)]
 pub enum LabCmd {
     /// Build a lab: fabric + node namespaces, etcd, weftd per node, and pods via weft-cni.
@@ -38,6 +54,10 @@ pub enum LabCmd {
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Leave out the closing "next:" hint (scripts that remove the lab
+        /// themselves, like make demo).
+        #[arg(long, hide = true)]
+        no_hint: bool,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -97,6 +117,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             mtu,
             quarantine_seconds,
             bin_dir,
+            no_hint,
         } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
@@ -135,10 +156,15 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 etcd_members,
                 started.elapsed().as_secs_f64()
             );
-            eprintln!("try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
+            if !no_hint {
+                eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Down { name } => {
+            if !exists(&name) && !has_leftovers(&name) {
+                anyhow::bail!("no lab named {name}; `weft lab status` lists the labs");
+            }
             Lab::down(&name)?;
             eprintln!("lab {name} removed");
             Ok(ExitCode::SUCCESS)

@@ -13,6 +13,14 @@ pub enum DatapathError {
     #[error("network namespace {} does not exist", path.display())]
     NetnsGone { path: PathBuf },
 
+    /// The pod's "network namespace" path is something else.
+    #[error("{} is {what}, not a network namespace", path.display())]
+    NotNetns { path: PathBuf, what: String },
+
+    /// The pod's network namespace is the node's or the host's own.
+    #[error("network namespace {} is {whose}; weft never plumbs a pod there", path.display())]
+    NodeNetns { path: PathBuf, whose: &'static str },
+
     /// The pod netns already holds an interface with the requested name.
     #[error("interface {ifname} already exists in {}", netns.display())]
     InterfaceExists { ifname: String, netns: PathBuf },

@@ -124,6 +124,15 @@ pub trait Datapath: Send + Sync {
     /// The second half: addresses, routes and neighbours on a pair that
     /// `create_link` made. On failure the pair is deleted.
     fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
+    /// Checks that `netns` may be a pod's: a network namespace that is
+    /// neither the node's own nor the host's
+    /// ([`DatapathError::NodeNetns`], [`DatapathError::NotNetns`],
+    /// [`DatapathError::NetnsGone`]). `create_link` and `attach` check the
+    /// same; this lets weftd refuse before it allocates anything. The
+    /// default (for test doubles) accepts every path.
+    fn check_pod_netns(&self, _netns: &std::path::Path) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Deletes the host veth (and with it the pod's end). A missing link is Ok.
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError>;
     /// Human-readable problems with an attachment; empty means fine.

@@ -206,7 +206,7 @@ impl LinuxDatapath {
         validate_ifname(&link.host_ifname)?;
         let host = link.host_ifname.as_str();
         self.with_node(|node| {
-            let pod_fd = netns::open(&link.netns)?;
+            let pod_fd = netns::open_pod(&link.netns, self.node_id)?;
             let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
             let create = Request::new(
                 nl::new_veth(&nl::VethSpec {
@@ -292,7 +292,7 @@ impl LinuxDatapath {
         self.with_node(|node| {
             let configured = match handoff {
                 Some(mut h) => Self::configure(node, &mut h.pod, link, Some(h.peer)),
-                None => netns::open(&link.netns).and_then(|pod_fd| {
+                None => netns::open_pod(&link.netns, self.node_id).and_then(|pod_fd| {
                     let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
                     Self::configure(node, &mut pod, link, None)
                 }),
@@ -583,6 +583,10 @@ impl Datapath for LinuxDatapath {
         validate_ifname(&link.ifname)?;
         validate_ifname(&link.host_ifname)?;
         self.configure_inner(link)
+    }
+
+    fn check_pod_netns(&self, netns: &Path) -> Result<(), DatapathError> {
+        netns::open_pod(netns, self.node_id).map(drop)
     }
 
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError> {

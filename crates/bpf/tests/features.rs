@@ -50,6 +50,9 @@ fn ring_buffer_round_trip_privileged() {
     let prog = loaded.program("weft_test_emit").unwrap();
     let mut ring = RingBuf::new(loaded.map("weft_test_events").unwrap()).unwrap();
     let lost = PerCpuArray::<u64>::new(loaded.map("weft_test_lost").unwrap()).unwrap();
+    // the typed views check the map's kind and sizes when made
+    assert!(bpf::ProgArray::new(loaded.map("weft_test_lost").unwrap()).is_err());
+    assert!(TypedMap::<u32, u32>::new(loaded.map("weft_test_lost").unwrap()).is_err());
 
     // 100 events of 24 bytes each fit a 4 KiB ring: all arrive, in order
     let ctx = SkbCtx {
@@ -211,4 +214,42 @@ fn objects_share_maps_by_name_privileged() {
     // another layout under the same name is refused, not silently split
     let e = bpf::load_with(&object(16), &opts).unwrap_err().to_string();
     assert!(e.contains("defined differently"), "{e}");
+}
+
+/// A program array: `weft_test_entry` tail-calls slot 0 and returns 1 when
+/// the slot is empty; `weft_test_target` returns 42.
+const TAIL_CALL: &str = r#"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct weft_map_def { __u32 type, key_size, value_size, max_entries, map_flags; };
+struct weft_map_def SEC("maps") weft_test_jump = {
+	.type = BPF_MAP_TYPE_PROG_ARRAY, .key_size = 4, .value_size = 4, .max_entries = 4,
+};
+char LICENSE[] SEC("license") = "GPL";
+SEC("tc/target") int weft_test_target(struct __sk_buff *skb) { return 42; }
+SEC("tc/entry") int weft_test_entry(struct __sk_buff *skb)
+{
+	bpf_tail_call(skb, &weft_test_jump, 0);
+	return 1;
+}
+"#;
+
+#[test]
+fn program_array_tail_calls_privileged() {
+    need_root!("program_array_tail_calls");
+    let loaded = bpf::load(&compile_bpf_code(TAIL_CALL)).unwrap();
+    let jump = bpf::ProgArray::new(loaded.map("weft_test_jump").unwrap()).unwrap();
+    let entry = loaded.program("weft_test_entry").unwrap();
+    let run = || {
+        entry
+            .test_run(&packet(60), &SkbCtx::default(), 1)
+            .unwrap()
+            .retval
+    };
+    assert_eq!(run(), 1, "empty slot: the tail call falls through");
+    jump.set(0, loaded.program("weft_test_target").unwrap())
+        .unwrap();
+    assert_eq!(run(), 42, "slot 0 runs the target");
+    assert!(jump.clear(0).unwrap());
+    assert_eq!(run(), 1);
 }

@@ -19,7 +19,7 @@ use weft_ipam::{AllocRequest, AllocationAttrs, Ipam, IpamError};
 use weft_store::StoreError;
 
 use crate::endpoints::{EndpointError, Endpoints};
-use crate::fastpath::FastPathState;
+use crate::fastpath_state::FastPathState;
 use crate::fault;
 use crate::naming::host_ifname;
 use crate::teardown::Teardown;

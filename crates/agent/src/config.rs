@@ -127,6 +127,12 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_FASTPATH", value_enum, default_value_t = FastPathMode::Auto)]
     pub fastpath: FastPathMode,
 
+    /// Where the fast path pins the maps that outlive a restart (its
+    /// counters), one directory per weftd on a bpf filesystem, e.g.
+    /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
+    #[arg(long, env = "WEFT_BPF_PIN_DIR")]
+    pub bpf_pin_dir: Option<PathBuf>,
+
     /// Tests only: stop at this named step (see the `fault` module) so a
     /// test can kill weftd there. Never set in production.
     #[arg(long, hide = true)]

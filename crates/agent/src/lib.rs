@@ -20,6 +20,7 @@ pub mod agent;
 pub mod config;
 pub mod endpoints;
 pub mod fastpath;
+mod fastpath_state;
 pub mod fault;
 mod gc;
 pub mod naming;
@@ -86,7 +87,11 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     // the stores made their files: none readable by others (pods' names and
     // addresses are in them)
     startup::private_files(&cfg.state_dir, &cfg.spool_dir);
-    let datapath: Arc<dyn Datapath> = Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
+    let datapath: Arc<dyn Datapath> = Arc::new(
+        LinuxDatapath::new()
+            .context("opening rtnetlink")?
+            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
+    );
     build_with(cfg, ipam_store, local_store, datapath)
 }
 

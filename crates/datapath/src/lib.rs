@@ -2,7 +2,7 @@
 //!
 //! weftd talks to the kernel only through the [`Datapath`] trait. The real
 //! implementation, [`LinuxDatapath`], speaks rtnetlink over its own small,
-//! synchronous client ([`netlink`]), enters network namespaces with `setns`
+//! synchronous client (the `weft-netlink` crate, re-exported as [`netlink`]), enters network namespaces with `setns`
 //! ([`netns`]) and writes sysctls; it runs `nft` once at agent start for the
 //! masquerade table ([`nat`]). [`RecordingDatapath`] is the test double that
 //! records typed calls so the agent's logic is testable without root.
@@ -21,16 +21,22 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-pub mod bpf;
 mod error;
 pub mod fastpath;
 mod linux;
 pub mod nat;
-pub mod netlink;
 pub mod netns;
+mod nlsock;
 mod recording;
 pub mod routing;
 pub mod sysctl;
+
+/// The eBPF loader lives in its own crate; re-exported so callers keep
+/// `weft_datapath::bpf::*`.
+pub use weft_bpf as bpf;
+/// The rtnetlink client lives in its own crate; re-exported so callers keep
+/// `weft_datapath::netlink::*`.
+pub use weft_netlink as netlink;
 
 pub use error::DatapathError;
 pub use fastpath::{FastEndpoint, FastPathStats};

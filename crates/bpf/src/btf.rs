@@ -6,8 +6,8 @@
 //! kind-specific number of bytes, so finding id N means walking every type
 //! before it and knowing every kind's size.
 
-use super::elf::cstr_at;
-use super::BpfError;
+use crate::elf::cstr_at;
+use crate::BpfError;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";

@@ -1,5 +1,7 @@
-//! weft's own, small eBPF loader: tc programs with kfunc calls, legacy maps,
-//! attached with tcx.
+//! weft's own, small eBPF loader: tc and cgroup_skb programs with kfunc
+//! calls, legacy maps (pinned under bpffs when asked), attached with tcx or
+//! to a cgroup, testable with BPF_PROG_TEST_RUN, ring buffers read with
+//! bounded memory.
 //!
 //! Why not aya or libbpf-rs: weft's programs call the conntrack kfuncs
 //! (`bpf_skb_ct_lookup`, `bpf_ct_release`), which aya on crates.io cannot
@@ -13,33 +15,53 @@
 //! own BTF, which is all the verifier needs here.
 //!
 //! - [`parse_object`]: ELF to [`ParsedObject`], pure.
-//! - [`load`]: creates the maps, relocates, BPF_PROG_LOADs every program.
-//! - [`tcx_attach`] / [`tcx_detach_named`] / [`tcx_programs`]: the hooks.
+//! - [`load`] / [`load_with`]: creates (or re-uses pinned) maps, relocates,
+//!   BPF_PROG_LOADs every program.
+//! - [`tcx_attach`] / [`tcx_detach_named`] / [`tcx_programs`]: the tc hooks;
+//!   [`cgroup_attach`] / [`cgroup_detach`]: cgroup hooks.
+//! - [`pin`]: maps that outlive the agent; [`PrivateBpffs`] for tests.
+//! - [`Program::test_run`]: BPF_PROG_TEST_RUN on a crafted packet.
+//! - [`RingBuf`]: reads a ring buffer map; [`TypedMap`], [`PerCpuArray`],
+//!   [`ProgArray`]: typed views over [`Pod`] keys and values.
 
 mod btf;
+mod cgroup;
 mod elf;
 mod error;
 mod maps;
 mod object;
+pub mod pin;
+mod ringbuf;
 mod sys;
 mod tcx;
+mod testrun;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 pub use btf::{btf_func_id, VMLINUX_BTF};
+pub use cgroup::{cgroup_attach, cgroup_detach, cgroup_programs};
 pub use error::BpfError;
 pub use maps::{possible_cpus, Map};
-pub use object::{parse_object, MapDef, ParsedObject, ProgramSpec, Reloc, RelocKind};
+pub use object::{
+    parse_object, MapDef, ParsedObject, ProgKind, ProgramSpec, Reloc, RelocKind, PIN_BY_NAME,
+    PIN_NONE,
+};
+pub use pin::{PinOutcome, PrivateBpffs};
+pub use ringbuf::{Drained, RingBuf, MAP_TYPE_RINGBUF};
 pub use tcx::{tcx_attach, tcx_detach_named, tcx_programs, TcxDirection};
+pub use testrun::{SkbCtx, TestRun};
+pub use typed::{
+    bytes_of, from_bytes, LpmTrie, PerCpuArray, Pod, ProgArray, TypedMap, MAP_TYPE_PROG_ARRAY,
+};
 
 use sys::Attr;
 
-/// `BPF_PROG_TYPE_SCHED_CLS`: what tcx runs.
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// Verifier log for the retry of a failed load.
 const LOG_SIZE: usize = 1 << 20;
 /// How much of the verifier log goes into the error.
@@ -52,6 +74,7 @@ pub struct Program {
     fd: OwnedFd,
     name: String,
     id: u32,
+    kind: ProgKind,
 }
 
 impl Program {
@@ -63,6 +86,11 @@ impl Program {
     /// The kernel's id for this program (as `bpftool prog` shows it).
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// What it was loaded as (from its section).
+    pub fn kind(&self) -> ProgKind {
+        self.kind
     }
 }
 
@@ -109,16 +137,42 @@ impl Loaded {
     }
 }
 
-/// Parses `elf`, resolves its kfuncs against the running kernel's BTF,
-/// creates its maps (fresh ones, nothing pinned) and loads every program as
-/// BPF_PROG_TYPE_SCHED_CLS.
+/// How [`load_with`] treats the object's maps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// Where maps defined with `pinning = PIN_BY_NAME` live (a directory on
+    /// bpffs, one per agent instance). `None`: every map is fresh.
+    pub pin_dir: Option<&'a Path>,
+    /// An object loaded before whose maps this one shares by name (one
+    /// entry file per attach point, one set of maps): a map of the same
+    /// name must have the same layout, and is used instead of a new one.
+    pub share: Option<&'a Loaded>,
+}
+
+/// [`load_with`] without pinning: every map fresh.
 pub fn load(elf: &[u8]) -> Result<Loaded, BpfError> {
+    load_with(elf, &LoadOptions::default())
+}
+
+/// Parses `elf`, resolves its kfuncs against the running kernel's BTF,
+/// creates its maps (pinned ones re-used from `opts.pin_dir` when their
+/// layout matches, see [`pin`]) and loads every program as the type its
+/// section names.
+pub fn load_with(elf: &[u8], opts: &LoadOptions<'_>) -> Result<Loaded, BpfError> {
     let obj = parse_object(elf)?;
     // resolve kfuncs first: a missing one fails before any kernel object exists
     let kfuncs = resolve_kfuncs(&obj)?;
     let maps = obj
         .map_defs()
-        .map(|(name, def)| Map::create(name, *def))
+        .map(|(name, def)| {
+            if let Some(m) = opts.share.and_then(|l| l.map(name).ok()) {
+                return m.shared(def);
+            }
+            match (def.pinning, opts.pin_dir) {
+                (PIN_BY_NAME, Some(dir)) => Map::pinned(dir, name, *def),
+                _ => Map::create(name, *def),
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let license = CString::new(obj.license())
         .map_err(|_| BpfError::Elf("license contains a NUL byte".into()))?;
@@ -138,7 +192,7 @@ pub fn load(elf: &[u8]) -> Result<Loaded, BpfError> {
                 RelocKind::Kfunc(name) => object::patch_kfunc(insn, kfuncs[name.as_str()]),
             }
         }
-        programs.push(load_program(&spec.name, &insns, &license)?);
+        programs.push(load_program(&spec.name, spec.kind, &insns, &license)?);
     }
     Ok(Loaded { maps, programs })
 }
@@ -167,12 +221,18 @@ fn resolve_kfuncs(obj: &ParsedObject) -> Result<HashMap<&str, u32>, BpfError> {
 }
 
 /// BPF_PROG_LOAD, and on failure once more with a verifier log.
-fn load_program(name: &str, insns: &[[u8; 8]], license: &CString) -> Result<Program, BpfError> {
+fn load_program(
+    name: &str,
+    kind: ProgKind,
+    insns: &[[u8; 8]],
+    license: &CString,
+) -> Result<Program, BpfError> {
     let attempt = |log: Option<&mut Vec<u8>>| {
         let mut attr = Attr::new();
-        // prog_type @0, insn_cnt @4, insns @8, license @16, prog_name @48;
-        // kern_version @40, prog_flags @44, expected_attach_type @68 stay 0
-        attr.u32(0, BPF_PROG_TYPE_SCHED_CLS)
+        // prog_type @0, insn_cnt @4, insns @8, license @16, prog_name @48,
+        // expected_attach_type @68; kern_version @40, prog_flags @44 stay 0
+        attr.u32(0, kind.prog_type())
+            .u32(68, kind.attach_type())
             .u32(4, insns.len() as u32)
             .ptr(8, insns.as_ptr())
             .ptr(16, license.as_ptr())
@@ -231,6 +291,7 @@ fn load_program(name: &str, insns: &[[u8; 8]], license: &CString) -> Result<Prog
         fd,
         name: name.to_string(),
         id,
+        kind,
     })
 }
 

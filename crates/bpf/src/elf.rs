@@ -3,7 +3,7 @@
 //! headers, the symbol table, REL entries) and bounds-checks every access, so
 //! malformed input yields an error, never a panic.
 
-use super::BpfError;
+use crate::BpfError;
 
 /// `e_machine` of eBPF objects.
 const EM_BPF: u16 = 247;

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * Map layouts shared by the eBPF programs and weftd.
+ * Map layouts shared by the eBPF programs and weftd: the one definition.
  *
- * This header is the one definition on the C side; the Rust side is
- * crates/datapath/src/fastpath/maps.rs. `layout_drift` in that module
- * compiles a probe of this header with clang and compares every size and
- * offset with the Rust structs, so the two cannot drift apart silently.
+ * The Rust twins (crates/bpf-abi) are generated from this file at build
+ * time, so a struct or constant added here reaches Rust with no second
+ * edit. The generator reads a small subset of C, one item per line:
+ *   #define WEFT_NAME ((__u8)4)       a typed constant (untyped: __u32)
+ *   struct weft_name { __u32 f; __u8 g[6]; };   fields of __u8/16/32/64, __s32
+ *   enum weft_name { WEFT_X = 0, ... };          see counters.h
+ * and refuses implicit padding: write explicit `pad` fields.
  */
 #ifndef WEFT_MAPS_H
 #define WEFT_MAPS_H
@@ -13,17 +16,22 @@
 #include <linux/types.h>
 
 /* How a map is declared in the object's "maps" section (weft's own loader
- * reads these; see crates/datapath/src/bpf). */
+ * reads these; see crates/bpf). pinning: WEFT_PIN_*. */
 struct weft_map_def {
 	__u32 type;
 	__u32 key_size;
 	__u32 value_size;
 	__u32 max_entries;
 	__u32 map_flags;
+	__u32 pinning;
 };
 
-#define WEFT_AF_INET 4
-#define WEFT_AF_INET6 6
+/* Fresh at every load / kept under the agent's pin directory by name. */
+#define WEFT_PIN_NONE ((__u32)0)
+#define WEFT_PIN_BY_NAME ((__u32)1)
+
+#define WEFT_AF_INET ((__u8)4)
+#define WEFT_AF_INET6 ((__u8)6)
 
 /* weft_endpoints: one entry per pod address on this node. */
 struct weft_ep_key {
@@ -34,7 +42,7 @@ struct weft_ep_key {
 
 /* The endpoint may be reached, and may send, without the host stack: the
  * agent has seen no tc shaping (qdisc) on its host veth. */
-#define WEFT_EP_FAST 1
+#define WEFT_EP_FAST ((__u8)1)
 
 struct weft_ep_value {
 	__u32 host_ifindex; /* the host-side veth in the node's netns */
@@ -58,18 +66,6 @@ struct weft_config {
 	 * (overlay) or the underlay device (native); 0 = never redirect there */
 	__u32 remote_ifindex;
 	__u32 flags;
-};
-
-/* weft_stats: per-CPU counters, indexed by these. */
-enum weft_stat {
-	WEFT_STAT_LOCAL = 0,      /* redirected into a pod on this node */
-	WEFT_STAT_REMOTE = 1,     /* redirected towards another node */
-	WEFT_STAT_PASS_NOT_POD = 2, /* not for a cluster pod: host stack */
-	WEFT_STAT_PASS_TRACKED = 3, /* conntrack knows the flow (NAT): stack */
-	WEFT_STAT_PASS_SLOW_EP = 4, /* endpoint shaped, unknown or spoofed */
-	WEFT_STAT_PASS_PROTO = 5,   /* not TCP/UDP, fragment, options, TTL */
-	WEFT_STAT_PASS_FIB = 6,     /* no route, or not via the remote device */
-	WEFT_STAT_MAX = 7,
 };
 
 #endif

@@ -7,7 +7,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The test program: tc sections, maps of three kinds, both conntrack kfuncs.
-pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bpf_ct_count.c");
+pub const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../bpf/tests/fixtures/bpf_ct_count.c"
+);
 
 /// A temp path unique per call (tests compile in parallel).
 fn scratch(ext: &str) -> std::path::PathBuf {

@@ -11,8 +11,8 @@
 
 use std::os::fd::AsFd;
 
-use super::sys::{self, Attr};
-use super::{BpfError, Program};
+use crate::sys::{self, Attr};
+use crate::{BpfError, Program};
 
 /// Which tcx hook of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

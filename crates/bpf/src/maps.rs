@@ -9,8 +9,11 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
-use super::sys::{self, Attr};
-use super::{BpfError, MapDef};
+use std::path::Path;
+
+use crate::pin::{self, PinOutcome};
+use crate::sys::{self, Attr};
+use crate::{BpfError, MapDef};
 
 const BPF_ANY: u64 = 0;
 const CPU_POSSIBLE: &str = "/sys/devices/system/cpu/possible";
@@ -22,6 +25,23 @@ pub struct Map {
     fd: OwnedFd,
     name: String,
     def: MapDef,
+    pin: Option<PinOutcome>,
+}
+
+/// BPF_MAP_CREATE for `def`.
+pub(crate) fn create_fd(name: &str, def: &MapDef) -> Result<OwnedFd, BpfError> {
+    let mut attr = Attr::new();
+    attr.u32(0, def.map_type)
+        .u32(4, def.key_size)
+        .u32(8, def.value_size)
+        .u32(12, def.max_entries)
+        .u32(16, def.flags)
+        .bytes(28, sys::obj_name(name)); // map_name[16]
+                                         // SAFETY: the attr holds no pointers.
+    unsafe { sys::bpf_fd(sys::BPF_MAP_CREATE, &mut attr) }.map_err(sys::map_err(
+        "BPF_MAP_CREATE",
+        format!("map {name} {def:?}"),
+    ))
 }
 
 fn is_percpu(map_type: u32) -> bool {
@@ -30,26 +50,53 @@ fn is_percpu(map_type: u32) -> bool {
 }
 
 impl Map {
-    /// BPF_MAP_CREATE: a fresh map (no pinning, nothing shared).
-    pub(super) fn create(name: &str, def: MapDef) -> Result<Map, BpfError> {
-        let mut attr = Attr::new();
-        attr.u32(0, def.map_type)
-            .u32(4, def.key_size)
-            .u32(8, def.value_size)
-            .u32(12, def.max_entries)
-            .u32(16, def.flags)
-            .bytes(28, sys::obj_name(name)); // map_name[16]
-                                             // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
-                                             // that outlives the call and has the size the attr states.
-        let fd = unsafe { sys::bpf_fd(sys::BPF_MAP_CREATE, &mut attr) }.map_err(sys::map_err(
-            "BPF_MAP_CREATE",
-            format!("map {name} {def:?}"),
-        ))?;
+    /// BPF_MAP_CREATE: a fresh map (nothing shared).
+    pub(crate) fn create(name: &str, def: MapDef) -> Result<Map, BpfError> {
+        Ok(Map {
+            fd: create_fd(name, &def)?,
+            name: name.to_string(),
+            def,
+            pin: None,
+        })
+    }
+
+    /// The map `name` under `dir`, re-used if its layout matches (see [`crate::pin`]).
+    pub(crate) fn pinned(dir: &Path, name: &str, def: MapDef) -> Result<Map, BpfError> {
+        let (fd, outcome) = pin::open_or_create(dir, name, def)?;
         Ok(Map {
             fd,
             name: name.to_string(),
             def,
+            pin: Some(outcome),
         })
+    }
+
+    /// The same kernel map for another object whose definition is `def`,
+    /// which must lay it out the same way.
+    pub(crate) fn shared(&self, def: &MapDef) -> Result<Map, BpfError> {
+        let layout = |d: &MapDef| (d.map_type, d.key_size, d.value_size, d.max_entries, d.flags);
+        if layout(def) != layout(&self.def) {
+            return Err(BpfError::Unsupported(format!(
+                "map {} is defined differently in two objects ({:?} and {:?}); define it once, \
+                 in a header both include",
+                self.name, self.def, def
+            )));
+        }
+        let fd = self.fd.try_clone().map_err(|source| BpfError::Io {
+            path: format!("dup of map {}", self.name).into(),
+            source,
+        })?;
+        Ok(Map {
+            fd,
+            name: self.name.clone(),
+            def: self.def,
+            pin: self.pin,
+        })
+    }
+
+    /// For a pinned map, whether this load created, re-used or replaced it.
+    pub fn pin_outcome(&self) -> Option<PinOutcome> {
+        self.pin
     }
 
     pub fn def(&self) -> &MapDef {

@@ -66,6 +66,10 @@ pub enum BpfError {
     #[error("no {kind} named {name} in the loaded BPF object")]
     NotFound { kind: &'static str, name: String },
 
+    /// A pin directory that cannot be used (not on bpffs, bad path).
+    #[error("bpf pin: {0}")]
+    Pin(String),
+
     /// Reading a kernel file (BTF, the possible-CPU list) failed.
     #[error("read {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },

@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::BpfError;
+use crate::BpfError;
 
 /// Covers every field used here (the last is `log_true_size` at 140 of
 /// BPF_PROG_LOAD). The 6.18 union is 168 bytes; older kernels' are smaller.
@@ -22,8 +22,11 @@ pub const BPF_MAP_UPDATE_ELEM: u32 = 2;
 pub const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 pub const BPF_PROG_LOAD: u32 = 5;
+pub const BPF_OBJ_PIN: u32 = 6;
+pub const BPF_OBJ_GET: u32 = 7;
 pub const BPF_PROG_ATTACH: u32 = 8;
 pub const BPF_PROG_DETACH: u32 = 9;
+pub const BPF_PROG_TEST_RUN: u32 = 10;
 pub const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 pub const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 pub const BPF_PROG_QUERY: u32 = 16;
@@ -120,6 +123,26 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<(u32, String), i32> {
     let name = &info.0[64..80];
     let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok((id, String::from_utf8_lossy(&name[..len]).into_owned()))
+}
+
+/// The leading part of `struct bpf_map_info`: type @0, id @4, key_size @8,
+/// value_size @12, max_entries @16, map_flags @20.
+const MAP_INFO_LEN: usize = 24;
+
+/// A map's (type, key size, value size, max entries, flags).
+pub fn map_info(fd: BorrowedFd<'_>) -> Result<(u32, u32, u32, u32, u32), i32> {
+    #[repr(C, align(8))]
+    struct Info([u8; MAP_INFO_LEN]);
+    let mut info = Info([0; MAP_INFO_LEN]);
+    let mut attr = Attr::new();
+    attr.fd(0, fd)
+        .u32(4, MAP_INFO_LEN as u32)
+        .ptr(8, info.0.as_mut_ptr());
+    // SAFETY: every pointer in `attr` borrows a buffer (a local or an argument)
+    // that outlives the call and has the size the attr states.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    let f = |i: usize| u32::from_ne_bytes(info.0[i..i + 4].try_into().expect("4 bytes"));
+    Ok((f(0), f(8), f(12), f(16), f(20)))
 }
 
 /// An fd for the program with `id` (ENOENT once it is gone).

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 
-#[path = "../../tests/common/clang.rs"]
+#[path = "../tests/common/clang.rs"]
 mod clang;
 use clang::{compile_bpf, compile_bpf_code, FIXTURE};
 
@@ -47,6 +47,7 @@ fn parses_maps_programs_and_license() {
         value_size,
         max_entries,
         flags: 0,
+        pinning: PIN_NONE,
     };
     assert_eq!(
         maps,

@@ -1,20 +1,24 @@
-//! From ELF to what the kernel needs: the programs of the `tc/<name>`
-//! sections with their relocations, the legacy map definitions of the `maps`
+//! From ELF to what the kernel needs: the programs of the `tc/<name>` and
+//! `cgroup_skb/<ingress|egress>` sections with their relocations, the legacy map definitions of the `maps`
 //! section and the license. Pure: no syscalls.
 //!
 //! Only the conventions weft's C side uses are accepted; anything else (global
 //! variables, BPF-to-BPF calls, other program types) is rejected with a
 //! message that says how to write it instead, rather than loaded wrongly.
 
-use super::elf::{self, Elf, Section, Symbol};
-use super::BpfError;
+use crate::elf::{self, Elf, Section, Symbol};
+use crate::BpfError;
 
-/// Prefix of program sections.
-const PROG_PREFIX: &str = "tc/";
+/// Prefixes of program sections and what they load as.
+const PROG_PREFIXES: &[(&str, ProgKind)] = &[
+    ("tc/", ProgKind::SchedCls),
+    ("cgroup_skb/ingress", ProgKind::CgroupSkbIngress),
+    ("cgroup_skb/egress", ProgKind::CgroupSkbEgress),
+];
 const MAPS_SECTION: &str = "maps";
 const LICENSE_SECTION: &str = "license";
-/// `sizeof(struct weft_map_def)`.
-const MAP_DEF_SIZE: u64 = 20;
+/// `sizeof(struct weft_map_def)`: 20 bytes, or 24 with the `pinning` field.
+const MAP_DEF_SIZES: [u64; 2] = [20, 24];
 /// `R_BPF_64_64`: the 64-bit immediate of an `ld_imm64`.
 const R_BPF_64_64: u32 = 1;
 /// `R_BPF_64_32`: the 32-bit immediate of a `call`.
@@ -34,6 +38,45 @@ pub struct MapDef {
     pub value_size: u32,
     pub max_entries: u32,
     pub flags: u32,
+    /// [`PIN_NONE`] or [`PIN_BY_NAME`]: whether the map lives in the pin
+    /// directory and outlives the loader (see [`crate::pin`]).
+    pub pinning: u32,
+}
+
+/// `pinning` of a map loaded fresh each time.
+pub const PIN_NONE: u32 = 0;
+/// `pinning` of a map kept under `<pin dir>/<name>` across loads while its
+/// layout stays the same (libbpf's `LIBBPF_PIN_BY_NAME`).
+pub const PIN_BY_NAME: u32 = 1;
+
+/// The program type a section loads as, and where it may attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgKind {
+    /// `tc/<name>`: BPF_PROG_TYPE_SCHED_CLS, attached with tcx.
+    SchedCls,
+    /// `cgroup_skb/ingress`: BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS.
+    CgroupSkbIngress,
+    /// `cgroup_skb/egress`: BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS.
+    CgroupSkbEgress,
+}
+
+impl ProgKind {
+    /// `enum bpf_prog_type`.
+    pub fn prog_type(self) -> u32 {
+        match self {
+            ProgKind::SchedCls => 3,
+            ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress => 8,
+        }
+    }
+
+    /// `enum bpf_attach_type` given at load (`expected_attach_type`) and attach.
+    pub fn attach_type(self) -> u32 {
+        match self {
+            ProgKind::SchedCls => 0,
+            ProgKind::CgroupSkbIngress => 0,
+            ProgKind::CgroupSkbEgress => 1,
+        }
+    }
 }
 
 /// What a relocated instruction refers to.
@@ -59,6 +102,7 @@ pub struct ProgramSpec {
     pub name: String,
     /// The ELF section, e.g. `tc/from_pod`.
     pub section: String,
+    pub kind: ProgKind,
     /// The raw instructions, 8 bytes each.
     pub insns: Vec<[u8; 8]>,
     pub relocs: Vec<Reloc>,
@@ -120,15 +164,15 @@ pub fn parse_object(data: &[u8]) -> Result<ParsedObject, BpfError> {
     let mut programs = Vec::new();
     for (idx, sec) in elf.sections.iter().enumerate() {
         let is_code = sec.flags & elf::SHF_EXECINSTR != 0 && !sec.data.is_empty();
-        if sec.name.starts_with(PROG_PREFIX) {
-            programs.push(program(&elf, idx, sec, maps_idx, &maps)?);
+        if let Some(&(_, kind)) = PROG_PREFIXES.iter().find(|(p, _)| sec.name.starts_with(p)) {
+            programs.push(program(&elf, idx, sec, kind, maps_idx, &maps)?);
         } else if sec.name == ".text" && is_code {
             return Err(unsupported(
                 "code in .text: BPF-to-BPF calls are not supported; mark helpers static __always_inline",
             ));
         } else if is_code {
             return Err(unsupported(format!(
-                "program section {}: weft loads only tc/<name> sections",
+                "program section {}: weft loads only tc/<name> and cgroup_skb/<ingress|egress> sections",
                 sec.name
             )));
         }
@@ -144,7 +188,7 @@ pub fn parse_object(data: &[u8]) -> Result<ParsedObject, BpfError> {
     })
 }
 
-/// The map definitions: one symbol of 20 bytes per map in the `maps` section.
+/// The map definitions: one symbol of 20 or 24 bytes per map in the `maps` section.
 fn map_defs(elf: &Elf<'_>, idx: usize) -> Result<Vec<(u64, String, MapDef)>, BpfError> {
     let data = elf.sections[idx].data;
     let mut syms: Vec<&Symbol<'_>> = elf
@@ -155,15 +199,15 @@ fn map_defs(elf: &Elf<'_>, idx: usize) -> Result<Vec<(u64, String, MapDef)>, Bpf
     syms.sort_by_key(|s| s.value);
     let mut maps = Vec::with_capacity(syms.len());
     for s in syms {
-        if s.size != MAP_DEF_SIZE {
+        if !MAP_DEF_SIZES.contains(&s.size) {
             return Err(unsupported(format!(
-                "map {}: definition is {} bytes, expected {MAP_DEF_SIZE} (struct weft_map_def)",
+                "map {}: definition is {} bytes, expected 20 or 24 (struct weft_map_def)",
                 s.name, s.size
             )));
         }
         let bytes = usize::try_from(s.value)
             .ok()
-            .and_then(|off| data.get(off..off.checked_add(MAP_DEF_SIZE as usize)?))
+            .and_then(|off| data.get(off..off.checked_add(s.size as usize)?))
             .ok_or_else(|| {
                 BpfError::Elf(format!("map {} lies outside the maps section", s.name))
             })?;
@@ -174,6 +218,7 @@ fn map_defs(elf: &Elf<'_>, idx: usize) -> Result<Vec<(u64, String, MapDef)>, Bpf
             value_size: f(2),
             max_entries: f(3),
             flags: f(4),
+            pinning: if s.size == 24 { f(5) } else { PIN_NONE },
         };
         maps.push((s.value, s.name.to_string(), def));
     }
@@ -185,6 +230,7 @@ fn program(
     elf: &Elf<'_>,
     idx: usize,
     sec: &Section<'_>,
+    kind: ProgKind,
     maps_idx: Option<usize>,
     maps: &[(u64, String, MapDef)],
 ) -> Result<ProgramSpec, BpfError> {
@@ -293,6 +339,7 @@ fn program(
     Ok(ProgramSpec {
         name: name.to_string(),
         section: sec.name.to_string(),
+        kind,
         insns,
         relocs,
     })

@@ -79,8 +79,9 @@ pub enum TrafficPolicy {
     Local,
 }
 
+/// In JSON: `"None"` or `{"ClientIP": {"timeoutSeconds": 60}}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all_fields = "camelCase")]
 pub enum SessionAffinity {
     #[default]
     None,

@@ -8,6 +8,8 @@ pub enum LbError {
     MaglevTooManyBackends { m: u32, backends: usize },
     #[error("backend {id} is given twice to one maglev table: deduplicate backends by address, port and protocol first")]
     MaglevDuplicate { id: u32 },
+    #[error("{frontend} has {backends} backends, more than a service entry's 16-bit count holds: split the Service")]
+    TooManyBackends { frontend: String, backends: usize },
     #[error("all {max} service IDs are in use: remove unused Services or raise the limit")]
     ServiceIdsExhausted { max: u32 },
     #[error("all {max} backend IDs are in use: remove unused endpoints or raise the limit")]

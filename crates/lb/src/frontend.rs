@@ -126,6 +126,9 @@ pub fn frontends(
     sorted.sort_by_key(|s| s.id());
 
     let mut out: BTreeMap<(FrontendAddr, Scope), Frontend> = BTreeMap::new();
+    // Who holds each address: the scopes of one address all belong to the
+    // Service that claimed it first.
+    let mut owner: BTreeMap<FrontendAddr, ServiceName> = BTreeMap::new();
     let mut skipped = Vec::new();
     for svc in sorted {
         if let Some(reason) = ignored(svc, node) {
@@ -133,25 +136,25 @@ pub fn frontends(
             continue;
         }
         let slices = by_service.get(&svc.id()).map(Vec::as_slice).unwrap_or(&[]);
-        for fe in service_frontends(svc, slices, &node.node_name) {
-            let key = (fe.addr, fe.scope);
-            match out.get(&key) {
-                Some(kept) if kept.service != fe.service => {
-                    if fe.scope == Scope::External {
-                        skipped.push(Skipped::Conflict {
-                            addr: fe.addr,
-                            kept: kept.service.clone(),
-                            dropped: fe.service,
-                        });
-                    }
-                }
-                // Two ports of one Service with the same number and
-                // protocol are refused by the API; keep the first anyway.
-                Some(_) => {}
-                None => {
-                    out.insert(key, fe);
-                }
+        let mine = service_frontends(svc, slices, &node.node_name);
+        let taken: Vec<FrontendAddr> = mine
+            .iter()
+            .filter(|fe| owner.get(&fe.addr).is_some_and(|o| *o != fe.service))
+            .map(|fe| fe.addr)
+            .collect();
+        for fe in mine {
+            if taken.contains(&fe.addr) {
+                skipped.push(Skipped::Conflict {
+                    addr: fe.addr,
+                    kept: owner[&fe.addr].clone(),
+                    dropped: fe.service,
+                });
+                continue;
             }
+            owner.insert(fe.addr, fe.service.clone());
+            // Two ports of one Service with the same number and protocol
+            // are refused by the API; keep the first anyway.
+            out.entry((fe.addr, fe.scope)).or_insert(fe);
         }
     }
     skipped.sort();

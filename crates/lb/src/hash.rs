@@ -49,6 +49,11 @@ mod tests {
         // A change here changes every node's Maglev tables: a rolling
         // upgrade would then move flows. Change it only on purpose.
         assert_eq!(hash64(0, b""), fmix64(0xcbf2_9ce4_8422_2325));
+        assert_eq!(hash64(1, b"weft"), 14300382515185579511);
+        assert_eq!(
+            hash64(2, &[10, 0, 0, 1, 0x1f, 0x90, 6]),
+            7714047327911072995
+        );
         assert_ne!(hash64(1, b"10.0.0.1"), hash64(2, b"10.0.0.1"));
         assert_eq!(hash64(7, b"abc"), hash64(7, b"abc"));
     }

@@ -175,6 +175,10 @@ pub fn build(
     let mut maps = LbMaps::default();
     for fe in &fes {
         let sid = ids.alloc_service(fe.addr)?;
+        let count = u16::try_from(fe.backends.len()).map_err(|_| LbError::TooManyBackends {
+            frontend: format!("{} ({})", fe.addr, fe.service),
+            backends: fe.backends.len(),
+        })?;
         let mut slot_ids = Vec::with_capacity(fe.backends.len());
         for &(b, state) in &fe.backends {
             let bid = ids.alloc_backend(b)?;
@@ -243,7 +247,7 @@ pub fn build(
         };
         let master = ServiceValue {
             backend_id: 0,
-            count: slot_ids.len() as u16,
+            count,
             rev_nat_id: sid,
             kind: fe.kind,
             flags: fl,

@@ -229,15 +229,17 @@ fn random_world(r: &mut Rng) -> (Vec<Service>, Vec<EndpointSlice>) {
 
 #[test]
 fn churn_keeps_every_intermediate_state_consistent_and_converges() {
+    const ROUNDS: u32 = 250;
     let mut r = Rng(0x5eed);
     let mut ids = IdAllocator::default();
     let mut cur = LbMaps::default();
     let mut total_ops = 0;
-    for round in 0..100 {
+    for round in 0..ROUNDS {
         let algorithm = if r.next(4) == 0 {
             Algorithm::Random
         } else {
-            Algorithm::Maglev { m: 251 }
+            // A small M: every table is checked after every op.
+            Algorithm::Maglev { m: 31 }
         };
         let w = random_world(&mut r);
         let want = build(&w.0, &w.1, &config(algorithm), &mut ids)
@@ -265,7 +267,7 @@ fn churn_keeps_every_intermediate_state_consistent_and_converges() {
             );
         }
     }
-    eprintln!("{total_ops} ops over 100 rounds");
+    eprintln!("{total_ops} ops over {ROUNDS} rounds");
     assert!(
         total_ops > 1000,
         "the churn exercised the diff ({total_ops} ops)"

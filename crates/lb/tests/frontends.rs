@@ -324,3 +324,24 @@ fn input_order_does_not_matter() {
     }
     assert_eq!(desired(&[b, a], &rev), want);
 }
+
+#[test]
+fn a_conflict_drops_every_scope_of_the_losing_services_address() {
+    // ns/a holds the external IP with one scope; ns/b (Local, two scopes)
+    // must not slip its internal scope in beside it.
+    let mut a = service("ns/a", &["10.96.0.1"], HTTP);
+    a.external_ips = vec![ip("198.51.100.7")];
+    let mut b = service("ns/b", &["10.96.0.2"], HTTP);
+    b.external_ips = vec![ip("198.51.100.7")];
+    b.external_traffic_policy = TrafficPolicy::Local;
+    let d = desired(&[a, b], &[]);
+    let on_ip: Vec<_> = d
+        .frontends
+        .iter()
+        .filter(|f| f.addr.addr == ip("198.51.100.7"))
+        .collect();
+    assert_eq!(on_ip.len(), 1);
+    assert_eq!(on_ip[0].service, name("ns/a"));
+    assert!(!on_ip[0].two_scopes);
+    assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+}

@@ -190,3 +190,31 @@ fn corrupt_entries_are_not_restored() {
     let sids: std::collections::BTreeSet<_> = d.maps.rev_nat.keys().collect();
     assert_eq!(sids.len(), 2);
 }
+
+#[test]
+fn more_backends_than_a_count_holds_is_an_error() {
+    let s = service("ns/big", &["10.96.0.1"], HTTP);
+    let eps = (0..=u32::from(u16::MAX))
+        .map(|i| {
+            let [_, b, c, d] = i.to_be_bytes();
+            ep(&format!("10.{b}.{c}.{d}"), "n")
+        })
+        .collect();
+    let err = build(
+        &[s],
+        &[slice("ns/big", HTTP_EP, eps)],
+        &config(Algorithm::Random),
+        &mut IdAllocator::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LbError::TooManyBackends {
+                backends: 65536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
 //! One sorted, stable text of the maps (cilium's `DumpLBMaps`), for golden
-//! tests and `weft services`. One line per entry:
+//! tests and `weft services`. One line per entry, map by map, each in key
+//! order (numeric, so slot 10 follows slot 9):
 //!
 //! ```text
 //! BE: ID=1 ADDR=10.244.1.5:8080/TCP STATE=active
@@ -111,7 +112,6 @@ pub fn dump_maps(m: &LbMaps) -> String {
             lines.push(format!("{head} BEID={}", v.backend_id));
         }
     }
-    lines.sort();
     let mut out = lines.join("\n");
     out.push('\n');
     out

@@ -66,7 +66,11 @@ fn world(n: u32, changed: bool) -> (Vec<Service>, Vec<EndpointSlice>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000).min(60_000);
+    let n: u32 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000)
+        .min(60_000);
     let algorithm = match args.get(2).map(String::as_str) {
         Some(a) if a.starts_with("maglev:") => Algorithm::Maglev {
             m: a[7..].parse().expect("maglev:<prime>"),

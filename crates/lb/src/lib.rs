@@ -21,6 +21,7 @@ pub mod ids;
 pub mod maglev;
 pub mod maps;
 pub mod model;
+pub mod reconcile;
 pub mod select;
 
 pub use diff::{diff, Op};
@@ -31,3 +32,4 @@ pub use frontend::{Frontend, FrontendAddr, FrontendKind, NodeView, Scope, Skippe
 pub use ids::{BackendId, IdAllocator, ServiceId};
 pub use maps::{build, Algorithm, Config, Desired, LbMaps};
 pub use model::*;
+pub use reconcile::{reconcile, MapWriter, Round};

@@ -156,3 +156,86 @@ pub fn backends(f: &Frontend) -> Vec<String> {
 pub const TCP: Protocol = Protocol::TCP;
 pub const UDP: Protocol = Protocol::UDP;
 pub const SCTP: Protocol = Protocol::SCTP;
+
+/// A small deterministic generator (no dependency): a 64-bit LCG.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self, n: u32) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % u64::from(n)) as u32
+    }
+}
+
+/// A random world: up to 6 Services of random types, policies, affinity
+/// and ports, endpoints with random conditions and nodes.
+pub fn random_world(r: &mut Rng) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut svcs = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..r.next(7) {
+        let name = format!("ns/s{i}");
+        let ports = [("a", TCP, 80u16), ("b", UDP, 53)];
+        let nports = 1 + r.next(2) as usize;
+        let (v4, v6) = (format!("10.96.0.{}", i + 1), format!("fd00::{}", i + 1));
+        let families = 1 + r.next(2) as usize;
+        let mut s = service(
+            &name,
+            &[v4.as_str(), v6.as_str()][..families],
+            &ports[..nports],
+        );
+        s.type_ = [
+            ServiceType::ClusterIP,
+            ServiceType::NodePort,
+            ServiceType::LoadBalancer,
+        ][r.next(3) as usize];
+        for (j, p) in s.ports.iter_mut().enumerate() {
+            p.node_port = Some(30000 + (i as u16) * 10 + j as u16);
+        }
+        if r.next(3) == 0 {
+            s.external_ips = vec![ip(&format!("198.51.100.{}", r.next(3) + 1))];
+        }
+        s.load_balancer_ips = vec![ip(&format!("203.0.113.{}", i + 1))];
+        if r.next(2) == 0 {
+            s.external_traffic_policy = TrafficPolicy::Local;
+        }
+        if r.next(3) == 0 {
+            s.internal_traffic_policy = TrafficPolicy::Local;
+        }
+        if r.next(3) == 0 {
+            s.session_affinity = SessionAffinity::ClientIp {
+                timeout_seconds: 10 + r.next(100),
+            };
+        }
+        for v6 in [false, true] {
+            let mut eps = Vec::new();
+            for e in 0..r.next(6) {
+                let addr = if v6 {
+                    format!("fd00:1::{}", r.next(12) + 1)
+                } else {
+                    format!("10.0.0.{}", r.next(12) + 1)
+                };
+                let node = if e % 2 == 0 { NODE } else { "node-b" };
+                eps.push(match r.next(4) {
+                    0 => draining(&addr, node),
+                    1 => not_ready(&addr, node),
+                    _ => ep(&addr, node),
+                });
+            }
+            let mut sl = slice(
+                &name,
+                &[("a", TCP, 8080 + r.next(2) as u16), ("b", UDP, 5353)],
+                eps,
+            );
+            sl.address_type = if v6 {
+                AddressType::IPv6
+            } else {
+                AddressType::IPv4
+            };
+            slices.push(sl);
+        }
+        svcs.push(s);
+    }
+    (svcs, slices)
+}

@@ -1,6 +1,7 @@
 //! How long the pure model takes at the issue's scales: building the desired
 //! maps for N Services of 10 endpoints each, and the diff after one endpoint
-//! of one Service changes (the update path of an EndpointSlice event).
+//! of one Service changes (the update path of an EndpointSlice event), by a
+//! full rebuild and through [`LbState::update`].
 //! Prints figures; writes nothing. `cargo run --release -p weft-lb --example
 //! scale -- 10000 random` (or `maglev:<M>`).
 
@@ -99,9 +100,21 @@ fn main() {
     let t = Instant::now();
     let ops = diff(&d1.maps, &d0.maps);
     let diff_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The same change through the incremental state: one Service's work.
+    let mut state = LbState::new(config.clone(), IdAllocator::default());
+    state.reset(&s0, &e0).expect("reset");
+    let name = s1[n as usize / 2].id();
+    let mine: Vec<EndpointSlice> = e1.iter().filter(|s| s.service == name).cloned().collect();
+    let t = Instant::now();
+    let inc_ops = state
+        .update(&name, Some(s1[n as usize / 2].clone()), mine)
+        .expect("update");
+    let inc_us = t.elapsed().as_secs_f64() * 1e6;
+    assert_eq!(inc_ops.len(), ops.len());
     println!(
         "{n} services x 10 endpoints, {algorithm:?}: build {build_ms:.1} ms, initial diff {} ops in {first_ms:.1} ms; \
-         one endpoint changed: rebuild {rebuild_ms:.1} ms, diff {diff_ms:.1} ms -> {} ops",
+         one endpoint changed: rebuild {rebuild_ms:.1} ms, diff {diff_ms:.1} ms -> {} ops; \
+         incremental update {inc_us:.0} us",
         first.len(),
         ops.len()
     );

@@ -162,7 +162,7 @@ pub fn frontends(
     (out.into_values().collect(), skipped)
 }
 
-fn ignored(svc: &Service, node: &NodeView) -> Option<Skipped> {
+pub(crate) fn ignored(svc: &Service, node: &NodeView) -> Option<Skipped> {
     if svc.type_ == ServiceType::ExternalName {
         return Some(Skipped::ExternalName(svc.id()));
     }
@@ -175,7 +175,11 @@ fn ignored(svc: &Service, node: &NodeView) -> Option<Skipped> {
     None
 }
 
-fn service_frontends(svc: &Service, slices: &[&EndpointSlice], node_name: &str) -> Vec<Frontend> {
+pub(crate) fn service_frontends(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node_name: &str,
+) -> Vec<Frontend> {
     let affinity_timeout = match svc.session_affinity {
         SessionAffinity::None => None,
         SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),

@@ -71,6 +71,12 @@ impl<K: Ord + Copy> Pool<K> {
         Some(id)
     }
 
+    fn release(&mut self, key: &K) {
+        if let Some(id) = self.by_key.remove(key) {
+            self.used.remove(&id);
+        }
+    }
+
     fn retain(&mut self, keep: &BTreeSet<K>) {
         let used = &mut self.used;
         self.by_key.retain(|k, id| {
@@ -143,6 +149,14 @@ impl IdAllocator {
         self.backends
             .get_or_alloc(addr)
             .ok_or(LbError::BackendIdsExhausted { max })
+    }
+
+    pub(crate) fn release_service(&mut self, addr: &FrontendAddr) {
+        self.services.release(addr);
+    }
+
+    pub(crate) fn release_backend(&mut self, addr: &BackendAddr) {
+        self.backends.release(addr);
     }
 
     /// Releases the IDs of keys no longer wanted.

@@ -174,102 +174,116 @@ pub fn build(
 
     let mut maps = LbMaps::default();
     for fe in &fes {
-        let sid = ids.alloc_service(fe.addr)?;
-        let count = u16::try_from(fe.backends.len()).map_err(|_| LbError::TooManyBackends {
-            frontend: format!("{} ({})", fe.addr, fe.service),
-            backends: fe.backends.len(),
-        })?;
-        let mut slot_ids = Vec::with_capacity(fe.backends.len());
-        for &(b, state) in &fe.backends {
-            let bid = ids.alloc_backend(b)?;
-            slot_ids.push(bid);
-            let value = BackendValue {
-                addr: b.addr,
-                port: b.port,
-                proto: b.proto,
-                state,
-            };
-            // A backend serving two frontends is Active if either sees it so.
-            maps.backends
-                .entry(bid)
-                .and_modify(|v| v.state = v.state.min(state))
-                .or_insert(value);
-        }
-        maps.rev_nat.insert(
-            sid,
-            RevNatValue {
-                addr: fe.addr.addr,
-                port: fe.addr.port,
-            },
-        );
-        let mut fl = 0;
-        if fe.two_scopes {
-            fl |= flags::TWO_SCOPES;
-        }
-        if fe.local_only {
-            fl |= flags::LOCAL_ONLY;
-        }
-        if fe.affinity_timeout.is_some() {
-            fl |= flags::AFFINITY;
-        }
-        match fe.verdict {
-            Verdict::Forward => {}
-            Verdict::Reject => fl |= flags::REJECT,
-            Verdict::Drop => fl |= flags::DROP,
-        }
-        if fe.backends.iter().any(|b| b.1 == BackendState::Terminating) {
-            fl |= flags::TERMINATING;
-        }
-        if let (Algorithm::Maglev { m }, false) = (config.algorithm, slot_ids.is_empty()) {
-            fl |= flags::MAGLEV;
-            let mb: Vec<MaglevBackend> = fe
-                .backends
-                .iter()
-                .zip(&slot_ids)
-                .map(|(b, &id)| MaglevBackend {
-                    key: backend_key(&b.0),
-                    weight: 1,
-                    id,
-                })
-                .collect();
-            let key = MaglevKey {
-                service_id: sid,
-                scope: fe.scope,
-            };
-            maps.maglev.insert(key, build_table(&mb, m)?);
-        }
-        let key = ServiceKey {
-            addr: fe.addr.addr,
-            port: fe.addr.port,
-            proto: fe.addr.proto,
-            scope: fe.scope,
-            slot: 0,
-        };
-        let master = ServiceValue {
-            backend_id: 0,
-            count,
-            rev_nat_id: sid,
-            kind: fe.kind,
-            flags: fl,
-            affinity_timeout: fe.affinity_timeout.unwrap_or(0),
-        };
-        for (i, &bid) in slot_ids.iter().enumerate() {
-            // Slots carry only what a lookup of one needs, so a change of
-            // count or flags rewrites the master alone.
-            let slot = ServiceValue {
-                backend_id: bid,
-                count: 0,
-                flags: 0,
-                affinity_timeout: 0,
-                ..master
-            };
-            maps.services.insert(key.with_slot(i as u16 + 1), slot);
-        }
-        maps.services.insert(key, master);
+        frontend_entries(fe, config.algorithm, ids, &mut maps)?;
     }
     Ok(Desired {
         frontends: fes,
         maps,
         skipped,
     })
+}
+
+/// Writes one frontend scope's entries into `maps`: master, slots, reverse
+/// NAT, Maglev table, and its backends (Active wins when two frontends see
+/// one backend differently). IDs must have been allocated in key order
+/// before (new ones are taken here otherwise).
+pub(crate) fn frontend_entries(
+    fe: &Frontend,
+    algorithm: Algorithm,
+    ids: &mut IdAllocator,
+    maps: &mut LbMaps,
+) -> Result<(), LbError> {
+    let sid = ids.alloc_service(fe.addr)?;
+    let count = u16::try_from(fe.backends.len()).map_err(|_| LbError::TooManyBackends {
+        frontend: format!("{} ({})", fe.addr, fe.service),
+        backends: fe.backends.len(),
+    })?;
+    let mut slot_ids = Vec::with_capacity(fe.backends.len());
+    for &(b, state) in &fe.backends {
+        let bid = ids.alloc_backend(b)?;
+        slot_ids.push(bid);
+        let value = BackendValue {
+            addr: b.addr,
+            port: b.port,
+            proto: b.proto,
+            state,
+        };
+        // A backend serving two frontends is Active if either sees it so.
+        maps.backends
+            .entry(bid)
+            .and_modify(|v| v.state = v.state.min(state))
+            .or_insert(value);
+    }
+    maps.rev_nat.insert(
+        sid,
+        RevNatValue {
+            addr: fe.addr.addr,
+            port: fe.addr.port,
+        },
+    );
+    let mut fl = 0;
+    if fe.two_scopes {
+        fl |= flags::TWO_SCOPES;
+    }
+    if fe.local_only {
+        fl |= flags::LOCAL_ONLY;
+    }
+    if fe.affinity_timeout.is_some() {
+        fl |= flags::AFFINITY;
+    }
+    match fe.verdict {
+        Verdict::Forward => {}
+        Verdict::Reject => fl |= flags::REJECT,
+        Verdict::Drop => fl |= flags::DROP,
+    }
+    if fe.backends.iter().any(|b| b.1 == BackendState::Terminating) {
+        fl |= flags::TERMINATING;
+    }
+    if let (Algorithm::Maglev { m }, false) = (algorithm, slot_ids.is_empty()) {
+        fl |= flags::MAGLEV;
+        let mb: Vec<MaglevBackend> = fe
+            .backends
+            .iter()
+            .zip(&slot_ids)
+            .map(|(b, &id)| MaglevBackend {
+                key: backend_key(&b.0),
+                weight: 1,
+                id,
+            })
+            .collect();
+        let key = MaglevKey {
+            service_id: sid,
+            scope: fe.scope,
+        };
+        maps.maglev.insert(key, build_table(&mb, m)?);
+    }
+    let key = ServiceKey {
+        addr: fe.addr.addr,
+        port: fe.addr.port,
+        proto: fe.addr.proto,
+        scope: fe.scope,
+        slot: 0,
+    };
+    let master = ServiceValue {
+        backend_id: 0,
+        count,
+        rev_nat_id: sid,
+        kind: fe.kind,
+        flags: fl,
+        affinity_timeout: fe.affinity_timeout.unwrap_or(0),
+    };
+    for (i, &bid) in slot_ids.iter().enumerate() {
+        // Slots carry only what a lookup of one needs, so a change of
+        // count or flags rewrites the master alone.
+        let slot = ServiceValue {
+            backend_id: bid,
+            count: 0,
+            flags: 0,
+            affinity_timeout: 0,
+            ..master
+        };
+        maps.services.insert(key.with_slot(i as u16 + 1), slot);
+    }
+    maps.services.insert(key, master);
+    Ok(())
 }

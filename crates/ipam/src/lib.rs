@@ -188,8 +188,6 @@ use batch::Queue;
 use state::State;
 
 /// How many lost compare-and-swaps one operation tolerates before giving up.
-
-/// How many lost compare-and-swaps one operation tolerates before giving up.
 const MAX_ATTEMPTS: u32 = 1000;
 
 /// IP family.

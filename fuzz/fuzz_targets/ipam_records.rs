@@ -7,8 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use weft_ipam::{
-    block_key, parse_block_key, BlockRecord, PoolConfig, RouteSummary, POOLS_PREFIX,
-    ROUTES_PREFIX,
+    block_key, parse_block_key, BlockRecord, PoolConfig, RouteSummary, POOLS_PREFIX, ROUTES_PREFIX,
 };
 use weft_store::KeyValue;
 
@@ -41,7 +40,11 @@ fuzz_target!(|bytes: &[u8]| {
     if key.starts_with(ROUTES_PREFIX) || key.is_empty() {
         if let Ok(summary) = RouteSummary::decode(value) {
             let again = RouteSummary::decode(&summary.encode());
-            assert_eq!(again.ok().as_ref(), Some(&summary), "route summary round trip");
+            assert_eq!(
+                again.ok().as_ref(),
+                Some(&summary),
+                "route summary round trip"
+            );
         }
     }
     if key.starts_with(POOLS_PREFIX) || key.is_empty() {

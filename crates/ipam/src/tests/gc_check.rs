@@ -207,3 +207,44 @@ fn orphan_blocks_are_claimed_and_other_block_sizes_respected() {
     let err = env.alloc("last", &v4()).unwrap_err();
     assert!(matches!(err, IpamError::Exhausted { .. }), "{err:?}");
 }
+
+/// Spotted while writing the `ipam_records` fuzz target (whose harness
+/// crashed on it; the input is in its corpus): a block record from the
+/// store with an allocation at an ordinal outside the block, at the top of
+/// the IPv6 space, made computing its address overflow (a panic with
+/// overflow checks). Such a record still decodes, so that `check` can say
+/// what is wrong with it; nothing panics on it.
+#[test]
+fn an_ordinal_outside_a_block_at_the_top_of_the_space_never_panics() {
+    let pool_cidr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120";
+    let env = Env::new(cfg(vec![pool(pool_cidr, 122)]));
+    let top = net("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffc0/122");
+    let mut rec = BlockRecord::new(top, net(pool_cidr), Some("node-a".into()));
+    let alloc = |c: &str| Allocation {
+        handle: format!("{c}/eth0"),
+        container_id: c.into(),
+        ifname: "eth0".into(),
+        pod_namespace: String::new(),
+        pod_name: String::new(),
+        allocated_at_ms: T0,
+        node: None,
+    };
+    rec.allocations.insert(63, alloc("last"));
+    rec.allocations.insert(u32::MAX, alloc("far"));
+    rec.quarantine.insert(u32::MAX - 1, T0 + 1);
+    assert_eq!(rec.addr(63), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+    let _ = rec.addr(u32::MAX);
+    env.store
+        .create(&block_key(&top), &serde_json::to_vec(&rec).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    env.ipam.refresh().unwrap();
+    assert_eq!(env.ipam.allocations().unwrap().len(), 2);
+    let _ = env.ipam.find("far/eth0");
+    let findings = env.ipam.check(&live(&["last/eth0", "far/eth0"])).unwrap();
+    let all = findings.problems.join("\n");
+    assert!(
+        all.contains(&format!("at ordinal {} lies outside the block", u32::MAX)),
+        "{all}"
+    );
+}

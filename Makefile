@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release
 
-.PHONY: setup build demo test unit lint fmt bench install clean-labs
+.PHONY: setup build demo test unit lint fmt fuzz bench install clean-labs
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,8 @@ demo: build
 ## test: everything CI runs (privileged tests need root)
 test: setup lint
 	$(CARGO) build --bins
+	@# the fuzzers first: the suite's total stays the run's last line
+	@bash scripts/fuzz.sh
 	@bash scripts/test.sh
 
 unit:
@@ -31,6 +33,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## fuzz: every fuzz target for FUZZ_SECONDS (default 10) each
+fuzz:
+	@bash scripts/fuzz.sh
 
 ## install: weft on this host (binaries, /opt/cni/bin/weft-cni, conflist, systemd unit)
 install: build

@@ -63,3 +63,14 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 echo "setup: system packages present" >&2
+
+# cargo-fuzz, for scripts/fuzz.sh (run by `make test`). libFuzzer needs the
+# nightly toolchain, which the machine image ships beside stable.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz from crates.io (about a minute)" >&2
+  cargo install cargo-fuzz --locked --version 0.13.2 --quiet
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "setup: the nightly Rust toolchain is missing (cargo-fuzz needs it); install it with rustup" >&2
+  exit 1
+fi

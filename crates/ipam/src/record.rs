@@ -294,10 +294,13 @@ impl BlockRecord {
         1u32 << (self.cidr.max_prefix_len() - self.cidr.prefix_len()).min(MAX_BLOCK_HOST_BITS)
     }
 
+    /// The address at `ordinal`. An ordinal outside the block (only in a
+    /// damaged record, which [`crate::Ipam::check`] reports) gives an address
+    /// outside it, wrapping at the top of the address space, never a panic.
     pub fn addr(&self, ordinal: u32) -> IpAddr {
         from_u128(
             self.family(),
-            to_u128(self.cidr.network()) + u128::from(ordinal),
+            to_u128(self.cidr.network()).wrapping_add(u128::from(ordinal)),
         )
     }
 

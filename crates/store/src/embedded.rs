@@ -313,8 +313,8 @@ impl EmbeddedStore {
         }
         sync_dir(path).map_err(|e| io_error(path, e))?;
 
-        let mut replay = Replay::default();
-        let end = scan_records(&data, path, |rec| replay.apply(rec))?;
+        let replay = replay_log(&data, path)?;
+        let end = replay.end;
         if end < data.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -1302,10 +1302,33 @@ enum TxnWrite {
     Delete(String),
 }
 
-struct Replay {
-    kvs: BTreeMap<String, KeyValue>,
-    revision: Revision,
-    next_lease: LeaseId,
+/// What a log's records hold once replayed, and where the valid log ends
+/// (the rest is a torn tail that opening truncates away).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub kvs: BTreeMap<String, KeyValue>,
+    /// The highest revision any record names.
+    pub revision: Revision,
+    /// The first lease id never seen in the log (ids start at 1).
+    pub next_lease: LeaseId,
+    /// Offset just past the last valid record.
+    pub end: usize,
+}
+
+/// Replays the bytes of a whole store log (magic included) the way opening
+/// does, without touching any file: every byte is untrusted, so anything
+/// malformed is an error or a torn tail, never a panic. `path` only names
+/// the log in errors.
+pub fn replay_log(data: &[u8], path: &Path) -> StoreResult<Replay> {
+    if !data.starts_with(LOG_MAGIC) {
+        return Err(corrupt(
+            path,
+            "not a weft store log (bad magic)".to_string(),
+        ));
+    }
+    let mut replay = Replay::default();
+    replay.end = scan_records(data, path, |rec| replay.apply(rec))?;
+    Ok(replay)
 }
 
 impl Default for Replay {
@@ -1315,6 +1338,7 @@ impl Default for Replay {
             revision: 0,
             // Lease ids start at 1: 0 encodes "no lease" in put records.
             next_lease: 1,
+            end: 0,
         }
     }
 }
@@ -1490,13 +1514,26 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Revisions and lease ids count up from 1 by one per write or grant, so
+/// none reaches 2^62 (a write every nanosecond for 146 years). A record
+/// naming one at or past it is damage, not data: taking it would make the
+/// next write or grant overflow (a lease id wrapping to 0, "no lease").
+const ID_LIMIT: u64 = 1 << 62;
+
+impl Cursor<'_> {
+    /// A revision or lease id (0 included: "none" where it is allowed).
+    fn id(&mut self) -> Option<u64> {
+        self.u64().filter(|&v| v < ID_LIMIT)
+    }
+}
+
 fn decode(payload: &[u8]) -> Option<Record> {
     let mut c = Cursor { b: payload };
     let rec = match c.u8()? {
         OP_PUT => {
-            let mod_revision = c.u64()?;
-            let create_revision = c.u64()?;
-            let lease = c.u64()?;
+            let mod_revision = c.id()?;
+            let create_revision = c.id()?;
+            let lease = c.id()?;
             let key = c.string()?;
             let value = c.bytes()?.to_vec();
             Record::Put(KeyValue {
@@ -1508,17 +1545,17 @@ fn decode(payload: &[u8]) -> Option<Record> {
             })
         }
         OP_DELETE => {
-            let revision = c.u64()?;
+            let revision = c.id()?;
             let key = c.string()?;
             Record::Delete { key, revision }
         }
-        OP_LEASE => Record::Lease { id: c.u64()? },
+        OP_LEASE => Record::Lease { id: c.id()? },
         OP_META => Record::Meta {
-            revision: c.u64()?,
-            next_lease: c.u64()?,
+            revision: c.id()?,
+            next_lease: c.id()?,
         },
         OP_TXN => {
-            let revision = c.u64()?;
+            let revision = c.id()?;
             let count = c.u32()? as usize;
             // Every write takes at least 5 bytes: never trust `count` for
             // an allocation beyond what the payload can hold.
@@ -1526,8 +1563,8 @@ fn decode(payload: &[u8]) -> Option<Record> {
             for _ in 0..count {
                 let w = match c.u8()? {
                     TXN_PUT => {
-                        let create_revision = c.u64()?;
-                        let lease = c.u64()?;
+                        let create_revision = c.id()?;
+                        let lease = c.id()?;
                         let key = c.string()?;
                         let value = c.bytes()?.to_vec();
                         TxnWrite::Put(KeyValue {
@@ -1599,6 +1636,58 @@ mod tests {
     fn crc32_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    /// Found by the `store_log` fuzz target: a checksummed record naming
+    /// lease id u64::MAX overflowed the replay (a panic with overflow
+    /// checks, a next lease id of 0, "no lease", without them). Ids and
+    /// revisions past [`ID_LIMIT`] are undecodable now: the log is corrupt.
+    #[test]
+    fn ids_past_the_limit_are_corruption_not_overflow() {
+        let path = Path::new("store.log");
+        let kv = |lease: Option<u64>, rev: u64| KeyValue {
+            key: "k".to_string(),
+            value: b"v".to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            lease,
+        };
+        let hostile = [
+            encode_put(&kv(Some(u64::MAX), 1)),
+            encode_put(&kv(Some(ID_LIMIT), 1)),
+            encode_put(&kv(None, u64::MAX)),
+            encode_lease(u64::MAX),
+            encode_meta(1, u64::MAX),
+            encode_meta(u64::MAX, 1),
+            encode_delete("k", ID_LIMIT),
+            encode_txn(u64::MAX, &[TxnWrite::Delete("k".to_string())]),
+            encode_txn(
+                2,
+                &[TxnWrite::Put(KeyValue {
+                    mod_revision: 2,
+                    ..kv(Some(u64::MAX), 2)
+                })],
+            ),
+        ];
+        for frame in hostile {
+            let mut log = LOG_MAGIC.to_vec();
+            log.extend_from_slice(&encode_put(&kv(Some(3), 1)));
+            log.extend_from_slice(&frame);
+            match replay_log(&log, path) {
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    assert!(reason.contains("undecodable record"), "{reason}")
+                }
+                other => panic!("a record past the id limit replayed: {other:?}"),
+            }
+        }
+        // The largest ids below the limit still replay, and the next grant
+        // cannot overflow.
+        let mut log = LOG_MAGIC.to_vec();
+        log.extend_from_slice(&encode_put(&kv(Some(ID_LIMIT - 1), ID_LIMIT - 1)));
+        let replay = replay_log(&log, path).unwrap();
+        assert_eq!(replay.next_lease, ID_LIMIT);
+        assert_eq!(replay.revision, ID_LIMIT - 1);
+        assert_eq!(replay.end, log.len());
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct Agent {
     started: Instant,
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
+    kubernetes: crate::k8s::Link,
 }
 
 impl Agent {
@@ -71,6 +72,7 @@ impl Agent {
             started: Instant::now(),
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
+            kubernetes: crate::k8s::Link::default(),
         }
     }
 
@@ -92,6 +94,11 @@ impl Agent {
 
     pub fn fastpath(&self) -> &FastPathState {
         &self.fastpath
+    }
+
+    /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
+    pub fn kubernetes(&self) -> &crate::k8s::Link {
+        &self.kubernetes
     }
 
     pub(crate) fn add_spool_replayed(&self, n: usize) {
@@ -436,6 +443,7 @@ impl Agent {
             fastpath: self
                 .fastpath
                 .status(self.datapath.fastpath_stats().ok().flatten()),
+            kubernetes: self.kubernetes.status(),
         })
     }
 

@@ -4,6 +4,8 @@
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
 //! - [`endpoints`]: the persisted endpoint table
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
+//! - [`health`]: liveness and readiness probes over HTTP
+//! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
 //! - [`startup`]: waiting for the datastore at start
@@ -14,6 +16,8 @@ pub mod agent;
 pub mod config;
 pub mod endpoints;
 pub mod fastpath;
+pub mod health;
+pub mod k8s;
 pub mod naming;
 pub mod reconcile;
 pub mod registry;

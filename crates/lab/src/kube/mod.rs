@@ -96,7 +96,7 @@ impl KubeSpec {
             if !self.bin_dir.join(c).exists() {
                 bail!(
                     "{c} not found in {}: build the Kubernetes control plane with \
-                     scripts/build-kube.sh (make setup runs it; ~25 min once, then cached), \
+                     scripts/build-kube.sh (make setup runs it; ~21 min once, then cached), \
                      or leave Kubernetes out (--no-kubernetes)",
                     self.bin_dir.display()
                 );

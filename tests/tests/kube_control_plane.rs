@@ -168,13 +168,14 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
             .is_ok_and(|o| o.status.success())
     });
     let token = kubectl_ok(&lab, &["-n", "kt", "create", "token", "default"]);
+    let sa_kc = lab
+        .write_token_kubeconfig("sa-kt-default", &token)
+        .expect("a token kubeconfig");
+    assert!(sa_kc.starts_with(&lab.dir));
     let as_sa = lab
         .kubectl_as(
-            std::path::Path::new("/dev/null"),
+            &sa_kc,
             &[
-                "--server=https://198.18.0.1:6443",
-                &format!("--certificate-authority={}", kube.ca.display()),
-                &format!("--token={}", token.trim()),
                 "auth",
                 "whoami",
                 "-o",
@@ -188,6 +189,15 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         "system:serviceaccount:kt:default",
         "{}",
         String::from_utf8_lossy(&as_sa.stderr)
+    );
+    // a service account no role binds may not even list pods
+    let sa_pods = lab
+        .kubectl_as(&sa_kc, &["-n", "kt", "get", "pods"], None)
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sa_pods.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&sa_pods.stderr)
     );
     // Deployment -> ReplicaSet -> Pods, and the scheduler looks at them
     // (no kubelet in this test: the pods stay unschedulable)

@@ -484,6 +484,22 @@ impl Lab {
         Ok(child.wait()?)
     }
 
+    /// Writes a kubeconfig that authenticates with `token` (e.g. a
+    /// service account's, from `kubectl create token`) to
+    /// `<lab>/kube/<name>.kubeconfig` and returns its path: a client that
+    /// must run with exactly that account's rights (weftd's RBAC tests).
+    pub fn write_token_kubeconfig(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let kube = self.kube_required()?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            bail!("kubeconfig name {name:?}: use letters, digits and '-'");
+        }
+        let path = kube.layout().kubeconfig(name);
+        let ca = fs::read_to_string(&kube.ca)?;
+        let text = kubeconfig::render_token(&kube.cluster, &kube.server, &ca, name, token.trim());
+        pki::write_private(&path, &text)?;
+        Ok(path)
+    }
+
     /// Starts control-plane component `name` (one of [`COMPONENTS`]) in
     /// the fabric namespace and records its pid; does not wait.
     pub fn start_component(&mut self, name: &str) -> anyhow::Result<u32> {
@@ -670,10 +686,13 @@ impl Lab {
             }
             let waited = started.elapsed();
             if waited > limit {
+                // the tail now: a failed `up` removes the lab, logs and all
+                let log = kube.dir.join("kube-apiserver.log");
                 bail!(
-                    "kube-apiserver not ready within {} s; see {}",
+                    "kube-apiserver not ready within {} s; {} ends:\n{}",
                     limit.as_secs(),
-                    kube.dir.join("kube-apiserver.log").display()
+                    log.display(),
+                    log_tail(&log, 8)
                 );
             }
             if waited >= next_note {
@@ -748,33 +767,42 @@ impl Lab {
                     );
                 }
             }
-            let mut pending: Vec<String> = ["kube-controller-manager", "kube-scheduler"]
-                .into_iter()
-                .filter(|c| self.leader_of(c).is_none())
-                .map(|c| format!("{c} lease"))
-                .collect();
-            for i in 0..self.nodes().len() {
-                if self.kube_proxy_health(i) != Some(200) {
-                    pending.push(format!("kube-proxy on node {}", i + 1));
+            let mut pending: Vec<(String, &KubeProcess)> = Vec::new();
+            for c in ["kube-controller-manager", "kube-scheduler"] {
+                if self.leader_of(c).is_none() {
+                    let p = kube.process(c, None).context("not started")?;
+                    pending.push((format!("{c} lease"), p));
                 }
             }
+            for i in 0..self.nodes().len() {
+                if self.kube_proxy_health(i) != Some(200) {
+                    let p = kube.process("kube-proxy", Some(i)).context("not started")?;
+                    pending.push((format!("kube-proxy on node {}", i + 1), p));
+                }
+            }
+            let names: Vec<&str> = pending.iter().map(|(n, _)| n.as_str()).collect();
             if pending.is_empty() {
                 return Ok(());
             }
             let waited = started.elapsed();
             if waited > limit {
+                // the tails now: a failed `up` removes the lab, logs and all
+                let tails: Vec<String> = pending
+                    .iter()
+                    .map(|(_, p)| format!("{} ends:\n{}", p.log.display(), log_tail(&p.log, 5)))
+                    .collect();
                 bail!(
-                    "not ready within {} s: {}; see the logs in {}",
+                    "not ready within {} s: {}\n{}",
                     limit.as_secs(),
-                    pending.join(", "),
-                    kube.dir.display()
+                    names.join(", "),
+                    tails.join("\n")
                 );
             }
             if waited >= next_note {
                 progress(&format!(
                     "  still waiting ({} s) for {}",
                     waited.as_secs(),
-                    pending.join(", ")
+                    names.join(", ")
                 ));
                 next_note += Duration::from_secs(10);
             }

@@ -269,6 +269,20 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
     assert!(kubectl_ok(&lab, &["get", "namespaces"]).contains("kt"));
     assert!(kubectl_ok(&lab, &["-n", "kt", "get", "deployments"]).contains("web"));
 
+    // the CLI: `weft lab kubectl` passes the arguments and the exit code
+    let weft = |args: &[&str]| {
+        Command::new(bin_dir().join("weft"))
+            .args(["lab", "kubectl", "--name", &lab.name, "--"])
+            .args(args)
+            .output()
+            .expect("weft runs")
+    };
+    let ok = weft(&["get", "namespace", "kt", "-o", "name"]);
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "namespace/kt");
+    let missing = weft(&["get", "namespace", "no-such-namespace"]);
+    assert_eq!(missing.status.code(), Some(1));
+
     // down: every process and namespace of the lab is gone
     let name = lab.name.clone();
     let pids = lab_pids(&lab);

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod bench_dataplane;
 pub mod bench_ipam;
 mod cmd;
+pub mod kube;
 mod lab;
 pub mod probe;
 

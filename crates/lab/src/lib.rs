@@ -18,6 +18,8 @@ pub mod bench;
 pub mod bench_dataplane;
 pub mod bench_ipam;
 mod cmd;
+pub mod conflist;
+pub mod kubelet;
 mod lab;
 pub mod probe;
 

@@ -128,6 +128,61 @@ pub fn find_pod(lab: &Lab, namespace: &str, name: &str) -> anyhow::Result<(NodeI
     )
 }
 
+/// The node `spec` names: its full name (`lab-n2`) or the short one (`n2`).
+fn find_node(lab: &Lab, spec: &str) -> anyhow::Result<NodeInfo> {
+    let full = format!("{}-{spec}", lab.name);
+    lab.nodes()
+        .into_iter()
+        .find(|n| n.name == spec || n.name == full)
+        .with_context(|| {
+            let names: Vec<String> = lab.nodes().into_iter().map(|n| n.name).collect();
+            format!(
+                "lab {} has no node {spec}; it has {}",
+                lab.name,
+                names.join(", ")
+            )
+        })
+}
+
+/// The network namespace `spec` names: `NS/POD` (a pod of the lab
+/// cluster), `node:NODE`, or the name of a pod `weft lab pod add` made.
+pub fn netns_of(lab: &Lab, spec: &str) -> anyhow::Result<PathBuf> {
+    if let Some(node) = spec.strip_prefix("node:") {
+        return Ok(find_node(lab, node)?.netns);
+    }
+    if let Some((ns, pod)) = spec.split_once('/') {
+        return Ok(find_pod(lab, ns, pod)?.1.netns);
+    }
+    lab.pods
+        .iter()
+        .find(|p| p.name == spec)
+        .map(|p| p.netns.clone())
+        .with_context(|| format!("{spec:?}: name a pod as NAMESPACE/POD, a node as node:NODE"))
+}
+
+/// The address `spec` names: an IP address, `NS/POD` (its first address,
+/// IPv4 first), `node:NODE` (its underlay IPv4), or a `weft lab pod add` pod.
+pub fn address_of(lab: &Lab, spec: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = spec.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    if let Some(node) = spec.strip_prefix("node:") {
+        return Ok(find_node(lab, node)?.underlay_v4);
+    }
+    let ips = if let Some((ns, pod)) = spec.split_once('/') {
+        find_pod(lab, ns, pod)?.1.ips
+    } else {
+        lab.pods
+            .iter()
+            .find(|p| p.name == spec)
+            .map(|p| p.ips.clone())
+            .with_context(|| format!("{spec:?}: give an address, NAMESPACE/POD, or node:NODE"))?
+    };
+    ips.first()
+        .copied()
+        .with_context(|| format!("{spec} has no address yet"))
+}
+
 /// The conflist node `i`'s kubelet reads: weft-cni alone, talking to that
 /// node's weftd.
 pub fn write_cni_conf(lab: &Lab, i: usize) -> anyhow::Result<PathBuf> {

@@ -9,14 +9,13 @@
 
 use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::lab::{pid_alive, stop_pid, Lab, NodeInfo, NETWORK};
+use crate::lab::{Lab, NodeInfo, NETWORK};
 
 /// The kubelet's program name.
 pub const KUBELET_BIN: &str = "weft-lab-kubelet";
@@ -57,10 +56,6 @@ pub fn pods_dir(state_dir: &Path) -> PathBuf {
 /// the host's own is not touched).
 pub fn cni_conf_dir(node: &NodeInfo) -> PathBuf {
     node.dir.join("cni").join("net.d")
-}
-
-fn pid_file(node: &NodeInfo) -> PathBuf {
-    node.dir.join("kubelet.pid")
 }
 
 /// Every pod recorded in `state_dir` (unreadable records are skipped).
@@ -233,73 +228,28 @@ pub fn kubelet_args(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result<Ve
     ])
 }
 
-/// Writes node `i`'s conflist and starts its kubelet inside the node's
-/// namespace (after its weftd), logging to `kubelet.log` beside weftd's; the
-/// pid goes to `kubelet.pid` so [`stop_kubelets`] finds it.
-pub fn spawn_kubelet(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result<u32> {
-    let node = lab.node(i)?.clone();
+/// The command that runs node `i`'s kubelet (its conflist written first).
+/// Spawned inside the node's namespace after its weftd, as a node agent of
+/// the lab cluster (`lab down` stops it); its arguments name the lab's
+/// directory, which `down` checks before signalling its pid.
+pub fn kubelet_command(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result<Command> {
     let bin = lab.bin_dir.join(KUBELET_BIN);
     if !bin.exists() {
         bail!(
-            "{} not found; build it with `cargo build --release` first",
+            "{} not found; build it with `cargo build --bins` (or --release) first",
             bin.display()
         );
     }
     write_cni_conf(lab, i)?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(node.dir.join("kubelet.log"))?;
     let mut cmd = Command::new(bin);
     cmd.args(kubelet_args(lab, i, kubeconfig)?)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env(
             "RUST_LOG",
-            std::env::var("WEFT_KUBELET_LOG").unwrap_or("info".into()),
+            std::env::var("WEFT_KUBELET_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = weft_datapath::netns::spawn_in(&mut cmd, &node.netns)
-        .with_context(|| format!("starting the kubelet of {}", node.name))?;
-    let pid = child.id();
-    fs::write(pid_file(&node), pid.to_string())?;
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = child.wait();
-    });
-    Ok(pid)
-}
-
-/// The pid of node `node`'s kubelet, when it runs.
-pub fn kubelet_pid(node: &NodeInfo) -> Option<u32> {
-    fs::read_to_string(pid_file(node))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|p| pid_alive(*p))
-}
-
-/// Stops node `i`'s kubelet (its pods keep their namespaces and addresses,
-/// as with a real kubelet; a new one re-adopts them).
-pub fn stop_kubelet(lab: &Lab, i: usize) -> anyhow::Result<()> {
-    let node = lab.node(i)?;
-    if let Some(pid) = kubelet_pid(node) {
-        stop_pid(pid, KUBELET_BIN, &format!("{}/", lab.dir.display()));
-    }
-    let _ = fs::remove_file(pid_file(node));
-    Ok(())
-}
-
-/// Stops every node's kubelet, in parallel.
-pub fn stop_kubelets(lab: &Lab) {
-    std::thread::scope(|s| {
-        for i in 0..lab.nodes().len() {
-            s.spawn(move || stop_kubelet(lab, i));
-        }
-    });
+        .stdin(Stdio::null());
+    Ok(cmd)
 }
 
 #[cfg(test)]

@@ -12,6 +12,20 @@ trap cleanup EXIT
 
 echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
 weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6
+
+# --- Kubernetes: the lab's control plane (a multi-node lab runs one by default) ---
+kubectl() { weft lab kubectl --name "$name" -- "$@"; }
+echo
+echo "== Kubernetes in the lab: kube-apiserver, controller-manager and scheduler in the fabric namespace, kube-proxy on each node"
+kubectl version
+kubectl get --raw='/readyz?verbose' | tail -1
+echo "-- kubectl get nodes -o wide"
+kubectl get nodes -o wide
+echo "-- leader leases of the controller-manager and the scheduler"
+kubectl -n kube-system get leases kube-controller-manager kube-scheduler
+echo "-- Services (kube-proxy programs them on every node)"
+kubectl get services -A -o wide
+# --- end Kubernetes ---
 echo
 echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"
 for _ in $(seq 50); do

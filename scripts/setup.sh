@@ -42,3 +42,8 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 echo "setup: system packages present" >&2
+
+# the real Kubernetes control plane of `weft lab up --kubernetes`, built from
+# the Go module proxy once and cached (/var/cache/weft/kube/<version>);
+# progress and the expected time on stderr
+bash "$(dirname "$0")/build-kube.sh" >/dev/null

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use weft_lab::kube::KubeSpec;
 use weft_lab::{Lab, LabSpec};
 
 use crate::output::{outln, table};
@@ -18,9 +19,11 @@ pub enum LabCmd {
     Up {
         #[arg(long, default_value = "weft-demo")]
         name: String,
-        /// Pods to create (pod-1 ... pod-K), spread round-robin over the nodes.
-        #[arg(long, default_value_t = 3)]
-        pods: usize,
+        /// Pods to create through weft-cni directly (pod-1 ... pod-K), spread
+        /// round-robin over the nodes [default: 3; 0 with Kubernetes, whose
+        /// pods come from the API]
+        #[arg(long)]
+        pods: Option<usize>,
         /// Nodes, each a namespace with its own weftd.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
@@ -38,6 +41,28 @@ pub enum LabCmd {
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Run a Kubernetes control plane in the fabric and kube-proxy on
+        /// every node (the default with more than one node).
+        #[arg(long, conflicts_with = "no_kubernetes")]
+        kubernetes: bool,
+        /// weft alone, no Kubernetes (also with several nodes).
+        #[arg(long)]
+        no_kubernetes: bool,
+        /// kube-proxy's mode on the nodes.
+        #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
+        kube_proxy_mode: String,
+        /// Where kube-apiserver, kubectl, ... are (default: the cache
+        /// scripts/build-kube.sh fills).
+        #[arg(long)]
+        kube_bin_dir: Option<PathBuf>,
+    },
+    /// Run kubectl against a lab's API server (as its admin).
+    Kubectl {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// kubectl's arguments (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -132,6 +157,10 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             mtu,
             quarantine_seconds,
             bin_dir,
+            kubernetes,
+            no_kubernetes,
+            kube_proxy_mode,
+            kube_bin_dir,
         } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
@@ -139,9 +168,24 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.nodes = nodes;
             spec.etcd_members = etcd_members;
             spec.routing = routing;
+            // a multi-node lab is a cluster: with Kubernetes unless told otherwise
+            if kubernetes || (nodes > 1 && !no_kubernetes) {
+                let mut k = KubeSpec::default();
+                if let Some(dir) = kube_bin_dir {
+                    k.bin_dir = dir;
+                }
+                k.proxy_mode = kube_proxy_mode.parse().map_err(anyhow::Error::msg)?;
+                spec.kubernetes = Some(k);
+            }
+            let pods = pods.unwrap_or(if spec.kubernetes.is_some() { 0 } else { 3 });
             let steps = spec.progress_steps() + pods;
             let mut step = 0;
             let mut progress = |msg: &str| {
+                // a line starting with a space is a note within the step
+                if msg.starts_with(' ') {
+                    eprintln!("     {msg}");
+                    return;
+                }
                 step += 1;
                 eprintln!("[{}/{}] {msg}", step.min(steps), steps);
             };
@@ -170,8 +214,31 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 etcd_members,
                 started.elapsed().as_secs_f64()
             );
+            if let Some(kube) = lab.kube() {
+                eprintln!(
+                    "kubernetes {} at {} (inside the lab's namespaces): \
+                     weft lab kubectl --name {name} -- get nodes",
+                    kube.version, kube.server
+                );
+                eprintln!(
+                    "KUBECONFIG={} (for clients run inside the lab, e.g. ip netns exec {})",
+                    kube.admin_kubeconfig.display(),
+                    lab.fabric_netns
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                );
+            }
             eprintln!("try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
             Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Kubectl { name, args } => {
+            let lab = Lab::load(&name)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let status = lab.kubectl_interactive(&args)?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         LabCmd::Down { name } => {
             Lab::down(&name)?;
@@ -233,6 +300,31 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                     .map(|m| vec![m.name.clone(), m.client_url(), pid_state(m.pid, m.alive())])
                     .collect();
                 table(&["ETCD", "CLIENT URL", "PID"], &etcd_rows);
+            }
+            if let Some(kube) = lab.kube() {
+                outln!();
+                outln!(
+                    "kubernetes {} at {}, KUBECONFIG={}",
+                    kube.version,
+                    kube.server,
+                    kube.admin_kubeconfig.display()
+                );
+                let rows: Vec<Vec<String>> = kube
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.node
+                                .and_then(|i| nodes.get(i))
+                                .map(|n| n.name.clone())
+                                .unwrap_or_else(|| "fabric".into()),
+                            pid_state(p.pid, p.alive()),
+                            p.log.display().to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["KUBERNETES", "WHERE", "PID", "LOG"], &rows);
             }
             outln!();
             let rows: Vec<Vec<String>> = lab

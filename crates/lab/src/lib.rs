@@ -19,6 +19,7 @@ pub mod bench_dataplane;
 pub mod bench_ipam;
 mod cmd;
 pub mod conflist;
+pub mod kube;
 pub mod kubelet;
 mod lab;
 pub mod probe;

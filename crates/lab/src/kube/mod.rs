@@ -1,0 +1,821 @@
+//! A real Kubernetes control plane in a lab (`weft lab up --kubernetes`).
+//!
+//! In the fabric namespace: etcd 3.6 for the API server (on the fabric's
+//! loopback), kube-apiserver on `https://198.18.0.1:6443`,
+//! kube-controller-manager and kube-scheduler (on the fabric's loopback).
+//! On every node, inside its namespace: kube-proxy, and whatever other node
+//! agents are spawned through [`Lab::spawn_node_agent`] (the lab kubelet).
+//! TLS from a lab CA, RBAC + Node authorization + NodeRestriction, and
+//! service-account tokens signed with the lab's key. Files live under
+//! `/run/weft-lab/<lab>/kube/`; nothing binds or is written outside the lab.
+//!
+//! The binaries come from `scripts/build-kube.sh` (one `kube` binary with a
+//! symlink per command), cached in `/var/cache/weft/kube/<version>/bin`.
+
+mod control_plane;
+mod kubeconfig;
+mod pki;
+mod proxy;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::lab::{pid_alive, stop_pid, Lab};
+use control_plane::Layout;
+pub use pki::{plan as pki_plan, CertSpec, PkiInputs};
+pub use proxy::ProxyMode;
+
+/// The Kubernetes release the lab runs (the default of scripts/build-kube.sh).
+pub const KUBE_VERSION: &str = "v1.36.3";
+/// The etcd the API server uses: the one built into the same binary.
+pub const KUBE_ETCD_VERSION: &str = "3.6.8";
+pub const APISERVER_PORT: u16 = 6443;
+/// etcd for the API server, on the fabric namespace's loopback.
+pub const KUBE_ETCD_CLIENT: &str = "127.0.0.1:2379";
+pub const KUBE_ETCD_PEER: &str = "127.0.0.1:2380";
+/// Service CIDRs, dual-stack (IPv4 primary).
+pub const SERVICE_CIDRS: [&str; 2] = ["10.96.0.0/16", "fd00:10:96::/112"];
+/// The pods' CIDRs: weftd's default pools.
+pub const POD_CIDRS: [&str; 2] = ["10.244.0.0/16", "fd00:10:244::/56"];
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// Env var naming the build cache (as scripts/build-kube.sh reads it).
+pub const KUBE_CACHE_ENV: &str = "WEFT_KUBE_CACHE";
+const KUBE_CACHE_DEFAULT: &str = "/var/cache/weft/kube";
+/// How long `up` waits for the API server by default: it takes 10-60 s on
+/// a 2-CPU machine that other work shares.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(240);
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Control-plane components in start order (`down` stops them in reverse).
+pub const COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// What `weft lab up --kubernetes` asks for.
+#[derive(Debug, Clone)]
+pub struct KubeSpec {
+    /// Where `kube-apiserver`, `kubectl`, ... are.
+    pub bin_dir: PathBuf,
+    pub proxy_mode: ProxyMode,
+    /// How long to wait for each component to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl Default for KubeSpec {
+    fn default() -> Self {
+        KubeSpec {
+            bin_dir: default_kube_bin_dir(),
+            proxy_mode: ProxyMode::default(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+/// `$WEFT_KUBE_CACHE` (default /var/cache/weft/kube) `/<version>/bin`.
+pub fn default_kube_bin_dir() -> PathBuf {
+    let cache = std::env::var_os(KUBE_CACHE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(KUBE_CACHE_DEFAULT));
+    cache.join(KUBE_VERSION).join("bin")
+}
+
+impl KubeSpec {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        for c in ["kube-apiserver", "kubectl", "etcd", "kube-proxy"] {
+            if !self.bin_dir.join(c).exists() {
+                bail!(
+                    "{c} not found in {}: build the Kubernetes control plane with \
+                     scripts/build-kube.sh (make setup runs it; ~25 min once, then cached), \
+                     or leave Kubernetes out (--no-kubernetes)",
+                    self.bin_dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many lines [`start`] and [`finish`] hand `progress` for `nodes` nodes
+/// (notes while waiting start with a space and are not steps).
+pub fn progress_steps(nodes: usize) -> usize {
+    5 + nodes
+}
+
+/// One process of the lab cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KubeProcess {
+    /// A component (`kube-apiserver`, ...) or a node agent's name
+    /// (`kube-proxy`, `kubelet`, ...).
+    pub name: String,
+    /// The node (index) a node agent runs on; None: the fabric namespace.
+    pub node: Option<usize>,
+    /// The program's file name: `down` signals a pid only while it still
+    /// runs this program with the lab's directory in its command line.
+    pub program: String,
+    pub pid: Option<u32>,
+    pub log: PathBuf,
+}
+
+impl KubeProcess {
+    pub fn alive(&self) -> bool {
+        self.pid.is_some_and(pid_alive)
+    }
+}
+
+/// A lab's Kubernetes cluster, as recorded in lab.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KubeCluster {
+    pub version: String,
+    pub bin_dir: PathBuf,
+    /// `/run/weft-lab/<lab>/kube`
+    pub dir: PathBuf,
+    /// `https://198.18.0.1:6443` (reachable inside the lab's namespaces)
+    pub server: String,
+    /// The lab CA (PEM).
+    pub ca: PathBuf,
+    /// `system:masters`.
+    pub admin_kubeconfig: PathBuf,
+    /// One per node (by index): `system:node:<node>` in `system:nodes`,
+    /// for that node's kubelet.
+    pub node_kubeconfigs: Vec<PathBuf>,
+    /// `system:kube-proxy`.
+    pub proxy_kubeconfig: PathBuf,
+    pub proxy_mode: ProxyMode,
+    pub service_cidrs: Vec<String>,
+    pub pod_cidrs: Vec<String>,
+    pub processes: Vec<KubeProcess>,
+    cluster: String,
+    apiserver_address: String,
+}
+
+impl KubeCluster {
+    fn layout(&self) -> Layout {
+        Layout {
+            dir: self.dir.clone(),
+            cluster: self.cluster.clone(),
+            apiserver_address: self.apiserver_address.clone(),
+        }
+    }
+
+    /// The process named `name` (on node `node`, None: the control plane).
+    pub fn process(&self, name: &str, node: Option<usize>) -> Option<&KubeProcess> {
+        self.processes
+            .iter()
+            .find(|p| p.name == name && p.node == node)
+    }
+
+    /// A node's kubeconfig (its kubelet's identity).
+    pub fn node_kubeconfig(&self, i: usize) -> anyhow::Result<&Path> {
+        self.node_kubeconfigs
+            .get(i)
+            .map(PathBuf::as_path)
+            .with_context(|| format!("no node index {i} in this lab cluster"))
+    }
+
+    /// The directory of `kubectl` and the other commands.
+    pub fn kubectl_bin(&self) -> PathBuf {
+        self.bin_dir.join("kubectl")
+    }
+}
+
+/// Opens (appending) a process's log, root-only.
+fn open_log(path: &Path) -> anyhow::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Spawns `cmd` in `netns`, output to `log`, in its own process group (a
+/// Ctrl-C at the terminal of `weft lab up` must not reach it), and reaps it
+/// in the background while this process lives.
+fn spawn_logged(cmd: &mut Command, netns: &Path, log: &Path) -> anyhow::Result<u32> {
+    let out = open_log(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    let child = weft_datapath::netns::spawn_in(cmd, netns)
+        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// The last lines of a log, for an error message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Certificates, kubeconfigs, etcd and kube-apiserver; returns without
+/// waiting for the API server (the weftds start meanwhile, [`finish`] waits).
+pub(crate) fn start(
+    lab: &mut Lab,
+    spec: &KubeSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let layout = Layout {
+        dir: lab.dir.join("kube"),
+        cluster: format!("weft-lab-{}", lab.name),
+        apiserver_address: lab.fabric_v4.to_string(),
+    };
+    let nodes = lab.nodes();
+    let inputs = PkiInputs {
+        lab: lab.name.clone(),
+        apiserver_addresses: vec![lab.fabric_v4, lab.fabric_v6],
+        service_ips: SERVICE_CIDRS
+            .iter()
+            .map(|c| first_address(c))
+            .collect::<anyhow::Result<_>>()?,
+        nodes: nodes
+            .iter()
+            .map(|n| (n.name.clone(), vec![n.underlay_v4, n.underlay_v6]))
+            .collect(),
+    };
+    let count = pki::plan(&inputs).len();
+    progress(&format!(
+        "kubernetes: lab CA, {count} certificates, service-account key and kubeconfigs in {}",
+        layout.dir.display()
+    ));
+    fs::create_dir_all(&layout.dir)?;
+    let files = pki::generate(&inputs, &layout.pki().dir)?;
+    let ca_pem = fs::read_to_string(files.ca())?;
+    let write_kubeconfig = |who: &str, stem: &str, user: &str| -> anyhow::Result<PathBuf> {
+        let path = layout.kubeconfig(who);
+        let text = kubeconfig::render(
+            &layout.cluster,
+            &layout.server(),
+            &ca_pem,
+            user,
+            &fs::read_to_string(files.cert(stem))?,
+            &fs::read_to_string(files.key(stem))?,
+        );
+        pki::write_private(&path, &text)?;
+        Ok(path)
+    };
+    let admin = write_kubeconfig("admin", "admin", "weft-lab-admin")?;
+    write_kubeconfig(
+        "controller-manager",
+        "controller-manager",
+        "system:kube-controller-manager",
+    )?;
+    write_kubeconfig("scheduler", "scheduler", "system:kube-scheduler")?;
+    let proxy = write_kubeconfig("kube-proxy", "kube-proxy", "system:kube-proxy")?;
+    let node_kubeconfigs = nodes
+        .iter()
+        .map(|n| {
+            write_kubeconfig(
+                &format!("node-{}", n.name),
+                &format!("node-{}", n.name),
+                &format!("system:node:{}", n.name),
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    lab.kube = Some(KubeCluster {
+        version: KUBE_VERSION.into(),
+        bin_dir: spec.bin_dir.clone(),
+        dir: layout.dir.clone(),
+        server: layout.server(),
+        ca: files.ca(),
+        admin_kubeconfig: admin,
+        node_kubeconfigs,
+        proxy_kubeconfig: proxy,
+        proxy_mode: spec.proxy_mode,
+        service_cidrs: SERVICE_CIDRS.map(String::from).to_vec(),
+        pod_cidrs: POD_CIDRS.map(String::from).to_vec(),
+        processes: Vec::new(),
+        cluster: layout.cluster.clone(),
+        apiserver_address: layout.apiserver_address.clone(),
+    });
+    lab.save()?;
+    progress(&format!(
+        "kubernetes: starting etcd {KUBE_ETCD_VERSION} (API server's store, {KUBE_ETCD_CLIENT}) \
+         and kube-apiserver {KUBE_VERSION} on {} in {}",
+        layout.server(),
+        lab.fabric_netns.display()
+    ));
+    lab.start_component("etcd")?;
+    lab.start_component("kube-apiserver")?;
+    Ok(())
+}
+
+/// Waits for the API server, then starts the controller-manager, the
+/// scheduler and every node's agents, and waits until they work.
+pub(crate) fn finish(
+    lab: &mut Lab,
+    spec: &KubeSpec,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    lab.wait_apiserver_ready(spec.ready_timeout, progress)?;
+    progress(&format!(
+        "kubernetes: kube-apiserver ready ({:.1} s waited)",
+        started.elapsed().as_secs_f64()
+    ));
+    progress("kubernetes: starting kube-controller-manager and kube-scheduler");
+    lab.start_component("kube-controller-manager")?;
+    lab.start_component("kube-scheduler")?;
+    spawn_node_agents(lab, progress)?;
+    lab.wait_control_plane(spec.ready_timeout, progress)?;
+    let kube = lab.kube.as_ref().context("no cluster")?;
+    progress(&format!(
+        "kubernetes: controller-manager and scheduler hold their leases, kube-proxy healthy on \
+         every node; KUBECONFIG={}",
+        kube.admin_kubeconfig.display()
+    ));
+    Ok(())
+}
+
+/// Every node's agents, one progress line per node. The lab kubelet joins
+/// here through [`Lab::spawn_node_agent`], before kube-proxy: kube-proxy
+/// waits (up to 30 s) for its Node object, which the kubelet registers.
+fn spawn_node_agents(lab: &mut Lab, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+    let mode = lab.kube.as_ref().context("no cluster")?.proxy_mode;
+    for (i, n) in lab.nodes().iter().enumerate() {
+        let pid = lab.start_kube_proxy(i, mode)?;
+        progress(&format!(
+            "node agents on {}: kube-proxy ({mode}, pid {pid})",
+            n.name
+        ));
+    }
+    Ok(())
+}
+
+/// Stops every process of the lab cluster (node agents, then the control
+/// plane in reverse start order), going on past errors.
+pub(crate) fn stop_all(lab: &Lab, marker: &str) {
+    let Some(kube) = &lab.kube else { return };
+    let stop_group = |procs: Vec<&KubeProcess>| {
+        std::thread::scope(|s| {
+            for p in procs {
+                if let Some(pid) = p.pid {
+                    s.spawn(move || stop_pid(pid, &p.program, marker));
+                }
+            }
+        });
+    };
+    stop_group(kube.processes.iter().filter(|p| p.node.is_some()).collect());
+    // the controllers together, then the API server, then its etcd
+    stop_group(
+        kube.processes
+            .iter()
+            .filter(|p| p.name == "kube-controller-manager" || p.name == "kube-scheduler")
+            .collect(),
+    );
+    for name in ["kube-apiserver", "etcd"] {
+        stop_group(kube.process(name, None).into_iter().collect());
+    }
+}
+
+/// The first address of a CIDR (the `kubernetes` Service's ClusterIP).
+fn first_address(cidr: &str) -> anyhow::Result<IpAddr> {
+    // network + 1, as the API server picks it (for IPv6 too, where ipnet's
+    // hosts() would start at the network address itself)
+    let net: ipnet::IpNet = cidr.parse().with_context(|| format!("cidr {cidr}"))?;
+    Ok(match net.network() {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a) + 1).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
+    })
+}
+
+/// A minimal HTTP/1.0 GET; returns the status code and body.
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+impl Lab {
+    /// The lab's Kubernetes cluster, if it runs one.
+    pub fn kube(&self) -> Option<&KubeCluster> {
+        self.kube.as_ref()
+    }
+
+    fn kube_required(&self) -> anyhow::Result<&KubeCluster> {
+        self.kube.as_ref().with_context(|| {
+            format!(
+                "lab {} runs no Kubernetes; build it with `weft lab up --kubernetes`",
+                self.name
+            )
+        })
+    }
+
+    /// A kubectl command as `kubeconfig`'s user; run it in the fabric
+    /// namespace (where the API server's address is).
+    fn kubectl_command(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Command> {
+        let kube = self.kube_required()?;
+        let mut cmd = Command::new(kube.kubectl_bin());
+        // the discovery cache stays in the lab (not ~/.kube)
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--cache-dir={}", kube.dir.join("cache").display()))
+            .args(args)
+            .env("PATH", PATH)
+            .env_remove("KUBECONFIG");
+        Ok(cmd)
+    }
+
+    /// Runs kubectl as the lab's admin (`system:masters`); returns its output.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let kube = self.kube_required()?;
+        self.kubectl_as(&kube.admin_kubeconfig.clone(), args, None)
+    }
+
+    /// Runs kubectl with another identity's kubeconfig (a node's, a
+    /// service account's), optionally feeding `stdin` (`apply -f -`).
+    pub fn kubectl_as(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> anyhow::Result<Output> {
+        let mut cmd = self.kubectl_command(kubeconfig, args)?;
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = weft_datapath::netns::spawn_in(&mut cmd, &self.fabric_netns)
+            .context("running kubectl in the lab's fabric namespace")?;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().context("kubectl stdin")?;
+            // fed from a thread: kubectl may write before it has read it all
+            let input = input.to_vec();
+            std::thread::spawn(move || pipe.write_all(&input));
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// kubectl as admin with the caller's terminal (`weft lab kubectl`).
+    pub fn kubectl_interactive(&self, args: &[&str]) -> anyhow::Result<ExitStatus> {
+        let kube = self.kube_required()?;
+        let mut cmd = self.kubectl_command(&kube.admin_kubeconfig.clone(), args)?;
+        let mut child = weft_datapath::netns::spawn_in(&mut cmd, &self.fabric_netns)
+            .context("running kubectl in the lab's fabric namespace")?;
+        Ok(child.wait()?)
+    }
+
+    /// Starts control-plane component `name` (one of [`COMPONENTS`]) in
+    /// the fabric namespace and records its pid; does not wait.
+    pub fn start_component(&mut self, name: &str) -> anyhow::Result<u32> {
+        let kube = self.kube_required()?.clone();
+        if let Some(p) = kube.process(name, None).filter(|p| p.alive()) {
+            bail!("{name} runs already (pid {})", p.pid.unwrap_or_default());
+        }
+        let l = kube.layout();
+        let args = match name {
+            "etcd" => control_plane::etcd_args(&l),
+            "kube-apiserver" => control_plane::apiserver_args(&l),
+            "kube-controller-manager" => control_plane::controller_manager_args(&l),
+            "kube-scheduler" => control_plane::scheduler_args(&l),
+            other => bail!("no control-plane component {other:?}: use one of {COMPONENTS:?}"),
+        };
+        let log = l.log(name);
+        let mut cmd = Command::new(kube.bin_dir.join(name));
+        cmd.env_clear().env("PATH", PATH).args(args);
+        let pid = spawn_logged(&mut cmd, &self.fabric_netns, &log)?;
+        self.record(KubeProcess {
+            name: name.into(),
+            node: None,
+            program: name.into(),
+            pid: Some(pid),
+            log,
+        })?;
+        Ok(pid)
+    }
+
+    /// Stops control-plane component `name` (TERM, then KILL after 5 s).
+    pub fn stop_component(&mut self, name: &str) -> anyhow::Result<()> {
+        self.stop_process(name, None)
+    }
+
+    /// Stops the API server (for fault tests); the rest keeps running.
+    pub fn stop_apiserver(&mut self) -> anyhow::Result<()> {
+        self.stop_component("kube-apiserver")
+    }
+
+    /// Starts the API server again and waits (at most `limit`) until it is
+    /// ready.
+    pub fn start_apiserver(&mut self, limit: Duration) -> anyhow::Result<()> {
+        self.start_component("kube-apiserver")?;
+        self.wait_apiserver_ready(limit, &mut |_| {})
+    }
+
+    /// Spawns a node agent in node `i`'s namespace (output to
+    /// `<node dir>/<name>.log`) and records its pid, so `down` stops it
+    /// before the control plane. Its command line must mention the lab's
+    /// directory (e.g. a kubeconfig of the lab): `down` checks that before
+    /// signalling a pid, never to hit a process that reused it.
+    pub fn spawn_node_agent(
+        &mut self,
+        i: usize,
+        name: &str,
+        cmd: &mut Command,
+    ) -> anyhow::Result<u32> {
+        self.kube_required()?;
+        let node = self.node(i)?.clone();
+        if let Some(p) = self
+            .kube
+            .as_ref()
+            .and_then(|k| k.process(name, Some(i)))
+            .filter(|p| p.alive())
+        {
+            bail!(
+                "{name} runs already on {} (pid {})",
+                node.name,
+                p.pid.unwrap_or_default()
+            );
+        }
+        let marker = self.pid_marker();
+        if !cmd
+            .get_args()
+            .any(|a| a.to_string_lossy().contains(&marker))
+        {
+            bail!(
+                "node agent {name}: its arguments must mention the lab directory {marker} \
+                 (e.g. its kubeconfig) so `lab down` can tell it from a process that reused its pid"
+            );
+        }
+        let program = Path::new(cmd.get_program())
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .context("node agent without a program")?;
+        fs::create_dir_all(&node.dir)?;
+        let log = node.dir.join(format!("{name}.log"));
+        let pid = spawn_logged(cmd, &node.netns, &log)?;
+        self.record(KubeProcess {
+            name: name.into(),
+            node: Some(i),
+            program,
+            pid: Some(pid),
+            log,
+        })?;
+        Ok(pid)
+    }
+
+    /// Starts kube-proxy on node `i` in `mode` (a kube-proxy starting in
+    /// one mode removes the rules another mode left).
+    pub fn start_kube_proxy(&mut self, i: usize, mode: ProxyMode) -> anyhow::Result<u32> {
+        let kube = self.kube_required()?.clone();
+        let n = self.node(i)?.clone();
+        let mut cmd = Command::new(kube.bin_dir.join("kube-proxy"));
+        cmd.env_clear().env("PATH", PATH).args(proxy::args(
+            &n.name,
+            n.underlay_v4,
+            &kube.proxy_kubeconfig,
+            mode,
+        ));
+        self.spawn_node_agent(i, "kube-proxy", &mut cmd)
+    }
+
+    /// Stops node agent `name` on node `i`.
+    pub fn stop_node_agent(&mut self, i: usize, name: &str) -> anyhow::Result<()> {
+        self.stop_process(name, Some(i))
+    }
+
+    fn stop_process(&mut self, name: &str, node: Option<usize>) -> anyhow::Result<()> {
+        let marker = self.pid_marker();
+        let kube = self.kube.as_mut().context("no Kubernetes in this lab")?;
+        let p = kube
+            .processes
+            .iter_mut()
+            .find(|p| p.name == name && p.node == node)
+            .with_context(|| format!("no process {name} in this lab cluster"))?;
+        if let Some(pid) = p.pid.take() {
+            stop_pid(pid, &p.program, &marker);
+        }
+        self.save()
+    }
+
+    /// Records (or replaces) a process of the cluster and saves lab.json at
+    /// once, so `down` finds it even if this process dies next.
+    fn record(&mut self, proc: KubeProcess) -> anyhow::Result<()> {
+        let kube = self.kube.as_mut().context("no Kubernetes in this lab")?;
+        kube.processes
+            .retain(|p| !(p.name == proc.name && p.node == proc.node));
+        kube.processes.push(proc);
+        self.save()
+    }
+
+    /// Whether `/readyz` of the API server says ok (asked as admin).
+    pub fn apiserver_ready(&self) -> bool {
+        self.kubectl(&["get", "--raw=/readyz", "--request-timeout=5s"])
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok")
+    }
+
+    /// Whether anything accepts connections on the API server's port (cheap,
+    /// no process started).
+    fn apiserver_port_open(&self) -> bool {
+        let addr = SocketAddr::new(self.fabric_v4, APISERVER_PORT);
+        weft_datapath::netns::run_in(&self.fabric_netns, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+        })
+        .unwrap_or(false)
+    }
+
+    /// Waits (at most `limit`) until the API server is ready, with a note to
+    /// `progress` every 10 s; fails at once if it or its etcd exited.
+    pub fn wait_apiserver_ready(
+        &self,
+        limit: Duration,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<()> {
+        let kube = self.kube_required()?;
+        let started = Instant::now();
+        let mut next_note = Duration::from_secs(10);
+        loop {
+            for name in ["etcd", "kube-apiserver"] {
+                let p = kube
+                    .process(name, None)
+                    .with_context(|| format!("{name} was never started"))?;
+                if !p.alive() {
+                    bail!(
+                        "{name} exited at start; its log {} ends:\n{}",
+                        p.log.display(),
+                        log_tail(&p.log, 8)
+                    );
+                }
+            }
+            if self.apiserver_port_open() && self.apiserver_ready() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited > limit {
+                bail!(
+                    "kube-apiserver not ready within {} s; see {}",
+                    limit.as_secs(),
+                    kube.dir.join("kube-apiserver.log").display()
+                );
+            }
+            if waited >= next_note {
+                progress(&format!(
+                    "  still waiting for kube-apiserver ({} s; it takes 10-60 s on a busy 2-CPU machine)",
+                    waited.as_secs()
+                ));
+                next_note += Duration::from_secs(10);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The holder of leader lease `name` in kube-system, if any.
+    pub fn leader_of(&self, name: &str) -> Option<String> {
+        let o = self
+            .kubectl(&[
+                "-n",
+                "kube-system",
+                "get",
+                "lease",
+                name,
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .ok()?;
+        let holder = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success() && !holder.is_empty()).then_some(holder)
+    }
+
+    /// What kube-proxy on node `i` answers on `/livez` (status code): 200
+    /// once it has programmed its rules. (`/healthz` also wants the Node
+    /// object to exist, which only a kubelet makes.)
+    pub fn kube_proxy_health(&self, i: usize) -> Option<u16> {
+        self.kube_proxy_get(i, "/livez")
+    }
+
+    /// GET `path` from kube-proxy's health server on node `i` (status code).
+    pub fn kube_proxy_get(&self, i: usize, path: &str) -> Option<u16> {
+        let node = self.node(i).ok()?;
+        let addr = SocketAddr::new(node.underlay_v4, proxy::HEALTHZ_PORT);
+        let path = path.to_string();
+        weft_datapath::netns::run_in(&node.netns, move || {
+            http_get(addr, &path, Duration::from_secs(2))
+        })
+        .ok()?
+        .ok()
+        .map(|(code, _)| code)
+    }
+
+    /// Waits until the controller-manager and the scheduler hold their
+    /// leader leases and kube-proxy answers healthy on every node.
+    fn wait_control_plane(
+        &self,
+        limit: Duration,
+        progress: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<()> {
+        let kube = self.kube_required()?;
+        let started = Instant::now();
+        let mut next_note = Duration::from_secs(10);
+        loop {
+            for p in &kube.processes {
+                if !p.alive() {
+                    bail!(
+                        "{}{} exited at start; its log {} ends:\n{}",
+                        p.name,
+                        p.node
+                            .map(|i| format!(" on node {}", i + 1))
+                            .unwrap_or_default(),
+                        p.log.display(),
+                        log_tail(&p.log, 8)
+                    );
+                }
+            }
+            let mut pending: Vec<String> = ["kube-controller-manager", "kube-scheduler"]
+                .into_iter()
+                .filter(|c| self.leader_of(c).is_none())
+                .map(|c| format!("{c} lease"))
+                .collect();
+            for i in 0..self.nodes().len() {
+                if self.kube_proxy_health(i) != Some(200) {
+                    pending.push(format!("kube-proxy on node {}", i + 1));
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited > limit {
+                bail!(
+                    "not ready within {} s: {}; see the logs in {}",
+                    limit.as_secs(),
+                    pending.join(", "),
+                    kube.dir.display()
+                );
+            }
+            if waited >= next_note {
+                progress(&format!(
+                    "  still waiting ({} s) for {}",
+                    waited.as_secs(),
+                    pending.join(", ")
+                ));
+                next_note += Duration::from_secs(10);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubernetes_service_takes_the_first_address_of_each_service_cidr() {
+        assert_eq!(
+            first_address(SERVICE_CIDRS[0]).unwrap(),
+            "10.96.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            first_address(SERVICE_CIDRS[1]).unwrap(),
+            "fd00:10:96::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_pinned_version_is_the_one_the_build_script_builds() {
+        let script = include_str!("../../../../scripts/build-kube.sh");
+        assert!(
+            script.contains(&format!("version=${{WEFT_KUBE_VERSION:-{KUBE_VERSION}}}")),
+            "scripts/build-kube.sh builds another version than {KUBE_VERSION}"
+        );
+        assert!(default_kube_bin_dir().ends_with(format!("{KUBE_VERSION}/bin")));
+    }
+
+    #[test]
+    fn a_missing_control_plane_build_says_how_to_get_it() {
+        let spec = KubeSpec {
+            bin_dir: "/nonexistent".into(),
+            ..KubeSpec::default()
+        };
+        let e = spec.check().unwrap_err().to_string();
+        assert!(e.contains("scripts/build-kube.sh"), "{e}");
+    }
+}

@@ -66,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    // kube's rustls-tls brings no crypto provider of its own
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut ips = args.node_ip.clone();
     ips.sort_by_key(IpAddr::is_ipv6);
     let cfg = NodeCfg {

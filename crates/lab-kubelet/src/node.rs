@@ -157,12 +157,10 @@ pub async fn heartbeat_status(client: &Client, cfg: &NodeCfg, since: &str) -> ku
     let nodes: Api<Node> = Api::all(client.clone());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let status = node_status(cfg, since, &now(), memory_kib(), cpus);
+    // a merge patch, not a strategic one: addresses merge by `type` there,
+    // which garbles an IPv4 and an IPv6 InternalIP
     nodes
-        .patch_status(
-            &cfg.name,
-            &PatchParams::default(),
-            &Patch::Strategic(status),
-        )
+        .patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(status))
         .await
         .map(|_| ())
 }

@@ -252,6 +252,21 @@ pub fn kubelet_command(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result
     Ok(cmd)
 }
 
+impl Lab {
+    /// Starts node `i`'s kubelet as a node agent of the lab cluster (its
+    /// pid recorded in lab.json, its log `kubelet.log` in the node's
+    /// directory, stopped by `lab down` or `stop_node_agent(i, "kubelet")`).
+    pub fn start_kubelet(&mut self, i: usize) -> anyhow::Result<u32> {
+        let kubeconfig = self
+            .kube()
+            .with_context(|| format!("lab {} runs no Kubernetes", self.name))?
+            .node_kubeconfig(i)?
+            .to_path_buf();
+        let mut cmd = kubelet_command(self, i, &kubeconfig)?;
+        self.spawn_node_agent(i, "kubelet", &mut cmd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

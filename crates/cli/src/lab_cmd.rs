@@ -87,6 +87,41 @@ pub enum LabCmd {
         #[command(subcommand)]
         command: PodCmd,
     },
+    /// Run a command in a pod's network namespace (NAMESPACE/POD, node:NODE).
+    Exec {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// NAMESPACE/POD of the lab cluster, node:NODE, or a `lab pod add` pod.
+        pod: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Connect from a pod or node to a pod or address; exits 0 when it
+    /// connected (UDP: the answer came back), 1 when not, saying why.
+    Probe {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// NAMESPACE/POD or node:NODE.
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD, node:NODE, or an address.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+        protocol: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Send this line (a lab pod answers `hostname` with its name,
+        /// `clientip` with the sender's address:port, echoes the rest).
+        #[arg(long)]
+        send: Option<String>,
+        /// Print the reply to --send.
+        #[arg(long, requires = "send")]
+        print_reply: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -322,6 +357,51 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             outln!("{} {}", p.name, join_ips(&p.ips));
             Ok(ExitCode::SUCCESS)
         }
+        LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
+        LabCmd::Probe {
+            name,
+            from,
+            to,
+            port,
+            protocol,
+            timeout_ms,
+            send,
+            print_reply,
+        } => {
+            let lab = Lab::load(&name)?;
+            let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
+            let addr = std::net::SocketAddr::new(weft_lab::kubelet::address_of(&lab, &to)?, port);
+            let transport = if protocol == "udp" {
+                weft_lab::probe::Transport::Udp
+            } else {
+                weft_lab::probe::Transport::Tcp
+            };
+            let timeout = Duration::from_millis(timeout_ms);
+            let out = weft_lab::probe::probe(&from_ns, addr, transport, timeout, send.as_deref())?;
+            if fmt == Format::Json {
+                let reply = match &out {
+                    weft_lab::probe::Outcome::Connected { reply } => reply.clone(),
+                    _ => None,
+                };
+                outln!(
+                    "{}",
+                    serde_json::json!({"from": from, "to": addr.to_string(), "protocol": protocol,
+                        "connected": out.connected(), "outcome": out.describe(), "reply": reply})
+                );
+            } else {
+                if let (true, weft_lab::probe::Outcome::Connected { reply: Some(r) }) =
+                    (print_reply, &out)
+                {
+                    outln!("{r}");
+                }
+                eprintln!("{protocol} {from} -> {addr}: {}", out.describe());
+            }
+            Ok(if out.connected() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         LabCmd::Pod {
             command: PodCmd::Del { pod, name },
         } => {
@@ -338,6 +418,20 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
 /// weft alone unless asked.
 fn wants_kubernetes(nodes: usize, kubernetes: bool, no_kubernetes: bool) -> bool {
     kubernetes || (nodes > 1 && !no_kubernetes)
+}
+
+/// Runs `command` inside the namespace `pod` names and exits as it did.
+fn exec(name: &str, pod: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    let lab = Lab::load(name)?;
+    let netns = weft_lab::kubelet::netns_of(&lab, pod)?;
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    let status = weft_lab::spawn_in_netns(&mut cmd, &netns)
+        .with_context(|| format!("running {} in {}", command[0], netns.display()))?
+        .wait()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
 fn pid_state(pid: Option<u32>, alive: bool) -> String {

@@ -352,9 +352,10 @@ pub(crate) fn finish(
 fn spawn_node_agents(lab: &mut Lab, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
     let mode = lab.kube.as_ref().context("no cluster")?.proxy_mode;
     for (i, n) in lab.nodes().iter().enumerate() {
+        let kubelet = lab.start_kubelet(i)?;
         let pid = lab.start_kube_proxy(i, mode)?;
         progress(&format!(
-            "node agents on {}: kube-proxy ({mode}, pid {pid})",
+            "node agents on {}: weft-lab-kubelet (pid {kubelet}), kube-proxy ({mode}, pid {pid})",
             n.name
         ));
     }

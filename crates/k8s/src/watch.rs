@@ -53,7 +53,7 @@ where
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {
-            Err(e) => index.error(kind, e.to_string()),
+            Err(e) => index.error(kind, short_error(&e.to_string())),
             Ok(Event::Init) => relist = Some(Default::default()),
             Ok(Event::InitApply(obj)) => {
                 let (good, unreadable) = relist.get_or_insert_with(Default::default);
@@ -75,6 +75,16 @@ where
             },
             Ok(Event::Delete(obj)) => index.delete::<K::Out>(&key_of(meta_of(&obj))),
         }
+    }
+}
+
+/// kube's API errors end with the whole `Status` in Debug form, which
+/// repeats the message: the message is enough for a log line and `weft
+/// status`.
+fn short_error(e: &str) -> String {
+    match e.find(" (Status {") {
+        Some(i) => e[..i].to_string(),
+        None => e.to_string(),
     }
 }
 
@@ -112,5 +122,21 @@ impl Iterator for WatchBackoff {
 impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn api_errors_lose_the_repeated_status() {
+        let e = "failed to perform initial object list: ApiError: pods is forbidden: User \"x\" cannot list: Forbidden (Status { status: Some(Failure), code: 403 })";
+        assert_eq!(
+            super::short_error(e),
+            "failed to perform initial object list: ApiError: pods is forbidden: User \"x\" cannot list: Forbidden"
+        );
+        assert_eq!(
+            super::short_error("watch stream failed: eof"),
+            "watch stream failed: eof"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_agent_support::{probe, rss_kib, Relay};
+use kube_agent_support::{probe, rss_kib, GhostNetns, Relay};
 use serde_json::{json, Value};
 use weft_api::{paths, AgentStatus, EndpointView};
 use weft_lab::kube::KubeSpec;
@@ -457,17 +457,34 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
     );
     assert_eq!(probe(&node_netns, health, "/readyz"), Some(200));
 
-    // -- a pod whose DEL never came: a CNI ADD for a pod the API does not
-    // have (default/ghost) is cleaned up after the grace period, as CNI GC
-    // would; the Deployment's pods are not touched
-    lab.add_pod("ghost")
-        .expect("attach a pod the API does not know");
+    // -- a pod whose DEL never came: a CNI ADD as a kubelet makes it, for a
+    // pod the API does not have (ka/ghost), is cleaned up after the grace
+    // period, as CNI GC would; the Deployment's pods, and a lab pod that no
+    // kubelet made (no UID), are not touched
+    let ghost = GhostNetns::new(&format!("{}-ghost", lab.name));
+    let out = weft_lab::cni_exec(
+        &lab.cni_plugin(),
+        &lab.bin_dir,
+        &node_netns,
+        "ADD",
+        "ghost-sandbox",
+        &ghost.path(),
+        "eth0",
+        &format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={NS};K8S_POD_NAME=ghost;K8S_POD_UID=0000-ghost"
+        ),
+        &serde_json::to_vec(&lab.net_conf_on(0, "1.0.0")).unwrap(),
+    )
+    .expect("weft-cni runs");
+    assert!(out.success, "{} {}", out.stdout, out.stderr);
+    lab.add_pod("lab-pod").expect("a lab pod");
     assert!(views(&lab).iter().any(|v| v.endpoint.pod.name == "ghost"));
     within(
         Duration::from_secs(30),
         "weftd cleans up after the gone pod",
         || (!views(&lab).iter().any(|v| v.endpoint.pod.name == "ghost")).then_some(()),
     );
+    std::thread::sleep(Duration::from_secs(4));
     let st = status(&lab);
     assert_eq!(st.kubernetes.as_ref().unwrap().pods_collected, 1);
     assert_eq!(
@@ -477,7 +494,12 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
             .count(),
         3
     );
+    assert!(
+        views(&lab).iter().any(|v| v.endpoint.pod.name == "lab-pod"),
+        "a pod no kubelet made is left alone"
+    );
     assert_ipam_clean(&lab, 0);
+    drop(ghost);
 
     // -- a rule missing from the ClusterRole: weftd cannot list that kind,
     // says so and is not ready; with the rule back it recovers by itself

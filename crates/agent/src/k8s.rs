@@ -181,9 +181,12 @@ fn same_pod(ours: &str, api: &str) -> bool {
 }
 
 /// Endpoints whose pod has been missing from the API's pods on this node
-/// for the grace period. Only pods with a namespace and a name are judged
-/// (podman and ctr containers are not Kubernetes pods), only while the pod
-/// watch is current, and never an endpoint younger than the grace period.
+/// for the grace period. Only endpoints a kubelet made are judged: the
+/// runtime passed the pod's namespace, name and UID (containerd's and
+/// CRI-O's CRI do; podman passes a name only, `ctr` and cnitool nothing, and
+/// the lab's own `weft lab pod add` pods no UID: none of them is a pod the
+/// API could vouch for). Only while the pod watch is current, and never an
+/// endpoint younger than the grace period.
 #[derive(Default)]
 pub struct GoneTracker {
     missing_since: HashMap<Attachment, Instant>,
@@ -201,7 +204,7 @@ impl GoneTracker {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for ep in eps {
-            if ep.pod.namespace.is_empty() || ep.pod.name.is_empty() {
+            if ep.pod.namespace.is_empty() || ep.pod.name.is_empty() || ep.pod.uid.is_empty() {
                 continue;
             }
             seen.insert(ep.attachment.clone());

@@ -136,3 +136,24 @@ pub fn probe(netns: &std::path::Path, addr: SocketAddr, path: &str) -> Option<u1
     .ok()?
     .ok()
 }
+
+/// A network namespace of the test's own (a pod sandbox no kubelet knows),
+/// removed on drop, pass or fail.
+pub struct GhostNetns(String);
+
+impl GhostNetns {
+    pub fn new(name: &str) -> GhostNetns {
+        weft_lab::ip(&["netns", "add", name]).expect("ip netns add");
+        GhostNetns(name.to_string())
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for GhostNetns {
+    fn drop(&mut self) {
+        let _ = weft_lab::ip(&["netns", "del", &self.0]);
+    }
+}

@@ -115,6 +115,7 @@ fn gone_pods_are_collected_only_after_the_grace_period() {
         ep("gone", "shop", "web-9", "u9", 0),
         ep("old-incarnation", "shop", "recreated", "old", 0),
         ep("no-uid", "shop", "recreated", "", 0),
+        ep("lab-pod", "default", "not-in-the-api", "", 0),
         ep("podman", "", "ctr", "", 0),
         ep("young", "shop", "just-added", "uy", 1_000),
     ];

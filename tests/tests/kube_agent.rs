@@ -128,8 +128,23 @@ fn running_pods(lab: &Lab) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Restarts node 1's weftd; `extra` replaces its Kubernetes flags (an
+/// empty `extra` keeps them).
 fn restart_weftd(lab: &mut Lab, extra: &[String]) {
     lab.stop_weftd_on(0).expect("stop weftd");
+    if !extra.is_empty() {
+        let mut kept = Vec::new();
+        let mut args = lab.weftd_args.drain(..);
+        while let Some(a) = args.next() {
+            if a == "--kubeconfig" || a == "--kubernetes" {
+                args.next();
+            } else {
+                kept.push(a);
+            }
+        }
+        drop(args);
+        lab.weftd_args = kept;
+    }
     lab.weftd_args.extend(extra.iter().cloned());
     lab.start_weftd_on(0).expect("start weftd");
 }
@@ -153,6 +168,16 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
     let mut lab = LabGuard(lab);
     let node_netns = lab.nodes()[0].netns.clone();
     let admin_kc = lab.kube().unwrap().admin_kubeconfig.clone();
+    // the lab runs every weftd with the ServiceAccount's token already
+    within(
+        Duration::from_secs(30),
+        "the lab's weftd watches the API",
+        || k8s_ready(&lab).then_some(()),
+    );
+    // weftd's memory without the adapter, for comparison
+    restart_weftd(&mut lab, &["--kubernetes".into(), "off".into()]);
+    assert!(status(&lab).kubernetes.is_none());
+    std::thread::sleep(Duration::from_secs(2));
     let rss_without = rss_kib(lab.nodes()[0].weftd_pid.unwrap());
 
     // -- deploy/kubernetes against the real API server: every manifest, and

@@ -12,6 +12,7 @@
 //! The binaries come from `scripts/build-kube.sh` (one `kube` binary with a
 //! symlink per command), cached in `/var/cache/weft/kube/<version>/bin`.
 
+mod agent;
 mod client;
 mod control_plane;
 mod kubeconfig;
@@ -111,7 +112,7 @@ impl KubeSpec {
 /// How many lines [`start`] and [`finish`] hand `progress` for `nodes` nodes
 /// (notes while waiting start with a space and are not steps).
 pub fn progress_steps(nodes: usize) -> usize {
-    5 + nodes
+    6 + nodes
 }
 
 /// One process of the lab cluster.
@@ -337,6 +338,11 @@ pub(crate) fn finish(
     lab.start_component("kube-scheduler")?;
     spawn_node_agents(lab, progress)?;
     lab.wait_control_plane(spec.ready_timeout, progress)?;
+    let kubeconfig = lab.connect_weftd_to_kubernetes()?;
+    progress(&format!(
+        "kubernetes: weftd on every node watches the API as weft-system/weft ({})",
+        kubeconfig.display()
+    ));
     let kube = lab.kube.as_ref().context("no cluster")?;
     progress(&format!(
         "kubernetes: controller-manager and scheduler hold their leases, kube-proxy healthy on \

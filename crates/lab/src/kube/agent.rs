@@ -71,7 +71,13 @@ impl Lab {
             .extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
         for i in 0..self.nodes().len() {
             self.stop_weftd_on(i)?;
-            self.start_weftd_on(i)?;
+            if let Err(e) = self.start_weftd_on(i) {
+                // the lab goes away with its logs: keep the end of this one
+                let log = std::fs::read_to_string(self.nodes()[i].log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(e.context(format!("weftd's log ends:\n{}", tail.join("\n"))));
+            }
         }
         self.save()?;
         Ok(kubeconfig)

@@ -138,6 +138,18 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         "{}",
         String::from_utf8_lossy(&denied.stderr)
     );
+    // NodeRestriction: a node may write only its own Node object
+    let n1_kc = kube.node_kubeconfig(0).unwrap().to_path_buf();
+    let other = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n",
+        lab.nodes()[1].name
+    );
+    let foreign = lab
+        .kubectl_as(&n1_kc, &["create", "-f", "-"], Some(other.as_bytes()))
+        .unwrap();
+    let why = String::from_utf8_lossy(&foreign.stderr);
+    assert!(!foreign.status.success(), "node 1 created node 2's object");
+    assert!(why.contains("is not allowed to modify node"), "{why}");
     // no certificate at all: anonymous, and forbidden too
     let anon = lab
         .kubectl_as(

@@ -71,6 +71,9 @@ impl Lab {
         cmd: &mut Command,
     ) -> anyhow::Result<u32> {
         self.kube_required()?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            bail!("node agent name {name:?}: use letters, digits and '-' (it names its log)");
+        }
         let node = self.node(i)?.clone();
         if let Some(p) = self
             .kube

@@ -190,7 +190,7 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         String::from_utf8_lossy(&as_sa.stderr)
     );
     // Deployment -> ReplicaSet -> Pods, and the scheduler looks at them
-    // (no kubelet in this test: the pods stay unschedulable)
+    // (the lab kubelets run them; tests/kube_pods.rs checks that)
     kubectl_ok(
         &lab,
         &[
@@ -264,8 +264,8 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
     let pids = lab_pids(&lab);
     assert_eq!(
         pids.len(),
-        2 + 4 + 2,
-        "2 weftd, 4 control plane, 2 kube-proxy: {pids:?}"
+        2 + 4 + 2 + 2,
+        "2 weftd, 4 control plane, 2 kube-proxy, 2 lab kubelets: {pids:?}"
     );
     let start = Instant::now();
     Lab::down(&name).expect("down");

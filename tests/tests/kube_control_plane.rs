@@ -104,6 +104,35 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         "the root namespace has no API server port"
     );
 
+    // inside the lab, every listener is on a lab address or the namespace's
+    // own loopback: nothing on a wildcard address
+    let listeners = |netns: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "ss", "-Htuln"])
+            .output()
+            .expect("ss runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+            .collect::<Vec<String>>()
+    };
+    let fab = listeners(&netns_name(&lab.fabric_netns));
+    assert!(fab.iter().any(|a| a == "198.18.0.1:6443"), "{fab:?}");
+    for a in &fab {
+        assert!(
+            a.starts_with("127.0.0.1:") || a == "198.18.0.1:6443",
+            "fabric: {a}"
+        );
+    }
+    for (i, n) in lab.nodes().iter().enumerate() {
+        for a in listeners(&n.name) {
+            assert!(
+                a.starts_with(&format!("{}:", n.underlay_v4)),
+                "node {i}: {a}"
+            );
+        }
+    }
+
     // TLS with the lab CA, as admin (system:masters)
     assert_eq!(kubectl_ok(&lab, &["get", "--raw=/readyz"]).trim(), "ok");
     assert_eq!(
@@ -138,6 +167,18 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         "{}",
         String::from_utf8_lossy(&denied.stderr)
     );
+    // NodeRestriction: a node may write only its own Node object
+    let n1_kc = kube.node_kubeconfig(0).unwrap().to_path_buf();
+    let other = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n",
+        lab.nodes()[1].name
+    );
+    let foreign = lab
+        .kubectl_as(&n1_kc, &["create", "-f", "-"], Some(other.as_bytes()))
+        .unwrap();
+    let why = String::from_utf8_lossy(&foreign.stderr);
+    assert!(!foreign.status.success(), "node 1 created node 2's object");
+    assert!(why.contains("is not allowed to modify node"), "{why}");
     // no certificate at all: anonymous, and forbidden too
     let anon = lab
         .kubectl_as(
@@ -168,13 +209,14 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
             .is_ok_and(|o| o.status.success())
     });
     let token = kubectl_ok(&lab, &["-n", "kt", "create", "token", "default"]);
+    let sa_kc = lab
+        .write_token_kubeconfig("sa-kt-default", &token)
+        .expect("a token kubeconfig");
+    assert!(sa_kc.starts_with(&lab.dir));
     let as_sa = lab
         .kubectl_as(
-            std::path::Path::new("/dev/null"),
+            &sa_kc,
             &[
-                "--server=https://198.18.0.1:6443",
-                &format!("--certificate-authority={}", kube.ca.display()),
-                &format!("--token={}", token.trim()),
                 "auth",
                 "whoami",
                 "-o",
@@ -188,6 +230,15 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         "system:serviceaccount:kt:default",
         "{}",
         String::from_utf8_lossy(&as_sa.stderr)
+    );
+    // a service account no role binds may not even list pods
+    let sa_pods = lab
+        .kubectl_as(&sa_kc, &["-n", "kt", "get", "pods"], None)
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sa_pods.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&sa_pods.stderr)
     );
     // Deployment -> ReplicaSet -> Pods, and the scheduler looks at them
     // (the lab kubelets run them; tests/kube_pods.rs checks that)
@@ -258,6 +309,20 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
     eprintln!("API server restarted in {:?}", restart.elapsed());
     assert!(kubectl_ok(&lab, &["get", "namespaces"]).contains("kt"));
     assert!(kubectl_ok(&lab, &["-n", "kt", "get", "deployments"]).contains("web"));
+
+    // the CLI: `weft lab kubectl` passes the arguments and the exit code
+    let weft = |args: &[&str]| {
+        Command::new(bin_dir().join("weft"))
+            .args(["lab", "kubectl", "--name", &lab.name, "--"])
+            .args(args)
+            .output()
+            .expect("weft runs")
+    };
+    let ok = weft(&["get", "namespace", "kt", "-o", "name"]);
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "namespace/kt");
+    let missing = weft(&["get", "namespace", "no-such-namespace"]);
+    assert_eq!(missing.status.code(), Some(1));
 
     // down: every process and namespace of the lab is gone
     let name = lab.name.clone();

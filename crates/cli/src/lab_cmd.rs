@@ -168,8 +168,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.nodes = nodes;
             spec.etcd_members = etcd_members;
             spec.routing = routing;
-            // a multi-node lab is a cluster: with Kubernetes unless told otherwise
-            if kubernetes || (nodes > 1 && !no_kubernetes) {
+            if wants_kubernetes(nodes, kubernetes, no_kubernetes) {
                 let mut k = KubeSpec::default();
                 if let Some(dir) = kube_bin_dir {
                     k.bin_dir = dir;
@@ -428,6 +427,13 @@ fn exec(name: &str, pod: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     ))
 }
 
+/// A multi-node lab is a cluster: it runs Kubernetes unless told otherwise
+/// (pods from Deployments, Services through kube-proxy); one node runs
+/// weft alone unless asked.
+fn wants_kubernetes(nodes: usize, kubernetes: bool, no_kubernetes: bool) -> bool {
+    kubernetes || (nodes > 1 && !no_kubernetes)
+}
+
 fn pid_state(pid: Option<u32>, alive: bool) -> String {
     match (pid, alive) {
         (Some(p), true) => format!("pid {p} alive"),
@@ -627,4 +633,17 @@ fn matrix_svg(lab: &str, cols: &[&str], rows: &[Vec<String>]) -> String {
         height - 12.0
     ));
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_node_labs_run_kubernetes_unless_told_otherwise() {
+        assert!(!wants_kubernetes(1, false, false));
+        assert!(wants_kubernetes(1, true, false));
+        assert!(wants_kubernetes(3, false, false));
+        assert!(!wants_kubernetes(3, false, true));
+    }
 }

@@ -42,9 +42,44 @@ current-context: {context}
     )
 }
 
+/// A kubeconfig for `user` authenticating with a bearer token (a
+/// service account's, from `kubectl create token`).
+pub fn render_token(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    let context = format!("{user}@{cluster}");
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: {context}
+  context:
+    cluster: {cluster}
+    user: {user}
+current-context: {context}
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_kubeconfig_carries_the_token_and_no_certificate() {
+        let k = render_token("c", "https://198.18.0.1:6443", "CA", "sa", "abc.def");
+        assert!(k.contains("    token: abc.def\n"));
+        assert!(!k.contains("client-certificate"));
+        assert!(k.contains("certificate-authority-data: Q0E=\n"));
+    }
 
     #[test]
     fn a_kubeconfig_names_its_server_and_embeds_the_pems() {

@@ -241,7 +241,7 @@ fn kube_control_plane_comes_up_serves_tls_rbac_survives_restart_and_goes_away_pr
         String::from_utf8_lossy(&sa_pods.stderr)
     );
     // Deployment -> ReplicaSet -> Pods, and the scheduler looks at them
-    // (no kubelet in this test: the pods stay unschedulable)
+    // (the lab kubelets run them; tests/kube_pods.rs checks that)
     kubectl_ok(
         &lab,
         &[

@@ -224,6 +224,7 @@ fn lab_kubelet_runs_deployments_readiness_gates_grace_and_host_network_pods_priv
                 .all(|n| condition(n, "Ready").as_deref() == Some("True")))
         .then_some(())
     });
+    let mut renewed = Vec::new();
     for (i, n) in lab.nodes().iter().enumerate() {
         let node = get_json(&lab, &["node", &n.name]);
         let addrs: Vec<&str> = node["status"]["addresses"]
@@ -240,6 +241,7 @@ fn lab_kubelet_runs_deployments_readiness_gates_grace_and_host_network_pods_priv
         );
         let lease = get_json(&lab, &["lease", "-n", "kube-node-lease", &n.name]);
         assert_eq!(lease["spec"]["holderIdentity"], n.name.as_str());
+        renewed.push(lease["spec"]["renewTime"].as_str().unwrap().to_string());
     }
     kubectl(&lab, &["create", "namespace", NS]);
 
@@ -498,6 +500,23 @@ fn lab_kubelet_runs_deployments_readiness_gates_grace_and_host_network_pods_priv
         before,
         "no pod attached twice or lost"
     );
+
+    // the heartbeat: every Lease renewed since the start (RFC 3339 in UTC
+    // compares as text), no node tainted by the node lifecycle controller
+    for (n, first) in lab.nodes().iter().zip(&renewed) {
+        within(Duration::from_secs(15), "lease renewed", || {
+            let lease = get_json(&lab, &["lease", "-n", "kube-node-lease", &n.name]);
+            (lease["spec"]["renewTime"].as_str()? > first.as_str()).then_some(())
+        });
+        let node = get_json(&lab, &["node", &n.name]);
+        assert!(
+            node["spec"]["taints"].is_null(),
+            "{}: {}",
+            n.name,
+            node["spec"]["taints"]
+        );
+        assert_eq!(condition(&node, "Ready").as_deref(), Some("True"));
+    }
 
     // scaling to zero tears every web pod down through DEL
     kubectl(

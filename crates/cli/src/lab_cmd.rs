@@ -413,13 +413,6 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A multi-node lab is a cluster: it runs Kubernetes unless told otherwise
-/// (pods from Deployments, Services through kube-proxy); one node runs
-/// weft alone unless asked.
-fn wants_kubernetes(nodes: usize, kubernetes: bool, no_kubernetes: bool) -> bool {
-    kubernetes || (nodes > 1 && !no_kubernetes)
-}
-
 /// Runs `command` inside the namespace `pod` names and exits as it did.
 fn exec(name: &str, pod: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     let lab = Lab::load(name)?;
@@ -432,6 +425,13 @@ fn exec(name: &str, pod: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+/// A multi-node lab is a cluster: it runs Kubernetes unless told otherwise
+/// (pods from Deployments, Services through kube-proxy); one node runs
+/// weft alone unless asked.
+fn wants_kubernetes(nodes: usize, kubernetes: bool, no_kubernetes: bool) -> bool {
+    kubernetes || (nodes > 1 && !no_kubernetes)
 }
 
 fn pid_state(pid: Option<u32>, alive: bool) -> String {

@@ -50,6 +50,10 @@ for p in "${web[@]}"; do
     "$(weft lab probe --name "$name" --from "$p" --to "${web[0]}" --port 8080 --send hostname --print-reply 2>/dev/null)" \
     "$(weft lab probe --name "$name" --from "${web[0]}" --to "$p" --port 8081 --protocol udp --send hostname --print-reply 2>/dev/null)"
 done
+echo "-- weft endpoints on node 1: each pod's namespace/name and labels, live from the API (weftd runs as weft-system/weft)"
+kubectl label pods -l app=web demo=labelled --overwrite >/dev/null
+sleep 1
+weft --lab "$name" endpoints
 # --- end Kubernetes ---
 echo
 echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"

@@ -420,6 +420,23 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
         Some(200),
         "an away API server is no reason to restart weftd"
     );
+    // weftd started while the API is away: it serves CNI at once (the lab
+    // waits for its socket) and says it waits for the API server
+    let log_path = lab.nodes()[0].log_path();
+    let waiting = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .matches("waiting for the Kubernetes API server")
+            .count()
+    };
+    let before = waiting(&log_path);
+    restart_weftd(&mut lab, &[]);
+    within(
+        Duration::from_secs(10),
+        "weftd says it waits for the API server",
+        || (waiting(&log_path) > before).then_some(()),
+    );
+    assert!(!k8s_ready(&lab));
     admin(&lab, &["-n", NS, "label", "pod", &pod, "away=yes"]);
     // a new pod while weftd cannot see the API: attached all the same
     admin(

@@ -11,6 +11,7 @@
 //! pod object. Stopping it leaves pods in place; a new one re-adopts them.
 
 mod agnhost;
+mod host;
 mod node;
 mod pods;
 mod podview;
@@ -104,7 +105,12 @@ async fn run(kubeconfig: PathBuf, cfg: NodeCfg) -> anyhow::Result<()> {
         node_uid,
         since,
     ));
-    let pods = tokio::spawn(pods::Kubelet::new(client, cfg).run());
+    let kubelet = pods::Kubelet::new(
+        host::KubeApi(client.clone()),
+        host::NodeHost::new(cfg.clone()),
+        cfg.ips.clone(),
+    );
+    let pods = tokio::spawn(kubelet.run(client, cfg.name.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("stopping; pods stay, the next kubelet re-adopts them"),

@@ -1,24 +1,24 @@
 //! The pod loop: watches the pods bound to this node and drives each through
 //! start, status, termination and teardown ([`crate::podview::plan`] says
 //! which). One task owns every pod, so steps of one pod never interleave;
-//! the blocking parts (namespaces, CNI) run on tokio's blocking pool.
+//! the node's blocking work ([`Host`]) runs on tokio's blocking pool.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::mpsc;
-use weft_lab::kubelet::{records, remove_record, save_record, KubePod};
+use weft_lab::kubelet::KubePod;
 
-use crate::agnhost::Servers;
+use crate::host::{Host, PodApi};
 use crate::node::now;
 use crate::podview::{desired, plan, status_patch, Local, PodView, Running, Step};
-use crate::sandbox::{self, NodeCfg};
 
 /// How often every known pod is looked at again: retries a failed start or
 /// status write without waiting for the pod to change.
@@ -27,27 +27,30 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// A pod this kubelet runs.
 struct Entry {
     rec: KubePod,
-    /// `None` while an adopted pod's servers are not (yet) back.
-    servers: Option<Servers>,
     terminating: bool,
 }
 
-pub struct Kubelet {
-    client: Client,
-    node: NodeCfg,
+pub struct Kubelet<A, H> {
+    api: A,
+    host: Arc<H>,
+    /// The node's addresses (the pods' hostIPs).
+    host_ips: Vec<IpAddr>,
     running: HashMap<String, Entry>,
     /// Pods recorded by an earlier run, not yet matched with the API.
     adopted: HashMap<String, KubePod>,
     /// The last version of every pod seen, by UID.
     seen: HashMap<String, Pod>,
+    /// UIDs listed since the watch's last `Init` (a relist in progress).
+    relist: Option<HashSet<String>>,
     /// Pods whose grace period ended, by UID.
     grace_tx: mpsc::UnboundedSender<String>,
     grace_rx: mpsc::UnboundedReceiver<String>,
 }
 
-impl Kubelet {
-    pub fn new(client: Client, node: NodeCfg) -> Kubelet {
-        let adopted: HashMap<String, KubePod> = records(&node.state_dir)
+impl<A: PodApi, H: Host> Kubelet<A, H> {
+    pub fn new(api: A, host: H, host_ips: Vec<IpAddr>) -> Kubelet<A, H> {
+        let adopted: HashMap<String, KubePod> = host
+            .recorded()
             .into_iter()
             .map(|r| (r.uid.clone(), r))
             .collect();
@@ -59,65 +62,75 @@ impl Kubelet {
         }
         let (grace_tx, grace_rx) = mpsc::unbounded_channel();
         Kubelet {
-            client,
-            node,
+            api,
+            host: Arc::new(host),
+            host_ips,
             running: HashMap::new(),
             adopted,
             seen: HashMap::new(),
+            relist: None,
             grace_tx,
             grace_rx,
         }
     }
 
-    /// Runs until the process is told to stop. Watch errors are retried
-    /// with backoff (every watcher error is retryable); a relist forgets
-    /// pods that are no longer bound here.
-    pub async fn run(mut self) {
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node.name));
+    /// Runs until the watch ends (never, in practice). Watch errors are
+    /// retried with backoff (every watcher error is retryable).
+    pub async fn run(mut self, client: Client, node_name: String) {
+        let pods: Api<Pod> = Api::all(client);
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
         let mut stream = watcher(pods, cfg).default_backoff().boxed();
         let mut resync = tokio::time::interval(RESYNC);
-        let mut relist: Option<HashSet<String>> = None;
         loop {
             tokio::select! {
                 ev = stream.next() => match ev {
-                    Some(Ok(Event::Init)) => relist = Some(HashSet::new()),
-                    Some(Ok(Event::InitApply(p))) => {
-                        if let (Some(r), Some(uid)) = (relist.as_mut(), p.metadata.uid.clone()) {
-                            r.insert(uid);
-                        }
-                        self.on_pod(p).await;
-                    }
-                    Some(Ok(Event::InitDone)) => {
-                        let listed = relist.take().unwrap_or_default();
-                        let stale: Vec<String> = self
-                            .running
-                            .keys()
-                            .chain(self.adopted.keys())
-                            .filter(|u| !listed.contains(*u))
-                            .cloned()
-                            .collect();
-                        for uid in stale {
-                            self.gone(&uid).await;
-                        }
-                    }
-                    Some(Ok(Event::Apply(p))) => self.on_pod(p).await,
-                    Some(Ok(Event::Delete(p))) => {
-                        if let Some(uid) = p.metadata.uid {
-                            self.gone(&uid).await;
-                        }
-                    }
+                    Some(Ok(ev)) => self.handle(ev).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                     None => return,
                 },
                 Some(uid) = self.grace_rx.recv() => self.grace_over(&uid).await,
-                _ = resync.tick() => {
-                    let all: Vec<Pod> = self.seen.values().cloned().collect();
-                    for p in all {
-                        self.on_pod(p).await;
-                    }
+                _ = resync.tick() => self.resync().await,
+            }
+        }
+    }
+
+    /// One watch event. A relist (`Init` ... `InitDone`) forgets the pods
+    /// it did not list: the API no longer binds them here.
+    async fn handle(&mut self, ev: Event<Pod>) {
+        match ev {
+            Event::Init => self.relist = Some(HashSet::new()),
+            Event::InitApply(p) => {
+                if let (Some(r), Some(uid)) = (self.relist.as_mut(), p.metadata.uid.clone()) {
+                    r.insert(uid);
+                }
+                self.on_pod(p).await;
+            }
+            Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                let stale: Vec<String> = self
+                    .running
+                    .keys()
+                    .chain(self.adopted.keys())
+                    .filter(|u| !listed.contains(*u))
+                    .cloned()
+                    .collect();
+                for uid in stale {
+                    self.gone(&uid).await;
                 }
             }
+            Event::Apply(p) => self.on_pod(p).await,
+            Event::Delete(p) => {
+                if let Some(uid) = p.metadata.uid {
+                    self.gone(&uid).await;
+                }
+            }
+        }
+    }
+
+    async fn resync(&mut self) {
+        let all: Vec<Pod> = self.seen.values().cloned().collect();
+        for p in all {
+            self.on_pod(p).await;
         }
     }
 
@@ -153,10 +166,10 @@ impl Kubelet {
                     let _ = tx.send(uid);
                 });
             }
+            // stays in `seen`: a failed delete is retried on resync
             Step::DeleteObject => {
-                // stays in `seen`: a failed delete is retried on resync
                 self.delete_object(&view.namespace, &view.name, &view.uid)
-                    .await;
+                    .await
             }
         }
     }
@@ -165,53 +178,33 @@ impl Kubelet {
     /// its address, so only the servers restart. A namespace that vanished
     /// means starting over.
     async fn adopt(&mut self, rec: KubePod, view: &PodView) {
-        if !rec.netns.exists() {
-            let node = self.node.clone();
-            let r = rec.clone();
-            let _ = tokio::task::spawn_blocking(move || sandbox::destroy(&node, &r)).await;
-            remove_record(&self.node.state_dir, &rec.uid);
-            return;
+        let (host, r, v) = (self.host.clone(), rec.clone(), view.clone());
+        let resumed = tokio::task::spawn_blocking(move || host.resume(&r, &v))
+            .await
+            .unwrap_or(false);
+        if resumed {
+            tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.name), "re-adopted");
+            self.running.insert(
+                rec.uid.clone(),
+                Entry {
+                    rec,
+                    terminating: false,
+                },
+            );
         }
-        let servers = Servers::start(Some(&rec.netns), &view.name, &view.ports);
-        if let Err(e) = &servers {
-            tracing::warn!(error = %format!("{e:#}"), "re-adopted pod serves nothing");
-        }
-        tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.name), "re-adopted");
-        self.running.insert(
-            rec.uid.clone(),
-            Entry {
-                rec,
-                servers: servers.ok(),
-                terminating: false,
-            },
-        );
     }
 
     /// Creates the sandbox and the servers; false when that failed (it is
     /// retried on the next resync).
     async fn start(&mut self, view: &PodView) -> bool {
-        let (node, v, t) = (self.node.clone(), view.clone(), now());
-        let created = tokio::task::spawn_blocking(move || -> anyhow::Result<(KubePod, Servers)> {
-            let rec = sandbox::create(&node, &v, &t)?;
-            save_record(&node.state_dir, &rec)?;
-            match Servers::start(Some(&rec.netns), &v.name, &v.ports) {
-                Ok(s) => Ok((rec, s)),
-                Err(e) => {
-                    let _ = sandbox::destroy(&node, &rec);
-                    remove_record(&node.state_dir, &rec.uid);
-                    Err(e)
-                }
-            }
-        })
-        .await;
-        match created {
-            Ok(Ok((rec, servers))) => {
+        let (host, v, t) = (self.host.clone(), view.clone(), now());
+        match tokio::task::spawn_blocking(move || host.start(&v, &t)).await {
+            Ok(Ok(rec)) => {
                 tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.name), ips = ?rec.ips, netns = %rec.netns.display(), "pod started");
                 self.running.insert(
                     rec.uid.clone(),
                     Entry {
                         rec,
-                        servers: Some(servers),
                         terminating: false,
                     },
                 );
@@ -234,7 +227,7 @@ impl Kubelet {
         };
         let run = Running {
             ips: &e.rec.ips,
-            host_ips: &self.node.ips,
+            host_ips: &self.host_ips,
             container_id: &e.rec.sandbox_id,
             started_at: &e.rec.started_at,
             terminating: e.terminating,
@@ -244,16 +237,12 @@ impl Kubelet {
             return;
         }
         let patch = status_patch(view, &want, &run, &now());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &view.namespace);
-        if let Err(err) = api
-            .patch_status(
-                &view.name,
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
+        if let Err(err) = self
+            .api
+            .patch_status(&view.namespace, &view.name, patch)
             .await
         {
-            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %err, "writing pod status failed; retrying");
+            tracing::warn!(pod = %format!("{}/{}", view.namespace, view.name), error = %format!("{err:#}"), "writing pod status failed; retrying");
         }
     }
 
@@ -264,7 +253,7 @@ impl Kubelet {
             return;
         };
         let (ns, name) = (e.rec.namespace.clone(), e.rec.name.clone());
-        self.teardown(e).await;
+        self.teardown(e.rec).await;
         self.delete_object(&ns, &name, uid).await;
     }
 
@@ -272,56 +261,32 @@ impl Kubelet {
     async fn gone(&mut self, uid: &str) {
         self.seen.remove(uid);
         if let Some(e) = self.running.remove(uid) {
-            self.teardown(e).await;
+            self.teardown(e.rec).await;
         }
         if let Some(rec) = self.adopted.remove(uid) {
-            self.teardown(Entry {
-                rec,
-                servers: None,
-                terminating: true,
-            })
-            .await;
+            self.teardown(rec).await;
         }
     }
 
-    async fn teardown(&mut self, mut e: Entry) {
-        let node = self.node.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            if let Some(mut s) = e.servers.take() {
-                s.stop();
-            }
-            let r = sandbox::destroy(&node, &e.rec);
-            remove_record(&node.state_dir, &e.rec.uid);
-            (e.rec, r)
-        })
-        .await;
-        match done {
-            Ok((rec, Ok(()))) => {
-                tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.name), "pod torn down")
-            }
-            Ok((rec, Err(err))) => {
-                tracing::warn!(pod = %format!("{}/{}", rec.namespace, rec.name), error = %format!("{err:#}"), "tearing the pod down failed")
+    async fn teardown(&mut self, rec: KubePod) {
+        let host = self.host.clone();
+        let pod = format!("{}/{}", rec.namespace, rec.name);
+        match tokio::task::spawn_blocking(move || host.stop(&rec)).await {
+            Ok(Ok(())) => tracing::info!(pod = %pod, "pod torn down"),
+            Ok(Err(err)) => {
+                tracing::warn!(pod = %pod, error = %format!("{err:#}"), "tearing the pod down failed")
             }
             Err(err) => tracing::warn!(error = %err, "teardown task failed"),
         }
     }
 
     async fn delete_object(&self, namespace: &str, name: &str, uid: &str) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(err) => {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), error = %err, "deleting the pod object failed")
-            }
+        if let Err(err) = self.api.delete(namespace, name, uid).await {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), error = %format!("{err:#}"), "deleting the pod object failed; retrying");
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pods_tests.rs"]
+mod tests;

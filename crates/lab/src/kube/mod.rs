@@ -372,26 +372,30 @@ fn spawn_node_agents(lab: &mut Lab, progress: &mut dyn FnMut(&str)) -> anyhow::R
 /// plane in reverse start order), going on past errors.
 pub(crate) fn stop_all(lab: &Lab, marker: &str) {
     let Some(kube) = &lab.kube else { return };
-    let stop_group = |procs: Vec<&KubeProcess>| {
+    for group in stop_order(&kube.processes) {
         std::thread::scope(|s| {
-            for p in procs {
+            for p in group {
                 if let Some(pid) = p.pid {
                     s.spawn(move || stop_pid(pid, &p.program, marker));
                 }
             }
         });
-    };
-    stop_group(kube.processes.iter().filter(|p| p.node.is_some()).collect());
-    // the controllers together, then the API server, then its etcd
-    stop_group(
-        kube.processes
-            .iter()
-            .filter(|p| p.name == "kube-controller-manager" || p.name == "kube-scheduler")
-            .collect(),
-    );
-    for name in ["kube-apiserver", "etcd"] {
-        stop_group(kube.process(name, None).into_iter().collect());
     }
+}
+
+/// The groups `down` stops one after the other (each group in parallel):
+/// the node agents (the API server's clients), the controllers, the API
+/// server, its etcd. Every recorded process is in exactly one group.
+fn stop_order(processes: &[KubeProcess]) -> Vec<Vec<&KubeProcess>> {
+    let rank = |p: &KubeProcess| match (p.node, p.name.as_str()) {
+        (Some(_), _) => 0,
+        (None, "kube-apiserver") => 2,
+        (None, "etcd") => 3,
+        (None, _) => 1,
+    };
+    (0..4)
+        .map(|r| processes.iter().filter(|p| rank(p) == r).collect())
+        .collect()
 }
 
 /// The first address of a CIDR (the `kubernetes` Service's ClusterIP).
@@ -429,6 +433,38 @@ mod tests {
             "scripts/build-kube.sh builds another version than {KUBE_VERSION}"
         );
         assert!(default_kube_bin_dir().ends_with(format!("{KUBE_VERSION}/bin")));
+    }
+
+    #[test]
+    fn down_stops_node_agents_then_controllers_then_the_api_server_then_etcd() {
+        let p = |name: &str, node: Option<usize>| KubeProcess {
+            name: name.into(),
+            node,
+            program: name.into(),
+            pid: Some(1),
+            log: PathBuf::new(),
+        };
+        let procs: Vec<KubeProcess> = vec![
+            p("etcd", None),
+            p("kube-apiserver", None),
+            p("kube-controller-manager", None),
+            p("kube-scheduler", None),
+            p("kube-proxy", Some(0)),
+            p("kubelet", Some(1)),
+        ];
+        let names: Vec<Vec<&str>> = stop_order(&procs)
+            .iter()
+            .map(|g| g.iter().map(|p| p.name.as_str()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                vec!["kube-proxy", "kubelet"],
+                vec!["kube-controller-manager", "kube-scheduler"],
+                vec!["kube-apiserver"],
+                vec!["etcd"],
+            ]
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ fmt:
 install: build
 	$(BIN)/weft install
 
-## bench: weft-cni against the reference plugins, side by side
+## bench: weft-cni against the reference plugins, side by side (reports go to
+## /var/tmp/weft-bench, not into the checkout; WEFT_BENCH_DIR=DIR to change it)
 bench: build
 	$(BIN)/weft bench cni
 

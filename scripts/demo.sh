@@ -11,7 +11,7 @@ cleanup() { weft lab down --name "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
-weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6
+weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6 --no-hint
 
 # --- Kubernetes: the lab's control plane (a multi-node lab runs one by default) ---
 kubectl() { weft lab kubectl --name "$name" -- "$@"; }
@@ -81,3 +81,23 @@ echo "== weft ipam check (node 1)"
 weft --lab "$name" ipam check
 echo
 echo "== tearing down"
+weft lab down --name "$name"
+trap - EXIT
+abs_bin=$(cd "$bin" && pwd)
+echo
+if [[ $(command -v weft 2>/dev/null) != "$abs_bin/weft" ]]; then
+  cat <<EOF
+== done. weft and weftd are in $abs_bin, which is not on your PATH:
+  export PATH="$abs_bin:\$PATH"    # for this shell
+  sudo make install                  # or for good (/usr/local/bin, with weftd's unit and the conflist)
+EOF
+else
+  echo "== done."
+fi
+cat <<EOF
+then a lab of your own, one command at a time:
+  weft lab up --name mine --pods 3
+  weft --lab mine endpoints
+  weft lab check --name mine
+  weft lab down --name mine
+EOF

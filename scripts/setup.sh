@@ -21,6 +21,22 @@ packages=(
   bpftool                     # inspecting attached programs and maps
 )
 
+# Turns apt's machine-readable status lines ("dlstatus:3:14.2:Retrieving
+# file 3 of 21", "pmstatus:bash:55.0:Unpacking bash") into a line on stderr
+# every 10 percent of each phase.
+apt_progress() {
+  local kind _ pct what last_kind="" step shown=-1
+  while IFS=: read -r kind _ pct what; do
+    [[ $kind == dlstatus || $kind == pmstatus ]] || continue
+    step=$(( ${pct%%.*} / 10 ))
+    if [[ $kind != "$last_kind" ]]; then shown=-1; last_kind=$kind; fi
+    if (( step > shown )); then
+      shown=$step
+      printf 'setup: %s %3d%% %s\n' "$([[ $kind == dlstatus ]] && echo download || echo install)" "${pct%%.*}" "$what" >&2
+    fi
+  done
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -31,10 +47,15 @@ if ((${#missing[@]})); then
     echo "setup: missing packages: ${missing[*]}; run as root (sudo make ...) to install them" >&2
     exit 1
   fi
-  echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # apt works for a minute or so on a fresh machine: say what it is doing
+  echo "setup: ${#missing[@]} package(s) missing: ${missing[*]}" >&2
+  echo "setup: refreshing the package lists (apt-get update)" >&2
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "setup: installing (downloading, then unpacking and configuring)" >&2
+  apt-get install -y -qq --no-install-recommends -o APT::Status-Fd=3 "${missing[@]}" \
+    3>&1 >/dev/null | apt_progress
+  echo "setup: installed ${missing[*]}" >&2
 fi
 
 if ! command -v cargo >/dev/null; then

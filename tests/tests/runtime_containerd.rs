@@ -275,8 +275,8 @@ fn containerd_ctr_run_cni_add_traffic_and_del_privileged() {
     eprintln!("done in {:?}", started.elapsed());
 }
 
-/// The conflist `weft install` ships (weft-cni, then the reference portmap
-/// and bandwidth) under ctr: ADD and DEL run through the whole chain.
+/// The conflist `weft install` ships (weft-cni, then the reference portmap)
+/// under ctr: ADD and DEL run through the whole chain.
 #[test]
 fn containerd_runs_the_shipped_conflist_chain_privileged() {
     if !root_or_skip("containerd_runs_the_shipped_conflist_chain_privileged") {

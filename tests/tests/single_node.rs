@@ -411,12 +411,21 @@ fn cni_gc_collects_attachments_the_runtime_no_longer_lists_privileged() {
     if !root_or_skip("cni_gc_collects_attachments_the_runtime_no_longer_lists_privileged") {
         return;
     }
-    let mut lab = lab("gc", |_| {});
+    let mut lab = lab("gc", |s| {
+        s.weftd_args.push("--gc-attachment-grace-seconds=1".into())
+    });
     let keep = lab.add_pod("keep").expect("add keep");
     let gone = lab.add_pod("gone").expect("add gone");
     let mut conf = lab.net_conf("1.1.0");
     conf["cni.dev/valid-attachments"] =
         serde_json::json!([{"containerID": keep.container_id, "ifname": "eth0"}]);
+    // within the grace period nothing is collected: the runtime's list may
+    // predate an ADD that just finished
+    let out = lab.cni("GC", "", "", "", &conf).unwrap();
+    assert!(out.success, "{out:?}");
+    assert_eq!(endpoints(&lab).len(), 2, "a fresh attachment was collected");
+    // past it (created_at has whole seconds: > 1 s is sure after 2.1 s)
+    std::thread::sleep(Duration::from_millis(2100));
     let out = lab.cni("GC", "", "", "", &conf).unwrap();
     assert!(out.success, "{out:?}");
     let eps = endpoints(&lab);

@@ -3,7 +3,6 @@
 //! so all of it runs in unit tests with a recording data path and an in-memory
 //! store.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use weft_api::{
     AddRequest, AgentStatus, AllocationView, Attachment, BlockView, CheckRequest, DelRequest,
-    EndpointInfo, GcReply, GcRequest, IpamCheckReport, IpamView, PoolUsage, StatusRequest,
+    EndpointInfo, IpamCheckReport, IpamView, PoolUsage, StatusRequest,
 };
 use weft_cni_spec::{codes, CniError, Interface, IpConfig, NeutralResult, Route};
 use weft_datapath::{format_mac, Datapath, DatapathError, PodLink, GATEWAY_V4, GATEWAY_V6};
@@ -20,7 +19,8 @@ use weft_ipam::{AllocRequest, AllocationAttrs, Ipam, IpamError};
 use weft_store::StoreError;
 
 use crate::endpoints::{EndpointError, Endpoints};
-use crate::fastpath::FastPathState;
+use crate::fastpath_state::FastPathState;
+use crate::fault;
 use crate::naming::host_ifname;
 use crate::teardown::Teardown;
 
@@ -40,12 +40,16 @@ pub struct NodeFacts {
     pub underlay: Option<String>,
     pub nat_outgoing: bool,
     pub store_backend: String,
+    /// How old an attachment must be before a CNI GC may collect it: the
+    /// runtime's list of valid attachments is a snapshot that can predate an
+    /// ADD that just finished.
+    pub gc_attachment_grace: Duration,
 }
 
 pub struct Agent {
     facts: NodeFacts,
     ipam: Ipam,
-    endpoints: Endpoints,
+    endpoints: Arc<Endpoints>,
     datapath: Arc<dyn Datapath>,
     teardown: Teardown,
     stripes: Vec<Mutex<()>>,
@@ -62,11 +66,12 @@ impl Agent {
         endpoints: Endpoints,
         datapath: Arc<dyn Datapath>,
     ) -> Agent {
+        let endpoints = Arc::new(endpoints);
         Agent {
             facts,
             ipam,
+            teardown: Teardown::start(datapath.clone(), endpoints.clone()),
             endpoints,
-            teardown: Teardown::start(datapath.clone()),
             datapath,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             started: Instant::now(),
@@ -101,6 +106,11 @@ impl Agent {
         &self.kubernetes
     }
 
+    /// Whether `host_ifname` waits in the teardown queue.
+    pub(crate) fn teardown_pending(&self, host_ifname: &str) -> bool {
+        self.teardown.is_pending(host_ifname)
+    }
+
     pub(crate) fn add_spool_replayed(&self, n: usize) {
         *self
             .spool_replayed
@@ -108,7 +118,7 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner()) += n;
     }
 
-    fn lock_container(&self, container_id: &str) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_container(&self, container_id: &str) -> MutexGuard<'_, ()> {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in container_id.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -183,6 +193,12 @@ impl Agent {
                 ),
             ));
         }
+        // before anything is allocated or made: the node's own namespace (or
+        // anything that is not a network namespace) is never a pod's
+        self.datapath
+            .check_pod_netns(Path::new(&req.netns))
+            .map_err(datapath_error)?;
+        check_requested_ips(&req.requested_ips)?;
 
         let attrs = alloc_attrs(req);
         let alloc_req = AllocRequest {
@@ -213,7 +229,7 @@ impl Agent {
             (Ok(c), Ok(a)) => (c, a),
             (created, Err(e)) => {
                 if created.is_ok() {
-                    self.teardown.schedule(host);
+                    self.teardown.schedule(host, None);
                 }
                 return Err(ipam_error(e));
             }
@@ -270,7 +286,7 @@ impl Agent {
                 return Err(datapath_error(e));
             }
             (Ok(_), Err(e)) => {
-                self.teardown.schedule(ep.host_ifname.clone());
+                self.teardown.schedule(ep.host_ifname.clone(), None);
                 self.rollback(&attrs);
                 return Err(endpoint_error(e));
             }
@@ -288,16 +304,22 @@ impl Agent {
         }
     }
 
-    /// CNI DEL: release the addresses, forget the endpoint, queue the veth for
-    /// teardown. Succeeds for anything already gone.
+    /// CNI DEL: mark the endpoint deleting, release the addresses, queue the
+    /// veth for teardown (which forgets the endpoint once the veth is gone).
+    /// Succeeds for anything already gone.
     pub fn del(&self, req: &DelRequest) -> Result<(), CniError> {
         validate_attachment(&req.attachment)?;
         let _guard = self.lock_container(&req.attachment.container_id);
         self.del_locked(req)
     }
 
-    /// DEL under the container's lock, which the caller holds.
-    fn del_locked(&self, req: &DelRequest) -> Result<(), CniError> {
+    /// DEL under the container's lock, which the caller holds. The order is
+    /// what makes a crash at any step harmless: the record is marked
+    /// deleting (durably) before anything is given up, and forgotten only
+    /// after the interface is gone, so while the pod may still hold its
+    /// addresses a record says so, and start-up finishes any DEL it finds
+    /// begun ([`crate::reconcile::finish_deletes`]).
+    pub(crate) fn del_locked(&self, req: &DelRequest) -> Result<(), CniError> {
         let handle = AllocationAttrs {
             container_id: req.attachment.container_id.clone(),
             ifname: req.attachment.ifname.clone(),
@@ -305,13 +327,11 @@ impl Agent {
             pod_name: String::new(),
         }
         .handle();
-        // release even without an endpoint: an ADD may have allocated and then
-        // failed or crashed before recording it
-        let released = self.ipam.release(&handle).map_err(ipam_error)?;
         let ep = self
             .endpoints
-            .remove(&req.attachment)
+            .begin_delete(&req.attachment)
             .map_err(endpoint_error)?;
+        fault::point("del-marked");
         if let (Some(e), true) = (&ep, self.fastpath.is_active()) {
             // the programs must stop steering to this pod before its veth goes
             let ips: Vec<IpAddr> = e.ips.iter().map(|n| n.addr()).collect();
@@ -319,11 +339,18 @@ impl Agent {
                 tracing::warn!(error = %err, "fast path: cannot forget a deleted pod's addresses; the next sync will");
             }
         }
+        // release even without an endpoint: an ADD may have allocated and then
+        // failed or crashed before recording it. On failure the record stays
+        // marked deleting (its addresses stay held): the DEL is retried or
+        // replayed from the spool, or finished at the next start.
+        let released = self.ipam.release(&handle).map_err(ipam_error)?;
+        fault::point("del-released");
         let host = ep
             .as_ref()
             .map(|e| e.host_ifname.clone())
             .unwrap_or_else(|| host_ifname(&req.attachment));
-        self.teardown.schedule(host);
+        self.teardown
+            .schedule(host, ep.as_ref().map(|e| e.attachment.clone()));
         tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname, released = ?released, "deleted");
         Ok(())
     }
@@ -373,43 +400,6 @@ impl Agent {
                 format!("attachment differs from what weft set up: {}; DEL and ADD the container to repair it", problems.join("; ")),
             ))
         }
-    }
-
-    /// CNI GC: every endpoint of the network not in the valid list is removed,
-    /// then leaked addresses of this node are collected (after the grace period).
-    pub fn gc(&self, req: &GcRequest) -> Result<GcReply, CniError> {
-        let valid: HashSet<&Attachment> = req.valid_attachments.iter().collect();
-        let mut collected = Vec::new();
-        for ep in self.endpoints.list() {
-            if ep.network == req.network && !valid.contains(&ep.attachment) {
-                self.del(&DelRequest {
-                    attachment: ep.attachment.clone(),
-                    netns: ep.netns.clone(),
-                    network: ep.network.clone(),
-                })?;
-                collected.push(ep.attachment);
-            }
-        }
-        self.collect_leaks().map_err(ipam_error)?;
-        Ok(GcReply { collected })
-    }
-
-    /// Frees addresses held by handles that have no endpoint here, once they
-    /// are older than the grace period. Never touches a live endpoint's address.
-    pub fn collect_leaks(&self) -> Result<usize, IpamError> {
-        let freed = self.ipam.gc(&self.live_handles())?;
-        if !freed.is_empty() {
-            tracing::info!(count = freed.len(), "collected leaked addresses");
-        }
-        Ok(freed.len())
-    }
-
-    fn live_handles(&self) -> HashSet<String> {
-        self.endpoints
-            .list()
-            .iter()
-            .map(|ep| alloc_attrs_of(ep).handle())
-            .collect()
     }
 
     /// CNI STATUS: ready when the datastore answers.
@@ -491,6 +481,8 @@ impl Agent {
     }
 
     pub fn ipam_check(&self) -> Result<IpamCheckReport, CniError> {
+        // deleting endpoints count as live here: their addresses are held
+        // until their DEL finishes
         let findings = self.ipam.check(&self.live_handles()).map_err(ipam_error)?;
         let allocs = self.ipam.allocations().map_err(ipam_error)?;
         let mut unallocated = Vec::new();
@@ -631,8 +623,23 @@ pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// At most one static address per family: a pod gets one of each. The shim
+/// checks this too (code 4 for CNI_ARGS); the agent API re-checks it.
+fn check_requested_ips(ips: &[IpAddr]) -> Result<(), CniError> {
+    for (i, a) in ips.iter().enumerate() {
+        if let Some(b) = ips[..i].iter().find(|b| b.is_ipv4() == a.is_ipv4()) {
+            let family = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(CniError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                format!("static addresses {b} and {a} are both {family}; a pod gets at most one address per family: ask for one IPv4 and/or one IPv6 address"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The agent API is an entry point of its own: it re-checks what the shim checked.
-fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
+pub(crate) fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
     let cid_ok = a
         .container_id
         .bytes()
@@ -693,6 +700,10 @@ fn endpoint_error(e: EndpointError) -> CniError {
 fn datapath_error(e: DatapathError) -> CniError {
     match &e {
         DatapathError::NetnsGone { .. } => CniError::new(codes::INVALID_ENV, e.to_string()),
+        DatapathError::NotNetns { .. } | DatapathError::NodeNetns { .. } => CniError::new(
+            codes::INVALID_ENV,
+            format!("{e}; CNI_NETNS must be the container's own network namespace (/proc/<pid>/ns/net or /run/netns/<name>): check the container runtime"),
+        ),
         _ => CniError::new(codes::DATAPATH_FAILURE, e.to_string()),
     }
 }

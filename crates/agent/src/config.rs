@@ -50,6 +50,11 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 60)]
     pub gc_grace_seconds: u64,
 
+    /// Seconds an attachment must exist before a CNI GC may collect it: the
+    /// runtime's list of valid attachments can predate an ADD just finished.
+    #[arg(long, default_value_t = 10)]
+    pub gc_attachment_grace_seconds: u64,
+
     /// Seconds between garbage-collection passes over this node's addresses.
     #[arg(long, default_value_t = 300)]
     pub gc_interval_seconds: u64,
@@ -143,6 +148,17 @@ pub struct AgentConfig {
     /// probes on, e.g. 127.0.0.1:9765 (the DaemonSet's); none by default.
     #[arg(long, env = "WEFT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
+
+    /// Where the fast path pins the maps that outlive a restart (its
+    /// counters), one directory per weftd on a bpf filesystem, e.g.
+    /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
+    #[arg(long, env = "WEFT_BPF_PIN_DIR")]
+    pub bpf_pin_dir: Option<PathBuf>,
+
+    /// Tests only: stop at this named step (see the `fault` module) so a
+    /// test can kill weftd there. Never set in production.
+    #[arg(long, hide = true)]
+    pub fault_point: Option<String>,
 
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "weft_agent=debug".
     #[arg(long, env = "WEFT_LOG", default_value = "info")]

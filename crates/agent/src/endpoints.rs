@@ -1,10 +1,17 @@
 //! This node's endpoints (pod interfaces), persisted in the node-local store so
 //! a restarted weftd knows every pod it wired and can reconcile the kernel
 //! against them.
+//!
+//! A DEL first marks the endpoint *deleting* in its record (durably), and
+//! only then gives anything up; the record is forgotten last, once the
+//! interface is gone. So a record exists for as long as the pod's interface
+//! or its addresses might, and a weftd killed half-way through a DEL finds
+//! the marked record at start and finishes the DEL (see `reconcile`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
 use weft_api::{Attachment, EndpointInfo};
 use weft_store::{Store, StoreError};
 
@@ -14,11 +21,29 @@ fn key(a: &Attachment) -> String {
     format!("{PREFIX}{}/{}", a.container_id, a.ifname)
 }
 
+/// The stored form: the endpoint, and whether a DEL has begun on it. Records
+/// written before `deleting` existed read as live.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    ep: EndpointInfo,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleting: bool,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Endpoints in service: what views, CHECK and reconciliation see.
+    live: BTreeMap<Attachment, EndpointInfo>,
+    /// Endpoints whose DEL has begun and not yet finished.
+    deleting: BTreeMap<Attachment, EndpointInfo>,
+}
+
 /// The endpoint table: an in-memory copy of what the store holds, written
 /// through on every change.
 pub struct Endpoints {
     store: Arc<dyn Store>,
-    cache: Mutex<BTreeMap<Attachment, EndpointInfo>>,
+    tables: Mutex<Tables>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +59,15 @@ impl Endpoints {
     /// and skipped, not fatal: one bad record must not keep the node down.
     pub fn load(store: Arc<dyn Store>) -> Result<(Endpoints, Vec<EndpointError>), StoreError> {
         let listing = store.list(PREFIX)?;
-        let mut cache = BTreeMap::new();
+        let mut tables = Tables::default();
         let mut bad = Vec::new();
         for kv in listing.kvs {
-            match serde_json::from_slice::<EndpointInfo>(&kv.value) {
-                Ok(ep) => {
-                    cache.insert(ep.attachment.clone(), ep);
+            match serde_json::from_slice::<Record>(&kv.value) {
+                Ok(r) if r.deleting => {
+                    tables.deleting.insert(r.ep.attachment.clone(), r.ep);
+                }
+                Ok(r) => {
+                    tables.live.insert(r.ep.attachment.clone(), r.ep);
                 }
                 Err(e) => bad.push(EndpointError::Corrupt {
                     key: kv.key,
@@ -50,32 +78,82 @@ impl Endpoints {
         Ok((
             Endpoints {
                 store,
-                cache: Mutex::new(cache),
+                tables: Mutex::new(tables),
             },
             bad,
         ))
     }
 
+    /// The live endpoint of `a` (not one being deleted).
     pub fn get(&self, a: &Attachment) -> Option<EndpointInfo> {
-        self.lock().get(a).cloned()
+        self.lock().live.get(a).cloned()
     }
 
+    /// Every live endpoint.
     pub fn list(&self) -> Vec<EndpointInfo> {
-        self.lock().values().cloned().collect()
+        self.lock().live.values().cloned().collect()
+    }
+
+    /// Endpoints whose DEL began and has not finished (the interface may
+    /// still exist, the addresses may still be held).
+    pub fn deleting(&self) -> Vec<EndpointInfo> {
+        self.lock().deleting.values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Records `ep` durably (replacing any record of the same attachment).
+    /// Records `ep` durably as live (replacing any record of the same
+    /// attachment, also one being deleted).
     pub fn put(&self, ep: EndpointInfo) -> Result<(), EndpointError> {
-        let k = key(&ep.attachment);
-        let value = serde_json::to_vec(&ep).expect("endpoint serialises");
+        self.write(&Record {
+            ep: ep.clone(),
+            deleting: false,
+        })?;
+        let mut t = self.lock();
+        t.deleting.remove(&ep.attachment);
+        t.live.insert(ep.attachment.clone(), ep);
+        Ok(())
+    }
+
+    /// Marks the endpoint of `a` deleting, durably, and takes it out of
+    /// service; returns it. An endpoint already being deleted is returned
+    /// as it is (a DEL repeated after a failure goes on where it stopped);
+    /// `None` when there is neither.
+    pub fn begin_delete(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+        let (live, deleting) = {
+            let t = self.lock();
+            (t.live.get(a).cloned(), t.deleting.get(a).cloned())
+        };
+        let Some(ep) = live else {
+            return Ok(deleting);
+        };
+        self.write(&Record {
+            ep: ep.clone(),
+            deleting: true,
+        })?;
+        let mut t = self.lock();
+        t.live.remove(a);
+        t.deleting.insert(a.clone(), ep.clone());
+        Ok(Some(ep))
+    }
+
+    /// Forgets the endpoint durably, live or being deleted; absent is fine.
+    pub fn remove(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+        let _ = self.store.delete(&key(a), None)?;
+        let mut t = self.lock();
+        let deleting = t.deleting.remove(a);
+        Ok(t.live.remove(a).or(deleting))
+    }
+
+    fn write(&self, r: &Record) -> Result<(), EndpointError> {
+        let k = key(&r.ep.attachment);
+        let value = serde_json::to_vec(r).expect("endpoint serialises");
         loop {
             let current = self.store.get(&k)?;
             let outcome = match current {
@@ -83,20 +161,74 @@ impl Endpoints {
                 Some(kv) => self.store.update(&k, &value, kv.mod_revision)?.map(|_| ()),
             };
             if outcome.is_ok() {
-                break;
+                return Ok(());
             }
         }
-        self.lock().insert(ep.attachment.clone(), ep);
-        Ok(())
     }
 
-    /// Forgets the endpoint durably; absent is fine.
-    pub fn remove(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
-        let _ = self.store.delete(&key(a), None)?;
-        Ok(self.lock().remove(a))
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::PodRef;
+    use weft_store::embedded::EmbeddedStore;
+
+    fn ep(cid: &str) -> EndpointInfo {
+        EndpointInfo {
+            attachment: Attachment {
+                container_id: cid.into(),
+                ifname: "eth0".into(),
+            },
+            pod: PodRef::default(),
+            network: "n".into(),
+            netns: "/run/netns/x".into(),
+            host_ifname: format!("weft{cid}"),
+            mac: "0a:58:00:00:00:01".into(),
+            mtu: 1500,
+            ips: vec!["10.0.0.1/32".parse().unwrap()],
+            created_at: 1,
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Attachment, EndpointInfo>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    #[test]
+    fn a_begun_delete_survives_a_reload_and_hides_the_endpoint() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let (eps, _) = Endpoints::load(store.clone()).unwrap();
+        eps.put(ep("a")).unwrap();
+        eps.put(ep("b")).unwrap();
+        let a = ep("a").attachment;
+        assert_eq!(eps.begin_delete(&a).unwrap(), Some(ep("a")));
+        assert!(eps.get(&a).is_none(), "out of service at once");
+        assert_eq!(eps.len(), 1);
+        // repeated: goes on with the same endpoint
+        assert_eq!(eps.begin_delete(&a).unwrap(), Some(ep("a")));
+
+        let (again, bad) = Endpoints::load(store.clone()).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(again.deleting(), vec![ep("a")]);
+        assert_eq!(again.list(), vec![ep("b")]);
+        assert_eq!(again.remove(&a).unwrap(), Some(ep("a")));
+        assert!(again.deleting().is_empty());
+        let (third, _) = Endpoints::load(store).unwrap();
+        assert!(third.deleting().is_empty());
+        assert_eq!(third.len(), 1);
+    }
+
+    #[test]
+    fn records_without_the_marker_load_as_live() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let old = serde_json::to_vec(&ep("a")).unwrap();
+        store
+            .create(&key(&ep("a").attachment), &old, None)
+            .unwrap()
+            .unwrap();
+        let (eps, bad) = Endpoints::load(store).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(eps.list(), vec![ep("a")]);
+        assert!(eps.deleting().is_empty());
     }
 }

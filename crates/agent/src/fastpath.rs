@@ -8,78 +8,22 @@
 //! skip it. A sync every [`SYNC_EVERY`] picks up new endpoints and shaping
 //! added later; a DEL takes the pod's addresses out at once.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use weft_api::{EndpointInfo, FastPathStatus};
-use weft_datapath::{fastpath::maps::STATS, FastEndpoint, FastPathReport, FastPathSetup};
+use weft_api::EndpointInfo;
+use weft_datapath::{FastEndpoint, FastPathReport, FastPathSetup};
 
 use crate::agent::{parse_mac, unix_now, Agent};
+// the state lives in its own module so that agent.rs, which holds it, does
+// not import this one (which drives the agent): no import circle
 use crate::config::FastPathMode;
+pub use crate::fastpath_state::FastPathState;
 
 /// Seconds an endpoint exists before it may be fast.
 pub const SETTLE_SECONDS: u64 = 2;
 /// How often the map follows the endpoint table and the veths' qdiscs.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
-
-/// What `weft status` reports, kept by the agent.
-#[derive(Debug, Default)]
-pub struct FastPathState {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    active: bool,
-    reason: Option<String>,
-    last: FastPathReport,
-}
-
-impl FastPathState {
-    pub fn is_active(&self) -> bool {
-        self.lock().active
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set(&self, active: bool, reason: Option<String>) {
-        let mut g = self.lock();
-        g.active = active;
-        g.reason = reason;
-    }
-
-    /// The status view; counters come from the data path.
-    pub fn status(&self, counters: Option<weft_datapath::FastPathStats>) -> FastPathStatus {
-        let g = self.lock();
-        let mut out = FastPathStatus {
-            mode: if g.active { "ebpf" } else { "kernel" }.to_string(),
-            reason: g.reason.clone(),
-            addresses: g.last.addresses,
-            fast: g.last.fast,
-            shaped: g.last.shaped.clone(),
-            counters: Default::default(),
-        };
-        if let Some(c) = counters {
-            let values = [
-                c.local,
-                c.remote,
-                c.pass_not_pod,
-                c.pass_tracked,
-                c.pass_slow_endpoint,
-                c.pass_proto,
-                c.pass_fib,
-            ];
-            out.counters = STATS
-                .iter()
-                .zip(values)
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-        }
-        out
-    }
-}
 
 /// The fast path's view of the endpoint table at `now` (unix seconds).
 pub fn fast_endpoints(eps: &[EndpointInfo], now: u64) -> Vec<FastEndpoint> {

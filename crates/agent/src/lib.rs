@@ -1,21 +1,30 @@
 //! weftd, the node agent: owns the node's endpoints and IPAM, wires pods
 //! through the data-path seam, and serves weft-cni and the CLI on a unix socket.
 //!
+//! - [`admission`]: who may hold a connection, body bytes or a lane slot
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
-//! - [`endpoints`]: the persisted endpoint table
+//! - [`endpoints`]: the persisted endpoint table (a DEL marks its record
+//!   deleting before it gives anything up)
+//! - [`fault`]: test-only fault points (`--fault-point`)
+//! - [`gc`]: the CNI GC verb and leak collection
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
 //! - [`health`]: liveness and readiness probes over HTTP
 //! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
-//! - [`startup`]: waiting for the datastore at start
+//! - [`startup`]: waiting for the datastore at start, the state directory's
+//!   permissions
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
 
+pub mod admission;
 pub mod agent;
 pub mod config;
 pub mod endpoints;
 pub mod fastpath;
+mod fastpath_state;
+pub mod fault;
+mod gc;
 pub mod health;
 pub mod k8s;
 pub mod naming;
@@ -43,8 +52,8 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Builds the agent from its configuration: opens the stores, prepares the
 /// node, reconciles, replays the spool. Does not serve yet.
 pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
-    std::fs::create_dir_all(&cfg.state_dir)
-        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    startup::private_dir(&cfg.state_dir)
+        .with_context(|| format!("preparing state directory {}", cfg.state_dir.display()))?;
     let ipam_store: Arc<dyn Store> = match cfg.store {
         StoreKind::Embedded => Arc::new(
             EmbeddedStore::open(&cfg.state_dir.join("ipam.db"))
@@ -79,7 +88,14 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
             .context("opening the endpoint store")?,
     );
-    let datapath: Arc<dyn Datapath> = Arc::new(LinuxDatapath::new().context("opening rtnetlink")?);
+    // the stores made their files: none readable by others (pods' names and
+    // addresses are in them)
+    startup::private_files(&cfg.state_dir, &cfg.spool_dir);
+    let datapath: Arc<dyn Datapath> = Arc::new(
+        LinuxDatapath::new()
+            .context("opening rtnetlink")?
+            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
+    );
     build_with(cfg, ipam_store, local_store, datapath)
 }
 
@@ -162,6 +178,7 @@ pub fn build_with(
         underlay,
         nat_outgoing: cfg.nat_outgoing,
         store_backend: backend,
+        gc_attachment_grace: Duration::from_secs(cfg.gc_attachment_grace_seconds),
     };
     let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
     if cluster {
@@ -174,7 +191,7 @@ pub fn build_with(
     }
 
     let report = reconcile::reconcile(&agent);
-    tracing::info!(restored = ?report.restored, vanished = ?report.vanished,
+    tracing::info!(finished_deletes = ?report.finished_deletes, restored = ?report.restored, vanished = ?report.vanished,
         orphans_removed = ?report.orphans_removed, "reconciled endpoints with the kernel");
     for e in &report.errors {
         tracing::error!(problem = %e, "reconciliation");
@@ -337,6 +354,10 @@ pub fn start_gc_loop(agent: Arc<Agent>, every: Duration) {
         .name("gc".into())
         .spawn(move || loop {
             std::thread::sleep(every);
+            // a DEL whose last steps failed (its record still marked deleting)
+            for e in reconcile::finish_deletes(&agent).1 {
+                tracing::warn!(problem = %e, "finishing a begun DEL");
+            }
             if let Err(e) = agent.collect_leaks() {
                 tracing::warn!(error = %e, "garbage collection pass failed");
             }

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,6 +9,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(&cfg.log))
         .with_writer(std::io::stderr)
+        // colour only for a person at a terminal: logs in files and the
+        // journal stay plain text (greppable, no escape codes)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(&cfg) {
         tracing::error!("{e:#}");
@@ -32,6 +36,9 @@ fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
 }
 
 fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
+    if let Some(point) = &cfg.fault_point {
+        weft_agent::fault::arm(point);
+    }
     let agent = weft_agent::build(cfg)?;
     let listener = weft_agent::server::bind(&cfg.socket)?;
     weft_agent::start_spool_replay(agent.clone(), cfg.spool_dir.clone(), Duration::from_secs(2));

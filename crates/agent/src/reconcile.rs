@@ -1,17 +1,21 @@
-//! Start-up reconciliation: make the kernel match the endpoint table, and
-//! finish the DELs weft-cni spooled while weftd was away.
+//! Start-up reconciliation: finish the DELs a previous weftd began, make the
+//! kernel match the endpoint table, and finish the DELs weft-cni spooled
+//! while weftd was away.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use weft_api::DelRequest;
+use weft_api::{DelRequest, EndpointInfo};
 
-use crate::agent::{link_of, parse_mac, Agent};
+use crate::agent::{alloc_attrs_of, link_of, parse_mac, Agent};
 use crate::naming::{is_host_ifname, HOST_PREFIX};
 
 /// What reconciliation did, for the log and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// Endpoints whose DEL had begun (a weftd killed half-way through it):
+    /// interface torn down, addresses released, record forgotten.
+    pub finished_deletes: Vec<String>,
     /// Endpoints whose host routes or neighbours had to be put back.
     pub restored: Vec<String>,
     /// Endpoints whose network namespace is gone: released and forgotten.
@@ -25,7 +29,12 @@ pub struct ReconcileReport {
 /// Restores every endpoint's host side, forgets endpoints whose netns is gone
 /// and removes orphan veths. Goes on past errors and reports all of them.
 pub fn reconcile(agent: &Agent) -> ReconcileReport {
-    let mut report = ReconcileReport::default();
+    let (finished_deletes, errors) = finish_deletes(agent);
+    let mut report = ReconcileReport {
+        finished_deletes,
+        errors,
+        ..ReconcileReport::default()
+    };
     let mut known = HashSet::new();
     for ep in agent.endpoints().list() {
         let id = format!("{}/{}", ep.attachment.container_id, ep.attachment.ifname);
@@ -64,6 +73,48 @@ pub fn reconcile(agent: &Agent) -> ReconcileReport {
         Err(e) => report.errors.push(format!("listing host links: {e}")),
     }
     report
+}
+
+fn id_of(ep: &EndpointInfo) -> String {
+    format!("{}/{}", ep.attachment.container_id, ep.attachment.ifname)
+}
+
+/// Finishes every DEL that began and did not end (its record is marked
+/// deleting): tears the interface down, releases the addresses, forgets the
+/// record, in that order, so that whatever the runtime does next no address
+/// is ever free in IPAM while a pod still holds it. Returns what was
+/// finished and what could not be (left marked, retried later).
+pub fn finish_deletes(agent: &Agent) -> (Vec<String>, Vec<String>) {
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for ep in agent.endpoints().deleting() {
+        let id = id_of(&ep);
+        let _guard = agent.lock_container(&ep.attachment.container_id);
+        let still = agent
+            .endpoints()
+            .deleting()
+            .iter()
+            .any(|d| d.attachment == ep.attachment);
+        // finished or added again meanwhile, or queued: the teardown worker
+        // finishes it (looked at under the lock, which a DEL holds until
+        // it has queued its teardown)
+        if !still || agent.teardown_pending(&ep.host_ifname) {
+            continue;
+        }
+        if let Err(e) = agent.datapath().detach(&ep.host_ifname) {
+            errors.push(format!("{id}: tearing down {}: {e}", ep.host_ifname));
+            continue;
+        }
+        if let Err(e) = agent.ipam().release(&alloc_attrs_of(&ep).handle()) {
+            errors.push(format!("{id}: releasing its addresses: {e}"));
+            continue;
+        }
+        match agent.endpoints().remove(&ep.attachment) {
+            Ok(_) => done.push(id),
+            Err(e) => errors.push(format!("{id}: forgetting it: {e}")),
+        }
+    }
+    (done, errors)
 }
 
 fn superseded(agent: &Agent, req: &DelRequest) -> bool {

@@ -1,26 +1,61 @@
-//! The unix-socket server: one thread per connection, JSON in and out.
+//! The unix-socket server: one thread per connection, JSON in and out, every
+//! connection bounded in time and memory (see [`crate::admission`]).
 
 use std::fs;
-use std::io;
+use std::io::{self, BufReader};
+use std::net::Shutdown;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use weft_api::http::{read_request, write_response, Request};
+use weft_api::http::{self, read_body, read_head, write_response, DeadlineReader, Request};
 use weft_api::paths;
 use weft_cni_spec::{codes, CniError};
 
+use crate::admission::{Admission, Cut, Lane, Limits, Refused, Ticket};
 use crate::agent::Agent;
 
-/// More concurrent requests than this are refused with "try again later"
-/// instead of piling up threads.
-const MAX_IN_FLIGHT: usize = 256;
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket's bounds. Memory held for requests is at most `body_budget`
+/// plus `max_reading` heads of [`http::MAX_HEAD`]; threads are at most
+/// `max_reading + cni_lane + other_lane`.
+pub const LIMITS: Limits = Limits {
+    // connections being read at once; the oldest is cut when one more comes
+    max_reading: 256,
+    // request bodies in memory at once, all connections together
+    body_budget: 16 << 20,
+    // CNI verbs served at once (each may wait on IPAM and the kernel)
+    cni_lane: 128,
+    // views, checks and whatever else is served at once
+    other_lane: 16,
+};
+/// The whole head must arrive within this of the connection being accepted
+/// (weft-cni sends its request in one write).
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// The whole request, body included, must arrive within this.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// A client that does not read its reply is dropped after this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest body of anything but a CNI verb (views take none; small
+/// queries fit easily).
+pub const MAX_OTHER_BODY: usize = 64 << 10;
+
+// the bounds hold together: a CNI body always fits the budget (a request
+// refused for want of budget is then always one that others crowd out)
+const _: () = assert!(http::MAX_BODY <= LIMITS.body_budget);
+const _: () = assert!(MAX_OTHER_BODY <= http::MAX_BODY);
+
+/// A connection as the admission sees it: shutting it down wakes its reader.
+struct Conn(Arc<UnixStream>);
+
+impl Cut for Conn {
+    fn cut(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
 
 /// Binds the socket root-only: its directory is created 0700 when missing and
 /// the socket itself is 0600. A stale socket from a dead weftd is replaced; a
@@ -49,8 +84,11 @@ pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Serves until the listener fails: every accepted connection gets a thread
+/// that reads under [`HEAD_DEADLINE`] and [`REQUEST_DEADLINE`] and the
+/// [`LIMITS`] (see [`crate::admission`] for who is cut when they are reached).
 pub fn serve(listener: UnixListener, agent: Arc<Agent>) -> io::Result<()> {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(LIMITS);
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -59,47 +97,119 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>) -> io::Result<()> {
                 continue;
             }
         };
-        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            let err = CniError::new(codes::TRY_AGAIN_LATER, "weftd is overloaded; retry shortly");
-            let _ = write_response(&stream, 503, &serde_json::to_vec(&err).unwrap_or_default());
-            continue;
-        }
+        // shared rather than dup'ed: a connection costs one descriptor
+        let stream = Arc::new(stream);
+        let ticket = admission.admit(Conn(stream.clone()));
         let agent = agent.clone();
-        let counter = in_flight.clone();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(256 << 10)
-            .spawn(move || {
-                handle(stream, &agent);
-                counter.fetch_sub(1, Ordering::AcqRel);
-            });
+            .spawn(move || handle(stream, ticket, &agent));
         if let Err(e) = spawned {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
+            // the closure (and with it the ticket) is dropped: nothing is held
             tracing::warn!(error = %e, "cannot spawn a connection thread");
         }
     }
     Ok(())
 }
 
-fn handle(stream: UnixStream, agent: &Agent) {
-    let start = std::time::Instant::now();
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let (status, body) = match read_request(&stream) {
-        Ok(req) => {
-            let reply = route(agent, &req);
-            tracing::debug!(method = %req.method, path = %req.path, status = reply.0,
-                micros = start.elapsed().as_micros() as u64, "served");
-            reply
-        }
-        Err(e) => error_reply(
-            400,
-            CniError::new(codes::DECODE_FAILURE, format!("bad request: {e}")),
-        ),
+fn handle(stream: Arc<UnixStream>, ticket: Ticket<Conn>, agent: &Agent) {
+    let start = Instant::now();
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let (status, body) = match read(&stream, &ticket, start) {
+        Ok((req, lane)) => match ticket.run(lane) {
+            Ok(()) => {
+                let reply = route(agent, &req);
+                tracing::debug!(method = %req.method, path = %req.path, status = reply.0,
+                    micros = start.elapsed().as_micros() as u64, "served");
+                reply
+            }
+            Err(e) => refused(e),
+        },
+        Err(reply) => reply,
     };
-    if let Err(e) = write_response(&stream, status, &body) {
+    if let Err(e) = write_response(&*stream, status, &body) {
         tracing::debug!(error = %e, "client went away before the reply");
     }
+}
+
+/// CNI verbs run in their own lane.
+fn lane_of(path: &str) -> Lane {
+    match path {
+        paths::CNI_ADD | paths::CNI_DEL | paths::CNI_CHECK | paths::CNI_GC | paths::CNI_STATUS => {
+            Lane::Cni
+        }
+        _ => Lane::Other,
+    }
+}
+
+/// Reads one request within the deadlines, reserving its body from the
+/// budget before any of it is read.
+fn read(
+    stream: &UnixStream,
+    ticket: &Ticket<Conn>,
+    start: Instant,
+) -> Result<(Request, Lane), (u16, Vec<u8>)> {
+    let mut reader =
+        BufReader::with_capacity(4 << 10, DeadlineReader::new(stream, start + HEAD_DEADLINE));
+    let head = read_head(&mut reader).map_err(|e| bad_read(&e))?;
+    let lane = lane_of(&head.path);
+    let limit = match lane {
+        Lane::Cni => http::MAX_BODY,
+        Lane::Other => MAX_OTHER_BODY,
+    };
+    if head.content_length > limit {
+        return Err(error_reply(
+            413,
+            CniError::new(
+                codes::DECODE_FAILURE,
+                format!(
+                    "body of {} bytes exceeds the limit of {limit} for {}",
+                    head.content_length, head.path
+                ),
+            ),
+        ));
+    }
+    ticket.reserve(head.content_length).map_err(refused)?;
+    reader.get_mut().set_deadline(start + REQUEST_DEADLINE);
+    let body = read_body(&mut reader, head.content_length).map_err(|e| bad_read(&e))?;
+    Ok((
+        Request {
+            method: head.method,
+            path: head.path,
+            body,
+        },
+        lane,
+    ))
+}
+
+fn bad_read(e: &http::HttpError) -> (u16, Vec<u8>) {
+    if http::is_timeout(e) {
+        error_reply(
+            408,
+            CniError::new(
+                codes::IO_FAILURE,
+                format!(
+                    "request not received in time (head within {HEAD_DEADLINE:?}, all within {REQUEST_DEADLINE:?}); send it in one go"
+                ),
+            ),
+        )
+    } else {
+        error_reply(
+            400,
+            CniError::new(codes::DECODE_FAILURE, format!("bad request: {e}")),
+        )
+    }
+}
+
+fn refused(e: Refused) -> (u16, Vec<u8>) {
+    error_reply(
+        503,
+        CniError::new(
+            codes::TRY_AGAIN_LATER,
+            format!("weftd is overloaded ({e}); retry shortly"),
+        ),
+    )
 }
 
 fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
@@ -159,4 +269,33 @@ fn reply<R: Serialize>(r: Result<R, CniError>) -> (u16, Vec<u8>) {
 
 fn error_reply(status: u16, e: CniError) -> (u16, Vec<u8>) {
     (status, serde_json::to_vec(&e).expect("error serialises"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cni_verb_and_nothing_else_takes_the_cni_lane() {
+        for p in [
+            paths::CNI_ADD,
+            paths::CNI_DEL,
+            paths::CNI_CHECK,
+            paths::CNI_GC,
+            paths::CNI_STATUS,
+        ] {
+            assert_eq!(lane_of(p), Lane::Cni, "{p}");
+        }
+        for p in [
+            paths::STATUS,
+            paths::ENDPOINTS,
+            paths::IPAM,
+            paths::IPAM_CHECK,
+            "/v1/flows",
+            "/metrics",
+            "/v1/cni/add/",
+        ] {
+            assert_eq!(lane_of(p), Lane::Other, "{p}");
+        }
+    }
 }

@@ -2,112 +2,11 @@
 //! path stand in for the disk and the kernel (the privileged tests in
 //! tests/tests/ prove the real ones). No root needed.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use clap::Parser;
-use weft_agent::agent::Agent;
-use weft_agent::config::AgentConfig;
-use weft_api::{AddRequest, Attachment, CheckRequest, DelRequest, GcRequest, PodRef};
-use weft_datapath::{DatapathError, Op, RecordingDatapath};
-use weft_store::embedded::EmbeddedStore;
-use weft_store::Store;
-
-struct Fixture {
-    agent: Arc<Agent>,
-    dp: RecordingDatapath,
-    ipam_store: Arc<dyn Store>,
-    local_store: Arc<dyn Store>,
-    spool: PathBuf,
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "weft-agent-{tag}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn config(spool: &std::path::Path) -> AgentConfig {
-    AgentConfig::parse_from([
-        "weftd",
-        "--node-name=n1",
-        "--pool=10.10.0.0/24",
-        "--pool=fd00:10::/120",
-        "--block-prefix-v4=28",
-        "--block-prefix-v6=124",
-        &format!("--spool-dir={}", spool.display()),
-        "--state-dir=/nonexistent-not-used",
-    ])
-}
-
-fn fixture(tag: &str) -> Fixture {
-    let spool = tmpdir(tag);
-    let dp = RecordingDatapath::new();
-    let ipam_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let local_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let agent = weft_agent::build_with(
-        &config(&spool),
-        ipam_store.clone(),
-        local_store.clone(),
-        Arc::new(dp.clone()),
-    )
-    .unwrap();
-    Fixture {
-        agent,
-        dp,
-        ipam_store,
-        local_store,
-        spool,
-    }
-}
-
-fn restart(f: &Fixture) -> Arc<Agent> {
-    weft_agent::build_with(
-        &config(&f.spool),
-        f.ipam_store.clone(),
-        f.local_store.clone(),
-        Arc::new(f.dp.clone()),
-    )
-    .unwrap()
-}
-
-fn att(cid: &str) -> Attachment {
-    Attachment {
-        container_id: cid.into(),
-        ifname: "eth0".into(),
-    }
-}
-
-fn add_req(cid: &str) -> AddRequest {
-    AddRequest {
-        attachment: att(cid),
-        // any path that exists: the recording data path never opens it
-        netns: "/proc/self/ns/net".into(),
-        network: "net1".into(),
-        pod: PodRef {
-            namespace: "default".into(),
-            name: format!("pod-{cid}"),
-            uid: String::new(),
-        },
-        mtu: None,
-        want_ipv4: true,
-        want_ipv6: true,
-        requested_ips: vec![],
-    }
-}
-
-fn del_req(cid: &str) -> DelRequest {
-    DelRequest {
-        attachment: att(cid),
-        netns: String::new(),
-        network: "net1".into(),
-    }
-}
+use common::*;
+use weft_api::{CheckRequest, GcRequest};
+use weft_datapath::{DatapathError, Op};
 
 #[test]
 fn add_wires_a_dual_stack_pod_and_is_idempotent() {
@@ -274,6 +173,9 @@ fn gc_collects_attachments_the_runtime_no_longer_knows() {
     let f = fixture("gc");
     f.agent.add(&add_req("keep")).unwrap();
     f.agent.add(&add_req("drop")).unwrap();
+    // both past the grace period (a fresh one is kept: see hardening.rs)
+    age(&f, "keep");
+    age(&f, "drop");
     let reply = f
         .agent
         .gc(&GcRequest {

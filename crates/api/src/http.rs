@@ -1,18 +1,25 @@
 //! Just enough HTTP/1.1 for a local unix socket: one request per connection,
 //! `Content-Length` bodies, no chunking, no keep-alive. Both ends are ours, but
-//! the server still treats every byte as untrusted: sizes are capped and every
-//! malformed input is an error, never a panic.
+//! the server still treats every byte as untrusted: sizes are capped, memory
+//! grows only with the bytes that actually arrived, and every malformed input
+//! is an error, never a panic.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest body either side accepts.
 pub const MAX_BODY: usize = 4 << 20;
 /// Largest request/status line or header line.
 const MAX_LINE: usize = 8 << 10;
+/// Largest head (request or status line plus all headers) in total, so a
+/// head costs at most this much however its lines are cut.
+pub const MAX_HEAD: usize = 16 << 10;
 const MAX_HEADERS: usize = 64;
+/// Bodies are read into memory this much at a time: a peer that announces a
+/// large body and sends little costs only what it sent.
+const BODY_CHUNK: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -66,7 +73,8 @@ pub fn call(
     msg.extend_from_slice(body);
     stream.write_all(&msg)?;
     let mut reader = BufReader::new(stream);
-    let status_line = read_line(&mut reader)?;
+    let mut head_left = MAX_HEAD;
+    let status_line = read_line(&mut reader, &mut head_left)?;
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let status = parts.next().and_then(|s| s.parse::<u16>().ok());
@@ -78,15 +86,36 @@ pub fn call(
             )))
         }
     };
-    let len = read_headers(&mut reader)?;
+    let len = read_headers(&mut reader, &mut head_left)?;
     let body = read_body(&mut reader, len)?;
     Ok(Response { status, body })
 }
 
-/// Reads one request from a server-side connection.
+/// The request line and the one header weftd acts on: enough to decide how
+/// much the body may be before any of it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub content_length: usize,
+}
+
+/// Reads one request from a server-side connection (head, then body).
 pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
     let mut reader = BufReader::new(stream);
-    let line = read_line(&mut reader)?;
+    let head = read_head(&mut reader)?;
+    let body = read_body(&mut reader, head.content_length)?;
+    Ok(Request {
+        method: head.method,
+        path: head.path,
+        body,
+    })
+}
+
+/// Reads the request line and headers, at most [`MAX_HEAD`] bytes of them.
+pub fn read_head<R: BufRead>(reader: &mut R) -> Result<Head, HttpError> {
+    let mut head_left = MAX_HEAD;
+    let line = read_line(reader, &mut head_left)?;
     let mut parts = line.split(' ');
     let (method, path, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(p), Some(v), None) if !m.is_empty() && p.starts_with('/') => (m, p, v),
@@ -98,9 +127,61 @@ pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
         )));
     }
     let (method, path) = (method.to_string(), path.to_string());
-    let len = read_headers(&mut reader)?;
-    let body = read_body(&mut reader, len)?;
-    Ok(Request { method, path, body })
+    let content_length = read_headers(reader, &mut head_left)?;
+    Ok(Head {
+        method,
+        path,
+        content_length,
+    })
+}
+
+/// Reads exactly `len` body bytes, growing the buffer only as bytes arrive.
+pub fn read_body<R: Read>(reader: &mut R, len: usize) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::with_capacity(len.min(BODY_CHUNK));
+    let got = reader.take(len as u64).read_to_end(&mut body)?;
+    if got < len {
+        return Err(HttpError::Malformed(format!(
+            "body ended after {got} of {len} bytes"
+        )));
+    }
+    Ok(body)
+}
+
+/// A reader on a unix stream that fails with `TimedOut` once `deadline`
+/// passes, however the bytes trickle in: a read timeout alone restarts with
+/// every byte, so a peer sending one byte a second would never time out.
+pub struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl<'a> DeadlineReader<'a> {
+    pub fn new(stream: &'a UnixStream, deadline: Instant) -> Self {
+        DeadlineReader { stream, deadline }
+    }
+
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match (&mut &*self.stream).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
+            r => r,
+        }
+    }
+}
+
+/// Whether an error means the peer was too slow (a deadline passed).
+pub fn is_timeout(e: &HttpError) -> bool {
+    matches!(e, HttpError::Io(io) if matches!(io.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock))
 }
 
 /// Writes a JSON response and closes the exchange.
@@ -110,7 +191,9 @@ pub fn write_response<W: Write>(mut stream: W, status: u16, body: &[u8]) -> io::
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
+        413 => "Content Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
@@ -126,19 +209,22 @@ pub fn write_response<W: Write>(mut stream: W, status: u16, body: &[u8]) -> io::
     stream.flush()
 }
 
-fn read_line<R: BufRead>(reader: &mut R) -> Result<String, HttpError> {
+/// Reads one line of at most [`MAX_LINE`] bytes, charged to `head_left`.
+fn read_line<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<String, HttpError> {
     let mut buf = Vec::new();
-    let n = reader
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut buf)?;
+    let cap = MAX_LINE.min(*head_left);
+    let n = reader.take(cap as u64 + 1).read_until(b'\n', &mut buf)?;
     if n == 0 {
         return Err(HttpError::Malformed(
             "connection closed before a full message".into(),
         ));
     }
-    if n > MAX_LINE || !buf.ends_with(b"\n") {
-        return Err(HttpError::Malformed("line too long or truncated".into()));
+    if n > cap || !buf.ends_with(b"\n") {
+        return Err(HttpError::Malformed(format!(
+            "line too long or truncated (lines up to {MAX_LINE} bytes, a head up to {MAX_HEAD})"
+        )));
     }
+    *head_left -= n;
     buf.pop();
     if buf.ends_with(b"\r") {
         buf.pop();
@@ -147,10 +233,10 @@ fn read_line<R: BufRead>(reader: &mut R) -> Result<String, HttpError> {
 }
 
 /// Reads headers up to the blank line and returns the Content-Length (0 when absent).
-fn read_headers<R: BufRead>(reader: &mut R) -> Result<usize, HttpError> {
+fn read_headers<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<usize, HttpError> {
     let mut len = 0usize;
     for _ in 0..=MAX_HEADERS {
-        let line = read_line(reader)?;
+        let line = read_line(reader, head_left)?;
         if line.is_empty() {
             return Ok(len);
         }
@@ -174,12 +260,6 @@ fn read_headers<R: BufRead>(reader: &mut R) -> Result<usize, HttpError> {
     Err(HttpError::Malformed(format!(
         "more than {MAX_HEADERS} headers"
     )))
-}
-
-fn read_body<R: Read>(reader: &mut R, len: usize) -> Result<Vec<u8>, HttpError> {
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body)?;
-    Ok(body)
 }
 
 #[cfg(test)]
@@ -224,6 +304,57 @@ mod tests {
             "X: y\r\n".repeat(MAX_HEADERS + 1)
         );
         assert!(read_request(many.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_head_is_capped_in_total_not_only_per_line() {
+        // four header lines of 6 KiB each: every line fits, the head does not
+        let fat = format!("X: {}\r\n", "a".repeat(6 << 10)).repeat(4);
+        let raw = format!("GET / HTTP/1.1\r\n{fat}\r\n");
+        assert!(matches!(
+            read_request(raw.as_bytes()),
+            Err(HttpError::Malformed(_))
+        ));
+        let two = format!("X: {}\r\n", "a".repeat(6 << 10)).repeat(2);
+        assert!(read_request(format!("GET / HTTP/1.1\r\n{two}\r\n").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_announced_body_costs_only_what_arrived() {
+        let raw = format!("POST /x HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\n\r\nabc");
+        let mut r = BufReader::new(raw.as_bytes());
+        let head = read_head(&mut r).unwrap();
+        assert_eq!(head.content_length, MAX_BODY);
+        let err = read_body(&mut r, head.content_length).unwrap_err();
+        assert!(err.to_string().contains("after 3 of"), "{err}");
+        let mut big = BufReader::new(&b"0123456789"[..]);
+        assert_eq!(read_body(&mut big, 4).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn a_trickling_peer_meets_the_deadline() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let feeder = std::thread::spawn(move || {
+            // one byte every 50 ms, never a full line, for at most 2 s
+            for _ in 0..40 {
+                if client.write_all(b"G").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut r = BufReader::new(DeadlineReader::new(
+            &server,
+            start + Duration::from_millis(300),
+        ));
+        let err = read_head(&mut r).unwrap_err();
+        let took = start.elapsed();
+        assert!(is_timeout(&err), "{err}");
+        assert!(took < Duration::from_millis(1000), "took {took:?}");
+        drop(r);
+        drop(server);
+        feeder.join().unwrap();
     }
 
     #[test]

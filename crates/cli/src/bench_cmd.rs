@@ -9,6 +9,10 @@ use weft_lab::bench::{self, BenchSpec};
 use crate::output::{out, outln};
 use crate::Format;
 
+/// Where benchmark reports go unless --out or WEFT_BENCH_DIR says otherwise:
+/// never into the checkout a benchmark is run from.
+const DEFAULT_OUT: &str = "/var/tmp/weft-bench";
+
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// CNI ADD/DEL latency and burst throughput: weft against bridge + host-local
@@ -27,8 +31,9 @@ pub enum BenchCmd {
         /// their order each round, so machine drift hits all alike).
         #[arg(long, default_value_t = 4)]
         rounds: usize,
-        /// Directory for the JSON report and the chart.
-        #[arg(long, default_value = "bench/results")]
+        /// Directory for the JSON report and the chart (outside any checkout
+        /// unless asked: pass --out bench/results to keep results with the code).
+        #[arg(long, env = "WEFT_BENCH_DIR", default_value = DEFAULT_OUT)]
         out: PathBuf,
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
@@ -46,8 +51,9 @@ pub enum BenchCmd {
         /// One-byte TCP request/response round trips per latency test.
         #[arg(long, default_value_t = 2000)]
         echoes: usize,
-        /// Directory for the JSON report and the chart.
-        #[arg(long, default_value = "bench/results")]
+        /// Directory for the JSON report and the chart (outside any checkout
+        /// unless asked: pass --out bench/results to keep results with the code).
+        #[arg(long, env = "WEFT_BENCH_DIR", default_value = DEFAULT_OUT)]
         out: PathBuf,
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
@@ -166,8 +172,9 @@ pub struct IpamArgs {
     /// it (costs a little throughput).
     #[arg(long)]
     stage_timings: bool,
-    /// Directory for the JSON report and the chart.
-    #[arg(long, default_value = "bench/results")]
+    /// Directory for the JSON report and the chart (outside any checkout
+    /// unless asked: pass --out bench/results to keep results with the code).
+    #[arg(long, env = "WEFT_BENCH_DIR", default_value = DEFAULT_OUT)]
     out: PathBuf,
     /// Where weftd and weft-cni are (default: beside this weft).
     #[arg(long)]
@@ -212,4 +219,17 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
 fn announce(written: &[std::path::PathBuf]) {
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!("wrote {}", names.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reports_go_outside_the_checkout_by_default() {
+        let out = std::path::Path::new(super::DEFAULT_OUT);
+        let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .unwrap();
+        assert!(out.is_absolute() && !out.starts_with(&checkout));
+    }
 }

@@ -57,14 +57,64 @@ fn under(root: &Path, p: &Path) -> PathBuf {
     root.join(p.strip_prefix("/").unwrap_or(p))
 }
 
-pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
+/// The conflist as installed: the shipped one with `agentSocket` set to the
+/// socket weftd will serve (`weft --socket X install`).
+fn conflist(socket: &Path) -> anyhow::Result<String> {
+    let mut list: serde_json::Value = serde_json::from_str(CONFLIST)?;
+    let weft = list["plugins"]
+        .get_mut(0)
+        .and_then(|p| p.as_object_mut())
+        .context("the shipped conflist has no first plugin")?;
+    weft.insert(
+        "agentSocket".into(),
+        serde_json::Value::String(socket.display().to_string()),
+    );
+    Ok(serde_json::to_string_pretty(&list)? + "\n")
+}
+
+/// The plugins the conflist chains after weft-cni (linked from Debian's
+/// directory so runtimes that look only in the CNI bin dir find them).
+fn chained_plugins() -> Vec<String> {
+    let list: serde_json::Value = serde_json::from_str(CONFLIST).unwrap_or_default();
+    list["plugins"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .skip(1)
+                .filter_map(|p| p["type"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The unit as installed: weftd told about a socket other than its default.
+fn unit(socket: &Path) -> String {
+    if socket == Path::new(weft_api::DEFAULT_SOCKET) {
+        return UNIT.to_string();
+    }
+    UNIT.replace(
+        "ExecStart=/usr/local/bin/weftd ",
+        &format!(
+            "ExecStart=/usr/local/bin/weftd --socket {} ",
+            socket.display()
+        ),
+    )
+}
+
+pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
+    if !socket.is_absolute() {
+        bail!(
+            "--socket {} is not an absolute path; runtimes run weft-cni from another directory",
+            socket.display()
+        );
+    }
     let from = match &a.from {
         Some(d) => d.clone(),
         None => crate::lab_cmd::default_bin_dir()?,
     };
-    let conflist = match &a.conflist {
+    let conflist_bytes = match &a.conflist {
         Some(path) => read_conflist(path)?,
-        None => CONFLIST.as_bytes().to_vec(),
+        None => conflist(socket)?.into_bytes(),
     };
     let bins: &[&str] = if a.cni_only {
         &["weft-cni"]
@@ -98,13 +148,13 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     plan.push((
         under(&a.root, &a.cni_conf_dir).join("10-weft.conflist"),
-        conflist,
+        conflist_bytes,
         0o644,
     ));
     if !a.cni_only {
         plan.push((
             under(&a.root, &a.systemd_dir).join("weftd.service"),
-            UNIT.as_bytes().to_vec(),
+            unit(socket).into_bytes(),
             0o644,
         ));
     }
@@ -130,14 +180,14 @@ pub fn run(a: InstallArgs) -> anyhow::Result<ExitCode> {
             write_atomically(dst, bytes, *mode)?;
         }
     }
-    // the conflist chains portmap and bandwidth; runtimes that look only in
-    // the CNI bin dir (containerd) need them there, Debian ships them elsewhere
-    for plugin in ["portmap", "bandwidth"] {
+    // runtimes that look only in the CNI bin dir (containerd) need the
+    // chained plugins there; Debian ships them elsewhere
+    for plugin in chained_plugins() {
         if a.cni_only {
             break; // copied above: a link into a container's files means nothing on the host
         }
-        let shipped = Path::new(REFERENCE_PLUGINS).join(plugin);
-        let dst = under(&a.root, &a.cni_bin_dir).join(plugin);
+        let shipped = Path::new(REFERENCE_PLUGINS).join(&plugin);
+        let dst = under(&a.root, &a.cni_bin_dir).join(&plugin);
         if shipped.exists() && dst.symlink_metadata().is_err() {
             outln!(
                 "{:<12} {} -> {}",
@@ -186,9 +236,9 @@ fn read_conflist(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// that ships its own (kubeadm's kubernetes-cni) keeps them.
 fn missing_reference_plugins(a: &InstallArgs) -> anyhow::Result<Vec<(PathBuf, Vec<u8>, u32)>> {
     let mut out = Vec::new();
-    for plugin in ["portmap", "bandwidth"] {
-        let dst = under(&a.root, &a.cni_bin_dir).join(plugin);
-        let shipped = Path::new(REFERENCE_PLUGINS).join(plugin);
+    for plugin in chained_plugins() {
+        let dst = under(&a.root, &a.cni_bin_dir).join(&plugin);
+        let shipped = Path::new(REFERENCE_PLUGINS).join(&plugin);
         if dst.exists() {
             continue;
         }
@@ -219,4 +269,28 @@ fn write_atomically(dst: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
     fs::rename(&tmp, dst).with_context(|| format!("moving into place {}", dst.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_reaches_the_conflist_and_the_unit() {
+        let s = Path::new("/run/other/weftd.sock");
+        let list: serde_json::Value = serde_json::from_str(&conflist(s).unwrap()).unwrap();
+        assert_eq!(list["plugins"][0]["agentSocket"], "/run/other/weftd.sock");
+        assert!(unit(s).contains("weftd --socket /run/other/weftd.sock --pool"));
+        let d = Path::new(weft_api::DEFAULT_SOCKET);
+        assert_eq!(unit(d), UNIT);
+        let list: serde_json::Value = serde_json::from_str(&conflist(d).unwrap()).unwrap();
+        assert_eq!(list["plugins"][0]["agentSocket"], weft_api::DEFAULT_SOCKET);
+    }
+
+    #[test]
+    fn only_chained_plugins_are_linked() {
+        // bandwidth is not chained: Debian's 1.1.1 panics on CHECK when a pod
+        // asks for no shaping (README, "Running it on a host")
+        assert_eq!(chained_plugins(), vec!["portmap".to_string()]);
+    }
 }

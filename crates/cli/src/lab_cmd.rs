@@ -13,6 +13,22 @@ use weft_lab::{Lab, LabSpec};
 use crate::output::{outln, table};
 use crate::Format;
 
+/// Whether lab `name` exists (its record is there).
+pub fn exists(name: &str) -> bool {
+    Lab::dir_of(name).join("lab.json").exists()
+}
+
+/// Whether a half-built or half-removed lab `name` left something
+/// `weft lab down` would remove: its directory or a namespace of its prefix.
+fn has_leftovers(name: &str) -> bool {
+    let prefix = format!("{name}-");
+    Lab::dir_of(name).exists()
+        || std::fs::read_dir("/run/netns").is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+}
+
 #[derive(Subcommand)]
 pub enum LabCmd {
     /// Build a lab: fabric + node namespaces, etcd, weftd per node, and pods via weft-cni.
@@ -55,6 +71,10 @@ pub enum LabCmd {
         /// scripts/build-kube.sh fills).
         #[arg(long)]
         kube_bin_dir: Option<PathBuf>,
+        /// Leave out the closing "next:" hint (scripts that remove the lab
+        /// themselves, like make demo).
+        #[arg(long, hide = true)]
+        no_hint: bool,
     },
     /// Run kubectl against a lab's API server (as its admin).
     Kubectl {
@@ -161,6 +181,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             no_kubernetes,
             kube_proxy_mode,
             kube_bin_dir,
+            no_hint,
         } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
             spec.underlay_mtu = mtu;
@@ -213,22 +234,24 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 etcd_members,
                 started.elapsed().as_secs_f64()
             );
-            if let Some(kube) = lab.kube() {
-                eprintln!(
-                    "kubernetes {} at {} (inside the lab's namespaces): \
-                     weft lab kubectl --name {name} -- get nodes",
-                    kube.version, kube.server
-                );
-                eprintln!(
-                    "KUBECONFIG={} (for clients run inside the lab, e.g. ip netns exec {})",
-                    kube.admin_kubeconfig.display(),
-                    lab.fabric_netns
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                );
+            if !no_hint {
+                if let Some(kube) = lab.kube() {
+                    eprintln!(
+                        "kubernetes {} at {} (inside the lab's namespaces): \
+                         weft lab kubectl --name {name} -- get nodes",
+                        kube.version, kube.server
+                    );
+                    eprintln!(
+                        "KUBECONFIG={} (for clients run inside the lab, e.g. ip netns exec {})",
+                        kube.admin_kubeconfig.display(),
+                        lab.fabric_netns
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                    );
+                }
+                eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
             }
-            eprintln!("try: weft --lab {name} endpoints | weft lab check --name {name} | weft lab down --name {name}");
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Kubectl { name, args } => {
@@ -240,6 +263,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             ))
         }
         LabCmd::Down { name } => {
+            if !exists(&name) && !has_leftovers(&name) {
+                anyhow::bail!("no lab named {name}; `weft lab status` lists the labs");
+            }
             Lab::down(&name)?;
             eprintln!("lab {name} removed");
             Ok(ExitCode::SUCCESS)

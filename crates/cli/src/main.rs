@@ -76,22 +76,28 @@ enum IpamCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let socket = match &cli.lab {
-        Some(name) => weft_lab::Lab::dir_of(name).join("weftd.sock"),
-        None => cli.socket.clone(),
+    // the weftd the views talk to: a lab's, or the one at --socket
+    let socket = || -> anyhow::Result<PathBuf> {
+        match &cli.lab {
+            Some(name) if !lab_cmd::exists(name) => {
+                anyhow::bail!("no lab named {name}; `weft lab status` lists the labs")
+            }
+            Some(name) => Ok(weft_lab::Lab::dir_of(name).join("weftd.sock")),
+            None => Ok(cli.socket.clone()),
+        }
     };
     let result = match cli.command {
-        Cmd::Status => views::status(&socket, cli.output),
-        Cmd::Endpoints => views::endpoints(&socket, cli.output),
+        Cmd::Status => socket().and_then(|s| views::status(&s, cli.output)),
+        Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, cli.output)),
         Cmd::Ipam {
             command: IpamCmd::Show,
-        } => views::ipam_show(&socket, cli.output),
+        } => socket().and_then(|s| views::ipam_show(&s, cli.output)),
         Cmd::Ipam {
             command: IpamCmd::Check,
-        } => views::ipam_check(&socket, cli.output),
+        } => socket().and_then(|s| views::ipam_check(&s, cli.output)),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
-        Cmd::Install(args) => install::run(args),
+        Cmd::Install(args) => install::run(args, &cli.socket),
     };
     let code = match result {
         Ok(code) => code,

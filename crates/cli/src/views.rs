@@ -12,8 +12,18 @@ use crate::output::{bytes, outln, table};
 use crate::Format;
 
 pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> anyhow::Result<T> {
-    let resp = weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(30))
-        .with_context(|| format!("is weftd running? (looked for it at {})", socket.display()))?;
+    let resp = match weft_api::http::call(socket, "GET", path, b"", Duration::from_secs(30)) {
+        Ok(r) => r,
+        // said once: the error's own text already names the socket
+        Err(weft_api::http::HttpError::Connect { source, .. }) => bail!(
+            "cannot reach weftd at {} ({source}); is it running? (`systemctl status weftd`; \
+             --socket PATH or --lab NAME for another one)",
+            socket.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("talking to weftd at {}", socket.display()))
+        }
+    };
     if resp.status != 200 {
         let msg = serde_json::from_slice::<weft_api::CniError>(&resp.body)
             .map(|e| e.msg)
@@ -136,6 +146,10 @@ pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     if fmt == Format::Json {
         return json(&eps);
     }
+    let short = shortener(
+        eps.iter()
+            .map(|e| e.endpoint.attachment.container_id.as_str()),
+    );
     let rows: Vec<Vec<String>> = eps
         .iter()
         .map(|v| {
@@ -236,8 +250,27 @@ fn capacity(cidr: &ipnet::IpNet, exact: u64) -> String {
     }
 }
 
-fn short(id: &str) -> String {
-    id.chars().take(20).collect()
+/// Container ids cut to the shortest length (at least 20 characters) at which
+/// every id in the table is still told apart: runtimes give ids long common
+/// prefixes (`cnitool-…`, `<namespace>-<name>-…`), so a fixed cut can show
+/// the same text on every row.
+fn shortener<'a>(ids: impl Iterator<Item = &'a str> + Clone) -> impl Fn(&str) -> String {
+    const MIN: usize = 20;
+    let longest = ids.clone().map(|i| i.chars().count()).max().unwrap_or(0);
+    let mut len = MIN;
+    while len < longest {
+        let mut seen = std::collections::BTreeSet::new();
+        let distinct = ids
+            .clone()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .all(|id| seen.insert(id.chars().take(len).collect::<String>()));
+        if distinct {
+            break;
+        }
+        len += 1;
+    }
+    move |id: &str| id.chars().take(len).collect()
 }
 
 pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
@@ -265,6 +298,7 @@ pub fn ipam_show(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         &rows,
     );
     outln!();
+    let short = shortener(v.allocations.iter().map(|a| a.container_id.as_str()));
     let rows: Vec<Vec<String>> = v
         .allocations
         .iter()
@@ -315,4 +349,30 @@ pub fn ipam_check(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         outln!("problem: {p}");
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortener;
+
+    #[test]
+    fn container_ids_stay_apart_in_tables() {
+        let ids = [
+            "cnitool-2f1c0e9a8b7d6c5e4f3a",
+            "cnitool-2f1c0e9a8b7d6c5e4f3b",
+            "k8s.io-0123456789abcdef0123456789abcdef",
+        ];
+        let short = shortener(ids.iter().copied());
+        let rows: Vec<String> = ids.iter().map(|i| short(i)).collect();
+        assert_eq!(rows[0], ids[0]);
+        assert_ne!(rows[0], rows[1]);
+        assert_eq!(rows[2].len(), ids[0].len());
+        // distinct within 20 characters: cut at 20
+        let short = shortener(["abcdefghijklmnopqrstuvwxyz-1", "zyx"].into_iter());
+        assert_eq!(short("abcdefghijklmnopqrstuvwxyz-1").len(), 20);
+        // the same id twice (two interfaces of one container) is not a reason to grow
+        let same = "a".repeat(40);
+        let short = shortener([same.as_str(), same.as_str()].into_iter());
+        assert_eq!(short(&same).len(), 20);
+    }
 }

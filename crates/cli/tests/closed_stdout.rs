@@ -7,11 +7,34 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-fn tmp(tag: &str) -> PathBuf {
+/// A directory of this test, removed when dropped: pass or fail, nothing is
+/// left in /tmp.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("weft-epipe-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 /// `weft install --dry-run` into an empty root: a line per file, written
@@ -27,7 +50,7 @@ fn install_dry_run(from: &Path, root: &Path) -> Command {
     c
 }
 
-fn fake_binaries(tag: &str) -> PathBuf {
+fn fake_binaries(tag: &str) -> Tmp {
     let from = tmp(tag);
     for bin in ["weftd", "weft", "weft-cni"] {
         std::fs::write(from.join(bin), format!("#!/bin/sh\necho {bin}\n")).unwrap();

@@ -5,11 +5,34 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tmp(tag: &str) -> PathBuf {
+/// A directory of this test, removed when dropped: pass or fail, nothing is
+/// left in /tmp.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("weft-install-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 fn install(root: &Path, from: &Path, extra: &[&str]) -> std::process::Output {
@@ -116,6 +139,36 @@ fn install_says_what_to_do_when_binaries_are_missing() {
 }
 
 #[test]
+fn install_socket_reaches_the_conflist_and_the_unit() {
+    let from = tmp("sock-from");
+    for bin in ["weftd", "weft", "weft-cni"] {
+        std::fs::write(from.join(bin), format!("#!/bin/sh\necho {bin}\n")).unwrap();
+    }
+    let root = tmp("sock-root");
+    let out = install(&root, &from, &["--socket", "/run/weft-other/weftd.sock"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conflist: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("etc/cni/net.d/10-weft.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        conflist["plugins"][0]["agentSocket"],
+        "/run/weft-other/weftd.sock"
+    );
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/weftd.service")).unwrap();
+    assert!(
+        unit.contains("weftd --socket /run/weft-other/weftd.sock "),
+        "{unit}"
+    );
+    let relative = install(&root, &from, &["--socket", "weftd.sock"]);
+    assert!(!relative.status.success());
+}
+
+#[test]
 fn cni_only_install_is_what_the_daemonset_init_container_does() {
     let from = tmp("cni-from");
     // the image holds only what it needs: weft-cni is enough
@@ -179,6 +232,4 @@ fn cni_only_install_is_what_the_daemonset_init_container_does() {
             .unwrap()
             .contains("weft-cni")
     );
-    let _ = std::fs::remove_dir_all(from);
-    let _ = std::fs::remove_dir_all(root);
 }

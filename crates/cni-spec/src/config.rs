@@ -21,7 +21,9 @@ use crate::version::CniVersion;
 
 /// Largest network config accepted on stdin.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
-/// The `type` weft-cni answers to.
+/// The `type` weft-cni is installed under. Only a name the runtime used to
+/// find the binary: like the reference plugins, weft-cni answers to any
+/// `type`, so a renamed binary or a logging wrapper works.
 pub const PLUGIN_TYPE: &str = "weft-cni";
 /// Smallest MTU accepted (the IPv4 minimum).
 pub const MIN_MTU: u32 = 68;
@@ -79,7 +81,7 @@ pub struct ValidAttachment {
 pub struct NetConf {
     pub cni_version: CniVersion,
     pub name: String,
-    /// Always [`PLUGIN_TYPE`] once parsed.
+    /// `type` as given (usually [`PLUGIN_TYPE`]; any name is accepted).
     pub plugin_type: String,
     /// `agentSocket`: weftd's socket; `None` means the shim's default.
     pub agent_socket: Option<String>,
@@ -233,20 +235,16 @@ impl NetConf {
             )));
         }
 
-        match get_str(&obj, "type")? {
-            Some(PLUGIN_TYPE) => {}
-            None => {
+        // the runtime found this binary by `type`; which name it was is not
+        // ours to judge (the spec's reference plugins do not check it either)
+        let plugin_type = match get_str(&obj, "type")? {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => {
                 return Err(invalid(format!(
-                    "network config field type is missing; it must be \"{PLUGIN_TYPE}\""
+                    "network config field type is missing or empty; set it to the plugin's binary name (\"{PLUGIN_TYPE}\")"
                 )))
             }
-            Some(other) => {
-                return Err(invalid(format!(
-                    "network config field type is {:?} but this plugin is {PLUGIN_TYPE:?}; fix type or the plugin binary name",
-                    shorten(other)
-                )))
-            }
-        }
+        };
 
         let agent_socket = absolute_path(&obj, "agentSocket")?;
         if let Some(s) = &agent_socket {
@@ -399,7 +397,7 @@ impl NetConf {
         Ok(NetConf {
             cni_version,
             name: name.to_string(),
-            plugin_type: PLUGIN_TYPE.to_string(),
+            plugin_type,
             agent_socket,
             spool_dir,
             mtu,

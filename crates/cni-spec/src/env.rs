@@ -171,7 +171,8 @@ impl CniArgs {
     /// prefix length (the reference host-local's convention). podman sends
     /// `podman run --ip` this way, and on `podman network reload` asks an
     /// IPv4-only network for the container's old address this way. Empty
-    /// when absent; code 4 naming the value when it is not an address.
+    /// when absent; code 4 naming the value when it is not an address, or
+    /// when it names two addresses of one family.
     pub fn ips(&self) -> Result<Vec<IpAddr>, CniError> {
         let Some(raw) = self.get("IP").filter(|v| !v.is_empty()) else {
             return Ok(Vec::new());
@@ -191,9 +192,20 @@ impl CniArgs {
                         ),
                     )
                 })?;
-            if !out.contains(&addr) {
-                out.push(addr);
+            if out.contains(&addr) {
+                continue;
             }
+            if let Some(other) = out.iter().find(|o: &&IpAddr| o.is_ipv4() == addr.is_ipv4()) {
+                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(CniError::new(
+                    codes::INVALID_ENV,
+                    format!(
+                        "CNI_ARGS IP={:?} names two {family} addresses ({other} and {addr}); a pod gets at most one per family: give IP=10.0.0.5 or IP=10.0.0.5,fd00::5",
+                        shorten(raw)
+                    ),
+                ));
+            }
+            out.push(addr);
         }
         Ok(out)
     }
@@ -429,6 +441,17 @@ mod tests {
         let e = CniArgs::parse("IP=10.0.0.300").unwrap().ips().unwrap_err();
         assert_eq!(e.code, codes::INVALID_ENV);
         assert!(e.msg.contains("IP=\"10.0.0.300\""), "{}", e.msg);
+    }
+
+    /// Two addresses of one family are the caller's mistake (code 4), not
+    /// weft's (it was 199, from deep in IPAM).
+    #[test]
+    fn two_addresses_of_one_family_are_an_input_error() {
+        for raw in ["IP=10.0.0.5,10.0.0.6", "IP=fd00::5,10.0.0.5,fd00::6"] {
+            let e = CniArgs::parse(raw).unwrap().ips().unwrap_err();
+            assert_eq!(e.code, codes::INVALID_ENV, "{raw}");
+            assert!(e.msg.contains("at most one per family"), "{}", e.msg);
+        }
     }
 
     fn env(pairs: &[(&str, &str)]) -> Result<CniEnv, CniError> {

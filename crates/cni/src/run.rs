@@ -253,7 +253,7 @@ fn dispatch(env: &CniEnv, conf: &NetConf) -> Result<Option<serde_json::Value>, C
                     if from_conf.is_empty() {
                         env.args.ips()?
                     } else {
-                        from_conf
+                        one_per_family(from_conf)?
                     }
                 },
             };
@@ -302,6 +302,17 @@ fn dispatch(env: &CniEnv, conf: &NetConf) -> Result<Option<serde_json::Value>, C
     let resp = match reply {
         Ok(r) => r,
         Err(HttpError::Connect { source, .. }) => return agent_unreachable(env, conf, socket, &source),
+        // weftd took the DEL and went away before a full answer (killed,
+        // crashed): it may have done part of it or none. A spooled DEL is
+        // replayed by weftd (DEL is idempotent), and a DEL weftd began is
+        // finished at its start anyway; the runtime need not retry.
+        Err(e) if env.command == Command::Del && cut_short(&e) => {
+            return spool_del(
+                env,
+                conf,
+                format!("weftd at {socket} stopped answering in the middle of the DEL ({e})"),
+            )
+        }
         Err(e) => {
             return Err(CniError::new(
                 codes::TRY_AGAIN_LATER,
@@ -336,6 +347,34 @@ fn dispatch(env: &CniEnv, conf: &NetConf) -> Result<Option<serde_json::Value>, C
     let ours: NeutralResult = serde_json::from_slice(&resp.body)
         .map_err(|_| bad_body(socket, resp.status, &resp.body))?;
     render_add(&ours, conf.cni_version, conf.prev_result.as_ref()).map(Some)
+}
+
+/// The exchange ended without a definite answer because the connection
+/// was closed or reset (EOF before a full reply). Not a timeout: a weftd
+/// that is slow but alive may still answer the runtime's retry.
+fn cut_short(e: &HttpError) -> bool {
+    match e {
+        HttpError::Io(io) => !matches!(
+            io.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+        HttpError::Malformed(_) => true,
+        _ => false,
+    }
+}
+
+/// runtimeConfig.ips / args.cni.ips: at most one address per family (code
+/// 7, the config's fault; CNI_ARGS IP is checked as it is parsed, code 4).
+fn one_per_family(ips: Vec<std::net::IpAddr>) -> Result<Vec<std::net::IpAddr>, CniError> {
+    for (i, a) in ips.iter().enumerate() {
+        if let Some(b) = ips[..i].iter().find(|b| b.is_ipv4() == a.is_ipv4()) {
+            return Err(CniError::new(
+                codes::INVALID_NETWORK_CONFIG,
+                format!("runtimeConfig.ips / args.cni.ips ask for {b} and {a}, two addresses of one family; a pod gets at most one IPv4 and one IPv6 address"),
+            ));
+        }
+    }
+    Ok(ips)
 }
 
 fn bad_body(socket: &str, status: u16, body: &[u8]) -> CniError {

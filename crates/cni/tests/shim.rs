@@ -243,8 +243,8 @@ fn bad_configs() {
     assert!(out.error(7)["msg"].as_str().unwrap().contains("mtu is 10"));
     let out = run(&env, &conf("1.0.0", json!({"name": ""})));
     out.error(7);
-    let out = run(&env, &conf("1.0.0", json!({"type": "bridge"})));
-    assert!(out.error(7)["msg"].as_str().unwrap().contains("bridge"));
+    let out = run(&env, &conf("1.0.0", json!({"type": 5})));
+    assert!(out.error(7)["msg"].as_str().unwrap().contains("type"));
     for v in ["0.2.0", "9.9.9"] {
         let out = run(&env, &conf(v, json!({})));
         let e = out.error(1);
@@ -807,4 +807,82 @@ fn the_watchdog_bounds_the_whole_exchange() {
     assert!(msg.contains("did not answer within 300ms"), "{msg}");
     // Exactly one JSON document on stdout.
     assert_eq!(out.stdout.trim().lines().count(), 1, "{}", out.stdout);
+}
+
+/// An agent that takes each connection and closes it before a full answer:
+/// after reading the request and writing `partial` (a weftd killed while
+/// serving it), or at once without reading (the kernel resets).
+fn cut_agent(name: &str, read_first: bool, partial: &'static [u8]) -> (TmpDir, PathBuf) {
+    let dir = tmpdir(name);
+    let sock = dir.join("weftd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if read_first {
+                let _ = weft_api::http::read_request(&stream);
+                let _ = stream.write_all(partial);
+            }
+            drop(stream);
+        }
+    });
+    (dir, sock)
+}
+
+#[test]
+fn a_del_cut_mid_request_is_spooled() {
+    for (name, read_first, partial) in [
+        ("cut-eof", true, &b""[..]),
+        ("cut-half", true, &b"HTTP/1.1 200 OK\r\nContent-Le"[..]),
+        (
+            "cut-body",
+            true,
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{"[..],
+        ),
+        ("cut-reset", false, &b""[..]),
+    ] {
+        let (dir, sock) = cut_agent(name, read_first, partial);
+        let spool = dir.join("spool");
+        let out = run(
+            &attach_env("DEL", &[]),
+            &conf("1.0.0", json!({"agentSocket": sock, "spoolDir": spool})),
+        );
+        assert_eq!(out.code, 0, "{name}: {}", out.stdout);
+        assert_eq!(out.stdout, "", "{name}");
+        let file = spool.join("0123456789abcdef-eth0.json");
+        let req: DelRequest = serde_json::from_slice(
+            &std::fs::read(&file).unwrap_or_else(|e| panic!("{name}: not spooled: {e}")),
+        )
+        .unwrap();
+        assert_eq!(req.netns, "/var/run/netns/test", "{name}");
+        // an ADD cut the same way is code 11 for the runtime to retry
+        let out = run(
+            &attach_env("ADD", &[]),
+            &conf("1.0.0", json!({"agentSocket": sock})),
+        );
+        out.error(11);
+    }
+}
+
+#[test]
+fn static_addresses_of_one_family_twice_are_input_errors() {
+    let (_dir, sock) = no_agent("two-v4");
+    let out = run(
+        &attach_env(
+            "ADD",
+            &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.0.0.5,10.0.0.6")],
+        ),
+        &conf("1.0.0", json!({"agentSocket": sock})),
+    );
+    assert!(out.error(4)["msg"]
+        .as_str()
+        .unwrap()
+        .contains("at most one per family"));
+    let out = run(
+        &attach_env("ADD", &[]),
+        &conf(
+            "1.0.0",
+            json!({"agentSocket": sock, "runtimeConfig": {"ips": ["10.0.0.5/24", "10.0.0.6/24"]}}),
+        ),
+    );
+    out.error(7);
 }

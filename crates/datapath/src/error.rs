@@ -13,6 +13,14 @@ pub enum DatapathError {
     #[error("network namespace {} does not exist", path.display())]
     NetnsGone { path: PathBuf },
 
+    /// The pod's "network namespace" path is something else.
+    #[error("{} is {what}, not a network namespace", path.display())]
+    NotNetns { path: PathBuf, what: String },
+
+    /// The pod's network namespace is the node's or the host's own.
+    #[error("network namespace {} is {whose}; weft never plumbs a pod there", path.display())]
+    NodeNetns { path: PathBuf, whose: &'static str },
+
     /// The pod netns already holds an interface with the requested name.
     #[error("interface {ifname} already exists in {}", netns.display())]
     InterfaceExists { ifname: String, netns: PathBuf },
@@ -78,18 +86,42 @@ pub enum DatapathError {
 
     /// Loading, attaching or updating the eBPF fast path failed.
     #[error("ebpf fast path: {0}")]
-    Bpf(#[from] crate::bpf::BpfError),
+    Bpf(#[from] weft_bpf::BpfError),
 
     /// A failure injected by [`crate::RecordingDatapath`] (tests only).
     #[error("{0}")]
     Injected(String),
 }
 
-fn errno_text(errno: i32, detail: Option<&str>) -> String {
-    let base = io::Error::from_raw_os_error(errno).to_string();
-    match detail {
-        Some(d) if !d.is_empty() => format!("{base}: {}", d.to_lowercase()),
-        _ => base,
+use weft_netlink::{errno_text, NetlinkError};
+
+/// The rtnetlink client's errors keep their place among the data path's
+/// variants, so callers matching `DatapathError::Netlink` see no change.
+impl From<NetlinkError> for DatapathError {
+    fn from(e: NetlinkError) -> Self {
+        match e {
+            NetlinkError::Kernel {
+                op,
+                object,
+                errno,
+                detail,
+            } => DatapathError::Netlink {
+                op,
+                object,
+                errno,
+                detail,
+            },
+            NetlinkError::Syscall {
+                call,
+                object,
+                source,
+            } => DatapathError::Syscall {
+                call,
+                object,
+                source,
+            },
+            NetlinkError::Protocol { op, what } => DatapathError::Protocol { op, what },
+        }
     }
 }
 

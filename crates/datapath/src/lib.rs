@@ -2,7 +2,7 @@
 //!
 //! weftd talks to the kernel only through the [`Datapath`] trait. The real
 //! implementation, [`LinuxDatapath`], speaks rtnetlink over its own small,
-//! synchronous client ([`netlink`]), enters network namespaces with `setns`
+//! synchronous client (the `weft-netlink` crate, re-exported as [`netlink`]), enters network namespaces with `setns`
 //! ([`netns`]) and writes sysctls; it runs `nft` once at agent start for the
 //! masquerade table ([`nat`]). [`RecordingDatapath`] is the test double that
 //! records typed calls so the agent's logic is testable without root.
@@ -21,16 +21,22 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-pub mod bpf;
 mod error;
 pub mod fastpath;
 mod linux;
 pub mod nat;
-pub mod netlink;
 pub mod netns;
+mod nlsock;
 mod recording;
 pub mod routing;
 pub mod sysctl;
+
+/// The eBPF loader lives in its own crate; re-exported so callers keep
+/// `weft_datapath::bpf::*`.
+pub use weft_bpf as bpf;
+/// The rtnetlink client lives in its own crate; re-exported so callers keep
+/// `weft_datapath::netlink::*`.
+pub use weft_netlink as netlink;
 
 pub use error::DatapathError;
 pub use fastpath::{FastEndpoint, FastPathStats};
@@ -118,6 +124,15 @@ pub trait Datapath: Send + Sync {
     /// The second half: addresses, routes and neighbours on a pair that
     /// `create_link` made. On failure the pair is deleted.
     fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
+    /// Checks that `netns` may be a pod's: a network namespace that is
+    /// neither the node's own nor the host's
+    /// ([`DatapathError::NodeNetns`], [`DatapathError::NotNetns`],
+    /// [`DatapathError::NetnsGone`]). `create_link` and `attach` check the
+    /// same; this lets weftd refuse before it allocates anything. The
+    /// default (for test doubles) accepts every path.
+    fn check_pod_netns(&self, _netns: &std::path::Path) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Deletes the host veth (and with it the pod's end). A missing link is Ok.
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError>;
     /// Human-readable problems with an attachment; empty means fine.

@@ -9,9 +9,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::error::DatapathError;
-use crate::fastpath::{self, FastPath};
-use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec, Socket};
+
+mod fast;
+mod peers;
+use crate::fastpath::FastPath;
+use crate::netlink::{self as nl, LinkMsg, Request, RouteSpec};
 use crate::netns;
+use crate::nlsock::Socket;
 use crate::routing::{self, Plan, Vtep};
 use crate::{
     format_mac, sysctl, validate_ifname, Attached, Datapath, FastEndpoint, FastPathReport,
@@ -38,8 +42,12 @@ pub struct LinuxDatapath {
     /// the second half of an ADD does not enter the pod netns again. An entry
     /// lives from create to configure or detach.
     handoff: Mutex<HashMap<String, Handoff>>,
-    /// The eBPF fast path, once `fastpath_start` loaded it.
-    fast: Mutex<Option<FastPath>>,
+    /// The eBPF fast path, once `fastpath_start` loaded it (boxed: it is large,
+    /// and LinuxDatapath is held by value in enums elsewhere).
+    fast: Mutex<Option<Box<FastPath>>>,
+    /// Where the fast path's pinned maps live (one directory per agent
+    /// instance, on bpffs); `None`: nothing is pinned.
+    pin_dir: Option<PathBuf>,
 }
 
 /// What `create_link` learnt that `configure_link` needs.
@@ -94,7 +102,17 @@ impl LinuxDatapath {
             pool: Mutex::new(vec![sock]),
             handoff: Mutex::new(HashMap::new()),
             fast: Mutex::new(None),
+            pin_dir: None,
         })
+    }
+
+    /// Pins the fast path's long-lived maps (today the counters) under
+    /// `dir`, one directory per agent instance on bpffs, so they outlive an
+    /// agent restart; re-used while their layout matches, replaced when not.
+    /// `None` (the default): every start begins with fresh maps.
+    pub fn with_bpf_pin_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.pin_dir = dir;
+        self
     }
 
     fn on_node_thread(&self) -> bool {
@@ -164,250 +182,6 @@ impl LinuxDatapath {
         }
     }
 
-    fn ensure_overlay_inner(
-        node: &mut Socket,
-        setup: &OverlaySetup,
-        mtu: u32,
-    ) -> Result<[u8; 6], DatapathError> {
-        let dev = setup.device.as_str();
-        let link = match &setup.underlay_dev {
-            Some(name) => Some(
-                Self::get_link(node, name, format!("link {name}"))?
-                    .ok_or_else(|| DatapathError::LinkNotFound { name: name.clone() })?
-                    .index,
-            ),
-            None => None,
-        };
-        let want = nl::VxlanInfo {
-            vni: setup.vni,
-            port: setup.port,
-            local: setup.local(),
-            link,
-            learning: false,
-        };
-        let unparsable = |what: String| DatapathError::Protocol {
-            op: "RTM_GETLINK",
-            what,
-        };
-        if let Some(p) = Self::get_link_payload(node, dev)? {
-            let l = nl::parse_link(&p).ok_or_else(|| unparsable(format!("link {dev}")))?;
-            let have = nl::parse_vxlan(&p);
-            if have.as_ref() == Some(&want) {
-                if l.mtu != mtu || !l.is_up() {
-                    node.request(&Request::new(
-                        nl::set_link_mtu_up(l.index, mtu),
-                        format!("vxlan {dev} (mtu {mtu}, up)"),
-                    ))?;
-                }
-                return l
-                    .mac
-                    .ok_or_else(|| unparsable(format!("vxlan {dev} has no mac")));
-            }
-            // VNI, port, local address and underlay cannot be changed in place
-            tracing::info!(device = dev, kind = ?l.kind, have = ?have, want = ?want, "replacing overlay device");
-            node.request(&Request::new(
-                nl::del_link_by_name(dev),
-                format!("link {dev}"),
-            ))?;
-        }
-        node.request(&Request::new(
-            nl::new_vxlan(&nl::VxlanSpec {
-                name: dev,
-                vni: setup.vni,
-                port: setup.port,
-                local: setup.local(),
-                link,
-                mtu,
-            }),
-            format!("vxlan {dev}"),
-        ))?;
-        Self::get_link(node, dev, format!("vxlan {dev}"))?
-            .and_then(|l| l.mac)
-            .ok_or_else(|| unparsable(format!("vxlan {dev} has no mac after creation")))
-    }
-
-    /// The deletes and adds that turn the kernel's state into `plan`.
-    fn sync_requests(
-        node: &mut Socket,
-        plan: &Plan,
-        vtep: Option<Vtep>,
-        dev: &str,
-    ) -> Result<(Vec<Request>, Vec<Request>), DatapathError> {
-        let mut dels = Vec::new();
-        let mut adds = Vec::new();
-
-        // routes: weft's own protocol in the main table, nothing else
-        let mut have = std::collections::BTreeSet::new();
-        for (family, what) in [(nl::AF_INET, "ipv4 routes"), (nl::AF_INET6, "ipv6 routes")] {
-            let routes = node.dump(&Request::new(nl::dump_routes(family), what))?;
-            for r in routes.iter().filter_map(|p| nl::parse_route(p)) {
-                if r.protocol != nl::RTPROT_WEFT || r.table != nl::RT_TABLE_MAIN as u32 {
-                    continue;
-                }
-                let dst = r.dst.unwrap_or(if family == nl::AF_INET {
-                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-                } else {
-                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-                });
-                let key = (dst, r.dst_len);
-                // the next hop, the device (native routes never use the
-                // VXLAN device) and onlink must all match
-                let keep = plan.routes.get(&key).is_some_and(|w| {
-                    r.gateway == Some(w.gateway)
-                        && match w.oif {
-                            Some(o) => r.oif == Some(o),
-                            None => vtep.is_none_or(|v| r.oif != Some(v.ifindex)),
-                        }
-                        && w.onlink == (r.flags & nl::RTNH_F_ONLINK != 0)
-                }) && have.insert(key);
-                if !keep {
-                    let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-                    dels.push(Request::new(
-                        nl::del_route(&r),
-                        format!("route {dst}/{}{via} proto {}", r.dst_len, nl::RTPROT_WEFT),
-                    ));
-                }
-            }
-        }
-        for (key, w) in &plan.routes {
-            if !have.contains(key) {
-                let dev = if w.oif.is_some() {
-                    format!(" dev {dev}")
-                } else {
-                    String::new()
-                };
-                adds.push(Request::new(
-                    nl::new_peer_route(w),
-                    format!("route {}/{} via {}{dev}", key.0, key.1, w.gateway),
-                ));
-            }
-        }
-
-        // neighbours and FDB entries: the permanent ones on weft's device
-        if let Some(v) = vtep {
-            let idx = v.ifindex;
-            let mut have = std::collections::BTreeSet::new();
-            for family in [nl::AF_INET, nl::AF_INET6] {
-                let ns = node.dump(&Request::new(
-                    nl::dump_neighs_on(family, idx),
-                    format!("neighbours on {dev}"),
-                ))?;
-                for n in ns.iter().filter_map(|p| nl::parse_neigh(p)) {
-                    let Some(ip) = n.dst else { continue };
-                    if n.ifindex != idx || n.state & nl::NUD_PERMANENT == 0 {
-                        continue;
-                    }
-                    if n.lladdr.is_some() && plan.neighs.get(&ip) == n.lladdr.as_ref() {
-                        have.insert(ip);
-                    } else {
-                        dels.push(Request::new(
-                            nl::del_neigh(idx, ip),
-                            format!("neighbour {ip} on {dev}"),
-                        ));
-                    }
-                }
-            }
-            for (ip, mac) in &plan.neighs {
-                if !have.contains(ip) {
-                    adds.push(Request::new(
-                        nl::new_neigh(idx, *ip, *mac),
-                        format!("neighbour {ip} lladdr {} on {dev}", format_mac(*mac)),
-                    ));
-                }
-            }
-            let mut have = std::collections::BTreeSet::new();
-            let fdb = node.dump(&Request::new(
-                nl::dump_neighs_on(nl::AF_BRIDGE, idx),
-                format!("fdb of {dev}"),
-            ))?;
-            for n in fdb.iter().filter_map(|p| nl::parse_neigh(p)) {
-                let (Some(mac), Some(ip)) = (n.lladdr, n.dst) else {
-                    continue;
-                };
-                if n.ifindex != idx || n.state & nl::NUD_PERMANENT == 0 {
-                    continue;
-                }
-                if plan.fdb.contains(&(mac, ip)) {
-                    have.insert((mac, ip));
-                } else {
-                    dels.push(Request::new(
-                        nl::del_fdb(idx, mac, ip),
-                        format!("fdb {} dst {ip} on {dev}", format_mac(mac)),
-                    ));
-                }
-            }
-            for &(mac, ip) in &plan.fdb {
-                if !have.contains(&(mac, ip)) {
-                    // the FDB first: a route is usable as soon as it exists
-                    adds.insert(
-                        0,
-                        Request::new(
-                            nl::new_fdb(idx, mac, ip),
-                            format!("fdb {} dst {ip} on {dev}", format_mac(mac)),
-                        ),
-                    );
-                }
-            }
-        }
-        Ok((dels, adds))
-    }
-
-    fn sync_peers_inner(
-        node: &mut Socket,
-        mode: RoutingMode,
-        dev: &str,
-        peers: &[PeerNode],
-    ) -> Result<SyncReport, DatapathError> {
-        let vtep = match Self::get_link_payload(node, dev)? {
-            None => None,
-            Some(p) => {
-                let l = nl::parse_link(&p).ok_or_else(|| DatapathError::Protocol {
-                    op: "RTM_GETLINK",
-                    what: format!("unparsable link {dev}"),
-                })?;
-                match nl::parse_vxlan(&p) {
-                    Some(v) => Some(Vtep {
-                        ifindex: l.index,
-                        tunnel_v6: matches!(v.local, Some(IpAddr::V6(_))),
-                    }),
-                    None if mode == RoutingMode::Overlay => {
-                        return Err(DatapathError::Protocol {
-                            op: "RTM_GETLINK",
-                            what: format!("overlay device {dev} is not a VXLAN device"),
-                        })
-                    }
-                    // not weft's: leave its neighbours alone
-                    None => None,
-                }
-            }
-        };
-        if mode == RoutingMode::Overlay && vtep.is_none() {
-            return Err(DatapathError::LinkNotFound { name: dev.into() });
-        }
-        let plan = routing::plan(mode, vtep, peers)?;
-        let (dels, adds) = Self::sync_requests(node, &plan, vtep, dev)?;
-        let report = SyncReport {
-            added: adds.len(),
-            removed: dels.len(),
-        };
-        // deletes first (a changed next hop is a delete and an add); every
-        // chunk is sent even when an earlier one failed, the first failure is
-        // reported
-        let mut first_err = None;
-        for chunk in dels.chunks(SYNC_BATCH).chain(adds.chunks(SYNC_BATCH)) {
-            if let Err(e) = node.batch(chunk) {
-                if node.is_broken() {
-                    return Err(e);
-                }
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
-    }
-
     fn del_link(sock: &mut Socket, name: &str) -> Result<bool, DatapathError> {
         match sock.request(&Request::new(
             nl::del_link_by_name(name),
@@ -432,7 +206,7 @@ impl LinuxDatapath {
         validate_ifname(&link.host_ifname)?;
         let host = link.host_ifname.as_str();
         self.with_node(|node| {
-            let pod_fd = netns::open(&link.netns)?;
+            let pod_fd = netns::open_pod(&link.netns, self.node_id)?;
             let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
             let create = Request::new(
                 nl::new_veth(&nl::VethSpec {
@@ -518,7 +292,7 @@ impl LinuxDatapath {
         self.with_node(|node| {
             let configured = match handoff {
                 Some(mut h) => Self::configure(node, &mut h.pod, link, Some(h.peer)),
-                None => netns::open(&link.netns).and_then(|pod_fd| {
+                None => netns::open_pod(&link.netns, self.node_id).and_then(|pod_fd| {
                     let mut pod = netns::with_netns(pod_fd.as_fd(), &link.netns, Socket::open)??;
                     Self::configure(node, &mut pod, link, None)
                 }),
@@ -787,44 +561,6 @@ fn host_requests(items: &[HostItem], index: u32, host: &str, pod_mac: [u8; 6]) -
         .collect()
 }
 
-impl LinuxDatapath {
-    fn fast(&self) -> std::sync::MutexGuard<'_, Option<FastPath>> {
-        self.fast.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn ifindex_of(&self, name: &str) -> Result<u32, DatapathError> {
-        validate_ifname(name)?;
-        self.with_node(|node| Self::get_link(node, name, format!("link {name}")))?
-            .map(|l| l.index)
-            .ok_or_else(|| DatapathError::LinkNotFound { name: name.into() })
-    }
-
-    /// The node's veths (name → ifindex) and the ifindexes carrying a qdisc
-    /// other than `noqueue` (shaping, or anything else the fast path would
-    /// skip past).
-    fn veths_and_qdiscs(
-        &self,
-    ) -> Result<(HashMap<String, u32>, std::collections::HashSet<u32>), DatapathError> {
-        self.with_node(|node| {
-            let links = node.dump(&Request::new(nl::dump_links(), "links"))?;
-            let qdiscs = node.dump(&Request::new(nl::dump_qdiscs(), "qdiscs"))?;
-            let veths = links
-                .iter()
-                .filter_map(|p| nl::parse_link(p))
-                .filter(|l| l.kind.as_deref() == Some("veth"))
-                .map(|l| (l.name, l.index))
-                .collect();
-            let shaped = qdiscs
-                .iter()
-                .filter_map(|p| nl::parse_qdisc(p))
-                .filter(|q| q.kind != "noqueue")
-                .map(|q| q.ifindex)
-                .collect();
-            Ok((veths, shaped))
-        })
-    }
-}
-
 impl Datapath for LinuxDatapath {
     fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError> {
         let t0 = Instant::now();
@@ -847,6 +583,10 @@ impl Datapath for LinuxDatapath {
         validate_ifname(&link.ifname)?;
         validate_ifname(&link.host_ifname)?;
         self.configure_inner(link)
+    }
+
+    fn check_pod_netns(&self, netns: &Path) -> Result<(), DatapathError> {
+        netns::open_pod(netns, self.node_id).map(drop)
     }
 
     fn detach(&self, host_ifname: &str) -> Result<(), DatapathError> {
@@ -1014,14 +754,7 @@ impl Datapath for LinuxDatapath {
         r
     }
     fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
-        let remote = match &setup.remote_device {
-            Some(name) => self.ifindex_of(name)?,
-            None => 0,
-        };
-        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote))??;
-        tracing::info!(remote_device = ?setup.remote_device, "ebpf fast path loaded");
-        *self.fast() = Some(fp);
-        Ok(())
+        self.fast_start(setup)
     }
 
     fn fastpath_stop(
@@ -1029,63 +762,18 @@ impl Datapath for LinuxDatapath {
         prefix: &str,
         remote_device: Option<&str>,
     ) -> Result<usize, DatapathError> {
-        *self.fast() = None;
-        let mut ifindexes: Vec<u32> = self
-            .list_host_links(prefix)?
-            .into_iter()
-            .map(|l| l.ifindex)
-            .collect();
-        if let Some(dev) = remote_device {
-            match self.ifindex_of(dev) {
-                Ok(i) => ifindexes.push(i),
-                Err(DatapathError::LinkNotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.in_node_ns(|| fastpath::detach_all(&ifindexes))?
+        self.fast_stop(prefix, remote_device)
     }
 
     fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError> {
-        let mut guard = self.fast();
-        let Some(fp) = guard.as_mut() else {
-            return Ok(FastPathReport::default());
-        };
-        let (veths, shaped) = self.veths_and_qdiscs()?;
-        let desired = fastpath::plan(endpoints, &veths, &shaped);
-        // the veths of the planned entries are the ones the program belongs on
-        let targets: std::collections::HashSet<u32> =
-            desired.values().map(|v| v.host_ifindex).collect();
-        let mut report = FastPathReport {
-            addresses: desired.len(),
-            fast: desired
-                .values()
-                .filter(|v| v.flags & fastpath::maps::EP_FAST != 0)
-                .count(),
-            shaped: endpoints
-                .iter()
-                .filter(|e| {
-                    veths
-                        .get(&e.host_ifname)
-                        .is_some_and(|i| shaped.contains(i))
-                })
-                .map(|e| e.host_ifname.clone())
-                .collect(),
-            ..Default::default()
-        };
-        let (changes, attached) = self.in_node_ns(|| fp.sync(desired, &targets))??;
-        report.changes = changes;
-        report.attached = attached;
-        Ok(report)
+        self.fast_sync(endpoints)
     }
 
     fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError> {
-        match self.fast().as_mut() {
-            Some(fp) => fp.forget(ips),
-            None => Ok(()),
-        }
+        self.fast_forget(ips)
     }
 
     fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
-        self.fast().as_ref().map(FastPath::stats).transpose()
+        self.fast_stats()
     }
 }

@@ -23,13 +23,28 @@ pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 const NSFS_MAGIC: u64 = 0x6e73_6673;
 
 /// Opens a netns file (`/run/netns/x`, `/proc/<pid>/ns/net`). A missing path,
-/// or a path that is no longer a namespace (the plain file left behind when a
-/// runtime unmounted the netns but did not remove its mount point), is
-/// [`DatapathError::NetnsGone`].
+/// or an empty plain file (the mount point left behind when a runtime
+/// unmounted the netns but did not remove it), is
+/// [`DatapathError::NetnsGone`]; anything else that is not a network
+/// namespace (`/dev/zero`, a directory, `/proc/self/ns/mnt`) is
+/// [`DatapathError::NotNetns`] saying what it is.
 pub fn open(path: &Path) -> Result<OwnedFd, DatapathError> {
     let gone = || DatapathError::NetnsGone {
         path: path.to_path_buf(),
     };
+    let not_netns = |what: String| DatapathError::NotNetns {
+        path: path.to_path_buf(),
+        what,
+    };
+    // looked at before opening: opening a fifo would block, a device may act
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
+        Err(e) => return Err(DatapathError::io("stat netns", path, e)),
+    };
+    if let Some(kind) = not_a_file(&meta.file_type()) {
+        return Err(not_netns(kind.to_string()));
+    }
     let fd: OwnedFd = match File::open(path) {
         Ok(f) => f.into(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
@@ -48,13 +63,84 @@ pub fn open(path: &Path) -> Result<OwnedFd, DatapathError> {
     }
     #[allow(clippy::unnecessary_cast, reason = "f_type's type differs by arch")]
     if st.f_type as u64 != NSFS_MAGIC {
-        return Err(gone());
+        return Err(if meta.len() == 0 {
+            gone()
+        } else {
+            not_netns("a regular file".into())
+        });
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let nstype = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    if nstype >= 0 && nstype != libc::CLONE_NEWNET {
+        return Err(not_netns(format!("a {} namespace", ns_type_name(nstype))));
+    }
+    Ok(fd)
+}
+
+/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// What a file type is when it cannot be a namespace file (those are
+/// regular files of nsfs); `None` for a regular file.
+fn not_a_file(t: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a fifo")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    }
+}
+
+fn ns_type_name(nstype: i32) -> &'static str {
+    match nstype {
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => "non-network",
+    }
+}
+
+/// The netns of pid 1: the host's (weftd itself may run in another one).
+pub const HOST_NETNS: &str = "/proc/1/ns/net";
+
+/// Opens the netns at `path` for a pod, refusing the namespace weftd runs in
+/// (`node`, the identity of the node netns) and the host's ([`HOST_NETNS`]):
+/// plumbing a pod there would replace the node's own default routes. The
+/// comparison is by namespace identity (device and inode of the opened
+/// file), so no other path to the same namespace gets past it.
+pub fn open_pod(path: &Path, node: (u64, u64)) -> Result<OwnedFd, DatapathError> {
+    let fd = open(path)?;
+    let id = identity(fd.as_fd()).map_err(|e| DatapathError::io("fstat netns", path, e))?;
+    let refuse = |whose: &'static str| DatapathError::NodeNetns {
+        path: path.to_path_buf(),
+        whose,
+    };
+    if id == node {
+        return Err(refuse("the node's own (the one weftd runs in)"));
+    }
+    // unreadable /proc/1 (a restricted procfs): weftd's own check stands alone
+    if let Ok(host) = File::open(HOST_NETNS).and_then(|f| identity(f.as_fd())) {
+        if id == host {
+            return Err(refuse("the host's (pid 1's)"));
+        }
     }
     Ok(fd)
 }
 
 /// The identity (device, inode) of the namespace behind an fd.
-pub(crate) fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     // SAFETY: an all-zero stat is a valid out-buffer for fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is a valid open descriptor; st is a live, writable stat.
@@ -175,6 +261,53 @@ mod tests {
         // a plain file (an unmounted netns mount point) is gone too
         let e = open(Path::new("/proc/self/cmdline")).unwrap_err();
         assert!(matches!(e, DatapathError::NetnsGone { .. }), "{e}");
+    }
+
+    #[test]
+    fn what_is_not_a_netns_is_named() {
+        for (path, what) in [
+            ("/dev/zero", "a character device"),
+            ("/proc", "a directory"),
+            ("/proc/self/ns/mnt", "a mount namespace"),
+            ("/proc/self/ns/uts", "a uts namespace"),
+        ] {
+            match open(Path::new(path)) {
+                Err(DatapathError::NotNetns { what: w, .. }) => assert_eq!(w, what, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        let e = open(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(
+            e.contains("/dev/zero is a character device, not a network namespace"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_node_and_host_netns_are_refused_by_identity_not_path() {
+        let node = current_identity().unwrap();
+        // every path to the namespace this thread is in
+        for path in [
+            THREAD_NETNS,
+            "/proc/self/ns/net",
+            "/proc/thread-self/ns/net",
+        ] {
+            match open_pod(Path::new(path), node) {
+                Err(DatapathError::NodeNetns { whose, .. }) => {
+                    assert!(whose.contains("node"), "{path}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        // pid 1's, when weftd runs elsewhere (node identity made up here)
+        if File::open(HOST_NETNS).is_ok() {
+            match open_pod(Path::new(HOST_NETNS), (0, 0)) {
+                Err(DatapathError::NodeNetns { whose, .. }) => {
+                    assert!(whose.contains("host"), "{whose}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -864,6 +864,7 @@ impl State {
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(LOG_MODE)
                 .open(&tmp)?;
             // Lock before the rename, so the path is never unlocked.
             file.try_lock().map_err(|e| match e {
@@ -1234,6 +1235,10 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// Opens and exclusively locks the log, making sure the locked file is still
 /// the one at `path` (a compaction may rename a new file over it).
+/// Mode of a new log file (and of its compacted replacement): it names
+/// every pod and its addresses, so only its owner reads it.
+const LOG_MODE: u32 = 0o600;
+
 fn open_locked(path: &Path) -> StoreResult<File> {
     for _ in 0..16 {
         let file = OpenOptions::new()
@@ -1241,6 +1246,7 @@ fn open_locked(path: &Path) -> StoreResult<File> {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(LOG_MODE)
             .open(path)
             .map_err(|e| io_error(path, e))?;
         match file.try_lock() {

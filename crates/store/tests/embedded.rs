@@ -679,3 +679,18 @@ fn concurrent_writes_during_compaction() {
     assert_eq!(snapshot(&s), before);
     assert_eq!(s.revision(), total);
 }
+
+/// The log names every pod and its addresses: only its owner may read it,
+/// also after a compaction replaced it.
+#[test]
+fn the_log_is_private_and_stays_so_after_compaction() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("private");
+    let path = dir.path().join("store.db");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let s = open(&path);
+    assert_eq!(mode(&path), 0o600);
+    s.create("k", b"v", None).expect("create").expect("created");
+    s.compact().expect("compact");
+    assert_eq!(mode(&path), 0o600, "after compaction");
+}

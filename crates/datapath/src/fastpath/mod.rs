@@ -1,4 +1,5 @@
-//! The eBPF forwarding fast path (`bpf/weft_fwd.bpf.c`).
+//! The eBPF forwarding fast path (`bpf/from_pod.bpf.c`, `bpf/to_pod.bpf.c`,
+//! features in `bpf/lib/*.h`).
 //!
 //! Two tc programs, attached with tcx so they sit beside any legacy tc
 //! qdisc the reference plugins install: `weft_from_pod` at the ingress of
@@ -15,9 +16,11 @@
 //! already knows (NAT by portmap, kube-proxy or masquerade) stay on the
 //! kernel path in the programs themselves.
 //!
-//! Programs and maps are loaded fresh by each agent start; the new programs
+//! Programs and maps are loaded by each agent start; the new programs
 //! replace the previous agent's on every hook once their maps are filled, so
-//! traffic never sees an empty map. Nothing is pinned.
+//! traffic never sees an empty map. Maps are fresh, except those the C side
+//! pins (`.pinning = WEFT_PIN_BY_NAME`: today the counters) when the agent
+//! gives a pin directory: those are re-used while their layout matches.
 
 pub mod maps;
 
@@ -26,12 +29,18 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use std::path::Path;
+
+use weft_bpf::{LoadOptions, LpmTrie, PerCpuArray, TypedMap};
+use weft_bpf_abi::{CidrKey, Config, EpKey, EpValue, Stats, EP_FAST, STAT_MAX};
+
 use crate::bpf::{self, Loaded, TcxDirection};
 use crate::error::DatapathError;
-use maps::{CidrKey, Config, EpKey, EpValue, EP_FAST, STATS};
 
-/// The compiled programs (built by build.rs from `bpf/weft_fwd.bpf.c`).
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/weft_fwd.o"));
+/// The program on host veths (built by build.rs from `bpf/from_pod.bpf.c`).
+pub static FROM_POD_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/from_pod.o"));
+/// The program on the remote device (from `bpf/to_pod.bpf.c`).
+pub static TO_POD_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/to_pod.o"));
 
 /// The program on host-side pod veths.
 pub const FROM_POD: &str = "weft_from_pod";
@@ -49,17 +58,9 @@ pub struct FastEndpoint {
     pub settled: bool,
 }
 
-/// The counters of the programs, summed over CPUs (see `enum weft_stat`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FastPathStats {
-    pub local: u64,
-    pub remote: u64,
-    pub pass_not_pod: u64,
-    pub pass_tracked: u64,
-    pub pass_slow_endpoint: u64,
-    pub pass_proto: u64,
-    pub pass_fib: u64,
-}
+/// The counters of the programs, summed over CPUs: one field per value of
+/// `enum weft_stat` (generated from `weft/counters.h`).
+pub type FastPathStats = Stats;
 
 /// What one [`FastPath::sync`] found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,7 +108,10 @@ pub fn plan(
 
 /// The loaded programs and maps, and what this agent wrote into them.
 pub struct FastPath {
+    /// `weft_from_pod` and the maps.
     loaded: Loaded,
+    /// `weft_to_pod`, sharing `loaded`'s maps.
+    to_pod: Loaded,
     remote_ifindex: u32,
     /// Host veth ifindexes that carry this agent's `weft_from_pod`.
     attached: HashSet<u32>,
@@ -128,28 +132,62 @@ impl std::fmt::Debug for FastPath {
 }
 
 impl FastPath {
-    /// Loads fresh programs and maps and fills the pools and the config.
-    /// Nothing is attached yet. Must run in the node netns (ifindexes).
-    pub fn load(pools: &[IpNet], remote_ifindex: u32) -> Result<Self, DatapathError> {
-        let loaded = bpf::load(OBJECT)?;
+    /// Loads the programs and maps (pinned ones from `pin_dir` when given)
+    /// and fills the pools and the config. Nothing is attached yet. Must run
+    /// in the node netns (ifindexes).
+    pub fn load(
+        pools: &[IpNet],
+        remote_ifindex: u32,
+        pin_dir: Option<&Path>,
+    ) -> Result<Self, DatapathError> {
+        let opts = LoadOptions {
+            pin_dir,
+            share: None,
+        };
+        let loaded = bpf::load_with(FROM_POD_OBJECT, &opts)?;
+        let to_pod = bpf::load_with(
+            TO_POD_OBJECT,
+            &LoadOptions {
+                share: Some(&loaded),
+                ..opts
+            },
+        )?;
         let config = Config {
             remote_ifindex,
             flags: 0,
         };
-        loaded
-            .map("weft_config")?
-            .update(&0u32.to_ne_bytes(), &config.to_bytes())?;
-        let cluster = loaded.map("weft_cluster")?;
+        TypedMap::<u32, Config>::new(loaded.map("weft_config")?)?.insert(&0, &config)?;
+        let cluster = LpmTrie::<CidrKey, u32>::new(loaded.map("weft_cluster")?)?;
         for pool in pools {
-            cluster.update(&CidrKey::new(pool.trunc()).to_bytes(), &1u32.to_ne_bytes())?;
+            cluster.insert(&CidrKey::new(pool.trunc()), &1)?;
         }
         Ok(FastPath {
             loaded,
+            to_pod,
             remote_ifindex,
             attached: HashSet::new(),
             entries: HashMap::new(),
             remote_attached: false,
         })
+    }
+
+    /// A program of either object, by function name ([`FROM_POD`], [`TO_POD`]):
+    /// for BPF_PROG_TEST_RUN in tests and for tools.
+    pub fn program(&self, name: &str) -> Result<&bpf::Program, DatapathError> {
+        Ok(self
+            .loaded
+            .program(name)
+            .or_else(|_| self.to_pod.program(name))?)
+    }
+
+    /// The pinned maps and what this load did with each (created, re-used,
+    /// replaced); empty without a pin directory.
+    pub fn pinned(&self) -> Vec<(String, bpf::PinOutcome)> {
+        self.loaded
+            .maps()
+            .iter()
+            .filter_map(|m| Some((m.name().to_string(), m.pin_outcome()?)))
+            .collect()
     }
 
     /// Attaches `weft_to_pod` to the remote device (replacing an older
@@ -159,7 +197,7 @@ impl FastPath {
             bpf::tcx_attach(
                 self.remote_ifindex,
                 TcxDirection::Ingress,
-                self.loaded.program(TO_POD)?,
+                self.to_pod.program(TO_POD)?,
             )?;
         }
         Ok(())
@@ -177,16 +215,16 @@ impl FastPath {
         desired: HashMap<EpKey, EpValue>,
         veths: &HashSet<u32>,
     ) -> Result<(usize, usize), DatapathError> {
-        let map = self.loaded.map("weft_endpoints")?;
+        let map = TypedMap::<EpKey, EpValue>::new(self.loaded.map("weft_endpoints")?)?;
         let mut changes = 0;
         for (k, v) in &desired {
             if self.entries.get(k) != Some(v) {
-                map.update(&k.to_bytes(), &v.to_bytes())?;
+                map.insert(k, v)?;
                 changes += 1;
             }
         }
         for k in self.entries.keys().filter(|k| !desired.contains_key(*k)) {
-            map.delete(&k.to_bytes())?;
+            map.remove(k)?;
             changes += 1;
         }
         self.entries = desired;
@@ -225,11 +263,11 @@ impl FastPath {
 
     /// Drops the entries of `ips` at once (a DEL), ahead of the next sync.
     pub fn forget(&mut self, ips: &[IpAddr]) -> Result<(), DatapathError> {
-        let map = self.loaded.map("weft_endpoints")?;
+        let map = TypedMap::<EpKey, EpValue>::new(self.loaded.map("weft_endpoints")?)?;
         for &ip in ips {
             let k = EpKey::new(ip);
             if self.entries.remove(&k).is_some() {
-                map.delete(&k.to_bytes())?;
+                map.remove(&k)?;
             }
         }
         Ok(())
@@ -237,29 +275,12 @@ impl FastPath {
 
     /// The programs' counters, summed over CPUs.
     pub fn stats(&self) -> Result<FastPathStats, DatapathError> {
-        let map = self.loaded.map("weft_stats")?;
-        let mut sums = [0u64; STATS.len()];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            let per_cpu = map
-                .lookup_percpu(&(i as u32).to_ne_bytes())?
-                .unwrap_or_default();
-            *sum = per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8))
-                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-                .sum();
+        let map = PerCpuArray::<u64>::new(self.loaded.map("weft_stats")?)?;
+        let mut stats = Stats::default();
+        for i in 0..STAT_MAX {
+            stats.add(i as usize, map.sum(i)?);
         }
-        let [local, remote, pass_not_pod, pass_tracked, pass_slow_endpoint, pass_proto, pass_fib] =
-            sums;
-        Ok(FastPathStats {
-            local,
-            remote,
-            pass_not_pod,
-            pass_tracked,
-            pass_slow_endpoint,
-            pass_proto,
-            pass_fib,
-        })
+        Ok(stats)
     }
 }
 
@@ -285,6 +306,35 @@ mod tests {
             pod_mac: [2, 0, 0, 0, 0, name.len() as u8],
             ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             settled,
+        }
+    }
+
+    /// The second half of the drift check (the first, header against
+    /// generated Rust, is weft-bpf-abi's `layout_drift`): every map of the
+    /// compiled objects has the key and value sizes of the Rust types
+    /// weftd reads and writes it with, and both objects agree.
+    #[test]
+    fn compiled_maps_match_the_rust_types() {
+        use std::mem::size_of;
+        let want = [
+            ("weft_endpoints", size_of::<EpKey>(), size_of::<EpValue>()),
+            ("weft_cluster", size_of::<CidrKey>(), size_of::<u32>()),
+            ("weft_config", size_of::<u32>(), size_of::<Config>()),
+            ("weft_stats", size_of::<u32>(), size_of::<u64>()),
+        ];
+        for obj in [FROM_POD_OBJECT, TO_POD_OBJECT] {
+            let parsed = bpf::parse_object(obj).unwrap();
+            let defs: HashMap<&str, _> = parsed.map_defs().collect();
+            for (name, key, value) in want {
+                let d = defs[name];
+                assert_eq!(
+                    (d.key_size as usize, d.value_size as usize),
+                    (key, value),
+                    "{name}"
+                );
+            }
+            assert_eq!(defs["weft_stats"].max_entries, STAT_MAX);
+            assert_eq!(defs.len(), want.len(), "a map without a Rust type here");
         }
     }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Compiling C test programs for BPF, shared with the loader crate.
+#[path = "../../../bpf/tests/common/clang.rs"]
 pub mod clang;
 
 use weft_datapath::netns::{run_in, spawn_in};

@@ -1,0 +1,59 @@
+//! Kubernetes NetworkPolicy (networking.k8s.io/v1), compiled the way
+//! Cilium models it and checked against a plain evaluator. Pure: no kernel,
+//! no API client, no async.
+//!
+//! - [`model`]: the inputs (policies, pods, nodes) as the API writes them.
+//! - [`identity`]: numeric security identities and their allocator seam.
+//! - [`compile()`]: identities, per-node ipcaches (prefix -> identity) and
+//!   per-endpoint policy map entries ((identity, direction, protocol, port
+//!   prefix) -> the rule that allows), see [`mapkey`] for the layout.
+//! - [`Compiled::check`] / [`Compiled::explain`]: the data path's lookups
+//!   replayed, with attribution.
+//! - [`plan()`]: an update's map writes, ordered so nothing allowed before
+//!   and after is dropped in between.
+//! - [`evaluate()`]: the reference, read straight off the API docs.
+
+pub mod compile;
+mod entries;
+pub mod evaluate;
+pub mod identity;
+pub mod lookup;
+pub mod mapkey;
+pub mod model;
+pub mod plan;
+pub mod ports;
+pub mod rules;
+pub mod selector;
+pub mod verdict;
+
+pub use compile::{
+    compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef, PolicySummary,
+};
+pub use evaluate::{evaluate, End};
+pub use identity::{Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
+pub use lookup::{Explanation, Step};
+pub use mapkey::PolicyKey;
+pub use model::{
+    Direction, Flow, Inventory, IpBlock, NetworkPolicy, Node, Peer, PolicyPort, PolicyRef, PortRef,
+    Protocol, Rule, Workload,
+};
+pub use plan::{apply, plan, MapOp};
+pub use ports::{range_prefixes, PortPrefix};
+pub use rules::RuleIds;
+pub use selector::{LabelSelector, Labels, Operator, Requirement};
+pub use verdict::{AllowedBy, DirectionVerdict, RuleRef, Verdict};
+
+/// What can go wrong. Messages say what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid label selector: {0}")]
+    Selector(String),
+    #[error("invalid peer: {0}")]
+    Peer(String),
+    #[error("invalid port: {0}")]
+    Port(String),
+    #[error("policy {policy} is invalid ({reason}); it isolates the pods it selects and allows nothing until it is fixed")]
+    Invalid { policy: String, reason: String },
+    #[error("identity allocation failed: {0}; check the identity store")]
+    Allocator(String),
+}

@@ -12,6 +12,49 @@ trap cleanup EXIT
 
 echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
 weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6 --no-hint
+
+# --- Kubernetes: the lab's control plane (a multi-node lab runs one by default) ---
+kubectl() { weft lab kubectl --name "$name" -- "$@"; }
+echo
+echo "== Kubernetes in the lab: kube-apiserver, controller-manager and scheduler in the fabric namespace, kube-proxy on each node"
+kubectl version
+kubectl get --raw='/readyz?verbose' | tail -1
+echo "-- kubectl get nodes -o wide"
+kubectl get nodes -o wide
+echo "-- leader leases of the controller-manager and the scheduler"
+kubectl -n kube-system get leases kube-controller-manager kube-scheduler
+echo "-- Services (kube-proxy programs them on every node)"
+kubectl get services -A -o wide
+echo
+echo "== a Deployment of 6 replicas: the scheduler spreads them, each node's lab kubelet attaches them through weft-cni"
+kubectl apply -f - <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: weft.test/agnhost, ports: [{containerPort: 8080}, {containerPort: 8081, protocol: UDP}]}
+YAML
+kubectl rollout status deployment/web --timeout=120s
+kubectl get pods -l app=web -o wide
+echo "-- each pod asks the first for its hostname (TCP) and every pod answers the first (UDP)"
+mapfile -t web < <(kubectl get pods -l app=web -o name | sed 's|^pod/|default/|')
+for p in "${web[@]}"; do
+  printf '%-32s -> %-32s tcp: %-28s udp: %s\n' "$p" "${web[0]}" \
+    "$(weft lab probe --name "$name" --from "$p" --to "${web[0]}" --port 8080 --send hostname --print-reply 2>/dev/null)" \
+    "$(weft lab probe --name "$name" --from "${web[0]}" --to "$p" --port 8081 --protocol udp --send hostname --print-reply 2>/dev/null)"
+done
+echo "-- weft endpoints on node 1: each pod's namespace/name and labels, live from the API (weftd runs as weft-system/weft)"
+kubectl label pods -l app=web demo=labelled --overwrite >/dev/null
+sleep 1
+weft --lab "$name" endpoints
+# --- end Kubernetes ---
 echo
 echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"
 for _ in $(seq 50); do

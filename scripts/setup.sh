@@ -74,3 +74,7 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "setup: the nightly Rust toolchain is missing (cargo-fuzz needs it); install it with rustup" >&2
   exit 1
 fi
+# the real Kubernetes control plane of `weft lab up --kubernetes`, built from
+# the Go module proxy once and cached (/var/cache/weft/kube/<version>);
+# progress and the expected time on stderr
+bash "$(dirname "$0")/build-kube.sh" >/dev/null

@@ -56,6 +56,7 @@ pub struct Agent {
     started: Instant,
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
+    kubernetes: crate::k8s::Link,
 }
 
 impl Agent {
@@ -76,6 +77,7 @@ impl Agent {
             started: Instant::now(),
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
+            kubernetes: crate::k8s::Link::default(),
         }
     }
 
@@ -97,6 +99,11 @@ impl Agent {
 
     pub fn fastpath(&self) -> &FastPathState {
         &self.fastpath
+    }
+
+    /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
+    pub fn kubernetes(&self) -> &crate::k8s::Link {
+        &self.kubernetes
     }
 
     /// Whether `host_ifname` waits in the teardown queue.
@@ -426,6 +433,7 @@ impl Agent {
             fastpath: self
                 .fastpath
                 .status(self.datapath.fastpath_stats().ok().flatten()),
+            kubernetes: self.kubernetes.status(),
         })
     }
 

@@ -127,6 +127,28 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_FASTPATH", value_enum, default_value_t = FastPathMode::Auto)]
     pub fastpath: FastPathMode,
 
+    /// Watch the Kubernetes API (pods' labels, namespaces, policies,
+    /// services): `auto` when --kubeconfig is given or weftd runs in a pod
+    /// with a service account, `on` insists (and infers the config like
+    /// kubectl when neither is there), `off` never.
+    #[arg(long, env = "WEFT_KUBERNETES", value_enum, default_value_t = KubernetesMode::Auto)]
+    pub kubernetes: KubernetesMode,
+
+    /// kubeconfig to reach the API server with; in a pod the service
+    /// account's in-cluster config is used without it.
+    #[arg(long, env = "WEFT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Seconds a pod must be gone from this node in the API before weftd
+    /// cleans up its endpoint when no DEL came (what CNI GC would do).
+    #[arg(long, default_value_t = 60)]
+    pub pod_gone_grace_seconds: u64,
+
+    /// Address to answer liveness (`/healthz`) and readiness (`/readyz`)
+    /// probes on, e.g. 127.0.0.1:9765 (the DaemonSet's); none by default.
+    #[arg(long, env = "WEFT_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
@@ -159,6 +181,13 @@ pub enum Routing {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FastPathMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubernetesMode {
     Auto,
     On,
     Off,

@@ -8,6 +8,8 @@
 //! - [`fault`]: test-only fault points (`--fault-point`)
 //! - [`gc`]: the CNI GC verb and leak collection
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
+//! - [`health`]: liveness and readiness probes over HTTP
+//! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
 //! - [`startup`]: waiting for the datastore at start, the state directory's
@@ -23,6 +25,8 @@ pub mod fastpath;
 mod fastpath_state;
 pub mod fault;
 mod gc;
+pub mod health;
+pub mod k8s;
 pub mod naming;
 pub mod reconcile;
 pub mod registry;

@@ -7,10 +7,7 @@ use weft_agent::config::AgentConfig;
 fn main() {
     let cfg = AgentConfig::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(&cfg.log))
         .with_writer(std::io::stderr)
         // colour only for a person at a terminal: logs in files and the
         // journal stay plain text (greppable, no escape codes)
@@ -20,6 +17,21 @@ fn main() {
         tracing::error!("{e:#}");
         eprintln!("weftd: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The log filter. kube's client logs every failed connection as an error;
+/// while the API server is away weftd says so once itself (k8s.rs), so
+/// kube's lines are off unless the filter names kube.
+fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if spec.contains("kube") {
+        return filter;
+    }
+    match "kube_client=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
     }
 }
 
@@ -35,6 +47,11 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
         agent.clone(),
         Duration::from_secs(cfg.gc_interval_seconds.max(1)),
     );
+    // never waits for the API server: CNI is served while it is away
+    weft_agent::k8s::start(cfg, &agent)?;
+    if let Some(addr) = cfg.health_listen {
+        weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
+    }
     tracing::info!(socket = %cfg.socket.display(), node = %agent.facts().node,
         pod_mtu = agent.facts().pod_mtu, endpoints = agent.endpoints().len(), "weftd ready");
     weft_agent::server::serve(listener, agent)?;

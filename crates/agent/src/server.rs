@@ -222,7 +222,7 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
             call(req, |r| agent.cni_status(&r).map(|()| weft_api::Empty {}))
         }
         ("GET", paths::STATUS) => reply(agent.status()),
-        ("GET", paths::ENDPOINTS) => reply(Ok(agent.endpoints().list())),
+        ("GET", paths::ENDPOINTS) => reply(Ok(crate::k8s::endpoint_views(agent))),
         ("GET", paths::IPAM) => reply(agent.ipam_view()),
         ("GET", paths::IPAM_CHECK) => reply(agent.ipam_check()),
         (_, path) => error_reply(

@@ -1,6 +1,7 @@
 //! Request and reply bodies. A failed request answers with a non-2xx status
 //! and a [`weft_cni_spec::CniError`] body, so the shim can print it as is.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -111,6 +112,37 @@ pub struct AgentStatus {
     /// How pod traffic is forwarded: the eBPF fast path or the kernel alone.
     #[serde(default)]
     pub fastpath: FastPathStatus,
+    /// The Kubernetes adapter, when weftd runs with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesStatus>,
+}
+
+/// The Kubernetes adapter as `weft status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesStatus {
+    /// The API server's URL.
+    pub server: String,
+    /// Every watch has listed once and is healthy now.
+    pub ready: bool,
+    pub watches: Vec<WatchStatus>,
+    /// Endpoints cleaned up because the API said their pod was gone from
+    /// this node and no DEL came.
+    #[serde(default)]
+    pub pods_collected: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// `pods`, `namespaces`, …
+    pub kind: String,
+    pub synced: bool,
+    pub healthy: bool,
+    pub objects: usize,
+    pub errors: u64,
+    /// Objects skipped because weft could not read them.
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The eBPF fast path as `weft status` shows it.
@@ -156,6 +188,28 @@ pub struct EndpointInfo {
     pub ips: Vec<IpNet>,
     /// Unix seconds.
     pub created_at: u64,
+}
+
+/// `weft endpoints`: an endpoint and what the Kubernetes API says of its
+/// pod (the record weftd keeps is [`EndpointInfo`]; labels are live, never
+/// stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    #[serde(flatten)]
+    pub endpoint: EndpointInfo,
+    /// `None` without a Kubernetes adapter, or while the API has not shown
+    /// this pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<PodMeta>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMeta {
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    /// `None` while weftd has not seen the pod's namespace.
+    #[serde(default)]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 /// `weft ipam show`.

@@ -43,6 +43,14 @@ pub struct InstallArgs {
     /// Say what would be done, do nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Only the CNI side: weft-cni and the conflist (and the chained
+    /// reference plugins, copied, when the CNI bin dir lacks them); what the
+    /// DaemonSet's init container runs, weftd itself running in the pod.
+    #[arg(long)]
+    cni_only: bool,
+    /// Write this conflist instead of weft's default (e.g. from a ConfigMap).
+    #[arg(long)]
+    conflist: Option<PathBuf>,
 }
 
 fn under(root: &Path, p: &Path) -> PathBuf {
@@ -104,8 +112,17 @@ pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         Some(d) => d.clone(),
         None => crate::lab_cmd::default_bin_dir()?,
     };
+    let conflist_bytes = match &a.conflist {
+        Some(path) => read_conflist(path)?,
+        None => conflist(socket)?.into_bytes(),
+    };
+    let bins: &[&str] = if a.cni_only {
+        &["weft-cni"]
+    } else {
+        &["weftd", "weft", "weft-cni"]
+    };
     let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = Vec::new();
-    for bin in ["weftd", "weft", "weft-cni"] {
+    for bin in bins {
         let src = from.join(bin);
         let bytes = fs::read(&src).with_context(|| {
             format!(
@@ -113,25 +130,34 @@ pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
                 src.display()
             )
         })?;
-        if bin == "weft-cni" {
+        if *bin == "weft-cni" {
             plan.push((
                 under(&a.root, &a.cni_bin_dir).join(bin),
                 bytes.clone(),
                 0o755,
             ));
         }
-        plan.push((under(&a.root, &a.bin_dir).join(bin), bytes, 0o755));
+        if !a.cni_only {
+            plan.push((under(&a.root, &a.bin_dir).join(bin), bytes, 0o755));
+        }
+    }
+    if a.cni_only {
+        // the kubelet takes the first conflist in the directory as the
+        // node's network: it goes last, once the plugins it names are there
+        plan.extend(missing_reference_plugins(&a)?);
     }
     plan.push((
         under(&a.root, &a.cni_conf_dir).join("10-weft.conflist"),
-        conflist(socket)?.into_bytes(),
+        conflist_bytes,
         0o644,
     ));
-    plan.push((
-        under(&a.root, &a.systemd_dir).join("weftd.service"),
-        unit(socket).into_bytes(),
-        0o644,
-    ));
+    if !a.cni_only {
+        plan.push((
+            under(&a.root, &a.systemd_dir).join("weftd.service"),
+            unit(socket).into_bytes(),
+            0o644,
+        ));
+    }
 
     let mut refused = Vec::new();
     for (dst, bytes, mode) in &plan {
@@ -157,6 +183,9 @@ pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     // runtimes that look only in the CNI bin dir (containerd) need the
     // chained plugins there; Debian ships them elsewhere
     for plugin in chained_plugins() {
+        if a.cni_only {
+            break; // copied above: a link into a container's files means nothing on the host
+        }
         let shipped = Path::new(REFERENCE_PLUGINS).join(&plugin);
         let dst = under(&a.root, &a.cni_bin_dir).join(&plugin);
         if shipped.exists() && dst.symlink_metadata().is_err() {
@@ -175,7 +204,7 @@ pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
     }
     if a.dry_run {
         outln!("(dry run: nothing written)");
-    } else if a.root == Path::new("/") {
+    } else if a.root == Path::new("/") && !a.cni_only {
         outln!("next: systemctl daemon-reload && systemctl enable --now weftd; then run pods with the runtime (the conflist's network is \"weft\")");
     }
     if !refused.is_empty() && !a.force {
@@ -185,6 +214,46 @@ pub fn run(a: InstallArgs, socket: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A conflist given with --conflist: JSON with a `plugins` list, or refused
+/// (a broken conflist takes the node's pod networking down).
+fn read_conflist(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = fs::read(path).with_context(|| format!("reading conflist {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON; fix the conflist", path.display()))?;
+    if !v["plugins"].is_array() || v["name"].as_str().is_none() {
+        bail!(
+            "{} has no \"name\" or no \"plugins\" list; it is not a CNI conflist",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// The chained plugins (portmap, bandwidth) the CNI bin dir lacks, copied
+/// from the reference plugins beside this weft (`/usr/lib/cni`); a cluster
+/// that ships its own (kubeadm's kubernetes-cni) keeps them.
+fn missing_reference_plugins(a: &InstallArgs) -> anyhow::Result<Vec<(PathBuf, Vec<u8>, u32)>> {
+    let mut out = Vec::new();
+    for plugin in chained_plugins() {
+        let dst = under(&a.root, &a.cni_bin_dir).join(&plugin);
+        let shipped = Path::new(REFERENCE_PLUGINS).join(&plugin);
+        if dst.exists() {
+            continue;
+        }
+        if !shipped.exists() {
+            outln!(
+                "{:<12} {} (missing; the conflist chains it: install the reference CNI plugins)",
+                "warning",
+                dst.display()
+            );
+            continue;
+        }
+        let bytes = fs::read(&shipped).with_context(|| format!("reading {}", shipped.display()))?;
+        out.push((dst, bytes, 0o755));
+    }
+    Ok(out)
 }
 
 /// Writes through a temporary file and a rename, so a runtime never execs or

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use weft_lab::kube::KubeSpec;
 use weft_lab::{Lab, LabSpec};
 
 use crate::output::{outln, table};
@@ -34,9 +35,11 @@ pub enum LabCmd {
     Up {
         #[arg(long, default_value = "weft-demo")]
         name: String,
-        /// Pods to create (pod-1 ... pod-K), spread round-robin over the nodes.
-        #[arg(long, default_value_t = 3)]
-        pods: usize,
+        /// Pods to create through weft-cni directly (pod-1 ... pod-K), spread
+        /// round-robin over the nodes [default: 3; 0 with Kubernetes, whose
+        /// pods come from the API]
+        #[arg(long)]
+        pods: Option<usize>,
         /// Nodes, each a namespace with its own weftd.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
@@ -54,10 +57,32 @@ pub enum LabCmd {
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Run a Kubernetes control plane in the fabric and kube-proxy on
+        /// every node (the default with more than one node).
+        #[arg(long, conflicts_with = "no_kubernetes")]
+        kubernetes: bool,
+        /// weft alone, no Kubernetes (also with several nodes).
+        #[arg(long)]
+        no_kubernetes: bool,
+        /// kube-proxy's mode on the nodes.
+        #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
+        kube_proxy_mode: String,
+        /// Where kube-apiserver, kubectl, ... are (default: the cache
+        /// scripts/build-kube.sh fills).
+        #[arg(long)]
+        kube_bin_dir: Option<PathBuf>,
         /// Leave out the closing "next:" hint (scripts that remove the lab
         /// themselves, like make demo).
         #[arg(long, hide = true)]
         no_hint: bool,
+    },
+    /// Run kubectl against a lab's API server (as its admin).
+    Kubectl {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// kubectl's arguments (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Remove a lab and everything it made.
     Down {
@@ -81,6 +106,41 @@ pub enum LabCmd {
     Pod {
         #[command(subcommand)]
         command: PodCmd,
+    },
+    /// Run a command in a pod's network namespace (NAMESPACE/POD, node:NODE).
+    Exec {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// NAMESPACE/POD of the lab cluster, node:NODE, or a `lab pod add` pod.
+        pod: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Connect from a pod or node to a pod or address; exits 0 when it
+    /// connected (UDP: the answer came back), 1 when not, saying why.
+    Probe {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// NAMESPACE/POD or node:NODE.
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD, node:NODE, or an address.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+        protocol: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Send this line (a lab pod answers `hostname` with its name,
+        /// `clientip` with the sender's address:port, echoes the rest).
+        #[arg(long)]
+        send: Option<String>,
+        /// Print the reply to --send.
+        #[arg(long, requires = "send")]
+        print_reply: bool,
     },
 }
 
@@ -117,6 +177,10 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             mtu,
             quarantine_seconds,
             bin_dir,
+            kubernetes,
+            no_kubernetes,
+            kube_proxy_mode,
+            kube_bin_dir,
             no_hint,
         } => {
             let mut spec = LabSpec::new(&name, &bin_dir.map(Ok).unwrap_or_else(default_bin_dir)?);
@@ -125,9 +189,23 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.nodes = nodes;
             spec.etcd_members = etcd_members;
             spec.routing = routing;
+            if wants_kubernetes(nodes, kubernetes, no_kubernetes) {
+                let mut k = KubeSpec::default();
+                if let Some(dir) = kube_bin_dir {
+                    k.bin_dir = dir;
+                }
+                k.proxy_mode = kube_proxy_mode.parse().map_err(anyhow::Error::msg)?;
+                spec.kubernetes = Some(k);
+            }
+            let pods = pods.unwrap_or(if spec.kubernetes.is_some() { 0 } else { 3 });
             let steps = spec.progress_steps() + pods;
             let mut step = 0;
             let mut progress = |msg: &str| {
+                // a line starting with a space is a note within the step
+                if msg.starts_with(' ') {
+                    eprintln!("     {msg}");
+                    return;
+                }
                 step += 1;
                 eprintln!("[{}/{}] {msg}", step.min(steps), steps);
             };
@@ -157,9 +235,32 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
             if !no_hint {
+                if let Some(kube) = lab.kube() {
+                    eprintln!(
+                        "kubernetes {} at {} (inside the lab's namespaces): \
+                         weft lab kubectl --name {name} -- get nodes",
+                        kube.version, kube.server
+                    );
+                    eprintln!(
+                        "KUBECONFIG={} (for clients run inside the lab, e.g. ip netns exec {})",
+                        kube.admin_kubeconfig.display(),
+                        lab.fabric_netns
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                    );
+                }
                 eprintln!("next: `weft --lab {name} endpoints`, `weft lab check --name {name}`, then `weft lab down --name {name}`");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Kubectl { name, args } => {
+            let lab = Lab::load(&name)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let status = lab.kubectl_interactive(&args)?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         LabCmd::Down { name } => {
             if !exists(&name) && !has_leftovers(&name) {
@@ -225,6 +326,31 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                     .collect();
                 table(&["ETCD", "CLIENT URL", "PID"], &etcd_rows);
             }
+            if let Some(kube) = lab.kube() {
+                outln!();
+                outln!(
+                    "kubernetes {} at {}, KUBECONFIG={}",
+                    kube.version,
+                    kube.server,
+                    kube.admin_kubeconfig.display()
+                );
+                let rows: Vec<Vec<String>> = kube
+                    .processes
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.node
+                                .and_then(|i| nodes.get(i))
+                                .map(|n| n.name.clone())
+                                .unwrap_or_else(|| "fabric".into()),
+                            pid_state(p.pid, p.alive()),
+                            p.log.display().to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["KUBERNETES", "WHERE", "PID", "LOG"], &rows);
+            }
             outln!();
             let rows: Vec<Vec<String>> = lab
                 .pods
@@ -257,6 +383,51 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             outln!("{} {}", p.name, join_ips(&p.ips));
             Ok(ExitCode::SUCCESS)
         }
+        LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
+        LabCmd::Probe {
+            name,
+            from,
+            to,
+            port,
+            protocol,
+            timeout_ms,
+            send,
+            print_reply,
+        } => {
+            let lab = Lab::load(&name)?;
+            let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
+            let addr = std::net::SocketAddr::new(weft_lab::kubelet::address_of(&lab, &to)?, port);
+            let transport = if protocol == "udp" {
+                weft_lab::probe::Transport::Udp
+            } else {
+                weft_lab::probe::Transport::Tcp
+            };
+            let timeout = Duration::from_millis(timeout_ms);
+            let out = weft_lab::probe::probe(&from_ns, addr, transport, timeout, send.as_deref())?;
+            if fmt == Format::Json {
+                let reply = match &out {
+                    weft_lab::probe::Outcome::Connected { reply } => reply.clone(),
+                    _ => None,
+                };
+                outln!(
+                    "{}",
+                    serde_json::json!({"from": from, "to": addr.to_string(), "protocol": protocol,
+                        "connected": out.connected(), "outcome": out.describe(), "reply": reply})
+                );
+            } else {
+                if let (true, weft_lab::probe::Outcome::Connected { reply: Some(r) }) =
+                    (print_reply, &out)
+                {
+                    outln!("{r}");
+                }
+                eprintln!("{protocol} {from} -> {addr}: {}", out.describe());
+            }
+            Ok(if out.connected() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         LabCmd::Pod {
             command: PodCmd::Del { pod, name },
         } => {
@@ -266,6 +437,27 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs `command` inside the namespace `pod` names and exits as it did.
+fn exec(name: &str, pod: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    let lab = Lab::load(name)?;
+    let netns = weft_lab::kubelet::netns_of(&lab, pod)?;
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    let status = weft_lab::spawn_in_netns(&mut cmd, &netns)
+        .with_context(|| format!("running {} in {}", command[0], netns.display()))?
+        .wait()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+/// A multi-node lab is a cluster: it runs Kubernetes unless told otherwise
+/// (pods from Deployments, Services through kube-proxy); one node runs
+/// weft alone unless asked.
+fn wants_kubernetes(nodes: usize, kubernetes: bool, no_kubernetes: bool) -> bool {
+    kubernetes || (nodes > 1 && !no_kubernetes)
 }
 
 fn pid_state(pid: Option<u32>, alive: bool) -> String {
@@ -467,4 +659,17 @@ fn matrix_svg(lab: &str, cols: &[&str], rows: &[Vec<String>]) -> String {
         height - 12.0
     ));
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_node_labs_run_kubernetes_unless_told_otherwise() {
+        assert!(!wants_kubernetes(1, false, false));
+        assert!(wants_kubernetes(1, true, false));
+        assert!(wants_kubernetes(3, false, false));
+        assert!(!wants_kubernetes(3, false, true));
+    }
 }

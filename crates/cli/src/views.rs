@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
-use weft_api::{paths, AgentStatus, EndpointInfo, IpamCheckReport, IpamView};
+use weft_api::{paths, AgentStatus, EndpointView, IpamCheckReport, IpamView};
 
 use crate::output::{bytes, outln, table};
 use crate::Format;
@@ -70,6 +70,9 @@ pub fn status(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
         outln!("spool:        {} DELs replayed at start", s.spool_replayed);
     }
     outln!("forwarding:   {}", fastpath_line(&s.fastpath, s.endpoints));
+    if let Some(k) = &s.kubernetes {
+        outln!("kubernetes:   {}", kubernetes_line(k));
+    }
     outln!();
     pools_table(&s.pools);
     Ok(ExitCode::SUCCESS)
@@ -139,14 +142,18 @@ fn pools_table(pools: &[weft_api::PoolUsage]) {
 }
 
 pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
-    let eps: Vec<EndpointInfo> = get(socket, paths::ENDPOINTS)?;
+    let eps: Vec<EndpointView> = get(socket, paths::ENDPOINTS)?;
     if fmt == Format::Json {
         return json(&eps);
     }
-    let short = shortener(eps.iter().map(|e| e.attachment.container_id.as_str()));
+    let short = shortener(
+        eps.iter()
+            .map(|e| e.endpoint.attachment.container_id.as_str()),
+    );
     let rows: Vec<Vec<String>> = eps
         .iter()
-        .map(|e| {
+        .map(|v| {
+            let e = &v.endpoint;
             vec![
                 if e.pod.name.is_empty() {
                     "-".into()
@@ -162,14 +169,74 @@ pub fn endpoints(socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
                     .join(","),
                 e.host_ifname.clone(),
                 e.mtu.to_string(),
+                pod_labels(v.kubernetes.as_ref()),
             ]
         })
         .collect();
     table(
-        &["POD", "CONTAINER", "IF", "ADDRESSES", "HOST IF", "MTU"],
+        &[
+            "POD",
+            "CONTAINER",
+            "IF",
+            "ADDRESSES",
+            "HOST IF",
+            "MTU",
+            "LABELS",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `watching https://198.18.0.1:6443: 6 pods, 5 namespaces, …` or what
+/// each watch still waits for.
+fn kubernetes_line(k: &weft_api::KubernetesStatus) -> String {
+    let collected = if k.pods_collected > 0 {
+        format!("; {} gone pods cleaned up", k.pods_collected)
+    } else {
+        String::new()
+    };
+    if k.ready {
+        let counts: Vec<String> = k
+            .watches
+            .iter()
+            .map(|w| format!("{} {}", w.objects, w.kind))
+            .collect();
+        return format!("watching {}: {}{collected}", k.server, counts.join(", "));
+    }
+    // watches that fail alike (the API server is away) are named together
+    let mut by_error: Vec<(String, Vec<&str>)> = Vec::new();
+    for w in k.watches.iter().filter(|w| !(w.synced && w.healthy)) {
+        let why = w.last_error.clone().unwrap_or_else(|| "listing".into());
+        match by_error.iter_mut().find(|(e, _)| *e == why) {
+            Some((_, kinds)) => kinds.push(&w.kind),
+            None => by_error.push((why, vec![&w.kind])),
+        }
+    }
+    let waiting: Vec<String> = by_error
+        .iter()
+        .map(|(why, kinds)| format!("{} ({why})", kinds.join(", ")))
+        .collect();
+    format!(
+        "waiting for {}: {}{collected}",
+        k.server,
+        waiting.join("; ")
+    )
+}
+
+/// `app=web,tier=front`; `-` when the API has not shown the pod (or weftd
+/// runs without Kubernetes). Namespace labels are in `-o json`.
+fn pod_labels(meta: Option<&weft_api::PodMeta>) -> String {
+    match meta {
+        None => "-".into(),
+        Some(m) if m.labels.is_empty() => "(none)".into(),
+        Some(m) => m
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 /// A pool's size in words a person can read: exact up to 2^32, a power of

@@ -167,3 +167,69 @@ fn install_socket_reaches_the_conflist_and_the_unit() {
     let relative = install(&root, &from, &["--socket", "weftd.sock"]);
     assert!(!relative.status.success());
 }
+
+#[test]
+fn cni_only_install_is_what_the_daemonset_init_container_does() {
+    let from = tmp("cni-from");
+    // the image holds only what it needs: weft-cni is enough
+    std::fs::write(from.join("weft-cni"), b"#!/bin/sh\necho weft-cni\n").unwrap();
+    let root = tmp("cni-root");
+    let conflist = from.join("custom.conflist");
+    std::fs::write(
+        &conflist,
+        br#"{"cniVersion": "1.0.0", "name": "weft", "plugins": [{"type": "weft-cni", "ipFamilies": ["ipv4"]}]}"#,
+    )
+    .unwrap();
+    let conf_arg = conflist.to_str().unwrap();
+    let out = install(
+        &root,
+        &from,
+        &["--cni-only", "--force", "--conflist", conf_arg],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.join("opt/cni/bin/weft-cni").exists());
+    assert_eq!(
+        std::fs::read(root.join("etc/cni/net.d/10-weft.conflist")).unwrap(),
+        std::fs::read(&conflist).unwrap()
+    );
+    for host_only in ["usr/local/bin/weftd", "etc/systemd/system/weftd.service"] {
+        assert!(
+            !root.join(host_only).exists(),
+            "{host_only} is not the init container's job"
+        );
+    }
+    // chained plugins the host lacks are copied, never linked into the image
+    if Path::new("/usr/lib/cni/portmap").exists() {
+        let meta = std::fs::symlink_metadata(root.join("opt/cni/bin/portmap")).unwrap();
+        assert!(meta.file_type().is_file());
+    }
+    // the conflist is written last: the kubelet takes its appearance as
+    // "the network is ready", so everything it names must already be there
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .last()
+            .unwrap_or("")
+            .contains("10-weft.conflist"),
+        "{text}"
+    );
+
+    // a file that is not a conflist is refused and nothing is replaced
+    std::fs::write(&conflist, b"{\"not\": \"a conflist\"}").unwrap();
+    let bad = install(
+        &root,
+        &from,
+        &["--cni-only", "--force", "--conflist", conf_arg],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a CNI conflist"));
+    assert!(
+        std::fs::read_to_string(root.join("etc/cni/net.d/10-weft.conflist"))
+            .unwrap()
+            .contains("weft-cni")
+    );
+}

@@ -90,3 +90,8 @@ pub fn cni_exec(
         elapsed: start.elapsed(),
     })
 }
+
+/// Starts `cmd` inside the network namespace at `netns` (`weft lab exec`).
+pub fn spawn_in_netns(cmd: &mut Command, netns: &Path) -> std::io::Result<std::process::Child> {
+    weft_datapath::netns::spawn_in(cmd, netns)
+}

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::{cni_exec, ip, CniOutcome};
+use crate::kube::{KubeCluster, KubeSpec};
 
 /// Where every lab keeps its files.
 pub const LAB_ROOT: &str = "/run/weft-lab";
@@ -51,6 +52,9 @@ pub struct LabSpec {
     pub etcd_members: usize,
     /// How pod traffic crosses nodes: "overlay" or "native".
     pub routing: String,
+    /// A Kubernetes control plane in the fabric and kube-proxy on every
+    /// node (see [`crate::kube`]); None: weft alone.
+    pub kubernetes: Option<KubeSpec>,
 }
 
 impl LabSpec {
@@ -64,6 +68,7 @@ impl LabSpec {
             nodes: 1,
             etcd_members: 0,
             routing: "overlay".to_string(),
+            kubernetes: None,
         }
     }
 
@@ -80,7 +85,12 @@ impl LabSpec {
         } else {
             0
         };
-        2 + self.nodes + etcd + 2 * self.nodes
+        let kube = if self.kubernetes.is_some() {
+            crate::kube::progress_steps(self.nodes)
+        } else {
+            0
+        };
+        2 + self.nodes + etcd + 2 * self.nodes + kube
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -96,6 +106,9 @@ impl LabSpec {
         }
         if self.routing != "overlay" && self.routing != "native" {
             bail!("routing {:?}: use \"overlay\" or \"native\"", self.routing);
+        }
+        if let Some(k) = &self.kubernetes {
+            k.check()?;
         }
         Ok(())
     }
@@ -205,6 +218,9 @@ pub struct Lab {
     /// Whether the weftds also get `--node-ip <v4>,<v6>` (with etcd).
     #[serde(default)]
     pass_node_ip: bool,
+    /// The Kubernetes cluster of a `--kubernetes` lab.
+    #[serde(default)]
+    pub(crate) kube: Option<KubeCluster>,
 }
 
 fn default_routing() -> String {
@@ -408,6 +424,7 @@ impl Lab {
             routing: spec.routing.clone(),
             shared_store: false,
             pass_node_ip: false,
+            kube: None,
         };
         lab.save()?;
         let built = (|| -> anyhow::Result<()> {
@@ -479,6 +496,10 @@ impl Lab {
                 ));
                 wire_node(&fab, &n.name, i, &mtu, n.underlay_v4, n.underlay_v6)?;
             }
+            // the API server starts while the weftds come up; finish() waits
+            if let Some(k) = &spec.kubernetes {
+                crate::kube::start(&mut lab, k, progress)?;
+            }
             if !lab.etcd.is_empty() {
                 let started = Instant::now();
                 for i in 0..lab.etcd.len() {
@@ -512,6 +533,9 @@ impl Lab {
                     lab.nodes[i].socket.display(),
                     lab.nodes[i].weftd_pid.unwrap_or_default()
                 ));
+            }
+            if let Some(k) = &spec.kubernetes {
+                crate::kube::finish(&mut lab, k, progress)?;
             }
             Ok(())
         })();
@@ -679,7 +703,7 @@ impl Lab {
 
     /// What the command line of every process of this lab contains (its
     /// directory): a pid reused by another process is never signalled.
-    fn pid_marker(&self) -> String {
+    pub(crate) fn pid_marker(&self) -> String {
         format!("{}/", self.dir.display())
     }
 
@@ -1034,6 +1058,8 @@ impl Lab {
         let mut errors = Vec::new();
         if let Ok(lab) = Lab::load(name) {
             let marker = lab.pid_marker();
+            // a Kubernetes cluster's node agents and control plane first
+            crate::kube::stop_all(&lab, &marker);
             // the agents first (etcd's clients), in parallel
             let mut weftds: Vec<u32> = lab
                 .nodes
@@ -1370,6 +1396,7 @@ mod tests {
             routing: spec.routing.clone(),
             shared_store,
             pass_node_ip,
+            kube: None,
         }
     }
 

@@ -18,10 +18,13 @@ pub mod bench;
 pub mod bench_dataplane;
 pub mod bench_ipam;
 mod cmd;
+pub mod conflist;
+pub mod kube;
+pub mod kubelet;
 mod lab;
 pub mod probe;
 
-pub use cmd::{cni_exec, ip, CniOutcome};
+pub use cmd::{cni_exec, ip, spawn_in_netns, CniOutcome};
 pub use lab::{
     pid_alive, EtcdMember, Lab, LabSpec, NodeInfo, Pod, ETCD_BIN, ETCD_CLIENT_PORT, ETCD_PEER_PORT,
     LAB_ROOT, MAX_ETCD_MEMBERS, MAX_NODES,

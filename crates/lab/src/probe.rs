@@ -2,7 +2,9 @@
 //! one namespace, a connect from inside another. Sockets keep the namespace
 //! they were made in, so only the bind and the connect run on a namespace
 //! thread. Every wait is bounded: a probe that cannot connect fails after its
-//! timeout and leaves no thread behind.
+//! timeout and leaves no thread behind. [`probe`] is `weft lab probe`: one
+//! TCP or UDP exchange that says how it ended (connected, refused, reset,
+//! timed out).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -124,4 +126,198 @@ pub fn tcp_peer(
 ) -> anyhow::Result<IpAddr> {
     let l = listen_in(to_netns, addr)?;
     roundtrip(from_netns, &l, l.local_addr()?, timeout)
+}
+
+/// How one `weft lab probe` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Connected (UDP: an answer came back); with a line sent, its reply.
+    Connected { reply: Option<String> },
+    /// Nobody listens: TCP RST to the SYN, or ICMP port unreachable for UDP.
+    Refused,
+    /// The connection was reset after it was made.
+    Reset,
+    /// Nothing came back in time (dropped, filtered, or no route answer).
+    TimedOut,
+    /// Any other failure (no route, network unreachable, ...).
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn connected(&self) -> bool {
+        matches!(self, Outcome::Connected { .. })
+    }
+
+    /// One line for people and tests: `connected`, `refused`, `reset`,
+    /// `timed out`, or `failed: <why>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Connected { .. } => "connected".into(),
+            Outcome::Refused => "refused".into(),
+            Outcome::Reset => "reset".into(),
+            Outcome::TimedOut => "timed out".into(),
+            Outcome::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
+
+/// Which kind of failure an I/O error of a probe is.
+pub fn classify(e: &std::io::Error) -> Outcome {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => Outcome::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Outcome::Reset,
+        K::TimedOut | K::WouldBlock => Outcome::TimedOut,
+        _ => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// The transport a probe uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The line a UDP probe sends when told none (any line is echoed back).
+pub const UDP_DEFAULT_LINE: &str = "weft-probe";
+
+/// Probes `to` from inside `from`: TCP connects (and, with `send`, sends
+/// that line and reads one line back); UDP sends `send` (or
+/// [`UDP_DEFAULT_LINE`]) and waits for the answer. Every wait ends after
+/// `timeout`.
+pub fn probe(
+    from: &Path,
+    to: SocketAddr,
+    transport: Transport,
+    timeout: Duration,
+    send: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let send = send.map(str::to_string);
+    let out = run_in(from, move || match transport {
+        Transport::Tcp => probe_tcp(to, timeout, send.as_deref()),
+        Transport::Udp => probe_udp(to, timeout, send.as_deref().unwrap_or(UDP_DEFAULT_LINE)),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out)
+}
+
+fn probe_tcp(to: SocketAddr, timeout: Duration, send: Option<&str>) -> Outcome {
+    let mut s = match TcpStream::connect_timeout(&to, timeout) {
+        Ok(s) => s,
+        Err(e) => return classify(&e),
+    };
+    let Some(line) = send else {
+        return Outcome::Connected { reply: None };
+    };
+    let exchange = (|| -> std::io::Result<String> {
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(format!("{line}\n").as_bytes())?;
+        read_line(&mut s)
+    })();
+    match exchange {
+        Ok(reply) => Outcome::Connected { reply: Some(reply) },
+        Err(e) => classify(&e),
+    }
+}
+
+/// Reads up to the first newline (or the peer's close), at most 64 KiB.
+fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            if got.is_empty() {
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+            }
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.contains(&b'\n') || got.len() > 65536 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+fn probe_udp(to: SocketAddr, timeout: Duration, line: &str) -> Outcome {
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().expect("an address")
+    } else {
+        "[::]:0".parse().expect("an address")
+    };
+    let exchange = (|| -> std::io::Result<String> {
+        let s = std::net::UdpSocket::bind(any)?;
+        // connected: an ICMP port unreachable comes back as ECONNREFUSED
+        s.connect(to)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.send(format!("{line}\n").as_bytes())?;
+        let mut buf = vec![0u8; 65536];
+        let n = s.recv(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        Ok(text.lines().next().unwrap_or_default().to_string())
+    })();
+    match exchange {
+        Ok(reply) => Outcome::Connected { reply: Some(reply) },
+        Err(e) => classify(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind as K;
+
+    #[test]
+    fn errors_say_which_failure_it_was() {
+        let e = |k: K| classify(&std::io::Error::from(k));
+        assert_eq!(e(K::ConnectionRefused), Outcome::Refused);
+        assert_eq!(e(K::ConnectionReset), Outcome::Reset);
+        assert_eq!(e(K::TimedOut), Outcome::TimedOut);
+        assert_eq!(e(K::WouldBlock), Outcome::TimedOut, "a read timeout");
+        assert!(matches!(
+            classify(&std::io::Error::from_raw_os_error(libc::ENETUNREACH)),
+            Outcome::Failed(_)
+        ));
+        assert_eq!(Outcome::Refused.describe(), "refused");
+        assert_eq!(Outcome::TimedOut.describe(), "timed out");
+        assert!(Outcome::Connected { reply: None }.connected());
+    }
+
+    #[test]
+    fn loopback_probes_connect_refuse_and_echo() {
+        let me = Path::new("/proc/self/ns/net");
+        let t = Duration::from_secs(2);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(&buf[..n]).unwrap();
+        });
+        let out = probe(me, addr, Transport::Tcp, t, Some("hello")).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            out,
+            Outcome::Connected {
+                reply: Some("hello".into())
+            }
+        );
+        // the listener is gone: nobody listens on that port any more
+        assert_eq!(
+            probe(me, addr, Transport::Tcp, t, None).unwrap(),
+            Outcome::Refused
+        );
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let uaddr = u.local_addr().unwrap();
+        drop(u);
+        assert_eq!(
+            probe(me, uaddr, Transport::Udp, t, None).unwrap(),
+            Outcome::Refused
+        );
+    }
 }

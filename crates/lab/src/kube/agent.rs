@@ -1,0 +1,85 @@
+//! weftd as the lab cluster's node agent: once the API server is up, every
+//! node's weftd is restarted with a kubeconfig holding the token of the
+//! ServiceAccount that `deploy/kubernetes/` binds (its RBAC applied from
+//! the same files the DaemonSet install uses), never an admin identity. So
+//! `weft endpoints` in a lab cluster shows each pod's namespace and labels,
+//! and every lab cluster runs weftd under exactly the rights it ships with.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::lab::Lab;
+
+/// deploy/kubernetes's RBAC, in apply order.
+const RBAC: [(&str, &str); 4] = [
+    (
+        "namespace.yaml",
+        include_str!("../../../../deploy/kubernetes/namespace.yaml"),
+    ),
+    (
+        "serviceaccount.yaml",
+        include_str!("../../../../deploy/kubernetes/serviceaccount.yaml"),
+    ),
+    (
+        "clusterrole.yaml",
+        include_str!("../../../../deploy/kubernetes/clusterrole.yaml"),
+    ),
+    (
+        "clusterrolebinding.yaml",
+        include_str!("../../../../deploy/kubernetes/clusterrolebinding.yaml"),
+    ),
+];
+/// Long enough for any lab's life; the API server may cap it.
+const TOKEN_DURATION: &str = "720h";
+/// The kubeconfig's name under `<lab>/kube/`.
+pub const WEFTD_KUBECONFIG: &str = "weftd-sa";
+
+impl Lab {
+    /// Applies weft's RBAC, makes a token of its ServiceAccount (the
+    /// TokenRequest API, as `kubectl create token`), and restarts every
+    /// node's weftd with it (`--kubeconfig`); pods keep their network
+    /// through the restart. Returns the kubeconfig's path.
+    pub fn connect_weftd_to_kubernetes(&mut self) -> anyhow::Result<PathBuf> {
+        let admin = self.kube_required()?.admin_kubeconfig.clone();
+        for (file, text) in RBAC {
+            let out = self.kubectl_as(&admin, &["apply", "-f", "-"], Some(text.as_bytes()))?;
+            if !out.status.success() {
+                bail!(
+                    "applying deploy/kubernetes/{file}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let out = self.kubectl(&[
+            "-n",
+            "weft-system",
+            "create",
+            "token",
+            "weft",
+            &format!("--duration={TOKEN_DURATION}"),
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "creating a token of weft-system/weft: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let token = String::from_utf8(out.stdout).context("the token is not text")?;
+        let kubeconfig = self.write_token_kubeconfig(WEFTD_KUBECONFIG, token.trim())?;
+        self.weftd_args
+            .extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+        for i in 0..self.nodes().len() {
+            self.stop_weftd_on(i)?;
+            if let Err(e) = self.start_weftd_on(i) {
+                // the lab goes away with its logs: keep the end of this one
+                let log = std::fs::read_to_string(self.nodes()[i].log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(e.context(format!("weftd's log ends:\n{}", tail.join("\n"))));
+            }
+        }
+        self.save()?;
+        Ok(kubeconfig)
+    }
+}

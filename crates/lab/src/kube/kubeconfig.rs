@@ -5,6 +5,10 @@
 
 use base64::Engine;
 
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
 /// A kubeconfig for `user` (a client certificate) on the lab cluster.
 pub fn render(
     cluster: &str,
@@ -14,7 +18,34 @@ pub fn render(
     cert_pem: &str,
     key_pem: &str,
 ) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let credentials = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(cert_pem),
+        b64(key_pem)
+    );
+    with_credentials(cluster, server, ca_pem, user, &credentials)
+}
+
+/// A kubeconfig for `user` authenticating with a bearer token (a
+/// service account's, from `kubectl create token`).
+pub fn render_token(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    with_credentials(
+        cluster,
+        server,
+        ca_pem,
+        user,
+        &format!("    token: {token}\n"),
+    )
+}
+
+/// The one layout both kinds share; `credentials` are the user's lines.
+fn with_credentials(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: &str,
+) -> String {
     let context = format!("{user}@{cluster}");
     format!(
         "apiVersion: v1
@@ -27,9 +58,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
+{credentials}contexts:
 - name: {context}
   context:
     cluster: {cluster}
@@ -37,35 +66,6 @@ contexts:
 current-context: {context}
 ",
         ca = b64(ca_pem),
-        cert = b64(cert_pem),
-        key = b64(key_pem),
-    )
-}
-
-/// A kubeconfig for `user` authenticating with a bearer token (a
-/// service account's, from `kubectl create token`).
-pub fn render_token(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-    let context = format!("{user}@{cluster}");
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: {cluster}
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {user}
-  user:
-    token: {token}
-contexts:
-- name: {context}
-  context:
-    cluster: {cluster}
-    user: {user}
-current-context: {context}
-"
     )
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The C headers under `include/weft/` are the definition: map keys and
 //! values (`maps.h`), the counters (`counters.h`), the programs' verdicts
-//! (`verdicts.h`). `build.rs` generates their Rust twins from them at build
+//! (`verdicts.h`), flow events and drop reasons (`flow.h`). `build.rs` generates their Rust twins from them at build
 //! time: every `#define WEFT_X` becomes a constant `X`, every `struct
 //! weft_y_z` a `#[repr(C)]` struct `YZ` that is [`weft_bpf::Pod`] (so maps
 //! take it as it is, no hand-written byte offsets), every enum its values

@@ -53,6 +53,10 @@ fn layout_drift() {
         "WEFT_STAT_MAX",
         "WEFT_EP_FAST",
         "WEFT_TCX_NEXT",
+        "weft_flow_event size",
+        "weft_flow_event.rule_id",
+        "WEFT_DROP_MAX",
+        "WEFT_VERDICT_DROPPED",
     ] {
         assert!(c.contains_key(key), "{key} is not in the probe");
     }

@@ -219,6 +219,12 @@ impl FastPath {
             .or_else(|_| self.to_container.program(name))?)
     }
 
+    /// A map of the programs by name (all objects share one set), e.g. the
+    /// flow events' ring buffer `weft_flows`: for tests and tools.
+    pub fn map(&self, name: &str) -> Result<&bpf::Map, DatapathError> {
+        Ok(self.loaded.map(name)?)
+    }
+
     pub fn policy_mode(&self) -> PolicyMode {
         self.mode
     }

@@ -1,5 +1,16 @@
 //! From `weft_policy::MapOp`s to the bytes of map writes (pure, shared by
 //! the kernel and the fake implementation so both hold the same entries).
+//!
+//! Attribution across the two lookups: the program looks up the peer's
+//! identity and, only on a miss, identity 0 (rules without peers), while
+//! the deciding rule is the smallest reason of *both* hits (what
+//! `weft_policy::evaluate` names, and later the tier precedence of deny
+//! entries). So for every identity with entries of its own, the endpoint's
+//! identity-0 entries are copied under that identity, and every entry of
+//! that identity carries the smallest reason of the entries covering it in
+//! both tries: the first hit is then the answer. Verdicts are unchanged by
+//! this (a copy covers what its original covers); it costs one entry per
+//! (identity with entries, identity-0 entry) of an endpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -9,7 +20,8 @@ use weft_bpf_abi::{
     POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
 };
 use weft_policy::{
-    AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds, RuleRef,
+    AllowedBy, Compiled, Direction, EndpointRef, Identity, MapOp, PolicyKey, PolicyRef, RuleIds,
+    RuleRef,
 };
 
 use super::{EndpointLookup, PolicyEndpoint};
@@ -56,13 +68,79 @@ pub fn raw_key(id: u32, key: &PolicyKey) -> RawPolicyKey {
     }
 }
 
+/// The map value of an entry decided by `reason`. Every compiled entry
+/// allows today; deny entries (ClusterNetworkPolicy) map here.
+fn value(rules: &mut RuleIds, reason: &AllowedBy) -> PolicyValue {
+    PolicyValue {
+        rule_id: rules.id(reason),
+        action: POLICY_ALLOW,
+        pad: [0; 3],
+    }
+}
+
+/// The most specific of `entries` of `identity` covering `key`.
+fn lpm<'a>(
+    entries: &'a BTreeMap<PolicyKey, AllowedBy>,
+    identity: Identity,
+    key: &PolicyKey,
+) -> Option<&'a AllowedBy> {
+    let key = PolicyKey { identity, ..*key };
+    entries
+        .iter()
+        .filter(|(c, _)| c.identity == identity && c.covers(&key))
+        .max_by_key(|(c, _)| c.prefix_len())
+        .map(|(_, v)| v)
+}
+
+/// The trie entries for one endpoint's compiled `entries` (see the module
+/// docs): the identity-0 entries copied under every other identity with
+/// entries, each key valued by the smallest reason of both lookups.
+pub fn merged(entries: &BTreeMap<PolicyKey, AllowedBy>) -> BTreeMap<PolicyKey, AllowedBy> {
+    let any: Vec<&PolicyKey> = entries
+        .keys()
+        .filter(|k| k.identity == Identity::ANY)
+        .collect();
+    let mut out = BTreeMap::new();
+    for (k, v) in entries {
+        if k.identity == Identity::ANY {
+            out.insert(*k, v.clone());
+            continue;
+        }
+        let copies = any
+            .iter()
+            .filter(|a| a.direction == k.direction)
+            .map(|a| PolicyKey {
+                identity: k.identity,
+                ..**a
+            });
+        for key in std::iter::once(*k).chain(copies) {
+            if out.contains_key(&key) {
+                continue;
+            }
+            let best = [
+                lpm(entries, k.identity, &key),
+                lpm(entries, Identity::ANY, &key),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the key itself or its original covers it");
+            out.insert(key, best.clone());
+        }
+    }
+    out
+}
+
 /// What was written for one endpoint.
 #[derive(Debug, Clone, Default)]
 struct Shadow {
     id: u32,
     addresses: Vec<IpAddr>,
     audit: bool,
-    keys: BTreeSet<PolicyKey>,
+    /// The compiled entries (`MapOp::PolicyUpsert`/`PolicyDelete`).
+    entries: BTreeMap<PolicyKey, AllowedBy>,
+    /// What the trie holds for this endpoint ([`merged`] of `entries`).
+    written: BTreeMap<PolicyKey, AllowedBy>,
     /// The default-deny rule id per direction while isolated.
     ingress: Option<u32>,
     egress: Option<u32>,
@@ -146,7 +224,11 @@ impl Translator {
 
     fn gone(&mut self, ep: &EndpointRef, out: &mut Vec<Write>) {
         if let Some(s) = self.endpoints.remove(ep) {
-            out.extend(s.keys.iter().map(|k| Write::Policy(raw_key(s.id, k), None)));
+            out.extend(
+                s.written
+                    .keys()
+                    .map(|k| Write::Policy(raw_key(s.id, k), None)),
+            );
             out.extend(
                 s.addresses
                     .iter()
@@ -155,31 +237,55 @@ impl Translator {
         }
     }
 
+    /// Brings the trie entries of the endpoints in `dirty` in line with
+    /// their compiled entries: writes first, then removals.
+    fn flush(&mut self, dirty: &mut BTreeSet<EndpointRef>, out: &mut Vec<Write>) {
+        let mut removals = Vec::new();
+        for ep in std::mem::take(dirty) {
+            let Some(s) = self.endpoints.get_mut(&ep) else {
+                continue;
+            };
+            let want = merged(&s.entries);
+            for (k, v) in &want {
+                if s.written.get(k) != Some(v) {
+                    out.push(Write::Policy(
+                        raw_key(s.id, k),
+                        Some(value(&mut self.rules, v)),
+                    ));
+                }
+            }
+            for k in s.written.keys().filter(|k| !want.contains_key(*k)) {
+                removals.push(Write::Policy(raw_key(s.id, k), None));
+            }
+            s.written = want;
+        }
+        out.extend(removals);
+    }
+
     /// The writes of `ops`, in their order.
     pub fn translate(&mut self, ops: &[MapOp], lookup: EndpointLookup<'_>) -> Vec<Write> {
         let mut out = Vec::new();
+        // policy entries of a run of ops are merged per endpoint at its end
+        let mut dirty = BTreeSet::new();
         for op in ops {
+            if !matches!(op, MapOp::PolicyUpsert { .. } | MapOp::PolicyDelete { .. }) {
+                self.flush(&mut dirty, &mut out);
+            }
             match op {
                 MapOp::PolicyUpsert {
                     endpoint,
                     key,
                     value,
                 } => {
-                    let rule = self.rules.id(value);
                     if let Some(s) = self.shadow(endpoint, lookup, &mut out) {
-                        s.keys.insert(*key);
-                        let v = PolicyValue {
-                            rule_id: rule,
-                            action: POLICY_ALLOW,
-                            pad: [0; 3],
-                        };
-                        out.push(Write::Policy(raw_key(s.id, key), Some(v)));
+                        s.entries.insert(*key, value.clone());
+                        dirty.insert(endpoint.clone());
                     }
                 }
                 MapOp::PolicyDelete { endpoint, key } => {
                     if let Some(s) = self.endpoints.get_mut(endpoint) {
-                        if s.keys.remove(key) {
-                            out.push(Write::Policy(raw_key(s.id, key), None));
+                        if s.entries.remove(key).is_some() {
+                            dirty.insert(endpoint.clone());
                         }
                     }
                 }
@@ -221,6 +327,7 @@ impl Translator {
                 MapOp::EndpointGone { endpoint } => self.gone(endpoint, &mut out),
             }
         }
+        self.flush(&mut dirty, &mut out);
         out
     }
 
@@ -236,7 +343,7 @@ impl Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_policy::{Identity, PortPrefix};
+    use weft_policy::PortPrefix;
 
     fn ep(name: &str) -> EndpointRef {
         EndpointRef {
@@ -325,5 +432,45 @@ mod tests {
                 Write::Endpoint(EpKey::new("10.0.0.5".parse().unwrap()), None)
             ]
         );
+    }
+
+    #[test]
+    fn identity_zero_entries_are_copied_under_each_identity_with_the_smaller_reason() {
+        let rule = |name: &str, index| {
+            AllowedBy::Rule(RuleRef {
+                policy: policy(name),
+                direction: Direction::Ingress,
+                index,
+            })
+        };
+        let tcp = |identity, port| PolicyKey {
+            identity,
+            direction: Direction::Ingress,
+            proto: Some(6),
+            port: PortPrefix::exact(port),
+        };
+        let any_80 = tcp(Identity::ANY, 80);
+        let entries = BTreeMap::from([
+            // identity 300: every protocol by b/1; identity 0: tcp/80 by a/0
+            (
+                PolicyKey::all_protocols(Identity(300), Direction::Ingress),
+                rule("b", 1),
+            ),
+            (any_80, rule("a", 0)),
+            (tcp(Identity(301), 80), rule("a", 0)),
+        ]);
+        let m = merged(&entries);
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m[&any_80], rule("a", 0));
+        assert_eq!(
+            m[&tcp(Identity(300), 80)],
+            rule("a", 0),
+            "the copy: a/0 < b/1"
+        );
+        assert_eq!(
+            m[&PolicyKey::all_protocols(Identity(300), Direction::Ingress)],
+            rule("b", 1)
+        );
+        assert_eq!(m[&tcp(Identity(301), 80)], rule("a", 0));
     }
 }

@@ -16,6 +16,7 @@ pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
 pub const ICMPV6: u8 = 58;
+pub const SCTP: u8 = 132;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const FIN: u8 = 0x01;
@@ -98,6 +99,11 @@ impl Pkt {
                 h.extend_from_slice(&8u16.to_be_bytes());
                 h.extend_from_slice(&[0, 0]);
             }
+            SCTP => {
+                h.extend_from_slice(&self.sport.to_be_bytes());
+                h.extend_from_slice(&self.dport.to_be_bytes());
+                h.resize(12, 0);
+            }
             ICMP => h.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]), // echo request
             ICMPV6 => h.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]),
             _ => h.resize(8, 0),
@@ -177,11 +183,16 @@ impl Rig {
     /// Loads the programs (fresh maps) for `node`; `pods` fill the fast
     /// path's endpoint map (nothing is attached anywhere).
     pub fn new(node: &str, pods: &[(IpAddr, u32)]) -> Rig {
+        Self::with_mode(node, pods, PolicyMode::Enforce)
+    }
+
+    /// [`Rig::new`] with policy in `mode`.
+    pub fn with_mode(node: &str, pods: &[(IpAddr, u32)], mode: PolicyMode) -> Rig {
         let pools: Vec<ipnet::IpNet> = vec![
             "10.244.0.0/16".parse().unwrap(),
             "fd00:244::/48".parse().unwrap(),
         ];
-        let mut fp = FastPath::load_with_policy(&pools, 0, None, PolicyMode::Enforce).unwrap();
+        let mut fp = FastPath::load_with_policy(&pools, 0, None, mode).unwrap();
         fp.sync(endpoint_entries(pods), &HashSet::new()).unwrap();
         let maps = fp.policy_maps(node, RuleIds::new()).unwrap();
         let ring = RingBuf::new(fp.map("weft_flows").unwrap()).unwrap();

@@ -23,6 +23,7 @@ fn prefix() -> &'static str {
     match env!("CARGO_CRATE_NAME") {
         "overlay" => "wdo",
         "bpf_loader" => "wbl",
+        "policy_netns" => "wdn",
         _ => "wdp",
     }
 }

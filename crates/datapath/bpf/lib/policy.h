@@ -95,6 +95,12 @@ struct weft_map_def SEC("maps") weft_policy_scratch = {
 #define POLICY_PASS 0
 #define POLICY_DROP 1
 
+/* How long an idle entry still answers for replies (Cilium's defaults): a
+ * stale entry must not let an old peer's packets in as "replies" forever. */
+#define CT_TCP_IDLE_NS (6ULL * 3600 * 1000000000)
+#define CT_OTHER_IDLE_NS (60ULL * 1000000000)
+#define CT_ENDED_IDLE_NS (10ULL * 1000000000)
+
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -249,6 +255,24 @@ static __always_inline void rule_hit(__u32 rule)
 		bpf_map_update_elem(&weft_rule_hits, &rule, &one, BPF_NOEXIST);
 }
 
+/* The entry of `k`, unless it has been idle too long (then it is removed). */
+static __always_inline struct weft_policy_ct_value *ct_lookup(struct weft_policy_ct_key *k)
+{
+	struct weft_policy_ct_value *ct = bpf_map_lookup_elem(&weft_policy_ct, k);
+	__u64 idle = CT_OTHER_IDLE_NS;
+
+	if (!ct)
+		return 0;
+	if (ct->flags & WEFT_POLICY_CT_ENDED)
+		idle = CT_ENDED_IDLE_NS;
+	else if (k->proto == IPPROTO_TCP)
+		idle = CT_TCP_IDLE_NS;
+	if (bpf_ktime_get_ns() - ct->last_ns <= idle)
+		return ct;
+	bpf_map_delete_elem(&weft_policy_ct, k);
+	return 0;
+}
+
 /* The connection's end: one KIND_END with its counts. */
 static __always_inline void ct_end(struct __sk_buff *skb, const struct pflow *p, __u8 dir,
 				   __u8 point, struct weft_policy_ct_value *ct)
@@ -305,7 +329,7 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	k.sport = p->dport;
 	k.dport = p->sport;
 	k.direction = !dir;
-	ct = bpf_map_lookup_elem(&weft_policy_ct, &k);
+	ct = ct_lookup(&k);
 	if (ct) {
 		ct_account(skb, p, !dir, point, &k, ct);
 		return POLICY_PASS;
@@ -357,7 +381,7 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 			     rule, point, 1, p->len);
 	}
 
-	ct = bpf_map_lookup_elem(&weft_policy_ct, &k);
+	ct = ct_lookup(&k);
 	/* a SYN on an ended entry is a new connection on the same tuple */
 	if (ct && (ct->flags & WEFT_POLICY_CT_ENDED) && p->proto == IPPROTO_TCP &&
 	    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {

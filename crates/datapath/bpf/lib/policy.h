@@ -373,6 +373,13 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 		if (!(ep->flags & WEFT_POLICY_AUDIT)) {
 			/* an established flow loses its entry: its replies stop too */
 			bpf_map_delete_elem(&weft_policy_ct, &k);
+			/* and so does the sender's egress entry when the sender is
+			 * on this node: no "reply" may come back on a flow the
+			 * receiver refused (across nodes it expires) */
+			if (dir == WEFT_POLICY_INGRESS) {
+				k.direction = WEFT_POLICY_EGRESS;
+				bpf_map_delete_elem(&weft_policy_ct, &k);
+			}
 			policy_event(skb, p, WEFT_VERDICT_DROPPED, WEFT_FLOW_KIND_DECISION, dir,
 				     reason, rule, point, 1, p->len);
 			return POLICY_DROP;

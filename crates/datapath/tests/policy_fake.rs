@@ -157,3 +157,35 @@ fn updates_by_plan_equal_a_replace() {
         assert_eq!(updated.endpoints, fresh.endpoints, "seed {seed}");
     }
 }
+
+/// A pod whose ops were skipped (it did not resolve yet: its CNI ADD is in
+/// flight) is brought in whole by `write_endpoint`, ending where a
+/// `replace` that knew it from the start would.
+#[test]
+fn a_late_endpoint_is_written_whole() {
+    let mut alloc = MemoryAllocator::new();
+    let mut late_ones = 0;
+    for seed in 0..SCENARIOS {
+        let mut rng = Rng(0x1A7E_0000 + seed);
+        let s = scenario(&mut rng, &mut alloc);
+        let Some((late, ep)) = s.ids.iter().next() else {
+            continue;
+        };
+        let late_ref = EndpointRef {
+            namespace: late.0.clone(),
+            name: late.1.clone(),
+        };
+        let all = |e: &EndpointRef| s.ids.get(&(e.namespace.clone(), e.name.clone())).cloned();
+        let without = |e: &EndpointRef| if *e == late_ref { None } else { all(e) };
+        let mut maps = FakePolicyMaps::new(NODE, RuleIds::new());
+        maps.apply(&plan(&Compiled::default(), &s.compiled), &without)
+            .unwrap();
+        maps.write_endpoint(&s.compiled, &late_ref, ep).unwrap();
+        let mut fresh = FakePolicyMaps::new(NODE, maps.rule_ids().clone());
+        fresh.replace(&s.compiled, &all).unwrap();
+        assert_eq!(maps.policy, fresh.policy, "seed {seed}");
+        assert_eq!(maps.endpoints, fresh.endpoints, "seed {seed}");
+        late_ones += 1;
+    }
+    assert!(late_ones > SCENARIOS / 2);
+}

@@ -10,10 +10,12 @@ use weft_bpf_abi::{
     CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_AUDIT, POLICY_DENY,
     POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
 };
-use weft_policy::{Compiled, Direction, Identity, MapOp, PolicyKey, PortPrefix, RuleIds};
+use weft_policy::{
+    Compiled, Direction, EndpointRef, Identity, MapOp, PolicyKey, PortPrefix, RuleIds,
+};
 
 use super::writes::{raw_key, Translator, Write};
-use super::{EndpointLookup, PolicyMaps};
+use super::{EndpointLookup, PolicyEndpoint, PolicyMaps};
 use crate::DatapathError;
 
 /// What one direction's policy decided.
@@ -216,6 +218,16 @@ impl PolicyMaps for FakePolicyMaps {
         self.endpoints.retain(|k, _| eps.contains_key(k));
         n += before - (self.policy.len() + self.ipcache.len() + self.endpoints.len());
         Ok(n)
+    }
+
+    fn write_endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError> {
+        let writes = self.translator.endpoint(state, endpoint, ep);
+        Ok(self.write(writes))
     }
 
     fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {

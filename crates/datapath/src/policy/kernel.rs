@@ -7,10 +7,10 @@ use weft_bpf::{Loaded, Map, TypedMap};
 use weft_bpf_abi::{
     CidrKey, EpKey, PolicyCtKey, PolicyCtValue, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue,
 };
-use weft_policy::{Compiled, MapOp, RuleIds};
+use weft_policy::{Compiled, EndpointRef, MapOp, RuleIds};
 
 use super::writes::{Translator, Write};
-use super::{EndpointLookup, PolicyMaps};
+use super::{EndpointLookup, PolicyEndpoint, PolicyMaps};
 use crate::DatapathError;
 
 /// The policy maps by name, in the order [`KernelPolicyMaps`] keeps them.
@@ -164,6 +164,16 @@ impl PolicyMaps for KernelPolicyMaps {
         n += sweep::<CidrKey, u32>(&self.ipcache, &ipcache)?;
         n += sweep::<EpKey, PolicyEp>(&self.eps, &eps)?;
         Ok(n)
+    }
+
+    fn write_endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError> {
+        let writes = self.translator.endpoint(state, endpoint, ep);
+        self.write(&writes)
     }
 
     fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {

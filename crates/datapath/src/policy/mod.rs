@@ -110,6 +110,16 @@ pub trait PolicyMaps: Send {
         endpoints: EndpointLookup<'_>,
     ) -> Result<usize, DatapathError>;
 
+    /// Writes one endpoint's entries and state as `state` compiled them
+    /// (a pod being added: its policy is in the maps before its CNI ADD
+    /// returns; `apply` skips ops of endpoints that do not resolve yet).
+    fn write_endpoint(
+        &mut self,
+        state: &weft_policy::Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError>;
+
     /// Packets each rule id decided, summed over CPUs.
     fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError>;
 

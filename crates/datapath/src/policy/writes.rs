@@ -331,6 +331,48 @@ impl Translator {
         out
     }
 
+    /// The writes that make one endpoint's entries and state exactly what
+    /// `state` compiled for it, as `ep` (a pod just added, or one whose
+    /// earlier ops were skipped because it did not resolve yet).
+    pub fn endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Vec<Write> {
+        let empty = Default::default();
+        let compiled = state.endpoints.get(endpoint).unwrap_or(&empty);
+        let mut ops: Vec<MapOp> = compiled
+            .entries
+            .iter()
+            .map(|(k, v)| MapOp::PolicyUpsert {
+                endpoint: endpoint.clone(),
+                key: *k,
+                value: v.clone(),
+            })
+            .collect();
+        if let Some(s) = self.endpoints.get(endpoint) {
+            ops.extend(
+                s.entries
+                    .keys()
+                    .filter(|k| !compiled.entries.contains_key(*k))
+                    .map(|k| MapOp::PolicyDelete {
+                        endpoint: endpoint.clone(),
+                        key: *k,
+                    }),
+            );
+        }
+        for direction in [Direction::Ingress, Direction::Egress] {
+            ops.push(MapOp::Isolation {
+                endpoint: endpoint.clone(),
+                direction,
+                isolated_by: compiled.isolated_by(direction).cloned(),
+            });
+        }
+        let lookup = |e: &EndpointRef| (e == endpoint).then(|| ep.clone());
+        self.translate(&ops, &lookup)
+    }
+
     /// The writes that fill empty maps with `state` (the shadow starts
     /// afresh); the caller removes whatever else the maps hold.
     pub fn replace(&mut self, state: &Compiled, lookup: EndpointLookup<'_>) -> Vec<Write> {

@@ -24,6 +24,7 @@ fn prefix() -> &'static str {
         "overlay" => "wdo",
         "bpf_loader" => "wbl",
         "policy_netns" => "wdn",
+        "policy_nodes" => "wdm",
         _ => "wdp",
     }
 }

@@ -37,7 +37,7 @@ use crate::DatapathError;
 
 pub use fake::{Decision, FakePolicyMaps, Judgement};
 pub use kernel::{KernelPolicyMaps, POLICY_MAPS};
-pub use writes::{default_deny_policy, default_deny_reason, Translator, Write};
+pub use writes::{default_deny_policy, default_deny_reason, describe_rule, Translator, Write};
 
 /// What the seam needs to know of an endpoint on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]

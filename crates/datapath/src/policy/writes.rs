@@ -47,6 +47,18 @@ pub fn default_deny_policy(reason: &AllowedBy) -> Option<(&PolicyRef, Direction)
     }
 }
 
+/// What rule id `id` stands for, in words (a flow event's or counter's
+/// rule): "rule 0 (ingress[0]) of ns/name", "the default deny of ns/name
+/// (ingress)", "traffic from the pod's own node"; `None` for an id `rules`
+/// never handed out or has forgotten.
+pub fn describe_rule(rules: &RuleIds, id: u32) -> Option<String> {
+    let reason = rules.reason(id)?;
+    Some(match default_deny_policy(reason) {
+        Some((policy, direction)) => format!("the default deny of {policy} ({direction})"),
+        None => reason.to_string(),
+    })
+}
+
 /// One map write (`None`: delete the key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -464,6 +476,15 @@ mod tests {
         assert_eq!(
             default_deny_policy(reason),
             Some((&policy("p"), Direction::Ingress))
+        );
+        assert_eq!(
+            describe_rule(t.rule_ids(), state.ingress_deny).as_deref(),
+            Some("the default deny of x/p (ingress)")
+        );
+        let rule_id = t.rules.id(&rule);
+        assert_eq!(
+            describe_rule(t.rule_ids(), rule_id).as_deref(),
+            Some("rule 0 (ingress[0]) of x/p")
         );
         assert_ne!(state.ingress_deny, t.rules.id(&rule));
         let gone = t.translate(&[MapOp::EndpointGone { endpoint: ep("a") }], &lookup);

@@ -26,6 +26,7 @@
 
 mod fake;
 mod kernel;
+mod merge;
 mod writes;
 
 use std::collections::BTreeMap;

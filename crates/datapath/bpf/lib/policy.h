@@ -324,6 +324,7 @@ static __always_inline int policy_related(struct __sk_buff *skb, const struct pf
 {
 	__u32 off = p->inner_off;
 	__u16 ports[2] = {};
+	__u8 tmp[16];
 
 	if (p->family == WEFT_AF_INET) {
 		struct iphdr ip;
@@ -357,8 +358,6 @@ static __always_inline int policy_related(struct __sk_buff *skb, const struct pf
 	if (ct_lookup(k))
 		return 1;
 	/* ... or a reply of one this direction's policy recorded */
-	__u8 tmp[16];
-
 	__builtin_memcpy(tmp, k->src, 16);
 	__builtin_memcpy(k->src, k->dst, 16);
 	__builtin_memcpy(k->dst, tmp, 16);

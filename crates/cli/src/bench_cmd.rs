@@ -62,11 +62,18 @@ pub enum BenchCmd {
     /// Cluster IPAM under a burst: P pods over N nodes sharing a 3-member
     /// etcd, every ADD at once, with weftd's group commit on and off.
     Ipam(IpamArgs),
+    /// NetworkPolicy cost, two pods on one node: weft's eBPF policy against
+    /// Calico-style iptables (legacy and nft), nftables with sets, no policy
+    /// and a raw veth, with N rules selecting the server.
+    Policy(PolicyArgs),
 }
 
 pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     if let BenchCmd::Ipam(args) = cmd {
         return run_ipam(args, fmt);
+    }
+    if let BenchCmd::Policy(args) = cmd {
+        return run_policy(args, fmt);
     }
     if let BenchCmd::Dataplane {
         rounds,
@@ -213,6 +220,57 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Rule counts, measured in turn (N decoy policies, then the allowing
+    /// one last).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 100, 1000, 10000])]
+    rules: Vec<usize>,
+    /// Rounds per rule count; each runs every case once, in a rotating order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// iperf3 -t, seconds per throughput test.
+    #[arg(long, default_value_t = 2)]
+    seconds: u32,
+    /// One-byte TCP round trips per latency test, over one connection.
+    #[arg(long, default_value_t = 2000)]
+    echoes: usize,
+    /// New connections (each carrying one round trip) per test.
+    #[arg(long, default_value_t = 300)]
+    connects: usize,
+    /// Directory for the JSON report and the chart (outside any checkout
+    /// unless asked: pass --out bench/results to keep results with the code).
+    #[arg(long, env = "WEFT_BENCH_DIR", default_value = DEFAULT_OUT)]
+    out: PathBuf,
+}
+
+fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
+    use weft_lab::bench_policy as bp;
+    let spec = bp::PolicyBenchSpec {
+        name: format!("wbp{}", std::process::id()),
+        rules: a.rules,
+        rounds: a.rounds,
+        seconds: a.seconds,
+        echoes: a.echoes,
+        connects: a.connects,
+    };
+    let report = bp::run(&spec, &mut |m| eprintln!("{m}"))?;
+    let written = bench::write_results(
+        "policy",
+        &report.machine,
+        &report,
+        &bp::render_svg(&report),
+        &a.out,
+    )?;
+    if fmt == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", bp::render_table(&report));
+    }
+    announce(&written);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Tells the person where the report and the chart went.

@@ -468,7 +468,7 @@ fn start_iperf_server(netns: &Path, addr: IpAddr, clean: &mut Cleanup) -> anyhow
 
 /// One iperf3 test (see [`iperf_once`]); a server still closing the previous
 /// test answers "busy" for a moment: retried, at most 10 times.
-fn iperf(client: &Path, addr: IpAddr, streams: usize, seconds: u32) -> anyhow::Result<f64> {
+pub(crate) fn iperf(client: &Path, addr: IpAddr, streams: usize, seconds: u32) -> anyhow::Result<f64> {
     let mut tries = 0;
     loop {
         match iperf_once(client, addr, streams, seconds) {
@@ -536,7 +536,7 @@ fn iperf_once(client: &Path, addr: IpAddr, streams: usize, seconds: u32) -> anyh
 /// server on one CPU (the last), so neither waits on a cross-CPU wake-up
 /// whose cost depends on where the scheduler happened to put them. On a
 /// shared 2-CPU machine, unpinned runs of the same case are bimodal.
-fn pin_cpu() -> usize {
+pub(crate) fn pin_cpu() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -546,7 +546,7 @@ fn pin_cpu() -> usize {
 /// Pins the calling thread to `cpu` with `taskset -p` on its thread id
 /// (this crate has no unsafe code for sched_setaffinity); false when it
 /// could not.
-fn pin_this_thread(cpu: usize) -> bool {
+pub(crate) fn pin_this_thread(cpu: usize) -> bool {
     let Ok(me) = std::fs::read_link("/proc/thread-self") else {
         return false;
     };

@@ -582,6 +582,23 @@ fn install(case: &mut Case, n: usize) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Proves the rules are live: the allowed port answers, and for a case
+/// that enforces, a port no rule allows does not (a listener is there).
+fn check_enforced(case: &Case) -> anyhow::Result<()> {
+    let t = Duration::from_millis(500);
+    let server = IpAddr::V4(SERVER);
+    let allowed = crate::probe::listen_on(&case.server, SocketAddr::new(server, CRR_PORT))?;
+    crate::probe::tcp_roundtrip(&case.client, &allowed, Duration::from_secs(3))
+        .context("the allowed port does not answer")?;
+    drop(allowed);
+    let other = crate::probe::tcp_check(&case.client, &case.server, server, t);
+    match (case.enforcer, other) {
+        (Enforcer::None, Err(e)) => Err(e.context("a port without policy does not answer")),
+        (Enforcer::None, Ok(())) | (_, Err(_)) => Ok(()),
+        (_, Ok(())) => bail!("a port no rule allows answers: the rules are not enforced"),
+    }
+}
+
 /// A BPF map this process holds a descriptor of.
 struct MapFd {
     id: u32,
@@ -813,6 +830,7 @@ pub fn run(
         let mut installs = vec![0.0; cases.len()];
         for (i, c) in cases.iter_mut().enumerate() {
             installs[i] = install(c, n).with_context(|| format!("{} with {n} rules", c.label))?;
+            check_enforced(c).with_context(|| format!("{} with {n} rules", c.label))?;
             if c.enforcer != Enforcer::None {
                 progress(&format!("  {:<17} {:.2} s", c.label, installs[i]));
             }

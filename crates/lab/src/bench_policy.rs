@@ -152,6 +152,8 @@ struct Case {
     host_s: String,
     maps: Option<KernelPolicyMaps>,
     map_ids: BTreeSet<u32>,
+    /// What the last install did, for the progress line.
+    note: String,
     // kept alive: its programs and maps
     _dp: Option<LinuxDatapath>,
 }
@@ -204,6 +206,7 @@ fn raw_veth(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<Case> {
         host_s: String::new(),
         maps: None,
         map_ids: BTreeSet::new(),
+        note: String::new(),
         _dp: None,
     })
 }
@@ -301,6 +304,7 @@ fn weft_node(
         host_s,
         maps,
         map_ids,
+        note: String::new(),
         _dp: Some(dp),
     })
 }
@@ -566,10 +570,16 @@ fn install(case: &mut Case, n: usize) -> anyhow::Result<f64> {
         Enforcer::None => return Ok(0.0),
         Enforcer::Weft => {
             let state = policies(n)?;
-            case.maps
+            let compiled = t.elapsed().as_secs_f64();
+            let writes = case
+                .maps
                 .as_mut()
                 .context("weft case without maps")?
                 .replace(&state, &lookup)?;
+            case.note = format!(
+                "compile {compiled:.2} s, {writes} map writes {:.2} s",
+                t.elapsed().as_secs_f64() - compiled
+            );
         }
         Enforcer::Iptables(bin) => feed(
             &node,
@@ -832,7 +842,7 @@ pub fn run(
             installs[i] = install(c, n).with_context(|| format!("{} with {n} rules", c.label))?;
             check_enforced(c).with_context(|| format!("{} with {n} rules", c.label))?;
             if c.enforcer != Enforcer::None {
-                progress(&format!("  {:<17} {:.2} s", c.label, installs[i]));
+                progress(&format!("  {:<17} {:.2} s {}", c.label, installs[i], c.note));
             }
         }
         let memlock = memlock_of(&weft_ids)?;

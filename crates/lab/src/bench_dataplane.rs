@@ -468,7 +468,12 @@ fn start_iperf_server(netns: &Path, addr: IpAddr, clean: &mut Cleanup) -> anyhow
 
 /// One iperf3 test (see [`iperf_once`]); a server still closing the previous
 /// test answers "busy" for a moment: retried, at most 10 times.
-pub(crate) fn iperf(client: &Path, addr: IpAddr, streams: usize, seconds: u32) -> anyhow::Result<f64> {
+pub(crate) fn iperf(
+    client: &Path,
+    addr: IpAddr,
+    streams: usize,
+    seconds: u32,
+) -> anyhow::Result<f64> {
     let mut tries = 0;
     loop {
         match iperf_once(client, addr, streams, seconds) {

@@ -422,7 +422,8 @@ fn lookup(e: &EndpointRef) -> Option<PolicyEndpoint> {
 /// accepts. Packets that come back with the accept mark are accepted at
 /// the end of `cali-FORWARD`.
 pub fn calico_rules(n: usize, host_c: &str, host_s: &str) -> String {
-    let mut s = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let mut s =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
     let chains = [
         "cali-FORWARD".to_string(),
         "cali-from-wl-dispatch".into(),
@@ -651,10 +652,16 @@ fn memlock_of(ids: &BTreeSet<u32>) -> anyhow::Result<u64> {
 /// listens (at most 5 s).
 fn start_iperf(netns: &Path, clean: &mut Cleanup) -> anyhow::Result<()> {
     let mut cmd = Command::new("iperf3");
-    cmd.args(["-s", "-B", &SERVER.to_string(), "-p", &IPERF_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-s",
+        "-B",
+        &SERVER.to_string(),
+        "-p",
+        &IPERF_PORT.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let child = spawn_in(&mut cmd, netns).context("starting iperf3 -s (apt-get install iperf3)")?;
     let pid = child.id();
     clean.servers.push(child);
@@ -728,34 +735,37 @@ fn round_trips(
         }
         Ok(())
     });
-    let measured = run_in(client, move || -> std::io::Result<(Vec<Duration>, Vec<Duration>)> {
-        pin_this_thread(cpu);
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut b = [7u8; 1];
-        let mut one = Vec::with_capacity(rr);
-        for i in 0..rr + WARMUP {
-            let t = Instant::now();
-            s.write_all(&b)?;
-            s.read_exact(&mut b)?;
-            if i >= WARMUP {
-                one.push(t.elapsed());
-            }
-        }
-        drop(s);
-        let mut new = Vec::with_capacity(crr);
-        for _ in 0..crr {
-            let t = Instant::now();
-            let mut s = TcpStream::connect_timeout(&to_crr, Duration::from_secs(2))?;
+    let measured = run_in(
+        client,
+        move || -> std::io::Result<(Vec<Duration>, Vec<Duration>)> {
+            pin_this_thread(cpu);
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(&b)?;
-            s.read_exact(&mut b)?;
-            new.push(t.elapsed());
-        }
-        Ok((one, new))
-    })
+            let mut b = [7u8; 1];
+            let mut one = Vec::with_capacity(rr);
+            for i in 0..rr + WARMUP {
+                let t = Instant::now();
+                s.write_all(&b)?;
+                s.read_exact(&mut b)?;
+                if i >= WARMUP {
+                    one.push(t.elapsed());
+                }
+            }
+            drop(s);
+            let mut new = Vec::with_capacity(crr);
+            for _ in 0..crr {
+                let t = Instant::now();
+                let mut s = TcpStream::connect_timeout(&to_crr, Duration::from_secs(2))?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(&b)?;
+                s.read_exact(&mut b)?;
+                new.push(t.elapsed());
+            }
+            Ok((one, new))
+        },
+    )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let served = echo
         .join()
@@ -772,10 +782,7 @@ fn round_trips(
 }
 
 /// Runs the whole benchmark; everything it made is removed when it returns.
-pub fn run(
-    spec: &PolicyBenchSpec,
-    progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<PolicyReport> {
+pub fn run(spec: &PolicyBenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<PolicyReport> {
     let started = Instant::now();
     if spec.name.len() > 12 {
         bail!("run name {:?} too long (at most 12 characters)", spec.name);
@@ -791,8 +798,22 @@ pub fn run(
     let mut cases = vec![
         raw_veth(p, &mut clean)?,
         weft_node(p, "k0", "none, kpath", Enforcer::None, None, &mut clean)?,
-        weft_node(p, "f0", "none, fast", Enforcer::None, Some(PolicyMode::Off), &mut clean)?,
-        weft_node(p, "wf", "weft eBPF", Enforcer::Weft, Some(PolicyMode::Enforce), &mut clean)?,
+        weft_node(
+            p,
+            "f0",
+            "none, fast",
+            Enforcer::None,
+            Some(PolicyMode::Off),
+            &mut clean,
+        )?,
+        weft_node(
+            p,
+            "wf",
+            "weft eBPF",
+            Enforcer::Weft,
+            Some(PolicyMode::Enforce),
+            &mut clean,
+        )?,
         weft_node(
             p,
             "wk",
@@ -817,7 +838,14 @@ pub fn run(
             None,
             &mut clean,
         )?,
-        weft_node(p, "ns", "nftables sets", Enforcer::NftSets, None, &mut clean)?,
+        weft_node(
+            p,
+            "ns",
+            "nftables sets",
+            Enforcer::NftSets,
+            None,
+            &mut clean,
+        )?,
     ];
     for (i, c) in cases.iter_mut().enumerate() {
         c.baseline = match (i, c.enforcer) {
@@ -842,11 +870,16 @@ pub fn run(
             installs[i] = install(c, n).with_context(|| format!("{} with {n} rules", c.label))?;
             check_enforced(c).with_context(|| format!("{} with {n} rules", c.label))?;
             if c.enforcer != Enforcer::None {
-                progress(&format!("  {:<17} {:.2} s {}", c.label, installs[i], c.note));
+                progress(&format!(
+                    "  {:<17} {:.2} s {}",
+                    c.label, installs[i], c.note
+                ));
             }
         }
         let memlock = memlock_of(&weft_ids)?;
-        let base = map_memory.first().map(|m: &MapMemory| (m.rules, m.memlock_bytes));
+        let base = map_memory
+            .first()
+            .map(|m: &MapMemory| (m.rules, m.memlock_bytes));
         map_memory.push(MapMemory {
             rules: n,
             memlock_bytes: memlock,
@@ -1001,9 +1034,10 @@ pub fn render_svg(r: &PolicyReport) -> String {
         ("TCP 1-byte round trip p50 (us, lower is better)", |c| {
             &c.rr_p50_us
         }),
-        ("new connection + round trip p50 (us, lower is better)", |c| {
-            &c.crr_p50_us
-        }),
+        (
+            "new connection + round trip p50 (us, lower is better)",
+            |c| &c.crr_p50_us,
+        ),
         ("iperf3, 1 stream (Gbit/s, higher is better)", |c| &c.gbps),
     ];
     let colors = [
@@ -1056,7 +1090,11 @@ pub fn render_svg(r: &PolicyReport) -> String {
                 .position(|n| *n == c.case)
                 .map(|i| colors[i % colors.len()])
                 .unwrap_or("black");
-            let len = if s.median.is_finite() { s.median * scale } else { 0.0 };
+            let len = if s.median.is_finite() {
+                s.median * scale
+            } else {
+                0.0
+            };
             let (lo, hi) = (s.min * scale + left, s.max * scale + left);
             svg.push_str(&format!(
                 r#"<text x="10" y="{ty:.1}">N={} {}</text><rect x="{left}" y="{y:.1}" width="{len:.1}" height="{bar_h}" fill="{color}"/><line x1="{lo:.1}" x2="{hi:.1}" y1="{m:.1}" y2="{m:.1}" stroke="black"/><text x="{tx:.1}" y="{ty:.1}">{:.1}</text>"#,
@@ -1101,7 +1139,10 @@ mod tests {
     #[test]
     fn calico_layout_walks_every_policy_chain_in_order_after_conntrack() {
         let r = calico_rules(2, "calic", "calis");
-        let tw: Vec<&str> = r.lines().filter(|l| l.starts_with("-A cali-tw-calis ")).collect();
+        let tw: Vec<&str> = r
+            .lines()
+            .filter(|l| l.starts_with("-A cali-tw-calis "))
+            .collect();
         assert!(tw[0].contains("RELATED,ESTABLISHED -j ACCEPT"), "{tw:?}");
         let jumps: Vec<&str> = tw
             .iter()
@@ -1110,7 +1151,11 @@ mod tests {
             .collect();
         assert_eq!(
             jumps,
-            ["cali-pi-_p00000", "cali-pi-_p00001", "cali-pi-_zz-allow-client"]
+            [
+                "cali-pi-_p00000",
+                "cali-pi-_p00001",
+                "cali-pi-_zz-allow-client"
+            ]
         );
         assert!(tw.last().unwrap().contains("-j DROP"));
         assert!(r.contains("-A cali-pi-_zz-allow-client -p tcp -s 10.244.0.2/32 -m multiport --dports 5201,5301,5302"));

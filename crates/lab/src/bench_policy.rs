@@ -128,6 +128,10 @@ pub struct PolicyReport {
     /// policy (fast path) on RR p50, and whether the median met it.
     pub goal_rr_p50: f64,
     pub goal_met: Option<bool>,
+    /// Why the kube-network-policies row is absent: it runs as a pod agent
+    /// queueing new connections with nftables `queue`, which this kernel
+    /// may lack (see [`nft_queue_support`]).
+    pub kube_network_policies: String,
     pub wall_seconds: f64,
 }
 
@@ -610,6 +614,19 @@ fn check_enforced(case: &Case) -> anyhow::Result<()> {
     }
 }
 
+/// Whether nftables can queue packets to userspace in `case`'s node (the
+/// `queue` expression, CONFIG_NFT_QUEUE): kube-network-policies v0.8.0
+/// judges every new connection that way, and without it its nftables sync
+/// fails ("netlink receive: no such file or directory") and nothing is
+/// enforced. The probe table is removed again.
+fn nft_queue_support(case: &Case) -> anyhow::Result<()> {
+    let node = case.node.clone().unwrap_or_default();
+    let probe = "table inet weftqprobe {\n chain f {\n  type filter hook forward priority 10; policy accept;\n  ip saddr 192.0.2.1 queue num 100 bypass\n }\n}\n";
+    let r = feed(&node, "nft", &["-f", "-"], probe);
+    let _ = feed(&node, "nft", &["-f", "-"], "delete table inet weftqprobe\n");
+    r.context("nftables has no `queue` (kernel without CONFIG_NFT_QUEUE)")
+}
+
 /// A BPF map this process holds a descriptor of.
 struct MapFd {
     id: u32,
@@ -940,6 +957,11 @@ pub fn run(spec: &PolicyBenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         .iter()
         .find(|r| r.case == "weft eBPF" && Some(r.rules) == max_n)
         .map(|r| r.rr_p50.median <= goal);
+    let kube_network_policies = match nft_queue_support(&cases[7]) {
+        Ok(()) => "not run by this bench yet: see scripts/build-kube-network-policies.sh".into(),
+        Err(e) => format!("cannot enforce on this kernel: {e:#}"),
+    };
+    progress(&format!("kube-network-policies: {kube_network_policies}"));
     progress("removing the namespaces and iperf3 servers");
     drop(cases);
     drop(clean);
@@ -955,6 +977,7 @@ pub fn run(spec: &PolicyBenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Re
         map_memory,
         goal_rr_p50: goal,
         goal_met,
+        kube_network_policies,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -1011,6 +1034,10 @@ pub fn render_table(r: &PolicyReport) -> String {
             Some(false) => "NOT met",
             None => "-",
         }
+    ));
+    out.push_str(&format!(
+        "kube-network-policies: {}\n\n",
+        r.kube_network_policies
     ));
     out.push_str("weft BPF map memory (kernel memlock of the weft eBPF case's maps)\n");
     for m in &r.map_memory {

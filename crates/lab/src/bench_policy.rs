@@ -1076,7 +1076,7 @@ pub fn render_svg(r: &PolicyReport) -> String {
             names.push(&c.case);
         }
     }
-    let (w, bar_h, left) = (900.0, 12.0, 190.0);
+    let (w, bar_h, left) = (1000.0, 12.0, 190.0);
     let rows = r.cases.len() as f64;
     let groups = (r.cases.len() / names.len().max(1)) as f64;
     let panel_h = 30.0 + rows * (bar_h + 2.0) + groups * 8.0;

@@ -64,7 +64,7 @@ const PORTS: [u16; 3] = [IPERF_PORT, RR_PORT, CRR_PORT];
 
 #[derive(Debug, Clone)]
 pub struct PolicyBenchSpec {
-    /// Prefix of every namespace the run makes (at most 12 characters).
+    /// Prefix of every namespace the run makes (at most 16 characters).
     pub name: String,
     /// Rule counts, each measured in turn (0 = the allowing rule alone).
     pub rules: Vec<usize>,
@@ -801,8 +801,8 @@ fn round_trips(
 /// Runs the whole benchmark; everything it made is removed when it returns.
 pub fn run(spec: &PolicyBenchSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<PolicyReport> {
     let started = Instant::now();
-    if spec.name.len() > 12 {
-        bail!("run name {:?} too long (at most 12 characters)", spec.name);
+    if spec.name.len() > 16 {
+        bail!("run name {:?} too long (at most 16 characters)", spec.name);
     }
     for tool in ["iperf3", "iptables-legacy", "iptables-nft", "nft"] {
         if Command::new(tool).arg("--version").output().is_err() {

@@ -61,6 +61,8 @@ const IPERF_PORT: u16 = 5201;
 const RR_PORT: u16 = 5301;
 const CRR_PORT: u16 = 5302;
 const PORTS: [u16; 3] = [IPERF_PORT, RR_PORT, CRR_PORT];
+/// The byte that ends the echo server (the client sends 7s).
+const STOP: u8 = 0xff;
 
 #[derive(Debug, Clone)]
 pub struct PolicyBenchSpec {
@@ -716,37 +718,25 @@ fn round_trips(
         crate::probe::listen_on(server, to_crr)?,
     ];
     let cpu = pin_cpu();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // blocking accepts: a polling server would spin on the CPU the client
+    // is pinned to. A connection whose first byte is STOP ends it (sent from
+    // the server's own namespace when the client gave up).
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
         pin_this_thread(cpu);
         for (i, l) in listeners.iter().enumerate() {
             let conns = if i == 0 { 1 } else { crr };
-            l.set_nonblocking(true)?;
-            let mut served = 0;
-            while served < conns {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false)?;
-                        s.set_nodelay(true)?;
-                        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                        let mut b = [0u8; 1];
-                        let n = if i == 0 { rr + WARMUP } else { 1 };
-                        for _ in 0..n {
-                            s.read_exact(&mut b)?;
-                            s.write_all(&b)?;
-                        }
-                        served += 1;
+            for _ in 0..conns {
+                let (mut s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut b = [0u8; 1];
+                let n = if i == 0 { rr + WARMUP } else { 1 };
+                for _ in 0..n {
+                    s.read_exact(&mut b)?;
+                    if b[0] == STOP {
+                        return Ok(());
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() > deadline {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "nobody connected",
-                            ));
-                        }
-                        std::thread::yield_now();
-                    }
-                    Err(e) => return Err(e),
+                    s.write_all(&b)?;
                 }
             }
         }
@@ -783,7 +773,15 @@ fn round_trips(
             Ok((one, new))
         },
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| anyhow::anyhow!("{e}"));
+    if measured.as_ref().map_or(true, |m| m.is_err()) {
+        for to in [to, to_crr] {
+            let _ = run_in(server, move || -> std::io::Result<()> {
+                TcpStream::connect_timeout(&to, Duration::from_secs(1))?.write_all(&[STOP])
+            });
+        }
+    }
+    let measured = measured?;
     let served = echo
         .join()
         .map_err(|_| anyhow::anyhow!("echo thread panicked"))?;

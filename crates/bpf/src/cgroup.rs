@@ -1,4 +1,5 @@
-//! Attaching `cgroup_skb` programs to a cgroup (v2) directory, with
+//! Attaching `cgroup_skb` and `cgroup/<sock_addr hook>` programs to a
+//! cgroup (v2) directory, with
 //! BPF_F_ALLOW_MULTI so weft's programs sit beside anyone else's.
 
 use std::fs::File;
@@ -20,7 +21,9 @@ fn open_cgroup(dir: &Path) -> Result<File, BpfError> {
 
 fn cgroup_kind(prog: &Program) -> Result<ProgKind, BpfError> {
     match prog.kind() {
-        k @ (ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress) => Ok(k),
+        k @ (ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress | ProgKind::SockAddr(_)) => {
+            Ok(k)
+        }
         ProgKind::SchedCls => Err(BpfError::Unsupported(format!(
             "program {} is a tc program; attach it with tcx_attach",
             prog.name()

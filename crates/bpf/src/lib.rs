@@ -45,7 +45,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 pub use btf::{btf_func_id, VMLINUX_BTF};
-pub use cgroup::{cgroup_attach, cgroup_detach, cgroup_programs};
+pub use cgroup::{
+    cgroup_attach, cgroup_detach, cgroup_detach_named, cgroup_programs, cgroup_replace,
+};
 pub use error::BpfError;
 pub use maps::{possible_cpus, Map};
 pub use object::{

@@ -14,14 +14,38 @@ const PROG_PREFIXES: &[(&str, ProgKind)] = &[
     ("tc/", ProgKind::SchedCls),
     ("cgroup_skb/ingress", ProgKind::CgroupSkbIngress),
     ("cgroup_skb/egress", ProgKind::CgroupSkbEgress),
-    ("cgroup/connect4", ProgKind::SockAddr(SockAddrHook::Connect4)),
-    ("cgroup/connect6", ProgKind::SockAddr(SockAddrHook::Connect6)),
-    ("cgroup/sendmsg4", ProgKind::SockAddr(SockAddrHook::Sendmsg4)),
-    ("cgroup/sendmsg6", ProgKind::SockAddr(SockAddrHook::Sendmsg6)),
-    ("cgroup/recvmsg4", ProgKind::SockAddr(SockAddrHook::Recvmsg4)),
-    ("cgroup/recvmsg6", ProgKind::SockAddr(SockAddrHook::Recvmsg6)),
-    ("cgroup/getpeername4", ProgKind::SockAddr(SockAddrHook::Getpeername4)),
-    ("cgroup/getpeername6", ProgKind::SockAddr(SockAddrHook::Getpeername6)),
+    (
+        "cgroup/connect4",
+        ProgKind::SockAddr(SockAddrHook::Connect4),
+    ),
+    (
+        "cgroup/connect6",
+        ProgKind::SockAddr(SockAddrHook::Connect6),
+    ),
+    (
+        "cgroup/sendmsg4",
+        ProgKind::SockAddr(SockAddrHook::Sendmsg4),
+    ),
+    (
+        "cgroup/sendmsg6",
+        ProgKind::SockAddr(SockAddrHook::Sendmsg6),
+    ),
+    (
+        "cgroup/recvmsg4",
+        ProgKind::SockAddr(SockAddrHook::Recvmsg4),
+    ),
+    (
+        "cgroup/recvmsg6",
+        ProgKind::SockAddr(SockAddrHook::Recvmsg6),
+    ),
+    (
+        "cgroup/getpeername4",
+        ProgKind::SockAddr(SockAddrHook::Getpeername4),
+    ),
+    (
+        "cgroup/getpeername6",
+        ProgKind::SockAddr(SockAddrHook::Getpeername6),
+    ),
 ];
 const MAPS_SECTION: &str = "maps";
 const LICENSE_SECTION: &str = "license";
@@ -237,7 +261,9 @@ pub fn parse_object(data: &[u8]) -> Result<ParsedObject, BpfError> {
         }
     }
     if programs.is_empty() {
-        return Err(unsupported("no program sections (tc/<name>, cgroup_skb/..., cgroup/...)"));
+        return Err(unsupported(
+            "no program sections (tc/<name>, cgroup_skb/..., cgroup/...)",
+        ));
     }
     let maps = maps.into_iter().map(|(_, name, def)| (name, def)).collect();
     Ok(ParsedObject {

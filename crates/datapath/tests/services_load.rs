@@ -7,8 +7,8 @@ use common::*;
 use weft_datapath::services::{ServiceProgramOptions, ServicePrograms, ServiceTable};
 
 #[test]
-fn service_programs_load() {
-    need_root!("service_programs_load");
+fn service_programs_load_privileged() {
+    need_root!("service_programs_load_privileged");
     let p = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
     let m = p.maps();
     assert!(m.read_back().unwrap().services.is_empty());

@@ -1,0 +1,539 @@
+//! The NodePort program under BPF_PROG_TEST_RUN: crafted frames from
+//! outside the node in, verdict and rewritten frame out, with the maps
+//! written through the seam weftd uses (weft_lb::build + reconcile into
+//! ServiceMaps). The runs happen in a private network namespace holding an
+//! external device, a remote route and a local pod route (the program asks
+//! the FIB whether a backend is a pod of this node). Without root they skip.
+
+mod common;
+#[path = "services/packets.rs"]
+mod packets;
+#[path = "services/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::*;
+use packets::{addrs, checksums_ok, frame, sa, TCP, UDP};
+use support::*;
+use weft_bpf_abi::{LbNatKey, LbNatValue, DROP_NO_BACKEND, TCX_DROP, TCX_NEXT};
+use weft_datapath::bpf::{PerCpuArray, SkbCtx, TypedMap};
+use weft_datapath::netns::run_in;
+use weft_datapath::services::{
+    ServiceProgramOptions, ServicePrograms, ServiceStats, ServiceTable, NODEPORT_IN, NODEPORT_OUT,
+};
+use weft_lb::{Algorithm, IdAllocator, Protocol, ServiceType, TrafficPolicy};
+
+const NODE_IP: &str = "198.18.0.1";
+const NODE_IP6: &str = "2001:2::1";
+
+/// A node netns: `ext0` (198.18.0.1/24, 2001:2::1/64) where outside traffic
+/// arrives, 10.244.1.0/24 (another node's pods) via 198.18.0.254 on it, and
+/// 10.244.0.0/24 (this node's pods) behind `hv0`, a host veth with weft's
+/// ee:ee:ee:ee:ee:ee MAC, neighbours permanent. Forwarding on.
+struct Node {
+    ns: Ns,
+    ext: u32,
+    progs: ServicePrograms,
+}
+
+fn ifindex(ns: &Ns, dev: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn node(test: &str) -> Node {
+    let ns = Ns::new(test, "node");
+    ns.veth_pair("ext0", "peer0", 1500);
+    ns.veth_pair("hv0", "pv0", 1500);
+    ns.ip(&["link", "set", "hv0", "address", "ee:ee:ee:ee:ee:ee"]);
+    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "ext0"]);
+    ns.ip(&["addr", "add", "2001:2::1/64", "dev", "ext0", "nodad"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.0.254",
+        "lladdr",
+        "02:00:00:00:00:fe",
+        "dev",
+        "ext0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        "198.18.0.254",
+        "dev",
+        "ext0",
+    ]);
+    ns.ip(&["route", "add", "10.244.0.0/24", "dev", "hv0"]);
+    for i in 2..40 {
+        let a = format!("10.244.0.{i}");
+        ns.ip(&[
+            "neigh",
+            "add",
+            &a,
+            "lladdr",
+            "02:00:00:00:00:05",
+            "dev",
+            "hv0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        run("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", k]);
+    }
+    let ext = ifindex(&ns, "ext0");
+    let progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    progs
+        .maps()
+        .set_node_addrs(&[ip(NODE_IP), ip(NODE_IP6)])
+        .unwrap();
+    Node { ns, ext, progs }
+}
+
+impl Node {
+    fn run(&self, prog: &str, f: &[u8]) -> (i32, Vec<u8>) {
+        let ctx = SkbCtx {
+            ingress_ifindex: self.ext,
+            ifindex: self.ext,
+            ..Default::default()
+        };
+        let p = self.progs.program(prog).unwrap();
+        let r = run_in(&self.ns.path(), || p.test_run(f, &ctx, 1))
+            .unwrap()
+            .unwrap();
+        (r.retval, r.data)
+    }
+
+    /// A packet from outside: verdict and (source, destination) after.
+    fn inbound(&self, src: &str, dst: &str, proto: u8) -> (i32, SocketAddr, SocketAddr) {
+        let (v, out) = self.run(NODEPORT_IN, &frame(sa(src), sa(dst), proto, b"ping"));
+        assert!(checksums_ok(&out), "checksums after the rewrite");
+        let (s, d) = addrs(&out);
+        (v, s, d)
+    }
+
+    /// A reply leaving through the external device (egress).
+    fn outbound(&self, src: &str, dst: &str, proto: u8) -> (i32, SocketAddr, SocketAddr) {
+        let (v, out) = self.run(NODEPORT_OUT, &frame(sa(src), sa(dst), proto, b"pong"));
+        assert!(checksums_ok(&out), "checksums after the rewrite");
+        let (s, d) = addrs(&out);
+        (v, s, d)
+    }
+
+    fn stats(&self) -> ServiceStats {
+        self.progs.maps().counters().unwrap()
+    }
+
+    fn clear_nat(&self) {
+        let nat =
+            TypedMap::<LbNatKey, LbNatValue>::new(self.progs.map("weft_lb_nat").unwrap()).unwrap();
+        for k in nat.keys().unwrap() {
+            nat.remove(&k).unwrap();
+        }
+    }
+}
+
+fn nodeport(
+    name: &str,
+    cip: &str,
+    proto: Protocol,
+    np: u16,
+    etp: TrafficPolicy,
+) -> weft_lb::Service {
+    let mut s = service(name, ServiceType::NodePort, cip, &[(proto, 80, Some(np))]);
+    s.external_traffic_policy = etp;
+    s
+}
+
+#[test]
+fn nodeport_local_policy_keeps_the_source_and_reverses_the_reply_privileged() {
+    need_root!("nodeport_local_policy_keeps_the_source_and_reverses_the_reply_privileged");
+    let n = node("nplocal");
+    let svc = nodeport(
+        "web",
+        "10.96.0.10",
+        Protocol::TCP,
+        30080,
+        TrafficPolicy::Local,
+    );
+    let sl = slice(
+        "web",
+        &[("10.244.0.5", NODE), ("10.244.1.7", "node-b")],
+        &[(Protocol::TCP, 8080)],
+    );
+    install(
+        &n.progs,
+        &[svc],
+        &[sl],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+
+    let (v, s, d) = n.inbound("198.18.0.100:40000", "198.18.0.1:30080", TCP);
+    assert_eq!(v, TCX_NEXT, "translated, then routed by the kernel");
+    assert_eq!(
+        s,
+        sa("198.18.0.100:40000"),
+        "Local keeps the client's address"
+    );
+    assert_eq!(
+        d,
+        sa("10.244.0.5:8080"),
+        "only this node's endpoint serves outside traffic"
+    );
+    // the flow's next packet follows its NAT entry
+    let (_, _, d2) = n.inbound("198.18.0.100:40000", "198.18.0.1:30080", TCP);
+    assert_eq!(d2, d);
+    // the backend's reply leaves with the NodePort as its source
+    let (v, s, d) = n.outbound("10.244.0.5:8080", "198.18.0.100:40000", TCP);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!((s, d), (sa("198.18.0.1:30080"), sa("198.18.0.100:40000")));
+    // unrelated traffic passes untouched both ways
+    let (v, s, d) = n.inbound("198.18.0.100:40001", "198.18.0.1:22", TCP);
+    assert_eq!(
+        (v, s, d),
+        (TCX_NEXT, sa("198.18.0.100:40001"), sa("198.18.0.1:22"))
+    );
+    let (v, s, _) = n.outbound("10.244.0.5:8081", "198.18.0.100:40000", TCP);
+    assert_eq!((v, s), (TCX_NEXT, sa("10.244.0.5:8081")));
+    let st = n.stats();
+    assert_eq!(
+        (st.np_new, st.np_fwd, st.np_revnat, st.np_snat),
+        (1, 1, 1, 0)
+    );
+}
+
+#[test]
+fn nodeport_cluster_policy_snats_towards_another_node_and_reverses_the_reply_privileged() {
+    need_root!(
+        "nodeport_cluster_policy_snats_towards_another_node_and_reverses_the_reply_privileged"
+    );
+    let n = node("npclus");
+    let remote = nodeport(
+        "remote",
+        "10.96.0.11",
+        Protocol::TCP,
+        30081,
+        TrafficPolicy::Cluster,
+    );
+    let mut local = nodeport(
+        "local",
+        "10.96.0.12",
+        Protocol::UDP,
+        30082,
+        TrafficPolicy::Cluster,
+    );
+    local.external_ips = vec![ip("198.51.100.7")];
+    let slices = [
+        slice(
+            "remote",
+            &[("10.244.1.7", "node-b")],
+            &[(Protocol::TCP, 8080)],
+        ),
+        slice("local", &[("10.244.0.6", NODE)], &[(Protocol::UDP, 5353)]),
+    ];
+    install(
+        &n.progs,
+        &[remote, local],
+        &slices,
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+
+    // a backend on another node: the source becomes the node's, the port kept
+    let (v, s, d) = n.inbound("198.18.0.100:40000", "198.18.0.1:30081", TCP);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!((s, d), (sa("198.18.0.1:40000"), sa("10.244.1.7:8080")));
+    // its reply comes back to the node and leaves as the NodePort's
+    let (v, s, d) = n.inbound("10.244.1.7:8080", "198.18.0.1:40000", TCP);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!((s, d), (sa("198.18.0.1:30081"), sa("198.18.0.100:40000")));
+    // a second client on the same port gets another SNAT port
+    let (_, s2, _) = n.inbound("198.18.0.101:40000", "198.18.0.1:30081", TCP);
+    assert_eq!(s2.ip(), ip(NODE_IP));
+    assert_ne!(
+        s2.port(),
+        40000,
+        "the node's port 40000 to this backend is taken"
+    );
+    let (_, s, d) = n.inbound("10.244.1.7:8080", &s2.to_string(), TCP);
+    assert_eq!((s, d), (sa("198.18.0.1:30081"), sa("198.18.0.101:40000")));
+
+    // a backend that is a pod of this node keeps the source (Cluster too),
+    // through an external IP as through the NodePort
+    for fe in ["198.51.100.7:80", "198.18.0.1:30082"] {
+        let (v, s, d) = n.inbound("198.18.0.100:5000", fe, UDP);
+        assert_eq!(v, TCX_NEXT);
+        assert_eq!(
+            (s, d),
+            (sa("198.18.0.100:5000"), sa("10.244.0.6:5353")),
+            "{fe}"
+        );
+        let (_, s, d) = n.outbound("10.244.0.6:5353", "198.18.0.100:5000", UDP);
+        assert_eq!((s, d), (sa(fe), sa("198.18.0.100:5000")));
+        n.clear_nat();
+    }
+    assert_eq!(n.stats().np_snat, 2);
+}
+
+#[test]
+fn nodeport_without_a_usable_backend_drops_and_reports_privileged() {
+    need_root!("nodeport_without_a_usable_backend_drops_and_reports_privileged");
+    let n = node("npnone");
+    let empty = nodeport(
+        "empty",
+        "10.96.0.13",
+        Protocol::TCP,
+        30083,
+        TrafficPolicy::Cluster,
+    );
+    // Local with endpoints only on another node: dropped from outside
+    let elsewhere = nodeport(
+        "away",
+        "10.96.0.14",
+        Protocol::TCP,
+        30084,
+        TrafficPolicy::Local,
+    );
+    let slices = [slice(
+        "away",
+        &[("10.244.1.9", "node-b")],
+        &[(Protocol::TCP, 8080)],
+    )];
+    install(
+        &n.progs,
+        &[empty, elsewhere],
+        &slices,
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    for fe in ["198.18.0.1:30083", "198.18.0.1:30084"] {
+        let (v, s, d) = n.inbound("198.18.0.100:40000", fe, TCP);
+        assert_eq!(v, TCX_DROP, "{fe}");
+        assert_eq!((s, d), (sa("198.18.0.100:40000"), sa(fe)), "left as it was");
+    }
+    assert_eq!(n.stats().np_drop, 2);
+    let drops = PerCpuArray::<u64>::new(n.progs.map("weft_drops").unwrap()).unwrap();
+    assert_eq!(
+        drops.sum(DROP_NO_BACKEND).unwrap(),
+        2,
+        "counted as no-backend drops"
+    );
+}
+
+#[test]
+fn nodeport_ipv6_udp_is_translated_both_ways_privileged() {
+    need_root!("nodeport_ipv6_udp_is_translated_both_ways_privileged");
+    let n = node("np6");
+    let svc = nodeport(
+        "dns6",
+        "fd00:96::10",
+        Protocol::UDP,
+        30053,
+        TrafficPolicy::Local,
+    );
+    let sl = slice("dns6", &[("fd00:244::5", NODE)], &[(Protocol::UDP, 5353)]);
+    install(
+        &n.progs,
+        &[svc],
+        &[sl],
+        Algorithm::maglev(),
+        &mut IdAllocator::default(),
+    );
+    let (v, s, d) = n.inbound("[2001:2::100]:40000", "[2001:2::1]:30053", UDP);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!(
+        (s, d),
+        (sa("[2001:2::100]:40000"), sa("[fd00:244::5]:5353"))
+    );
+    let (_, s, d) = n.outbound("[fd00:244::5]:5353", "[2001:2::100]:40000", UDP);
+    assert_eq!((s, d), (sa("[2001:2::1]:30053"), sa("[2001:2::100]:40000")));
+}
+
+/// The backend each of `flows` client ports gets, through the program.
+fn backends_of(n: &Node, fe: &str, flows: u16) -> Vec<SocketAddr> {
+    (0..flows)
+        .map(|i| {
+            let client = format!("198.18.0.{}:{}", 100 + i % 50, 20000 + i);
+            let (v, _, d) = n.inbound(&client, fe, TCP);
+            assert_eq!(v, TCX_NEXT);
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn maglev_removing_one_of_ten_backends_moves_about_a_tenth_of_flows_privileged() {
+    need_root!("maglev_removing_one_of_ten_backends_moves_about_a_tenth_of_flows_privileged");
+    let n = node("npmaglev");
+    let svc = nodeport(
+        "mag",
+        "10.96.0.20",
+        Protocol::TCP,
+        30090,
+        TrafficPolicy::Local,
+    );
+    let eps: Vec<String> = (10..20).map(|i| format!("10.244.0.{i}")).collect();
+    let all: Vec<(&str, &str)> = eps.iter().map(|e| (e.as_str(), NODE)).collect();
+    let mut ids = IdAllocator::default();
+    let port = [(Protocol::TCP, 8080)];
+    install(
+        &n.progs,
+        &[svc.clone()],
+        &[slice("mag", &all, &port)],
+        Algorithm::maglev(),
+        &mut ids,
+    );
+    const FLOWS: u16 = 3000;
+    let before = backends_of(&n, "198.18.0.1:30090", FLOWS);
+    let mut per: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+    for b in &before {
+        *per.entry(*b).or_default() += 1;
+    }
+    assert_eq!(per.len(), 10, "every backend takes flows: {per:?}");
+    assert!(
+        per.values().all(|&c| (200..=400).contains(&c)),
+        "even shares: {per:?}"
+    );
+
+    // one backend goes; new flows are chosen again (NAT entries cleared)
+    let gone = sa("10.244.0.13:8080");
+    let rest: Vec<(&str, &str)> = all
+        .iter()
+        .copied()
+        .filter(|e| e.0 != "10.244.0.13")
+        .collect();
+    install(
+        &n.progs,
+        &[svc],
+        &[slice("mag", &rest, &port)],
+        Algorithm::maglev(),
+        &mut ids,
+    );
+    n.clear_nat();
+    let after = backends_of(&n, "198.18.0.1:30090", FLOWS);
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let moved_kept = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| **b != gone && b != a)
+        .count();
+    assert!(after.iter().all(|a| *a != gone));
+    println!(
+        "maglev: {moved} of {FLOWS} flows moved ({:.1}%), {moved_kept} of them from a backend that stayed",
+        100.0 * moved as f64 / f64::from(FLOWS)
+    );
+    assert_eq!(
+        moved - moved_kept,
+        per[&gone],
+        "every flow of the removed backend moved"
+    );
+    let share = moved as f64 / f64::from(FLOWS);
+    assert!((0.07..0.14).contains(&share), "about 1/10 moved: {share}");
+    assert!(
+        moved_kept * 100 < usize::from(FLOWS) * 2,
+        "under 2% of the others moved"
+    );
+}
+
+#[test]
+fn established_flows_keep_their_backend_and_a_removed_one_is_chosen_again_privileged() {
+    need_root!("established_flows_keep_their_backend_and_a_removed_one_is_chosen_again_privileged");
+    let n = node("npkeep");
+    let svc = nodeport(
+        "keep",
+        "10.96.0.21",
+        Protocol::TCP,
+        30091,
+        TrafficPolicy::Local,
+    );
+    let port = [(Protocol::TCP, 8080)];
+    let three = [
+        ("10.244.0.20", NODE),
+        ("10.244.0.21", NODE),
+        ("10.244.0.22", NODE),
+    ];
+    let mut ids = IdAllocator::default();
+    install(
+        &n.progs,
+        &[svc.clone()],
+        &[slice("keep", &three, &port)],
+        Algorithm::Random,
+        &mut ids,
+    );
+    let before = backends_of(&n, "198.18.0.1:30091", 300);
+    // random slots: a backend change would move most new flows, but these
+    // have NAT entries; only the removed backend's flows choose again
+    let four = [
+        ("10.244.0.20", NODE),
+        ("10.244.0.22", NODE),
+        ("10.244.0.23", NODE),
+        ("10.244.0.24", NODE),
+    ];
+    install(
+        &n.progs,
+        &[svc],
+        &[slice("keep", &four, &port)],
+        Algorithm::Random,
+        &mut ids,
+    );
+    let after = backends_of(&n, "198.18.0.1:30091", 300);
+    for (b, a) in before.iter().zip(&after) {
+        if *b == sa("10.244.0.21:8080") {
+            assert_ne!(a, b, "the removed backend takes no packet");
+        } else {
+            assert_eq!(a, b, "an established flow stays");
+        }
+    }
+}
+
+#[test]
+fn client_ip_affinity_holds_across_flows_from_outside_privileged() {
+    need_root!("client_ip_affinity_holds_across_flows_from_outside_privileged");
+    let n = node("npaff");
+    let mut svc = nodeport(
+        "aff",
+        "10.96.0.22",
+        Protocol::TCP,
+        30092,
+        TrafficPolicy::Local,
+    );
+    svc.session_affinity = weft_lb::SessionAffinity::ClientIp {
+        timeout_seconds: 600,
+    };
+    let eps: Vec<(&str, &str)> = ["10.244.0.30", "10.244.0.31", "10.244.0.32", "10.244.0.33"]
+        .iter()
+        .map(|e| (*e, NODE))
+        .collect();
+    install(
+        &n.progs,
+        &[svc],
+        &[slice("aff", &eps, &[(Protocol::TCP, 8080)])],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    let mut chosen = std::collections::BTreeSet::new();
+    for c in 0..8 {
+        let first: Vec<SocketAddr> = (0..25)
+            .map(|p| {
+                let client = format!("198.18.0.{}:{}", 100 + c, 30000 + p);
+                n.inbound(&client, "198.18.0.1:30092", TCP).2
+            })
+            .collect();
+        assert!(
+            first.iter().all(|b| *b == first[0]),
+            "client {c}: {first:?}"
+        );
+        chosen.insert(first[0]);
+    }
+    assert!(chosen.len() > 1, "different clients spread: {chosen:?}");
+    let aff = n.progs.maps().affinity().unwrap();
+    assert_eq!(aff.len(), 8, "one entry per client: {aff:?}");
+}

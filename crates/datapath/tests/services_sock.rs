@@ -1,0 +1,253 @@
+//! The socket-level load balancer on real sockets: client processes in a
+//! private cgroup v2 directory (the programs are attached there, never to
+//! the machine's root cgroup) and in a client network namespace reach
+//! ClusterIPs served by two backend namespaces. Without root they skip.
+
+mod common;
+#[path = "services/sockets.rs"]
+mod sockets;
+#[path = "services/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::*;
+use sockets::{client_main, run_client, Cgroup, Outcome, Servers};
+use support::*;
+use weft_datapath::services::{
+    AffinityClient, ServiceProgramOptions, ServicePrograms, ServiceTable,
+};
+use weft_lb::{Algorithm, IdAllocator, Protocol, ServiceType, SessionAffinity};
+
+/// Not a test: the client process `run_client` starts (does nothing when
+/// run by the harness).
+#[test]
+fn client_helper() {
+    if let Ok(spec) = std::env::var("WEFT_SVC_CLIENT") {
+        client_main(&spec);
+    }
+}
+
+const ECONNREFUSED: i32 = 111;
+
+/// Client netns `cli` (10.250.1.1 towards b1, 10.250.2.1 towards b2) and
+/// backend netns b1 (10.250.1.2) and b2 (10.250.2.2), each serving its name
+/// on TCP 8080 and UDP 5353. Services (built by weft_lb, written through
+/// ServiceMaps): web 10.96.0.10 (TCP 80, UDP 53, NodePort 30080) on both
+/// backends; empty 10.96.0.11 without endpoints; sticky 10.96.0.12 with
+/// ClientIP affinity; self 10.96.0.13 served by b1 alone. 10.250.1.1 is a
+/// node address. The socket programs sit on a private cgroup.
+struct Lab {
+    // dropped in order: programs and cgroup first, servers, then namespaces
+    progs: ServicePrograms,
+    cg: Cgroup,
+    _servers: Servers,
+    cli: Ns,
+    b1: Ns,
+    _b2: Ns,
+}
+
+fn lab(test: &str, algorithm: Algorithm) -> Lab {
+    let cli = Ns::new(test, "cli");
+    let b1 = Ns::new(test, "b1");
+    let b2 = Ns::new(test, "b2");
+    for (i, b) in [(1, &b1), (2, &b2)] {
+        let (v, e) = (format!("v{i}"), format!("e{i}"));
+        cli.ip(&["link", "add", &v, "type", "veth", "peer", "name", &e]);
+        cli.ip(&["link", "set", &e, "netns", &b.name]);
+        cli.ip(&["addr", "add", &format!("10.250.{i}.1/24"), "dev", &v]);
+        cli.ip(&["link", "set", &v, "up"]);
+        b.ip(&["addr", "add", &format!("10.250.{i}.2/24"), "dev", &e]);
+        b.ip(&["link", "set", &e, "up"]);
+        b.ip(&["route", "add", "default", "via", &format!("10.250.{i}.1")]);
+    }
+    let mut servers = Servers::new();
+    for (b, a, name) in [(&b1, "10.250.1.2", "b1"), (&b2, "10.250.2.2", "b2")] {
+        servers.tcp(&b.path(), format!("{a}:8080").parse().unwrap(), name);
+        servers.udp(&b.path(), format!("{a}:5353").parse().unwrap(), name);
+    }
+
+    let mut web = service(
+        "web",
+        ServiceType::NodePort,
+        "10.96.0.10",
+        &[(Protocol::TCP, 80, Some(30080)), (Protocol::UDP, 53, None)],
+    );
+    web.ports[1].name = "udp".into();
+    let empty = service(
+        "empty",
+        ServiceType::ClusterIP,
+        "10.96.0.11",
+        &[(Protocol::TCP, 80, None), (Protocol::UDP, 53, None)],
+    );
+    let mut sticky = service(
+        "sticky",
+        ServiceType::ClusterIP,
+        "10.96.0.12",
+        &[(Protocol::TCP, 80, None)],
+    );
+    sticky.session_affinity = SessionAffinity::ClientIp {
+        timeout_seconds: 600,
+    };
+    let me = service(
+        "self",
+        ServiceType::ClusterIP,
+        "10.96.0.13",
+        &[(Protocol::TCP, 80, None)],
+    );
+    let both = [("10.250.1.2", NODE), ("10.250.2.2", "node-b")];
+    let ports = [(Protocol::TCP, 8080), (Protocol::UDP, 5353)];
+    let slices = [
+        slice("web", &both, &ports),
+        slice("sticky", &both, &ports),
+        slice("self", &[("10.250.1.2", NODE)], &ports),
+    ];
+    let mut progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    install(
+        &progs,
+        &[web, empty, sticky, me],
+        &slices,
+        algorithm,
+        &mut IdAllocator::default(),
+    );
+    progs.maps().set_node_addrs(&[ip("10.250.1.1")]).unwrap();
+    let cg = Cgroup::new(test);
+    progs.attach_cgroup(&cg.path).unwrap();
+    Lab {
+        progs,
+        cg,
+        _servers: servers,
+        cli,
+        b1,
+        _b2: b2,
+    }
+}
+
+impl Lab {
+    fn client(&self, spec: &str) -> Vec<Outcome> {
+        run_client(&self.cli.path(), Some(&self.cg), spec)
+    }
+}
+
+/// Server name -> count, and every peer seen.
+fn tally(out: &[Outcome]) -> (BTreeMap<String, usize>, Vec<SocketAddr>, Vec<i32>) {
+    let (mut names, mut peers, mut errs) = (BTreeMap::new(), Vec::new(), Vec::new());
+    for o in out {
+        match o {
+            Outcome::Ok(p, n) => {
+                *names.entry(n.clone()).or_insert(0) += 1;
+                peers.push(*p);
+            }
+            Outcome::Err(e) => errs.push(*e),
+        }
+    }
+    (names, peers, errs)
+}
+
+#[test]
+fn socket_lb_tcp_reaches_both_backends_and_shows_the_cluster_ip_privileged() {
+    need_root!("socket_lb_tcp_reaches_both_backends_and_shows_the_cluster_ip_privileged");
+    for (tag, alg) in [
+        ("socktcpr", Algorithm::Random),
+        ("socktcpm", Algorithm::maglev()),
+    ] {
+        let lab = lab(tag, alg);
+        let (names, peers, errs) = tally(&lab.client("tcp 10.96.0.10:80 40"));
+        assert!(errs.is_empty(), "{tag}: {errs:?}");
+        assert_eq!(peers.len(), 40);
+        assert!(
+            names.get("b1") >= Some(&3) && names.get("b2") >= Some(&3),
+            "{tag}: {names:?}"
+        );
+        assert!(
+            peers.iter().all(|p| *p == "10.96.0.10:80".parse().unwrap()),
+            "{tag}: getpeername shows the Service: {peers:?}"
+        );
+        let st = lab.progs.maps().counters().unwrap();
+        assert_eq!(st.sock_xlate, 40, "{tag}");
+        assert_eq!(st.sock_revnat, 40, "{tag}: one getpeername each");
+    }
+}
+
+#[test]
+fn socket_lb_udp_replies_come_from_the_cluster_ip_privileged() {
+    need_root!("socket_lb_udp_replies_come_from_the_cluster_ip_privileged");
+    let lab = lab("sockudp", Algorithm::Random);
+    let (names, peers, errs) = tally(&lab.client("udp 10.96.0.10:53 30"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert!(
+        names.get("b1") >= Some(&3) && names.get("b2") >= Some(&3),
+        "{names:?}"
+    );
+    assert!(
+        peers.iter().all(|p| *p == "10.96.0.10:53".parse().unwrap()),
+        "recvmsg shows the ClusterIP as the source: {peers:?}"
+    );
+}
+
+#[test]
+fn socket_lb_refuses_a_service_without_endpoints_privileged() {
+    need_root!("socket_lb_refuses_a_service_without_endpoints_privileged");
+    let lab = lab("socknone", Algorithm::Random);
+    assert_eq!(
+        lab.client("tcp 10.96.0.11:80 3"),
+        vec![Outcome::Err(ECONNREFUSED); 3]
+    );
+    assert_eq!(
+        lab.client("udp 10.96.0.11:53 2"),
+        vec![Outcome::Err(ECONNREFUSED); 2]
+    );
+    assert_eq!(lab.progs.maps().counters().unwrap().sock_reject, 5);
+}
+
+#[test]
+fn socket_lb_client_ip_affinity_holds_privileged() {
+    need_root!("socket_lb_client_ip_affinity_holds_privileged");
+    let lab = lab("sockaff", Algorithm::Random);
+    let (names, _, errs) = tally(&lab.client("tcp 10.96.0.12:80 25"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(
+        names.len(),
+        1,
+        "every connect of the client on one backend: {names:?}"
+    );
+    let aff = lab.progs.maps().affinity().unwrap();
+    assert_eq!(aff.len(), 1, "{aff:?}");
+    assert!(matches!(aff[0].client, AffinityClient::Netns(_)));
+    // a second run from the same netns keeps the backend
+    let (again, _, _) = tally(&lab.client("tcp 10.96.0.12:80 5"));
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        names.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn socket_lb_hairpin_and_node_port_from_the_node_privileged() {
+    need_root!("socket_lb_hairpin_and_node_port_from_the_node_privileged");
+    let lab = lab("sockhair", Algorithm::Random);
+    // b1's own Service sends b1 to itself
+    let out = run_client(&lab.b1.path(), Some(&lab.cg), "tcp 10.96.0.13:80 3");
+    assert_eq!(
+        out,
+        vec![Outcome::Ok("10.96.0.13:80".parse().unwrap(), "b1".into()); 3]
+    );
+    // the NodePort on one of the node's own addresses
+    let (names, peers, errs) = tally(&lab.client("tcp 10.250.1.1:30080 20"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(names.values().sum::<usize>(), 20, "{names:?}");
+    assert!(peers
+        .iter()
+        .all(|p| *p == "10.250.1.1:30080".parse().unwrap()));
+}
+
+#[test]
+fn socket_lb_leaves_processes_outside_its_cgroup_alone_privileged() {
+    need_root!("socket_lb_leaves_processes_outside_its_cgroup_alone_privileged");
+    let lab = lab("sockout", Algorithm::Random);
+    // no route to the ClusterIP in the client netns: untranslated, it fails
+    let out = run_client(&lab.cli.path(), None, "tcp 10.96.0.10:80 1");
+    assert!(matches!(out[..], [Outcome::Err(_)]), "{out:?}");
+    assert_eq!(lab.progs.maps().counters().unwrap().sock_xlate, 0);
+}

@@ -386,7 +386,7 @@ fn maglev_removing_one_of_ten_backends_moves_about_a_tenth_of_flows_privileged()
     let port = [(Protocol::TCP, 8080)];
     install(
         &n.progs,
-        &[svc.clone()],
+        std::slice::from_ref(&svc),
         &[slice("mag", &all, &port)],
         Algorithm::maglev(),
         &mut ids,
@@ -463,7 +463,7 @@ fn established_flows_keep_their_backend_and_a_removed_one_is_chosen_again_privil
     let mut ids = IdAllocator::default();
     install(
         &n.progs,
-        &[svc.clone()],
+        std::slice::from_ref(&svc),
         &[slice("keep", &three, &port)],
         Algorithm::Random,
         &mut ids,

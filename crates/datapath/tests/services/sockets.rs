@@ -85,6 +85,47 @@ impl Servers {
         }));
     }
 
+    /// Each TCP connection gets `<name> <its peer>\n`, then every line it
+    /// sends is echoed back until it closes (or the servers stop).
+    pub fn tcp_echo(&mut self, netns: &Path, addr: SocketAddr, name: &'static str) {
+        let l = run_in(netns, move || TcpListener::bind(addr))
+            .unwrap()
+            .unwrap();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::clone(&self.stop);
+        self.threads.push(std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                        let _ = s.write_all(format!("{name} {peer}\n").as_bytes());
+                        let stop = Arc::clone(&stop);
+                        conns.push(std::thread::spawn(move || {
+                            let mut buf = [0u8; 256];
+                            while !stop.load(Ordering::Relaxed) {
+                                match s.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => {
+                                        if s.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Err(_) => {}
+                                }
+                            }
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        }));
+    }
+
     pub fn udp(&mut self, netns: &Path, addr: SocketAddr, name: &'static str) {
         let s = run_in(netns, move || UdpSocket::bind(addr))
             .unwrap()

@@ -21,7 +21,7 @@
 pub mod encode;
 mod fake;
 mod kernel;
-mod programs;
+pub mod programs;
 
 use std::net::IpAddr;
 

@@ -539,3 +539,70 @@ fn client_ip_affinity_holds_across_flows_from_outside_privileged() {
     let aff = n.progs.maps().affinity().unwrap();
     assert_eq!(aff.len(), 8, "one entry per client: {aff:?}");
 }
+
+/// The events in the programs' ring buffer (weft_flows).
+fn flow_events(n: &Node) -> Vec<weft_bpf_abi::FlowEvent> {
+    let mut ring = weft_datapath::bpf::RingBuf::new(n.progs.map("weft_flows").unwrap()).unwrap();
+    let mut out = Vec::new();
+    ring.drain(1000, |b| {
+        if let Some(e) = weft_datapath::bpf::from_bytes::<weft_bpf_abi::FlowEvent>(b) {
+            out.push(e);
+        }
+    });
+    out
+}
+
+#[test]
+fn translations_and_no_backend_drops_are_reported_as_flow_events_privileged() {
+    need_root!("translations_and_no_backend_drops_are_reported_as_flow_events_privileged");
+    use weft_bpf_abi::{POINT_NODEPORT, VERDICT_DROPPED, VERDICT_TRANSLATED};
+    let n = node("npflows");
+    let web = nodeport(
+        "web",
+        "10.96.0.40",
+        Protocol::TCP,
+        30100,
+        TrafficPolicy::Local,
+    );
+    let empty = nodeport(
+        "gone",
+        "10.96.0.41",
+        Protocol::TCP,
+        30101,
+        TrafficPolicy::Local,
+    );
+    let sl = slice("web", &[("10.244.0.9", NODE)], &[(Protocol::TCP, 8080)]);
+    install(
+        &n.progs,
+        &[web, empty],
+        &[sl],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    n.inbound("198.18.0.100:40000", "198.18.0.1:30100", TCP);
+    n.inbound("198.18.0.100:40000", "198.18.0.1:30100", TCP); // known flow: no event
+    n.inbound("198.18.0.100:40001", "198.18.0.1:30101", TCP);
+    n.inbound("198.18.0.100:40001", "198.18.0.1:30101", TCP); // rate-limited drop
+    let ev = flow_events(&n);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let t = &ev[0];
+    assert_eq!(
+        (t.verdict, t.point, t.proto),
+        (VERDICT_TRANSLATED, POINT_NODEPORT, TCP)
+    );
+    assert_eq!(&t.src[..4], &[198, 18, 0, 100]);
+    assert_eq!(
+        (&t.dst[..4], u16::from_be(t.dport)),
+        (&[198u8, 18, 0, 1][..], 30100)
+    );
+    assert_eq!(
+        (&t.xlat_dst[..4], u16::from_be(t.xlat_dport)),
+        (&[10u8, 244, 0, 9][..], 8080)
+    );
+    let d = &ev[1];
+    assert_eq!(
+        (d.verdict, d.drop_reason),
+        (VERDICT_DROPPED, DROP_NO_BACKEND as u8)
+    );
+    assert_eq!(u16::from_be(d.dport), 30101);
+}

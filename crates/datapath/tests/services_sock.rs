@@ -61,11 +61,31 @@ fn lab(test: &str, algorithm: Algorithm) -> Lab {
         b.ip(&["addr", "add", &format!("10.250.{i}.2/24"), "dev", &e]);
         b.ip(&["link", "set", &e, "up"]);
         b.ip(&["route", "add", "default", "via", &format!("10.250.{i}.1")]);
+        cli.ip(&[
+            "addr",
+            "add",
+            &format!("fd00:250:{i}::1/64"),
+            "dev",
+            &v,
+            "nodad",
+        ]);
+        b.ip(&[
+            "addr",
+            "add",
+            &format!("fd00:250:{i}::2/64"),
+            "dev",
+            &e,
+            "nodad",
+        ]);
     }
     let mut servers = Servers::new();
     for (b, a, name) in [(&b1, "10.250.1.2", "b1"), (&b2, "10.250.2.2", "b2")] {
         servers.tcp(&b.path(), format!("{a}:8080").parse().unwrap(), name);
         servers.udp(&b.path(), format!("{a}:5353").parse().unwrap(), name);
+    }
+    for (b, a, name) in [(&b1, "fd00:250:1::2", "b1"), (&b2, "fd00:250:2::2", "b2")] {
+        servers.tcp(&b.path(), format!("[{a}]:8080").parse().unwrap(), name);
+        servers.udp(&b.path(), format!("[{a}]:5353").parse().unwrap(), name);
     }
 
     let mut web = service(
@@ -96,17 +116,26 @@ fn lab(test: &str, algorithm: Algorithm) -> Lab {
         "10.96.0.13",
         &[(Protocol::TCP, 80, None)],
     );
+    let mut web6 = service(
+        "web6",
+        ServiceType::ClusterIP,
+        "fd00:96::10",
+        &[(Protocol::TCP, 80, None), (Protocol::UDP, 53, None)],
+    );
+    web6.ports[1].name = "udp".into();
     let both = [("10.250.1.2", NODE), ("10.250.2.2", "node-b")];
+    let both6 = [("fd00:250:1::2", NODE), ("fd00:250:2::2", "node-b")];
     let ports = [(Protocol::TCP, 8080), (Protocol::UDP, 5353)];
     let slices = [
         slice("web", &both, &ports),
         slice("sticky", &both, &ports),
         slice("self", &[("10.250.1.2", NODE)], &ports),
+        slice("web6", &both6, &ports),
     ];
     let mut progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
     install(
         &progs,
-        &[web, empty, sticky, me],
+        &[web, empty, sticky, me, web6],
         &slices,
         algorithm,
         &mut IdAllocator::default(),
@@ -166,6 +195,14 @@ fn socket_lb_tcp_reaches_both_backends_and_shows_the_cluster_ip_privileged() {
         );
         let st = lab.progs.maps().counters().unwrap();
         assert_eq!(st.sock_xlate, 40, "{tag}");
+        let events = flow_events(&lab);
+        assert_eq!(events.len(), 40, "{tag}: one translation event per connect");
+        assert!(events
+            .iter()
+            .all(|e| e.verdict == weft_bpf_abi::VERDICT_TRANSLATED
+                && e.point == weft_bpf_abi::POINT_SOCKET
+                && e.dst[..4] == [10, 96, 0, 10]
+                && u16::from_be(e.xlat_dport) == 8080));
         assert_eq!(st.sock_revnat, 40, "{tag}: one getpeername each");
     }
 }
@@ -250,4 +287,34 @@ fn socket_lb_leaves_processes_outside_its_cgroup_alone_privileged() {
     let out = run_client(&lab.cli.path(), None, "tcp 10.96.0.10:80 1");
     assert!(matches!(out[..], [Outcome::Err(_)]), "{out:?}");
     assert_eq!(lab.progs.maps().counters().unwrap().sock_xlate, 0);
+}
+
+/// The events in the programs' ring buffer (weft_flows).
+fn flow_events(lab: &Lab) -> Vec<weft_bpf_abi::FlowEvent> {
+    let map = lab.progs.map("weft_flows").unwrap();
+    let mut ring = weft_datapath::bpf::RingBuf::new(map).unwrap();
+    let mut out = Vec::new();
+    ring.drain(1000, |b| {
+        out.extend(weft_datapath::bpf::from_bytes::<weft_bpf_abi::FlowEvent>(b));
+    });
+    out
+}
+
+#[test]
+fn socket_lb_ipv6_tcp_and_udp_privileged() {
+    need_root!("socket_lb_ipv6_tcp_and_udp_privileged");
+    let lab = lab("sock6", Algorithm::maglev());
+    for (spec, fe) in [
+        ("tcp [fd00:96::10]:80 30", "[fd00:96::10]:80"),
+        ("udp [fd00:96::10]:53 30", "[fd00:96::10]:53"),
+    ] {
+        let (names, peers, errs) = tally(&lab.client(spec));
+        assert!(errs.is_empty(), "{spec}: {errs:?}");
+        assert!(
+            names.get("b1") >= Some(&3) && names.get("b2") >= Some(&3),
+            "{spec}: {names:?}"
+        );
+        let fe: SocketAddr = fe.parse().unwrap();
+        assert!(peers.iter().all(|p| *p == fe), "{spec}: {peers:?}");
+    }
 }

@@ -318,3 +318,24 @@ fn socket_lb_ipv6_tcp_and_udp_privileged() {
         assert!(peers.iter().all(|p| *p == fe), "{spec}: {peers:?}");
     }
 }
+
+#[test]
+fn socket_lb_ipv4_mapped_destinations_of_ipv6_sockets_privileged() {
+    need_root!("socket_lb_ipv4_mapped_destinations_of_ipv6_sockets_privileged");
+    let lab = lab("sockmap", Algorithm::Random);
+    for (spec, fe) in [
+        ("tcp [::ffff:10.96.0.10]:80 20", "[::ffff:10.96.0.10]:80"),
+        ("udp [::ffff:10.96.0.10]:53 20", "[::ffff:10.96.0.10]:53"),
+    ] {
+        let (names, peers, errs) = tally(&lab.client(spec));
+        assert!(errs.is_empty(), "{spec}: {errs:?}");
+        assert_eq!(names.values().sum::<usize>(), 20, "{spec}: {names:?}");
+        assert!(names.len() == 2, "{spec}: both backends: {names:?}");
+        let fe: SocketAddr = fe.parse().unwrap();
+        assert!(peers.iter().all(|p| *p == fe), "{spec}: {peers:?}");
+    }
+    assert_eq!(
+        lab.client("tcp [::ffff:10.96.0.11]:80 1"),
+        vec![Outcome::Err(ECONNREFUSED)]
+    );
+}

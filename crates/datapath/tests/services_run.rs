@@ -21,7 +21,7 @@ use packets::{sa, TCP, UDP};
 use support::*;
 use weft_bpf_abi::{DROP_NO_BACKEND, TCX_DROP, TCX_NEXT, TC_ACT_REDIRECT};
 use weft_datapath::bpf::PerCpuArray;
-use weft_datapath::services::ServiceTable;
+use weft_datapath::services::{ServiceTable, NODEPORT_IN};
 use weft_lb::{Algorithm, IdAllocator, Protocol, TrafficPolicy};
 
 use node::*;
@@ -81,6 +81,20 @@ fn nodeport_local_policy_keeps_the_source_and_reverses_the_reply_privileged() {
     assert_eq!(
         (st.np_new, st.np_fwd, st.np_revnat, st.np_snat),
         (1, 1, 1, 0)
+    );
+    // what a packet of a known flow costs (a NAT hit and the rewrite), and
+    // one that is no Service's (a NAT miss, two frontend lookups)
+    let known = packets::frame(
+        sa("198.18.0.100:40000"),
+        sa("198.18.0.1:30080"),
+        TCP,
+        b"ping",
+    );
+    let other = packets::frame(sa("198.18.0.100:40001"), sa("198.18.0.1:22"), TCP, b"ping");
+    println!(
+        "nodeport_in: {} ns per packet of a known flow, {} ns per packet for no Service",
+        n.time(NODEPORT_IN, &known, 100_000),
+        n.time(NODEPORT_IN, &other, 100_000)
     );
 }
 

@@ -339,3 +339,33 @@ fn socket_lb_ipv4_mapped_destinations_of_ipv6_sockets_privileged() {
         vec![Outcome::Err(ECONNREFUSED)]
     );
 }
+
+#[test]
+fn socket_lb_connect_cost_privileged() {
+    need_root!("socket_lb_connect_cost_privileged");
+    let lab = lab("sockcost", Algorithm::maglev());
+    let median = |spec: &str| {
+        let mut t: Vec<u64> = lab
+            .client(spec)
+            .iter()
+            .map(|o| match o {
+                Outcome::Ok(_, ns) => ns.parse().unwrap(),
+                Outcome::Err(e) => panic!("{spec}: errno {e}"),
+            })
+            .collect();
+        t.sort();
+        t[t.len() / 2]
+    };
+    // interleaved rounds, the median of each
+    let (mut via, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        via.push(median("tcptime 10.96.0.10:80 300"));
+        direct.push(median("tcptime 10.250.1.2:8080 300"));
+    }
+    via.sort();
+    direct.sort();
+    println!(
+        "connect p50: {} ns to the ClusterIP (socket LB, Maglev), {} ns to a backend directly",
+        via[1], direct[1]
+    );
+}

@@ -102,6 +102,20 @@ impl Node {
         (r.retval, r.data)
     }
 
+    /// The mean run time of `prog` on `f` over `repeat` runs (ns).
+    pub fn time(&self, prog: &str, f: &[u8], repeat: u32) -> u32 {
+        let ctx = SkbCtx {
+            ingress_ifindex: self.ext,
+            ifindex: self.ext,
+            ..Default::default()
+        };
+        let p = self.progs.program(prog).unwrap();
+        run_in(&self.ns.path(), || p.test_run(f, &ctx, repeat))
+            .unwrap()
+            .unwrap()
+            .duration_ns
+    }
+
     /// A packet from outside: verdict and (source, destination) after.
     pub fn inbound(&self, src: &str, dst: &str, proto: u8) -> (i32, SocketAddr, SocketAddr) {
         let (v, out) = self.run(NODEPORT_IN, &frame(sa(src), sa(dst), proto, b"ping"));

@@ -153,7 +153,7 @@ impl Drop for Servers {
 }
 
 /// The client side, run by the test binary itself in a child process (see
-/// `client_helper`): `tcp|udp <addr> <n>`, one line per attempt,
+/// `client_helper`): `tcp|tcptime|udp <addr> <n>`, one line per attempt,
 /// `SVC ok <peer or source> <server name>` or `SVC err <errno>`.
 pub fn client_main(spec: &str) {
     let parts: Vec<&str> = spec.split_whitespace().collect();
@@ -175,6 +175,18 @@ pub fn client_main(spec: &str) {
                 }
                 Err(e) => errno(e),
             },
+            // the connect's duration (ns) as the name
+            "tcptime" => {
+                let t = Instant::now();
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Ok(s) => format!(
+                        "SVC ok {} {}",
+                        s.peer_addr().unwrap(),
+                        t.elapsed().as_nanos()
+                    ),
+                    Err(e) => errno(e),
+                }
+            }
             "udp" => {
                 let bind: SocketAddr = if addr.is_ipv4() {
                     "0.0.0.0:0".parse().unwrap()

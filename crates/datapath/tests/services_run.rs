@@ -247,6 +247,40 @@ fn nodeport_ipv6_udp_is_translated_both_ways_privileged() {
     assert_eq!((s, d), (sa("[2001:2::1]:30053"), sa("[2001:2::100]:40000")));
 }
 
+#[test]
+fn nodeport_ipv6_cluster_policy_snats_towards_another_node_privileged() {
+    need_root!("nodeport_ipv6_cluster_policy_snats_towards_another_node_privileged");
+    let n = node("np6snat");
+    let svc = nodeport(
+        "web6",
+        "fd00:96::11",
+        Protocol::TCP,
+        30054,
+        TrafficPolicy::Cluster,
+    );
+    let sl = slice(
+        "web6",
+        &[("fd00:244:1::7", "node-b")],
+        &[(Protocol::TCP, 8080)],
+    );
+    install(
+        &n.progs,
+        &[svc],
+        &[sl],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    let (v, s, d) = n.inbound("[2001:2::100]:40000", "[2001:2::1]:30054", TCP);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(
+        (s, d),
+        (sa("[2001:2::1]:40000"), sa("[fd00:244:1::7]:8080"))
+    );
+    let (v, s, d) = n.inbound("[fd00:244:1::7]:8080", "[2001:2::1]:40000", TCP);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!((s, d), (sa("[2001:2::1]:30054"), sa("[2001:2::100]:40000")));
+}
+
 /// The backend each of `flows` client ports gets, through the program.
 fn backends_of(n: &Node, fe: &str, flows: u16) -> Vec<SocketAddr> {
     (0..flows)

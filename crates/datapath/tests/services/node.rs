@@ -20,7 +20,8 @@ pub const NODE_IP: &str = "198.18.0.1";
 pub const NODE_IP6: &str = "2001:2::1";
 
 /// A node netns: `ext0` (198.18.0.1/24, 2001:2::1/64) where outside traffic
-/// arrives, 10.244.1.0/24 (another node's pods) via 198.18.0.254 on it, and
+/// arrives, 10.244.1.0/24 and fd00:244:1::/64 (another node's pods) via
+/// 198.18.0.254 and 2001:2::fe on it, and
 /// 10.244.0.0/24 (this node's pods) behind `hv0`, a host veth with weft's
 /// ee:ee:ee:ee:ee:ee MAC, neighbours permanent. Forwarding on.
 pub struct Node {
@@ -58,6 +59,27 @@ pub fn node(test: &str) -> Node {
         "10.244.1.0/24",
         "via",
         "198.18.0.254",
+        "dev",
+        "ext0",
+    ]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "2001:2::fe",
+        "lladdr",
+        "02:00:00:00:00:fe",
+        "dev",
+        "ext0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:244:1::/64",
+        "via",
+        "2001:2::fe",
         "dev",
         "ext0",
     ]);

@@ -369,3 +369,47 @@ fn socket_lb_connect_cost_privileged() {
         via[1], direct[1]
     );
 }
+
+#[test]
+fn udp_sockets_connected_to_a_removed_backend_are_aborted_privileged() {
+    need_root!("udp_sockets_connected_to_a_removed_backend_are_aborted_privileged");
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    use weft_datapath::netns::run_in;
+    use weft_datapath::services::sockdiag::destroy_udp_to_in;
+    let lab = lab("sockstale", Algorithm::Random);
+    let (b1, b2): (SocketAddr, SocketAddr) = (
+        "10.250.1.2:5353".parse().unwrap(),
+        "10.250.2.2:5353".parse().unwrap(),
+    );
+    // long-lived connected sockets in the client netns, as a resolver keeps
+    let connected = |to: SocketAddr| {
+        run_in(&lab.cli.path(), move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect(to).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        })
+        .unwrap()
+    };
+    let ask = |s: &UdpSocket| -> Result<String, i32> {
+        let mut buf = [0u8; 16];
+        s.send(b"hi").map_err(|e| e.raw_os_error().unwrap_or(-1))?;
+        let n = s
+            .recv(&mut buf)
+            .map_err(|e| e.raw_os_error().unwrap_or(-1))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let (to_b1, to_b2) = (connected(b1), connected(b2));
+    assert_eq!(ask(&to_b1), Ok("b1".into()));
+    assert_eq!(ask(&to_b2), Ok("b2".into()));
+    // b1 left its Service: its sockets are aborted, the others kept
+    assert_eq!(destroy_udp_to_in(&lab.cli.path(), &[b1]).unwrap(), 1);
+    let e = ask(&to_b1).unwrap_err();
+    assert!(
+        e == libc::ECONNABORTED || e == libc::EDESTADDRREQ,
+        "errno {e}"
+    );
+    assert_eq!(ask(&to_b2), Ok("b2".into()));
+    assert_eq!(destroy_udp_to_in(&lab.cli.path(), &[b1]).unwrap(), 0);
+}

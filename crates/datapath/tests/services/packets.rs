@@ -120,3 +120,9 @@ pub fn checksums_ok(f: &[u8]) -> bool {
 pub fn sa(s: &str) -> SocketAddr {
     s.parse().expect("test socket address")
 }
+
+/// Whether the Internet checksum over `b` (its checksum field included)
+/// verifies.
+pub fn sum_ok(b: &[u8]) -> bool {
+    fold(sum16(b, 0)) == 0
+}

@@ -21,7 +21,7 @@
  * The kernel then routes the rewritten packet (TCX_NEXT), so forwarding must
  * be on; source-NATed packets are redirected out themselves (np_forward). NAT state lives in weft_lb_nat (LRU, pinned: a weftd restart keeps
  * every flow). A frontend with no usable backend reports a NO_BACKEND
- * drop and answers with an ICMP port unreachable (IPv4; kube-proxy's
+ * drop and answers with an ICMP(v6) port unreachable (kube-proxy's
  * REJECT), or drops when only a Local policy emptied its scope.
  */
 #include <linux/if_ether.h>
@@ -319,8 +319,8 @@ static __always_inline __u16 np_fold(__s64 sum)
  * kube-proxy's REJECT for a Service without endpoints: the packet becomes
  * an ICMP port unreachable back to its sender (what iptables' REJECT sends
  * for TCP and UDP alike; a TCP client's connect then fails with
- * ECONNREFUSED), sent out of the device it came in on. IPv4 only: IPv6
- * packets are dropped. Returns the verdict.
+ * ECONNREFUSED), sent out of the device it came in on. Returns the
+ * verdict.
  */
 static __always_inline int np_reject4(struct __sk_buff *skb, const struct np_pkt *p)
 {
@@ -346,6 +346,40 @@ static __always_inline int np_reject4(struct __sk_buff *skb, const struct np_pkt
 	*(__u16 *)(b + 22) = np_fold(bpf_csum_diff(NULL, 0, buf + 5, 36, 0));
 	if (bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0) ||
+	    bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) || bpf_skb_store_bytes(skb, 6, mac, 6, 0))
+		return WEFT_TCX_DROP;
+	return bpf_redirect(skb->ingress_ifindex, 0);
+}
+
+/* np_reject4 for IPv6: an ICMPv6 port unreachable (type 1, code 4) with
+ * the offending IPv6 header and 8 bytes of its payload, 96 bytes. */
+static __always_inline int np_reject6(struct __sk_buff *skb, const struct np_pkt *p)
+{
+	__u32 zero = 0, *buf = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	__u8 *b = (__u8 *)buf, mac[12];
+	__u32 pseudo[2] = { bpf_htonl(56), bpf_htonl(IPPROTO_ICMPV6) };
+	struct ipv6hdr *ip6 = (struct ipv6hdr *)b;
+	__s64 sum;
+
+	if (!buf)
+		return WEFT_TCX_DROP;
+	__builtin_memset(b, 0, 48);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, b + 48, 48) || bpf_skb_load_bytes(skb, 0, mac, 12))
+		return WEFT_TCX_DROP;
+	ip6->version = 6;
+	ip6->payload_len = bpf_htons(56);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 64;
+	__builtin_memcpy(&ip6->saddr, p->k.daddr, 16);
+	__builtin_memcpy(&ip6->daddr, p->k.saddr, 16);
+	b[40] = 1; /* ICMPV6_DEST_UNREACH */
+	b[41] = 4; /* ICMPV6_PORT_UNREACH */
+	sum = bpf_csum_diff(NULL, 0, buf + 2, 32, 0); /* source and destination */
+	sum = bpf_csum_diff(NULL, 0, pseudo, 8, sum);
+	sum = bpf_csum_diff(NULL, 0, buf + 10, 56, sum);
+	*(__u16 *)(b + 42) = np_fold(sum);
+	if (bpf_skb_change_tail(skb, ETH_HLEN + 96, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 96, 0) ||
 	    bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) || bpf_skb_store_bytes(skb, 6, mac, 6, 0))
 		return WEFT_TCX_DROP;
 	return bpf_redirect(skb->ingress_ifindex, 0);
@@ -378,9 +412,11 @@ static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 		lb_count(WEFT_LB_STAT_NP_DROP);
 		np_report(skb, p, NULL);
 		/* nothing at all: refused; none in this scope (Local): dropped */
-		if (!(svc->flags & WEFT_LB_DROP) && p->k.family == WEFT_AF_INET)
+		if (svc->flags & WEFT_LB_DROP)
+			return WEFT_TCX_DROP;
+		if (p->k.family == WEFT_AF_INET)
 			return np_reject4(skb, p);
-		return WEFT_TCX_DROP;
+		return np_reject6(skb, p);
 	}
 
 	/* forward: client -> backend, source kept or the node's */

@@ -199,9 +199,15 @@ fn nodeport_without_a_usable_backend_rejects_or_drops_and_reports_privileged() {
         &[("10.244.1.9", "node-b")],
         &[(Protocol::TCP, 8080)],
     )];
+    let empty6 = service(
+        "empty6",
+        weft_lb::ServiceType::NodePort,
+        "fd00:96::13",
+        &[(Protocol::UDP, 80, Some(30085))],
+    );
     install(
         &n.progs,
-        &[empty, elsewhere],
+        &[empty, elsewhere, empty6],
         &slices,
         Algorithm::Random,
         &mut IdAllocator::default(),
@@ -239,6 +245,31 @@ fn nodeport_without_a_usable_backend_rejects_or_drops_and_reports_privileged() {
             "the offending header and 8 bytes"
         );
     }
+    // and over IPv6, an ICMPv6 port unreachable
+    let orig = packets::frame(
+        sa("[2001:2::100]:40000"),
+        sa("[2001:2::1]:30085"),
+        UDP,
+        b"ping",
+    );
+    let (v, out) = n.run(NODEPORT_IN, &orig);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(out.len(), 14 + 40 + 8 + 48);
+    assert_eq!((&out[0..6], &out[6..12]), (&orig[6..12], &orig[0..6]));
+    assert_eq!((out[20], out[21]), (58, 64), "ICMPv6, a fresh hop limit");
+    assert_eq!(
+        &out[22..38],
+        &orig[38..54],
+        "from the address the client asked"
+    );
+    assert_eq!(&out[38..54], &orig[22..38], "to the client");
+    assert_eq!((out[54], out[55]), (1, 4), "destination unreachable, port");
+    assert!(packets::icmp6_ok(&out), "ICMPv6 checksum");
+    assert_eq!(
+        &out[62..110],
+        &orig[14..62],
+        "the offending header and 8 bytes"
+    );
     // none in this scope although the Service has some (Local): dropped
     let (v, s, d) = n.inbound("198.18.0.100:40000", "198.18.0.1:30084", TCP);
     assert_eq!(v, TCX_DROP);
@@ -247,11 +278,11 @@ fn nodeport_without_a_usable_backend_rejects_or_drops_and_reports_privileged() {
         (sa("198.18.0.100:40000"), sa("198.18.0.1:30084")),
         "left as it was"
     );
-    assert_eq!(n.stats().np_drop, 3);
+    assert_eq!(n.stats().np_drop, 4);
     let drops = PerCpuArray::<u64>::new(n.progs.map("weft_drops").unwrap()).unwrap();
     assert_eq!(
         drops.sum(DROP_NO_BACKEND).unwrap(),
-        3,
+        4,
         "counted as no-backend drops"
     );
 }

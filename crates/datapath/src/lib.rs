@@ -30,6 +30,7 @@ mod nlsock;
 pub mod policy;
 mod recording;
 pub mod routing;
+pub mod services;
 pub mod sysctl;
 
 /// The eBPF loader lives in its own crate; re-exported so callers keep

@@ -94,6 +94,12 @@ impl Map {
         })
     }
 
+    /// Another handle on the same kernel map (a dup'ed fd): for readers that
+    /// must outlive the object that loaded it, like weftd's flow reader.
+    pub fn try_clone(&self) -> Result<Map, BpfError> {
+        self.shared(&self.def)
+    }
+
     /// For a pinned map, whether this load created, re-used or replaced it.
     pub fn pin_outcome(&self) -> Option<PinOutcome> {
         self.pin

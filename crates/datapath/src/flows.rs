@@ -30,6 +30,18 @@ pub const FLOW_DROPS: &str = "weft_drops";
 /// Events the ring had no room for (per CPU, index 0).
 pub const FLOW_LOST: &str = "weft_flow_lost";
 
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`, which
+/// stamps flow events (std's `Instant` reads it too, but hides the value).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// What the kernel counted beside the events themselves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowCounters {

@@ -160,6 +160,11 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = crate::flows::DEFAULT_CAPACITY)]
     pub flow_buffer: usize,
 
+    /// Tests only: report every TCP/UDP packet pods send through a test
+    /// program on their host veths, instead of the programs' own flows.
+    #[arg(long, hide = true)]
+    pub flow_selftest: bool,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.

@@ -38,6 +38,14 @@ int weft_flow_selftest(struct __sk_buff *skb)
 		ev.sport = f.tuple.ipv6.sport;
 		ev.dport = f.tuple.ipv6.dport;
 	}
+	if (f.proto == IPPROTO_TCP) {
+		/* parse() took no options or extension headers: fixed offsets */
+		__u32 off = ETH_HLEN + (f.family == WEFT_AF_INET ? 20 : 40) + 13;
+		__u8 flags;
+
+		if (bpf_skb_load_bytes(skb, off, &flags, 1) == 0)
+			ev.tcp_flags = flags;
+	}
 	ev.verdict = (mark & 0xff) ? (mark & 0xff) : WEFT_VERDICT_FORWARDED;
 	ev.drop_reason = (mark >> 8) & 0xff;
 	ev.rule_id = (mark >> 16) & 0xff;

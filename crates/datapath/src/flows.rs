@@ -7,11 +7,11 @@
 //! (256 KiB), and a drain hands out at most `max` events per call, so the
 //! reader decides how much it holds at once.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use weft_bpf::{from_bytes, Loaded, Map, PerCpuArray, RingBuf};
+use weft_bpf::{from_bytes, tcx_attach, Loaded, Map, PerCpuArray, RingBuf, TcxDirection};
 use weft_bpf_abi::{Drops, FlowEvent, DROP_MAX};
 
 use crate::error::DatapathError;
@@ -135,6 +135,67 @@ impl FlowSource for KernelFlowSource {
             c.lost = PerCpuArray::<u64>::new(m)?.sum(0)?;
         }
         Ok(c)
+    }
+}
+
+/// Test-only (weftd's hidden `--flow-selftest`): the selftest program,
+/// loaded on its own and attached at the ingress of the host veths it is
+/// given (behind whatever runs there: it reports and passes every packet
+/// on), read like the programs' own ring. It proves the whole way, real
+/// packets of real pods to `weft observe`, before any policy or Service
+/// program reports.
+pub struct SelftestFlows {
+    loaded: Loaded,
+    source: KernelFlowSource,
+    attached: HashSet<u32>,
+}
+
+impl SelftestFlows {
+    /// Loads the program and its maps (fresh, nothing pinned).
+    pub fn load() -> Result<Self, DatapathError> {
+        let loaded = weft_bpf::load(FLOW_SELFTEST_OBJECT)?;
+        let source = KernelFlowSource::find(&[&loaded])?.ok_or_else(|| {
+            DatapathError::Bpf(weft_bpf::BpfError::Unsupported(
+                "the flow selftest object has no flow ring".into(),
+            ))
+        })?;
+        Ok(SelftestFlows {
+            loaded,
+            source,
+            attached: HashSet::new(),
+        })
+    }
+
+    /// Attaches the program to the ingress of those of `ifindexes` that do
+    /// not carry it yet; returns how many it attached. Must run in the
+    /// netns of the devices.
+    pub fn attach(&mut self, ifindexes: &[u32]) -> Result<usize, DatapathError> {
+        let prog = self.loaded.program(FLOW_SELFTEST)?;
+        let mut n = 0;
+        for &i in ifindexes {
+            if self.attached.insert(i) {
+                tcx_attach(i, TcxDirection::Ingress, prog)?;
+                n += 1;
+            }
+        }
+        // forget devices that are gone (ifindexes are not re-used soon,
+        // but a long test run should not grow this)
+        self.attached.retain(|i| ifindexes.contains(i));
+        Ok(n)
+    }
+}
+
+impl FlowSource for SelftestFlows {
+    fn drain(&mut self, max: usize, out: &mut Vec<FlowEvent>) -> Result<Drain, DatapathError> {
+        self.source.drain(max, out)
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<bool, DatapathError> {
+        self.source.wait(timeout)
+    }
+
+    fn counters(&self) -> Result<FlowCounters, DatapathError> {
+        self.source.counters()
     }
 }
 

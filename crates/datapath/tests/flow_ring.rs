@@ -79,6 +79,7 @@ fn every_forwarded_packet_comes_back_whole_privileged() {
     assert_eq!(e.point, POINT_FROM_POD);
     assert_eq!(e.direction, DIR_EGRESS);
     assert_eq!(e.ifindex, 7);
+    assert_eq!(e.tcp_flags, 0x02, "the TCP header's flags byte (SYN)");
     assert_eq!((e.packets, e.bytes), (1, frame.len() as u64));
     assert!(evs.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
     assert_eq!(src.counters().unwrap().lost, 0);

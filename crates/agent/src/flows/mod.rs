@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod selftest;
 pub mod stream;
 
 use std::collections::VecDeque;

@@ -1,0 +1,190 @@
+//! Flows end to end on a real weftd in a lab: real pod traffic through the
+//! kernel, reported by the test-only flow selftest program (weftd's hidden
+//! `--flow-selftest`, until policy and Service programs report), read from
+//! the ring by weftd, streamed to `weft observe -f` within a second, which
+//! then stops cleanly on Ctrl-C; the stored flows by `weft observe --last`;
+//! and the Prometheus endpoint (`--metrics-listen`, on the node's loopback
+//! inside the lab) scraped and parsed with a real text-format parser.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use weft_api::Flow;
+
+const T: Duration = Duration::from_secs(3);
+const METRICS: &str = "127.0.0.1:9964";
+
+fn weft(lab: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin_dir().join("weft"));
+    c.args(["--lab", lab]).args(args);
+    c
+}
+
+fn is_between(f: &Flow, a: IpAddr, b: IpAddr) -> bool {
+    f.source.ip == Some(a) && f.destination.ip == Some(b) && f.protocol == "TCP"
+}
+
+fn scrape(lab: &weft_lab::Lab) -> prometheus_parse::Scrape {
+    let text = weft_datapath::netns::run_in(&lab.node_netns, || {
+        let mut s = TcpStream::connect(METRICS).expect("metrics endpoint in the node");
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    })
+    .unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    let x = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
+    match &x.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(h) => h.last().map(|c| c.count).unwrap_or(0.0),
+        Value::Summary(_) => f64::NAN,
+    }
+}
+
+#[test]
+fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged() {
+    if !root_or_skip("observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged")
+    {
+        return;
+    }
+    let mut lab = lab("obs", |s| {
+        s.weftd_args.extend(
+            [
+                "--fastpath=off",
+                "--flow-selftest",
+                &format!("--metrics-listen={METRICS}"),
+            ]
+            .map(String::from),
+        )
+    });
+    let a = lab.add_pod("a").expect("add a");
+    let b = lab.add_pod("b").expect("add b");
+    let (ip_a, ip_b) = (v4(&a.ips), v4(&b.ips));
+    // the selftest program is on both veths within its attach period
+    std::thread::sleep(Duration::from_millis(600));
+
+    let mut observer = weft(&lab.name, &["observe", "-f", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weft observe -f");
+    let stdout = observer.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let f: Flow = serde_json::from_str(&line).expect("observe -o json prints flows");
+            if tx.send((Instant::now(), f)).is_err() {
+                break;
+            }
+        }
+    });
+    // the observer is following before the traffic starts
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b");
+    let (seen, flow) = loop {
+        let (at, f) = rx
+            .recv_timeout(Duration::from_secs(3))
+            .expect("weft observe -f printed the flow");
+        if is_between(&f, ip_a, ip_b) {
+            break (at, f);
+        }
+    };
+    let latency = seen - sent;
+    eprintln!("weft observe -f printed the flow {latency:?} after the connection began");
+    assert!(latency < Duration::from_secs(1), "seen after {latency:?}");
+    assert_eq!(flow.source.pod.as_deref(), Some("a"), "{flow:?}");
+    assert_eq!(flow.source.namespace.as_deref(), Some("default"));
+    assert_eq!(flow.destination.pod.as_deref(), Some("b"));
+    assert_eq!(flow.node, lab.nodes()[0].name);
+    assert!(flow.tcp_flags.contains(&"SYN".to_string()), "{flow:?}");
+
+    // Ctrl-C stops it at once, and weftd serves the next observer
+    let pid = observer.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let stopped = Instant::now();
+    while observer.try_wait().unwrap().is_none() {
+        assert!(stopped.elapsed() < T, "weft observe -f did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap();
+
+    let out = weft(
+        &lab.name,
+        &[
+            "observe",
+            "--last",
+            "50",
+            "-o",
+            "jsonpb",
+            "--from-pod",
+            "default/a",
+            "--protocol",
+            "tcp",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 50);
+    assert!(lines.iter().all(|l| l["flow"]["source"]["pod"] == "a"));
+    let to_b = weft(
+        &lab.name,
+        &["observe", "--to-pod", "b", "--verdict", "DROPPED"],
+    )
+    .output()
+    .unwrap();
+    assert!(to_b.status.success());
+    // nothing was dropped: the table has no rows (and no header)
+    assert_eq!(String::from_utf8_lossy(&to_b.stdout).trim(), "");
+
+    let m = scrape(&lab);
+    assert!(sample(&m, "weft_flows_total", &[("verdict", "forwarded")]) >= 1.0);
+    assert_eq!(sample(&m, "weft_flow_reader_active", &[]), 1.0);
+    assert_eq!(sample(&m, "weft_flow_events_lost_total", &[]), 0.0);
+    assert_eq!(sample(&m, "weft_endpoints", &[]), 2.0);
+    assert!(
+        sample(
+            &m,
+            "weft_cni_request_duration_seconds",
+            &[("verb", "add"), ("outcome", "success")]
+        ) >= 2.0
+    );
+    assert!(sample(&m, "weft_ipam_pool_allocated_addresses", &[]) >= 2.0);
+    assert!(
+        sample(
+            &m,
+            "weft_store_request_duration_seconds",
+            &[("backend", "embedded")]
+        ) >= 1.0
+    );
+    lab.del_pod("a").ok();
+    lab.del_pod("b").ok();
+}

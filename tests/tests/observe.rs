@@ -188,3 +188,75 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
     lab.del_pod("a").ok();
     lab.del_pod("b").ok();
 }
+
+#[test]
+fn observe_with_lab_merges_every_nodes_flows_privileged() {
+    if !root_or_skip("observe_with_lab_merges_every_nodes_flows_privileged") {
+        return;
+    }
+    let mut spec = weft_lab::LabSpec::new(&lab_name("obm"), &bin_dir());
+    spec.nodes = 2;
+    spec.etcd_members = 1;
+    spec.weftd_args
+        .extend(["--fastpath=off", "--flow-selftest"].map(String::from));
+    let mut lab = LabGuard(weft_lab::Lab::up(&spec, &mut |_| {}).expect("lab up"));
+    let a = lab.add_pod_on("a", 0).expect("a on node 1");
+    let b = lab.add_pod_on("b", 1).expect("b on node 2");
+    let (ip_a, ip_b) = (v4(&a.ips), v4(&b.ips));
+    std::thread::sleep(Duration::from_millis(600));
+    weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b across nodes");
+    let nodes: Vec<String> = lab.nodes().into_iter().map(|n| n.name).collect();
+    // each node reports what its own pod sent: a's SYN on node 1, b's
+    // SYN-ACK on node 2; one observe shows both, in time order
+    let mut flows = Vec::new();
+    let ok = eventually(T, || {
+        let out = weft(
+            &lab.name,
+            &[
+                "observe",
+                "--last",
+                "200",
+                "-o",
+                "json",
+                "--protocol",
+                "tcp",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        flows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Flow>(l).unwrap())
+            .collect();
+        flows
+            .iter()
+            .any(|f| is_between(f, ip_a, ip_b) && f.node == nodes[0])
+            && flows
+                .iter()
+                .any(|f| is_between(f, ip_b, ip_a) && f.node == nodes[1])
+    });
+    assert!(ok, "flows of both nodes: {flows:#?}");
+    assert!(flows
+        .windows(2)
+        .all(|w| w[0].time_unix_nano <= w[1].time_unix_nano));
+    // a node names its own pods; the other node's are addresses
+    let back = flows.iter().find(|f| is_between(f, ip_b, ip_a)).unwrap();
+    assert_eq!(back.source.pod.as_deref(), Some("b"));
+    assert_eq!(back.destination.pod, None);
+    // a filter applies on every node
+    let out = weft(&lab.name, &["observe", "--from-pod", "b", "-o", "json"])
+        .output()
+        .unwrap();
+    let from_b: Vec<Flow> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!from_b.is_empty() && from_b.iter().all(|f| f.node == nodes[1]));
+    lab.del_pod("a").ok();
+    lab.del_pod("b").ok();
+}

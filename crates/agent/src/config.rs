@@ -155,7 +155,7 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
-    /// Flows kept for `weft observe` (~150 bytes each, pods' names and
+    /// Flows kept for `weft observe` (136 bytes each, pods' names and
     /// labels shared); 0 turns flow observation off.
     #[arg(long, default_value_t = crate::flows::DEFAULT_CAPACITY)]
     pub flow_buffer: usize,

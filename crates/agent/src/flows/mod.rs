@@ -3,11 +3,11 @@
 //! ([`enrich`]), and keeps the last N in a bounded ring ([`Hub`]) that the
 //! streaming API ([`stream`]) serves from and follows.
 //!
-//! Memory: the ring holds at most `capacity` [`Stored`] flows of ~150 bytes
+//! Memory: the ring holds at most `capacity` [`Stored`] flows of 136 bytes
 //! each (the 104-byte kernel event, the wall-clock time and three shared
-//! pointers); pod names and labels are shared between all the flows of a pod,
-//! so 4096 flows (the default) cost ~600 KiB plus one copy of each pod's
-//! metadata. An observer that falls behind by more than the ring is told how
+//! pointers; a test holds the size); pod names and labels are shared between
+//! all the flows of a pod, so 4096 flows (the default) cost 544 KiB plus one
+//! copy of each pod's metadata, and an observer copies at most the ring once. An observer that falls behind by more than the ring is told how
 //! many flows it missed instead of holding them.
 
 pub mod decode;

@@ -306,6 +306,11 @@ fn flow_json_field_names_are_stable() {
 }
 
 #[test]
+fn a_stored_flow_is_136_bytes_as_the_docs_say() {
+    assert_eq!(std::mem::size_of::<Stored>(), 136);
+}
+
+#[test]
 fn times_are_rfc3339_utc() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
     assert_eq!(

@@ -168,6 +168,7 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
     let m = scrape(&lab);
     assert!(sample(&m, "weft_flows_total", &[("verdict", "forwarded")]) >= 1.0);
     assert_eq!(sample(&m, "weft_flow_reader_active", &[]), 1.0);
+    assert_eq!(sample(&m, "weft_flow_ring_bytes", &[]), 262_144.0);
     assert_eq!(sample(&m, "weft_flow_events_lost_total", &[]), 0.0);
     assert_eq!(sample(&m, "weft_endpoints", &[]), 2.0);
     assert!(

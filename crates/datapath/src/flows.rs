@@ -60,6 +60,10 @@ pub trait FlowSource: Send {
     fn wait(&self, timeout: Duration) -> Result<bool, DatapathError>;
     /// The kernel's counters, summed over CPUs.
     fn counters(&self) -> Result<FlowCounters, DatapathError>;
+    /// The ring's size in bytes (0 when there is no kernel ring).
+    fn ring_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// What one [`FlowSource::drain`] did.
@@ -74,6 +78,7 @@ pub struct Drain {
 /// the object that loaded them, and keep the maps alive while read).
 pub struct KernelFlowSource {
     ring: RingBuf,
+    ring_bytes: u64,
     drops: Option<Map>,
     lost: Option<Map>,
 }
@@ -93,6 +98,7 @@ impl KernelFlowSource {
                 let other = |name| l.map(name).ok().map(Map::try_clone).transpose();
                 return Ok(Some(KernelFlowSource {
                     ring: RingBuf::new(ring)?,
+                    ring_bytes: u64::from(ring.def().max_entries),
                     drops: other(FLOW_DROPS)?,
                     lost: other(FLOW_LOST)?,
                 }));
@@ -119,6 +125,10 @@ impl FlowSource for KernelFlowSource {
 
     fn wait(&self, timeout: Duration) -> Result<bool, DatapathError> {
         Ok(self.ring.wait(timeout)?)
+    }
+
+    fn ring_bytes(&self) -> u64 {
+        self.ring_bytes
     }
 
     fn counters(&self) -> Result<FlowCounters, DatapathError> {
@@ -196,6 +206,10 @@ impl FlowSource for SelftestFlows {
 
     fn counters(&self) -> Result<FlowCounters, DatapathError> {
         self.source.counters()
+    }
+
+    fn ring_bytes(&self) -> u64 {
+        self.source.ring_bytes()
     }
 }
 

@@ -56,6 +56,8 @@ pub struct HubStats {
     pub bad: u64,
     /// A kernel source is being read.
     pub reading: bool,
+    /// Its ring's size in bytes.
+    pub ring_bytes: u64,
 }
 
 struct Ring {
@@ -178,11 +180,12 @@ impl Hub {
         }
     }
 
-    fn set_kernel(&self, c: FlowCounters, bad: u64, reading: bool) {
+    fn set_kernel(&self, c: FlowCounters, bad: u64, ring_bytes: Option<u64>) {
         let mut st = self.stats_mut();
         st.kernel = c;
         st.bad += bad;
-        st.reading = reading;
+        st.reading = ring_bytes.is_some();
+        st.ring_bytes = ring_bytes.unwrap_or(0);
     }
 }
 
@@ -223,13 +226,15 @@ pub fn start_reader(
                 if tick {
                     last_tick = Some(Instant::now());
                     match src.counters() {
-                        Ok(c) => hub.set_kernel(c, std::mem::take(&mut bad), true),
+                        Ok(c) => {
+                            hub.set_kernel(c, std::mem::take(&mut bad), Some(src.ring_bytes()))
+                        }
                         Err(e) => tracing::debug!(error = %e, "reading the flow counters"),
                     }
                 }
                 if let Err(e) = src.wait(WAIT) {
                     tracing::warn!(error = %e, "waiting on the flow ring; reading stops");
-                    hub.set_kernel(FlowCounters::default(), 0, false);
+                    hub.set_kernel(FlowCounters::default(), 0, None);
                     source = None;
                     continue;
                 }

@@ -65,4 +65,8 @@ impl FlowSource for Selftest {
     fn counters(&self) -> Result<FlowCounters, DatapathError> {
         self.flows.counters()
     }
+
+    fn ring_bytes(&self) -> u64 {
+        self.flows.ring_bytes()
+    }
 }

@@ -233,6 +233,14 @@ fn flows(e: &mut DescriptorEncoder, agent: &Agent) -> fmt::Result {
         "The most flows weftd keeps (--flow-buffer)",
         one(gauge(hub.capacity() as u64)),
     )?;
+    if st.ring_bytes > 0 {
+        emit(
+            e,
+            "weft_flow_ring_bytes",
+            "Size of the programs' flow ring buffer",
+            one(gauge(st.ring_bytes)),
+        )?;
+    }
     emit(
         e,
         "weft_flow_reader_active",

@@ -128,6 +128,32 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
     }
     reader.join().unwrap();
 
+    // `weft observe -f | head -1`: once its reader is gone it ends by itself
+    let mut piped = weft(&lab.name, &["observe", "-f", "-o", "compact"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft observe -f");
+    let mut first = String::new();
+    let mut out = BufReader::new(piped.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b");
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("FORWARDED"), "{first}");
+    drop(out);
+    let closed = Instant::now();
+    let ended = eventually(T, || {
+        // more flows to print into the closed pipe
+        weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b");
+        piped.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = piped.kill();
+    }
+    let status = piped.wait().unwrap();
+    assert!(ended, "weft observe -f went on after its reader left");
+    assert!(status.success(), "{status:?} after {:?}", closed.elapsed());
+
     let out = weft(
         &lab.name,
         &[

@@ -69,6 +69,7 @@ pub struct ObserveArgs {
 }
 
 /// A weftd to ask, by node name.
+#[derive(Clone)]
 pub struct Target {
     pub node: String,
     pub socket: PathBuf,
@@ -268,6 +269,9 @@ struct Printer {
 
 impl Printer {
     fn print(&mut self, f: &Flow) -> anyhow::Result<()> {
+        if !crate::output::is_open() {
+            bail!(StdoutClosed);
+        }
         match self.fmt {
             Format::Json => outln!("{}", serde_json::to_string(f)?),
             Format::Jsonpb => outln!("{}", jsonpb_line(f)?),
@@ -283,6 +287,18 @@ impl Printer {
         Ok(())
     }
 }
+
+/// Printing stopped: stdout's reader went away (not an error to report).
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
 
 /// What a node's thread reports.
 enum Msg {
@@ -318,27 +334,27 @@ fn pump(t: &Target, query: &FlowQuery, tx: &mpsc::Sender<Msg>) -> Option<String>
     }
 }
 
-/// Runs one query on every target at once; `on` sees every message.
+/// Runs one query on every target at once; `on` sees every message. When
+/// `on` fails the streams are left to the process's end (a followed stream
+/// of an idle node would keep a joined thread waiting).
 fn fan_out(
     targets: &[Target],
     queries: Vec<FlowQuery>,
     mut on: impl FnMut(Msg) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        for (t, q) in targets.iter().zip(queries) {
-            let tx = tx.clone();
-            s.spawn(move || {
-                let err = pump(t, &q, &tx);
-                let _ = tx.send(Msg::Done(t.node.clone(), err));
-            });
-        }
-        drop(tx);
-        for msg in rx {
-            on(msg)?;
-        }
-        Ok(())
-    })
+    for (t, q) in targets.iter().cloned().zip(queries) {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let err = pump(&t, &q, &tx);
+            let _ = tx.send(Msg::Done(t.node, err));
+        });
+    }
+    drop(tx);
+    for msg in rx {
+        on(msg)?;
+    }
+    Ok(())
 }
 
 /// Flows of several nodes in time order, the last `last` of them.
@@ -351,6 +367,13 @@ fn merge(mut flows: Vec<Flow>, last: Option<usize>) -> Vec<Flow> {
 }
 
 pub fn run(targets: Vec<Target>, args: &ObserveArgs, fmt: Format) -> anyhow::Result<ExitCode> {
+    match observe(targets, args, fmt) {
+        Err(e) if e.is::<StdoutClosed>() => Ok(ExitCode::SUCCESS),
+        r => r,
+    }
+}
+
+fn observe(targets: Vec<Target>, args: &ObserveArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     let filter = args.filter()?;
     let start = now_ns();
     let since = args

@@ -212,8 +212,53 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
             &[("backend", "embedded")]
         ) >= 1.0
     );
+
+    // fill weftd's buffer (4096 flows) with a burst of UDP datagrams from a
+    // (bounded: 6000, to b's discard port); what it costs weftd
+    let pid = lab.nodes()[0].weftd_pid.expect("weftd runs");
+    let rss_before = rss_of(pid);
+    let burst = Instant::now();
+    weft_datapath::netns::run_in(&a.netns, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..6000 {
+            let _ = s.send_to(&[0u8; 32], (ip_b, 9));
+        }
+    })
+    .unwrap();
+    let sent_in = burst.elapsed();
+    assert!(eventually(T, || sample(
+        &scrape(&lab),
+        "weft_flow_buffer_flows",
+        &[]
+    ) == 4096.0));
+    let m = scrape(&lab);
+    let lost = sample(&m, "weft_flow_events_lost_total", &[]);
+    let rss_after = rss_of(pid);
+    eprintln!(
+        "6000 datagrams sent in {sent_in:?}: {lost} flow events lost to a full ring, \
+         weftd RSS {} KiB with 4096 flows buffered ({} KiB more than before)",
+        rss_after / 1024,
+        rss_after.saturating_sub(rss_before) / 1024
+    );
+    // the buffer is bounded: a full one costs a few MiB at most
+    assert!(
+        rss_after < rss_before + (8 << 20),
+        "{rss_before} -> {rss_after}"
+    );
     lab.del_pod("a").ok();
     lab.del_pod("b").ok();
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 #[test]

@@ -105,30 +105,8 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
     let agent = build_with(cfg, ipam_store, local_store, datapath)?;
     // the programs' flow ring, once a loaded program reports flows
-    let weak = Arc::downgrade(&agent);
-    let selftest = cfg.flow_selftest;
-    flows::start(
-        &agent,
-        cfg.flow_buffer,
-        Box::new(move || {
-            if selftest {
-                return match flows::selftest::Selftest::load(weak.clone()) {
-                    Ok(s) => Some(Box::new(s) as Box<dyn weft_datapath::flows::FlowSource>),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot load the flow selftest");
-                        None
-                    }
-                };
-            }
-            match linux.flow_source() {
-                Ok(s) => s.map(|s| Box::new(s) as Box<dyn weft_datapath::flows::FlowSource>),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the flow ring; flows are not observed");
-                    None
-                }
-            }
-        }),
-    );
+    let provider = flows::kernel_provider(linux, Arc::downgrade(&agent), cfg.flow_selftest);
+    flows::start(&agent, cfg.flow_buffer, provider);
     Ok(agent)
 }
 

@@ -281,6 +281,33 @@ impl Link {
     }
 }
 
+/// The kernel's source: the fast path's flow ring once a loaded program
+/// has one, or (tests, `--flow-selftest`) the selftest program's. A failure
+/// is logged once, not at every retry.
+pub fn kernel_provider(
+    linux: Arc<weft_datapath::LinuxDatapath>,
+    agent: std::sync::Weak<crate::agent::Agent>,
+    selftest: bool,
+) -> SourceProvider {
+    let mut warned = false;
+    Box::new(move || {
+        let found = if selftest {
+            selftest::Selftest::load(agent.clone())
+                .map(|s| Some(Box::new(s) as Box<dyn FlowSource>))
+        } else {
+            linux
+                .flow_source()
+                .map(|s| s.map(|s| Box::new(s) as Box<dyn FlowSource>))
+        };
+        found.unwrap_or_else(|e| {
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(error = %e, "cannot read the flow ring; flows are not observed (retrying)");
+            }
+            None
+        })
+    })
+}
+
 /// Starts the reader over `provider` with the agent's pod resolver.
 pub fn start(agent: &Arc<crate::agent::Agent>, capacity: usize, provider: SourceProvider) {
     if capacity == 0 {

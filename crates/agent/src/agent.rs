@@ -57,6 +57,7 @@ pub struct Agent {
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
     kubernetes: crate::k8s::Link,
+    flows: crate::flows::Link,
 }
 
 impl Agent {
@@ -78,6 +79,7 @@ impl Agent {
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
             kubernetes: crate::k8s::Link::default(),
+            flows: crate::flows::Link::default(),
         }
     }
 
@@ -102,6 +104,11 @@ impl Agent {
     }
 
     /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
+    /// Flow observation (`weft observe`), once started.
+    pub fn flows(&self) -> &crate::flows::Link {
+        &self.flows
+    }
+
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
     }

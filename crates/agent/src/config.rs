@@ -149,6 +149,22 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
 
+    /// Address to serve Prometheus metrics on (`/metrics`), e.g. the node's
+    /// own address and port 9964; none by default. The metrics name pods and
+    /// addresses: bind the node address or loopback, never a public one.
+    #[arg(long, env = "WEFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Flows kept for `weft observe` (136 bytes each, pods' names and
+    /// labels shared); 0 turns flow observation off.
+    #[arg(long, default_value_t = crate::flows::DEFAULT_CAPACITY)]
+    pub flow_buffer: usize,
+
+    /// Tests only: report every TCP/UDP packet pods send through a test
+    /// program on their host veths, instead of the programs' own flows.
+    #[arg(long, hide = true)]
+    pub flow_selftest: bool,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.

@@ -8,7 +8,10 @@
 //! - [`fault`]: test-only fault points (`--fault-point`)
 //! - [`gc`]: the CNI GC verb and leak collection
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
+//! - [`flows`]: flow events read from the programs, the ring of recent
+//!   flows, the streaming API behind `weft observe`
 //! - [`health`]: liveness and readiness probes over HTTP
+//! - [`metrics`]: Prometheus metrics (`--metrics-listen`)
 //! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
@@ -24,9 +27,11 @@ pub mod endpoints;
 pub mod fastpath;
 mod fastpath_state;
 pub mod fault;
+pub mod flows;
 mod gc;
 pub mod health;
 pub mod k8s;
+pub mod metrics;
 pub mod naming;
 pub mod reconcile;
 pub mod registry;
@@ -91,12 +96,18 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     // the stores made their files: none readable by others (pods' names and
     // addresses are in them)
     startup::private_files(&cfg.state_dir, &cfg.spool_dir);
-    let datapath: Arc<dyn Datapath> = Arc::new(
+    let linux = Arc::new(
         LinuxDatapath::new()
             .context("opening rtnetlink")?
             .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
     );
-    build_with(cfg, ipam_store, local_store, datapath)
+    let datapath: Arc<dyn Datapath> = linux.clone();
+    let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
+    let agent = build_with(cfg, ipam_store, local_store, datapath)?;
+    // the programs' flow ring, once a loaded program reports flows
+    let provider = flows::kernel_provider(linux, Arc::downgrade(&agent), cfg.flow_selftest);
+    flows::start(&agent, cfg.flow_buffer, provider);
+    Ok(agent)
 }
 
 /// [`build`] over given seams (tests pass an in-memory store and a recording

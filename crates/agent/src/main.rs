@@ -49,6 +49,9 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     );
     // never waits for the API server: CNI is served while it is away
     weft_agent::k8s::start(cfg, &agent)?;
+    if let Some(addr) = cfg.metrics_listen {
+        weft_agent::metrics::start(addr, &agent)?;
+    }
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 mod error;
 pub mod fastpath;
+pub mod flows;
 mod linux;
 pub mod nat;
 pub mod netns;

@@ -49,6 +49,16 @@ impl LinuxDatapath {
         })
     }
 
+    /// The fast path's flow reader ([`crate::flows`]): `None` while the fast
+    /// path is off or none of its programs reports flows. Not on the
+    /// `Datapath` trait: only weftd's flow reader asks, once it starts.
+    pub fn flow_source(&self) -> Result<Option<crate::flows::KernelFlowSource>, DatapathError> {
+        match self.fast().as_ref() {
+            Some(fp) => fp.flow_source(),
+            None => Ok(None),
+        }
+    }
+
     pub(super) fn fast_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
         let remote = match &setup.remote_device {
             Some(name) => self.ifindex_of(name)?,

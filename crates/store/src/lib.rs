@@ -29,7 +29,7 @@ pub type Revision = u64;
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
 /// The key rule every backend enforces: a key is not empty.
-pub(crate) fn check_key(key: &str) -> StoreResult<()> {
+pub fn check_key(key: &str) -> StoreResult<()> {
     if key.is_empty() {
         return Err(StoreError::Invalid {
             reason: "empty key".into(),
@@ -39,7 +39,7 @@ pub(crate) fn check_key(key: &str) -> StoreResult<()> {
 }
 
 /// The value rule every backend enforces: at most [`MAX_VALUE_LEN`] bytes.
-pub(crate) fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
+pub fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
     if value.len() > MAX_VALUE_LEN {
         return Err(StoreError::Invalid {
             reason: format!(

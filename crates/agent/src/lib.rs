@@ -83,6 +83,15 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
                 .with_context(|| format!("connecting to etcd at {endpoints}"))?,
             )
         }
+        StoreKind::Kubernetes => {
+            let mut kc = weft_k8s::store::KubeStoreConfig::new(k8s::store_source(cfg));
+            kc.name = cfg.kube_store.clone();
+            kc.namespace = cfg.kube_store_namespace.clone();
+            Arc::new(
+                weft_k8s::store::KubeStore::connect(kc)
+                    .context("starting the Kubernetes API store")?,
+            )
+        }
     };
     let local_store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
@@ -149,7 +158,7 @@ pub fn build_with(
             (None, 1500)
         }
     };
-    let cluster = cfg.store == StoreKind::Etcd;
+    let cluster = matches!(cfg.store, StoreKind::Etcd | StoreKind::Kubernetes);
     let overlay = cluster && cfg.routing == Routing::Overlay;
     let pod_mtu = cfg.mtu.unwrap_or(if overlay {
         underlay_mtu - VXLAN_OVERHEAD
@@ -244,7 +253,7 @@ fn start_cluster(
     });
     if v4.is_none() && v6.is_none() {
         anyhow::bail!(
-            "--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
+            "--store etcd or kubernetes needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
         );
     }
     let mode = match cfg.routing {

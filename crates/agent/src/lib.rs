@@ -135,6 +135,7 @@ pub fn build_with(
     ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
     ipam_cfg.batching = cfg.ipam_batching;
     let backend = ipam_store.backend().to_string();
+    refuse_fenced(&*ipam_store)?;
     let ipam = startup::until_available(
         "the IPAM pools",
         STORE_RETRY,
@@ -231,6 +232,30 @@ pub fn build_with(
         naming::HOST_PREFIX,
     )?;
     Ok(agent)
+}
+
+/// Refuses a store `weft store migrate` moved the cluster away from: what
+/// weftd allocated there would be lost to the store the cluster now uses.
+fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
+    let fence = startup::until_available(
+        "the datastore",
+        STORE_RETRY,
+        |e: &weft_store::StoreError| matches!(e, weft_store::StoreError::Unavailable { .. }),
+        || store.get(weft_store::MIGRATION_FENCE_KEY),
+    )
+    .context("reading the datastore")?;
+    if let Some(kv) = fence {
+        let moved_to = serde_json::from_slice::<serde_json::Value>(&kv.value)
+            .ok()
+            .and_then(|v| v["moved_to"].as_str().map(String::from))
+            .unwrap_or_else(|| "another store".into());
+        anyhow::bail!(
+            "this {} store was migrated to {moved_to} by `weft store migrate`; start weftd with \
+             --store {moved_to} (or migrate back)",
+            store.backend()
+        );
+    }
+    Ok(())
 }
 
 /// Joins the cluster: the overlay device (in overlay mode), this node's

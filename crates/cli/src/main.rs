@@ -8,6 +8,7 @@ mod bench_cmd;
 mod install;
 mod lab_cmd;
 mod output;
+mod store_cmd;
 mod views;
 
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ enum Cmd {
         #[command(subcommand)]
         command: bench_cmd::BenchCmd,
     },
+    /// The cluster's datastore: move it between etcd and the Kubernetes API.
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCmd,
+    },
     /// Labs: a weft node with pods in network namespaces on this machine.
     Lab {
         #[command(subcommand)]
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             command: IpamCmd::Check,
         } => socket().and_then(|s| views::ipam_check(&s, cli.output)),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
+        Cmd::Store { command } => store_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };

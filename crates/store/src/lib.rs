@@ -51,6 +51,15 @@ pub fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
     Ok(())
 }
 
+/// Written by `weft store migrate` into the store it moved a cluster away
+/// from (value: JSON `{"moved_to": "<backend>"}`): a weftd finding it
+/// refuses to start on that store, so no allocation lands where nobody
+/// reads any more.
+pub const MIGRATION_FENCE_KEY: &str = "/weft/store/v1/fence";
+
+/// Where nodes register (on a lease): a key here is a live weftd.
+pub const NODES_PREFIX: &str = "/weft/cluster/v1/nodes/";
+
 /// A lease id; keys attached to a lease vanish when the lease expires or is
 /// revoked.
 pub type LeaseId = u64;

@@ -5,85 +5,14 @@
 //! are visible with kubectl.
 
 mod common;
+mod kube_store_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use kube_store_support::*;
 use weft_lab::kube::KubeSpec;
 use weft_lab::{Lab, LabSpec};
-
-const PATIENCE: Duration = Duration::from_secs(180);
-const POD_WAIT: Duration = Duration::from_secs(90);
-const NS: &str = "kst";
-
-fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let kc = lab
-        .kube()
-        .expect("a kubernetes lab")
-        .admin_kubeconfig
-        .clone();
-    let o = lab.kubectl_as(&kc, args, stdin).expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn get_json(lab: &Lab, args: &[&str]) -> Value {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&kubectl(lab, &a, None)).expect("kubectl prints JSON")
-}
-
-fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn ready(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-}
-
-/// `weft lab probe` from one pod to another: the reply line or the error.
-fn ask(lab: &Lab, from: &str, to: &str, line: &str) -> Result<String, String> {
-    let o = Command::new(bin_dir().join("weft"))
-        .args([
-            "lab", "probe", "--name", &lab.name, "--from", from, "--to", to,
-        ])
-        .args([
-            "--port",
-            "8080",
-            "--protocol",
-            "tcp",
-            "--timeout-ms",
-            "2000",
-        ])
-        .args(["--send", line, "--print-reply"])
-        .output()
-        .expect("weft runs");
-    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    if o.status.success() {
-        Ok(out)
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-    }
-}
 
 #[test]
 fn kube_store_runs_a_two_node_cluster_without_etcd_privileged() {
@@ -129,7 +58,7 @@ fn kube_store_runs_a_two_node_cluster_without_etcd_privileged() {
     }
 
     // one pod on each node
-    kubectl(&lab, &["create", "namespace", NS], None);
+    create_namespace(&lab);
     for (i, n) in nodes.iter().enumerate() {
         let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("p{i}"), "namespace": NS},

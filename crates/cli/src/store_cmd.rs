@@ -95,10 +95,15 @@ fn open(b: Backend, a: &MigrateArgs) -> anyhow::Result<Box<dyn Store>> {
             cfg.namespace = a.kube_store_namespace.clone();
             // the reaper ends expired registrations: a stopped weftd's goes
             cfg.reap_every = Duration::from_secs(1);
-            Box::new(
-                weft_k8s::store::KubeStore::connect(cfg)
-                    .context("connecting to the Kubernetes API")?,
-            )
+            let store = weft_k8s::store::KubeStore::connect(cfg)
+                .context("connecting to the Kubernetes API")?;
+            // a stopped weftd's registration ends when its lease expired,
+            // but only a reaper deletes it, and none runs while every weftd
+            // is stopped
+            store
+                .reap_now()
+                .context("ending expired leases in the Kubernetes store")?;
+            Box::new(store)
         }
     })
 }

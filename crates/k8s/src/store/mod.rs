@@ -172,6 +172,13 @@ impl KubeStore {
             })?
     }
 
+    /// Ends expired leases now (deletes their keys), as the reaper does
+    /// every [`KubeStoreConfig::reap_every`]: for a short-lived client that
+    /// must not see a stopped weftd's registration as live.
+    pub fn reap_now(&self) -> StoreResult<()> {
+        self.call(|inner| async move { inner.reap().await })
+    }
+
     fn commit_owned(&self, ops: Vec<Op>) -> StoreResult<Result<Revision, TxnConflict>> {
         self.call(|inner| async move { inner.commit(ops).await })
     }

@@ -84,6 +84,25 @@ impl Lab {
             "ul0".into(),
         ]);
         self.kube_store = true;
+        self.shared_store = false;
+        self.save()
+    }
+
+    /// Undoes [`Lab::use_kubernetes_store`]: the weftds' next start is on
+    /// the lab's etcd again (a lab with etcd members).
+    pub fn leave_kubernetes_store(&mut self) -> anyhow::Result<()> {
+        let mut kept = Vec::new();
+        let mut args = std::mem::take(&mut self.weftd_args).into_iter();
+        while let Some(a) = args.next() {
+            if ["--store", "--routing", "--underlay-iface"].contains(&a.as_str()) {
+                args.next();
+            } else {
+                kept.push(a);
+            }
+        }
+        self.weftd_args = kept;
+        self.kube_store = false;
+        self.shared_store = !self.etcd_endpoints().is_empty();
         self.save()
     }
 

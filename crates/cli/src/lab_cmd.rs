@@ -195,8 +195,10 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.etcd_members = etcd_members;
             spec.routing = routing;
             if wants_kubernetes(nodes, kubernetes || kube_store, no_kubernetes) {
-                let mut k = KubeSpec::default();
-                k.store = kube_store;
+                let mut k = KubeSpec {
+                    store: kube_store,
+                    ..KubeSpec::default()
+                };
                 if let Some(dir) = kube_bin_dir {
                     k.bin_dir = dir;
                 }

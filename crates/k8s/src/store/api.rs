@@ -339,33 +339,49 @@ impl Inner {
         .map(drop)
     }
 
-    /// Ends expired leases: deletes their keys and their Lease objects.
-    /// Every client of the store runs it; the commits are idempotent.
-    pub async fn reap(&self) -> StoreResult<()> {
-        let (doc, _) = self.read().await?;
-        let leased = doc.leased();
-        // listed after the document: a key's lease was granted before its
-        // key was written, so it is in this list if it still exists
+    /// Ends expired leases: deletes their Lease objects and, in one commit,
+    /// their keys. Every client of the store runs it; the commits are
+    /// idempotent. The usual round lists only the (small) Leases; a `full`
+    /// one also reads the document for keys whose Lease vanished
+    /// altogether (deleted by hand, or by a reaper that died before its
+    /// commit).
+    pub async fn reap(&self, full: bool) -> StoreResult<()> {
+        // the document before the Leases: a key's lease was granted before
+        // its key was written, so it is in the list if it still exists
+        let leased = if full {
+            Some(self.read().await?.0.leased())
+        } else {
+            None
+        };
         let lp = ListParams::default().labels(&format!("{STORE_LABEL}={}", self.name));
         let leases = self
             .leases
             .list(&lp)
             .await
             .map_err(|e| unavailable("cannot list leases", e))?;
+        let prefix = format!("weft-{}-", self.name);
         let mut live = Vec::new();
+        let mut dead = Vec::new();
         for l in &leases.items {
             let name = l.metadata.name.clone().unwrap_or_default();
+            let id = name
+                .strip_prefix(&prefix)
+                .and_then(|hex| LeaseId::from_str_radix(hex, 16).ok());
             if alive(l) {
                 live.push(name);
             } else {
                 let _ = self.leases.delete(&name, &DeleteParams::default()).await;
+                dead.extend(id);
             }
         }
-        let dead: Vec<LeaseId> = leased
-            .keys()
-            .copied()
-            .filter(|id| !live.contains(&self.lease_name(*id)))
-            .collect();
+        if let Some(leased) = leased {
+            let vanished: Vec<LeaseId> = leased
+                .keys()
+                .copied()
+                .filter(|id| !live.contains(&self.lease_name(*id)) && !dead.contains(id))
+                .collect();
+            dead.extend(vanished);
+        }
         if !dead.is_empty() {
             self.drop_keys_of(&dead).await?;
         }

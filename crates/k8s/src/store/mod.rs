@@ -54,6 +54,10 @@ use crate::runtime::{client_config, Source};
 use api::{unavailable, Inner, Op};
 pub use api::{GROUP, KIND, PLURAL, STORE_LABEL, VERSION};
 
+/// Every how many reaper rounds one also reads the document (see
+/// `Inner::reap`); the others list only the Leases.
+const FULL_REAP_EVERY: u64 = 20;
+
 /// Where the store lives.
 #[derive(Debug, Clone)]
 pub struct KubeStoreConfig {
@@ -127,9 +131,9 @@ impl KubeStore {
                     let inner = Arc::new(Inner::new(client, &c.name, &c.namespace));
                     let _ = tx.send(Ok((inner.clone(), tokio::runtime::Handle::current())));
                     let reaper = async {
-                        loop {
+                        for round in 1u64.. {
                             tokio::time::sleep(c.reap_every).await;
-                            if let Err(e) = inner.reap().await {
+                            if let Err(e) = inner.reap(round % FULL_REAP_EVERY == 0).await {
                                 tracing::debug!(error = %e, "store lease reaper");
                             }
                         }
@@ -176,7 +180,7 @@ impl KubeStore {
     /// every [`KubeStoreConfig::reap_every`]: for a short-lived client that
     /// must not see a stopped weftd's registration as live.
     pub fn reap_now(&self) -> StoreResult<()> {
-        self.call(|inner| async move { inner.reap().await })
+        self.call(|inner| async move { inner.reap(true).await })
     }
 
     fn commit_owned(&self, ops: Vec<Op>) -> StoreResult<Result<Revision, TxnConflict>> {

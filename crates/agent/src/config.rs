@@ -72,20 +72,30 @@ pub struct AgentConfig {
     pub underlay_iface: Option<String>,
 
     /// Where cluster state (IPAM, node registry) lives: `embedded` (one node,
-    /// a file in --state-dir) or `etcd` (a cluster; see --etcd-endpoints).
+    /// a file in --state-dir), `etcd` (a cluster; see --etcd-endpoints) or
+    /// `kubernetes` (a cluster, in the API server: a WeftStore object, with
+    /// the kubeconfig or in-cluster config of --kubeconfig).
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
+
+    /// The WeftStore object holding the store (with --store kubernetes).
+    #[arg(long, env = "WEFT_KUBE_STORE", default_value = "weft")]
+    pub kube_store: String,
+
+    /// The namespace of the store's Leases (with --store kubernetes).
+    #[arg(long, env = "WEFT_KUBE_STORE_NAMESPACE", default_value = "weft-system")]
+    pub kube_store_namespace: String,
 
     /// etcd client URLs, comma-separated (with --store etcd).
     #[arg(long, env = "WEFT_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
 
-    /// How other nodes' pod blocks are reached (with --store etcd).
+    /// How other nodes' pod blocks are reached (with --store etcd or kubernetes).
     #[arg(long, value_enum, default_value_t = Routing::Overlay)]
     pub routing: Routing,
 
     /// This node's underlay addresses, as other nodes reach it (repeat for
-    /// IPv4 and IPv6). Required with --store etcd.
+    /// IPv4 and IPv6). Required with --store etcd or kubernetes.
     #[arg(long = "node-ip", value_delimiter = ',')]
     pub node_ips: Vec<std::net::IpAddr>,
 
@@ -185,6 +195,7 @@ pub struct AgentConfig {
 pub enum StoreKind {
     Embedded,
     Etcd,
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

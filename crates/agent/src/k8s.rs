@@ -114,6 +114,16 @@ pub fn source(cfg: &AgentConfig) -> Option<Source> {
     }
 }
 
+/// Where `--store kubernetes` finds the API server: the adapter's source,
+/// or, with the adapter off, the same inference as kubectl's.
+pub fn store_source(cfg: &AgentConfig) -> Source {
+    match (&cfg.kubeconfig, source(cfg)) {
+        (Some(path), _) => Source::Kubeconfig(path.clone()),
+        (None, Some(s)) => s,
+        (None, None) => Source::Infer,
+    }
+}
+
 /// Starts the adapter and the clean-up of pods gone without a DEL. Returns
 /// at once: the API server may be away, and the watches wait for it.
 pub fn start(cfg: &AgentConfig, agent: &Arc<Agent>) -> anyhow::Result<()> {

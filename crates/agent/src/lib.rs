@@ -88,6 +88,15 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
                 .with_context(|| format!("connecting to etcd at {endpoints}"))?,
             )
         }
+        StoreKind::Kubernetes => {
+            let mut kc = weft_k8s::store::KubeStoreConfig::new(k8s::store_source(cfg));
+            kc.name = cfg.kube_store.clone();
+            kc.namespace = cfg.kube_store_namespace.clone();
+            Arc::new(
+                weft_k8s::store::KubeStore::connect(kc)
+                    .context("starting the Kubernetes API store")?,
+            )
+        }
     };
     let local_store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
@@ -137,6 +146,7 @@ pub fn build_with(
     ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
     ipam_cfg.batching = cfg.ipam_batching;
     let backend = ipam_store.backend().to_string();
+    refuse_fenced(&*ipam_store)?;
     let ipam = startup::until_available(
         "the IPAM pools",
         STORE_RETRY,
@@ -160,7 +170,7 @@ pub fn build_with(
             (None, 1500)
         }
     };
-    let cluster = cfg.store == StoreKind::Etcd;
+    let cluster = matches!(cfg.store, StoreKind::Etcd | StoreKind::Kubernetes);
     let overlay = cluster && cfg.routing == Routing::Overlay;
     let pod_mtu = cfg.mtu.unwrap_or(if overlay {
         underlay_mtu - VXLAN_OVERHEAD
@@ -235,6 +245,30 @@ pub fn build_with(
     Ok(agent)
 }
 
+/// Refuses a store `weft store migrate` moved the cluster away from: what
+/// weftd allocated there would be lost to the store the cluster now uses.
+fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
+    let fence = startup::until_available(
+        "the datastore",
+        STORE_RETRY,
+        |e: &weft_store::StoreError| matches!(e, weft_store::StoreError::Unavailable { .. }),
+        || store.get(weft_store::MIGRATION_FENCE_KEY),
+    )
+    .context("reading the datastore")?;
+    if let Some(kv) = fence {
+        let moved_to = serde_json::from_slice::<serde_json::Value>(&kv.value)
+            .ok()
+            .and_then(|v| v["moved_to"].as_str().map(String::from))
+            .unwrap_or_else(|| "another store".into());
+        anyhow::bail!(
+            "this {} store was migrated to {moved_to} by `weft store migrate`; start weftd with \
+             --store {moved_to} (or migrate back)",
+            store.backend()
+        );
+    }
+    Ok(())
+}
+
 /// Joins the cluster: the overlay device (in overlay mode), this node's
 /// registration, and the reconciler that keeps routes to the other nodes.
 fn start_cluster(
@@ -255,7 +289,7 @@ fn start_cluster(
     });
     if v4.is_none() && v6.is_none() {
         anyhow::bail!(
-            "--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
+            "--store etcd or kubernetes needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
         );
     }
     let mode = match cfg.routing {

@@ -64,6 +64,10 @@ pub enum LabCmd {
         /// weft alone, no Kubernetes (also with several nodes).
         #[arg(long)]
         no_kubernetes: bool,
+        /// weftd keeps the cluster's state in the lab's API server
+        /// (`--store kubernetes`): no etcd of weft's own.
+        #[arg(long, conflicts_with = "no_kubernetes")]
+        kube_store: bool,
         /// kube-proxy's mode on the nodes.
         #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
         kube_proxy_mode: String,
@@ -179,6 +183,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             bin_dir,
             kubernetes,
             no_kubernetes,
+            kube_store,
             kube_proxy_mode,
             kube_bin_dir,
             no_hint,
@@ -189,8 +194,11 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.nodes = nodes;
             spec.etcd_members = etcd_members;
             spec.routing = routing;
-            if wants_kubernetes(nodes, kubernetes, no_kubernetes) {
-                let mut k = KubeSpec::default();
+            if wants_kubernetes(nodes, kubernetes || kube_store, no_kubernetes) {
+                let mut k = KubeSpec {
+                    store: kube_store,
+                    ..KubeSpec::default()
+                };
                 if let Some(dir) = kube_bin_dir {
                     k.bin_dir = dir;
                 }

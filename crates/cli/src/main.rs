@@ -9,6 +9,7 @@ mod install;
 mod lab_cmd;
 mod observe;
 mod output;
+mod store_cmd;
 mod views;
 
 use std::path::PathBuf;
@@ -67,6 +68,11 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench_cmd::BenchCmd,
+    },
+    /// The cluster's datastore: move it between etcd and the Kubernetes API.
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCmd,
     },
     /// Labs: a weft node with pods in network namespaces on this machine.
     Lab {
@@ -136,6 +142,7 @@ fn main() -> ExitCode {
             command: IpamCmd::Check,
         } => socket().and_then(|s| views::ipam_check(&s, view_fmt)),
         Cmd::Lab { command } => lab_cmd::run(command, view_fmt),
+        Cmd::Store { command } => store_cmd::run(command, view_fmt),
         Cmd::Bench { command } => bench_cmd::run(command, view_fmt),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };

@@ -9,12 +9,14 @@
 //! - [`index`]: `apply` / `delete` / `reset` in, [`View`] out
 //! - [`watch`]: one watch's events into the index, errors retried with backoff
 //! - [`runtime`]: the adapter thread, its tokio runtime and client
+//! - [`store`]: weft's datastore on the Kubernetes API (`--store kubernetes`)
 
 pub mod convert;
 pub mod guarded;
 pub mod index;
 pub mod model;
 pub mod runtime;
+pub mod store;
 pub mod watch;
 
 pub use index::{AdapterStatus, Index, KindStatus, View};

@@ -74,7 +74,7 @@ pub enum PodPresence {
     Gone,
 }
 
-async fn client_config(source: &Source) -> Result<Config, K8sError> {
+pub(crate) async fn client_config(source: &Source) -> Result<Config, K8sError> {
     let mut cfg = match source {
         Source::Kubeconfig(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {

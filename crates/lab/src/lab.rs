@@ -218,6 +218,10 @@ pub struct Lab {
     /// Whether the weftds also get `--node-ip <v4>,<v6>` (with etcd).
     #[serde(default)]
     pass_node_ip: bool,
+    /// Whether the weftds keep cluster state in the API server (`--store
+    /// kubernetes`): each also gets `--node-ip`.
+    #[serde(default)]
+    pub(crate) kube_store: bool,
     /// The Kubernetes cluster of a `--kubernetes` lab.
     #[serde(default)]
     pub(crate) kube: Option<KubeCluster>,
@@ -424,6 +428,7 @@ impl Lab {
             routing: spec.routing.clone(),
             shared_store: false,
             pass_node_ip: false,
+            kube_store: false,
             kube: None,
         };
         lab.save()?;
@@ -589,6 +594,12 @@ impl Lab {
                     format!("{},{}", n.underlay_v4, n.underlay_v6),
                 ]);
             }
+        }
+        if self.kube_store {
+            args.extend([
+                "--node-ip".into(),
+                format!("{},{}", n.underlay_v4, n.underlay_v6),
+            ]);
         }
         args.extend(self.weftd_args.iter().cloned());
         args
@@ -1396,6 +1407,7 @@ mod tests {
             routing: spec.routing.clone(),
             shared_store,
             pass_node_ip,
+            kube_store: false,
             kube: None,
         }
     }

@@ -73,6 +73,10 @@ pub struct KubeSpec {
     pub proxy_mode: ProxyMode,
     /// How long to wait for each component to become ready.
     pub ready_timeout: Duration,
+    /// weftd keeps the cluster's state in the API server (`--store
+    /// kubernetes`, weft's CRDs and store RBAC applied first) instead of
+    /// each node's embedded store; no etcd of weft's own.
+    pub store: bool,
 }
 
 impl Default for KubeSpec {
@@ -81,6 +85,7 @@ impl Default for KubeSpec {
             bin_dir: default_kube_bin_dir(),
             proxy_mode: ProxyMode::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            store: false,
         }
     }
 }
@@ -338,10 +343,18 @@ pub(crate) fn finish(
     lab.start_component("kube-scheduler")?;
     spawn_node_agents(lab, progress)?;
     lab.wait_control_plane(spec.ready_timeout, progress)?;
+    if spec.store {
+        lab.use_kubernetes_store()?;
+    }
     let kubeconfig = lab.connect_weftd_to_kubernetes()?;
     progress(&format!(
-        "kubernetes: weftd on every node watches the API as weft-system/weft ({})",
-        kubeconfig.display()
+        "kubernetes: weftd on every node watches the API as weft-system/weft ({}){}",
+        kubeconfig.display(),
+        if spec.store {
+            ", its store in the API server (--store kubernetes)"
+        } else {
+            ""
+        }
     ));
     let kube = lab.kube.as_ref().context("no cluster")?;
     progress(&format!(

@@ -13,6 +13,7 @@
 //!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
+pub mod cluster;
 pub mod compile;
 mod entries;
 pub mod evaluate;
@@ -26,6 +27,10 @@ pub mod rules;
 pub mod selector;
 pub mod verdict;
 
+pub use cluster::{
+    ClusterAction, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject,
+    NamespacedPod, Tier,
+};
 pub use compile::{
     compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef, PolicySummary,
 };
@@ -41,7 +46,7 @@ pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
 pub use rules::RuleIds;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
-pub use verdict::{AllowedBy, DirectionVerdict, RuleRef, Verdict};
+pub use verdict::{Action, AllowedBy, ClusterRuleRef, DirectionVerdict, RuleRef, Verdict};
 
 /// What can go wrong. Messages say what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -44,7 +44,7 @@ impl EndpointPolicy {
             .into_iter()
             .filter_map(|id| self.lpm(id, dir, proto, port));
         match hits.min_by(|a, b| a.1.cmp(b.1)) {
-            Some((key, by)) => (DirectionVerdict::Allowed(by.clone()), Some(key)),
+            Some((key, by)) => (by.verdict(), Some(key)),
             None => (DirectionVerdict::Denied(isolated_by.clone()), None),
         }
     }

@@ -314,3 +314,35 @@ impl ClusterPort {
         }
     }
 }
+
+impl ClusterPeer {
+    /// Whether the peer names the addresses of identity `key` (the
+    /// compiler's reading: pods by their labels, nodes as host or remote
+    /// node, networks by the CIDR piece, as `ipBlock` is read).
+    pub(crate) fn selects_identity(&self, key: &crate::identity::IdentityKey) -> bool {
+        use crate::identity::Subject;
+        match (self, &key.subject) {
+            (
+                ClusterPeer::Namespaces(s),
+                Subject::Pod {
+                    namespace_labels, ..
+                },
+            ) => s.matches(namespace_labels),
+            (
+                ClusterPeer::Pods(p),
+                Subject::Pod {
+                    labels,
+                    namespace_labels,
+                    ..
+                },
+            ) => p.namespace_selector.matches(namespace_labels) && p.pod_selector.matches(labels),
+            (ClusterPeer::Nodes(s), Subject::Host | Subject::RemoteNode) => s.is_empty(),
+            // The piece is the longest named prefix around the address, so
+            // it lies inside a network iff the address does.
+            (ClusterPeer::Networks(nets), _) => key
+                .cidr
+                .is_some_and(|piece| nets.iter().any(|n| n.contains(&piece))),
+            _ => false,
+        }
+    }
+}

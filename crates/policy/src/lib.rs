@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod compile;
 mod entries;
 pub mod evaluate;
+mod flatten;
 pub mod identity;
 pub mod lookup;
 pub mod mapkey;
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod ports;
 pub mod rules;
 pub mod selector;
+pub mod tiers;
 pub mod verdict;
 
 pub use cluster::{
@@ -32,7 +34,8 @@ pub use cluster::{
     NamespacedPod, Tier,
 };
 pub use compile::{
-    compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef, PolicySummary,
+    compile, compile_all, compile_endpoint, compile_endpoint_all, Compiled, EndpointPolicy,
+    EndpointRef, PolicySummary,
 };
 pub use evaluate::{evaluate, End};
 pub use identity::{Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
@@ -46,6 +49,7 @@ pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
 pub use rules::RuleIds;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
+pub use tiers::{evaluate_all, TierOutcome};
 pub use verdict::{Action, AllowedBy, ClusterRuleRef, DirectionVerdict, RuleRef, Verdict};
 
 /// What can go wrong. Messages say what to fix.

@@ -73,6 +73,9 @@ pub enum ClusterSubject {
     /// Every pod of the namespaces whose labels match.
     Namespaces(LabelSelector),
     Pods(NamespacedPod),
+    /// Neither or both set (a newer API?): selects every pod, so the
+    /// policy can only close.
+    Unsupported(String),
 }
 
 /// `pods`: namespaceSelector AND podSelector (`{}` = all).
@@ -132,6 +135,8 @@ pub enum ClusterPort {
     /// `destinationNamedPort`: the container port of that name on the
     /// destination pod, with its own protocol.
     Named(String),
+    /// An item this reader cannot express; fails its rule closed.
+    Unsupported(String),
 }
 
 /// How a rule reads after validation: the API's fail-closed rule for a peer
@@ -171,6 +176,7 @@ impl ClusterNetworkPolicy {
                 .namespace_selector
                 .validate()
                 .and_then(|_| p.pod_selector.validate()),
+            ClusterSubject::Unsupported(what) => return Some(format!("subject: {what}")),
         };
         r.err().map(|e| format!("subject: {e}"))
     }
@@ -186,6 +192,7 @@ impl ClusterNetworkPolicy {
         match &self.subject {
             ClusterSubject::Namespaces(s) => s.matches(&w.namespace_labels),
             ClusterSubject::Pods(p) => p.matches(w),
+            ClusterSubject::Unsupported(_) => true,
         }
     }
 
@@ -311,6 +318,7 @@ impl ClusterPort {
             ClusterPort::Named(name) => destination
                 .and_then(|d| d.named_ports.get(name))
                 .is_some_and(|&(n, p)| n == port && p == proto),
+            ClusterPort::Unsupported(_) => false,
         }
     }
 }

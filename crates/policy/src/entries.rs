@@ -272,6 +272,8 @@ fn cluster_ports(ports: &[ClusterPort]) -> Vec<PortSpec> {
                     .map(|b| PortSpec::Block(protocol.number(), b)),
             ),
             ClusterPort::Named(name) => out.push(PortSpec::Named(name.clone(), None)),
+            // Such a rule is never read as written (it fails closed).
+            ClusterPort::Unsupported(_) => {}
         }
     }
     out

@@ -14,6 +14,7 @@
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
 pub mod cluster;
+pub mod cluster_api;
 pub mod compile;
 mod entries;
 pub mod evaluate;
@@ -33,6 +34,7 @@ pub use cluster::{
     ClusterAction, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject,
     NamespacedPod, Tier,
 };
+pub use cluster_api::{ApiClusterNetworkPolicy, ApiError};
 pub use compile::{
     compile, compile_all, compile_endpoint, compile_endpoint_all, Compiled, EndpointPolicy,
     EndpointRef, PolicySummary,

@@ -30,7 +30,7 @@
 //! (`tests/update_plan.rs`, `tests/update_plan_tiers.rs`). The cost: while
 //! an update is being written, a packet may meet its new decision early or
 //! its old one late, so a flow only one state allows can pass for that
-//! window (never one neither state allows its identity); and when two
+//! window; and when two
 //! addresses trade identities in one update (a cycle), one side meets the
 //! other's new decisions until the ipcache has moved it.
 

@@ -11,7 +11,8 @@
 //!   whose longest hit is K is matched by exactly the rules covering K);
 //! - an ANY key strictly inside a key of identity I is copied to I (else
 //!   I's shorter hit would hide it), unless the copy adds no rule to those
-//!   of I's covering key.
+//!   of I's covering key or decides the same without naming a
+//!   NetworkPolicy rule.
 //!
 //! A packet no key covers meets the endpoint's isolation flag: no rule
 //! matched, so NetworkPolicy's default deny if isolated, else allow.
@@ -99,7 +100,7 @@ pub(crate) fn flatten(
         .filter(|k| k.identity != Identity::ANY)
         .map(|k| (k.direction, k.identity))
         .collect();
-    let copies: Vec<PolicyKey> = raw
+    let mut copies: Vec<PolicyKey> = raw
         .keys()
         .filter(|k| k.identity == Identity::ANY)
         .flat_map(|any| {
@@ -113,21 +114,31 @@ pub(crate) fn flatten(
         })
         .filter(|k| !raw.contains_key(k))
         .collect();
-    // A copy that adds no rule to what its identity's covering key already
-    // matches decides the same and is left out. (Comparing the rules, not
-    // the decisions, keeps the written keys independent of rule order.)
+    // Shortest first: a copy is compared with what its identity's lookup
+    // would hit without it, which is then final.
+    copies.sort_by_key(|k| (k.prefix_len(), *k));
     for k in copies {
         let Some(shorter) = covering(&k, k.identity)
             .into_iter()
-            .find(|c| *c != k && raw.contains_key(c))
+            .find(|c| *c != k && out.contains_key(c))
         else {
             // Nothing of this identity covers it: the ANY lookup serves it.
             continue;
         };
+        // A copy that adds no rule to what the covering entry matches
+        // decides the same. (Comparing rules, not decisions, keeps the
+        // written keys independent of rule order.)
         let mine: BTreeSet<&AllowedBy> = reasons_at(raw, k).collect();
         let theirs: BTreeSet<&AllowedBy> = reasons_at(raw, shorter).collect();
-        if mine != theirs {
-            out.insert(k, decide(mine.into_iter(), iso(k.direction)));
+        if mine == theirs {
+            continue;
+        }
+        let value = decide(mine.into_iter(), iso(k.direction));
+        // Nor is one needed that decides the same without naming a
+        // NetworkPolicy rule (a rule's index, so whether two agree, depends
+        // on rule order): the node exemption's copies all go this way.
+        if out[&shorter] != value || matches!(value, AllowedBy::Rule(_)) {
+            out.insert(k, value);
         }
     }
     out

@@ -50,6 +50,12 @@ indexed!(NamespaceInfo, Kind::Namespace, namespaces, cluster);
 indexed!(NetPolicy, Kind::NetworkPolicy, policies);
 indexed!(Service, Kind::Service, services);
 indexed!(EndpointSliceInfo, Kind::EndpointSlice, slices);
+indexed!(
+    weft_policy::ClusterNetworkPolicy,
+    Kind::ClusterNetworkPolicy,
+    cluster_policies,
+    cluster
+);
 
 #[derive(Debug, Default)]
 pub struct Tables {
@@ -59,6 +65,7 @@ pub struct Tables {
     policies: BTreeMap<ObjKey, NetPolicy>,
     services: BTreeMap<ObjKey, Service>,
     slices: BTreeMap<ObjKey, EndpointSliceInfo>,
+    cluster_policies: BTreeMap<ObjKey, weft_policy::ClusterNetworkPolicy>,
 }
 
 impl Tables {
@@ -70,6 +77,7 @@ impl Tables {
             Kind::NetworkPolicy => self.policies.len(),
             Kind::Service => self.services.len(),
             Kind::EndpointSlice => self.slices.len(),
+            Kind::ClusterNetworkPolicy => self.cluster_policies.len(),
         }
     }
 }
@@ -367,6 +375,16 @@ impl View {
 
     pub fn policies(&self) -> Vec<NetPolicy> {
         self.lock().tables.policies.values().cloned().collect()
+    }
+
+    /// Every ClusterNetworkPolicy, by name.
+    pub fn cluster_policies(&self) -> Vec<weft_policy::ClusterNetworkPolicy> {
+        self.lock()
+            .tables
+            .cluster_policies
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn services(&self) -> Vec<Service> {

@@ -23,16 +23,18 @@ pub enum Kind {
     NetworkPolicy,
     Service,
     EndpointSlice,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Node,
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::ClusterNetworkPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::NetworkPolicy => "networkpolicies",
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicies",
         }
     }
 }

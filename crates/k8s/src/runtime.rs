@@ -240,6 +240,7 @@ async fn run_watches(client: Client, index: Index, cfg: &AdapterConfig) {
     spawn_watch::<NetworkPolicy>(&client, &index, all(), b());
     spawn_watch::<Service>(&client, &index, all(), b());
     spawn_watch::<EndpointSlice>(&client, &index, all(), b());
+    crate::cnp::spawn(&client, &index, b());
     // the watches run until the process ends
     std::future::pending::<()>().await;
 }

@@ -57,6 +57,7 @@ pub struct Agent {
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
     kubernetes: crate::k8s::Link,
+    policy: crate::policy::Link,
 }
 
 impl Agent {
@@ -78,6 +79,7 @@ impl Agent {
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
             kubernetes: crate::k8s::Link::default(),
+            policy: crate::policy::Link::default(),
         }
     }
 
@@ -102,6 +104,10 @@ impl Agent {
     }
 
     /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
+    pub fn policy(&self) -> &crate::policy::Link {
+        &self.policy
+    }
+
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
     }
@@ -290,6 +296,16 @@ impl Agent {
                 self.rollback(&attrs);
                 return Err(endpoint_error(e));
             }
+        }
+        // no open window: the pod's policy state is in the maps before the
+        // runtime learns the pod is wired (policy/mod.rs)
+        if let Err(msg) = self.policy.admit(self, &ep) {
+            if let Err(re) = self.endpoints.remove(&req.attachment) {
+                tracing::warn!(error = %re, "could not forget the endpoint of a failed ADD; reconciliation will");
+            }
+            self.teardown.schedule(ep.host_ifname.clone(), None);
+            self.rollback(&attrs);
+            return Err(CniError::new(codes::DATAPATH_FAILURE, msg));
         }
         tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname,
             pod = %format!("{}/{}", req.pod.namespace, req.pod.name), ips = ?ep.ips, "added");

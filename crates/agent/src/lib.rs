@@ -16,6 +16,7 @@
 //!   permissions
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
+//! - [`policy`]: NetworkPolicy compiled and written into the policy maps
 
 pub mod admission;
 pub mod agent;
@@ -28,6 +29,7 @@ mod gc;
 pub mod health;
 pub mod k8s;
 pub mod naming;
+pub mod policy;
 pub mod reconcile;
 pub mod registry;
 pub mod server;
@@ -181,6 +183,8 @@ pub fn build_with(
         gc_attachment_grace: Duration::from_secs(cfg.gc_attachment_grace_seconds),
     };
     let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
+    // identities are agreed on through the cluster store (etcd in a cluster)
+    agent.policy().set_store(ipam_store.clone());
     if cluster {
         start_cluster_housekeeping(
             agent.clone(),

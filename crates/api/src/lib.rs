@@ -3,8 +3,10 @@
 //! runtime: the shim must start and finish in a few milliseconds.
 
 pub mod http;
+pub mod policy;
 pub mod types;
 
+pub use policy::*;
 pub use types::*;
 
 /// Where weftd listens unless configured otherwise.
@@ -23,4 +25,7 @@ pub mod paths {
     pub const ENDPOINTS: &str = "/v1/endpoints";
     pub const IPAM: &str = "/v1/ipam";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
+    pub const POLICY: &str = "/v1/policy";
+    pub const POLICY_SHOW: &str = "/v1/policy/show";
+    pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
 }

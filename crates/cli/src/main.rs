@@ -8,6 +8,7 @@ mod bench_cmd;
 mod install;
 mod lab_cmd;
 mod output;
+mod policy_cmd;
 mod views;
 
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ enum Cmd {
         #[command(subcommand)]
         command: IpamCmd,
     },
+    /// NetworkPolicy as weftd enforces it: list, show, explain.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCmd,
+    },
     /// Install weft on this host: binaries, CNI plugin, conflist, systemd unit.
     Install(install::InstallArgs),
     /// Benchmarks, side by side with the reference plugins.
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         Cmd::Ipam {
             command: IpamCmd::Check,
         } => socket().and_then(|s| views::ipam_check(&s, cli.output)),
+        Cmd::Policy { command } => socket().and_then(|s| policy_cmd::run(command, &s, cli.output)),
         Cmd::Lab { command } => lab_cmd::run(command, cli.output),
         Cmd::Bench { command } => bench_cmd::run(command, cli.output),
         Cmd::Install(args) => install::run(args, &cli.socket),

@@ -94,6 +94,20 @@ impl Map {
         })
     }
 
+    /// The map `name` under `dir` with layout `def`, outside any object
+    /// load: the pinned one if its layout matches, else a fresh one, pinned
+    /// (for a reader or writer of maps that programs load with the same
+    /// definition, e.g. weftd's policy maps, independent of the programs).
+    pub fn open_pinned(dir: &Path, name: &str, def: MapDef) -> Result<Map, BpfError> {
+        Map::pinned(dir, name, def)
+    }
+
+    /// Another handle on the same kernel map (a dup of its fd), e.g. to
+    /// keep a map beyond the [`crate::Loaded`] it came from.
+    pub fn try_clone(&self) -> Result<Map, BpfError> {
+        self.shared(&self.def)
+    }
+
     /// For a pinned map, whether this load created, re-used or replaced it.
     pub fn pin_outcome(&self) -> Option<PinOutcome> {
         self.pin

@@ -12,6 +12,10 @@
  * Everything else (and every flow conntrack knows, i.e. flows that the host
  * stack NATs: portmap, kube-proxy, masquerade replies) returns TCX_NEXT and
  * takes the kernel's normal path, so the node behaves as without programs.
+ * With policy on (weft_config.flags & WEFT_CONFIG_POLICY) it first judges
+ * the sending pod's egress policy (lib/policy.h), and the receiving pod's
+ * ingress policy right before a redirect into it; with WEFT_CONFIG_NO_FORWARD
+ * (--fastpath off) it judges egress and leaves the rest to the kernel.
  * The features are header libraries under lib/.
  */
 #include "lib/maps.h"
@@ -25,8 +29,14 @@ int weft_from_pod(struct __sk_buff *skb)
 {
 	struct flow f = {};
 	struct weft_ep_value *src, *dst;
-	int why = parse(skb, &f);
+	__u32 flags = policy_flags();
+	int why;
 
+	if ((flags & WEFT_CONFIG_POLICY) && policy_egress(skb) == POLICY_DROP)
+		return WEFT_TCX_DROP;
+	if (flags & WEFT_CONFIG_NO_FORWARD)
+		return WEFT_TCX_NEXT;
+	why = parse(skb, &f);
 	if (why)
 		return pass(why);
 	/* only a known, unshaped pod sending its own address from its own veth */

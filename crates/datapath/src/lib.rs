@@ -27,6 +27,7 @@ mod linux;
 pub mod nat;
 pub mod netns;
 mod nlsock;
+pub mod policy;
 mod recording;
 pub mod routing;
 pub mod sysctl;

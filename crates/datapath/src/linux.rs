@@ -48,6 +48,8 @@ pub struct LinuxDatapath {
     /// Where the fast path's pinned maps live (one directory per agent
     /// instance, on bpffs); `None`: nothing is pinned.
     pin_dir: Option<PathBuf>,
+    /// Whether the programs `fastpath_start` loads enforce NetworkPolicy.
+    policy: crate::policy::PolicyMode,
 }
 
 /// What `create_link` learnt that `configure_link` needs.
@@ -103,6 +105,7 @@ impl LinuxDatapath {
             handoff: Mutex::new(HashMap::new()),
             fast: Mutex::new(None),
             pin_dir: None,
+            policy: Default::default(),
         })
     }
 
@@ -112,6 +115,15 @@ impl LinuxDatapath {
     /// `None` (the default): every start begins with fresh maps.
     pub fn with_bpf_pin_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.pin_dir = dir;
+        self
+    }
+
+    /// Loads the programs of `fastpath_start` with policy in `mode`
+    /// (default off). [`PolicyMode::EnforceOnly`](crate::policy::PolicyMode)
+    /// is for `--fastpath off` with policy on: start and sync the programs
+    /// all the same, they judge and forward nothing.
+    pub fn with_policy(mut self, mode: crate::policy::PolicyMode) -> Self {
+        self.policy = mode;
         self
     }
 

@@ -7,6 +7,7 @@
 #include <linux/pkt_cls.h>
 
 #include "lib/conntrack.h"
+#include "lib/policy.h"
 #include "lib/stats.h"
 
 #define HOST_VETH_MAC_BYTE 0xee
@@ -70,6 +71,10 @@ static __always_inline int to_local(struct __sk_buff *skb, struct flow *f,
 	__builtin_memcpy(dmac, dst->pod_mac, ETH_ALEN);
 	if (tracked(skb, f))
 		return pass(WEFT_STAT_PASS_TRACKED);
+	/* the redirect skips the host veth's egress, where the kernel path
+	 * judges the pod's ingress policy: judge it here */
+	if ((policy_flags() & WEFT_CONFIG_POLICY) && policy_ingress(skb) == POLICY_DROP)
+		return WEFT_TCX_DROP;
 	if (forward_hop(skb, dmac, host_veth_mac))
 		return pass(WEFT_STAT_PASS_PROTO);
 	count(WEFT_STAT_LOCAL);

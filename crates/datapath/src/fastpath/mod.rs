@@ -16,6 +16,14 @@
 //! already knows (NAT by portmap, kube-proxy or masquerade) stay on the
 //! kernel path in the programs themselves.
 //!
+//! NetworkPolicy (`crate::policy`, `bpf/lib/policy.h`) rides on the same
+//! programs, switched by [`PolicyMode`] (the `weft_config` flags): with it on
+//! `weft_from_pod` judges the sender's egress, the receiver's ingress is
+//! judged before every redirect into a pod, and a third program,
+//! `weft_to_container`, is attached at the *egress* of every host veth for
+//! what the kernel path delivers. [`PolicyMode::EnforceOnly`] keeps policy
+//! with forwarding off (`--fastpath off`): the programs judge and pass.
+//!
 //! Programs and maps are loaded by each agent start; the new programs
 //! replace the previous agent's on every hook once their maps are filled, so
 //! traffic never sees an empty map. Maps are fresh, except those the C side
@@ -36,16 +44,21 @@ use weft_bpf_abi::{CidrKey, Config, EpKey, EpValue, Stats, EP_FAST, STAT_MAX};
 
 use crate::bpf::{self, Loaded, TcxDirection};
 use crate::error::DatapathError;
+use crate::policy::{KernelPolicyMaps, PolicyMode};
 
 /// The program on host veths (built by build.rs from `bpf/from_pod.bpf.c`).
 pub static FROM_POD_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/from_pod.o"));
 /// The program on the remote device (from `bpf/to_pod.bpf.c`).
 pub static TO_POD_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/to_pod.o"));
+/// The ingress policy on host veths' egress (from `bpf/to_container.bpf.c`).
+pub static TO_CONTAINER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/to_container.o"));
 
 /// The program on host-side pod veths.
 pub const FROM_POD: &str = "weft_from_pod";
 /// The program on the device other nodes' traffic arrives on.
 pub const TO_POD: &str = "weft_to_pod";
+/// The program at the egress of host-side pod veths (policy only).
+pub const TO_CONTAINER: &str = "weft_to_container";
 
 /// What [`plan`] needs to know of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +125,14 @@ pub struct FastPath {
     loaded: Loaded,
     /// `weft_to_pod`, sharing `loaded`'s maps.
     to_pod: Loaded,
+    /// `weft_to_container`, sharing `loaded`'s maps.
+    to_container: Loaded,
     remote_ifindex: u32,
+    mode: PolicyMode,
     /// Host veth ifindexes that carry this agent's `weft_from_pod`.
     attached: HashSet<u32>,
+    /// Host veth ifindexes that carry this agent's `weft_to_container`.
+    attached_egress: HashSet<u32>,
     /// What the endpoints map holds (only this agent writes it).
     entries: HashMap<EpKey, EpValue>,
     /// `weft_to_pod` is on the remote device (after the first sync).
@@ -133,12 +151,22 @@ impl std::fmt::Debug for FastPath {
 
 impl FastPath {
     /// Loads the programs and maps (pinned ones from `pin_dir` when given)
-    /// and fills the pools and the config. Nothing is attached yet. Must run
-    /// in the node netns (ifindexes).
+    /// and fills the pools and the config, policy off. Nothing is attached
+    /// yet. Must run in the node netns (ifindexes).
     pub fn load(
         pools: &[IpNet],
         remote_ifindex: u32,
         pin_dir: Option<&Path>,
+    ) -> Result<Self, DatapathError> {
+        Self::load_with_policy(pools, remote_ifindex, pin_dir, PolicyMode::Off)
+    }
+
+    /// [`FastPath::load`] with policy in `mode`.
+    pub fn load_with_policy(
+        pools: &[IpNet],
+        remote_ifindex: u32,
+        pin_dir: Option<&Path>,
+        mode: PolicyMode,
     ) -> Result<Self, DatapathError> {
         let opts = LoadOptions {
             pin_dir,
@@ -152,9 +180,16 @@ impl FastPath {
                 ..opts
             },
         )?;
+        let to_container = bpf::load_with(
+            TO_CONTAINER_OBJECT,
+            &LoadOptions {
+                share: Some(&loaded),
+                ..opts
+            },
+        )?;
         let config = Config {
             remote_ifindex,
-            flags: 0,
+            flags: mode.config_flags(),
         };
         TypedMap::<u32, Config>::new(loaded.map("weft_config")?)?.insert(&0, &config)?;
         let cluster = LpmTrie::<CidrKey, u32>::new(loaded.map("weft_cluster")?)?;
@@ -164,8 +199,11 @@ impl FastPath {
         Ok(FastPath {
             loaded,
             to_pod,
+            to_container,
             remote_ifindex,
+            mode,
             attached: HashSet::new(),
+            attached_egress: HashSet::new(),
             entries: HashMap::new(),
             remote_attached: false,
         })
@@ -177,7 +215,40 @@ impl FastPath {
         Ok(self
             .loaded
             .program(name)
-            .or_else(|_| self.to_pod.program(name))?)
+            .or_else(|_| self.to_pod.program(name))
+            .or_else(|_| self.to_container.program(name))?)
+    }
+
+    /// A map of the programs by name (all objects share one set), e.g. the
+    /// flow events' ring buffer `weft_flows`: for tests and tools.
+    pub fn map(&self, name: &str) -> Result<&bpf::Map, DatapathError> {
+        Ok(self.loaded.map(name)?)
+    }
+
+    pub fn policy_mode(&self) -> PolicyMode {
+        self.mode
+    }
+
+    /// Switches policy (the config flags, at once); the next
+    /// [`FastPath::sync`] attaches or detaches `weft_to_container`.
+    pub fn set_policy_mode(&mut self, mode: PolicyMode) -> Result<(), DatapathError> {
+        let map = TypedMap::<u32, Config>::new(self.loaded.map("weft_config")?)?;
+        let config = Config {
+            remote_ifindex: self.remote_ifindex,
+            flags: mode.config_flags(),
+        };
+        map.insert(&0, &config)?;
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// The seam over this load's policy maps (for `node`, with `rules`).
+    pub fn policy_maps(
+        &self,
+        node: &str,
+        rules: weft_policy::RuleIds,
+    ) -> Result<KernelPolicyMaps, DatapathError> {
+        KernelPolicyMaps::from_loaded(node, rules, &self.loaded)
     }
 
     /// The pinned maps and what this load did with each (created, re-used,
@@ -193,7 +264,9 @@ impl FastPath {
     /// Attaches `weft_to_pod` to the remote device (replacing an older
     /// agent's). A node without one (single node) attaches nothing.
     fn attach_remote(&self) -> Result<(), DatapathError> {
-        if self.remote_ifindex != 0 {
+        // policy alone: other nodes' traffic takes the kernel path into
+        // weft_to_container
+        if self.remote_ifindex != 0 && self.mode.forwards() {
             bpf::tcx_attach(
                 self.remote_ifindex,
                 TcxDirection::Ingress,
@@ -255,10 +328,44 @@ impl FastPath {
             }
         }
         self.attached.retain(|i| veths.contains(i));
+        if let Err(e) = self.sync_egress(veths) {
+            first_error.get_or_insert(e);
+        }
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok((changes, attached)),
         }
+    }
+
+    /// `weft_to_container` on the egress of every veth in `veths` while
+    /// policy is on; off them (this agent's and earlier ones') when it is
+    /// off.
+    fn sync_egress(&mut self, veths: &HashSet<u32>) -> Result<(), bpf::BpfError> {
+        let mut first_error = None;
+        if !self.mode.enforces() {
+            for &ifindex in veths {
+                match bpf::tcx_detach_named(ifindex, TcxDirection::Egress, TO_CONTAINER) {
+                    Ok(_) => {}
+                    Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                    Err(e) => drop(first_error.get_or_insert(e)),
+                }
+            }
+            self.attached_egress.clear();
+        } else {
+            let prog = self.to_container.program(TO_CONTAINER)?;
+            for &ifindex in veths {
+                if self.attached_egress.contains(&ifindex) {
+                    continue;
+                }
+                match bpf::tcx_attach(ifindex, TcxDirection::Egress, prog) {
+                    Ok(()) => drop(self.attached_egress.insert(ifindex)),
+                    Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                    Err(e) => drop(first_error.get_or_insert(e)),
+                }
+            }
+            self.attached_egress.retain(|i| veths.contains(i));
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Drops the entries of `ips` at once (a DEL), ahead of the next sync.
@@ -292,6 +399,7 @@ pub fn detach_all(ifindexes: &[u32]) -> Result<usize, DatapathError> {
         for name in [FROM_POD, TO_POD] {
             n += bpf::tcx_detach_named(ifindex, TcxDirection::Ingress, name)?;
         }
+        n += bpf::tcx_detach_named(ifindex, TcxDirection::Egress, TO_CONTAINER)?;
     }
     Ok(n)
 }
@@ -316,13 +424,38 @@ mod tests {
     #[test]
     fn compiled_maps_match_the_rust_types() {
         use std::mem::size_of;
+        use weft_bpf_abi::{
+            FlowEvent, PolicyCtKey, PolicyCtValue, PolicyEp, PolicyKey, PolicyValue, DROP_MAX,
+        };
         let want = [
             ("weft_endpoints", size_of::<EpKey>(), size_of::<EpValue>()),
             ("weft_cluster", size_of::<CidrKey>(), size_of::<u32>()),
             ("weft_config", size_of::<u32>(), size_of::<Config>()),
             ("weft_stats", size_of::<u32>(), size_of::<u64>()),
+            ("weft_flows", 0, 0),
+            ("weft_flow_limit", 40, size_of::<u64>()),
+            ("weft_drops", size_of::<u32>(), size_of::<u64>()),
+            ("weft_flow_lost", size_of::<u32>(), size_of::<u64>()),
+            ("weft_ipcache", size_of::<CidrKey>(), size_of::<u32>()),
+            (
+                "weft_policy",
+                size_of::<PolicyKey>(),
+                size_of::<PolicyValue>(),
+            ),
+            ("weft_policy_eps", size_of::<EpKey>(), size_of::<PolicyEp>()),
+            (
+                "weft_policy_ct",
+                size_of::<PolicyCtKey>(),
+                size_of::<PolicyCtValue>(),
+            ),
+            ("weft_rule_hits", size_of::<u32>(), size_of::<u64>()),
+            (
+                "weft_policy_scratch",
+                size_of::<u32>(),
+                size_of::<FlowEvent>(),
+            ),
         ];
-        for obj in [FROM_POD_OBJECT, TO_POD_OBJECT] {
+        for obj in [FROM_POD_OBJECT, TO_POD_OBJECT, TO_CONTAINER_OBJECT] {
             let parsed = bpf::parse_object(obj).unwrap();
             let defs: HashMap<&str, _> = parsed.map_defs().collect();
             for (name, key, value) in want {
@@ -334,6 +467,7 @@ mod tests {
                 );
             }
             assert_eq!(defs["weft_stats"].max_entries, STAT_MAX);
+            assert_eq!(defs["weft_drops"].max_entries, DROP_MAX);
             assert_eq!(defs.len(), want.len(), "a map without a Rust type here");
         }
     }

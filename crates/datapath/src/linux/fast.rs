@@ -67,9 +67,12 @@ impl LinuxDatapath {
             },
             None => None,
         };
-        let fp = self.in_node_ns(|| FastPath::load(&setup.pools, remote, pin_dir))??;
+        let fp = self.in_node_ns(|| {
+            FastPath::load_with_policy(&setup.pools, remote, pin_dir, self.policy)
+        })??;
         tracing::info!(
             remote_device = ?setup.remote_device,
+            policy = ?self.policy,
             pinned = ?fp.pinned(),
             "ebpf fast path loaded"
         );
@@ -139,6 +142,25 @@ impl LinuxDatapath {
             Some(fp) => fp.forget(ips),
             None => Ok(()),
         }
+    }
+
+    /// The policy maps' seam for `node`, owning `rules`: over the pinned
+    /// maps when there is a pin directory (valid across program reloads),
+    /// else over the loaded programs' maps (`None` before `fastpath_start`).
+    pub fn policy_maps(
+        &self,
+        node: &str,
+        rules: weft_policy::RuleIds,
+    ) -> Result<Option<crate::policy::KernelPolicyMaps>, DatapathError> {
+        if let Some(dir) = &self.pin_dir {
+            if crate::bpf::pin::prepare_dir(dir).is_ok() {
+                return crate::policy::KernelPolicyMaps::open_pinned(node, rules, dir).map(Some);
+            }
+        }
+        self.fast()
+            .as_ref()
+            .map(|fp| fp.policy_maps(node, rules))
+            .transpose()
     }
 
     pub(super) fn fast_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {

@@ -23,6 +23,8 @@ fn prefix() -> &'static str {
     match env!("CARGO_CRATE_NAME") {
         "overlay" => "wdo",
         "bpf_loader" => "wbl",
+        "policy_netns" => "wdn",
+        "policy_nodes" => "wdm",
         _ => "wdp",
     }
 }

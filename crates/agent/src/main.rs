@@ -50,9 +50,7 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     // never waits for the API server: CNI is served while it is away
     weft_agent::k8s::start(cfg, &agent)?;
     // after the adapter: policy reads its view
-    weft_agent::policy::start(cfg.policy, &agent, || {
-        Err("the eBPF policy programs are not built into this weftd yet".to_string())
-    })?;
+    weft_agent::policy::start(cfg.policy, &agent)?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

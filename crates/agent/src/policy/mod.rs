@@ -5,13 +5,11 @@
 //! - [`inputs`]: the view cut to the compiler's inputs (pure)
 //! - [`reconcile`]: one round: compile, cut to this node, plan, write
 //! - [`identities`]: identities agreed on cluster-wide through the store
-//! - [`seam`]: the maps as the reconciler writes them
 //! - `views`: what `weft policy list / show / explain` answer
 
 pub mod identities;
 pub mod inputs;
 pub mod reconcile;
-pub mod seam;
 mod views;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -25,8 +23,9 @@ use weft_store::Store;
 use crate::agent::Agent;
 use crate::config::PolicyMode;
 use inputs::Snapshot;
+use reconcile::DynMaps;
 use reconcile::{LocalEndpoint, Reconciler};
-use seam::PolicyMaps;
+use weft_datapath::policy::PolicyMaps;
 
 pub use views::{explain, list, show};
 
@@ -43,18 +42,27 @@ pub struct Link {
     running: OnceLock<Arc<Running>>,
     /// The cluster store identities are allocated in (set at build).
     store: OnceLock<Arc<dyn Store>>,
+    opener: Mutex<Option<Opener>>,
     off: Mutex<String>,
 }
 
+/// Opens the data path's policy maps (set at build, where the data path is
+/// made; `Err` says why this kernel or configuration cannot).
+pub type Opener = Box<dyn FnOnce() -> Result<Box<dyn PolicyMaps>, String> + Send>;
+
 pub struct Running {
     view: View,
-    rec: Mutex<Reconciler>,
+    rec: Mutex<Reconciler<DynMaps>>,
     reason: String,
 }
 
 impl Link {
     pub fn set_store(&self, store: Arc<dyn Store>) {
         let _ = self.store.set(store);
+    }
+
+    pub fn set_opener(&self, opener: Opener) {
+        *self.opener.lock().unwrap_or_else(|p| p.into_inner()) = Some(opener);
     }
 
     fn running(&self) -> Option<&Arc<Running>> {
@@ -80,10 +88,10 @@ impl Link {
         let deadline = Instant::now() + ADMIT_WAIT;
         let mut seen = run.view.generation();
         while synced(&run.view)
-            && !run
+            && run
                 .view
                 .pod(&ep.pod.namespace, &ep.pod.name)
-                .is_some_and(|p| p.uid == ep.pod.uid)
+                .is_none_or(|p| p.uid != ep.pod.uid)
         {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -112,7 +120,7 @@ impl Link {
 }
 
 impl Running {
-    fn lock(&self) -> MutexGuard<'_, Reconciler> {
+    fn lock(&self) -> MutexGuard<'_, Reconciler<DynMaps>> {
         self.rec.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -147,14 +155,13 @@ fn local_endpoints(agent: &Agent) -> Vec<LocalEndpoint> {
                     name: e.pod.name,
                 },
                 uid: e.pod.uid,
-                host_ifname: e.host_ifname,
                 ips: e.ips.iter().map(|n| n.addr()).collect(),
             })
         })
         .collect()
 }
 
-fn round(rec: &mut Reconciler, view: &View, agent: &Agent) -> Result<usize, String> {
+fn round(rec: &mut Reconciler<DynMaps>, view: &View, agent: &Agent) -> Result<usize, String> {
     let snap = snapshot(view);
     let res = rec.round(snap.as_ref(), &local_endpoints(agent));
     match &res {
@@ -178,15 +185,17 @@ pub fn decide(mode: PolicyMode, adapter: bool) -> Result<Option<String>, String>
     }
 }
 
-/// Starts enforcement (or records why not). `maps` opens the data path's
-/// policy maps; with `auto` a kernel that cannot load them leaves policy
-/// off with a warning, with `on` weftd refuses to start.
-pub fn start(
-    mode: PolicyMode,
-    agent: &Arc<Agent>,
-    maps: impl FnOnce() -> Result<Box<dyn PolicyMaps>, String>,
-) -> anyhow::Result<()> {
+/// Starts enforcement (or records why not), after the Kubernetes adapter.
+/// The maps come from the opener set at build; with `auto` a kernel that
+/// cannot load the programs leaves policy off with a warning, with `on`
+/// weftd refuses to start.
+pub fn start(mode: PolicyMode, agent: &Arc<Agent>) -> anyhow::Result<()> {
     let link = agent.policy();
+    let opener = link.opener.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let maps = || match opener {
+        Some(open) => open(),
+        None => Err("this weftd was built without a data path for policy".to_string()),
+    };
     let set_off = |why: String| {
         *link.off.lock().unwrap_or_else(|p| p.into_inner()) = why;
     };
@@ -219,7 +228,7 @@ pub fn start(
     };
     let rec = Reconciler::new(
         agent.facts().node.clone(),
-        maps,
+        DynMaps(maps),
         Box::new(identities::StoreAllocator::new(store)),
     );
     let run = Arc::new(Running {

@@ -15,13 +15,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use weft_datapath::policy::{PolicyEndpoint, PolicyMaps};
+use weft_datapath::DatapathError;
 use weft_policy::{
     compile, plan, AllowedBy, Compiled, Direction, EndpointPolicy, EndpointRef, Identity,
-    IdentityAllocator, MapOp, PolicyKey, PolicyRef,
+    IdentityAllocator, PolicyKey, PolicyRef, RuleIds,
 };
 
 use super::inputs::{inputs, Snapshot};
-use super::seam::{PolicyEndpoint, PolicyMaps};
 
 /// The isolating "policy" of the fail-closed state (its empty namespace
 /// cannot be a real policy's).
@@ -39,7 +40,6 @@ pub struct LocalEndpoint {
     /// The pod's UID as the runtime passed it ("" when it did not).
     pub uid: String,
     pub id: u32,
-    pub host_ifname: String,
     pub ips: Vec<IpAddr>,
 }
 
@@ -47,13 +47,13 @@ impl LocalEndpoint {
     fn maps(&self) -> PolicyEndpoint {
         PolicyEndpoint {
             id: self.id,
-            host_ifname: self.host_ifname.clone(),
-            ips: self.ips.clone(),
+            addresses: self.ips.clone(),
+            audit: false,
         }
     }
 
     /// Made by a kubelet: a pod the API will show.
-    fn from_kubelet(&self) -> bool {
+    fn made_by_kubelet(&self) -> bool {
         !self.pod.namespace.is_empty() && !self.pod.name.is_empty() && !self.uid.is_empty()
     }
 }
@@ -62,41 +62,84 @@ impl LocalEndpoint {
 #[derive(Debug, Clone, Default)]
 pub struct RoundReport {
     pub rounds: u64,
-    pub last_ops: usize,
+    pub last_writes: usize,
     pub last_micros: u64,
     /// The last round's error (allocation or a map write), if it failed.
     pub last_error: Option<String>,
     pub fail_closed: Vec<EndpointRef>,
 }
 
-pub struct Reconciler {
+/// The seam behind a box (weftd's) is a seam too.
+pub struct DynMaps(pub Box<dyn PolicyMaps>);
+
+impl PolicyMaps for DynMaps {
+    fn apply(
+        &mut self,
+        ops: &[weft_policy::MapOp],
+        endpoints: weft_datapath::policy::EndpointLookup<'_>,
+    ) -> Result<usize, DatapathError> {
+        self.0.apply(ops, endpoints)
+    }
+    fn replace(
+        &mut self,
+        state: &Compiled,
+        endpoints: weft_datapath::policy::EndpointLookup<'_>,
+    ) -> Result<usize, DatapathError> {
+        self.0.replace(state, endpoints)
+    }
+    fn write_endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError> {
+        self.0.write_endpoint(state, endpoint, ep)
+    }
+    fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {
+        self.0.rule_hits()
+    }
+    fn rule_ids(&self) -> &RuleIds {
+        self.0.rule_ids()
+    }
+}
+
+pub struct Reconciler<M: PolicyMaps> {
     node: String,
-    maps: Box<dyn PolicyMaps>,
+    maps: M,
     alloc: Box<dyn IdentityAllocator + Send>,
-    /// What the maps hold (this node's endpoints and ipcache).
+    /// What the maps hold (this node's endpoints and ipcache), when
+    /// `in_step`.
     applied: Compiled,
-    /// The ids the endpoints of `applied` were written under.
-    written_as: BTreeMap<EndpointRef, PolicyEndpoint>,
+    /// The maps are known to hold `applied`. Not at start (pinned maps hold
+    /// an earlier agent's state) and not after a failed write (the seam
+    /// does not say how far it got): the next round then replaces the
+    /// maps' whole content instead of writing a plan.
+    in_step: bool,
+    /// The endpoint id each pod of `applied` was written under: a pod
+    /// re-made under its name (a StatefulSet's) has a new one, which no
+    /// plan shows (the compiled state is the same), so it is rewritten.
+    written_as: BTreeMap<EndpointRef, u32>,
     /// The last whole-cluster compile (`explain`, `show`, `list`).
     full: Compiled,
     pub report: RoundReport,
 }
 
-impl Reconciler {
-    pub fn new(
-        node: String,
-        maps: Box<dyn PolicyMaps>,
-        alloc: Box<dyn IdentityAllocator + Send>,
-    ) -> Reconciler {
+impl<M: PolicyMaps> Reconciler<M> {
+    pub fn new(node: String, maps: M, alloc: Box<dyn IdentityAllocator + Send>) -> Self {
         Reconciler {
             node,
             maps,
             alloc,
             applied: Compiled::default(),
+            in_step: false,
             written_as: BTreeMap::new(),
             full: Compiled::default(),
             report: RoundReport::default(),
         }
+    }
+
+    pub fn maps(&self) -> &M {
+        &self.maps
     }
 
     pub fn applied(&self) -> &Compiled {
@@ -113,7 +156,7 @@ impl Reconciler {
     }
 
     /// A round. `snap` is `None` while the watches have not listed once:
-    /// then nothing known is touched (the maps keep enforcing what they
+    /// then nothing known is touched (pinned maps keep enforcing what they
     /// hold) and only endpoints new to the maps get the fail-closed state.
     /// Returns the number of map writes.
     pub fn round(
@@ -123,7 +166,8 @@ impl Reconciler {
     ) -> Result<usize, String> {
         let started = Instant::now();
         let local = dedupe(local, snap);
-        let want = match snap {
+        let lookup = |ep: &EndpointRef| local.get(ep).map(LocalEndpoint::maps);
+        let res = match snap {
             Some(snap) => {
                 let ips = local
                     .values()
@@ -132,7 +176,7 @@ impl Reconciler {
                 let (policies, inventory) = inputs(snap, &self.node, &ips);
                 let full = match compile(&policies, &inventory, self.alloc.as_mut()) {
                     Ok(c) => c,
-                    Err(e) => return self.failed(started, 0, e.to_string()),
+                    Err(e) => return self.finish(started, Err(e.to_string())),
                 };
                 for (p, why) in full
                     .rejected
@@ -144,73 +188,74 @@ impl Reconciler {
                 }
                 let want = self.local_view(&full, &local);
                 self.full = full;
-                want
+                let res = if self.in_step {
+                    let ops = plan(&self.applied, &want);
+                    self.maps.apply(&ops, &lookup)
+                } else {
+                    self.maps.replace(&want, &lookup)
+                };
+                res.map(|n| (n, want))
             }
             None => {
+                // only what is new: the fail-closed state of pods the maps
+                // do not hold; everything else stays as the maps have it
                 let mut want = self.applied.clone();
+                want.endpoints.retain(|ep, _| local.contains_key(ep));
                 for l in local
                     .values()
                     .filter(|l| !self.applied.endpoints.contains_key(&l.pod))
                 {
-                    if l.from_kubelet() {
+                    if l.made_by_kubelet() {
                         want.endpoints.insert(l.pod.clone(), fail_closed());
                         want.nodes.insert(l.pod.clone(), self.node.clone());
                     }
                 }
-                // endpoints gone from this node are gone from the maps too
-                want.endpoints.retain(|ep, _| local.contains_key(ep));
-                want
+                let ops = plan(&self.applied, &want);
+                self.maps.apply(&ops, &lookup).map(|n| (n, want))
             }
         };
-        let mut writes = 0;
-        // an endpoint whose pod name now belongs to another endpoint (a pod
-        // re-made under its old name) is removed under its old id first
-        let moved: Vec<EndpointRef> = self
-            .written_as
-            .iter()
-            .filter(|(ep, old)| local.get(*ep).is_some_and(|l| l.id != old.id))
-            .map(|(ep, _)| ep.clone())
-            .collect();
-        if !moved.is_empty() {
-            let ops: Vec<MapOp> = moved
-                .iter()
-                .map(|ep| MapOp::EndpointGone {
-                    endpoint: ep.clone(),
-                })
-                .collect();
-            let old = self.written_as.clone();
-            let res = self.maps.apply(&ops, &|ep| old.get(ep).cloned());
-            let done = res.as_ref().map_or_else(|e| e.done, |_| ops.len());
-            weft_policy::apply(&mut self.applied, &ops[..done]);
-            for ep in &moved[..done] {
-                self.written_as.remove(ep);
+        let res = match res {
+            Ok((mut n, want)) => {
+                if snap.is_some() {
+                    self.in_step = true;
+                }
+                self.applied = want;
+                let mut rewrite = Ok(());
+                for (ep, l) in &local {
+                    let was = self.written_as.get(ep).copied();
+                    if self.applied.endpoints.contains_key(ep) && was.is_some_and(|w| w != l.id) {
+                        match self.maps.write_endpoint(&self.applied, ep, &l.maps()) {
+                            Ok(w) => n += w,
+                            Err(e) => rewrite = Err(e),
+                        }
+                    }
+                }
+                self.written_as = local
+                    .iter()
+                    .filter(|(ep, _)| self.applied.endpoints.contains_key(*ep))
+                    .map(|(ep, l)| (ep.clone(), l.id))
+                    .collect();
+                match rewrite {
+                    Ok(()) => Ok(n),
+                    Err(e) => {
+                        self.in_step = false;
+                        Err(format!("writing the policy maps: {e}"))
+                    }
+                }
             }
-            writes += done;
-            if let Err(e) = res {
-                return self.failed(started, writes, e.to_string());
+            Err(e) => {
+                self.in_step = false;
+                Err(format!("writing the policy maps: {e}"))
             }
-        }
-        let ops = plan(&self.applied, &want);
-        let known = self.written_as.clone();
-        let ids = |ep: &EndpointRef| {
-            local
-                .get(ep)
-                .map(LocalEndpoint::maps)
-                .or_else(|| known.get(ep).cloned())
         };
-        let res = self.maps.apply(&ops, &ids);
-        let done = res.as_ref().map_or_else(|e| e.done, |_| ops.len());
-        weft_policy::apply(&mut self.applied, &ops[..done]);
-        writes += done;
-        // the identities the entries name travel with them (for `show`)
-        self.applied.identities = want.identities.clone();
-        self.written_as
-            .retain(|ep, _| self.applied.endpoints.contains_key(ep));
-        for ep in self.applied.endpoints.keys() {
-            if let Some(l) = local.get(ep) {
-                self.written_as.insert(ep.clone(), l.maps());
-            }
-        }
+        self.finish(started, res)
+    }
+
+    fn finish(&mut self, started: Instant, res: Result<usize, String>) -> Result<usize, String> {
+        self.report.rounds += 1;
+        self.report.last_writes = *res.as_ref().unwrap_or(&0);
+        self.report.last_micros = started.elapsed().as_micros() as u64;
+        self.report.last_error = res.as_ref().err().cloned();
         self.report.fail_closed = self
             .applied
             .endpoints
@@ -218,22 +263,7 @@ impl Reconciler {
             .filter(|(_, p)| p.ingress_isolated_by == Some(fail_closed_ref()))
             .map(|(ep, _)| ep.clone())
             .collect();
-        if let Err(e) = res {
-            return self.failed(started, writes, e.to_string());
-        }
-        self.report.rounds += 1;
-        self.report.last_ops = writes;
-        self.report.last_micros = started.elapsed().as_micros() as u64;
-        self.report.last_error = None;
-        Ok(writes)
-    }
-
-    fn failed(&mut self, started: Instant, writes: usize, error: String) -> Result<usize, String> {
-        self.report.rounds += 1;
-        self.report.last_ops = writes;
-        self.report.last_micros = started.elapsed().as_micros() as u64;
-        self.report.last_error = Some(error.clone());
-        Err(error)
+        res
     }
 
     /// The compiled state as this node's maps hold it: its ipcache and its
@@ -257,7 +287,7 @@ impl Reconciler {
             let here = full.nodes.get(ep).is_some_and(|n| *n == self.node);
             let policy = match full.endpoints.get(ep) {
                 Some(p) if here => p.clone(),
-                _ if l.from_kubelet() => fail_closed(),
+                _ if l.made_by_kubelet() => fail_closed(),
                 _ => continue,
             };
             for a in &l.ips {

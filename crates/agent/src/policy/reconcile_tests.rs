@@ -1,23 +1,56 @@
+use std::collections::BTreeMap;
 use std::num::NonZeroU16;
-use std::sync::{Arc, Mutex};
 
+use weft_datapath::policy::{EndpointLookup, FakePolicyMaps};
 use weft_k8s as k8s;
-use weft_policy::{MemoryAllocator, Protocol};
+use weft_policy::{MapOp, MemoryAllocator, Protocol};
 
 use super::*;
-use crate::policy::seam::{ApplyError, FakePolicyMaps};
 
-/// The fake behind a handle the test keeps.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<FakePolicyMaps>>);
+/// The data path's fake, made to fail every write while `broken`.
+struct Maps {
+    fake: FakePolicyMaps,
+    broken: bool,
+    replaced: usize,
+}
 
-impl PolicyMaps for Shared {
-    fn apply(
+impl PolicyMaps for Maps {
+    fn apply(&mut self, ops: &[MapOp], eps: EndpointLookup<'_>) -> Result<usize, DatapathError> {
+        if self.broken {
+            return Err(DatapathError::Protocol {
+                op: "write",
+                what: "injected".into(),
+            });
+        }
+        self.fake.apply(ops, eps)
+    }
+    fn replace(
         &mut self,
-        ops: &[MapOp],
-        ids: &dyn Fn(&EndpointRef) -> Option<PolicyEndpoint>,
-    ) -> Result<(), ApplyError> {
-        self.0.lock().unwrap().apply(ops, ids)
+        state: &Compiled,
+        eps: EndpointLookup<'_>,
+    ) -> Result<usize, DatapathError> {
+        if self.broken {
+            return Err(DatapathError::Protocol {
+                op: "write",
+                what: "injected".into(),
+            });
+        }
+        self.replaced += 1;
+        self.fake.replace(state, eps)
+    }
+    fn write_endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError> {
+        self.fake.write_endpoint(state, endpoint, ep)
+    }
+    fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {
+        self.fake.rule_hits()
+    }
+    fn rule_ids(&self) -> &RuleIds {
+        self.fake.rule_ids()
     }
 }
 
@@ -59,19 +92,29 @@ fn local(ns: &str, name: &str, id: u32, ip: &str) -> LocalEndpoint {
         },
         uid: format!("uid-{name}"),
         id,
-        host_ifname: format!("weft{id}"),
         ips: vec![ip.parse().unwrap()],
     }
 }
 
-fn setup() -> (Reconciler, Shared) {
-    let maps = Shared::default();
-    let r = Reconciler::new(
+fn setup() -> Reconciler<Maps> {
+    Reconciler::new(
         "n1".into(),
-        Box::new(maps.clone()),
+        Maps {
+            fake: FakePolicyMaps::new("n1", RuleIds::new()),
+            broken: false,
+            replaced: 0,
+        },
         Box::new(MemoryAllocator::new()),
-    );
-    (r, maps)
+    )
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Whether the maps let `src` open TCP `port` on `dst`.
+fn passes(r: &Reconciler<Maps>, src: &str, dst: &str, port: u16) -> bool {
+    r.maps().fake.judge(ip(src), ip(dst), 6, port).passes()
 }
 
 fn ep(ns: &str, name: &str) -> EndpointRef {
@@ -82,8 +125,8 @@ fn ep(ns: &str, name: &str) -> EndpointRef {
 }
 
 #[test]
-fn this_nodes_endpoints_and_ipcache_are_written_under_their_ids() {
-    let (mut r, maps) = setup();
+fn this_nodes_endpoints_and_ipcache_are_written_and_enforce() {
+    let mut r = setup();
     let snap = Snapshot {
         pods: vec![
             pod("x", "a", "n1", "10.0.0.1"),
@@ -92,44 +135,46 @@ fn this_nodes_endpoints_and_ipcache_are_written_under_their_ids() {
         policies: vec![deny_all_ingress("x")],
         ..Snapshot::default()
     };
-    let n = r
-        .round(Some(&snap), &[local("x", "a", 7, "10.0.0.1")])
-        .unwrap();
-    assert!(n > 0);
-    let written = maps.0.lock().unwrap().written.clone();
-    assert!(written.iter().any(|(op, id)| matches!(op,
-        MapOp::Isolation { endpoint, direction: Direction::Ingress, isolated_by: Some(p) }
-            if endpoint.name == "a" && p.name == "deny")
-        && *id == Some(7)));
-    assert!(
-        written.iter().all(|(op, _)| !matches!(op,
-            MapOp::PolicyUpsert { endpoint, .. } | MapOp::Isolation { endpoint, .. } if endpoint.name == "b")),
-        "x/b runs on another node: its maps are not ours"
-    );
-    assert!(written.iter().all(|(op, _)| match op {
-        MapOp::IpcacheUpsert { node, .. } => node == "n1",
-        _ => true,
-    }));
-    // both pods are in this node's ipcache (b as a peer)
-    let cache = &r.applied().ipcache["n1"];
-    assert_eq!(cache.len(), 2);
-    // a second round with nothing new writes nothing
+    let a = local("x", "a", 7, "10.0.0.1");
+    assert!(r.round(Some(&snap), std::slice::from_ref(&a)).unwrap() > 0);
     assert_eq!(
-        r.round(Some(&snap), &[local("x", "a", 7, "10.0.0.1")])
-            .unwrap(),
-        0
+        r.maps().replaced,
+        1,
+        "the first round replaces what pinned maps held"
     );
+    assert!(
+        !passes(&r, "10.0.1.1", "10.0.0.1", 80),
+        "x/b -> x/a denied at x/a's ingress"
+    );
+    assert!(
+        passes(&r, "10.0.0.1", "10.0.1.1", 80),
+        "x/a's egress is open"
+    );
+    // both pods are in this node's ipcache (b as a peer), x/b has no maps here
+    assert_eq!(r.applied().ipcache["n1"].len(), 2);
+    assert_eq!(r.applied().endpoints.len(), 1);
+    assert_eq!(r.maps().fake.endpoints.len(), 1);
+    // nothing new: nothing written
+    assert_eq!(r.round(Some(&snap), std::slice::from_ref(&a)).unwrap(), 0);
     // explain answers from the whole compile
     let e = r
         .compiled()
         .explain_pods(&ep("x", "b"), &ep("x", "a"), Protocol::Tcp, 80)
         .unwrap();
     assert!(!e.verdict.allowed);
+    // the policy deleted: open again, by a plan, not a replace
+    let open = Snapshot {
+        policies: vec![],
+        ..snap
+    };
+    r.round(Some(&open), std::slice::from_ref(&a)).unwrap();
+    assert!(passes(&r, "10.0.1.1", "10.0.0.1", 80));
+    assert_eq!(r.maps().replaced, 1);
 }
 
 #[test]
 fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
-    let (mut r, _) = setup();
+    let mut r = setup();
     let a = local("x", "a", 1, "10.0.0.1");
     // the watches have not listed yet
     r.round(None, std::slice::from_ref(&a)).unwrap();
@@ -137,19 +182,20 @@ fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
     assert_eq!(p.ingress_isolated_by, Some(fail_closed_ref()));
     assert_eq!(p.egress_isolated_by, Some(fail_closed_ref()));
     assert_eq!(r.report.fail_closed, vec![a.pod.clone()]);
+    assert!(!passes(&r, "10.0.9.9", "10.0.0.1", 80));
+    assert!(!passes(&r, "10.0.0.1", "10.0.9.9", 80));
     // listed, but the pod is not there yet: still closed
     r.round(Some(&Snapshot::default()), std::slice::from_ref(&a))
         .unwrap();
-    assert!(r.applied().endpoints[&a.pod].ingress_isolated_by.is_some());
+    assert!(!passes(&r, "10.0.9.9", "10.0.0.1", 80));
     // the pod shows up, no policy selects it: open both ways
     let snap = Snapshot {
         pods: vec![pod("x", "a", "n1", "10.0.0.1")],
         ..Snapshot::default()
     };
     r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
-    let p = &r.applied().endpoints[&a.pod];
-    assert_eq!(p.ingress_isolated_by, None);
-    assert_eq!(p.egress_isolated_by, None);
+    assert!(passes(&r, "10.0.9.9", "10.0.0.1", 80));
+    assert!(passes(&r, "10.0.0.1", "10.0.9.9", 80));
     assert!(r.report.fail_closed.is_empty());
     // endpoints of other runtimes (no pod UID) get no policy state
     let mut podman = local("", "c", 3, "10.0.0.3");
@@ -160,7 +206,7 @@ fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
 
 #[test]
 fn before_the_first_list_known_state_is_left_alone() {
-    let (mut r, maps) = setup();
+    let mut r = setup();
     let a = local("x", "a", 1, "10.0.0.1");
     let snap = Snapshot {
         pods: vec![pod("x", "a", "n1", "10.0.0.1")],
@@ -169,48 +215,56 @@ fn before_the_first_list_known_state_is_left_alone() {
     };
     r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
     let before = r.applied().clone();
-    let n = maps.0.lock().unwrap().written.len();
     let b = local("x", "b", 2, "10.0.0.2");
     r.round(None, &[a.clone(), b.clone()]).unwrap();
     assert_eq!(r.applied().endpoints[&a.pod], before.endpoints[&a.pod]);
-    assert!(r.applied().endpoints[&b.pod].ingress_isolated_by == Some(fail_closed_ref()));
-    let written = maps.0.lock().unwrap().written[n..].to_vec();
-    assert!(written.iter().all(|(_, id)| *id == Some(2)), "{written:?}");
+    assert_eq!(r.applied().ipcache, before.ipcache);
+    assert_eq!(
+        r.applied().endpoints[&b.pod].ingress_isolated_by,
+        Some(fail_closed_ref())
+    );
+    assert!(!passes(&r, "10.0.0.1", "10.0.0.2", 80), "b is closed");
 }
 
 #[test]
-fn a_failed_write_keeps_only_what_went_in_and_the_next_round_finishes() {
-    let (mut r, maps) = setup();
+fn a_failed_write_is_retried_by_replacing_the_maps() {
+    let mut r = setup();
     let a = local("x", "a", 1, "10.0.0.1");
-    let snap = Snapshot {
+    let open = Snapshot {
         pods: vec![
             pod("x", "a", "n1", "10.0.0.1"),
             pod("x", "b", "n2", "10.0.1.1"),
         ],
-        policies: vec![deny_all_ingress("x")],
         ..Snapshot::default()
     };
-    maps.0.lock().unwrap().fail_at = Some(2);
-    let err = r.round(Some(&snap), std::slice::from_ref(&a)).unwrap_err();
+    r.round(Some(&open), std::slice::from_ref(&a)).unwrap();
+    let closed = Snapshot {
+        policies: vec![deny_all_ingress("x")],
+        ..open.clone()
+    };
+    r.maps.broken = true;
+    let err = r
+        .round(Some(&closed), std::slice::from_ref(&a))
+        .unwrap_err();
     assert!(err.contains("injected"), "{err}");
     assert_eq!(r.report.last_error.as_deref(), Some(err.as_str()));
-    let partial = r.applied().clone();
-    maps.0.lock().unwrap().fail_at = None;
-    let n = r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
-    assert!(n > 0);
-    assert_ne!(&partial, r.applied());
+    r.maps.broken = false;
+    r.round(Some(&closed), std::slice::from_ref(&a)).unwrap();
+    assert_eq!(
+        r.maps().replaced,
+        2,
+        "after a failure the maps are replaced whole"
+    );
     assert!(r.report.last_error.is_none());
-    // everything the compile wants is in now
-    assert_eq!(r.round(Some(&snap), std::slice::from_ref(&a)).unwrap(), 0);
-    assert!(r.holds(&a.pod));
+    assert!(!passes(&r, "10.0.1.1", "10.0.0.1", 80));
+    assert_eq!(r.round(Some(&closed), std::slice::from_ref(&a)).unwrap(), 0);
 }
 
 #[test]
 fn an_invalid_policy_isolates_and_is_reported() {
-    let (mut r, _) = setup();
+    let mut r = setup();
     let mut bad = deny_all_ingress("x");
     bad.name = "bad".into();
-    bad.policy_types = Some(vec![k8s::PolicyType::Ingress]);
     bad.ingress = Some(vec![k8s::IngressRule {
         from: Some(vec![k8s::Peer {
             pod_selector: None,
@@ -223,7 +277,10 @@ fn an_invalid_policy_isolates_and_is_reported() {
         ports: None,
     }]);
     let snap = Snapshot {
-        pods: vec![pod("x", "a", "n1", "10.0.0.1")],
+        pods: vec![
+            pod("x", "a", "n1", "10.0.0.1"),
+            pod("x", "b", "n2", "10.0.0.2"),
+        ],
         policies: vec![bad],
         ..Snapshot::default()
     };
@@ -239,35 +296,39 @@ fn an_invalid_policy_isolates_and_is_reported() {
         p.entries.values().all(|v| *v == AllowedBy::LocalNode),
         "opens nothing but the node"
     );
+    assert!(
+        !passes(&r, "10.0.0.2", "10.0.0.1", 80),
+        "the cidr would have allowed it"
+    );
 }
 
 #[test]
 fn a_pod_remade_under_its_name_is_rewritten_under_its_new_id() {
-    let (mut r, maps) = setup();
+    let mut r = setup();
     let snap = Snapshot {
-        pods: vec![pod("x", "a", "n1", "10.0.0.1")],
+        pods: vec![
+            pod("x", "a", "n1", "10.0.0.1"),
+            pod("x", "b", "n2", "10.0.1.1"),
+        ],
         policies: vec![deny_all_ingress("x")],
         ..Snapshot::default()
     };
     r.round(Some(&snap), &[local("x", "a", 1, "10.0.0.1")])
         .unwrap();
-    let n = maps.0.lock().unwrap().written.len();
     r.round(Some(&snap), &[local("x", "a", 2, "10.0.0.1")])
         .unwrap();
-    let written = maps.0.lock().unwrap().written[n..].to_vec();
-    assert!(
-        matches!(written[0], (MapOp::EndpointGone { .. }, Some(1))),
-        "{written:?}"
-    );
-    assert!(written[1..]
-        .iter()
-        .any(|(op, id)| matches!(op, MapOp::Isolation { .. }) && *id == Some(2)));
-    // the DEL of the last endpoint removes its state under its id
+    let ids: Vec<u32> = r
+        .maps()
+        .fake
+        .endpoints
+        .values()
+        .map(|e| e.endpoint)
+        .collect();
+    assert_eq!(ids, vec![2]);
+    assert!(!passes(&r, "10.0.1.1", "10.0.0.1", 80));
+    // the DEL of the last endpoint removes its state
     r.round(Some(&snap), &[]).unwrap();
-    let last = maps.0.lock().unwrap().written.last().cloned().unwrap();
-    assert!(
-        matches!(last, (MapOp::EndpointGone { .. }, Some(2))),
-        "{last:?}"
-    );
     assert!(r.applied().endpoints.is_empty());
+    assert!(r.maps().fake.endpoints.is_empty());
+    assert!(r.maps().fake.policy.is_empty());
 }

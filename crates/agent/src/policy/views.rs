@@ -48,7 +48,7 @@ pub fn list(link: &Link) -> PolicyList {
         reason: run.reason.clone(),
         synced: super::synced(&run.view),
         rounds: rec.report.rounds,
-        last_ops: rec.report.last_ops,
+        last_ops: rec.report.last_writes,
         last_micros: rec.report.last_micros,
         last_error: rec.report.last_error.clone(),
         policies: full.policies.keys().map(|p| info(full, p)).collect(),

@@ -103,4 +103,64 @@ fn upstream_netpol_cases_in_a_lab_cluster_privileged() {
     );
     assert!(ran > 0, "no case matches WEFT_NETPOL_CASES={filter:?}");
     assert!(failed.is_empty(), "cases that failed: {failed:#?}");
+
+    // the CLI people use, through the lab: list, show, explain
+    use weft_netpol_cases::builders::*;
+    use weft_netpol_cases::Driver;
+    k.start(&["x/a", "x/b", "y/a"], &[], &[]);
+    k.create(
+        np("x", "x-a-from-x-b", ml(&[("pod", "a")]))
+            .ingress_rules(vec![from(vec![pods(ml(&[("pod", "b")]))])]),
+    );
+    let (code, out) = weft(&lab.name, &["policy", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("x/x-a-from-x-b") && out.contains("x/a"),
+        "{out}"
+    );
+    let (code, out) = weft(&lab.name, &["policy", "show", "x/x-a-from-x-b"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rule 0 (ingress[0]) of x/x-a-from-x-b"),
+        "{out}"
+    );
+    let (code, out) = weft(
+        &lab.name,
+        &[
+            "policy", "explain", "--from", "y/a", "--to", "x/a", "--port", "80/tcp",
+        ],
+    );
+    assert_eq!(code, 1, "denied exits 1: {out}");
+    assert!(
+        out.contains("denied at ingress") && out.contains("default deny of x/x-a-from-x-b"),
+        "{out}"
+    );
+    let (code, out) = weft(
+        &lab.name,
+        &[
+            "-o", "json", "policy", "explain", "--from", "x/b", "--to", "x/a", "--port", "80/tcp",
+        ],
+    );
+    assert_eq!(code, 0, "allowed exits 0: {out}");
+    let e: weft_api::PolicyExplain = serde_json::from_str(&out).expect("json");
+    assert!(e.allowed);
+    assert!(
+        e.ingress
+            .as_ref()
+            .is_some_and(|s| s.verdict == "allowed by rule 0 (ingress[0]) of x/x-a-from-x-b"),
+        "{e:?}"
+    );
+}
+
+/// `weft --lab NAME <args>`: exit code and stdout.
+fn weft(lab: &str, args: &[&str]) -> (i32, String) {
+    let o = std::process::Command::new(bin_dir().join("weft"))
+        .args(["--lab", lab])
+        .args(args)
+        .output()
+        .expect("weft runs");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
 }

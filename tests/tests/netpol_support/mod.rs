@@ -147,10 +147,8 @@ pub struct LabDriver<'a> {
     /// Labels a case added, taken off at the next start.
     pod_labels: Vec<(String, String)>,
     ns_labels: Vec<(String, String)>,
-    /// Cells probed, for the report.
-    pub probes: usize,
-    /// Protocols a case asked for that cannot be probed here (SCTP).
-    pub skipped: Vec<String>,
+    /// The policies the API holds (`ns/name`).
+    policies: Vec<String>,
 }
 
 impl<'a> LabDriver<'a> {
@@ -205,8 +203,7 @@ impl<'a> LabDriver<'a> {
             case_pods: Vec::new(),
             pod_labels: Vec::new(),
             ns_labels: Vec::new(),
-            probes: 0,
-            skipped: Vec::new(),
+            policies: Vec::new(),
         }
     }
 

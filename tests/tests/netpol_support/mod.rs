@@ -149,6 +149,9 @@ pub struct LabDriver<'a> {
     ns_labels: Vec<(String, String)>,
     /// The policies the API holds (`ns/name`).
     policies: Vec<String>,
+    /// From `kubectl apply` returning to every weftd having compiled the
+    /// policy, per create.
+    pub compile_lag: Vec<Duration>,
 }
 
 impl<'a> LabDriver<'a> {
@@ -204,6 +207,7 @@ impl<'a> LabDriver<'a> {
             pod_labels: Vec::new(),
             ns_labels: Vec::new(),
             policies: Vec::new(),
+            compile_lag: Vec::new(),
         }
     }
 

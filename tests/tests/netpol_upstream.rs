@@ -122,35 +122,40 @@ fn upstream_netpol_cases_in_a_lab_cluster_privileged() {
     use weft_netpol_cases::Driver;
     k.start(&["x/a", "y/a"], &[], &[]);
     k.create(np("x", "deny-ingress", weft_policy::LabelSelector::all()).ingress_rules(vec![]));
-    netpol_support::apply(&lab, &netpol_support::pod_manifest("x", "fresh"));
-    let fresh = within(PATIENCE, "x/fresh Running", || {
-        let v: serde_json::Value = serde_json::from_str(&netpol_support::kubectl(
+    // three pods, one after the other: each must be shut from the start
+    for name in ["fresh-0", "fresh-1", "fresh-2"] {
+        netpol_support::apply(&lab, &netpol_support::pod_manifest("x", name));
+        let fresh = within(PATIENCE, &format!("x/{name} Running"), || {
+            let v: serde_json::Value = serde_json::from_str(&netpol_support::kubectl(
+                &lab,
+                &["get", "pod", "-n", "x", name, "-o", "json"],
+                None,
+            ))
+            .ok()?;
+            let ip: std::net::IpAddr = v["status"]["podIP"].as_str()?.parse().ok()?;
+            (v["status"]["phase"] == "Running").then_some(ip)
+        });
+        let client_ns = weft_lab::kubelet::netns_of(&lab, "y/a").expect("y/a's netns");
+        let first = weft_lab::probe::probe(
+            &client_ns,
+            std::net::SocketAddr::new(fresh, 80),
+            weft_lab::probe::Transport::Tcp,
+            netpol_support::PROBE_TIMEOUT,
+            Some("hostname"),
+        )
+        .expect("probe runs");
+        // dropped by policy (a pod not serving yet would refuse instead)
+        assert_eq!(
+            first,
+            weft_lab::probe::Outcome::TimedOut,
+            "the first probe of a new isolated pod"
+        );
+        netpol_support::kubectl(
             &lab,
-            &["get", "pod", "-n", "x", "fresh", "-o", "json"],
+            &["delete", "pod", "-n", "x", name, "--wait=true"],
             None,
-        ))
-        .ok()?;
-        let ip: std::net::IpAddr = v["status"]["podIP"].as_str()?.parse().ok()?;
-        (v["status"]["phase"] == "Running").then_some(ip)
-    });
-    let client_ns = weft_lab::kubelet::netns_of(&lab, "y/a").expect("y/a's netns");
-    let first = weft_lab::probe::probe(
-        &client_ns,
-        std::net::SocketAddr::new(fresh, 80),
-        weft_lab::probe::Transport::Tcp,
-        netpol_support::PROBE_TIMEOUT,
-        Some("hostname"),
-    )
-    .expect("probe runs");
-    assert!(
-        !first.connected(),
-        "the first probe of a new isolated pod: {first:?}"
-    );
-    netpol_support::kubectl(
-        &lab,
-        &["delete", "pod", "-n", "x", "fresh", "--wait=true"],
-        None,
-    );
+        );
+    }
 
     // the CLI people use, through the lab: list, show, explain
     k.start(&["x/a", "x/b", "y/a"], &[], &[]);

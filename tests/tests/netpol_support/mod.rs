@@ -211,6 +211,33 @@ impl<'a> LabDriver<'a> {
         }
     }
 
+    /// Waits until the weftd of every node has compiled exactly the
+    /// policies named `want` (a barrier: a matrix probed before would judge
+    /// the previous state).
+    pub fn wait_compiled(&self, want: &[String]) {
+        let deadline = Instant::now() + CONVERGE;
+        for n in self.lab.nodes() {
+            loop {
+                let l: weft_api::PolicyList =
+                    crate::common::api_get_at(&n.socket, weft_api::paths::POLICY);
+                let have: Vec<String> = l
+                    .policies
+                    .iter()
+                    .map(|p| format!("{}/{}", p.namespace, p.name))
+                    .collect();
+                if want.iter().all(|w| have.contains(w)) && have.len() == want.len() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: weftd compiled {have:?}, the API has {want:?}",
+                    n.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Probes every cell once, in parallel: `true` where the probe got its
     /// answer.
     pub fn matrix(&self, port: u16, proto: Protocol) -> BTreeMap<(String, String), bool> {
@@ -270,6 +297,8 @@ impl<'a> LabDriver<'a> {
                 None,
             );
         }
+        self.policies.clear();
+        self.wait_compiled(&[]);
     }
 }
 
@@ -281,6 +310,15 @@ impl Driver for LabDriver<'_> {
 
     fn create(&mut self, policy: NetworkPolicy) {
         apply(self.lab, &manifest(&policy));
+        let name = format!("{}/{}", policy.namespace, policy.name);
+        let t = Instant::now();
+        if self.policies.contains(&name) {
+            // an update: its name is compiled already (validate polls)
+            return;
+        }
+        self.policies.push(name);
+        self.wait_compiled(&self.policies);
+        self.compile_lag.push(t.elapsed());
     }
 
     fn delete_all(&mut self) {
@@ -291,6 +329,8 @@ impl Driver for LabDriver<'_> {
                 None,
             );
         }
+        self.policies.clear();
+        self.wait_compiled(&[]);
     }
 
     fn add_pod_labels(&mut self, pod: &str, labels: &[(&str, &str)]) {

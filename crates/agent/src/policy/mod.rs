@@ -109,13 +109,22 @@ impl Link {
         };
         let mut rec = run.lock();
         let res = round(&mut rec, &run.view, agent);
-        if rec.holds(&pod) {
-            return Ok(());
+        if !rec.holds(&pod) {
+            return Err(format!(
+                "the pod's network policy could not be written ({}); retry the ADD",
+                res.err().unwrap_or_else(|| "not admitted".into())
+            ));
         }
-        Err(format!(
-            "the pod's network policy could not be written ({}); retry the ADD",
-            res.err().unwrap_or_else(|| "not admitted".into())
-        ))
+        drop(rec);
+        // the maps hold the pod's state; the programs that read them must
+        // be on its veth too before the ADD returns (the fast path's own
+        // sync comes only every second)
+        if agent.fastpath().is_active() {
+            crate::fastpath::sync(agent).map_err(|e| {
+                format!("the policy programs could not be attached to the pod's veth ({e}); retry the ADD")
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -108,7 +108,7 @@ impl Link {
             name: ep.pod.name.clone(),
         };
         let mut rec = run.lock();
-        let res = round(&mut rec, &run.view, agent);
+        let res = round(&mut rec, &run.view, agent, Some(&pod));
         if !rec.holds(&pod) {
             return Err(format!(
                 "the pod's network policy could not be written ({}); retry the ADD",
@@ -170,9 +170,14 @@ fn local_endpoints(agent: &Agent) -> Vec<LocalEndpoint> {
         .collect()
 }
 
-fn round(rec: &mut Reconciler<DynMaps>, view: &View, agent: &Agent) -> Result<usize, String> {
+fn round(
+    rec: &mut Reconciler<DynMaps>,
+    view: &View,
+    agent: &Agent,
+    admitting: Option<&EndpointRef>,
+) -> Result<usize, String> {
     let snap = snapshot(view);
-    let res = rec.round(snap.as_ref(), &local_endpoints(agent));
+    let res = rec.round(snap.as_ref(), &local_endpoints(agent), admitting);
     match &res {
         Ok(n) if *n > 0 => tracing::debug!(writes = n, "policy maps updated"),
         Ok(_) => {}
@@ -273,6 +278,6 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
         }
         last_local = Some(local);
         let mut rec = run.lock();
-        force = round(&mut rec, &run.view, agent).is_err();
+        force = round(&mut rec, &run.view, agent, None).is_err();
     }
 }

@@ -122,6 +122,18 @@ pub struct Reconciler<M: PolicyMaps> {
     /// The last whole-cluster compile (`explain`, `show`, `list`).
     full: Compiled,
     pub report: RoundReport,
+    /// The address this node sends from towards a pod address (a seam for
+    /// tests; see [`source_towards`]).
+    pub source_towards: fn(IpAddr) -> Option<IpAddr>,
+}
+
+/// The address this node sends from towards `dst`: a UDP socket's connect
+/// routes without sending anything.
+pub fn source_towards(dst: IpAddr) -> Option<IpAddr> {
+    let any = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect((dst, 9)).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 impl<M: PolicyMaps> Reconciler<M> {
@@ -135,6 +147,7 @@ impl<M: PolicyMaps> Reconciler<M> {
             written_as: BTreeMap::new(),
             full: Compiled::default(),
             report: RoundReport::default(),
+            source_towards,
         }
     }
 
@@ -157,12 +170,14 @@ impl<M: PolicyMaps> Reconciler<M> {
 
     /// A round. `snap` is `None` while the watches have not listed once:
     /// then nothing known is touched (pinned maps keep enforcing what they
-    /// hold) and only endpoints new to the maps get the fail-closed state.
-    /// Returns the number of map writes.
+    /// hold; pods older than this weftd keep what they have) and only the
+    /// pod being admitted gets the fail-closed state. Returns the number of
+    /// map writes.
     pub fn round(
         &mut self,
         snap: Option<&Snapshot>,
         local: &[LocalEndpoint],
+        admitting: Option<&EndpointRef>,
     ) -> Result<usize, String> {
         let started = Instant::now();
         let local = dedupe(local, snap);
@@ -201,13 +216,21 @@ impl<M: PolicyMaps> Reconciler<M> {
                 // do not hold; everything else stays as the maps have it
                 let mut want = self.applied.clone();
                 want.endpoints.retain(|ep, _| local.contains_key(ep));
-                for l in local
-                    .values()
-                    .filter(|l| !self.applied.endpoints.contains_key(&l.pod))
-                {
-                    if l.made_by_kubelet() {
-                        want.endpoints.insert(l.pod.clone(), fail_closed());
-                        want.nodes.insert(l.pod.clone(), self.node.clone());
+                let new = admitting.and_then(|a| local.get(a)).filter(|l| {
+                    l.made_by_kubelet() && !self.applied.endpoints.contains_key(&l.pod)
+                });
+                if let Some(l) = new {
+                    want.endpoints.insert(l.pod.clone(), fail_closed());
+                    want.nodes.insert(l.pod.clone(), self.node.clone());
+                    // the node exemption needs the node's own address in
+                    // the ipcache: the one it sends to the pod from
+                    let cache = want.ipcache.entry(self.node.clone()).or_default();
+                    for a in &l.ips {
+                        if let Some(src) = (self.source_towards)(*a) {
+                            cache
+                                .entry(ipnet::IpNet::from(src))
+                                .or_insert(Identity::HOST);
+                        }
                     }
                 }
                 let ops = plan(&self.applied, &want);

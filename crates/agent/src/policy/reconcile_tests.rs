@@ -97,7 +97,7 @@ fn local(ns: &str, name: &str, id: u32, ip: &str) -> LocalEndpoint {
 }
 
 fn setup() -> Reconciler<Maps> {
-    Reconciler::new(
+    let mut r = Reconciler::new(
         "n1".into(),
         Maps {
             fake: FakePolicyMaps::new("n1", RuleIds::new()),
@@ -105,7 +105,10 @@ fn setup() -> Reconciler<Maps> {
             replaced: 0,
         },
         Box::new(MemoryAllocator::new()),
-    )
+    );
+    // this node sends to pods from 10.0.0.254
+    r.source_towards = |_| Some("10.0.0.254".parse().unwrap());
+    r
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -136,7 +139,11 @@ fn this_nodes_endpoints_and_ipcache_are_written_and_enforce() {
         ..Snapshot::default()
     };
     let a = local("x", "a", 7, "10.0.0.1");
-    assert!(r.round(Some(&snap), std::slice::from_ref(&a)).unwrap() > 0);
+    assert!(
+        r.round(Some(&snap), std::slice::from_ref(&a), None)
+            .unwrap()
+            > 0
+    );
     assert_eq!(
         r.maps().replaced,
         1,
@@ -155,7 +162,11 @@ fn this_nodes_endpoints_and_ipcache_are_written_and_enforce() {
     assert_eq!(r.applied().endpoints.len(), 1);
     assert_eq!(r.maps().fake.endpoints.len(), 1);
     // nothing new: nothing written
-    assert_eq!(r.round(Some(&snap), std::slice::from_ref(&a)).unwrap(), 0);
+    assert_eq!(
+        r.round(Some(&snap), std::slice::from_ref(&a), None)
+            .unwrap(),
+        0
+    );
     // explain answers from the whole compile
     let e = r
         .compiled()
@@ -167,7 +178,8 @@ fn this_nodes_endpoints_and_ipcache_are_written_and_enforce() {
         policies: vec![],
         ..snap
     };
-    r.round(Some(&open), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&open), std::slice::from_ref(&a), None)
+        .unwrap();
     assert!(passes(&r, "10.0.1.1", "10.0.0.1", 80));
     assert_eq!(r.maps().replaced, 1);
 }
@@ -177,7 +189,8 @@ fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
     let mut r = setup();
     let a = local("x", "a", 1, "10.0.0.1");
     // the watches have not listed yet
-    r.round(None, std::slice::from_ref(&a)).unwrap();
+    r.round(None, std::slice::from_ref(&a), Some(&a.pod))
+        .unwrap();
     let p = &r.applied().endpoints[&a.pod];
     assert_eq!(p.ingress_isolated_by, Some(fail_closed_ref()));
     assert_eq!(p.egress_isolated_by, Some(fail_closed_ref()));
@@ -185,7 +198,7 @@ fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
     assert!(!passes(&r, "10.0.9.9", "10.0.0.1", 80));
     assert!(!passes(&r, "10.0.0.1", "10.0.9.9", 80));
     // listed, but the pod is not there yet: still closed
-    r.round(Some(&Snapshot::default()), std::slice::from_ref(&a))
+    r.round(Some(&Snapshot::default()), std::slice::from_ref(&a), None)
         .unwrap();
     assert!(!passes(&r, "10.0.9.9", "10.0.0.1", 80));
     // the pod shows up, no policy selects it: open both ways
@@ -193,14 +206,15 @@ fn an_unknown_kubelet_pod_is_fail_closed_until_a_round_knows_it() {
         pods: vec![pod("x", "a", "n1", "10.0.0.1")],
         ..Snapshot::default()
     };
-    r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&snap), std::slice::from_ref(&a), None)
+        .unwrap();
     assert!(passes(&r, "10.0.9.9", "10.0.0.1", 80));
     assert!(passes(&r, "10.0.0.1", "10.0.9.9", 80));
     assert!(r.report.fail_closed.is_empty());
     // endpoints of other runtimes (no pod UID) get no policy state
     let mut podman = local("", "c", 3, "10.0.0.3");
     podman.uid = String::new();
-    r.round(Some(&snap), &[a.clone(), podman]).unwrap();
+    r.round(Some(&snap), &[a.clone(), podman], None).unwrap();
     assert_eq!(r.applied().endpoints.len(), 1);
 }
 
@@ -213,17 +227,53 @@ fn before_the_first_list_known_state_is_left_alone() {
         policies: vec![deny_all_ingress("x")],
         ..Snapshot::default()
     };
-    r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&snap), std::slice::from_ref(&a), None)
+        .unwrap();
     let before = r.applied().clone();
     let b = local("x", "b", 2, "10.0.0.2");
-    r.round(None, &[a.clone(), b.clone()]).unwrap();
+    r.round(None, &[a.clone(), b.clone()], Some(&b.pod))
+        .unwrap();
     assert_eq!(r.applied().endpoints[&a.pod], before.endpoints[&a.pod]);
-    assert_eq!(r.applied().ipcache, before.ipcache);
+    let mut cache = before.ipcache.clone();
+    cache
+        .get_mut("n1")
+        .unwrap()
+        .insert("10.0.0.254/32".parse().unwrap(), Identity::HOST);
+    assert_eq!(
+        r.applied().ipcache,
+        cache,
+        "the node's own address is the host"
+    );
     assert_eq!(
         r.applied().endpoints[&b.pod].ingress_isolated_by,
         Some(fail_closed_ref())
     );
     assert!(!passes(&r, "10.0.0.1", "10.0.0.2", 80), "b is closed");
+    assert!(
+        passes(&r, "10.0.0.254", "10.0.0.2", 80),
+        "but its node is let in"
+    );
+}
+
+#[test]
+fn a_restart_without_the_api_leaves_older_pods_alone() {
+    let mut r = setup();
+    let (a, b) = (
+        local("x", "a", 1, "10.0.0.1"),
+        local("x", "b", 2, "10.0.0.2"),
+    );
+    // a fresh weftd, the API away: b is being added, a was there before
+    r.round(None, &[a.clone(), b.clone()], Some(&b.pod))
+        .unwrap();
+    assert!(!r.holds(&a.pod), "a keeps what the maps had");
+    assert!(r.holds(&b.pod));
+    assert_eq!(
+        r.maps().fake.endpoints.len(),
+        1,
+        "only b's address has state"
+    );
+    assert!(!passes(&r, "10.0.0.1", "10.0.0.2", 80));
+    assert!(passes(&r, "10.0.0.254", "10.0.0.2", 80));
 }
 
 #[test]
@@ -237,19 +287,21 @@ fn a_failed_write_is_retried_by_replacing_the_maps() {
         ],
         ..Snapshot::default()
     };
-    r.round(Some(&open), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&open), std::slice::from_ref(&a), None)
+        .unwrap();
     let closed = Snapshot {
         policies: vec![deny_all_ingress("x")],
         ..open.clone()
     };
     r.maps.broken = true;
     let err = r
-        .round(Some(&closed), std::slice::from_ref(&a))
+        .round(Some(&closed), std::slice::from_ref(&a), None)
         .unwrap_err();
     assert!(err.contains("injected"), "{err}");
     assert_eq!(r.report.last_error.as_deref(), Some(err.as_str()));
     r.maps.broken = false;
-    r.round(Some(&closed), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&closed), std::slice::from_ref(&a), None)
+        .unwrap();
     assert_eq!(
         r.maps().replaced,
         2,
@@ -257,7 +309,11 @@ fn a_failed_write_is_retried_by_replacing_the_maps() {
     );
     assert!(r.report.last_error.is_none());
     assert!(!passes(&r, "10.0.1.1", "10.0.0.1", 80));
-    assert_eq!(r.round(Some(&closed), std::slice::from_ref(&a)).unwrap(), 0);
+    assert_eq!(
+        r.round(Some(&closed), std::slice::from_ref(&a), None)
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -285,7 +341,8 @@ fn an_invalid_policy_isolates_and_is_reported() {
         ..Snapshot::default()
     };
     let a = local("x", "a", 1, "10.0.0.1");
-    r.round(Some(&snap), std::slice::from_ref(&a)).unwrap();
+    r.round(Some(&snap), std::slice::from_ref(&a), None)
+        .unwrap();
     assert_eq!(r.compiled().rejected.len(), 1);
     let p = &r.applied().endpoints[&a.pod];
     assert_eq!(
@@ -313,9 +370,9 @@ fn a_pod_remade_under_its_name_is_rewritten_under_its_new_id() {
         policies: vec![deny_all_ingress("x")],
         ..Snapshot::default()
     };
-    r.round(Some(&snap), &[local("x", "a", 1, "10.0.0.1")])
+    r.round(Some(&snap), &[local("x", "a", 1, "10.0.0.1")], None)
         .unwrap();
-    r.round(Some(&snap), &[local("x", "a", 2, "10.0.0.1")])
+    r.round(Some(&snap), &[local("x", "a", 2, "10.0.0.1")], None)
         .unwrap();
     let ids: Vec<u32> = r
         .maps()
@@ -327,7 +384,7 @@ fn a_pod_remade_under_its_name_is_rewritten_under_its_new_id() {
     assert_eq!(ids, vec![2]);
     assert!(!passes(&r, "10.0.1.1", "10.0.0.1", 80));
     // the DEL of the last endpoint removes its state
-    r.round(Some(&snap), &[]).unwrap();
+    r.round(Some(&snap), &[], None).unwrap();
     assert!(r.applied().endpoints.is_empty());
     assert!(r.maps().fake.endpoints.is_empty());
     assert!(r.maps().fake.policy.is_empty());

@@ -266,6 +266,51 @@ fn scenario(mode: PolicyMode, tag: &str) {
     } else {
         assert!(sa.remote == 0 && sb.local == 0, "{sa:?} {sb:?}");
     }
+    if mode.forwards() {
+        // node-2's weftd restarts with the fast path off, policy on: its
+        // weft_to_pod leaves the VXLAN device, enforcement stays
+        let dp2 = b
+            ._ns
+            .datapath()
+            .with_bpf_pin_dir(Some(fs.path().join(b.name)))
+            .with_policy(PolicyMode::EnforceOnly);
+        dp2.fastpath_start(&FastPathSetup {
+            pools: pools(),
+            remote_device: Some(VXLAN.into()),
+        })
+        .unwrap();
+        dp2.fastpath_sync(&[FastEndpoint {
+            host_ifname: b.host_if.clone(),
+            pod_mac: b.pod_mac,
+            ips: b.pod_ips.clone(),
+            settled: true,
+        }])
+        .unwrap();
+        let link = b._ns.ip(&["-o", "link", "show", VXLAN]);
+        let ifindex: u32 = link.split(':').next().unwrap().trim().parse().unwrap();
+        let on_vxlan = run_in(&b._ns.path(), move || {
+            weft_datapath::bpf::tcx_programs(ifindex, weft_datapath::bpf::TcxDirection::Ingress)
+        })
+        .unwrap()
+        .unwrap();
+        assert!(on_vxlan.is_empty(), "{on_vxlan:?}");
+        let (ip_a, ip_b) = (a.pod_ips[0], b.pod_ips[0]);
+        assert!(talks(
+            &b.pod.path(),
+            &a.pod.path(),
+            SocketAddr::new(ip_b, 8080)
+        ));
+        assert!(!talks(
+            &b.pod.path(),
+            &a.pod.path(),
+            SocketAddr::new(ip_b, 8081)
+        ));
+        assert!(!talks(
+            &a.pod.path(),
+            &b.pod.path(),
+            SocketAddr::new(ip_a, 8080)
+        ));
+    }
     drop((a, b));
     weft_datapath::bpf::pin::remove_dir(&fs.path().join("node-1")).unwrap();
     weft_datapath::bpf::pin::remove_dir(&fs.path().join("node-2")).unwrap();

@@ -326,6 +326,47 @@ fn replies_pass_by_conntrack_and_a_removed_allow_stops_the_flow_privileged() {
     assert_eq!(rig.run(FROM_POD, &p, VETH_C), TC_ACT_REDIRECT);
 }
 
+/// ICMP errors about a connection the conntrack holds pass as its replies
+/// do (port unreachable, path MTU), whoever sends them; others are judged
+/// as ICMP.
+#[test]
+fn icmp_errors_about_known_connections_pass_privileged() {
+    need_root!("policy_run");
+    let (rig, _alloc) = rig(false);
+    let (a, b) = ("10.244.0.2", "10.244.0.3");
+    // a asks b on UDP 53; b's port is closed: b answers port unreachable,
+    // which a (taking nothing in) must get
+    let q = Pkt::new(a, b, UDP, 44_000, 53);
+    assert_eq!(rig.run(FROM_POD, &q, VETH_A), TC_ACT_REDIRECT);
+    let err = icmp_error(b, &q);
+    assert_eq!(
+        rig.run_frame(FROM_POD, &err, VETH_B),
+        TCX_NEXT,
+        "b's egress"
+    );
+    assert_eq!(
+        rig.run_frame(TO_CONTAINER, &err, 0),
+        TCX_NEXT,
+        "a's ingress"
+    );
+    // about a flow nobody allowed: judged as ICMP from b, which a refuses
+    let stray = icmp_error(b, &Pkt::new(a, b, UDP, 44_001, 54));
+    assert_eq!(rig.run_frame(TO_CONTAINER, &stray, 0), TCX_DROP);
+    // IPv6: packet too big from a router on the way, about a's connection
+    let syn = Pkt::new("fd00:244::2", "fd00:244::3", TCP, 44_002, 80);
+    assert_eq!(rig.run(FROM_POD, &syn, VETH_A), TC_ACT_REDIRECT);
+    let ptb = icmp_error("fd00:244::99", &syn);
+    assert_eq!(rig.run_frame(TO_CONTAINER, &ptb, 0), TCX_NEXT);
+    // to b, quoting b's answer to a: about the connection b accepted
+    let to_b = icmp_error("fd00:244::99", &syn.reply(SYN | ACK));
+    assert_eq!(rig.run_frame(TO_CONTAINER, &to_b, 0), TCX_NEXT);
+    let unrelated = icmp_error(
+        "fd00:244::99",
+        &Pkt::new("fd00:244::2", "fd00:244::3", TCP, 44_003, 80),
+    );
+    assert_eq!(rig.run_frame(TO_CONTAINER, &unrelated, 0), TCX_DROP);
+}
+
 #[test]
 fn audit_lets_would_be_drops_pass_and_reports_them_privileged() {
     need_root!("policy_run");

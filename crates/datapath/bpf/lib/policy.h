@@ -18,6 +18,11 @@
  * on. TCP RST ends an entry; FIN reports its end and keeps it for the rest
  * of the close handshake (a later SYN starts afresh).
  *
+ * ICMP errors (unreachable, too big, time exceeded, parameter problem)
+ * about a connection the conntrack holds pass as its replies do, whoever
+ * sends them (a router's "packet too big" included); others are judged as
+ * ICMP.
+ *
  * Non-first fragments carry no ports: they pass. The first fragment carries
  * them and is judged; without it the receiver cannot reassemble the
  * datagram, so a denied first fragment denies the whole datagram.
@@ -117,6 +122,9 @@ struct pflow {
 	__u8 tcp_flags;
 	__u8 later_fragment; /* a non-first fragment: no ports to judge */
 	__u32 len;
+	/* an ICMP error: where the packet it is about starts, else 0 */
+	__u16 inner_off;
+	__u16 pad;
 };
 
 static __always_inline __u32 policy_flags(void)
@@ -146,6 +154,13 @@ static __always_inline void policy_parse_l4(struct __sk_buff *skb, struct pflow 
 			__builtin_memcpy(&p->sport, l4, 2);
 			__builtin_memcpy(&p->dport, l4 + 2, 2);
 		}
+	} else if (p->proto == IPPROTO_ICMP || p->proto == 58 /* ICMPv6 */) {
+		/* errors (unreachable, too big, time exceeded, parameter
+		 * problem) quote the packet they are about after 8 bytes */
+		if (bpf_skb_load_bytes(skb, off, l4, 1) == 0 && off < 0xff00 &&
+		    (p->proto == IPPROTO_ICMP ? l4[0] == 3 || l4[0] == 11 || l4[0] == 12
+					      : l4[0] >= 1 && l4[0] <= 4))
+			p->inner_off = off + 8;
 	}
 }
 
@@ -300,6 +315,58 @@ static __always_inline void ct_account(struct __sk_buff *skb, const struct pflow
 		bpf_map_delete_elem(&weft_policy_ct, k);
 }
 
+/* Whether `p`, an ICMP error, is about a connection the conntrack holds
+ * (path MTU, port unreachable, ...): the quoted packet went the way of the
+ * connection or of its replies. Such errors pass as replies do. `k` is
+ * scratch. */
+static __always_inline int policy_related(struct __sk_buff *skb, const struct pflow *p,
+					  __u8 dir, struct weft_policy_ct_key *k)
+{
+	__u32 off = p->inner_off;
+	__u16 ports[2] = {};
+	__u8 tmp[16];
+
+	if (p->family == WEFT_AF_INET) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+			return 0;
+		k->proto = ip.protocol;
+		__builtin_memset(k->src, 0, 16);
+		__builtin_memset(k->dst, 0, 16);
+		__builtin_memcpy(k->src, &ip.saddr, 4);
+		__builtin_memcpy(k->dst, &ip.daddr, 4);
+		off += ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+			return 0;
+		k->proto = ip6.nexthdr;
+		__builtin_memcpy(k->src, &ip6.saddr, 16);
+		__builtin_memcpy(k->dst, &ip6.daddr, 16);
+		off += sizeof(ip6);
+	}
+	if (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP || k->proto == 132)
+		if (bpf_skb_load_bytes(skb, off, ports, 4))
+			return 0;
+	/* the quoted packet as it went: of a connection the other direction's
+	 * policy recorded, ... */
+	k->sport = ports[0];
+	k->dport = ports[1];
+	k->direction = !dir;
+	if (ct_lookup(k))
+		return 1;
+	/* ... or a reply of one this direction's policy recorded */
+	__builtin_memcpy(tmp, k->src, 16);
+	__builtin_memcpy(k->src, k->dst, 16);
+	__builtin_memcpy(k->dst, tmp, 16);
+	k->sport = ports[1];
+	k->dport = ports[0];
+	k->direction = dir;
+	return ct_lookup(k) != 0;
+}
+
 /* Judges `p` for the policy of the pod at its destination (ingress) or its
  * source (egress). POLICY_PASS or POLICY_DROP. */
 static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflow *p, __u8 dir,
@@ -322,6 +389,11 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	ep = bpf_map_lookup_elem(&weft_policy_eps, &ek);
 	if (!ep)
 		return POLICY_PASS;
+	if (p->inner_off) {
+		if (policy_related(skb, p, dir, &k))
+			return POLICY_PASS;
+		k.proto = p->proto;
+	}
 
 	/* a reply: the reversed tuple was allowed by the other direction */
 	__builtin_memcpy(k.src, p->dst, 16);

@@ -264,14 +264,20 @@ impl FastPath {
     /// Attaches `weft_to_pod` to the remote device (replacing an older
     /// agent's). A node without one (single node) attaches nothing.
     fn attach_remote(&self) -> Result<(), DatapathError> {
-        // policy alone: other nodes' traffic takes the kernel path into
-        // weft_to_container
-        if self.remote_ifindex != 0 && self.mode.forwards() {
+        if self.remote_ifindex == 0 {
+            return Ok(());
+        }
+        if self.mode.forwards() {
             bpf::tcx_attach(
                 self.remote_ifindex,
                 TcxDirection::Ingress,
                 self.to_pod.program(TO_POD)?,
             )?;
+        } else {
+            // policy alone: other nodes' traffic takes the kernel path into
+            // weft_to_container; an earlier agent's forwarding program
+            // (with its own, frozen maps) must not stay behind
+            bpf::tcx_detach_named(self.remote_ifindex, TcxDirection::Ingress, TO_POD)?;
         }
         Ok(())
     }

@@ -11,20 +11,36 @@
 
 use std::collections::BTreeMap;
 
-use weft_policy::{AllowedBy, Identity, PolicyKey};
+use weft_policy::{AllowedBy, Identity, PolicyKey, PortPrefix};
 
-/// The most specific of `entries` of `identity` covering `key`.
+/// The most specific of `entries` of `identity` covering `key`: at most
+/// 18 lookups (the key's own port prefix, each shorter one, every
+/// protocol), so an endpoint with many entries merges in n log n.
 fn lpm<'a>(
     entries: &'a BTreeMap<PolicyKey, AllowedBy>,
     identity: Identity,
     key: &PolicyKey,
 ) -> Option<&'a AllowedBy> {
-    let key = PolicyKey { identity, ..*key };
-    entries
-        .iter()
-        .filter(|(c, _)| c.identity == identity && c.covers(&key))
-        .max_by_key(|(c, _)| c.prefix_len())
-        .map(|(_, v)| v)
+    let all = PolicyKey::all_protocols(identity, key.direction);
+    let Some(proto) = key.proto else {
+        return entries.get(&all);
+    };
+    (0..=key.port.len)
+        .rev()
+        .map(|len| {
+            let mask = if len == 0 { 0 } else { u16::MAX << (16 - len) };
+            PolicyKey {
+                identity,
+                direction: key.direction,
+                proto: Some(proto),
+                port: PortPrefix {
+                    port: key.port.port & mask,
+                    len,
+                },
+            }
+        })
+        .chain(std::iter::once(all))
+        .find_map(|k| entries.get(&k))
 }
 
 /// The trie entries for one endpoint's compiled `entries` (see the module
@@ -69,7 +85,7 @@ pub fn merged(entries: &BTreeMap<PolicyKey, AllowedBy>) -> BTreeMap<PolicyKey, A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_policy::{Direction, PolicyRef, PortPrefix, RuleRef};
+    use weft_policy::{Direction, PolicyRef, RuleRef};
 
     fn policy(name: &str) -> PolicyRef {
         PolicyRef {
@@ -116,5 +132,44 @@ mod tests {
             rule("b", 1)
         );
         assert_eq!(m[&tcp(Identity(301), 80)], rule("a", 0));
+    }
+
+    /// 10k entries for one endpoint (a rule per port for one peer, plus
+    /// identity-0 ones) merge fast enough for an update's budget.
+    #[test]
+    fn ten_thousand_entries_merge_quickly() {
+        let rule = AllowedBy::Rule(RuleRef {
+            policy: policy("big"),
+            direction: Direction::Ingress,
+            index: 0,
+        });
+        let mut entries = BTreeMap::new();
+        for port in 10_000..20_000u16 {
+            let key = PolicyKey {
+                identity: Identity(300),
+                direction: Direction::Ingress,
+                proto: Some(6),
+                port: PortPrefix::exact(port),
+            };
+            entries.insert(key, rule.clone());
+        }
+        for port in [80, 443, 8080] {
+            let key = PolicyKey {
+                identity: Identity::ANY,
+                direction: Direction::Ingress,
+                proto: Some(6),
+                port: PortPrefix::exact(port),
+            };
+            entries.insert(key, rule.clone());
+        }
+        let t = std::time::Instant::now();
+        let m = merged(&entries);
+        assert_eq!(m.len(), 10_000 + 3 + 3);
+        // generous for a debug build on a shared machine
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -91,7 +91,8 @@ impl PolicyMode {
     }
 }
 
-/// The policy maps of one node.
+/// The policy maps of one node. On an error the maps may hold part of the
+/// writes: call [`PolicyMaps::replace`] with the full state to converge.
 pub trait PolicyMaps: Send {
     /// Writes `ops` (from `weft_policy::plan`, in its order) for this node:
     /// ops of endpoints `endpoints` does not resolve and ipcache ops of

@@ -222,3 +222,60 @@ impl Rig {
         out
     }
 }
+
+/// An ICMP error from `from` to the sender of `about`, quoting its IP
+/// header and 8 bytes after it: IPv4 port unreachable (3/3), IPv6 packet
+/// too big (2/0).
+pub fn icmp_error(from: &str, about: &Pkt) -> Vec<u8> {
+    let quoted = about.frame();
+    let v4 = about.src.is_ipv4();
+    let ip_len = if v4 { 20 } else { 40 };
+    let quote = &quoted[14..(14 + ip_len + 8).min(quoted.len())];
+    let mut icmp = if v4 {
+        vec![3, 3, 0, 0, 0, 0, 0, 0]
+    } else {
+        vec![2, 0, 0, 0, 0, 0, 0x05, 0x00] // mtu 1280
+    };
+    icmp.extend_from_slice(quote);
+    let mut f = vec![0xee; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 9]);
+    match (from.parse::<IpAddr>().unwrap(), about.src) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0x12, 0x35, 0, 0, 64, ICMP, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[ICMPV6, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("a packet never mixes families"),
+    }
+    f.extend_from_slice(&icmp);
+    f
+}
+
+impl Rig {
+    /// Runs `prog` on a raw frame: the verdict.
+    pub fn run_frame(&self, prog: &str, frame: &[u8], ingress: u32) -> i32 {
+        let ctx = SkbCtx {
+            ingress_ifindex: ingress,
+            ..Default::default()
+        };
+        self.fp
+            .program(prog)
+            .unwrap()
+            .test_run(frame, &ctx, 1)
+            .unwrap()
+            .retval
+    }
+}

@@ -281,3 +281,18 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
         force = round(&mut rec, &run.view, agent, None).is_err();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_needs_the_adapter_and_on_insists() {
+        assert_eq!(decide(PolicyMode::Off, true), Ok(None));
+        assert!(decide(PolicyMode::Auto, true).unwrap().is_some());
+        assert_eq!(decide(PolicyMode::Auto, false), Ok(None));
+        assert!(decide(PolicyMode::On, true).unwrap().is_some());
+        let err = decide(PolicyMode::On, false).unwrap_err();
+        assert!(err.contains("--kubeconfig"), "{err}");
+    }
+}

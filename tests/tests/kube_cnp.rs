@@ -111,6 +111,7 @@ fn cluster_network_policies_reach_the_adapter_privileged() {
         source: Source::Kubeconfig(lab.kube().unwrap().admin_kubeconfig.clone()),
         node: node.name.clone(),
         max_backoff: Duration::from_millis(500),
+        all_pods: false,
     };
     let adapter = weft_datapath::netns::run_in(&node.netns, move || Adapter::start(cfg))
         .expect("enter the node namespace")

@@ -58,6 +58,7 @@ pub struct Agent {
     fastpath: FastPathState,
     kubernetes: crate::k8s::Link,
     flows: crate::flows::Link,
+    policy: crate::policy::Link,
 }
 
 impl Agent {
@@ -80,6 +81,7 @@ impl Agent {
             fastpath: FastPathState::default(),
             kubernetes: crate::k8s::Link::default(),
             flows: crate::flows::Link::default(),
+            policy: crate::policy::Link::default(),
         }
     }
 
@@ -103,12 +105,17 @@ impl Agent {
         &self.fastpath
     }
 
-    /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
     /// Flow observation (`weft observe`), once started.
     pub fn flows(&self) -> &crate::flows::Link {
         &self.flows
     }
 
+    /// NetworkPolicy enforcement (see policy/), once started.
+    pub fn policy(&self) -> &crate::policy::Link {
+        &self.policy
+    }
+
+    /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
     }
@@ -297,6 +304,16 @@ impl Agent {
                 self.rollback(&attrs);
                 return Err(endpoint_error(e));
             }
+        }
+        // no open window: the pod's policy state is in the maps before the
+        // runtime learns the pod is wired (policy/mod.rs)
+        if let Err(msg) = self.policy.admit(self, &ep) {
+            if let Err(re) = self.endpoints.remove(&req.attachment) {
+                tracing::warn!(error = %re, "could not forget the endpoint of a failed ADD; reconciliation will");
+            }
+            self.teardown.schedule(ep.host_ifname.clone(), None);
+            self.rollback(&attrs);
+            return Err(CniError::new(codes::DATAPATH_FAILURE, msg));
         }
         tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname,
             pod = %format!("{}/{}", req.pod.namespace, req.pod.name), ips = ?ep.ips, "added");

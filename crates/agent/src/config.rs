@@ -144,6 +144,13 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_KUBERNETES", value_enum, default_value_t = KubernetesMode::Auto)]
     pub kubernetes: KubernetesMode,
 
+    /// Enforce Kubernetes NetworkPolicy in the eBPF data path: `auto` when
+    /// the Kubernetes adapter runs and the kernel can load the policy
+    /// programs (else off, with a warning), `on` refuses to start without
+    /// them, `off` never.
+    #[arg(long, env = "WEFT_POLICY", value_enum, default_value_t = PolicyMode::Auto)]
+    pub policy: PolicyMode,
+
     /// kubeconfig to reach the API server with; in a pod the service
     /// account's in-cluster config is used without it.
     #[arg(long, env = "WEFT_KUBECONFIG")]
@@ -211,6 +218,23 @@ pub enum FastPathMode {
     Auto,
     On,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyMode {
+    Auto,
+    On,
+    Off,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Auto => "auto",
+            PolicyMode::On => "on",
+            PolicyMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -136,6 +136,8 @@ pub fn start(cfg: &AgentConfig, agent: &Arc<Agent>) -> anyhow::Result<()> {
         source: source.clone(),
         node: node.clone(),
         max_backoff: MAX_BACKOFF,
+        // NetworkPolicy needs every pod (peers' identities, the ipcache)
+        all_pods: cfg.policy != crate::config::PolicyMode::Off,
     })
     .context("starting the Kubernetes adapter")?;
     tracing::info!(source = ?source, %node, "Kubernetes adapter started; watching this node's pods, namespaces, network policies, services and endpoint slices");

@@ -19,6 +19,7 @@
 //!   permissions
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
+//! - [`policy`]: NetworkPolicy compiled and written into the policy maps
 
 pub mod admission;
 pub mod agent;
@@ -33,6 +34,7 @@ pub mod health;
 pub mod k8s;
 pub mod metrics;
 pub mod naming;
+pub mod policy;
 pub mod reconcile;
 pub mod registry;
 pub mod server;
@@ -105,18 +107,48 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     // the stores made their files: none readable by others (pods' names and
     // addresses are in them)
     startup::private_files(&cfg.state_dir, &cfg.spool_dir);
+    // NetworkPolicy rides on the fast path's programs: decided now, as
+    // they are loaded with the mode (--fastpath off with policy on loads
+    // them to judge only)
+    let policy = policy_datapath_mode(cfg);
     let linux = Arc::new(
         LinuxDatapath::new()
             .context("opening rtnetlink")?
-            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
+            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone())
+            .with_policy(policy),
     );
     let datapath: Arc<dyn Datapath> = linux.clone();
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
     let agent = build_with(cfg, ipam_store, local_store, datapath)?;
     // the programs' flow ring, once a loaded program reports flows
-    let provider = flows::kernel_provider(linux, Arc::downgrade(&agent), cfg.flow_selftest);
+    let provider = flows::kernel_provider(linux.clone(), Arc::downgrade(&agent), cfg.flow_selftest);
     flows::start(&agent, cfg.flow_buffer, provider);
+    if policy.enforces() {
+        let node = agent.facts().node.clone();
+        agent.policy().set_opener(Box::new(move || {
+            match linux.policy_maps(&node, weft_policy::RuleIds::new()) {
+                Ok(Some(m)) => Ok(Box::new(m) as Box<dyn weft_datapath::policy::PolicyMaps>),
+                Ok(None) => {
+                    Err("the eBPF programs are not running (see the fast path's status)".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
     Ok(agent)
+}
+
+/// The programs' policy mode: on when `--policy` may enforce (not `off`,
+/// and a Kubernetes API to read policies from); judging only when the fast
+/// path itself is off.
+fn policy_datapath_mode(cfg: &AgentConfig) -> weft_datapath::policy::PolicyMode {
+    use weft_datapath::policy::PolicyMode as M;
+    let wanted = cfg.policy != config::PolicyMode::Off && k8s::source(cfg).is_some();
+    match (wanted, cfg.fastpath) {
+        (false, _) => M::Off,
+        (true, config::FastPathMode::Off) => M::EnforceOnly,
+        (true, _) => M::Enforce,
+    }
 }
 
 /// [`build`] over given seams (tests pass an in-memory store and a recording
@@ -202,6 +234,8 @@ pub fn build_with(
         gc_attachment_grace: Duration::from_secs(cfg.gc_attachment_grace_seconds),
     };
     let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
+    // identities are agreed on through the cluster store (etcd in a cluster)
+    agent.policy().set_store(ipam_store.clone());
     if cluster {
         start_cluster_housekeeping(
             agent.clone(),
@@ -233,9 +267,16 @@ pub fn build_with(
         (true, false) => agent.facts().underlay.clone(),
         (false, _) => None,
     };
+    // policy judges in the same programs: with `--fastpath off` they are
+    // loaded all the same (forwarding nothing, see policy_datapath_mode)
+    let policy_programs = cfg.policy != config::PolicyMode::Off && k8s::source(cfg).is_some();
+    let fastpath_mode = match cfg.fastpath {
+        config::FastPathMode::Off if policy_programs => config::FastPathMode::Auto,
+        m => m,
+    };
     fastpath::start(
         &agent,
-        cfg.fastpath,
+        fastpath_mode,
         FastPathSetup {
             pools: cfg.pools.clone(),
             remote_device,

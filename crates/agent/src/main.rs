@@ -52,6 +52,8 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         weft_agent::metrics::start(addr, &agent)?;
     }
+    // after the adapter: policy reads its view
+    weft_agent::policy::start(cfg.policy, &agent)?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

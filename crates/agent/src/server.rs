@@ -299,6 +299,11 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("GET", paths::ENDPOINTS) => reply(Ok(crate::k8s::endpoint_views(agent))),
         ("GET", paths::IPAM) => reply(agent.ipam_view()),
         ("GET", paths::IPAM_CHECK) => reply(agent.ipam_check()),
+        ("GET", paths::POLICY) => reply(Ok(crate::policy::list(agent.policy()))),
+        ("POST", paths::POLICY_SHOW) => call(req, |r| crate::policy::show(agent.policy(), &r)),
+        ("POST", paths::POLICY_EXPLAIN) => {
+            call(req, |r| crate::policy::explain(agent.policy(), &r))
+        }
         (_, path) => error_reply(
             404,
             CniError::new(

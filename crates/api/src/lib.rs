@@ -4,10 +4,13 @@
 
 pub mod flows;
 pub mod http;
+pub mod policy;
 pub mod stream;
 pub mod types;
 
 pub use flows::{Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, Verdict};
+
+pub use policy::*;
 pub use types::*;
 
 /// Where weftd listens unless configured otherwise.
@@ -29,4 +32,7 @@ pub mod paths {
     /// POST a [`crate::FlowQuery`]: a streamed reply of [`crate::FlowLine`]s
     /// (newline-delimited JSON in chunked transfer encoding).
     pub const FLOWS: &str = "/v1/flows";
+    pub const POLICY: &str = "/v1/policy";
+    pub const POLICY_SHOW: &str = "/v1/policy/show";
+    pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
 }

@@ -9,6 +9,7 @@ mod install;
 mod lab_cmd;
 mod observe;
 mod output;
+mod policy_cmd;
 mod store_cmd;
 mod views;
 
@@ -61,6 +62,11 @@ enum Cmd {
     Ipam {
         #[command(subcommand)]
         command: IpamCmd,
+    },
+    /// NetworkPolicy as weftd enforces it: list, show, explain.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCmd,
     },
     /// Install weft on this host: binaries, CNI plugin, conflist, systemd unit.
     Install(install::InstallArgs),
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
         Cmd::Lab { command } => lab_cmd::run(command, view_fmt),
         Cmd::Store { command } => store_cmd::run(command, view_fmt),
         Cmd::Bench { command } => bench_cmd::run(command, view_fmt),
+        Cmd::Policy { command } => socket().and_then(|s| policy_cmd::run(command, &s, view_fmt)),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };
     let code = match result {

@@ -373,6 +373,22 @@ impl View {
             .collect()
     }
 
+    /// Every pod the pod watch holds (this node's, or the cluster's with
+    /// `AdapterConfig::all_pods`).
+    pub fn pods(&self) -> Vec<PodInfo> {
+        self.lock().tables.pods.values().cloned().collect()
+    }
+
+    pub fn namespaces(&self) -> Vec<NamespaceInfo> {
+        self.lock().tables.namespaces.values().cloned().collect()
+    }
+
+    /// Whether `kind`'s watch has listed at least once (its table may be
+    /// a memory now, but not an empty start).
+    pub fn synced(&self, kind: Kind) -> bool {
+        self.lock().status[&kind].synced
+    }
+
     pub fn policies(&self) -> Vec<NetPolicy> {
         self.lock().tables.policies.values().cloned().collect()
     }

@@ -1,26 +1,15 @@
 //! The upstream NetworkPolicy e2e cases, second half ("NetworkPolicy between
 //! server and client" from "should allow ingress access from updated pod"
-//! on), as pure truth tables computed by the compiled maps and the
+//! on), as truth tables computed by the compiled maps and the
 //! evaluator. See upstream_netpol_tcp_1.rs.
 
-mod common;
-
-use common::netpol::Case;
-use common::*;
+use crate::builders::*;
+use crate::Driver;
 use weft_policy::Protocol::{Sctp, Tcp, Udp};
 use weft_policy::*;
 
-fn ml(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector::labels(pairs.iter().copied())
-}
-
-fn ns_named(ns: &str) -> LabelSelector {
-    ml(&[("kubernetes.io/metadata.name", ns)])
-}
-
-#[test]
-fn should_allow_ingress_access_from_updated_pod() {
-    let mut k = Case::new(&["x/a", "x/b"], &[Tcp], &[80]);
+pub fn should_allow_ingress_access_from_updated_pod(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b"], &[Tcp], &[80]);
     let match_labels = [("pod", "b"), ("pod2", "updated")];
     k.create(
         np("x", "allow-client-a-via-pod-selector", ml(&[("pod", "a")]))
@@ -36,9 +25,8 @@ fn should_allow_ingress_access_from_updated_pod() {
     k.validate(80, Tcp, &with_label);
 }
 
-#[test]
-fn should_deny_ingress_from_pods_on_other_namespaces() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+pub fn should_deny_ingress_from_pods_on_other_namespaces(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     k.create(
         np("x", "deny-empty-policy", LabelSelector::all())
             .ingress_rules(vec![from(vec![pods(ml(&[]))])]),
@@ -49,9 +37,8 @@ fn should_deny_ingress_from_pods_on_other_namespaces() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_deny_ingress_access_to_updated_pod() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[80]);
+pub fn should_deny_ingress_access_to_updated_pod(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[80]);
     k.create(
         np(
             "x",
@@ -67,27 +54,24 @@ fn should_deny_ingress_access_to_updated_pod() {
     k.validate(80, Tcp, &isolated);
 }
 
-#[test]
-fn should_deny_egress_from_pods_based_on_pod_selector() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+pub fn should_deny_egress_from_pods_based_on_pod_selector(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     k.create(np("x", "deny-egress-pod-a", ml(&[("pod", "a")])).egress_rules(vec![]));
     let mut r = k.reachability();
     r.expect_all_egress("x/a", false);
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_deny_egress_from_all_pods_in_a_namespace() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+pub fn should_deny_egress_from_all_pods_in_a_namespace(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     k.create(np("x", "deny-egress-ns-x", LabelSelector::all()).egress_rules(vec![]));
     let mut r = k.reachability();
     r.expect_peer("x", "", false);
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_work_with_ingress_egress_specified_together() {
-    let mut k = Case::new(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80, 81]);
+pub fn should_work_with_ingress_egress_specified_together(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80, 81]);
     let mut policy = np("x", "allow-client-a-via-pod-selector", ml(&[("pod", "a")]))
         .ingress_rules(vec![from(vec![pods(ml(&[("pod", "b")]))])]);
     policy.egress = Some(vec![rule(None, Some(vec![port(80, None)]))]);
@@ -104,10 +88,10 @@ fn should_work_with_ingress_egress_specified_together() {
     k.validate(81, Tcp, &r81);
 }
 
-#[test]
-fn should_support_denying_of_egress_traffic_on_the_client_side_even_if_the_server_explicitly_allows_this_traffic(
+pub fn should_support_denying_of_egress_traffic_on_the_client_side_even_if_the_server_explicitly_allows_this_traffic(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
+    k.start(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-to-ns-y-pod-a", ml(&[("pod", "a")])).egress_rules(vec![from(vec![
             pods_in(ns_named("y"), ml(&[("pod", "a")])),
@@ -138,10 +122,10 @@ fn should_support_denying_of_egress_traffic_on_the_client_side_even_if_the_serve
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_egress_policy_allowing_traffic_to_a_server_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+pub fn should_enforce_egress_policy_allowing_traffic_to_a_server_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
+    k.start(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-to-ns-y-pod-a", ml(&[("pod", "a")])).egress_rules(vec![from(vec![
             pods_in(ns_named("y"), ml(&[("pod", "a")])),
@@ -153,9 +137,10 @@ fn should_enforce_egress_policy_allowing_traffic_to_a_server_in_a_different_name
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_ingress_policy_allowing_any_port_traffic_to_a_server_on_a_specific_protocol() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp, Udp], &[80]);
+pub fn should_enforce_ingress_policy_allowing_any_port_traffic_to_a_server_on_a_specific_protocol(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "y/a"], &[Tcp, Udp], &[80]);
     k.create(
         np("x", "allow-ingress-by-proto", ml(&[("pod", "a")]))
             .ingress_rules(vec![rule(None, Some(vec![proto_only(Tcp)]))]),
@@ -166,9 +151,10 @@ fn should_enforce_ingress_policy_allowing_any_port_traffic_to_a_server_on_a_spec
     k.validate(80, Udp, &udp);
 }
 
-#[test]
-fn should_enforce_multiple_ingress_policies_with_ingress_allow_all_policy_taking_precedence() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+pub fn should_enforce_multiple_ingress_policies_with_ingress_allow_all_policy_taking_precedence(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     k.create(
         np("x", "allow-ingress-port-80", ml(&[]))
             .ingress_rules(vec![rule(None, Some(vec![port(80, None)]))]),
@@ -180,9 +166,10 @@ fn should_enforce_multiple_ingress_policies_with_ingress_allow_all_policy_taking
     k.validate(81, Tcp, &k.reachability());
 }
 
-#[test]
-fn should_enforce_multiple_egress_policies_with_egress_allow_all_policy_taking_precedence() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+pub fn should_enforce_multiple_egress_policies_with_egress_allow_all_policy_taking_precedence(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     k.create(
         np("x", "allow-egress-port-80", ml(&[]))
             .egress_rules(vec![rule(None, Some(vec![port(80, None)]))]),
@@ -194,9 +181,8 @@ fn should_enforce_multiple_egress_policies_with_egress_allow_all_policy_taking_p
     k.validate(81, Tcp, &k.reachability());
 }
 
-#[test]
-fn should_stop_enforcing_policies_after_they_are_deleted() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[80]);
+pub fn should_stop_enforcing_policies_after_they_are_deleted(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[80]);
     k.create(
         np("x", "deny-all", LabelSelector::all())
             .ingress_rules(vec![])
@@ -216,9 +202,8 @@ fn large_cidr_for(addr: &str) -> String {
     net.trunc().to_string()
 }
 
-#[test]
-fn should_allow_egress_access_to_server_in_cidr_block() {
-    let mut k = Case::new(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
+pub fn should_allow_egress_access_to_server_in_cidr_block(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a", "y/b"], &[Tcp], &[80]);
     let server = format!("{}/32", k.pod_ip("y/b"));
     k.create(
         np(
@@ -234,9 +219,10 @@ fn should_allow_egress_access_to_server_in_cidr_block() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_except_clause_while_egress_access_to_server_in_cidr_block() {
-    let mut k = Case::new(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
+pub fn should_enforce_except_clause_while_egress_access_to_server_in_cidr_block(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
     let b = k.pod_ip("x/b");
     let (allow, except) = (large_cidr_for(&b), format!("{b}/32"));
     k.create(
@@ -252,9 +238,10 @@ fn should_enforce_except_clause_while_egress_access_to_server_in_cidr_block() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_ensure_an_ip_overlapping_both_ip_block_cidr_and_ip_block_except_is_allowed() {
-    let mut k = Case::new(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
+pub fn should_ensure_an_ip_overlapping_both_ip_block_cidr_and_ip_block_except_is_allowed(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
     let b = k.pod_ip("x/b");
     let (allow, b32) = (large_cidr_for(&b), format!("{b}/32"));
     let name = "allow-client-a-via-cidr-egress-rule";
@@ -272,10 +259,10 @@ fn should_ensure_an_ip_overlapping_both_ip_block_cidr_and_ip_block_except_is_all
     k.validate(80, Tcp, &allow_b);
 }
 
-#[test]
-fn should_enforce_policies_to_check_ingress_and_egress_policies_can_be_controlled_independently_based_on_pod_selector(
+pub fn should_enforce_policies_to_check_ingress_and_egress_policies_can_be_controlled_independently_based_on_pod_selector(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     let target = ml(&[("pod", "a")]);
     k.create(
         np("x", "allow-egress-for-target", target.clone()).egress_rules(vec![Rule::default()]),
@@ -289,10 +276,10 @@ fn should_enforce_policies_to_check_ingress_and_egress_policies_can_be_controlle
 
 /// Also checked: UDP on the port stays shut, and SCTP itself is open (the
 /// compiled entry exists; this kernel just never sees SCTP).
-#[test]
-fn should_not_mistakenly_treat_protocol_sctp_as_protocol_tcp_even_if_the_plugin_doesnt_support_sctp(
+pub fn should_not_mistakenly_treat_protocol_sctp_as_protocol_tcp_even_if_the_plugin_doesnt_support_sctp(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     k.create(np("x", "deny-ingress", LabelSelector::all()).ingress_rules(vec![]));
     k.create(
         np(
@@ -309,10 +296,10 @@ fn should_not_mistakenly_treat_protocol_sctp_as_protocol_tcp_even_if_the_plugin_
     k.validate(81, Sctp, &k.reachability());
 }
 
-#[test]
-fn should_properly_isolate_pods_that_are_selected_by_a_policy_allowing_sctp_even_if_the_plugin_doesnt_support_sctp(
+pub fn should_properly_isolate_pods_that_are_selected_by_a_policy_allowing_sctp_even_if_the_plugin_doesnt_support_sctp(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     k.create(
         np(
             "x",
@@ -328,9 +315,8 @@ fn should_properly_isolate_pods_that_are_selected_by_a_policy_allowing_sctp_even
     k.validate(80, Udp, &r);
 }
 
-#[test]
-fn should_not_allow_access_by_tcp_when_a_policy_specifies_only_udp() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+pub fn should_not_allow_access_by_tcp_when_a_policy_specifies_only_udp(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     k.create(
         np(
             "x",
@@ -344,10 +330,10 @@ fn should_not_allow_access_by_tcp_when_a_policy_specifies_only_udp() {
     k.validate(81, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_traffic_based_on_namespace_selector_with_match_labels_using_default_ns_label(
+pub fn should_enforce_policy_to_allow_traffic_based_on_namespace_selector_with_match_labels_using_default_ns_label(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     k.create(
         np(
             "x",
@@ -362,10 +348,10 @@ fn should_enforce_policy_to_allow_traffic_based_on_namespace_selector_with_match
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_namespace_selector_with_match_expressions_using_default_ns_label()
-{
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_namespace_selector_with_match_expressions_using_default_ns_label(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     let not_y = LabelSelector::all().with("kubernetes.io/metadata.name", Operator::NotIn, &["y"]);
     k.create(
         np(

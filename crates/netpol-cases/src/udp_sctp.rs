@@ -1,33 +1,23 @@
 //! The upstream suite's UDP ("NetworkPolicy between server and client using
-//! UDP") and SCTP ("... using SCTP") cases as pure truth tables. SCTP is
+//! UDP") and SCTP ("... using SCTP") cases as truth tables. SCTP is
 //! judged as the API defines it; this kernel has no SCTP, so each SCTP case
 //! also proves that its SCTP-only rules open neither TCP nor UDP.
 
-mod common;
-
-use common::netpol::Case;
-use common::*;
+use crate::builders::*;
+use crate::Driver;
 use weft_policy::Protocol::{Sctp, Tcp, Udp};
 use weft_policy::*;
 
-fn ml(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector::labels(pairs.iter().copied())
-}
-
-fn ns_named(ns: &str) -> LabelSelector {
-    ml(&[("kubernetes.io/metadata.name", ns)])
-}
-
-fn default_deny_ingress(proto: Protocol) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b"], &[proto], &[80]);
+fn default_deny_ingress(k: &mut dyn Driver, proto: Protocol) {
+    k.start(&["x/a", "x/b", "y/a", "y/b"], &[proto], &[80]);
     k.create(np("x", "deny-all", LabelSelector::all()).ingress_rules(vec![]));
     let mut r = k.reachability();
     r.expect_peer("", "x", false);
     k.validate(80, proto, &r);
 }
 
-fn enforce_policy_based_on_ports(proto: Protocol) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[proto], &[81]);
+fn enforce_policy_based_on_ports(k: &mut dyn Driver, proto: Protocol) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[proto], &[81]);
     k.create(
         np("x", "allow-ingress-on-port-81-ns-x", ml(&[("pod", "a")])).ingress_rules(vec![rule(
             Some(vec![namespaces(ns_named("y"))]),
@@ -46,8 +36,8 @@ fn enforce_policy_based_on_ports(proto: Protocol) {
     }
 }
 
-fn allow_only_from_a_pod_in_a_different_namespace(proto: Protocol) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[proto], &[80]);
+fn allow_only_from_a_pod_in_a_different_namespace(k: &mut dyn Driver, proto: Protocol) {
+    k.start(&["x/a", "x/b", "y/a"], &[proto], &[80]);
     k.create(
         np(
             "x",
@@ -65,34 +55,30 @@ fn allow_only_from_a_pod_in_a_different_namespace(proto: Protocol) {
     k.validate(80, proto, &r);
 }
 
-#[test]
-fn udp_should_support_a_default_deny_ingress_policy() {
-    default_deny_ingress(Udp);
+pub fn udp_should_support_a_default_deny_ingress_policy(k: &mut dyn Driver) {
+    default_deny_ingress(k, Udp);
 }
 
-#[test]
-fn udp_should_enforce_policy_based_on_ports() {
-    enforce_policy_based_on_ports(Udp);
+pub fn udp_should_enforce_policy_based_on_ports(k: &mut dyn Driver) {
+    enforce_policy_based_on_ports(k, Udp);
 }
 
-#[test]
-fn udp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+pub fn udp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+    k: &mut dyn Driver,
 ) {
-    allow_only_from_a_pod_in_a_different_namespace(Udp);
+    allow_only_from_a_pod_in_a_different_namespace(k, Udp);
 }
 
-#[test]
-fn sctp_should_support_a_default_deny_ingress_policy() {
-    default_deny_ingress(Sctp);
+pub fn sctp_should_support_a_default_deny_ingress_policy(k: &mut dyn Driver) {
+    default_deny_ingress(k, Sctp);
 }
 
-#[test]
-fn sctp_should_enforce_policy_based_on_ports() {
-    enforce_policy_based_on_ports(Sctp);
+pub fn sctp_should_enforce_policy_based_on_ports(k: &mut dyn Driver) {
+    enforce_policy_based_on_ports(k, Sctp);
 }
 
-#[test]
-fn sctp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+pub fn sctp_should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+    k: &mut dyn Driver,
 ) {
-    allow_only_from_a_pod_in_a_different_namespace(Sctp);
+    allow_only_from_a_pod_in_a_different_namespace(k, Sctp);
 }

@@ -1,37 +1,25 @@
 //! The upstream NetworkPolicy e2e cases (kubernetes/kubernetes
 //! test/e2e/network/netpol/network_policy.go, "NetworkPolicy between server
-//! and client"), first half, as pure truth tables: same pods, same policies,
+//! and client"), first half, as truth tables: same pods, same policies,
 //! same expected matrix, each cell computed by the compiled maps and by the
 //! evaluator. Each function is named after its upstream case. What the lab
 //! versions need beyond the compiler is listed in this crate's README.
 
-mod common;
-
-use common::netpol::Case;
-use common::*;
+use crate::builders::*;
+use crate::Driver;
 use weft_policy::Protocol::Tcp;
 use weft_policy::*;
 
-fn ml(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector::labels(pairs.iter().copied())
-}
-
-fn ns_named(ns: &str) -> LabelSelector {
-    ml(&[("kubernetes.io/metadata.name", ns)])
-}
-
-#[test]
-fn should_support_a_default_deny_ingress_policy() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b"], &[Tcp], &[80]);
+pub fn should_support_a_default_deny_ingress_policy(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "y/b"], &[Tcp], &[80]);
     k.create(np("x", "deny-ingress", LabelSelector::all()).ingress_rules(vec![]));
     let mut r = k.reachability();
     r.expect_peer("", "x", false);
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_support_a_default_deny_all_policy() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+pub fn should_support_a_default_deny_all_policy(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     k.create(
         np("x", "deny-all", LabelSelector::all())
             .ingress_rules(vec![])
@@ -43,10 +31,10 @@ fn should_support_a_default_deny_all_policy() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_traffic_from_pods_within_server_namespace_based_on_pod_selector()
-{
-    let mut k = Case::new(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_to_allow_traffic_from_pods_within_server_namespace_based_on_pod_selector(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80]);
     k.create(
         np("x", "x-a-allows-x-b", ml(&[("pod", "a")]))
             .ingress_rules(vec![from(vec![pods(ml(&[("pod", "b")]))])]),
@@ -57,9 +45,8 @@ fn should_enforce_policy_to_allow_traffic_from_pods_within_server_namespace_base
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_ingress_traffic_for_a_target() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_to_allow_ingress_traffic_for_a_target(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     k.create(np("x", "deny-all", LabelSelector::all()).ingress_rules(vec![]));
     let any_pod_anywhere = pods_in(LabelSelector::all(), LabelSelector::all());
     k.create(
@@ -72,9 +59,10 @@ fn should_enforce_policy_to_allow_ingress_traffic_for_a_target() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_ingress_traffic_from_pods_in_all_namespaces() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_to_allow_ingress_traffic_from_pods_in_all_namespaces(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-from-another-ns", ml(&[("pod", "a")]))
             .ingress_rules(vec![from(vec![namespaces(ml(&[]))])]),
@@ -83,10 +71,10 @@ fn should_enforce_policy_to_allow_ingress_traffic_from_pods_in_all_namespaces() 
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_traffic_only_from_a_different_namespace_based_on_namespace_selector(
+pub fn should_enforce_policy_to_allow_traffic_only_from_a_different_namespace_based_on_namespace_selector(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-client-a-via-ns-selector", ml(&[("pod", "a")]))
             .ingress_rules(vec![from(vec![namespaces(ns_named("y"))])]),
@@ -97,9 +85,8 @@ fn should_enforce_policy_to_allow_traffic_only_from_a_different_namespace_based_
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_pod_selector_with_match_expressions() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_pod_selector_with_match_expressions(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80]);
     let allowed = LabelSelector::all().with("pod", Operator::In, &["b"]);
     k.create(
         np("x", "x-a-allows-x-b", ml(&[("pod", "a")]))
@@ -111,9 +98,10 @@ fn should_enforce_policy_based_on_pod_selector_with_match_expressions() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_namespace_selector_with_match_expressions() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_namespace_selector_with_match_expressions(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80]);
     let allowed = LabelSelector::all().with("kubernetes.io/metadata.name", Operator::In, &["y"]);
     k.create(
         np("x", "allow-ns-y-match-selector", ml(&[("pod", "a")]))
@@ -125,9 +113,8 @@ fn should_enforce_policy_based_on_namespace_selector_with_match_expressions() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_pod_selector_or_namespace_selector() {
-    let mut k = Case::new(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_pod_selector_or_namespace_selector(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "x/c", "y/a"], &[Tcp], &[80]);
     let not_x = LabelSelector::all().with("kubernetes.io/metadata.name", Operator::NotIn, &["x"]);
     k.create(
         np("x", "allow-ns-y-match-selector", ml(&[("pod", "a")])).ingress_rules(vec![from(vec![
@@ -141,9 +128,8 @@ fn should_enforce_policy_based_on_pod_selector_or_namespace_selector() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_pod_selector_and_namespace_selector() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b", "z/b"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_pod_selector_and_namespace_selector(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "y/b", "z/b"], &[Tcp], &[80]);
     let not_x = LabelSelector::all().with("kubernetes.io/metadata.name", Operator::NotIn, &["x"]);
     k.create(
         np(
@@ -160,9 +146,10 @@ fn should_enforce_policy_based_on_pod_selector_and_namespace_selector() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_multiple_pod_selectors_and_namespace_selectors() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b", "y/c"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_multiple_pod_selectors_and_namespace_selectors(
+    k: &mut dyn Driver,
+) {
+    k.start(&["x/a", "x/b", "y/a", "y/b", "y/c"], &[Tcp], &[80]);
     let not_x = LabelSelector::all().with("kubernetes.io/metadata.name", Operator::NotIn, &["x"]);
     let b_or_c = LabelSelector::all().with("pod", Operator::In, &["b", "c"]);
     k.create(
@@ -175,9 +162,8 @@ fn should_enforce_policy_based_on_multiple_pod_selectors_and_namespace_selectors
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_any_pod_selectors() {
-    let mut k = Case::new(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
+pub fn should_enforce_policy_based_on_any_pod_selectors(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "x/c"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-ns-x-pod-b-c", ml(&[("pod", "a")])).ingress_rules(vec![from(vec![
             pods(ml(&[("pod", "b")])),
@@ -191,10 +177,10 @@ fn should_enforce_policy_based_on_any_pod_selectors() {
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+pub fn should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespace_based_on_pod_selector_and_namespace_selector(
+    k: &mut dyn Driver,
 ) {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[80]);
+    k.start(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[80]);
     k.create(
         np(
             "x",
@@ -212,9 +198,8 @@ fn should_enforce_policy_to_allow_traffic_only_from_a_pod_in_a_different_namespa
     k.validate(80, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_policy_based_on_ports() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[81]);
+pub fn should_enforce_policy_based_on_ports(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[81]);
     k.create(
         np("x", "allow-client-a-via-ns-selector", ml(&[("pod", "a")])).ingress_rules(vec![rule(
             Some(vec![namespaces(ns_named("y"))]),
@@ -228,9 +213,8 @@ fn should_enforce_policy_based_on_ports() {
     k.validate(81, Tcp, &r);
 }
 
-#[test]
-fn should_enforce_multiple_stacked_policies_with_overlapping_pod_selectors() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[80, 81]);
+pub fn should_enforce_multiple_stacked_policies_with_overlapping_pod_selectors(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "y/b", "z/a"], &[Tcp], &[80, 81]);
     let from_y_on = |p| {
         vec![rule(
             Some(vec![namespaces(ns_named("y"))]),
@@ -259,18 +243,16 @@ fn should_enforce_multiple_stacked_policies_with_overlapping_pod_selectors() {
     k.validate(80, Tcp, &allow);
 }
 
-#[test]
-fn should_support_allow_all_policy() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80, 81]);
+pub fn should_support_allow_all_policy(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80, 81]);
     k.create(np("x", "allow-all", ml(&[])).ingress_rules(vec![Rule::default()]));
     let r = k.reachability();
     k.validate(80, Tcp, &r);
     k.validate(81, Tcp, &r);
 }
 
-#[test]
-fn should_allow_ingress_access_on_one_named_port() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a"], &[Tcp], &[80, 81]);
+pub fn should_allow_ingress_access_on_one_named_port(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a"], &[Tcp], &[80, 81]);
     k.create(
         np("x", "allow-all", ml(&[]))
             .ingress_rules(vec![rule(None, Some(vec![named("serve-81-tcp", None)]))]),
@@ -281,9 +263,8 @@ fn should_allow_ingress_access_on_one_named_port() {
     k.validate(80, Tcp, &r80);
 }
 
-#[test]
-fn should_allow_ingress_access_from_namespace_on_one_named_port() {
-    let mut k = Case::new(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80, 81]);
+pub fn should_allow_ingress_access_from_namespace_on_one_named_port(k: &mut dyn Driver) {
+    k.start(&["x/a", "x/b", "y/a", "z/a"], &[Tcp], &[80, 81]);
     k.create(
         np(
             "x",
@@ -304,9 +285,8 @@ fn should_allow_ingress_access_from_namespace_on_one_named_port() {
     k.validate(81, Tcp, &fail);
 }
 
-#[test]
-fn should_allow_egress_access_on_one_named_port() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[80, 81]);
+pub fn should_allow_egress_access_on_one_named_port(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[80, 81]);
     k.create(
         np("x", "allow-egress", ml(&[]))
             .egress_rules(vec![rule(None, Some(vec![named("serve-80-tcp", None)]))]),
@@ -317,9 +297,8 @@ fn should_allow_egress_access_on_one_named_port() {
     k.validate(81, Tcp, &r81);
 }
 
-#[test]
-fn should_enforce_updated_policy() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[81]);
+pub fn should_enforce_updated_policy(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[81]);
     let mut policy =
         np("x", "allow-all-mutate-to-deny-all", ml(&[])).ingress_rules(vec![Rule::default()]);
     k.create(policy.clone());
@@ -331,9 +310,8 @@ fn should_enforce_updated_policy() {
     k.validate(81, Tcp, &deny);
 }
 
-#[test]
-fn should_allow_ingress_access_from_updated_namespace() {
-    let mut k = Case::new(&["x/a", "y/a"], &[Tcp], &[80]);
+pub fn should_allow_ingress_access_from_updated_namespace(k: &mut dyn Driver) {
+    k.start(&["x/a", "y/a"], &[Tcp], &[80]);
     k.create(
         np("x", "allow-client-a-via-ns-selector", ml(&[("pod", "a")]))
             .ingress_rules(vec![from(vec![namespaces(ml(&[("ns2", "updated")]))])]),

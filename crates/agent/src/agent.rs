@@ -57,6 +57,7 @@ pub struct Agent {
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
     kubernetes: crate::k8s::Link,
+    services: crate::services::Link,
 }
 
 impl Agent {
@@ -78,6 +79,7 @@ impl Agent {
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
             kubernetes: crate::k8s::Link::default(),
+            services: crate::services::Link::default(),
         }
     }
 
@@ -104,6 +106,10 @@ impl Agent {
     /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
+    }
+
+    pub fn services(&self) -> &crate::services::Link {
+        &self.services
     }
 
     /// Whether `host_ifname` waits in the teardown queue.

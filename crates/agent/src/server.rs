@@ -225,6 +225,7 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("GET", paths::ENDPOINTS) => reply(Ok(crate::k8s::endpoint_views(agent))),
         ("GET", paths::IPAM) => reply(agent.ipam_view()),
         ("GET", paths::IPAM_CHECK) => reply(agent.ipam_check()),
+        ("GET", paths::SERVICES) => reply(Ok(agent.services().view())),
         (_, path) => error_reply(
             404,
             CniError::new(
@@ -291,6 +292,7 @@ mod tests {
             paths::ENDPOINTS,
             paths::IPAM,
             paths::IPAM_CHECK,
+            paths::SERVICES,
             "/v1/flows",
             "/metrics",
             "/v1/cni/add/",

@@ -3,8 +3,10 @@
 //! runtime: the shim must start and finish in a few milliseconds.
 
 pub mod http;
+pub mod services;
 pub mod types;
 
+pub use services::*;
 pub use types::*;
 
 /// Where weftd listens unless configured otherwise.
@@ -23,4 +25,6 @@ pub mod paths {
     pub const ENDPOINTS: &str = "/v1/endpoints";
     pub const IPAM: &str = "/v1/ipam";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
+    /// `weft services`: what the Service load balancer holds.
+    pub const SERVICES: &str = "/v1/services";
 }

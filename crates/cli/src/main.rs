@@ -8,6 +8,7 @@ mod bench_cmd;
 mod install;
 mod lab_cmd;
 mod output;
+mod services_cmd;
 mod views;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Cmd {
     Status,
     /// The pod interfaces on this node.
     Endpoints,
+    /// Services as this node load-balances them (weftd --services on):
+    /// frontends, backends, state, affinity entries, counters.
+    Services,
     /// Addresses: pools, blocks, who holds what.
     Ipam {
         #[command(subcommand)]
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Status => socket().and_then(|s| views::status(&s, cli.output)),
         Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, cli.output)),
+        Cmd::Services => socket().and_then(|s| services_cmd::run(&s, cli.output)),
         Cmd::Ipam {
             command: IpamCmd::Show,
         } => socket().and_then(|s| views::ipam_show(&s, cli.output)),

@@ -23,6 +23,7 @@ pub mod kube;
 pub mod kubelet;
 mod lab;
 pub mod probe;
+pub mod traffic;
 
 pub use cmd::{cni_exec, ip, spawn_in_netns, CniOutcome};
 pub use lab::{

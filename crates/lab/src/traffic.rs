@@ -54,8 +54,8 @@ pub struct TrafficReport {
     /// The longest time between two working new connections (from the
     /// start, to the end), ms.
     pub max_gap_ms: u64,
-    /// Long-lived connections opened, and those that failed an exchange
-    /// (each is reopened).
+    /// Long-lived connections opened, and exchanges on them that failed (a
+    /// TCP connection is reopened after one; a UDP socket is kept).
     pub persistent_opened: u64,
     pub persistent_broken: u64,
     /// Answers on long-lived connections that changed backend mid-life.
@@ -190,7 +190,11 @@ pub fn run_here(spec: &TrafficSpec) -> TrafficReport {
                 }
                 _ => {
                     r.persistent_broken += 1;
-                    p.conn = None;
+                    // a UDP flow keeps its socket (its source port) across
+                    // misses: whether it recovers is the point
+                    if spec.transport == Transport::Tcp {
+                        p.conn = None;
+                    }
                 }
             }
         }

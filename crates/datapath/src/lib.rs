@@ -29,6 +29,7 @@ pub mod netns;
 mod nlsock;
 mod recording;
 pub mod routing;
+pub mod services;
 pub mod sysctl;
 
 /// The eBPF loader lives in its own crate; re-exported so callers keep

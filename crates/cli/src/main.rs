@@ -5,6 +5,7 @@
 #![warn(clippy::print_stdout)]
 
 mod bench_cmd;
+mod bench_services_cmd;
 mod install;
 mod lab_cmd;
 mod output;

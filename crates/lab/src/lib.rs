@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod bench_dataplane;
 pub mod bench_ipam;
+pub mod bench_services;
 mod cmd;
 pub mod conflist;
 pub mod kube;

@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod reconciler;
 pub mod view;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -67,8 +68,9 @@ impl Link {
 /// What `--services on` needs from the data path: the service maps (read
 /// back at start), with the programs attached under `cgroup_root` and on
 /// the node's devices.
+/// Called with weftd's configuration and the node's external devices.
 pub type KernelFactory =
-    dyn FnOnce(&AgentConfig) -> anyhow::Result<Box<dyn KernelMaps + Send>> + Send;
+    dyn FnOnce(&AgentConfig, &[String]) -> anyhow::Result<Box<dyn KernelMaps + Send>> + Send;
 
 /// Starts the reconciler thread with the kernel `open` gives. Returns at
 /// once; the first round waits for the Service and EndpointSlice watches.
@@ -78,6 +80,15 @@ pub fn start(
     open: Box<KernelFactory>,
 ) -> anyhow::Result<()> {
     if cfg.services == ServicesMode::Off {
+        // a weftd that ran with --services on before leaves nothing behind
+        if let Ok(root) = kernel::cgroup_root(cfg) {
+            match weft_datapath::services::detach_cgroup(&root) {
+                Ok(0) | Err(_) => {}
+                Ok(n) => {
+                    tracing::info!(n, cgroup = %root.display(), "--services off: socket load balancing detached")
+                }
+            }
+        }
         return Ok(());
     }
     let Some(view) = agent.kubernetes().view() else {
@@ -86,7 +97,9 @@ pub fn start(
              (--kubeconfig, or run it in a pod), or use --services off and kube-proxy"
         );
     };
-    let mut kernel = open(cfg).context("preparing the Service load-balancing data path")?;
+    let devices: Vec<String> = agent.facts().underlay.iter().cloned().collect();
+    let mut kernel =
+        open(cfg, &devices).context("preparing the Service load-balancing data path")?;
     let restored = kernel
         .read_back()
         .map_err(anyhow::Error::msg)
@@ -104,6 +117,7 @@ pub fn start(
         node: node.clone(),
         algorithm: Algorithm::Random,
     };
+    let node_ips = cfg.node_ips.clone();
     let running = Arc::new(Running {
         node,
         inner: Mutex::new(Shared {
@@ -114,14 +128,25 @@ pub fn start(
     let _ = agent.services().inner.set(running.clone());
     std::thread::Builder::new()
         .name("services".into())
-        .spawn(move || run(&running, &view))
+        .spawn(move || run(&running, &view, &node_ips))
         .context("spawning the Service reconciler")?;
     Ok(())
 }
 
-fn run(r: &Running, view: &View) {
+/// This node's addresses, where NodePorts answer: the Node's addresses in
+/// the API and `--node-ip`.
+fn node_addrs(view: &View, configured: &[IpAddr]) -> Vec<IpAddr> {
+    let mut a: Vec<IpAddr> = view.node().map(|n| n.addresses).unwrap_or_default();
+    a.extend_from_slice(configured);
+    a.sort();
+    a.dedup();
+    a
+}
+
+fn run(r: &Running, view: &View, configured: &[IpAddr]) {
     let mut seen = view.generation();
     let mut logged_wait = false;
+    let mut addrs: Option<Vec<IpAddr>> = None;
     loop {
         let synced = r
             .inner
@@ -143,6 +168,18 @@ fn run(r: &Running, view: &View) {
         let started = Instant::now();
         let mut guard = r.inner.lock().unwrap_or_else(|p| p.into_inner());
         let shared = &mut *guard;
+        let want = node_addrs(view, configured);
+        if addrs.as_ref() != Some(&want) {
+            match shared.kernel.set_node_addrs(&want) {
+                Ok(()) => {
+                    tracing::info!(addresses = ?want, "NodePorts answer on these node addresses");
+                    addrs = Some(want);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set the node addresses for NodePorts; retrying")
+                }
+            }
+        }
         let failed_before = shared.reconciler.progress().ops_failed;
         let written = shared.reconciler.sync(inputs, &mut shared.kernel);
         let p = shared.reconciler.progress();

@@ -27,6 +27,10 @@ use weft_lb::{
 pub trait KernelMaps: MapWriter<Error = String> {
     /// Everything the maps hold now.
     fn read_back(&mut self) -> Result<LbMaps, String>;
+    /// Makes the addresses NodePorts answer on exactly `addrs`.
+    fn set_node_addrs(&mut self, _addrs: &[std::net::IpAddr]) -> Result<(), String> {
+        Ok(())
+    }
     /// ClientIP affinity entries, for `weft services`.
     fn affinity(&mut self) -> Vec<weft_api::AffinityView> {
         Vec::new()
@@ -221,6 +225,9 @@ impl MapWriter for Box<dyn KernelMaps + Send> {
 impl KernelMaps for Box<dyn KernelMaps + Send> {
     fn read_back(&mut self) -> Result<LbMaps, String> {
         (**self).read_back()
+    }
+    fn set_node_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<(), String> {
+        (**self).set_node_addrs(addrs)
     }
     fn affinity(&mut self) -> Vec<weft_api::AffinityView> {
         (**self).affinity()

@@ -28,24 +28,5 @@ fn services_through_kube_proxy_pass_the_upstream_cases_privileged() {
     });
     let lab = LabGuard(Lab::up(&spec, &mut |_| {}).expect("lab up"));
     let mut c = Cluster::new(lab);
-    run_all(&mut c, Proxy::KubeProxy);
-}
-
-pub fn run_all(c: &mut Cluster, proxy: Proxy) {
-    cases::setup(c);
-    cases::basic_and_multiport_from_pods_and_nodes(c);
-    cases::nodeport_from_the_fabric(c);
-    cases::rejected_without_endpoints(c);
-    cases::internal_traffic_policy_local(c);
-    cases::external_traffic_policy_local_and_cluster(c);
-    cases::hairpin(c);
-    cases::publish_not_ready_addresses(c);
-    cases::headless_and_service_proxy_name(c, proxy);
-    cases::ports_added_and_deleted(c);
-    cases::ipv6_cluster_ip(c);
-    cases::session_affinity_holds_then_expires(c);
-    cases::endpoints_scaled_under_load(c);
-    cases::udp_across_a_backend_restart(c);
-    cases::weftd_restart_under_traffic(c);
-    c.case("done");
+    cases::run_all(&mut c, Proxy::KubeProxy);
 }

@@ -49,7 +49,11 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     );
     // never waits for the API server: CNI is served while it is away
     weft_agent::k8s::start(cfg, &agent)?;
-    weft_agent::services::start(cfg, &agent, Box::new(weft_agent::services::kernel::open_with))?;
+    weft_agent::services::start(
+        cfg,
+        &agent,
+        Box::new(weft_agent::services::kernel::open_with),
+    )?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

@@ -593,6 +593,9 @@ impl Lab {
         if let Some(cg) = self.node_cgroup(i) {
             args.extend(["--cgroup-root".into(), cg.to_string_lossy().into_owned()]);
         }
+        if let Some(pins) = self.node_pin_dir(i) {
+            args.extend(["--bpf-pin-dir".into(), pins.to_string_lossy().into_owned()]);
+        }
         args.extend(self.weftd_args.iter().cloned());
         args
     }

@@ -168,6 +168,9 @@ pub struct KubeCluster {
     /// subdirectory per node (see `services.rs`).
     #[serde(default)]
     pub cgroup_dir: Option<PathBuf>,
+    /// With `services: weft`: the lab's bpffs, where weftds pin their maps.
+    #[serde(default)]
+    pub bpffs: Option<PathBuf>,
     pub service_cidrs: Vec<String>,
     pub pod_cidrs: Vec<String>,
     pub processes: Vec<KubeProcess>,
@@ -317,6 +320,7 @@ pub(crate) fn start(
         proxy_mode: spec.proxy_mode,
         services: spec.services,
         cgroup_dir: None,
+        bpffs: None,
         service_cidrs: SERVICE_CIDRS.map(String::from).to_vec(),
         pod_cidrs: POD_CIDRS.map(String::from).to_vec(),
         processes: Vec::new(),
@@ -327,6 +331,11 @@ pub(crate) fn start(
         let dir = services::create(lab)?;
         if let Some(k) = lab.kube.as_mut() {
             k.cgroup_dir = Some(dir);
+        }
+        lab.save()?;
+        let bpffs = services::mount_bpffs(lab)?;
+        if let Some(k) = lab.kube.as_mut() {
+            k.bpffs = Some(bpffs);
         }
     }
     lab.save()?;
@@ -414,6 +423,11 @@ pub(crate) fn stop_all(lab: &Lab, marker: &str) {
     }
     if let Some(dir) = &kube.cgroup_dir {
         if let Err(e) = services::remove(dir) {
+            eprintln!("weft lab down: {e:#}");
+        }
+    }
+    if let Some(dir) = &kube.bpffs {
+        if let Err(e) = services::unmount_bpffs(dir) {
             eprintln!("weft lab down: {e:#}");
         }
     }

@@ -124,6 +124,49 @@ impl Lab {
     }
 }
 
+/// A bpffs of the lab's own (`<lab dir>/bpffs`), where each weftd pins its
+/// Service maps (`--bpf-pin-dir <bpffs>/<node>`): a restarted weftd finds
+/// its maps, IDs and NAT state. Mounted by `up`, unmounted by `down`.
+pub(crate) fn mount_bpffs(lab: &Lab) -> anyhow::Result<PathBuf> {
+    let dir = lab.dir.join("bpffs");
+    fs::create_dir_all(&dir)?;
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&dir)
+        .status()
+        .context("running mount")?
+        .success();
+    if !ok {
+        bail!("mounting a bpffs at {} failed", dir.display());
+    }
+    Ok(dir)
+}
+
+pub(crate) fn unmount_bpffs(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // lazily: a weftd may still hold maps; the pins go with the mount
+    let ok = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir)
+        .status()
+        .context("running umount")?
+        .success();
+    if !ok {
+        bail!("unmounting the lab's bpffs at {} failed", dir.display());
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// Node `i`'s pin directory, when the lab has a bpffs.
+    pub fn node_pin_dir(&self, i: usize) -> Option<PathBuf> {
+        let kube = self.kube()?;
+        Some(kube.bpffs.as_ref()?.join(&self.nodes().get(i)?.name))
+    }
+}
+
 /// Creates the lab's cgroup and one per node; returns the lab's.
 pub(crate) fn create(lab: &Lab) -> anyhow::Result<PathBuf> {
     let root = lab_cgroup(&cgroup2_mount()?, &lab.name);

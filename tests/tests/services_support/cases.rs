@@ -256,7 +256,8 @@ pub fn publish_not_ready_addresses(c: &Cluster) {
 /// Service, weft does not; no shared case.)
 pub fn headless_and_service_proxy_name(c: &Cluster, proxy: Proxy) {
     c.case("service-proxy-name label and headless Services are left alone");
-    for (name, label) in [("other-proxy", "service.kubernetes.io/service-proxy-name")] {
+    {
+        let (name, label) = ("other-proxy", "service.kubernetes.io/service-proxy-name");
         c.apply(&json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": super::NS, "labels": {label: "foo-bar"}},
             "spec": {"selector": {"app": "web"},
@@ -424,7 +425,8 @@ pub fn run_all(c: &mut Cluster, proxy: Proxy) {
 /// every case that failed.
 pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
     setup(c);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Cluster)>)> = vec![
+    type Case = Box<dyn Fn(&mut Cluster)>;
+    let cases: Vec<(&str, Case)> = vec![
         (
             "basic_and_multiport_from_pods_and_nodes",
             Box::new(|c| basic_and_multiport_from_pods_and_nodes(c)),

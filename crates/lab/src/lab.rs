@@ -1206,14 +1206,23 @@ fn nix_is_root() -> bool {
 
 /// Whether `pid` runs (a zombie waiting to be reaped does not count).
 pub fn pid_alive(pid: u32) -> bool {
-    // a zombie still has /proc/<pid>; look at its state
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    // a zombie still has /proc/<pid>; look at its state. A thread-group
+    // leader that exited is a zombie while its other threads still run (and
+    // hold its files, e.g. weftd's store lock): alive until they are gone.
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let zombie = field("State:").starts_with('Z');
+    let threads: u32 = field("Threads:").parse().unwrap_or(1);
+    !zombie || threads > 1
 }
 
 /// Ends a process this lab started, by its pid: TERM, then KILL after 5 s.

@@ -374,9 +374,13 @@ pub(crate) fn finish(
         kubeconfig.display()
     ));
     let kube = lab.kube.as_ref().context("no cluster")?;
+    let services = match kube.services {
+        ServiceProxy::KubeProxy => "kube-proxy healthy on every node",
+        ServiceProxy::Weft => "Services load-balanced by weftd (--services on)",
+    };
     progress(&format!(
-        "kubernetes: controller-manager and scheduler hold their leases, kube-proxy healthy on \
-         every node; KUBECONFIG={}",
+        "kubernetes: controller-manager and scheduler hold their leases, {services}; \
+         KUBECONFIG={}",
         kube.admin_kubeconfig.display()
     ));
     Ok(())

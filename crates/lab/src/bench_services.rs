@@ -399,6 +399,7 @@ fn one_proxy(
         Vec::new(),
         Vec::new(),
     );
+    let mut upd_api = Vec::new();
     let probe_idx = spec.services / 2;
     let probe_ip = cip(probe_idx)?;
     for round in 0..spec.rounds {

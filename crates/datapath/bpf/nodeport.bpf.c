@@ -19,7 +19,7 @@
  *     with the frontend's address as their source.
  *
  * The kernel then routes the rewritten packet (TCX_NEXT), so forwarding must
- * be on. NAT state lives in weft_lb_nat (LRU, pinned: a weftd restart keeps
+ * be on; source-NATed packets are redirected out themselves (np_forward). NAT state lives in weft_lb_nat (LRU, pinned: a weftd restart keeps
  * every flow). A frontend with no usable backend drops the packet and
  * reports a NO_BACKEND drop (no ICMP or RST is made here).
  */
@@ -257,6 +257,41 @@ static __always_inline int np_needs_snat(struct __sk_buff *skb, const struct np_
 	return 1;
 }
 
+/*
+ * Hands a translated packet on. A packet whose source became one of the
+ * node's addresses (SNAT, or a reply towards a client whose flow was
+ * SNATed, now from the frontend's address) would be dropped by the stack
+ * as a martian (a local source arriving from outside): it goes straight out
+ * of the device the FIB names, L2 from the neighbour table. Others take
+ * the kernel's forwarding path.
+ */
+static __always_inline int np_forward(struct __sk_buff *skb, const struct np_pkt *p,
+				      const struct weft_lb_nat_value *v)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (!(v->flags & WEFT_LB_NAT_SNAT))
+		return WEFT_TCX_NEXT;
+	fib.ifindex = skb->ingress_ifindex;
+	fib.l4_protocol = p->k.proto;
+	fib.sport = v->sport;
+	fib.dport = v->dport;
+	if (p->k.family == WEFT_AF_INET) {
+		fib.family = 2; /* AF_INET */
+		__builtin_memcpy(&fib.ipv4_src, v->saddr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, v->daddr, 4);
+	} else {
+		fib.family = 10; /* AF_INET6 */
+		__builtin_memcpy(fib.ipv6_src, v->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, v->daddr, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return WEFT_TCX_DROP;
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
 /* A new flow from outside to a frontend: pick, record, translate. */
 static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 {
@@ -346,7 +381,7 @@ static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 	np_report(skb, p, be);
 	if (np_rewrite(skb, p, &fwd))
 		return WEFT_TCX_DROP;
-	return WEFT_TCX_NEXT;
+	return np_forward(skb, p, &fwd);
 }
 
 SEC("tc/nodeport_in")
@@ -368,7 +403,7 @@ int weft_nodeport_in(struct __sk_buff *skb)
 							     : WEFT_LB_STAT_NP_FWD);
 			if (np_rewrite(skb, &p, &v))
 				return WEFT_TCX_DROP;
-			return WEFT_TCX_NEXT;
+			return np_forward(skb, &p, &v);
 		}
 		bpf_map_delete_elem(&weft_lb_nat, &p.k);
 	}

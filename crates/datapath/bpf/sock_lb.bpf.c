@@ -20,6 +20,7 @@
  */
 #include <asm-generic/errno.h>
 #include <linux/in.h>
+#include <bpf/bpf_endian.h>
 
 #include "lib/flow.h"
 #include "lib/lb.h"
@@ -103,7 +104,17 @@ static __always_inline void sock_report(__u8 family, __u8 proto, const __u8 *dst
 	flow_report(&ev);
 }
 
-/* connect and sendmsg: a Service frontend becomes a backend's address. */
+/* Whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d). */
+static __always_inline int sock_v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* connect and sendmsg: a Service frontend becomes a backend's address. An
+ * IPv6 socket's IPv4-mapped destination is looked up as IPv4 and gets an
+ * IPv4 backend, mapped again (dual-stack sockets, e.g. the JVM's). */
 static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 {
 	struct weft_lb_svc_key key = { .family = family };
@@ -112,15 +123,22 @@ static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 	struct weft_lb_revnat orig = { .family = family };
 	struct weft_lb_svc_value *svc;
 	struct weft_lb_backend *be;
+	__u8 lb_family = family, dst[16] = {};
 	__u64 cookie, netns;
 	__u32 proto = ctx->protocol, id = 0;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return SYS_PROCEED;
 	key.proto = proto;
-	sock_get_dst(ctx, family, key.addr, &key.port);
-	__builtin_memcpy(orig.addr, key.addr, 16);
-	orig.port = key.port;
+	sock_get_dst(ctx, family, orig.addr, &orig.port);
+	key.port = orig.port;
+	if (family == WEFT_AF_INET6 && sock_v4_mapped(orig.addr)) {
+		lb_family = WEFT_AF_INET;
+		key.family = WEFT_AF_INET;
+		__builtin_memcpy(key.addr, orig.addr + 12, 4);
+	} else {
+		__builtin_memcpy(key.addr, orig.addr, 16);
+	}
 	svc = lb_frontend(&key, WEFT_LB_SCOPE_INT);
 	if (!svc)
 		return SYS_PROCEED;
@@ -131,17 +149,25 @@ static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 		id = lb_select(&key, svc, lb_hash64(cookie), &client);
 	}
 	be = id ? bpf_map_lookup_elem(&weft_lb_backends, &id) : NULL;
-	if (!be || be->family != family) {
+	if (!be || be->family != lb_family) {
 		lb_count(WEFT_LB_STAT_SOCK_REJECT);
 		sock_report(family, proto, orig.addr, orig.port, NULL);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
+	if (lb_family == family) {
+		__builtin_memcpy(dst, be->addr, 16);
+	} else {
+		dst[10] = 0xff;
+		dst[11] = 0xff;
+		__builtin_memcpy(dst + 12, be->addr, 4);
+	}
+	/* keyed as the socket will see its peer */
 	sk.cookie = cookie;
-	__builtin_memcpy(sk.addr, be->addr, 16);
+	__builtin_memcpy(sk.addr, dst, 16);
 	sk.port = be->port;
 	bpf_map_update_elem(&weft_lb_sk_revnat, &sk, &orig, BPF_ANY);
-	sock_set_dst(ctx, family, be->addr, be->port);
+	sock_set_dst(ctx, family, dst, be->port);
 	lb_count(WEFT_LB_STAT_SOCK_XLATE);
 	sock_report(family, proto, orig.addr, orig.port, be);
 	return SYS_PROCEED;
@@ -157,6 +183,24 @@ static __always_inline int sock_revnat(struct bpf_sock_addr *ctx, __u8 family)
 	sk.cookie = bpf_get_socket_cookie(ctx);
 	sock_get_dst(ctx, family, sk.addr, &sk.port);
 	orig = bpf_map_lookup_elem(&weft_lb_sk_revnat, &sk);
+	if (!orig && family == WEFT_AF_INET6 && sock_v4_mapped(sk.addr)) {
+		/* a datagram an IPv6 socket sent to a mapped address went
+		 * through sendmsg4 (the kernel hands it to UDP over IPv4) */
+		struct weft_lb_sk_key sk4 = { .cookie = sk.cookie, .family = WEFT_AF_INET };
+		__u8 mapped[16] = {};
+
+		__builtin_memcpy(sk4.addr, sk.addr + 12, 4);
+		sk4.port = sk.port;
+		orig = bpf_map_lookup_elem(&weft_lb_sk_revnat, &sk4);
+		if (!orig)
+			return SYS_PROCEED;
+		mapped[10] = 0xff;
+		mapped[11] = 0xff;
+		__builtin_memcpy(mapped + 12, orig->addr, 4);
+		sock_set_dst(ctx, family, mapped, orig->port);
+		lb_count(WEFT_LB_STAT_SOCK_REVNAT);
+		return SYS_PROCEED;
+	}
 	if (!orig)
 		return SYS_PROCEED;
 	sock_set_dst(ctx, family, orig->addr, orig->port);

@@ -21,7 +21,8 @@
 pub mod encode;
 mod fake;
 mod kernel;
-mod programs;
+pub mod programs;
+pub mod sockdiag;
 
 use std::net::IpAddr;
 
@@ -49,6 +50,9 @@ pub enum ServiceError {
     /// The cgroup the socket programs go to is not a cgroup v2 directory.
     #[error("cgroup root {0}: not a cgroup v2 directory (no cgroup.procs); give the unified hierarchy's root (e.g. /sys/fs/cgroup) or a cgroup the clients run in")]
     NotCgroup2(String),
+    /// Listing or aborting sockets over NETLINK_SOCK_DIAG failed.
+    #[error("{0}; weftd needs CAP_NET_ADMIN and a kernel with CONFIG_INET_DIAG_DESTROY")]
+    SockDiag(String),
     /// A write the fake was told to fail.
     #[error("injected failure: {0}")]
     Injected(String),

@@ -27,7 +27,7 @@
 //! | service.go "should respect internalTrafficPolicy=Local Pod to Pod" | `internal_traffic_policy_local` |
 //! | service.go "… internalTrafficPolicy=Local Pod (hostNetwork: true) to Pod", "Pod and Node, to Pod (hostNetwork: true)" | not ported: the node's own clients are covered from `node:`; hostNetwork pods add nothing here |
 //! | loadbalancer.go ESIPP "should work for type=NodePort" (externalTrafficPolicy Local: source kept, only nodes with endpoints answer) | `external_traffic_policy_local` |
-//! | service.go NodePort with externalTrafficPolicy Cluster from a node without an endpoint | `nodeport_cluster_policy_through_another_node` (a known gap with weft, below) |
+//! | service.go NodePort with externalTrafficPolicy Cluster from a node without an endpoint | `nodeport_cluster_policy_through_another_node` |
 //! | service.go "should create endpoints for unready pods" (publishNotReadyAddresses) | `publish_not_ready_addresses` |
 //! | service.go "should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true" / "should not … if false" | `publish_not_ready_addresses` covers unready; terminating: not ported (time budget) |
 //! | service.go "should fallback to terminating endpoints when there are no ready endpoints with …TrafficPolicy=…" | not ported as a lab case: `crates/lb` tests cover the rule (KEP-1669) |
@@ -47,12 +47,9 @@
 //! | service.go "should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node" | not ported (time budget; `crates/lb` builds the frontends) |
 //! | networking.go Granular "should be able to handle large requests", "sctp" | do not apply: the lab pods answer lines; the kernel here has no SCTP |
 //!
-//! Known gaps (they pass with kube-proxy; with weft they run in the
-//! ignored `services_through_weft_known_gaps_privileged`, so they are
-//! named, runnable with `--ignored`, and not hidden):
-//! - `nodeport_cluster_policy_through_another_node`: a NodePort reached on
-//!   a node without an endpoint, forwarded (source-NATed to that node) to
-//!   another node's pod, gets no answer.
+//! Known gap (it passes with kube-proxy; with weft it runs in the ignored
+//! `services_through_weft_known_gaps_privileged`, so it is named,
+//! runnable with `--ignored`, and not hidden):
 //! - `udp_across_a_backend_restart`: a connected UDP socket keeps the
 //!   backend its connect() was translated to; when that backend goes, the
 //!   flow does not move to the new one (kube-proxy flushes conntrack).
@@ -71,10 +68,7 @@ use weft_lab::kube::{KubeSpec, ServiceProxy};
 use weft_lab::{Lab, LabSpec};
 
 /// Cases weft's programs do not pass yet (see the module documentation).
-const KNOWN_GAPS: [&str; 2] = [
-    "nodeport_cluster_policy_through_another_node",
-    "udp_across_a_backend_restart",
-];
+const KNOWN_GAPS: [&str; 1] = ["udp_across_a_backend_restart"];
 
 fn weft_lab() -> Cluster {
     let mut spec = LabSpec::new(&lab_name("swf"), &bin_dir());

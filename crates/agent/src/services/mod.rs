@@ -81,8 +81,10 @@ pub fn start(
 ) -> anyhow::Result<()> {
     if cfg.services == ServicesMode::Off {
         // a weftd that ran with --services on before leaves nothing behind
-        if let Ok(root) = kernel::cgroup_root(cfg) {
-            match weft_datapath::services::detach_cgroup(&root) {
+        // (only where told: a default root is the machine's, which a weftd
+        // of a lab or test must never touch)
+        if let Some(root) = &cfg.cgroup_root {
+            match weft_datapath::services::detach_cgroup(root) {
                 Ok(0) | Err(_) => {}
                 Ok(n) => {
                     tracing::info!(n, cgroup = %root.display(), "--services off: socket load balancing detached")

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use weft_lab::probe::{Outcome, Transport};
 
 use super::{within, Cluster, WAIT};
@@ -104,7 +104,7 @@ pub fn rejected_without_endpoints(c: &Cluster) {
 /// clusterIP", "should have session affinity timeout work for service with
 /// type clusterIP"; networking.go "should function for client IP based
 /// session affinity: http/udp".
-pub fn session_affinity_holds_then_expires(c: &Cluster) {
+pub fn session_affinity_holds_then_expires(c: &Cluster, proxy: Proxy) {
     c.case("ClientIP affinity holds, then expires after timeoutSeconds");
     let timeout = 3;
     c.service(
@@ -127,6 +127,12 @@ pub fn session_affinity_holds_then_expires(c: &Cluster) {
         );
     }
     let first = c.ask(CLIENT, &cip, 80, "tcp", "hostname").unwrap();
+    if proxy == Proxy::Weft {
+        // weft services shows the client's affinity entry on its node
+        let v = c.weft_services(0);
+        let entries = v["affinity"].as_array().map_or(0, Vec::len);
+        assert!(entries >= 1, "affinity entries listed: {}", v["affinity"]);
+    }
     let mut moved = false;
     for _ in 0..10 {
         std::thread::sleep(Duration::from_secs(timeout + 1));
@@ -397,9 +403,32 @@ pub fn udp_across_a_backend_restart(c: &Cluster) {
 /// The issue's "a weftd restart under steady traffic": 0 broken
 /// connections, the gap measured (with kube-proxy too: weft's fast path
 /// must stay correct under kube-proxy's NAT through a restart).
-pub fn weftd_restart_under_traffic(c: &mut Cluster) {
+pub fn weftd_restart_under_traffic(c: &mut Cluster, proxy: Proxy) {
     c.case("weftd restart under steady traffic");
     let cip = c.cluster_ip("web");
+    // weft: every service and backend ID is the same after the restart
+    // (taken back from the pinned maps)
+    let ids = |c: &Cluster| -> Vec<(String, Value)> {
+        let v = c.weft_services(0);
+        v["frontends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let backends: Vec<Value> = f["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| json!([b["address"], b["id"]]))
+                    .collect();
+                (
+                    f["address"].as_str().unwrap_or("").to_string(),
+                    json!([f["id"], backends]),
+                )
+            })
+            .collect()
+    };
+    let before = (proxy == Proxy::Weft).then(|| ids(c));
     let t = c.traffic(CLIENT, &cip, 80, "tcp", 10.0, 4);
     std::thread::sleep(Duration::from_secs(3));
     c.lab.stop_weftd_on(0).expect("stop weftd");
@@ -412,6 +441,13 @@ pub fn weftd_restart_under_traffic(c: &mut Cluster) {
     );
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(r.persistent_broken, 0, "no long-lived connection broke");
+    if let Some(before) = before {
+        let after = within(WAIT, "weft services converged after the restart", || {
+            let v = c.weft_services(0);
+            (v["converged"] == true).then(|| ids(c))
+        });
+        assert_eq!(before, after, "IDs kept across the restart");
+    }
     assert!(r.ok > 50);
 }
 
@@ -467,7 +503,7 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
         ("ipv6_cluster_ip", Box::new(|c| ipv6_cluster_ip(c))),
         (
             "session_affinity_holds_then_expires",
-            Box::new(|c| session_affinity_holds_then_expires(c)),
+            Box::new(move |c| session_affinity_holds_then_expires(c, proxy)),
         ),
         (
             "endpoints_scaled_under_load",
@@ -479,7 +515,7 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
         ),
         (
             "weftd_restart_under_traffic",
-            Box::new(weftd_restart_under_traffic),
+            Box::new(move |c| weftd_restart_under_traffic(c, proxy)),
         ),
     ];
     let mut failed = Vec::new();

@@ -20,8 +20,9 @@
  *
  * The kernel then routes the rewritten packet (TCX_NEXT), so forwarding must
  * be on; source-NATed packets are redirected out themselves (np_forward). NAT state lives in weft_lb_nat (LRU, pinned: a weftd restart keeps
- * every flow). A frontend with no usable backend drops the packet and
- * reports a NO_BACKEND drop (no ICMP or RST is made here).
+ * every flow). A frontend with no usable backend reports a NO_BACKEND
+ * drop and answers with an ICMP(v6) port unreachable (kube-proxy's
+ * REJECT), or drops when only a Local policy emptied its scope.
  */
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -42,6 +43,16 @@ struct weft_map_def SEC("maps") weft_lb_nat = {
 	.value_size = sizeof(struct weft_lb_nat_value),
 	.max_entries = 131072,
 	.pinning = WEFT_PIN_BY_NAME,
+};
+
+/* Room the 512-byte stack lacks, one use at a time: the flow event being
+ * reported, or an ICMP error being built (the new IP header, the ICMP
+ * header, the original IP header and 8 bytes of its L4 header). */
+struct weft_map_def SEC("maps") weft_lb_scratch = {
+	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(struct weft_flow_event),
+	.max_entries = 1,
 };
 
 /* Source ports of source-NATed flows, above Linux's ephemeral range. */
@@ -196,31 +207,34 @@ static __always_inline __u32 np_hash(const struct weft_lb_nat_key *k)
 static __always_inline void np_report(struct __sk_buff *skb, const struct np_pkt *p,
 				      const struct weft_lb_backend *be)
 {
-	struct weft_flow_event ev = {
-		.ts_ns = bpf_ktime_get_ns(),
-		.family = p->k.family,
-		.proto = p->k.proto,
-		.kind = WEFT_FLOW_KIND_DECISION,
-		.sport = p->k.sport,
-		.dport = p->k.dport,
-		.point = WEFT_POINT_NODEPORT,
-		.direction = WEFT_DIR_NONE,
-		.ifindex = skb->ingress_ifindex,
-		.packets = 1,
-		.bytes = skb->len,
-	};
+	__u32 zero = 0;
+	struct weft_flow_event *ev = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
 
-	__builtin_memcpy(ev.src, p->k.saddr, 16);
-	__builtin_memcpy(ev.dst, p->k.daddr, 16);
+	if (!ev)
+		return;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->family = p->k.family;
+	ev->proto = p->k.proto;
+	ev->kind = WEFT_FLOW_KIND_DECISION;
+	ev->sport = p->k.sport;
+	ev->dport = p->k.dport;
+	ev->point = WEFT_POINT_NODEPORT;
+	ev->direction = WEFT_DIR_NONE;
+	ev->ifindex = skb->ingress_ifindex;
+	ev->packets = 1;
+	ev->bytes = skb->len;
+	__builtin_memcpy(ev->src, p->k.saddr, 16);
+	__builtin_memcpy(ev->dst, p->k.daddr, 16);
 	if (be) {
-		ev.verdict = WEFT_VERDICT_TRANSLATED;
-		__builtin_memcpy(ev.xlat_dst, be->addr, 16);
-		ev.xlat_dport = be->port;
+		ev->verdict = WEFT_VERDICT_TRANSLATED;
+		__builtin_memcpy(ev->xlat_dst, be->addr, 16);
+		ev->xlat_dport = be->port;
 	} else {
-		ev.verdict = WEFT_VERDICT_DROPPED;
-		ev.drop_reason = WEFT_DROP_NO_BACKEND;
+		ev->verdict = WEFT_VERDICT_DROPPED;
+		ev->drop_reason = WEFT_DROP_NO_BACKEND;
 	}
-	flow_report(&ev);
+	flow_report(ev);
 }
 
 /*
@@ -292,6 +306,85 @@ static __always_inline int np_forward(struct __sk_buff *skb, const struct np_pkt
 	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 }
 
+static __always_inline __u16 np_fold(__s64 sum)
+{
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+/*
+ * kube-proxy's REJECT for a Service without endpoints: the packet becomes
+ * an ICMP port unreachable back to its sender (what iptables' REJECT sends
+ * for TCP and UDP alike; a TCP client's connect then fails with
+ * ECONNREFUSED), sent out of the device it came in on. Returns the
+ * verdict.
+ */
+static __always_inline int np_reject4(struct __sk_buff *skb, const struct np_pkt *p)
+{
+	__u32 zero = 0, *buf = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	__u8 *b = (__u8 *)buf, mac[12];
+	struct iphdr *ip = (struct iphdr *)b;
+
+	if (!buf)
+		return WEFT_TCX_DROP;
+	__builtin_memset(b, 0, 28);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, b + 28, 28) || bpf_skb_load_bytes(skb, 0, mac, 12))
+		return WEFT_TCX_DROP;
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(56);
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	__builtin_memcpy(&ip->saddr, p->k.daddr, 4);
+	__builtin_memcpy(&ip->daddr, p->k.saddr, 4);
+	ip->check = np_fold(bpf_csum_diff(NULL, 0, buf, 20, 0));
+	b[20] = 3; /* ICMP_DEST_UNREACH */
+	b[21] = 3; /* ICMP_PORT_UNREACH */
+	*(__u16 *)(b + 22) = np_fold(bpf_csum_diff(NULL, 0, buf + 5, 36, 0));
+	if (bpf_skb_change_tail(skb, ETH_HLEN + 56, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 56, 0) ||
+	    bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) || bpf_skb_store_bytes(skb, 6, mac, 6, 0))
+		return WEFT_TCX_DROP;
+	return bpf_redirect(skb->ingress_ifindex, 0);
+}
+
+/* np_reject4 for IPv6: an ICMPv6 port unreachable (type 1, code 4) with
+ * the offending IPv6 header and 8 bytes of its payload, 96 bytes. */
+static __always_inline int np_reject6(struct __sk_buff *skb, const struct np_pkt *p)
+{
+	__u32 zero = 0, *buf = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	__u8 *b = (__u8 *)buf, mac[12];
+	__u32 pseudo[2] = { bpf_htonl(56), bpf_htonl(IPPROTO_ICMPV6) };
+	struct ipv6hdr *ip6 = (struct ipv6hdr *)b;
+	__s64 sum;
+
+	if (!buf)
+		return WEFT_TCX_DROP;
+	__builtin_memset(b, 0, 48);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, b + 48, 48) || bpf_skb_load_bytes(skb, 0, mac, 12))
+		return WEFT_TCX_DROP;
+	ip6->version = 6;
+	ip6->payload_len = bpf_htons(56);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 64;
+	__builtin_memcpy(&ip6->saddr, p->k.daddr, 16);
+	__builtin_memcpy(&ip6->daddr, p->k.saddr, 16);
+	b[40] = 1; /* ICMPV6_DEST_UNREACH */
+	b[41] = 4; /* ICMPV6_PORT_UNREACH */
+	sum = bpf_csum_diff(NULL, 0, buf + 2, 32, 0); /* source and destination */
+	sum = bpf_csum_diff(NULL, 0, pseudo, 8, sum);
+	sum = bpf_csum_diff(NULL, 0, buf + 10, 56, sum);
+	*(__u16 *)(b + 42) = np_fold(sum);
+	if (bpf_skb_change_tail(skb, ETH_HLEN + 96, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, b, 96, 0) ||
+	    bpf_skb_store_bytes(skb, 0, mac + 6, 6, 0) || bpf_skb_store_bytes(skb, 6, mac, 6, 0))
+		return WEFT_TCX_DROP;
+	return bpf_redirect(skb->ingress_ifindex, 0);
+}
+
 /* A new flow from outside to a frontend: pick, record, translate. */
 static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 {
@@ -318,7 +411,12 @@ static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 	if (!be || be->family != p->k.family) {
 		lb_count(WEFT_LB_STAT_NP_DROP);
 		np_report(skb, p, NULL);
-		return WEFT_TCX_DROP;
+		/* nothing at all: refused; none in this scope (Local): dropped */
+		if (svc->flags & WEFT_LB_DROP)
+			return WEFT_TCX_DROP;
+		if (p->k.family == WEFT_AF_INET)
+			return np_reject4(skb, p);
+		return np_reject6(skb, p);
 	}
 
 	/* forward: client -> backend, source kept or the node's */

@@ -128,9 +128,18 @@ fn services() -> (Vec<weft_lb::Service>, Vec<weft_lb::EndpointSlice>) {
         "10.96.0.31",
         &[(Protocol::TCP, 80, Some(30081))],
     );
+    let none = service(
+        "none",
+        ServiceType::NodePort,
+        "10.96.0.32",
+        &[
+            (Protocol::TCP, 80, Some(30082)),
+            (Protocol::UDP, 80, Some(30082)),
+        ],
+    );
     let port = [(Protocol::TCP, 8080)];
     (
-        vec![local, cluster],
+        vec![local, cluster, none],
         vec![
             slice("local", &[("10.244.0.5", NODE)], &port),
             slice("cluster", &[("10.244.1.7", "node-b")], &port),
@@ -265,4 +274,33 @@ fn nodeport_connection_survives_a_program_reload_with_pinned_maps_privileged() {
     // the new programs serve a new connection too
     let (_s, _r, hello) = connect(&lab, "198.18.5.1:30080");
     assert!(hello.starts_with("pod 198.18.5.2:"), "{hello}");
+}
+
+#[test]
+fn nodeport_without_endpoints_refuses_tcp_and_udp_from_outside_privileged() {
+    need_root!("nodeport_without_endpoints_refuses_tcp_and_udp_from_outside_privileged");
+    let lab = lab("npreject");
+    let _p = programs(&lab, None, &mut IdAllocator::default());
+    let to: SocketAddr = "198.18.5.1:30082".parse().unwrap();
+    let tcp = run_in(&lab.out.path(), || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(3)).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(
+        tcp.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "as kube-proxy's REJECT: refused, not timed out"
+    );
+    let udp = run_in(&lab.out.path(), || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send(b"q").unwrap();
+        s.recv(&mut [0u8; 8]).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(
+        udp.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
 }

@@ -174,15 +174,17 @@ fn nodeport_cluster_policy_snats_towards_another_node_and_reverses_the_reply_pri
 }
 
 #[test]
-fn nodeport_without_a_usable_backend_drops_and_reports_privileged() {
-    need_root!("nodeport_without_a_usable_backend_drops_and_reports_privileged");
+fn nodeport_without_a_usable_backend_rejects_or_drops_and_reports_privileged() {
+    need_root!("nodeport_without_a_usable_backend_rejects_or_drops_and_reports_privileged");
     let n = node("npnone");
-    let empty = nodeport(
+    let empty = service(
         "empty",
+        weft_lb::ServiceType::NodePort,
         "10.96.0.13",
-        Protocol::TCP,
-        30083,
-        TrafficPolicy::Cluster,
+        &[
+            (Protocol::TCP, 80, Some(30083)),
+            (Protocol::UDP, 80, Some(30083)),
+        ],
     );
     // Local with endpoints only on another node: dropped from outside
     let elsewhere = nodeport(
@@ -197,23 +199,90 @@ fn nodeport_without_a_usable_backend_drops_and_reports_privileged() {
         &[("10.244.1.9", "node-b")],
         &[(Protocol::TCP, 8080)],
     )];
+    let empty6 = service(
+        "empty6",
+        weft_lb::ServiceType::NodePort,
+        "fd00:96::13",
+        &[(Protocol::UDP, 80, Some(30085))],
+    );
     install(
         &n.progs,
-        &[empty, elsewhere],
+        &[empty, elsewhere, empty6],
         &slices,
         Algorithm::Random,
         &mut IdAllocator::default(),
     );
-    for fe in ["198.18.0.1:30083", "198.18.0.1:30084"] {
-        let (v, s, d) = n.inbound("198.18.0.100:40000", fe, TCP);
-        assert_eq!(v, TCX_DROP, "{fe}");
-        assert_eq!((s, d), (sa("198.18.0.100:40000"), sa(fe)), "left as it was");
+    // no endpoint at all: kube-proxy's REJECT, an ICMP port unreachable
+    // sent back out of the device, for TCP and UDP alike
+    for proto in [TCP, UDP] {
+        let orig = packets::frame(
+            sa("198.18.0.100:40000"),
+            sa("198.18.0.1:30083"),
+            proto,
+            b"ping",
+        );
+        let (v, out) = n.run(NODEPORT_IN, &orig);
+        assert_eq!(v, TC_ACT_REDIRECT, "{proto}");
+        assert_eq!(out.len(), 14 + 20 + 8 + 28, "{proto}");
+        assert_eq!(
+            (&out[0..6], &out[6..12]),
+            (&orig[6..12], &orig[0..6]),
+            "MACs swapped"
+        );
+        assert_eq!(out[23], 1, "ICMP");
+        assert_eq!(
+            &out[26..30],
+            &[198, 18, 0, 1],
+            "from the address the client asked"
+        );
+        assert_eq!(&out[30..34], &[198, 18, 0, 100], "to the client");
+        assert!(packets::sum_ok(&out[14..34]), "IP header checksum");
+        assert_eq!((out[34], out[35]), (3, 3), "destination unreachable, port");
+        assert!(packets::sum_ok(&out[34..]), "ICMP checksum");
+        assert_eq!(
+            &out[42..70],
+            &orig[14..42],
+            "the offending header and 8 bytes"
+        );
     }
-    assert_eq!(n.stats().np_drop, 2);
+    // and over IPv6, an ICMPv6 port unreachable
+    let orig = packets::frame(
+        sa("[2001:2::100]:40000"),
+        sa("[2001:2::1]:30085"),
+        UDP,
+        b"ping",
+    );
+    let (v, out) = n.run(NODEPORT_IN, &orig);
+    assert_eq!(v, TC_ACT_REDIRECT);
+    assert_eq!(out.len(), 14 + 40 + 8 + 48);
+    assert_eq!((&out[0..6], &out[6..12]), (&orig[6..12], &orig[0..6]));
+    assert_eq!((out[20], out[21]), (58, 64), "ICMPv6, a fresh hop limit");
+    assert_eq!(
+        &out[22..38],
+        &orig[38..54],
+        "from the address the client asked"
+    );
+    assert_eq!(&out[38..54], &orig[22..38], "to the client");
+    assert_eq!((out[54], out[55]), (1, 4), "destination unreachable, port");
+    assert!(packets::icmp6_ok(&out), "ICMPv6 checksum");
+    assert_eq!(
+        &out[62..110],
+        &orig[14..62],
+        "the offending header and 8 bytes"
+    );
+    // none in this scope although the Service has some (Local): dropped
+    let (v, s, d) = n.inbound("198.18.0.100:40000", "198.18.0.1:30084", TCP);
+    assert_eq!(v, TCX_DROP);
+    assert_eq!(
+        (s, d),
+        (sa("198.18.0.100:40000"), sa("198.18.0.1:30084")),
+        "left as it was"
+    );
+    assert_eq!(n.stats().np_drop, 4);
     let drops = PerCpuArray::<u64>::new(n.progs.map("weft_drops").unwrap()).unwrap();
     assert_eq!(
         drops.sum(DROP_NO_BACKEND).unwrap(),
-        2,
+        4,
         "counted as no-backend drops"
     );
 }
@@ -503,8 +572,10 @@ fn translations_and_no_backend_drops_are_reported_as_flow_events_privileged() {
     );
     n.inbound("198.18.0.100:40000", "198.18.0.1:30100", TCP);
     n.inbound("198.18.0.100:40000", "198.18.0.1:30100", TCP); // known flow: no event
-    n.inbound("198.18.0.100:40001", "198.18.0.1:30101", TCP);
-    n.inbound("198.18.0.100:40001", "198.18.0.1:30101", TCP); // rate-limited drop
+                                                              // (answered with an ICMP error, see the test above)
+    let refused = packets::frame(sa("198.18.0.100:40001"), sa("198.18.0.1:30101"), TCP, b"x");
+    n.run(NODEPORT_IN, &refused);
+    n.run(NODEPORT_IN, &refused); // rate-limited drop
     let ev = flow_events(&n);
     assert_eq!(ev.len(), 2, "{ev:?}");
     let t = &ev[0];

@@ -92,6 +92,19 @@ mod tests {
     use weft_lb::{BackendState, Protocol};
 
     #[test]
+    fn both_tables_are_sendable_trait_objects() {
+        fn boxed<T: ServiceTable + Send + 'static>(t: T) -> Box<dyn ServiceTable + Send> {
+            Box::new(t)
+        }
+        let mut t = boxed(FakeServiceMaps::default());
+        t.set_node_addrs(&["10.0.0.1".parse().unwrap()]).unwrap();
+        assert!(t.read_back().unwrap().services.is_empty());
+        fn kernel_is_send<T: Send + Sync>() {}
+        kernel_is_send::<super::super::ServiceMaps>();
+        kernel_is_send::<super::super::ServicePrograms>();
+    }
+
+    #[test]
     fn failed_writes_change_nothing_and_reconcile_retries_them() {
         let mut desired = LbMaps::default();
         desired.backends.insert(

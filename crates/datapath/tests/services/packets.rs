@@ -120,3 +120,18 @@ pub fn checksums_ok(f: &[u8]) -> bool {
 pub fn sa(s: &str) -> SocketAddr {
     s.parse().expect("test socket address")
 }
+
+/// Whether the Internet checksum over `b` (its checksum field included)
+/// verifies.
+pub fn sum_ok(b: &[u8]) -> bool {
+    fold(sum16(b, 0)) == 0
+}
+
+/// Whether an Ethernet + IPv6 + ICMPv6 frame's ICMPv6 checksum verifies.
+pub fn icmp6_ok(f: &[u8]) -> bool {
+    let msg = &f[54..];
+    let mut pseudo = f[22..54].to_vec();
+    pseudo.extend((msg.len() as u32).to_be_bytes());
+    pseudo.extend([0, 0, 0, 58]);
+    fold(sum16(msg, sum16(&pseudo, 0))) == 0
+}

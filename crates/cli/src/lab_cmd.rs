@@ -178,6 +178,10 @@ pub enum LabCmd {
         send: String,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// UDP: each long-lived flow keeps this source port (and the next
+        /// ones), a new socket per exchange, like `nc -u -p PORT` in a loop.
+        #[arg(long)]
+        source_port: Option<u16>,
     },
 }
 
@@ -434,6 +438,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             persistent,
             send,
             timeout_ms,
+            source_port,
         } => {
             let lab = Lab::load(&name)?;
             let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
@@ -450,6 +455,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 persistent,
                 line: send,
                 timeout: Duration::from_millis(timeout_ms),
+                source_port,
             };
             let r = weft_lab::traffic::run(&from_ns, &spec)?;
             if fmt == Format::Json {

@@ -34,6 +34,11 @@ pub struct TrafficSpec {
     pub line: String,
     /// Bound of every connect, send and read.
     pub timeout: Duration,
+    /// UDP only: the long-lived flows are one source port each (this one,
+    /// then the next ones), a new socket per exchange, as upstream's
+    /// `nc -u -p PORT` loop: the flow (5-tuple) lives on, the socket does
+    /// not. `None`: each long-lived flow is one connected socket.
+    pub source_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -78,6 +83,19 @@ enum Conn {
 }
 
 impl Conn {
+    /// A UDP socket from `port`, connected to the target.
+    fn udp_from(spec: &TrafficSpec, port: u16) -> std::io::Result<Conn> {
+        let ip: std::net::IpAddr = if spec.to.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let s = UdpSocket::bind(SocketAddr::new(ip, port))?;
+        s.connect(spec.to)?;
+        s.set_read_timeout(Some(spec.timeout))?;
+        Ok(Conn::Udp(s))
+    }
+
     fn open(spec: &TrafficSpec) -> std::io::Result<Conn> {
         match spec.transport {
             Transport::Tcp => {
@@ -169,7 +187,24 @@ pub fn run_here(spec: &TrafficSpec) -> TrafficReport {
             }
             Err(e) => *r.failures.entry(classify(&e).describe()).or_default() += 1,
         }
-        for p in persistent.iter_mut() {
+        for (i, p) in persistent.iter_mut().enumerate() {
+            if let (Some(port), Transport::Udp) = (spec.source_port, spec.transport) {
+                // one flow, a fresh socket per exchange
+                let t = Instant::now();
+                let res = Conn::udp_from(spec, port.saturating_add(i as u16))
+                    .and_then(|mut c| c.exchange(&spec.line));
+                match res {
+                    Ok(a) => {
+                        rr_us.push(t.elapsed().as_micros() as u64);
+                        if p.last_answer.as_ref().is_some_and(|l| *l != a) {
+                            r.persistent_switched += 1;
+                        }
+                        p.last_answer = Some(a);
+                    }
+                    Err(_) => r.persistent_broken += 1,
+                }
+                continue;
+            }
             if p.conn.is_none() {
                 if let Ok(c) = Conn::open(spec) {
                     r.persistent_opened += 1;
@@ -250,6 +285,7 @@ mod tests {
             persistent: 2,
             line: "hostname".into(),
             timeout: Duration::from_secs(1),
+            source_port: None,
         };
         let r = run_here(&spec);
         assert!(r.ok > 3, "{r:?}");

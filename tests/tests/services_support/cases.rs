@@ -377,23 +377,49 @@ pub fn endpoints_scaled_under_load(c: &Cluster) {
 }
 
 /// conntrack.go "should be able to preserve UDP traffic when server pod
-/// cycles for a ClusterIP service": one UDP flow (one source port) keeps
-/// sending while its only backend is replaced; it reaches the new one.
+/// cycles for a ClusterIP service": one UDP flow (one source port, a new
+/// socket per datagram, as upstream's `nc -u -p PORT` loop) keeps sending
+/// while its only backend is replaced; it reaches the new one (kube-proxy
+/// must not leave a stale conntrack entry behind).
 pub fn udp_across_a_backend_restart(c: &Cluster) {
-    c.case("UDP flow across a backend restart");
-    c.run_pod("cycle-a", json!({"app": "cycle"}), Some(1));
-    c.wait_ready(&["cycle-a"]);
-    c.service("cycle", json!({"app": "cycle"}), json!({}));
-    let cip = c.cluster_ip("cycle");
-    c.wait_backends(CLIENT, &cip, 81, "udp", &["cycle-a"]);
-    let t = c.traffic(CLIENT, &cip, 81, "udp", 20.0, 1);
+    udp_cycle(c, "cycle", Some(23456));
+}
+
+/// The stricter form: one connected UDP socket for the whole run (a DNS
+/// client that keeps its socket). kube-proxy moves it (conntrack flushed);
+/// a socket-level load balancer translated its connect() once.
+pub fn udp_connected_socket_across_a_backend_restart(c: &Cluster) {
+    udp_cycle(c, "cyclesock", None);
+}
+
+fn udp_cycle(c: &Cluster, app: &str, source_port: Option<u16>) {
+    c.case(&format!(
+        "UDP flow across a backend restart ({})",
+        if source_port.is_some() {
+            "one source port"
+        } else {
+            "one connected socket"
+        }
+    ));
+    let (a, b) = (format!("{app}-a"), format!("{app}-b"));
+    c.run_pod(&a, json!({"app": app}), Some(1));
+    c.wait_ready(&[&a]);
+    c.service(app, json!({"app": app}), json!({}));
+    let cip = c.cluster_ip(app);
+    c.wait_backends(CLIENT, &cip, 81, "udp", &[&a]);
+    let port = source_port.map(|p| p.to_string());
+    let extra: Vec<&str> = match &port {
+        Some(p) => vec!["--source-port", p],
+        None => vec![],
+    };
+    let t = c.traffic_with(CLIENT, &cip, 81, "udp", 20.0, 1, &extra);
     std::thread::sleep(Duration::from_secs(2));
-    c.delete(&["pod", "cycle-a"]);
-    c.run_pod("cycle-b", json!({"app": "cycle"}), Some(2));
-    c.wait_ready(&["cycle-b"]);
+    c.delete(&["pod", &a]);
+    c.run_pod(&b, json!({"app": app}), Some(2));
+    c.wait_ready(&[&b]);
     let r = t.report();
     eprintln!("    {r:?}");
-    assert!(r.answers.contains_key("cycle-b"), "{:?}", r.answers);
+    assert!(r.answers.contains_key(&b), "{:?}", r.answers);
     assert!(
         r.persistent_switched >= 1,
         "the long-lived UDP flow reached the new backend: {r:?}"
@@ -512,6 +538,10 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
         (
             "udp_across_a_backend_restart",
             Box::new(|c| udp_across_a_backend_restart(c)),
+        ),
+        (
+            "udp_connected_socket_across_a_backend_restart",
+            Box::new(|c| udp_connected_socket_across_a_backend_restart(c)),
         ),
         (
             "weftd_restart_under_traffic",

@@ -301,6 +301,24 @@ impl Cluster {
         seconds: f64,
         persistent: usize,
     ) -> Traffic {
+        self.traffic_with(from, to, port, proto, seconds, persistent, &[])
+    }
+
+    /// [`Cluster::traffic`] with more `weft lab traffic` flags.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the traffic's flags, spelled out"
+    )]
+    pub fn traffic_with(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        proto: &str,
+        seconds: f64,
+        persistent: usize,
+        extra: &[&str],
+    ) -> Traffic {
         let child = Command::new(bin_dir().join("weft"))
             .args([
                 "lab",
@@ -322,6 +340,7 @@ impl Cluster {
                 "-o",
                 "json",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -59,6 +59,7 @@ pub struct Agent {
     kubernetes: crate::k8s::Link,
     flows: crate::flows::Link,
     policy: crate::policy::Link,
+    services: crate::services::Link,
 }
 
 impl Agent {
@@ -82,6 +83,7 @@ impl Agent {
             kubernetes: crate::k8s::Link::default(),
             flows: crate::flows::Link::default(),
             policy: crate::policy::Link::default(),
+            services: crate::services::Link::default(),
         }
     }
 
@@ -118,6 +120,10 @@ impl Agent {
     /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
+    }
+
+    pub fn services(&self) -> &crate::services::Link {
+        &self.services
     }
 
     /// Whether `host_ifname` waits in the teardown queue.

@@ -188,6 +188,21 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_BPF_PIN_DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
 
+    /// Service load balancing: `off` leaves Services to kube-proxy (weft's
+    /// programs stay correct under its NAT); `on` load-balances them in
+    /// eBPF (socket-level for pods and the node, tc for traffic from
+    /// outside) from the API's Services and EndpointSlices, with kube-proxy
+    /// absent. Needs the Kubernetes API.
+    #[arg(long, env = "WEFT_SERVICES", value_enum, default_value_t = ServicesMode::Off)]
+    pub services: ServicesMode,
+
+    /// The cgroup v2 directory socket-level load balancing attaches to
+    /// (with --services on): every process below it (pods, the node's own
+    /// clients) connects straight to a backend. Default: the unified
+    /// hierarchy's root, /sys/fs/cgroup.
+    #[arg(long, env = "WEFT_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Tests only: stop at this named step (see the `fault` module) so a
     /// test can kill weftd there. Never set in production.
     #[arg(long, hide = true)]
@@ -227,6 +242,12 @@ pub enum PolicyMode {
     Off,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServicesMode {
+    On,
+    Off,
+}
+
 impl PolicyMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -256,6 +277,13 @@ impl AgentConfig {
 
     pub fn gc_grace(&self) -> Duration {
         Duration::from_secs(self.gc_grace_seconds)
+    }
+
+    /// Where socket-level load balancing attaches.
+    pub fn cgroup_root(&self) -> PathBuf {
+        self.cgroup_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
     }
 
     pub fn node(&self) -> String {

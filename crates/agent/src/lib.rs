@@ -15,6 +15,8 @@
 //! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
+//! - [`services`]: Service load balancing (`--services on`): the API's
+//!   Services and EndpointSlices into the data path's service maps
 //! - [`startup`]: waiting for the datastore at start, the state directory's
 //!   permissions
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
@@ -38,6 +40,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod registry;
 pub mod server;
+pub mod services;
 pub mod startup;
 pub mod teardown;
 

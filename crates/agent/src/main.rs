@@ -54,6 +54,11 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     }
     // after the adapter: policy reads its view
     weft_agent::policy::start(cfg.policy, &agent)?;
+    weft_agent::services::start(
+        cfg,
+        &agent,
+        Box::new(weft_agent::services::kernel::open_with),
+    )?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

@@ -304,6 +304,7 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("POST", paths::POLICY_EXPLAIN) => {
             call(req, |r| crate::policy::explain(agent.policy(), &r))
         }
+        ("GET", paths::SERVICES) => reply(Ok(agent.services().view())),
         (_, path) => error_reply(
             404,
             CniError::new(
@@ -370,6 +371,8 @@ mod tests {
             paths::ENDPOINTS,
             paths::IPAM,
             paths::IPAM_CHECK,
+            paths::SERVICES,
+            paths::POLICY,
             "/metrics",
             "/v1/cni/add/",
         ] {

@@ -5,12 +5,13 @@
 pub mod flows;
 pub mod http;
 pub mod policy;
+pub mod services;
 pub mod stream;
 pub mod types;
 
 pub use flows::{Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, Verdict};
-
 pub use policy::*;
+pub use services::*;
 pub use types::*;
 
 /// Where weftd listens unless configured otherwise.
@@ -35,4 +36,6 @@ pub mod paths {
     pub const POLICY: &str = "/v1/policy";
     pub const POLICY_SHOW: &str = "/v1/policy/show";
     pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
+    /// `weft services`: what the Service load balancer holds.
+    pub const SERVICES: &str = "/v1/services";
 }

@@ -11,7 +11,7 @@ use crate::Format;
 
 /// Where benchmark reports go unless --out or WEFT_BENCH_DIR says otherwise:
 /// never into the checkout a benchmark is run from.
-const DEFAULT_OUT: &str = "/var/tmp/weft-bench";
+pub(crate) const DEFAULT_OUT: &str = "/var/tmp/weft-bench";
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -62,11 +62,20 @@ pub enum BenchCmd {
     /// Cluster IPAM under a burst: P pods over N nodes sharing a 3-member
     /// etcd, every ADD at once, with weftd's group commit on and off.
     Ipam(IpamArgs),
+    /// Service load balancing: weft against kube-proxy (iptables,
+    /// nftables) and dialing the backend directly, with N Services of E
+    /// endpoints in the API server: connect latency, TCP RR to a
+    /// ClusterIP, slice change to traffic, the proxy's CPU and RSS under
+    /// churn.
+    Services(crate::bench_services_cmd::ServicesArgs),
 }
 
 pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     if let BenchCmd::Ipam(args) = cmd {
         return run_ipam(args, fmt);
+    }
+    if let BenchCmd::Services(args) = cmd {
+        return crate::bench_services_cmd::run(args, fmt);
     }
     if let BenchCmd::Dataplane {
         rounds,
@@ -216,7 +225,7 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
 }
 
 /// Tells the person where the report and the chart went.
-fn announce(written: &[std::path::PathBuf]) {
+pub(crate) fn announce(written: &[std::path::PathBuf]) {
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!("wrote {}", names.join(", "));
 }

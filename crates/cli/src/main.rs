@@ -5,11 +5,13 @@
 #![warn(clippy::print_stdout)]
 
 mod bench_cmd;
+mod bench_services_cmd;
 mod install;
 mod lab_cmd;
 mod observe;
 mod output;
 mod policy_cmd;
+mod services_cmd;
 mod store_cmd;
 mod views;
 
@@ -58,6 +60,9 @@ enum Cmd {
     /// Flows: what the programs forwarded, dropped and translated, and why
     /// (every lab node's with --lab).
     Observe(observe::ObserveArgs),
+    /// Services as this node load-balances them (weftd --services on):
+    /// frontends, backends, state, affinity entries, counters.
+    Services,
     /// Addresses: pools, blocks, who holds what.
     Ipam {
         #[command(subcommand)]
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         }
         Cmd::Status => socket().and_then(|s| views::status(&s, view_fmt)),
         Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, view_fmt)),
+        Cmd::Services => socket().and_then(|s| services_cmd::run(&s, view_fmt)),
         Cmd::Ipam {
             command: IpamCmd::Show,
         } => socket().and_then(|s| views::ipam_show(&s, view_fmt)),

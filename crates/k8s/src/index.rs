@@ -407,6 +407,12 @@ impl View {
         self.lock().tables.services.values().cloned().collect()
     }
 
+    /// Every EndpointSlice with its labels (the Service load balancer reads
+    /// slices whole: headless labels, one slice's ports per backend).
+    pub fn endpoint_slices(&self) -> Vec<EndpointSliceInfo> {
+        self.lock().tables.slices.values().cloned().collect()
+    }
+
     /// Every backend of a Service, from all its EndpointSlices (an address
     /// in two slices, as during a slice handover, counts once).
     pub fn endpoints(&self, namespace: &str, service: &str) -> Vec<Endpoint> {

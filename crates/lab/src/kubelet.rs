@@ -124,7 +124,7 @@ pub fn find_pod(lab: &Lab, namespace: &str, name: &str) -> anyhow::Result<(NodeI
 }
 
 /// The node `spec` names: its full name (`lab-n2`) or the short one (`n2`).
-fn find_node(lab: &Lab, spec: &str) -> anyhow::Result<NodeInfo> {
+pub fn find_node(lab: &Lab, spec: &str) -> anyhow::Result<NodeInfo> {
     let full = format!("{}-{spec}", lab.name);
     lab.nodes()
         .into_iter()

@@ -601,6 +601,12 @@ impl Lab {
                 format!("{},{}", n.underlay_v4, n.underlay_v6),
             ]);
         }
+        if let Some(cg) = self.node_cgroup(i) {
+            args.extend(["--cgroup-root".into(), cg.to_string_lossy().into_owned()]);
+        }
+        if let Some(pins) = self.node_pin_dir(i) {
+            args.extend(["--bpf-pin-dir".into(), pins.to_string_lossy().into_owned()]);
+        }
         args.extend(self.weftd_args.iter().cloned());
         args
     }
@@ -1211,14 +1217,23 @@ fn nix_is_root() -> bool {
 
 /// Whether `pid` runs (a zombie waiting to be reaped does not count).
 pub fn pid_alive(pid: u32) -> bool {
-    // a zombie still has /proc/<pid>; look at its state
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    // a zombie still has /proc/<pid>; look at its state. A thread-group
+    // leader that exited is a zombie while its other threads still run (and
+    // hold its files, e.g. weftd's store lock): alive until they are gone.
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let zombie = field("State:").starts_with('Z');
+    let threads: u32 = field("Threads:").parse().unwrap_or(1);
+    !zombie || threads > 1
 }
 
 /// Ends a process this lab started, by its pid: TERM, then KILL after 5 s.

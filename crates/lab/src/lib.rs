@@ -17,12 +17,14 @@
 pub mod bench;
 pub mod bench_dataplane;
 pub mod bench_ipam;
+pub mod bench_services;
 mod cmd;
 pub mod conflist;
 pub mod kube;
 pub mod kubelet;
 mod lab;
 pub mod probe;
+pub mod traffic;
 
 pub use cmd::{cni_exec, ip, spawn_in_netns, CniOutcome};
 pub use lab::{

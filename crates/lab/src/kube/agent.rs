@@ -139,6 +139,10 @@ impl Lab {
         let kubeconfig = self.write_token_kubeconfig(WEFTD_KUBECONFIG, token.trim())?;
         self.weftd_args
             .extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+        if self.service_proxy() == super::ServiceProxy::Weft {
+            // each node's --cgroup-root comes with its own flags
+            self.weftd_args.extend(["--services".into(), "on".into()]);
+        }
         for i in 0..self.nodes().len() {
             self.stop_weftd_on(i)?;
             if let Err(e) = self.start_weftd_on(i) {

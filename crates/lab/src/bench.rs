@@ -409,7 +409,7 @@ fn op(
             Ok(out.elapsed)
         }
         Driver::KernelFloor(dp) => {
-            use weft_datapath::Datapath;
+            use weft_datapath::Links;
             let host = format!("wkf{tag}-{i}");
             let t = Instant::now();
             if cmd == "ADD" {

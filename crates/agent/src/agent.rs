@@ -645,18 +645,10 @@ pub(crate) fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
             format!("invalid CNI_CONTAINERID {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit", a.container_id),
         ));
     }
-    let n = &a.ifname;
-    let if_ok = !n.is_empty()
-        && n.len() <= 15
-        && n != "."
-        && n != ".."
-        && !n
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
-    if !if_ok {
+    if let Err(e) = weft_cni_spec::ifname::validate_ifname(&a.ifname) {
         return Err(CniError::new(
             codes::INVALID_ENV,
-            format!("invalid CNI_IFNAME {n:?}: 1-15 bytes, not '.' or '..', without '/', ':' or whitespace"),
+            format!("invalid CNI_IFNAME {:?}: {e}", a.ifname),
         ));
     }
     Ok(())

@@ -57,8 +57,9 @@ pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The MAC of every host-side veth (each veth is its own L2 segment).
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
-/// The longest interface name the kernel accepts (IFNAMSIZ - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+/// The longest interface name the kernel accepts (IFNAMSIZ - 1); the rule
+/// is `weft_cni_spec::ifname`'s, the one every crate checks names with.
+pub use weft_cni_spec::ifname::MAX_IFNAME_LEN;
 
 /// One pod interface to plumb.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,25 +126,12 @@ pub fn format_mac(mac: [u8; 6]) -> String {
     )
 }
 
-/// Checks that the kernel would accept `name` as an interface name.
+/// Checks that the kernel would accept `name` as an interface name
+/// (`weft_cni_spec::ifname`'s rule).
 pub fn validate_ifname(name: &str) -> Result<(), DatapathError> {
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.len() > MAX_IFNAME_LEN {
-        "longer than 15 bytes"
-    } else if name == "." || name == ".." {
-        "reserved"
-    } else if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-    {
-        "contains '/', ':', whitespace or nul"
-    } else {
-        return Ok(());
-    };
-    Err(DatapathError::InvalidName {
+    weft_cni_spec::ifname::validate_ifname(name).map_err(|e| DatapathError::InvalidName {
         name: name.to_string(),
-        reason,
+        reason: e.to_string(),
     })
 }
 

@@ -1276,11 +1276,7 @@ impl Lab {
             plugins.iter().collect()
         };
         let mut prev = prev_result.cloned();
-        let cni_path = format!(
-            "{}:{}",
-            self.bin_dir.display(),
-            crate::bench::REFERENCE_PLUGINS
-        );
+        let cni_path = format!("{}:{}", self.bin_dir.display(), crate::REFERENCE_PLUGINS);
         for plugin in order {
             let mut conf = plugin.clone();
             conf["name"] = conflist["name"].clone();
@@ -1308,7 +1304,7 @@ impl Lab {
             let binary = if kind == "weft-cni" {
                 self.cni_plugin()
             } else {
-                Path::new(crate::bench::REFERENCE_PLUGINS).join(&kind)
+                Path::new(crate::REFERENCE_PLUGINS).join(&kind)
             };
             let out = cni_exec(
                 &binary,

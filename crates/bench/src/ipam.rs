@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::bench::Stats;
-use crate::bench::{proc_cpu, rss_bytes, Machine};
-use crate::cmd::ip;
-use crate::lab::{Lab, LabSpec, ETCD_CLIENT_PORT};
+use weft_lab::{ip, Lab, LabSpec, ETCD_CLIENT_PORT};
+
+use crate::chart::{Bar, Chart, Panel, BLUE, LIGHT_GREY};
+use crate::report::{proc_cpu, rss_bytes, Machine, Stats};
 
 /// Namespaces made (and removed) at once around the burst: enough to keep
 /// it short, few enough not to flood the kernel's namespace locks.
@@ -872,8 +872,8 @@ pub fn render_table(r: &IpamBenchReport) -> String {
     out
 }
 
-/// Bar charts, group commit on and off side by side, as one SVG.
-pub fn render_svg(r: &IpamBenchReport) -> String {
+/// Five panels, group commit on and off side by side.
+pub fn chart(r: &IpamBenchReport) -> Chart {
     type Metric = fn(&IpamRun) -> f64;
     let panels: [(&str, Metric, &str); 5] = [
         ("burst wall time (s, lower is better)", |x| x.seconds, " s"),
@@ -898,47 +898,48 @@ pub fn render_svg(r: &IpamBenchReport) -> String {
             " MiB",
         ),
     ];
-    let (w, bar_h, left) = (780.0, 24.0, 190.0);
-    let panel_h = 40.0 + r.runs.len() as f64 * (bar_h + 4.0);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
-        panel_h * panels.len() as f64 + 40.0
-    );
-    svg.push_str(&format!(
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench ipam: {} pods, {} nodes x {} in flight, {}-member etcd ({} CPUs)</text>"#,
-        r.pods, r.nodes, r.concurrency_per_node, r.etcd_members, r.machine.cpus
-    ));
-    for (p, (title, value, unit)) in panels.iter().enumerate() {
-        let top = 40.0 + p as f64 * panel_h;
-        svg.push_str(&format!(
-            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
-            top + 14.0
-        ));
-        let max = r.runs.iter().map(value).fold(0.0, f64::max).max(1e-9);
-        for (i, x) in r.runs.iter().enumerate() {
-            let v = value(x);
-            let y = top + 24.0 + i as f64 * (bar_h + 4.0);
-            let len = (w - left - 90.0) * v / max;
-            let (label, color) = if x.batching {
-                ("group commit on", "#2a7ab0")
-            } else {
-                ("group commit off", "#b0b0b0")
-            };
-            svg.push_str(&format!(
-                r#"<text x="10" y="{}">{label}</text><rect x="{left}" y="{y}" width="{len:.1}" height="{bar_h}" fill="{color}"/><text x="{}" y="{}">{v:.2}{unit}</text>"#,
-                y + 16.0,
-                left + len + 6.0,
-                y + 16.0
-            ));
-        }
+    Chart {
+        title: format!(
+            "weft bench ipam: {} pods, {} nodes x {} in flight, {}-member etcd ({} CPUs)",
+            r.pods, r.nodes, r.concurrency_per_node, r.etcd_members, r.machine.cpus
+        ),
+        note: String::new(),
+        width: 780,
+        panels: panels
+            .iter()
+            .map(|(title, value, unit)| Panel {
+                title: title.to_string(),
+                unit: unit.to_string(),
+                bars: r
+                    .runs
+                    .iter()
+                    .map(|x| {
+                        let (label, color) = if x.batching {
+                            ("group commit on", BLUE)
+                        } else {
+                            ("group commit off", LIGHT_GREY)
+                        };
+                        Bar {
+                            label: label.into(),
+                            value: value(x),
+                            range: None,
+                            color,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// [`chart`] as SVG.
+pub fn render_svg(r: &IpamBenchReport) -> String {
+    chart(r).render_svg()
 }
 
 /// Writes `<out>/ipam-<time>.json`, `.svg` and (with rsvg-convert) `.png`.
 pub fn write_results(r: &IpamBenchReport, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    crate::bench::write_results("ipam", &r.machine, r, &render_svg(r), out)
+    crate::report::write_results("ipam", &r.machine, r, &render_svg(r), out)
 }
 
 #[cfg(test)]

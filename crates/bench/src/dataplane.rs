@@ -38,9 +38,10 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use weft_datapath::netns::{run_in, spawn_in};
 
-use crate::bench::Machine;
-use crate::cmd::ip;
-use crate::lab::{Lab, LabSpec};
+use weft_lab::{ip, Lab, LabSpec};
+
+use crate::chart::{Bar, Chart, Panel, BLUE, GREY, LIGHT_BLUE};
+use crate::report::Machine;
 
 /// The TCP port iperf3 servers listen on (each in its own namespace).
 const IPERF_PORT: u16 = 5201;
@@ -400,7 +401,7 @@ fn first_v4(ips: &[IpAddr]) -> anyhow::Result<IpAddr> {
 fn wait_reachable(client: &Path, server: &Path, addr: IpAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match crate::probe::tcp_check(client, server, addr, Duration::from_secs(1)) {
+        match weft_lab::probe::tcp_check(client, server, addr, Duration::from_secs(1)) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 return Err(e.context(format!("{addr} not reachable within 30 s")))
@@ -568,7 +569,7 @@ fn pin_this_thread(cpu: usize) -> bool {
 /// (p50, p99) in microseconds.
 fn rtt(client: &Path, server: &Path, addr: IpAddr, n: usize) -> anyhow::Result<(f64, f64)> {
     const WARMUP: usize = 200;
-    let listener: TcpListener = crate::probe::listen_in(server, addr)?;
+    let listener: TcpListener = weft_lab::probe::listen_in(server, addr)?;
     let to = listener.local_addr()?;
     let total = n + WARMUP;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -941,9 +942,9 @@ pub fn render_table(r: &DataplaneReport) -> String {
     out
 }
 
-/// Four bar charts (1 and 4 streams, rtt p50 and p99), bars at the median
-/// with a min–max whisker, as one SVG.
-pub fn render_svg(r: &DataplaneReport) -> String {
+/// Four panels (1 and 4 streams, rtt p50 and p99), bars at the median
+/// with a min–max whisker.
+pub fn chart(r: &DataplaneReport) -> Chart {
     type Metric = fn(&CaseResult) -> &Spread;
     let panels: [(&str, Metric, &str); 4] = [
         (
@@ -969,58 +970,46 @@ pub fn render_svg(r: &DataplaneReport) -> String {
     ];
     let color = |case: &str| {
         if case.starts_with("raw") {
-            "#9a9a9a"
+            GREY
         } else if case.contains("kpath") {
-            "#9cc3de"
+            LIGHT_BLUE
         } else {
-            "#2a7ab0"
+            BLUE
         }
     };
-    let (w, bar_h, left) = (840.0, 22.0, 150.0);
-    let panel_h = 40.0 + r.cases.len() as f64 * (bar_h + 4.0);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
-        panel_h * panels.len() as f64 + 60.0
-    );
-    svg.push_str(&format!(
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench dataplane: {} rounds, iperf3 -t {} s, {} round trips ({} CPUs, kernel {})</text><text x="10" y="38" fill="dimgray">bars: median over rounds; whiskers: min-max; grey: the kernel alone, blue: through weft, light blue: weft with --fastpath off</text>"#,
-        r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel
-    ));
-    for (p, (title, metric, unit)) in panels.iter().enumerate() {
-        let top = 56.0 + p as f64 * panel_h;
-        svg.push_str(&format!(
-            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
-            top + 14.0
-        ));
-        let max = r
-            .cases
+    Chart {
+        title: format!(
+            "weft bench dataplane: {} rounds, iperf3 -t {} s, {} round trips ({} CPUs, kernel {})",
+            r.rounds, r.seconds, r.echoes, r.machine.cpus, r.machine.kernel
+        ),
+        note: "bars: median over rounds; whiskers: min-max; grey: the kernel alone, blue: through weft, light blue: weft with --fastpath off".into(),
+        width: 840,
+        panels: panels
             .iter()
-            .map(|c| metric(c).max)
-            .filter(|v| v.is_finite())
-            .fold(0.0, f64::max)
-            .max(1e-9);
-        let scale = (w - left - 110.0) / max;
-        for (i, c) in r.cases.iter().enumerate() {
-            let s = metric(c);
-            let y = top + 24.0 + i as f64 * (bar_h + 4.0);
-            let len = (s.median * scale).max(0.0);
-            let (lo, hi) = (s.min * scale + left, s.max * scale + left);
-            svg.push_str(&format!(
-                r#"<text x="10" y="{}">{}</text><rect x="{left}" y="{y}" width="{len:.1}" height="{bar_h}" fill="{}"/><line x1="{lo:.1}" x2="{hi:.1}" y1="{m:.1}" y2="{m:.1}" stroke="black"/><line x1="{lo:.1}" x2="{lo:.1}" y1="{a:.1}" y2="{b:.1}" stroke="black"/><line x1="{hi:.1}" x2="{hi:.1}" y1="{a:.1}" y2="{b:.1}" stroke="black"/><text x="{}" y="{}">{:.2}{unit}</text>"#,
-                y + 15.0,
-                c.case,
-                color(&c.case),
-                hi.max(left + len) + 6.0,
-                y + 15.0,
-                s.median,
-                m = y + bar_h / 2.0,
-                a = y + 6.0,
-                b = y + bar_h - 6.0,
-            ));
-        }
+            .map(|(title, metric, unit)| Panel {
+                title: title.to_string(),
+                unit: unit.to_string(),
+                bars: r
+                    .cases
+                    .iter()
+                    .map(|c| {
+                        let s = metric(c);
+                        Bar {
+                            label: c.case.clone(),
+                            value: s.median,
+                            range: Some((s.min, s.max)),
+                            color: color(&c.case),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// [`chart`] as SVG.
+pub fn render_svg(r: &DataplaneReport) -> String {
+    chart(r).render_svg()
 }
 
 #[cfg(test)]

@@ -488,7 +488,11 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Ends a process this lab started, by its pid: TERM, then KILL after 5 s.
 /// Only when its program is `binary` and its command line mentions `marker`
-/// (the lab's directory): never a process that reused the pid.
+/// (the lab's directory): never a process that reused the pid. Returns once
+/// the process is reaped (at most 5 s after it ended): a thread group's
+/// leader shows as a zombie while its other threads still run and hold its
+/// files, the store's lock among them, so a restart right after a stop that
+/// returned at "zombie" could find the lock still taken.
 pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
     let ours = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
@@ -501,7 +505,8 @@ pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
             program_ok && args.any(|a| String::from_utf8_lossy(a).contains(marker))
         })
         .unwrap_or(false);
-    if !ours || !pid_alive(pid) {
+    let start = start_time(pid);
+    if !ours || !pid_alive(pid) || start.is_none() {
         return;
     }
     for (signal, patience) in [
@@ -517,9 +522,23 @@ pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !pid_alive(pid) {
-            return;
+            break;
         }
     }
+    // until reaped (or the pid belongs to another process): whoever started
+    // it reaps it (the lab's reaper thread, or init once that process ended)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while start_time(pid) == start && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// When `pid` started (clock ticks since boot, field 22 of its stat): tells
+/// a process from a later one that reused its pid. `None` when there is none.
+fn start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the comm: state is field 0 of the rest, starttime field 19
+    s.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -125,3 +125,39 @@ fn underlay_addresses_follow_the_node_index() {
     );
     assert_eq!(etcd_address(2), "198.18.0.4".parse::<IpAddr>().unwrap());
 }
+
+#[test]
+fn stopping_a_process_waits_until_it_is_reaped() {
+    let marker = format!("weft-lab-stop-test-{}", std::process::id());
+    // a loop of short sleeps: the shell is what gets the signal, and the
+    // sleep it leaves behind ends within 0.1 s
+    let mut child = Command::new("sh")
+        .args(["-c", "while :; do sleep 0.1; done", &marker])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(start_time(pid).is_some());
+    // the parent reaps late: the process stays a zombie for 300 ms
+    let reaper = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while pid_alive(pid) && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        child.wait().unwrap()
+    });
+    stop_pid(pid, "sh", &marker);
+    let gone = !Path::new(&format!("/proc/{pid}")).exists()
+        || start_time(pid).is_none()
+        || reaper.is_finished();
+    let status = reaper.join().unwrap();
+    assert!(!status.success(), "ended by a signal");
+    assert!(gone, "stop_pid returned before the process was reaped");
+    // another pid, or not ours: left alone and no wait
+    let t0 = Instant::now();
+    stop_pid(pid, "sh", &marker);
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+

@@ -538,7 +538,12 @@ pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
 fn start_time(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // after the comm: state is field 0 of the rest, starttime field 19
-    s.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -160,4 +160,3 @@ fn stopping_a_process_waits_until_it_is_reaped() {
     stop_pid(pid, "sh", &marker);
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
-

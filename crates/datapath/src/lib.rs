@@ -24,15 +24,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 mod error;
-mod fake;
 pub mod fastpath;
 mod linux;
 pub mod nat;
 pub mod netns;
 mod nlsock;
+mod recording;
 pub mod routing;
-pub mod seams;
 pub mod sysctl;
+
+/// The kernel seams by concern and their umbrella, [`Datapath`].
+pub mod seams;
 
 /// The eBPF loader lives in its own crate; re-exported so callers keep
 /// `weft_datapath::bpf::*`.
@@ -42,11 +44,11 @@ pub use weft_bpf as bpf;
 pub use weft_netlink as netlink;
 
 pub use error::DatapathError;
-pub use fake::{
-    Call, FakeFastPath, FakeLinks, FakeNode, FakePeers, ModelRoute, Op, Recorder, RecordingDatapath,
-};
 pub use fastpath::{FastEndpoint, FastPathStats};
 pub use linux::LinuxDatapath;
+pub use recording::{
+    Call, FakeFastPath, FakeLinks, FakeNode, FakePeers, ModelRoute, Op, Recorder, RecordingDatapath,
+};
 pub use routing::{OverlaySetup, PeerNode, RoutingMode, SyncReport};
 pub use seams::{Datapath, FastPathControl, Links, NodeNet, Peers};
 

@@ -2,7 +2,7 @@
 //! the umbrella the agent holds.
 //!
 //! Each concern has its Linux implementation in `linux/<concern>.rs` and its
-//! fake in `fake/<concern>.rs`. A new kernel concern (policy maps, Service
+//! fake in `recording/<concern>.rs`. A new kernel concern (policy maps, Service
 //! maps, the flow reader) gets a trait of its own beside these, in its own
 //! module, rather than more methods here. Callers holding a `dyn Datapath` or
 //! a `D: Datapath` call every method without importing the concern traits; a

@@ -14,17 +14,17 @@ use crate::{
     RoutingMode,
 };
 
+mod composed;
 mod fast;
 mod links;
 mod node;
 mod peers;
-mod recording;
 
+pub use composed::RecordingDatapath;
 pub use fast::FakeFastPath;
 pub use links::FakeLinks;
 pub use node::FakeNode;
 pub use peers::{FakePeers, ModelRoute};
-pub use recording::RecordingDatapath;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -139,6 +139,14 @@ fn stopping_a_process_waits_until_it_is_reaped() {
         .unwrap();
     let pid = child.id();
     assert!(start_time(pid).is_some());
+    // the kernel sets the new command line a moment after spawn returns
+    let t0 = Instant::now();
+    while !fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // the parent reaps late: the process stays a zombie for 300 ms
     let reaper = std::thread::spawn(move || {
         let t0 = Instant::now();
@@ -146,6 +154,8 @@ fn stopping_a_process_waits_until_it_is_reaped() {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(300));
+        // never left behind, even if stop_pid failed to end it
+        let _ = child.kill();
         child.wait().unwrap()
     });
     stop_pid(pid, "sh", &marker);

@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use weft_api::{Attachment, EndpointInfo};
+use weft_api::Attachment;
 use weft_store::{Store, StoreError};
+
+use crate::endpoint::Endpoint;
 
 const PREFIX: &str = "/weft/endpoints/v1/";
 
@@ -27,7 +29,7 @@ fn key(a: &Attachment) -> String {
 #[derive(Serialize, Deserialize)]
 struct Record {
     #[serde(flatten)]
-    ep: EndpointInfo,
+    ep: Endpoint,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleting: bool,
     /// The endpoint's number (what the policy maps are keyed by): given at
@@ -39,9 +41,9 @@ struct Record {
 #[derive(Default)]
 struct Tables {
     /// Endpoints in service: what views, CHECK and reconciliation see.
-    live: BTreeMap<Attachment, EndpointInfo>,
+    live: BTreeMap<Attachment, Endpoint>,
     /// Endpoints whose DEL has begun and not yet finished.
-    deleting: BTreeMap<Attachment, EndpointInfo>,
+    deleting: BTreeMap<Attachment, Endpoint>,
     /// Every endpoint's id, live or being deleted.
     ids: BTreeMap<Attachment, u32>,
 }
@@ -130,18 +132,18 @@ impl Endpoints {
     }
 
     /// The live endpoint of `a` (not one being deleted).
-    pub fn get(&self, a: &Attachment) -> Option<EndpointInfo> {
+    pub fn get(&self, a: &Attachment) -> Option<Endpoint> {
         self.lock().live.get(a).cloned()
     }
 
     /// Every live endpoint.
-    pub fn list(&self) -> Vec<EndpointInfo> {
+    pub fn list(&self) -> Vec<Endpoint> {
         self.lock().live.values().cloned().collect()
     }
 
     /// Endpoints whose DEL began and has not finished (the interface may
     /// still exist, the addresses may still be held).
-    pub fn deleting(&self) -> Vec<EndpointInfo> {
+    pub fn deleting(&self) -> Vec<Endpoint> {
         self.lock().deleting.values().cloned().collect()
     }
 
@@ -155,7 +157,7 @@ impl Endpoints {
 
     /// Records `ep` durably as live (replacing any record of the same
     /// attachment, also one being deleted).
-    pub fn put(&self, ep: EndpointInfo) -> Result<(), EndpointError> {
+    pub fn put(&self, ep: Endpoint) -> Result<(), EndpointError> {
         let id = {
             let mut t = self.lock();
             match t.ids.get(&ep.attachment) {
@@ -183,7 +185,7 @@ impl Endpoints {
     /// service; returns it. An endpoint already being deleted is returned
     /// as it is (a DEL repeated after a failure goes on where it stopped);
     /// `None` when there is neither.
-    pub fn begin_delete(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+    pub fn begin_delete(&self, a: &Attachment) -> Result<Option<Endpoint>, EndpointError> {
         let (live, deleting) = {
             let t = self.lock();
             (t.live.get(a).cloned(), t.deleting.get(a).cloned())
@@ -204,7 +206,7 @@ impl Endpoints {
     }
 
     /// Forgets the endpoint durably, live or being deleted; absent is fine.
-    pub fn remove(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+    pub fn remove(&self, a: &Attachment) -> Result<Option<Endpoint>, EndpointError> {
         let _ = self.store.delete(&key(a), None)?;
         let mut t = self.lock();
         let deleting = t.deleting.remove(a);
@@ -238,8 +240,8 @@ mod tests {
     use weft_api::PodRef;
     use weft_store::embedded::EmbeddedStore;
 
-    fn ep(cid: &str) -> EndpointInfo {
-        EndpointInfo {
+    fn ep(cid: &str) -> Endpoint {
+        Endpoint {
             attachment: Attachment {
                 container_id: cid.into(),
                 ifname: "eth0".into(),
@@ -248,7 +250,7 @@ mod tests {
             network: "n".into(),
             netns: "/run/netns/x".into(),
             host_ifname: format!("weft{cid}"),
-            mac: "0a:58:00:00:00:01".into(),
+            mac: [0x0a, 0x58, 0, 0, 0, 1],
             mtu: 1500,
             ips: vec!["10.0.0.1/32".parse().unwrap()],
             created_at: 1,

@@ -14,13 +14,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use weft_api::{
-    Attachment, DelRequest, EndpointInfo, EndpointView, KubernetesStatus, PodMeta, WatchStatus,
-};
+use weft_api::{Attachment, DelRequest, EndpointView, KubernetesStatus, PodMeta, WatchStatus};
 use weft_k8s::{Adapter, AdapterConfig, Kind, PodPresence, Source, View};
 
 use crate::agent::{unix_now, Agent};
 use crate::config::{AgentConfig, KubernetesMode};
+use crate::endpoint::Endpoint;
 
 /// The service account token a pod gets; its presence (with
 /// KUBERNETES_SERVICE_HOST) is what `--kubernetes auto` takes for "in a pod".
@@ -161,9 +160,10 @@ pub fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
 
 /// Joins endpoints with what the API says of their pods. A pod the API
 /// does not show (yet), or shows with another UID, gets no metadata.
-pub fn annotate(eps: Vec<EndpointInfo>, view: Option<&View>) -> Vec<EndpointView> {
-    eps.into_iter()
-        .map(|mut endpoint| {
+pub fn annotate(eps: Vec<Endpoint>, view: Option<&View>) -> Vec<EndpointView> {
+    eps.iter()
+        .map(|ep| {
+            let mut endpoint = ep.info();
             let w = view
                 .filter(|_| !endpoint.pod.namespace.is_empty() && !endpoint.pod.name.is_empty())
                 .and_then(|v| v.workload(&endpoint.pod.namespace, &endpoint.pod.name))
@@ -207,12 +207,12 @@ pub struct GoneTracker {
 impl GoneTracker {
     pub fn candidates(
         &mut self,
-        eps: &[EndpointInfo],
+        eps: &[Endpoint],
         api_uid: impl Fn(&str, &str) -> Option<String>,
         now: Instant,
         now_unix: u64,
         grace: Duration,
-    ) -> Vec<EndpointInfo> {
+    ) -> Vec<Endpoint> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for ep in eps {

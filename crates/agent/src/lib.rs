@@ -3,6 +3,8 @@
 //!
 //! - [`admission`]: who may hold a connection, body bytes or a lane slot
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
+//! - [`endpoint`]: the agent's endpoint record (the API's `EndpointInfo` at
+//!   the edge)
 //! - [`endpoints`]: the persisted endpoint table (a DEL marks its record
 //!   deleting before it gives anything up)
 //! - [`fault`]: test-only fault points (`--fault-point`)
@@ -26,6 +28,7 @@
 pub mod admission;
 pub mod agent;
 pub mod config;
+pub mod endpoint;
 pub mod endpoints;
 pub mod fastpath;
 mod fastpath_state;

@@ -179,7 +179,7 @@ impl ClusterView {
                 name: n.name.clone(),
                 underlay_v4: n.underlay_v4,
                 underlay_v6: n.underlay_v6,
-                vtep_mac: n.vtep_mac.as_deref().and_then(crate::agent::parse_mac),
+                vtep_mac: n.vtep_mac.as_deref().and_then(crate::endpoint::parse_mac),
                 blocks: self
                     .blocks
                     .iter()

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use weft_lab::bench::{self, BenchSpec};
+use weft_bench::cni::{self as bench, BenchSpec};
+use weft_bench::report;
 
 use crate::output::{out, outln};
 use crate::Format;
@@ -85,7 +86,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         bin_dir,
     } = cmd
     {
-        let spec = weft_lab::bench_dataplane::DataplaneSpec {
+        let spec = weft_bench::dataplane::DataplaneSpec {
             name: format!("wdp{}", std::process::id()),
             bin_dir: match bin_dir {
                 Some(d) => d,
@@ -121,7 +122,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         rounds,
     };
     let report = bench::run(&spec, &mut |m| eprintln!("{m}"))?;
-    let written = bench::write_results(
+    let written = report::write_results(
         "cni",
         &report.machine,
         &report,
@@ -138,13 +139,13 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
 }
 
 fn run_dataplane(
-    spec: &weft_lab::bench_dataplane::DataplaneSpec,
+    spec: &weft_bench::dataplane::DataplaneSpec,
     out: &std::path::Path,
     fmt: Format,
 ) -> anyhow::Result<ExitCode> {
-    use weft_lab::bench_dataplane as dp;
+    use weft_bench::dataplane as dp;
     let report = dp::run(spec, &mut |m| eprintln!("{m}"))?;
-    let written = bench::write_results(
+    let written = report::write_results(
         "dataplane",
         &report.machine,
         &report,
@@ -191,7 +192,7 @@ pub struct IpamArgs {
 }
 
 fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
-    use weft_lab::bench_ipam as bi;
+    use weft_bench::ipam as bi;
     let spec = bi::IpamBenchSpec {
         name: format!("wbi{}", std::process::id()),
         bin_dir: match a.bin_dir {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weft_lab::bench_services::{self as bs, BenchProxy};
+use weft_bench::services::{self as bs, BenchProxy};
 
 use crate::bench_cmd::{announce, DEFAULT_OUT};
 use crate::output::{out, outln};
@@ -70,7 +70,7 @@ pub fn run(a: ServicesArgs, fmt: Format) -> anyhow::Result<ExitCode> {
         proxies,
     };
     let report = bs::run(&spec, &mut |m| eprintln!("{m}"))?;
-    let written = weft_lab::bench::write_results(
+    let written = weft_bench::report::write_results(
         "services",
         &report.machine,
         &report,

@@ -220,11 +220,7 @@ pub fn kubelet_args(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result<Ve
         "--cni-conf-dir".into(),
         s(&cni_conf_dir(node)),
         "--cni-bin-dir".into(),
-        format!(
-            "{}:{}",
-            lab.bin_dir.display(),
-            crate::bench::REFERENCE_PLUGINS
-        ),
+        format!("{}:{}", lab.bin_dir.display(), crate::REFERENCE_PLUGINS),
     ])
 }
 

@@ -16,7 +16,7 @@ mod views;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use weft_api::EndpointInfo;
+use crate::endpoint::Endpoint;
 use weft_k8s::{Kind, View};
 use weft_policy::EndpointRef;
 use weft_store::Store;
@@ -77,7 +77,7 @@ impl Link {
     /// CNI ADD's last step: the new endpoint's policy state goes into the
     /// maps before the ADD returns (its pod's compiled state, or the
     /// fail-closed one when the pod is not known within [`ADMIT_WAIT`]).
-    pub fn admit(&self, agent: &Agent, ep: &EndpointInfo) -> Result<(), String> {
+    pub fn admit(&self, agent: &Agent, ep: &Endpoint) -> Result<(), String> {
         let Some(run) = self.running() else {
             return Ok(());
         };

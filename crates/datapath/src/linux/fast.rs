@@ -9,7 +9,8 @@ use crate::error::DatapathError;
 use crate::fastpath::{self, FastPath};
 use crate::netlink::{self as nl, Request};
 use crate::{
-    validate_ifname, Datapath, FastEndpoint, FastPathReport, FastPathSetup, FastPathStats,
+    validate_ifname, FastEndpoint, FastPathControl, FastPathReport, FastPathSetup, FastPathStats,
+    Links,
 };
 
 impl LinuxDatapath {
@@ -175,5 +176,31 @@ impl LinuxDatapath {
 
     pub(super) fn fast_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
         self.fast().as_ref().map(|fp| fp.stats()).transpose()
+    }
+}
+
+impl FastPathControl for LinuxDatapath {
+    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
+        self.fast_start(setup)
+    }
+
+    fn fastpath_stop(
+        &self,
+        prefix: &str,
+        remote_device: Option<&str>,
+    ) -> Result<usize, DatapathError> {
+        self.fast_stop(prefix, remote_device)
+    }
+
+    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError> {
+        self.fast_sync(endpoints)
+    }
+
+    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError> {
+        self.fast_forget(ips)
+    }
+
+    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
+        self.fast_stats()
     }
 }

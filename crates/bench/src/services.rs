@@ -23,10 +23,10 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::bench::Machine;
-use crate::kube::{KubeSpec, ProxyMode, ServiceProxy};
-use crate::lab::{Lab, LabSpec};
-use crate::traffic::TrafficReport;
+use crate::report::Machine;
+use weft_lab::kube::{KubeSpec, ProxyMode, ServiceProxy};
+use weft_lab::traffic::TrafficReport;
+use weft_lab::{Lab, LabSpec};
 
 const NS: &str = "bench";
 

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::cmd::{cni_exec, ip};
-use crate::lab::{Lab, LabSpec};
+use weft_lab::{cni_exec, ip, Lab, LabSpec};
 
-/// Where Debian's containernetworking-plugins put the reference plugins.
-pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+use crate::chart::{Bar, Chart, Panel, AMBER, BLUE, DARK_BLUE, GREY, LIGHT_GREY};
+use crate::report::{cpu_seconds, rss_bytes, Machine, Stats};
+
+/// Where the reference plugins are (the lab uses them too).
+pub use weft_lab::REFERENCE_PLUGINS;
 
 #[derive(Debug, Clone)]
 pub struct BenchSpec {
@@ -38,38 +40,6 @@ pub struct BenchSpec {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub n: usize,
-    pub min_ms: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Stats {
-    pub fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let q = |p: f64| {
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-            ms(samples[i])
-        };
-        Stats {
-            n: samples.len(),
-            min_ms: q(0.0),
-            p50_ms: q(0.5),
-            p90_ms: q(0.9),
-            p99_ms: q(0.99),
-            max_ms: q(1.0),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct PluginResult {
     pub plugin: String,
     pub add: Stats,
@@ -81,64 +51,6 @@ pub struct PluginResult {
     pub agent_rss_bytes: Option<u64>,
     /// weftd only: CPU seconds weftd spent over this plugin's whole run.
     pub agent_cpu_seconds: Option<f64>,
-}
-
-/// When a benchmark ran and on what: every report carries it, because a
-/// figure means little without the machine it came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub when_unix: u64,
-    pub kernel: String,
-    pub cpus: usize,
-}
-
-impl Machine {
-    pub fn now() -> Machine {
-        Machine {
-            when_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        }
-    }
-}
-
-/// Writes a report as `<out>/<kind>-<time>.json` and its chart as `.svg`,
-/// and as `.png` where rsvg-convert is installed; returns the paths written.
-pub fn write_results<R: Serialize>(
-    kind: &str,
-    machine: &Machine,
-    report: &R,
-    svg: &str,
-    out: &Path,
-) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let stem = out.join(format!("{kind}-{}", machine.when_unix));
-    let json = stem.with_extension("json");
-    std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
-    let svg_path = stem.with_extension("svg");
-    std::fs::write(&svg_path, svg)?;
-    let mut written = vec![json, svg_path.clone()];
-    let png = stem.with_extension("png");
-    let png_ok = std::process::Command::new("rsvg-convert")
-        .arg("-o")
-        .arg(&png)
-        .arg(&svg_path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if png_ok {
-        written.push(png);
-    }
-    Ok(written)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -409,7 +321,7 @@ fn op(
             Ok(out.elapsed)
         }
         Driver::KernelFloor(dp) => {
-            use weft_datapath::Datapath;
+            use weft_datapath::Links;
             let host = format!("wkf{tag}-{i}");
             let t = Instant::now();
             if cmd == "ADD" {
@@ -494,44 +406,6 @@ fn burst(
     Ok((seconds, rss))
 }
 
-/// Resident memory (VmRSS) of `pid`, bytes.
-pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// utime + stime of `pid`, seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    proc_cpu(&format!("/proc/{pid}/stat"), false)
-}
-
-/// utime + stime (and, with `children`, cutime + cstime) of a
-/// `/proc/<pid>/stat`, seconds (clock ticks are 100 Hz on Linux x86_64).
-pub(crate) fn proc_cpu(path: &str, children: bool) -> Option<f64> {
-    let s = std::fs::read_to_string(path).ok()?;
-    // after the comm: state is field 0, utime 11, stime 12, cutime 13, cstime 14
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if f.len() < 4 {
-        return None;
-    }
-    let ticks = f[0] + f[1] + if children { f[2] + f[3] } else { 0.0 };
-    Some(ticks / 100.0)
-}
-
 /// The report as a table with ratios to the first row (bridge + host-local).
 pub fn render_table(r: &BenchReport) -> String {
     let base = &r.results[0];
@@ -582,8 +456,8 @@ pub fn render_table(r: &BenchReport) -> String {
     out
 }
 
-/// Three bar charts (ADD p50, DEL p50, burst pods/s) as one SVG.
-pub fn render_svg(r: &BenchReport) -> String {
+/// Three panels (ADD p50, DEL p50, burst pods/s), one bar per plugin.
+pub fn chart(r: &BenchReport) -> Chart {
     type Metric = fn(&PluginResult) -> f64;
     let panels: [(&str, Metric, &str); 3] = [
         (
@@ -602,38 +476,36 @@ pub fn render_svg(r: &BenchReport) -> String {
             "/s",
         ),
     ];
-    let colors = ["#8c8c8c", "#b0b0b0", "#2a7ab0", "#1b4f72", "#d4a017"];
-    let (w, bar_h, left) = (780.0, 24.0, 190.0);
-    let panel_h = 40.0 + r.results.len() as f64 * (bar_h + 4.0);
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>"#,
-        panel_h * 3.0 + 40.0
-    );
-    svg.push_str(&format!(
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">weft bench cni: {} pods sequential, burst {} x{} ({} CPUs)</text>"#,
-        r.pods, r.burst, r.concurrency, r.machine.cpus
-    ));
-    for (p, (title, value, unit)) in panels.iter().enumerate() {
-        let top = 40.0 + p as f64 * panel_h;
-        svg.push_str(&format!(
-            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
-            top + 14.0
-        ));
-        let max = r.results.iter().map(value).fold(0.0, f64::max).max(1e-9);
-        for (i, x) in r.results.iter().enumerate() {
-            let v = value(x);
-            let y = top + 24.0 + i as f64 * (bar_h + 4.0);
-            let len = (w - left - 90.0) * v / max;
-            svg.push_str(&format!(
-                r#"<text x="10" y="{}">{}</text><rect x="{left}" y="{y}" width="{len:.1}" height="{bar_h}" fill="{}"/><text x="{}" y="{}">{v:.2}{unit}</text>"#,
-                y + 16.0,
-                x.plugin,
-                colors[i % colors.len()],
-                left + len + 6.0,
-                y + 16.0
-            ));
-        }
+    let colors = [GREY, LIGHT_GREY, BLUE, DARK_BLUE, AMBER];
+    Chart {
+        title: format!(
+            "weft bench cni: {} pods sequential, burst {} x{} ({} CPUs)",
+            r.pods, r.burst, r.concurrency, r.machine.cpus
+        ),
+        note: String::new(),
+        width: 780,
+        panels: panels
+            .iter()
+            .map(|(title, value, unit)| Panel {
+                title: title.to_string(),
+                unit: unit.to_string(),
+                bars: r
+                    .results
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| Bar {
+                        label: x.plugin.clone(),
+                        value: value(x),
+                        range: None,
+                        color: colors[i % colors.len()],
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
-    svg.push_str("</svg>\n");
-    svg
+}
+
+/// [`chart`] as SVG.
+pub fn render_svg(r: &BenchReport) -> String {
+    chart(r).render_svg()
 }

@@ -238,7 +238,10 @@ fn main() {
     }
     for s in &structs {
         let rust = camel(&s.c_name);
-        writeln!(rs, "\n/// `struct {}` ({} bytes).\n#[repr(C)]\n#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]\npub struct {rust} {{", s.c_name, s.size).unwrap();
+        // std derives Default only for arrays of up to 32 elements
+        let big = s.fields.iter().any(|f| f.len.is_some_and(|n| n > 32));
+        let default = if big { "" } else { ", Default" };
+        writeln!(rs, "\n/// `struct {}` ({} bytes).\n#[repr(C)]\n#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord{default})]\npub struct {rust} {{", s.c_name, s.size).unwrap();
         for f in &s.fields {
             if !f.doc.is_empty() {
                 writeln!(rs, "    /// {}", f.doc).unwrap();
@@ -261,6 +264,17 @@ fn main() {
             let _ = f.size;
         }
         writeln!(rs, "}}\n// SAFETY: repr(C), integer fields only, and build.rs refused implicit padding.\nunsafe impl weft_bpf::Pod for {rust} {{}}").unwrap();
+        if big {
+            let zeros: Vec<String> = s
+                .fields
+                .iter()
+                .map(|f| match f.len {
+                    Some(n) => format!("{}: [0; {n}]", ident(&f.name)),
+                    None => format!("{}: 0", ident(&f.name)),
+                })
+                .collect();
+            writeln!(rs, "impl Default for {rust} {{\n    fn default() -> Self {{\n        {rust} {{ {} }}\n    }}\n}}", zeros.join(", ")).unwrap();
+        }
         layout.push((
             format!("{} size", s.c_name),
             format!("std::mem::size_of::<{rust}>() as i64"),

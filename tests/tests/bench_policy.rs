@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use weft_lab::bench_policy::{render_svg, render_table, run, PolicyBenchSpec};
+use weft_bench::policy::{render_svg, render_table, run, PolicyBenchSpec};
 
 #[test]
 fn bench_policy_runs_every_case_and_cleans_up_privileged() {

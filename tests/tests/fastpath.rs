@@ -373,3 +373,49 @@ fn fast_path_carries_cross_node_traffic_privileged() {
         );
     }
 }
+
+/// A node's own traffic to a pod on another node (kubelet probes, hostNetwork
+/// pods) goes through conntrack on both nodes: were the SYN delivered by the
+/// fast path past the receiving node's conntrack, the pod's reply would look
+/// like a new flow from a pod to outside the pools and be masqueraded, and
+/// the client, seeing it come from the node's address, would reset it.
+#[test]
+fn a_node_reaches_pods_on_other_nodes_with_the_fast_path_on_privileged() {
+    if !root_or_skip("a_node_reaches_pods_on_other_nodes_with_the_fast_path_on_privileged") {
+        return;
+    }
+    for routing in ["overlay", "native"] {
+        let mut lab = lab("fph", |s| {
+            s.nodes = 2;
+            s.etcd_members = 1;
+            s.routing = routing.into();
+        });
+        let a = lab.add_pod_on("a", 0).unwrap();
+        let b = lab.add_pod_on("b", 1).unwrap();
+        let node0 = lab.node(0).unwrap().netns.clone();
+        let sockets: Vec<PathBuf> = lab.nodes().iter().map(|n| n.socket.clone()).collect();
+        for s in &sockets {
+            wait_fast(s, 2);
+        }
+        for ip_b in [v4(&b.ips), v6(&b.ips)] {
+            // the pod sees the node's own address (no NAT on the way in),
+            // and the connection carries data both ways after the handshake
+            let seen = weft_lab::probe::tcp_peer(&node0, &b.netns, ip_b, T)
+                .unwrap_or_else(|e| panic!("{routing}: node 0 → b {ip_b}: {e:#}"));
+            assert!(
+                !b.ips.contains(&seen) && !a.ips.contains(&seen),
+                "{routing}: b saw {seen}, not node 0's address"
+            );
+            let took = blast(&node0, &b.netns, ip_b, 1 << 20);
+            assert!(took < Duration::from_secs(20), "{routing}: {took:?}");
+        }
+        // and pods keep the fast path between nodes
+        let before = status_at(&sockets[1]);
+        weft_lab::probe::tcp_check(&a.netns, &b.netns, v4(&b.ips), T)
+            .unwrap_or_else(|e| panic!("{routing}: a → b: {e:#}"));
+        assert!(
+            counter(&status_at(&sockets[1]), "local") > counter(&before, "local"),
+            "{routing}: pod traffic from the other node left the fast path"
+        );
+    }
+}

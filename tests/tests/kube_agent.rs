@@ -299,7 +299,7 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
         synced.elapsed()
     );
     let k = status(&lab).kubernetes.unwrap();
-    assert_eq!(k.watches.len(), 6);
+    assert_eq!(k.watches.len(), 7, "the six kinds and ClusterNetworkPolicy");
     for w in &k.watches {
         assert!(w.synced && w.healthy && w.last_error.is_none(), "{w:?}");
     }

@@ -10,8 +10,12 @@
 //!   shared by every connection; when it runs out, the oldest readers holding
 //!   bytes are cut. Bodies in memory never exceed the budget, by construction.
 //! - A fully read request runs in its *lane*: CNI verbs and everything else
-//!   (views, metrics, flows) have separate bounded pools, so no amount of other
-//!   traffic takes a CNI slot. Running requests are never cut.
+//!   (views) have separate bounded pools, so no amount of other traffic takes
+//!   a CNI slot. Running requests are never cut.
+//! - Streams (`weft observe`) have a third bounded lane: a stream runs as long
+//!   as its observer reads, so it must never sit in a lane that serves
+//!   anything else. Its body is decoded before it runs, so a running stream
+//!   gives its bytes back to the budget.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +30,7 @@ pub trait Cut {
 pub enum Lane {
     Cni,
     Other,
+    Stream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,7 @@ pub struct Limits {
     pub body_budget: usize,
     pub cni_lane: usize,
     pub other_lane: usize,
+    pub stream_lane: usize,
 }
 
 /// Why a connection cannot go on.
@@ -61,6 +67,7 @@ struct State<C> {
     reserved: usize,
     busy_cni: usize,
     busy_other: usize,
+    busy_stream: usize,
 }
 
 pub struct Admission<C> {
@@ -85,6 +92,7 @@ impl<C: Cut> Admission<C> {
                 reserved: 0,
                 busy_cni: 0,
                 busy_other: 0,
+                busy_stream: 0,
             }),
         })
     }
@@ -119,6 +127,11 @@ impl<C: Cut> Admission<C> {
     pub fn usage(&self) -> (usize, usize, usize, usize) {
         let st = self.lock();
         (st.reading.len(), st.reserved, st.busy_cni, st.busy_other)
+    }
+
+    /// Streams being served.
+    pub fn streams(&self) -> usize {
+        self.lock().busy_stream
     }
 }
 
@@ -165,6 +178,7 @@ impl<C: Cut> Ticket<C> {
         let (busy, cap) = match lane {
             Lane::Cni => (st.busy_cni, adm.limits.cni_lane),
             Lane::Other => (st.busy_other, adm.limits.other_lane),
+            Lane::Stream => (st.busy_stream, adm.limits.stream_lane),
         };
         if busy >= cap {
             return Err(Refused::LaneFull);
@@ -172,11 +186,22 @@ impl<C: Cut> Ticket<C> {
         let Some(me) = st.reading.remove(&self.id) else {
             return Err(Refused::Cut);
         };
-        match lane {
-            Lane::Cni => st.busy_cni += 1,
-            Lane::Other => st.busy_other += 1,
-        }
-        st.running.insert(self.id, (lane, me.reserved));
+        let held = match lane {
+            Lane::Cni => {
+                st.busy_cni += 1;
+                me.reserved
+            }
+            Lane::Other => {
+                st.busy_other += 1;
+                me.reserved
+            }
+            Lane::Stream => {
+                st.busy_stream += 1;
+                st.reserved -= me.reserved;
+                0
+            }
+        };
+        st.running.insert(self.id, (lane, held));
         Ok(())
     }
 }
@@ -192,6 +217,7 @@ impl<C: Cut> Drop for Ticket<C> {
             match lane {
                 Lane::Cni => st.busy_cni -= 1,
                 Lane::Other => st.busy_other -= 1,
+                Lane::Stream => st.busy_stream -= 1,
             }
         }
     }
@@ -221,6 +247,7 @@ mod tests {
             body_budget: 100,
             cni_lane: 2,
             other_lane: 1,
+            stream_lane: 2,
         }
     }
 
@@ -288,5 +315,29 @@ mod tests {
         let third = adm.admit(Fake::default());
         assert_eq!(third.run(Lane::Cni), Err(Refused::LaneFull));
         assert_eq!(adm.usage().2, 2);
+    }
+
+    #[test]
+    fn streams_have_their_own_lane_and_hold_no_budget() {
+        let adm = Admission::new(limits());
+        let streams: Vec<_> = (0..3).map(|_| adm.admit(Fake::default())).collect();
+        for t in &streams {
+            t.reserve(30).unwrap();
+        }
+        assert_eq!(streams[0].run(Lane::Stream), Ok(()));
+        assert_eq!(streams[1].run(Lane::Stream), Ok(()));
+        assert_eq!(streams[2].run(Lane::Stream), Err(Refused::LaneFull));
+        assert_eq!(adm.streams(), 2);
+        // the running streams gave their bytes back; CNI and views still run
+        assert_eq!(adm.usage().1, 30);
+        let cni = adm.admit(Fake::default());
+        cni.reserve(60).unwrap();
+        assert_eq!(cni.run(Lane::Cni), Ok(()));
+        let view = adm.admit(Fake::default());
+        assert_eq!(view.run(Lane::Other), Ok(()));
+        drop(streams);
+        assert_eq!(adm.streams(), 0);
+        drop((cni, view));
+        assert_eq!(adm.usage(), (0, 0, 0, 0));
     }
 }

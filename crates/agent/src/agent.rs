@@ -11,13 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use weft_api::{
     AddRequest, AgentStatus, AllocationView, Attachment, BlockView, CheckRequest, DelRequest,
-    EndpointInfo, IpamCheckReport, IpamView, PoolUsage, StatusRequest,
+    IpamCheckReport, IpamView, PoolUsage, StatusRequest,
 };
 use weft_cni_spec::{codes, CniError, Interface, IpConfig, NeutralResult, Route};
 use weft_datapath::{format_mac, Datapath, DatapathError, PodLink, GATEWAY_V4, GATEWAY_V6};
 use weft_ipam::{AllocRequest, AllocationAttrs, Ipam, IpamError};
 use weft_store::StoreError;
 
+use crate::endpoint::Endpoint;
 use crate::endpoints::{EndpointError, Endpoints};
 use crate::fastpath_state::FastPathState;
 use crate::fault;
@@ -57,6 +58,9 @@ pub struct Agent {
     spool_replayed: Mutex<usize>,
     fastpath: FastPathState,
     kubernetes: crate::k8s::Link,
+    flows: crate::flows::Link,
+    policy: crate::policy::Link,
+    services: crate::services::Link,
 }
 
 impl Agent {
@@ -78,6 +82,9 @@ impl Agent {
             spool_replayed: Mutex::new(0),
             fastpath: FastPathState::default(),
             kubernetes: crate::k8s::Link::default(),
+            flows: crate::flows::Link::default(),
+            policy: crate::policy::Link::default(),
+            services: crate::services::Link::default(),
         }
     }
 
@@ -101,9 +108,23 @@ impl Agent {
         &self.fastpath
     }
 
+    /// Flow observation (`weft observe`), once started.
+    pub fn flows(&self) -> &crate::flows::Link {
+        &self.flows
+    }
+
+    /// NetworkPolicy enforcement (see policy/), once started.
+    pub fn policy(&self) -> &crate::policy::Link {
+        &self.policy
+    }
+
     /// The Kubernetes adapter, when weftd runs with one (see k8s.rs).
     pub fn kubernetes(&self) -> &crate::k8s::Link {
         &self.kubernetes
+    }
+
+    pub fn services(&self) -> &crate::services::Link {
+        &self.services
     }
 
     /// Whether `host_ifname` waits in the teardown queue.
@@ -246,13 +267,13 @@ impl Agent {
             IpAddr::V6(v6) => Some(v6),
             IpAddr::V4(_) => None,
         });
-        let ep = EndpointInfo {
+        let ep = Endpoint {
             attachment: req.attachment.clone(),
             pod: req.pod.clone(),
             network: req.network.clone(),
             netns: req.netns.clone(),
             host_ifname: host,
-            mac: format_mac(created.pod_mac),
+            mac: created.pod_mac,
             mtu,
             ips: allocated.iter().map(|a| IpNet::from(a.addr)).collect(),
             created_at: unix_now(),
@@ -290,6 +311,16 @@ impl Agent {
                 self.rollback(&attrs);
                 return Err(endpoint_error(e));
             }
+        }
+        // no open window: the pod's policy state is in the maps before the
+        // runtime learns the pod is wired (policy/mod.rs)
+        if let Err(msg) = self.policy.admit(self, &ep) {
+            if let Err(re) = self.endpoints.remove(&req.attachment) {
+                tracing::warn!(error = %re, "could not forget the endpoint of a failed ADD; reconciliation will");
+            }
+            self.teardown.schedule(ep.host_ifname.clone(), None);
+            self.rollback(&attrs);
+            return Err(CniError::new(codes::DATAPATH_FAILURE, msg));
         }
         tracing::info!(container = %req.attachment.container_id, ifname = %req.attachment.ifname,
             pod = %format!("{}/{}", req.pod.namespace, req.pod.name), ips = ?ep.ips, "added");
@@ -386,10 +417,9 @@ impl Agent {
                 ));
             }
         }
-        let mac = parse_mac(&ep.mac).unwrap_or([0; 6]);
         problems.extend(
             self.datapath
-                .check(&link_of(&ep), mac)
+                .check(&link_of(&ep), ep.mac)
                 .map_err(datapath_error)?,
         );
         if problems.is_empty() {
@@ -536,7 +566,7 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 
 /// The result weft reports for an endpoint: the host veth, the pod interface,
 /// one address per family with the link-local gateway, default routes.
-pub fn result_of(ep: &EndpointInfo) -> NeutralResult {
+pub fn result_of(ep: &Endpoint) -> NeutralResult {
     let interfaces = vec![
         Interface {
             name: ep.host_ifname.clone(),
@@ -546,7 +576,7 @@ pub fn result_of(ep: &EndpointInfo) -> NeutralResult {
         },
         Interface {
             name: ep.attachment.ifname.clone(),
-            mac: ep.mac.clone(),
+            mac: format_mac(ep.mac),
             mtu: Some(ep.mtu),
             sandbox: Some(ep.netns.clone()),
         },
@@ -579,7 +609,7 @@ pub fn result_of(ep: &EndpointInfo) -> NeutralResult {
     }
 }
 
-pub(crate) fn link_of(ep: &EndpointInfo) -> PodLink {
+pub(crate) fn link_of(ep: &Endpoint) -> PodLink {
     PodLink {
         netns: ep.netns.clone().into(),
         ifname: ep.attachment.ifname.clone(),
@@ -605,22 +635,13 @@ fn alloc_attrs(req: &AddRequest) -> AllocationAttrs {
     }
 }
 
-pub(crate) fn alloc_attrs_of(ep: &EndpointInfo) -> AllocationAttrs {
+pub(crate) fn alloc_attrs_of(ep: &Endpoint) -> AllocationAttrs {
     AllocationAttrs {
         container_id: ep.attachment.container_id.clone(),
         ifname: ep.attachment.ifname.clone(),
         pod_namespace: ep.pod.namespace.clone(),
         pod_name: ep.pod.name.clone(),
     }
-}
-
-pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for byte in &mut out {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// At most one static address per family: a pod gets one of each. The shim
@@ -654,18 +675,10 @@ pub(crate) fn validate_attachment(a: &Attachment) -> Result<(), CniError> {
             format!("invalid CNI_CONTAINERID {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit", a.container_id),
         ));
     }
-    let n = &a.ifname;
-    let if_ok = !n.is_empty()
-        && n.len() <= 15
-        && n != "."
-        && n != ".."
-        && !n
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
-    if !if_ok {
+    if let Err(e) = weft_cni_spec::ifname::validate_ifname(&a.ifname) {
         return Err(CniError::new(
             codes::INVALID_ENV,
-            format!("invalid CNI_IFNAME {n:?}: 1-15 bytes, not '.' or '..', without '/', ':' or whitespace"),
+            format!("invalid CNI_IFNAME {:?}: {e}", a.ifname),
         ));
     }
     Ok(())

@@ -72,20 +72,30 @@ pub struct AgentConfig {
     pub underlay_iface: Option<String>,
 
     /// Where cluster state (IPAM, node registry) lives: `embedded` (one node,
-    /// a file in --state-dir) or `etcd` (a cluster; see --etcd-endpoints).
+    /// a file in --state-dir), `etcd` (a cluster; see --etcd-endpoints) or
+    /// `kubernetes` (a cluster, in the API server: a WeftStore object, with
+    /// the kubeconfig or in-cluster config of --kubeconfig).
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
+
+    /// The WeftStore object holding the store (with --store kubernetes).
+    #[arg(long, env = "WEFT_KUBE_STORE", default_value = "weft")]
+    pub kube_store: String,
+
+    /// The namespace of the store's Leases (with --store kubernetes).
+    #[arg(long, env = "WEFT_KUBE_STORE_NAMESPACE", default_value = "weft-system")]
+    pub kube_store_namespace: String,
 
     /// etcd client URLs, comma-separated (with --store etcd).
     #[arg(long, env = "WEFT_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
 
-    /// How other nodes' pod blocks are reached (with --store etcd).
+    /// How other nodes' pod blocks are reached (with --store etcd or kubernetes).
     #[arg(long, value_enum, default_value_t = Routing::Overlay)]
     pub routing: Routing,
 
     /// This node's underlay addresses, as other nodes reach it (repeat for
-    /// IPv4 and IPv6). Required with --store etcd.
+    /// IPv4 and IPv6). Required with --store etcd or kubernetes.
     #[arg(long = "node-ip", value_delimiter = ',')]
     pub node_ips: Vec<std::net::IpAddr>,
 
@@ -134,6 +144,13 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_KUBERNETES", value_enum, default_value_t = KubernetesMode::Auto)]
     pub kubernetes: KubernetesMode,
 
+    /// Enforce Kubernetes NetworkPolicy in the eBPF data path: `auto` when
+    /// the Kubernetes adapter runs and the kernel can load the policy
+    /// programs (else off, with a warning), `on` refuses to start without
+    /// them, `off` never.
+    #[arg(long, env = "WEFT_POLICY", value_enum, default_value_t = PolicyMode::Auto)]
+    pub policy: PolicyMode,
+
     /// kubeconfig to reach the API server with; in a pod the service
     /// account's in-cluster config is used without it.
     #[arg(long, env = "WEFT_KUBECONFIG")]
@@ -149,11 +166,42 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
 
+    /// Address to serve Prometheus metrics on (`/metrics`), e.g. the node's
+    /// own address and port 9964; none by default. The metrics name pods and
+    /// addresses: bind the node address or loopback, never a public one.
+    #[arg(long, env = "WEFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Flows kept for `weft observe` (136 bytes each, pods' names and
+    /// labels shared); 0 turns flow observation off.
+    #[arg(long, default_value_t = crate::flows::DEFAULT_CAPACITY)]
+    pub flow_buffer: usize,
+
+    /// Tests only: report every TCP/UDP packet pods send through a test
+    /// program on their host veths, instead of the programs' own flows.
+    #[arg(long, hide = true)]
+    pub flow_selftest: bool,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
     #[arg(long, env = "WEFT_BPF_PIN_DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
+
+    /// Service load balancing: `off` leaves Services to kube-proxy (weft's
+    /// programs stay correct under its NAT); `on` load-balances them in
+    /// eBPF (socket-level for pods and the node, tc for traffic from
+    /// outside) from the API's Services and EndpointSlices, with kube-proxy
+    /// absent. Needs the Kubernetes API.
+    #[arg(long, env = "WEFT_SERVICES", value_enum, default_value_t = ServicesMode::Off)]
+    pub services: ServicesMode,
+
+    /// The cgroup v2 directory socket-level load balancing attaches to
+    /// (with --services on): every process below it (pods, the node's own
+    /// clients) connects straight to a backend. Default: the unified
+    /// hierarchy's root, /sys/fs/cgroup.
+    #[arg(long, env = "WEFT_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
 
     /// Tests only: stop at this named step (see the `fault` module) so a
     /// test can kill weftd there. Never set in production.
@@ -169,6 +217,7 @@ pub struct AgentConfig {
 pub enum StoreKind {
     Embedded,
     Etcd,
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,6 +233,29 @@ pub enum FastPathMode {
     Auto,
     On,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServicesMode {
+    On,
+    Off,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Auto => "auto",
+            PolicyMode::On => "on",
+            PolicyMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,6 +277,13 @@ impl AgentConfig {
 
     pub fn gc_grace(&self) -> Duration {
         Duration::from_secs(self.gc_grace_seconds)
+    }
+
+    /// Where socket-level load balancing attaches.
+    pub fn cgroup_root(&self) -> PathBuf {
+        self.cgroup_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"))
     }
 
     pub fn node(&self) -> String {

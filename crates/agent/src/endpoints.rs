@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use weft_api::{Attachment, EndpointInfo};
+use weft_api::Attachment;
 use weft_store::{Store, StoreError};
+
+use crate::endpoint::Endpoint;
 
 const PREFIX: &str = "/weft/endpoints/v1/";
 
@@ -21,22 +23,37 @@ fn key(a: &Attachment) -> String {
     format!("{PREFIX}{}/{}", a.container_id, a.ifname)
 }
 
-/// The stored form: the endpoint, and whether a DEL has begun on it. Records
-/// written before `deleting` existed read as live.
+/// The stored form: the endpoint, whether a DEL has begun on it, and its
+/// numeric id. Records written before `deleting` existed read as live;
+/// records written before `id` existed get one at load.
 #[derive(Serialize, Deserialize)]
 struct Record {
     #[serde(flatten)]
-    ep: EndpointInfo,
+    ep: Endpoint,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleting: bool,
+    /// The endpoint's number (what the policy maps are keyed by): given at
+    /// the first ADD, kept until the record is forgotten, never 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
 }
 
 #[derive(Default)]
 struct Tables {
     /// Endpoints in service: what views, CHECK and reconciliation see.
-    live: BTreeMap<Attachment, EndpointInfo>,
+    live: BTreeMap<Attachment, Endpoint>,
     /// Endpoints whose DEL has begun and not yet finished.
-    deleting: BTreeMap<Attachment, EndpointInfo>,
+    deleting: BTreeMap<Attachment, Endpoint>,
+    /// Every endpoint's id, live or being deleted.
+    ids: BTreeMap<Attachment, u32>,
+}
+
+impl Tables {
+    /// The next id: above every id in use (ids are not reused while
+    /// weftd runs; after a restart only the live ones are kept).
+    fn next_id(&self) -> u32 {
+        self.ids.values().max().map_or(1, |m| m.saturating_add(1))
+    }
 }
 
 /// The endpoint table: an in-memory copy of what the store holds, written
@@ -61,13 +78,21 @@ impl Endpoints {
         let listing = store.list(PREFIX)?;
         let mut tables = Tables::default();
         let mut bad = Vec::new();
+        let mut without_id = Vec::new();
         for kv in listing.kvs {
             match serde_json::from_slice::<Record>(&kv.value) {
-                Ok(r) if r.deleting => {
-                    tables.deleting.insert(r.ep.attachment.clone(), r.ep);
-                }
                 Ok(r) => {
-                    tables.live.insert(r.ep.attachment.clone(), r.ep);
+                    match r.id {
+                        Some(id) => {
+                            tables.ids.insert(r.ep.attachment.clone(), id);
+                        }
+                        None => without_id.push(r.ep.attachment.clone()),
+                    }
+                    if r.deleting {
+                        tables.deleting.insert(r.ep.attachment.clone(), r.ep);
+                    } else {
+                        tables.live.insert(r.ep.attachment.clone(), r.ep);
+                    }
                 }
                 Err(e) => bad.push(EndpointError::Corrupt {
                     key: kv.key,
@@ -75,28 +100,50 @@ impl Endpoints {
                 }),
             }
         }
-        Ok((
-            Endpoints {
-                store,
-                tables: Mutex::new(tables),
-            },
-            bad,
-        ))
+        for a in &without_id {
+            let id = tables.next_id();
+            tables.ids.insert(a.clone(), id);
+        }
+        let eps = Endpoints {
+            store,
+            tables: Mutex::new(tables),
+        };
+        // older records get their id written now, so it survives restarts
+        for a in without_id {
+            let (ep, deleting) = {
+                let t = eps.lock();
+                match (t.live.get(&a), t.deleting.get(&a)) {
+                    (Some(ep), _) => (ep.clone(), false),
+                    (None, Some(ep)) => (ep.clone(), true),
+                    (None, None) => continue,
+                }
+            };
+            let id = eps.id_of(&a);
+            if let Err(e) = eps.write(&Record { ep, deleting, id }) {
+                bad.push(e);
+            }
+        }
+        Ok((eps, bad))
+    }
+
+    /// The endpoint's numeric id (live or being deleted).
+    pub fn id_of(&self, a: &Attachment) -> Option<u32> {
+        self.lock().ids.get(a).copied()
     }
 
     /// The live endpoint of `a` (not one being deleted).
-    pub fn get(&self, a: &Attachment) -> Option<EndpointInfo> {
+    pub fn get(&self, a: &Attachment) -> Option<Endpoint> {
         self.lock().live.get(a).cloned()
     }
 
     /// Every live endpoint.
-    pub fn list(&self) -> Vec<EndpointInfo> {
+    pub fn list(&self) -> Vec<Endpoint> {
         self.lock().live.values().cloned().collect()
     }
 
     /// Endpoints whose DEL began and has not finished (the interface may
     /// still exist, the addresses may still be held).
-    pub fn deleting(&self) -> Vec<EndpointInfo> {
+    pub fn deleting(&self) -> Vec<Endpoint> {
         self.lock().deleting.values().cloned().collect()
     }
 
@@ -110,10 +157,23 @@ impl Endpoints {
 
     /// Records `ep` durably as live (replacing any record of the same
     /// attachment, also one being deleted).
-    pub fn put(&self, ep: EndpointInfo) -> Result<(), EndpointError> {
+    pub fn put(&self, ep: Endpoint) -> Result<(), EndpointError> {
+        let id = {
+            let mut t = self.lock();
+            match t.ids.get(&ep.attachment) {
+                Some(id) => *id,
+                None => {
+                    // taken now, so two ADDs at once never share one
+                    let id = t.next_id();
+                    t.ids.insert(ep.attachment.clone(), id);
+                    id
+                }
+            }
+        };
         self.write(&Record {
             ep: ep.clone(),
             deleting: false,
+            id: Some(id),
         })?;
         let mut t = self.lock();
         t.deleting.remove(&ep.attachment);
@@ -125,7 +185,7 @@ impl Endpoints {
     /// service; returns it. An endpoint already being deleted is returned
     /// as it is (a DEL repeated after a failure goes on where it stopped);
     /// `None` when there is neither.
-    pub fn begin_delete(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+    pub fn begin_delete(&self, a: &Attachment) -> Result<Option<Endpoint>, EndpointError> {
         let (live, deleting) = {
             let t = self.lock();
             (t.live.get(a).cloned(), t.deleting.get(a).cloned())
@@ -133,9 +193,11 @@ impl Endpoints {
         let Some(ep) = live else {
             return Ok(deleting);
         };
+        let id = self.id_of(a);
         self.write(&Record {
             ep: ep.clone(),
             deleting: true,
+            id,
         })?;
         let mut t = self.lock();
         t.live.remove(a);
@@ -144,10 +206,11 @@ impl Endpoints {
     }
 
     /// Forgets the endpoint durably, live or being deleted; absent is fine.
-    pub fn remove(&self, a: &Attachment) -> Result<Option<EndpointInfo>, EndpointError> {
+    pub fn remove(&self, a: &Attachment) -> Result<Option<Endpoint>, EndpointError> {
         let _ = self.store.delete(&key(a), None)?;
         let mut t = self.lock();
         let deleting = t.deleting.remove(a);
+        t.ids.remove(a);
         Ok(t.live.remove(a).or(deleting))
     }
 
@@ -177,8 +240,8 @@ mod tests {
     use weft_api::PodRef;
     use weft_store::embedded::EmbeddedStore;
 
-    fn ep(cid: &str) -> EndpointInfo {
-        EndpointInfo {
+    fn ep(cid: &str) -> Endpoint {
+        Endpoint {
             attachment: Attachment {
                 container_id: cid.into(),
                 ifname: "eth0".into(),
@@ -187,7 +250,7 @@ mod tests {
             network: "n".into(),
             netns: "/run/netns/x".into(),
             host_ifname: format!("weft{cid}"),
-            mac: "0a:58:00:00:00:01".into(),
+            mac: [0x0a, 0x58, 0, 0, 0, 1],
             mtu: 1500,
             ips: vec!["10.0.0.1/32".parse().unwrap()],
             created_at: 1,
@@ -230,5 +293,39 @@ mod tests {
         assert!(bad.is_empty());
         assert_eq!(eps.list(), vec![ep("a")]);
         assert!(eps.deleting().is_empty());
+    }
+
+    #[test]
+    fn ids_are_unique_kept_across_reloads_and_given_to_old_records() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let old = serde_json::to_vec(&ep("old")).unwrap();
+        store
+            .create(&key(&ep("old").attachment), &old, None)
+            .unwrap()
+            .unwrap();
+        let (eps, _) = Endpoints::load(store.clone()).unwrap();
+        let old_id = eps
+            .id_of(&ep("old").attachment)
+            .expect("an old record gets an id");
+        eps.put(ep("a")).unwrap();
+        eps.put(ep("b")).unwrap();
+        let a = eps.id_of(&ep("a").attachment).unwrap();
+        let b = eps.id_of(&ep("b").attachment).unwrap();
+        assert!(old_id != a && a != b && old_id != b && a > 0);
+        // a repeated ADD of the same attachment keeps its id
+        eps.put(ep("a")).unwrap();
+        assert_eq!(eps.id_of(&ep("a").attachment), Some(a));
+        eps.begin_delete(&ep("b").attachment).unwrap();
+        assert_eq!(
+            eps.id_of(&ep("b").attachment),
+            Some(b),
+            "kept while deleting"
+        );
+        let (again, _) = Endpoints::load(store).unwrap();
+        assert_eq!(again.id_of(&ep("old").attachment), Some(old_id));
+        assert_eq!(again.id_of(&ep("a").attachment), Some(a));
+        assert_eq!(again.id_of(&ep("b").attachment), Some(b));
+        again.remove(&ep("b").attachment).unwrap();
+        assert_eq!(again.id_of(&ep("b").attachment), None);
     }
 }

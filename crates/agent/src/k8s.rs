@@ -14,13 +14,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use weft_api::{
-    Attachment, DelRequest, EndpointInfo, EndpointView, KubernetesStatus, PodMeta, WatchStatus,
-};
+use weft_api::{Attachment, DelRequest, EndpointView, KubernetesStatus, PodMeta, WatchStatus};
 use weft_k8s::{Adapter, AdapterConfig, Kind, PodPresence, Source, View};
 
 use crate::agent::{unix_now, Agent};
 use crate::config::{AgentConfig, KubernetesMode};
+use crate::endpoint::Endpoint;
 
 /// The service account token a pod gets; its presence (with
 /// KUBERNETES_SERVICE_HOST) is what `--kubernetes auto` takes for "in a pod".
@@ -114,6 +113,16 @@ pub fn source(cfg: &AgentConfig) -> Option<Source> {
     }
 }
 
+/// Where `--store kubernetes` finds the API server: the adapter's source,
+/// or, with the adapter off, the same inference as kubectl's.
+pub fn store_source(cfg: &AgentConfig) -> Source {
+    match (&cfg.kubeconfig, source(cfg)) {
+        (Some(path), _) => Source::Kubeconfig(path.clone()),
+        (None, Some(s)) => s,
+        (None, None) => Source::Infer,
+    }
+}
+
 /// Starts the adapter and the clean-up of pods gone without a DEL. Returns
 /// at once: the API server may be away, and the watches wait for it.
 pub fn start(cfg: &AgentConfig, agent: &Arc<Agent>) -> anyhow::Result<()> {
@@ -126,6 +135,8 @@ pub fn start(cfg: &AgentConfig, agent: &Arc<Agent>) -> anyhow::Result<()> {
         source: source.clone(),
         node: node.clone(),
         max_backoff: MAX_BACKOFF,
+        // NetworkPolicy needs every pod (peers' identities, the ipcache)
+        all_pods: cfg.policy != crate::config::PolicyMode::Off,
     })
     .context("starting the Kubernetes adapter")?;
     tracing::info!(source = ?source, %node, "Kubernetes adapter started; watching this node's pods, namespaces, network policies, services and endpoint slices");
@@ -149,9 +160,10 @@ pub fn endpoint_views(agent: &Agent) -> Vec<EndpointView> {
 
 /// Joins endpoints with what the API says of their pods. A pod the API
 /// does not show (yet), or shows with another UID, gets no metadata.
-pub fn annotate(eps: Vec<EndpointInfo>, view: Option<&View>) -> Vec<EndpointView> {
-    eps.into_iter()
-        .map(|mut endpoint| {
+pub fn annotate(eps: Vec<Endpoint>, view: Option<&View>) -> Vec<EndpointView> {
+    eps.iter()
+        .map(|ep| {
+            let mut endpoint = ep.info();
             let w = view
                 .filter(|_| !endpoint.pod.namespace.is_empty() && !endpoint.pod.name.is_empty())
                 .and_then(|v| v.workload(&endpoint.pod.namespace, &endpoint.pod.name))
@@ -195,12 +207,12 @@ pub struct GoneTracker {
 impl GoneTracker {
     pub fn candidates(
         &mut self,
-        eps: &[EndpointInfo],
+        eps: &[Endpoint],
         api_uid: impl Fn(&str, &str) -> Option<String>,
         now: Instant,
         now_unix: u64,
         grace: Duration,
-    ) -> Vec<EndpointInfo> {
+    ) -> Vec<Endpoint> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for ep in eps {

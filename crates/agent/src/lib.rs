@@ -3,34 +3,47 @@
 //!
 //! - [`admission`]: who may hold a connection, body bytes or a lane slot
 //! - [`agent`]: the CNI verbs and views (pure over its seams; unit-tested)
+//! - [`endpoint`]: the agent's endpoint record (the API's `EndpointInfo` at
+//!   the edge)
 //! - [`endpoints`]: the persisted endpoint table (a DEL marks its record
 //!   deleting before it gives anything up)
 //! - [`fault`]: test-only fault points (`--fault-point`)
 //! - [`gc`]: the CNI GC verb and leak collection
 //! - [`fastpath`]: the eBPF fast path's start and its endpoint map
+//! - [`flows`]: flow events read from the programs, the ring of recent
+//!   flows, the streaming API behind `weft observe`
 //! - [`health`]: liveness and readiness probes over HTTP
+//! - [`metrics`]: Prometheus metrics (`--metrics-listen`)
 //! - [`k8s`]: the Kubernetes adapter's start, pod metadata, gone-pod clean-up
 //! - [`reconcile`]: start-up reconciliation and spool replay
 //! - [`server`]: the socket, one thread per request
+//! - [`services`]: Service load balancing (`--services on`): the API's
+//!   Services and EndpointSlices into the data path's service maps
 //! - [`startup`]: waiting for the datastore at start, the state directory's
 //!   permissions
 //! - [`teardown`]: deferred veth deletion, ordered before a new ADD
 //! - [`naming`]: deterministic host-side names
+//! - [`policy`]: NetworkPolicy compiled and written into the policy maps
 
 pub mod admission;
 pub mod agent;
 pub mod config;
+pub mod endpoint;
 pub mod endpoints;
 pub mod fastpath;
 mod fastpath_state;
 pub mod fault;
+pub mod flows;
 mod gc;
 pub mod health;
 pub mod k8s;
+pub mod metrics;
 pub mod naming;
+pub mod policy;
 pub mod reconcile;
 pub mod registry;
 pub mod server;
+pub mod services;
 pub mod startup;
 pub mod teardown;
 
@@ -83,6 +96,15 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
                 .with_context(|| format!("connecting to etcd at {endpoints}"))?,
             )
         }
+        StoreKind::Kubernetes => {
+            let mut kc = weft_k8s::store::KubeStoreConfig::new(k8s::store_source(cfg));
+            kc.name = cfg.kube_store.clone();
+            kc.namespace = cfg.kube_store_namespace.clone();
+            Arc::new(
+                weft_k8s::store::KubeStore::connect(kc)
+                    .context("starting the Kubernetes API store")?,
+            )
+        }
     };
     let local_store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&cfg.state_dir.join("endpoints.db"))
@@ -91,12 +113,48 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     // the stores made their files: none readable by others (pods' names and
     // addresses are in them)
     startup::private_files(&cfg.state_dir, &cfg.spool_dir);
-    let datapath: Arc<dyn Datapath> = Arc::new(
+    // NetworkPolicy rides on the fast path's programs: decided now, as
+    // they are loaded with the mode (--fastpath off with policy on loads
+    // them to judge only)
+    let policy = policy_datapath_mode(cfg);
+    let linux = Arc::new(
         LinuxDatapath::new()
             .context("opening rtnetlink")?
-            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone()),
+            .with_bpf_pin_dir(cfg.bpf_pin_dir.clone())
+            .with_policy(policy),
     );
-    build_with(cfg, ipam_store, local_store, datapath)
+    let datapath: Arc<dyn Datapath> = linux.clone();
+    let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
+    let agent = build_with(cfg, ipam_store, local_store, datapath)?;
+    // the programs' flow ring, once a loaded program reports flows
+    let provider = flows::kernel_provider(linux.clone(), Arc::downgrade(&agent), cfg.flow_selftest);
+    flows::start(&agent, cfg.flow_buffer, provider);
+    if policy.enforces() {
+        let node = agent.facts().node.clone();
+        agent.policy().set_opener(Box::new(move || {
+            match linux.policy_maps(&node, weft_policy::RuleIds::new()) {
+                Ok(Some(m)) => Ok(Box::new(m) as Box<dyn weft_datapath::policy::PolicyMaps>),
+                Ok(None) => {
+                    Err("the eBPF programs are not running (see the fast path's status)".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    Ok(agent)
+}
+
+/// The programs' policy mode: on when `--policy` may enforce (not `off`,
+/// and a Kubernetes API to read policies from); judging only when the fast
+/// path itself is off.
+fn policy_datapath_mode(cfg: &AgentConfig) -> weft_datapath::policy::PolicyMode {
+    use weft_datapath::policy::PolicyMode as M;
+    let wanted = cfg.policy != config::PolicyMode::Off && k8s::source(cfg).is_some();
+    match (wanted, cfg.fastpath) {
+        (false, _) => M::Off,
+        (true, config::FastPathMode::Off) => M::EnforceOnly,
+        (true, _) => M::Enforce,
+    }
 }
 
 /// [`build`] over given seams (tests pass an in-memory store and a recording
@@ -126,6 +184,7 @@ pub fn build_with(
     ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
     ipam_cfg.batching = cfg.ipam_batching;
     let backend = ipam_store.backend().to_string();
+    refuse_fenced(&*ipam_store)?;
     let ipam = startup::until_available(
         "the IPAM pools",
         STORE_RETRY,
@@ -149,7 +208,7 @@ pub fn build_with(
             (None, 1500)
         }
     };
-    let cluster = cfg.store == StoreKind::Etcd;
+    let cluster = matches!(cfg.store, StoreKind::Etcd | StoreKind::Kubernetes);
     let overlay = cluster && cfg.routing == Routing::Overlay;
     let pod_mtu = cfg.mtu.unwrap_or(if overlay {
         underlay_mtu - VXLAN_OVERHEAD
@@ -181,6 +240,8 @@ pub fn build_with(
         gc_attachment_grace: Duration::from_secs(cfg.gc_attachment_grace_seconds),
     };
     let agent = Arc::new(Agent::new(facts, ipam, endpoints, datapath));
+    // identities are agreed on through the cluster store (etcd in a cluster)
+    agent.policy().set_store(ipam_store.clone());
     if cluster {
         start_cluster_housekeeping(
             agent.clone(),
@@ -212,9 +273,16 @@ pub fn build_with(
         (true, false) => agent.facts().underlay.clone(),
         (false, _) => None,
     };
+    // policy judges in the same programs: with `--fastpath off` they are
+    // loaded all the same (forwarding nothing, see policy_datapath_mode)
+    let policy_programs = cfg.policy != config::PolicyMode::Off && k8s::source(cfg).is_some();
+    let fastpath_mode = match cfg.fastpath {
+        config::FastPathMode::Off if policy_programs => config::FastPathMode::Auto,
+        m => m,
+    };
     fastpath::start(
         &agent,
-        cfg.fastpath,
+        fastpath_mode,
         FastPathSetup {
             pools: cfg.pools.clone(),
             remote_device,
@@ -222,6 +290,30 @@ pub fn build_with(
         naming::HOST_PREFIX,
     )?;
     Ok(agent)
+}
+
+/// Refuses a store `weft store migrate` moved the cluster away from: what
+/// weftd allocated there would be lost to the store the cluster now uses.
+fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
+    let fence = startup::until_available(
+        "the datastore",
+        STORE_RETRY,
+        |e: &weft_store::StoreError| matches!(e, weft_store::StoreError::Unavailable { .. }),
+        || store.get(weft_store::MIGRATION_FENCE_KEY),
+    )
+    .context("reading the datastore")?;
+    if let Some(kv) = fence {
+        let moved_to = serde_json::from_slice::<serde_json::Value>(&kv.value)
+            .ok()
+            .and_then(|v| v["moved_to"].as_str().map(String::from))
+            .unwrap_or_else(|| "another store".into());
+        anyhow::bail!(
+            "this {} store was migrated to {moved_to} by `weft store migrate`; start weftd with \
+             --store {moved_to} (or migrate back)",
+            store.backend()
+        );
+    }
+    Ok(())
 }
 
 /// Joins the cluster: the overlay device (in overlay mode), this node's
@@ -244,7 +336,7 @@ fn start_cluster(
     });
     if v4.is_none() && v6.is_none() {
         anyhow::bail!(
-            "--store etcd needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
+            "--store etcd or kubernetes needs this node's underlay address: --node-ip ADDR (IPv4 and/or IPv6)"
         );
     }
     let mode = match cfg.routing {

@@ -49,6 +49,16 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     );
     // never waits for the API server: CNI is served while it is away
     weft_agent::k8s::start(cfg, &agent)?;
+    if let Some(addr) = cfg.metrics_listen {
+        weft_agent::metrics::start(addr, &agent)?;
+    }
+    // after the adapter: policy reads its view
+    weft_agent::policy::start(cfg.policy, &agent)?;
+    weft_agent::services::start(
+        cfg,
+        &agent,
+        Box::new(weft_agent::services::kernel::open_with),
+    )?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;
     }

@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use weft_api::{DelRequest, EndpointInfo};
+use weft_api::DelRequest;
 
-use crate::agent::{alloc_attrs_of, link_of, parse_mac, Agent};
+use crate::agent::{alloc_attrs_of, link_of, Agent};
+use crate::endpoint::Endpoint;
 use crate::naming::{is_host_ifname, HOST_PREFIX};
 
 /// What reconciliation did, for the log and for tests.
@@ -52,8 +53,7 @@ pub fn reconcile(agent: &Agent) -> ReconcileReport {
             continue;
         }
         known.insert(ep.host_ifname.clone());
-        let mac = parse_mac(&ep.mac).unwrap_or([0; 6]);
-        match agent.datapath().restore_host_side(&link_of(&ep), mac) {
+        match agent.datapath().restore_host_side(&link_of(&ep), ep.mac) {
             Ok(true) => report.restored.push(id),
             Ok(false) => {}
             Err(e) => report.errors.push(format!("{id}: {e}")),
@@ -75,7 +75,7 @@ pub fn reconcile(agent: &Agent) -> ReconcileReport {
     report
 }
 
-fn id_of(ep: &EndpointInfo) -> String {
+fn id_of(ep: &Endpoint) -> String {
     format!("{}/{}", ep.attachment.container_id, ep.attachment.ifname)
 }
 

@@ -41,7 +41,7 @@ use weft_ipam::{escape_cidr, RouteSummary, BLOCKS_PREFIX, ROUTES_PREFIX};
 use weft_store::{EventKind, Store, StoreError, WatchMessage};
 
 /// Where nodes register.
-pub const NODES_PREFIX: &str = "/weft/cluster/v1/nodes/";
+pub use weft_store::NODES_PREFIX;
 /// The reconciler watches this prefix: the nodes and IPAM's route
 /// summaries ([`ROUTES_PREFIX`]), small keys written only when routes change.
 const WATCH_PREFIX: &str = "/weft/cluster/v1/";
@@ -179,7 +179,7 @@ impl ClusterView {
                 name: n.name.clone(),
                 underlay_v4: n.underlay_v4,
                 underlay_v6: n.underlay_v6,
-                vtep_mac: n.vtep_mac.as_deref().and_then(crate::agent::parse_mac),
+                vtep_mac: n.vtep_mac.as_deref().and_then(crate::endpoint::parse_mac),
                 blocks: self
                     .blocks
                     .iter()

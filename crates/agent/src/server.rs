@@ -31,6 +31,8 @@ pub const LIMITS: Limits = Limits {
     cni_lane: 128,
     // views, checks and whatever else is served at once
     other_lane: 16,
+    // observers following flows at once (each holds a thread while it reads)
+    stream_lane: 16,
 };
 /// The whole head must arrive within this of the connection being accepted
 /// (weft-cni sends its request in one write).
@@ -118,8 +120,18 @@ fn handle(stream: Arc<UnixStream>, ticket: Ticket<Conn>, agent: &Agent) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let (status, body) = match read(&stream, &ticket, start) {
         Ok((req, lane)) => match ticket.run(lane) {
+            Ok(()) if lane == Lane::Stream => match open_stream(agent, &req) {
+                // from here the request deadline is over: the stream lasts
+                // while the observer reads (a write blocked for
+                // WRITE_TIMEOUT ends it)
+                Ok((hub, query)) => return stream_flows(&stream, &hub, &query),
+                Err(reply) => reply,
+            },
             Ok(()) => {
                 let reply = route(agent, &req);
+                if let Some(verb) = cni_verb(&req.path) {
+                    crate::metrics::telemetry().observe_cni(verb, reply.0 == 200, start.elapsed());
+                }
                 tracing::debug!(method = %req.method, path = %req.path, status = reply.0,
                     micros = start.elapsed().as_micros() as u64, "served");
                 reply
@@ -133,13 +145,75 @@ fn handle(stream: Arc<UnixStream>, ticket: Ticket<Conn>, agent: &Agent) {
     }
 }
 
-/// CNI verbs run in their own lane.
+/// CNI verbs run in their own lane, streams in theirs.
 fn lane_of(path: &str) -> Lane {
     match path {
         paths::CNI_ADD | paths::CNI_DEL | paths::CNI_CHECK | paths::CNI_GC | paths::CNI_STATUS => {
             Lane::Cni
         }
+        paths::FLOWS => Lane::Stream,
         _ => Lane::Other,
+    }
+}
+
+/// The metric label of a CNI verb's path.
+fn cni_verb(path: &str) -> Option<&'static str> {
+    Some(match path {
+        paths::CNI_ADD => "add",
+        paths::CNI_DEL => "del",
+        paths::CNI_CHECK => "check",
+        paths::CNI_GC => "gc",
+        paths::CNI_STATUS => "status",
+        _ => return None,
+    })
+}
+
+/// A flows request, decoded, with the ring it reads; or the error reply.
+fn open_stream(
+    agent: &Agent,
+    req: &Request,
+) -> Result<(Arc<crate::flows::Hub>, weft_api::FlowQuery), (u16, Vec<u8>)> {
+    if req.method != "POST" {
+        return Err(error_reply(
+            405,
+            CniError::new(codes::INTERNAL, format!("{} takes POST", paths::FLOWS)),
+        ));
+    }
+    let Some(hub) = agent.flows().hub() else {
+        return Err(error_reply(
+            503,
+            CniError::new(
+                codes::NOT_AVAILABLE,
+                "flow observation is off on this node (weftd runs with --flow-buffer 0)",
+            ),
+        ));
+    };
+    let query = serde_json::from_slice(&req.body).map_err(|e| {
+        error_reply(
+            400,
+            CniError::new(
+                codes::DECODE_FAILURE,
+                format!("cannot decode the flow query: {e}"),
+            ),
+        )
+    })?;
+    Ok((hub.clone(), query))
+}
+
+fn stream_flows(stream: &UnixStream, hub: &crate::flows::Hub, query: &weft_api::FlowQuery) {
+    let start = Instant::now();
+    let served = weft_api::stream::write_stream_head(stream)
+        .and_then(|()| crate::flows::stream::serve(hub, query, stream, &|| true))
+        .and_then(|n| weft_api::stream::write_stream_end(stream).map(|()| n));
+    match served {
+        Ok(n) => tracing::debug!(
+            flows = n,
+            follow = query.follow,
+            millis = start.elapsed().as_millis() as u64,
+            "served flows"
+        ),
+        Err(e) => tracing::debug!(error = %e, follow = query.follow,
+            millis = start.elapsed().as_millis() as u64, "flow observer went away"),
     }
 }
 
@@ -156,7 +230,7 @@ fn read(
     let lane = lane_of(&head.path);
     let limit = match lane {
         Lane::Cni => http::MAX_BODY,
-        Lane::Other => MAX_OTHER_BODY,
+        Lane::Other | Lane::Stream => MAX_OTHER_BODY,
     };
     if head.content_length > limit {
         return Err(error_reply(
@@ -225,6 +299,12 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("GET", paths::ENDPOINTS) => reply(Ok(crate::k8s::endpoint_views(agent))),
         ("GET", paths::IPAM) => reply(agent.ipam_view()),
         ("GET", paths::IPAM_CHECK) => reply(agent.ipam_check()),
+        ("GET", paths::POLICY) => reply(Ok(crate::policy::list(agent.policy()))),
+        ("POST", paths::POLICY_SHOW) => call(req, |r| crate::policy::show(agent.policy(), &r)),
+        ("POST", paths::POLICY_EXPLAIN) => {
+            call(req, |r| crate::policy::explain(agent.policy(), &r))
+        }
+        ("GET", paths::SERVICES) => reply(Ok(agent.services().view())),
         (_, path) => error_reply(
             404,
             CniError::new(
@@ -291,11 +371,15 @@ mod tests {
             paths::ENDPOINTS,
             paths::IPAM,
             paths::IPAM_CHECK,
-            "/v1/flows",
+            paths::SERVICES,
+            paths::POLICY,
             "/metrics",
             "/v1/cni/add/",
         ] {
             assert_eq!(lane_of(p), Lane::Other, "{p}");
         }
+        // streams take neither: a lane of their own
+        assert_eq!(lane_of(paths::FLOWS), Lane::Stream);
+        assert_eq!(lane_of("/v1/flows/"), Lane::Other);
     }
 }

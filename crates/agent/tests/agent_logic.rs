@@ -221,7 +221,7 @@ fn restart_restores_host_side_forgets_vanished_pods_and_removes_orphans() {
         ipv4: None,
         ipv6: None,
     };
-    use weft_datapath::Datapath;
+    use weft_datapath::Links;
     f.dp.attach(&orphan).unwrap();
     f.dp.set_restore_changes(true);
     f.dp.take_calls();

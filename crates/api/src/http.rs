@@ -86,7 +86,7 @@ pub fn call(
             )))
         }
     };
-    let len = read_headers(&mut reader, &mut head_left)?;
+    let (len, _) = read_headers(&mut reader, &mut head_left, false)?;
     let body = read_body(&mut reader, len)?;
     Ok(Response { status, body })
 }
@@ -127,7 +127,7 @@ pub fn read_head<R: BufRead>(reader: &mut R) -> Result<Head, HttpError> {
         )));
     }
     let (method, path) = (method.to_string(), path.to_string());
-    let content_length = read_headers(reader, &mut head_left)?;
+    let (content_length, _) = read_headers(reader, &mut head_left, false)?;
     Ok(Head {
         method,
         path,
@@ -210,7 +210,10 @@ pub fn write_response<W: Write>(mut stream: W, status: u16, body: &[u8]) -> io::
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes, charged to `head_left`.
-fn read_line<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<String, HttpError> {
+pub(crate) fn read_line<R: BufRead>(
+    reader: &mut R,
+    head_left: &mut usize,
+) -> Result<String, HttpError> {
     let mut buf = Vec::new();
     let cap = MAX_LINE.min(*head_left);
     let n = reader.take(cap as u64 + 1).read_until(b'\n', &mut buf)?;
@@ -232,13 +235,20 @@ fn read_line<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<String
     String::from_utf8(buf).map_err(|_| HttpError::Malformed("line is not utf-8".into()))
 }
 
-/// Reads headers up to the blank line and returns the Content-Length (0 when absent).
-fn read_headers<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<usize, HttpError> {
+/// Reads headers up to the blank line and returns the Content-Length (0 when
+/// absent) and whether the body is chunked, which only a streamed reply may
+/// be (`chunked_ok`); requests never are.
+pub(crate) fn read_headers<R: BufRead>(
+    reader: &mut R,
+    head_left: &mut usize,
+    chunked_ok: bool,
+) -> Result<(usize, bool), HttpError> {
     let mut len = 0usize;
+    let mut chunked = false;
     for _ in 0..=MAX_HEADERS {
         let line = read_line(reader, head_left)?;
         if line.is_empty() {
-            return Ok(len);
+            return Ok((len, chunked));
         }
         let Some((name, value)) = line.split_once(':') else {
             return Err(HttpError::Malformed(format!("bad header {line:?}")));
@@ -252,6 +262,10 @@ fn read_headers<R: BufRead>(reader: &mut R, head_left: &mut usize) -> Result<usi
                 return Err(HttpError::TooLarge(len));
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked_ok && value.trim().eq_ignore_ascii_case("chunked") {
+                chunked = true;
+                continue;
+            }
             return Err(HttpError::Malformed(
                 "transfer-encoding is not supported".into(),
             ));

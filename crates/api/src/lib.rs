@@ -2,9 +2,16 @@
 //! and the CLI. HTTP/1.1 with JSON bodies, one request per connection, no async
 //! runtime: the shim must start and finish in a few milliseconds.
 
+pub mod flows;
 pub mod http;
+pub mod policy;
+pub mod services;
+pub mod stream;
 pub mod types;
 
+pub use flows::{Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, Verdict};
+pub use policy::*;
+pub use services::*;
 pub use types::*;
 
 /// Where weftd listens unless configured otherwise.
@@ -23,4 +30,12 @@ pub mod paths {
     pub const ENDPOINTS: &str = "/v1/endpoints";
     pub const IPAM: &str = "/v1/ipam";
     pub const IPAM_CHECK: &str = "/v1/ipam/check";
+    /// POST a [`crate::FlowQuery`]: a streamed reply of [`crate::FlowLine`]s
+    /// (newline-delimited JSON in chunked transfer encoding).
+    pub const FLOWS: &str = "/v1/flows";
+    pub const POLICY: &str = "/v1/policy";
+    pub const POLICY_SHOW: &str = "/v1/policy/show";
+    pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
+    /// `weft services`: what the Service load balancer holds.
+    pub const SERVICES: &str = "/v1/services";
 }

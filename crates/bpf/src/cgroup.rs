@@ -1,4 +1,5 @@
-//! Attaching `cgroup_skb` programs to a cgroup (v2) directory, with
+//! Attaching `cgroup_skb` and `cgroup/<sock_addr hook>` programs to a
+//! cgroup (v2) directory, with
 //! BPF_F_ALLOW_MULTI so weft's programs sit beside anyone else's.
 
 use std::fs::File;
@@ -20,7 +21,9 @@ fn open_cgroup(dir: &Path) -> Result<File, BpfError> {
 
 fn cgroup_kind(prog: &Program) -> Result<ProgKind, BpfError> {
     match prog.kind() {
-        k @ (ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress) => Ok(k),
+        k @ (ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress | ProgKind::SockAddr(_)) => {
+            Ok(k)
+        }
         ProgKind::SchedCls => Err(BpfError::Unsupported(format!(
             "program {} is a tc program; attach it with tcx_attach",
             prog.name()
@@ -85,4 +88,74 @@ pub fn cgroup_programs(dir: &Path, kind: ProgKind) -> Result<Vec<u32>, BpfError>
     ))?;
     ids.truncate((attr.get_u32(24) as usize).min(ids.len()));
     Ok(ids)
+}
+
+/// Attaches `prog` to the cgroup at `dir` (if it is not there yet), then
+/// detaches every other program of its kind and name from it (an instance
+/// left by a previous agent run), so the hook is never without the
+/// program. Returns how many old instances were detached.
+pub fn cgroup_replace(dir: &Path, prog: &Program) -> Result<usize, BpfError> {
+    let kind = cgroup_kind(prog)?;
+    if !cgroup_programs(dir, kind)?.contains(&prog.id()) {
+        cgroup_attach(dir, prog)?;
+    }
+    detach_named(dir, kind, prog.name(), Some(prog.id()))
+}
+
+/// Detaches every program named `name` of `kind` from the cgroup at `dir`;
+/// returns how many.
+pub fn cgroup_detach_named(dir: &Path, kind: ProgKind, name: &str) -> Result<usize, BpfError> {
+    detach_named(dir, kind, name, None)
+}
+
+fn detach_named(
+    dir: &Path,
+    kind: ProgKind,
+    name: &str,
+    keep: Option<u32>,
+) -> Result<usize, BpfError> {
+    // the kernel keeps the first 15 bytes of a program's name
+    let want = &name.as_bytes()[..name.len().min(15)];
+    let cg = open_cgroup(dir)?;
+    let mut n = 0;
+    for id in cgroup_programs(dir, kind)? {
+        if Some(id) == keep {
+            continue;
+        }
+        let fd = match sys::prog_fd_by_id(id) {
+            Ok(fd) => fd,
+            Err(libc::ENOENT) => continue,
+            Err(e) => {
+                return Err(BpfError::sys(
+                    "BPF_PROG_GET_FD_BY_ID",
+                    format!("program id {id}"),
+                    e,
+                ))
+            }
+        };
+        let (_, kname) = sys::prog_info(fd.as_fd()).map_err(sys::map_err(
+            "BPF_OBJ_GET_INFO_BY_FD",
+            format!("program id {id}"),
+        ))?;
+        if kname.as_bytes() != want {
+            continue;
+        }
+        let mut attr = Attr::new();
+        attr.fd(0, cg.as_fd())
+            .fd(4, fd.as_fd())
+            .u32(8, kind.attach_type());
+        // SAFETY: as in `cgroup_attach`.
+        match unsafe { sys::bpf(sys::BPF_PROG_DETACH, &mut attr) } {
+            Ok(_) => n += 1,
+            Err(libc::ENOENT) => {}
+            Err(e) => {
+                return Err(BpfError::sys(
+                    "BPF_PROG_DETACH",
+                    format!("{kname} (id {id}) from cgroup {}", dir.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(n)
 }

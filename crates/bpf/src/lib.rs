@@ -1,4 +1,4 @@
-//! weft's own, small eBPF loader: tc and cgroup_skb programs with kfunc
+//! weft's own, small eBPF loader: tc, cgroup_skb and cgroup sock_addr programs with kfunc
 //! calls, legacy maps (pinned under bpffs when asked), attached with tcx or
 //! to a cgroup, testable with BPF_PROG_TEST_RUN, ring buffers read with
 //! bounded memory.
@@ -45,12 +45,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 pub use btf::{btf_func_id, VMLINUX_BTF};
-pub use cgroup::{cgroup_attach, cgroup_detach, cgroup_programs};
+pub use cgroup::{
+    cgroup_attach, cgroup_detach, cgroup_detach_named, cgroup_programs, cgroup_replace,
+};
 pub use error::BpfError;
 pub use maps::{possible_cpus, Map};
 pub use object::{
-    parse_object, MapDef, ParsedObject, ProgKind, ProgramSpec, Reloc, RelocKind, PIN_BY_NAME,
-    PIN_NONE,
+    parse_object, MapDef, ParsedObject, ProgKind, ProgramSpec, Reloc, RelocKind, SockAddrHook,
+    PIN_BY_NAME, PIN_NONE,
 };
 pub use pin::{PinOutcome, PrivateBpffs};
 pub use ringbuf::{Drained, RingBuf, MAP_TYPE_RINGBUF};

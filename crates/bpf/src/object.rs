@@ -1,5 +1,5 @@
-//! From ELF to what the kernel needs: the programs of the `tc/<name>` and
-//! `cgroup_skb/<ingress|egress>` sections with their relocations, the legacy map definitions of the `maps`
+//! From ELF to what the kernel needs: the programs of the `tc/<name>`,
+//! `cgroup_skb/<ingress|egress>` and `cgroup/<sock_addr hook>` sections with their relocations, the legacy map definitions of the `maps`
 //! section and the license. Pure: no syscalls.
 //!
 //! Only the conventions weft's C side uses are accepted; anything else (global
@@ -14,6 +14,38 @@ const PROG_PREFIXES: &[(&str, ProgKind)] = &[
     ("tc/", ProgKind::SchedCls),
     ("cgroup_skb/ingress", ProgKind::CgroupSkbIngress),
     ("cgroup_skb/egress", ProgKind::CgroupSkbEgress),
+    (
+        "cgroup/connect4",
+        ProgKind::SockAddr(SockAddrHook::Connect4),
+    ),
+    (
+        "cgroup/connect6",
+        ProgKind::SockAddr(SockAddrHook::Connect6),
+    ),
+    (
+        "cgroup/sendmsg4",
+        ProgKind::SockAddr(SockAddrHook::Sendmsg4),
+    ),
+    (
+        "cgroup/sendmsg6",
+        ProgKind::SockAddr(SockAddrHook::Sendmsg6),
+    ),
+    (
+        "cgroup/recvmsg4",
+        ProgKind::SockAddr(SockAddrHook::Recvmsg4),
+    ),
+    (
+        "cgroup/recvmsg6",
+        ProgKind::SockAddr(SockAddrHook::Recvmsg6),
+    ),
+    (
+        "cgroup/getpeername4",
+        ProgKind::SockAddr(SockAddrHook::Getpeername4),
+    ),
+    (
+        "cgroup/getpeername6",
+        ProgKind::SockAddr(SockAddrHook::Getpeername6),
+    ),
 ];
 const MAPS_SECTION: &str = "maps";
 const LICENSE_SECTION: &str = "license";
@@ -58,6 +90,54 @@ pub enum ProgKind {
     CgroupSkbIngress,
     /// `cgroup_skb/egress`: BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS.
     CgroupSkbEgress,
+    /// `cgroup/<hook>`: BPF_PROG_TYPE_CGROUP_SOCK_ADDR, loaded with the
+    /// hook as `expected_attach_type` (the kernel checks it at attach).
+    SockAddr(SockAddrHook),
+}
+
+/// The socket-address hooks of a cgroup (`enum bpf_attach_type` values):
+/// where a socket-level load balancer rewrites the address a program gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SockAddrHook {
+    /// `connect(2)` on an IPv4 socket: BPF_CGROUP_INET4_CONNECT.
+    Connect4,
+    Connect6,
+    /// `sendmsg(2)` on an unconnected UDP socket: BPF_CGROUP_UDP4_SENDMSG.
+    Sendmsg4,
+    Sendmsg6,
+    /// `recvmsg(2)` on a UDP socket (the source shown): BPF_CGROUP_UDP4_RECVMSG.
+    Recvmsg4,
+    Recvmsg6,
+    /// `getpeername(2)`: BPF_CGROUP_INET4_GETPEERNAME.
+    Getpeername4,
+    Getpeername6,
+}
+
+impl SockAddrHook {
+    pub const ALL: [SockAddrHook; 8] = [
+        SockAddrHook::Connect4,
+        SockAddrHook::Connect6,
+        SockAddrHook::Sendmsg4,
+        SockAddrHook::Sendmsg6,
+        SockAddrHook::Recvmsg4,
+        SockAddrHook::Recvmsg6,
+        SockAddrHook::Getpeername4,
+        SockAddrHook::Getpeername6,
+    ];
+
+    /// `enum bpf_attach_type`.
+    pub fn attach_type(self) -> u32 {
+        match self {
+            SockAddrHook::Connect4 => 10,
+            SockAddrHook::Connect6 => 11,
+            SockAddrHook::Sendmsg4 => 14,
+            SockAddrHook::Sendmsg6 => 15,
+            SockAddrHook::Recvmsg4 => 19,
+            SockAddrHook::Recvmsg6 => 20,
+            SockAddrHook::Getpeername4 => 29,
+            SockAddrHook::Getpeername6 => 30,
+        }
+    }
 }
 
 impl ProgKind {
@@ -66,6 +146,7 @@ impl ProgKind {
         match self {
             ProgKind::SchedCls => 3,
             ProgKind::CgroupSkbIngress | ProgKind::CgroupSkbEgress => 8,
+            ProgKind::SockAddr(_) => 18,
         }
     }
 
@@ -75,6 +156,7 @@ impl ProgKind {
             ProgKind::SchedCls => 0,
             ProgKind::CgroupSkbIngress => 0,
             ProgKind::CgroupSkbEgress => 1,
+            ProgKind::SockAddr(h) => h.attach_type(),
         }
     }
 }
@@ -172,13 +254,16 @@ pub fn parse_object(data: &[u8]) -> Result<ParsedObject, BpfError> {
             ));
         } else if is_code {
             return Err(unsupported(format!(
-                "program section {}: weft loads only tc/<name> and cgroup_skb/<ingress|egress> sections",
+                "program section {}: weft loads only tc/<name>, cgroup_skb/<ingress|egress> and \
+                 cgroup/<connect4|connect6|sendmsg4|sendmsg6|recvmsg4|recvmsg6|getpeername4|getpeername6> sections",
                 sec.name
             )));
         }
     }
     if programs.is_empty() {
-        return Err(unsupported("no tc/<name> program sections"));
+        return Err(unsupported(
+            "no program sections (tc/<name>, cgroup_skb/..., cgroup/...)",
+        ));
     }
     let maps = maps.into_iter().map(|(_, name, def)| (name, def)).collect();
     Ok(ParsedObject {

@@ -4,14 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use weft_lab::bench::{self, BenchSpec};
+use weft_bench::cni::{self as bench, BenchSpec};
+use weft_bench::report;
 
 use crate::output::{out, outln};
 use crate::Format;
 
 /// Where benchmark reports go unless --out or WEFT_BENCH_DIR says otherwise:
 /// never into the checkout a benchmark is run from.
-const DEFAULT_OUT: &str = "/var/tmp/weft-bench";
+pub(crate) const DEFAULT_OUT: &str = "/var/tmp/weft-bench";
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -66,6 +67,12 @@ pub enum BenchCmd {
     /// Calico-style iptables (legacy and nft), nftables with sets, no policy
     /// and a raw veth, with N rules selecting the server.
     Policy(PolicyArgs),
+    /// Service load balancing: weft against kube-proxy (iptables,
+    /// nftables) and dialing the backend directly, with N Services of E
+    /// endpoints in the API server: connect latency, TCP RR to a
+    /// ClusterIP, slice change to traffic, the proxy's CPU and RSS under
+    /// churn.
+    Services(crate::bench_services_cmd::ServicesArgs),
 }
 
 pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
@@ -75,6 +82,9 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     if let BenchCmd::Policy(args) = cmd {
         return run_policy(args, fmt);
     }
+    if let BenchCmd::Services(args) = cmd {
+        return crate::bench_services_cmd::run(args, fmt);
+    }
     if let BenchCmd::Dataplane {
         rounds,
         seconds,
@@ -83,7 +93,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         bin_dir,
     } = cmd
     {
-        let spec = weft_lab::bench_dataplane::DataplaneSpec {
+        let spec = weft_bench::dataplane::DataplaneSpec {
             name: format!("wdp{}", std::process::id()),
             bin_dir: match bin_dir {
                 Some(d) => d,
@@ -119,7 +129,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         rounds,
     };
     let report = bench::run(&spec, &mut |m| eprintln!("{m}"))?;
-    let written = bench::write_results(
+    let written = report::write_results(
         "cni",
         &report.machine,
         &report,
@@ -136,13 +146,13 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
 }
 
 fn run_dataplane(
-    spec: &weft_lab::bench_dataplane::DataplaneSpec,
+    spec: &weft_bench::dataplane::DataplaneSpec,
     out: &std::path::Path,
     fmt: Format,
 ) -> anyhow::Result<ExitCode> {
-    use weft_lab::bench_dataplane as dp;
+    use weft_bench::dataplane as dp;
     let report = dp::run(spec, &mut |m| eprintln!("{m}"))?;
-    let written = bench::write_results(
+    let written = report::write_results(
         "dataplane",
         &report.machine,
         &report,
@@ -189,7 +199,7 @@ pub struct IpamArgs {
 }
 
 fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
-    use weft_lab::bench_ipam as bi;
+    use weft_bench::ipam as bi;
     let spec = bi::IpamBenchSpec {
         name: format!("wbi{}", std::process::id()),
         bin_dir: match a.bin_dir {
@@ -247,7 +257,7 @@ pub struct PolicyArgs {
 }
 
 fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
-    use weft_lab::bench_policy as bp;
+    use weft_bench::policy as bp;
     let spec = bp::PolicyBenchSpec {
         name: format!("wbp{}", std::process::id()),
         rules: a.rules,
@@ -257,7 +267,7 @@ fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
         connects: a.connects,
     };
     let report = bp::run(&spec, &mut |m| eprintln!("{m}"))?;
-    let written = bench::write_results(
+    let written = weft_bench::report::write_results(
         "policy",
         &report.machine,
         &report,
@@ -274,7 +284,7 @@ fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
 }
 
 /// Tells the person where the report and the chart went.
-fn announce(written: &[std::path::PathBuf]) {
+pub(crate) fn announce(written: &[std::path::PathBuf]) {
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!("wrote {}", names.join(", "));
 }

@@ -64,9 +64,18 @@ pub enum LabCmd {
         /// weft alone, no Kubernetes (also with several nodes).
         #[arg(long)]
         no_kubernetes: bool,
+        /// weftd keeps the cluster's state in the lab's API server
+        /// (`--store kubernetes`): no etcd of weft's own.
+        #[arg(long, conflicts_with = "no_kubernetes")]
+        kube_store: bool,
         /// kube-proxy's mode on the nodes.
         #[arg(long, default_value = "nftables", value_parser = ["nftables", "iptables"])]
         kube_proxy_mode: String,
+        /// Who load-balances Services: `kube-proxy` on every node, or
+        /// `weft` (weftd --services on, no kube-proxy, a cgroup per node
+        /// that pods and probes run in).
+        #[arg(long, default_value = "kube-proxy", value_parser = ["kube-proxy", "weft"])]
+        services: String,
         /// Where kube-apiserver, kubectl, ... are (default: the cache
         /// scripts/build-kube.sh fills).
         #[arg(long)]
@@ -142,6 +151,42 @@ pub enum LabCmd {
         #[arg(long, requires = "send")]
         print_reply: bool,
     },
+    /// Steady traffic from a pod or node to an address (a Service's, a
+    /// pod's) for a bounded time: new connections at a pace plus
+    /// long-lived ones; reports answers, failures, latencies, the longest
+    /// gap and broken long-lived connections.
+    Traffic {
+        #[arg(long, default_value = "weft-demo")]
+        name: String,
+        /// NAMESPACE/POD or node:NODE.
+        #[arg(long)]
+        from: String,
+        /// NAMESPACE/POD, node:NODE, or an address.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+        protocol: String,
+        /// How long (at most 600).
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Milliseconds between new connections.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        /// Long-lived connections, each exchanging a line every round.
+        #[arg(long, default_value_t = 0)]
+        persistent: usize,
+        /// The line each exchange sends.
+        #[arg(long, default_value = "hostname")]
+        send: String,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// UDP: each long-lived flow keeps this source port (and the next
+        /// ones), a new socket per exchange, like `nc -u -p PORT` in a loop.
+        #[arg(long)]
+        source_port: Option<u16>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,7 +224,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             bin_dir,
             kubernetes,
             no_kubernetes,
+            kube_store,
             kube_proxy_mode,
+            services,
             kube_bin_dir,
             no_hint,
         } => {
@@ -189,12 +236,16 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             spec.nodes = nodes;
             spec.etcd_members = etcd_members;
             spec.routing = routing;
-            if wants_kubernetes(nodes, kubernetes, no_kubernetes) {
-                let mut k = KubeSpec::default();
+            if wants_kubernetes(nodes, kubernetes || kube_store, no_kubernetes) {
+                let mut k = KubeSpec {
+                    store: kube_store,
+                    ..KubeSpec::default()
+                };
                 if let Some(dir) = kube_bin_dir {
                     k.bin_dir = dir;
                 }
                 k.proxy_mode = kube_proxy_mode.parse().map_err(anyhow::Error::msg)?;
+                k.services = services.parse().map_err(anyhow::Error::msg)?;
                 spec.kubernetes = Some(k);
             }
             let pods = pods.unwrap_or(if spec.kubernetes.is_some() { 0 } else { 3 });
@@ -384,6 +435,49 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
+        LabCmd::Traffic {
+            name,
+            from,
+            to,
+            port,
+            protocol,
+            seconds,
+            interval_ms,
+            persistent,
+            send,
+            timeout_ms,
+            source_port,
+        } => {
+            let lab = Lab::load(&name)?;
+            let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
+            lab.enter_cgroup_of(&from)?;
+            let spec = weft_lab::traffic::TrafficSpec {
+                to: std::net::SocketAddr::new(weft_lab::kubelet::address_of(&lab, &to)?, port),
+                transport: if protocol == "udp" {
+                    weft_lab::probe::Transport::Udp
+                } else {
+                    weft_lab::probe::Transport::Tcp
+                },
+                duration: Duration::from_secs_f64(seconds.clamp(0.0, 600.0)),
+                interval: Duration::from_millis(interval_ms),
+                persistent,
+                line: send,
+                timeout: Duration::from_millis(timeout_ms),
+                source_port,
+            };
+            let r = weft_lab::traffic::run(&from_ns, &spec)?;
+            if fmt == Format::Json {
+                outln!("{}", serde_json::to_string(&r)?);
+            } else {
+                outln!(
+                    "{} of {} exchanges answered in {:.1} s; failures {:?}; answers {:?}; \
+                     connect p50 {} µs p99 {} µs; longest gap {} ms; long-lived {} opened, {} broken",
+                    r.ok, r.attempts, r.seconds, r.failures, r.answers, r.connect_us_p50,
+                    r.connect_us_p99, r.max_gap_ms, r.persistent_opened, r.persistent_broken
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LabCmd::Probe {
             name,
             from,
@@ -396,6 +490,9 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         } => {
             let lab = Lab::load(&name)?;
             let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
+            // a client of a node (or its pod) runs in that node's cgroup,
+            // where weft's socket-level load balancing sees it
+            lab.enter_cgroup_of(&from)?;
             let addr = std::net::SocketAddr::new(weft_lab::kubelet::address_of(&lab, &to)?, port);
             let transport = if protocol == "udp" {
                 weft_lab::probe::Transport::Udp

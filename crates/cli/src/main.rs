@@ -5,9 +5,14 @@
 #![warn(clippy::print_stdout)]
 
 mod bench_cmd;
+mod bench_services_cmd;
 mod install;
 mod lab_cmd;
+mod observe;
 mod output;
+mod policy_cmd;
+mod services_cmd;
+mod store_cmd;
 mod views;
 
 use std::path::PathBuf;
@@ -39,6 +44,11 @@ struct Cli {
 pub enum Format {
     Table,
     Json,
+    /// One line per flow (`weft observe`; a table elsewhere).
+    Compact,
+    /// hubble's JSON lines: `{"flow": …, "node_name": …, "time": …}`
+    /// (`weft observe`; JSON elsewhere).
+    Jsonpb,
 }
 
 #[derive(Subcommand)]
@@ -47,10 +57,21 @@ enum Cmd {
     Status,
     /// The pod interfaces on this node.
     Endpoints,
+    /// Flows: what the programs forwarded, dropped and translated, and why
+    /// (every lab node's with --lab).
+    Observe(observe::ObserveArgs),
+    /// Services as this node load-balances them (weftd --services on):
+    /// frontends, backends, state, affinity entries, counters.
+    Services,
     /// Addresses: pools, blocks, who holds what.
     Ipam {
         #[command(subcommand)]
         command: IpamCmd,
+    },
+    /// NetworkPolicy as weftd enforces it: list, show, explain.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCmd,
     },
     /// Install weft on this host: binaries, CNI plugin, conflist, systemd unit.
     Install(install::InstallArgs),
@@ -58,6 +79,11 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         command: bench_cmd::BenchCmd,
+    },
+    /// The cluster's datastore: move it between etcd and the Kubernetes API.
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCmd,
     },
     /// Labs: a weft node with pods in network namespaces on this machine.
     Lab {
@@ -74,6 +100,28 @@ enum IpamCmd {
     Check,
 }
 
+/// Whose flows `weft observe` shows: every node of the lab, or the weftd
+/// at --socket.
+fn observe_targets(cli: &Cli) -> anyhow::Result<Vec<observe::Target>> {
+    match &cli.lab {
+        Some(name) if !lab_cmd::exists(name) => {
+            anyhow::bail!("no lab named {name}; `weft lab status` lists the labs")
+        }
+        Some(name) => Ok(weft_lab::Lab::load(name)?
+            .nodes()
+            .into_iter()
+            .map(|n| observe::Target {
+                node: n.name,
+                socket: n.socket,
+            })
+            .collect()),
+        None => Ok(vec![observe::Target {
+            node: cli.socket.display().to_string(),
+            socket: cli.socket.clone(),
+        }]),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // the weftd the views talk to: a lab's, or the one at --socket
@@ -86,17 +134,29 @@ fn main() -> ExitCode {
             None => Ok(cli.socket.clone()),
         }
     };
+    // views take -o jsonpb as json and compact as a table
+    let view_fmt = match cli.output {
+        Format::Jsonpb => Format::Json,
+        Format::Compact => Format::Table,
+        f => f,
+    };
     let result = match cli.command {
-        Cmd::Status => socket().and_then(|s| views::status(&s, cli.output)),
-        Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, cli.output)),
+        Cmd::Observe(ref args) => {
+            observe_targets(&cli).and_then(|t| observe::run(t, args, cli.output))
+        }
+        Cmd::Status => socket().and_then(|s| views::status(&s, view_fmt)),
+        Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, view_fmt)),
+        Cmd::Services => socket().and_then(|s| services_cmd::run(&s, view_fmt)),
         Cmd::Ipam {
             command: IpamCmd::Show,
-        } => socket().and_then(|s| views::ipam_show(&s, cli.output)),
+        } => socket().and_then(|s| views::ipam_show(&s, view_fmt)),
         Cmd::Ipam {
             command: IpamCmd::Check,
-        } => socket().and_then(|s| views::ipam_check(&s, cli.output)),
-        Cmd::Lab { command } => lab_cmd::run(command, cli.output),
-        Cmd::Bench { command } => bench_cmd::run(command, cli.output),
+        } => socket().and_then(|s| views::ipam_check(&s, view_fmt)),
+        Cmd::Lab { command } => lab_cmd::run(command, view_fmt),
+        Cmd::Store { command } => store_cmd::run(command, view_fmt),
+        Cmd::Bench { command } => bench_cmd::run(command, view_fmt),
+        Cmd::Policy { command } => socket().and_then(|s| policy_cmd::run(command, &s, view_fmt)),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };
     let code = match result {

@@ -62,6 +62,15 @@ pub fn write_stdout(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Whether stdout still takes output (false once its reader went away), so
+/// a command that would print forever (`weft observe -f | head`) can stop.
+pub fn is_open() -> bool {
+    matches!(
+        *STDOUT.lock().unwrap_or_else(PoisonError::into_inner),
+        Stdout::Open
+    )
+}
+
 /// Flushes stdout before the process exits; returns the write error met on
 /// the way, if any, other than the reader having gone away.
 pub fn finish() -> Option<io::Error> {

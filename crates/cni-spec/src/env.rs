@@ -87,8 +87,9 @@ impl Command {
 /// weft's own cap on container ids (the spec sets none; containerd, CRI-O
 /// and Docker use 64 hex digits). Keeps spool file names under NAME_MAX.
 pub const MAX_CONTAINER_ID_LEN: usize = 200;
-/// Linux IFNAMSIZ - 1.
-pub const MAX_IFNAME_LEN: usize = 15;
+/// The interface-name rule lives in [`crate::ifname`]; re-exported here for
+/// existing callers.
+pub use crate::ifname::{validate_ifname, MAX_IFNAME_LEN};
 
 /// `CNI_ARGS`: `K=V;K=V`, kept in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -363,38 +364,6 @@ pub fn validate_container_id(id: &str) -> Result<(), String> {
             "is {} bytes, longer than weft's limit of {MAX_CONTAINER_ID_LEN}",
             bytes.len()
         ));
-    }
-    Ok(())
-}
-
-/// Spec and Linux rules for an interface name: 1..=15 bytes, not "." or
-/// "..", no '/', ':', whitespace or NUL. weft also refuses control
-/// characters and U+FFFD (what a non-UTF-8 name turns into).
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("is empty".into());
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(format!(
-            "is {} bytes, longer than the Linux limit of {MAX_IFNAME_LEN}",
-            name.len()
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err("is not a valid interface name".into());
-    }
-    for c in name.chars() {
-        let bad = match c {
-            '/' | ':' => Some("'/' or ':'"),
-            '\0' => Some("a NUL byte"),
-            c if c.is_whitespace() => Some("whitespace"),
-            c if c.is_control() => Some("a control character"),
-            '\u{FFFD}' => Some("invalid utf-8"),
-            _ => None,
-        };
-        if let Some(what) = bad {
-            return Err(format!("contains {what}, which interface names cannot"));
-        }
     }
     Ok(())
 }

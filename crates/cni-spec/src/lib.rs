@@ -12,6 +12,7 @@
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod ifname;
 pub mod render;
 pub mod result;
 pub mod version;

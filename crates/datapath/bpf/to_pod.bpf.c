@@ -18,6 +18,7 @@ int weft_to_pod(struct __sk_buff *skb)
 {
 	struct flow f = {};
 	struct weft_ep_value *dst;
+	struct weft_cidr_key ck = {};
 	int why;
 
 	/* policy alone (--fastpath off): the kernel path carries everything */
@@ -26,6 +27,16 @@ int weft_to_pod(struct __sk_buff *skb)
 	why = parse(skb, &f);
 	if (why)
 		return pass(why);
+	/* Only pod-to-pod flows: the replies to a node or fabric address (a
+	 * node's own client, a NodePort NATed by kube-proxy) leave through the
+	 * kernel and its nat-outgoing masquerade, so the kernel's conntrack
+	 * must see the flow's first packets too, or it takes a later reply
+	 * for a new flow and masquerades it (the peer then resets). */
+	ck.family = f.family;
+	__builtin_memcpy(ck.addr, f.src.addr, 16);
+	ck.prefixlen = 32 + (f.family == WEFT_AF_INET ? 32 : 128);
+	if (!bpf_map_lookup_elem(&weft_cluster, &ck))
+		return pass(WEFT_STAT_PASS_NOT_POD);
 	dst = bpf_map_lookup_elem(&weft_endpoints, &f.dst);
 	if (!dst)
 		return pass(WEFT_STAT_PASS_NOT_POD);

@@ -31,7 +31,7 @@ pub enum DatapathError {
 
     /// An interface name the kernel would reject.
     #[error("invalid interface name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName { name: String, reason: String },
 
     /// A netlink request the kernel answered with an error.
     #[error("netlink {op} {object}: {}", errno_text(*.errno, .detail.as_deref()))]

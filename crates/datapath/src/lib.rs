@@ -1,6 +1,8 @@
 //! The kernel seam of weft.
 //!
-//! weftd talks to the kernel only through the [`Datapath`] trait. The real
+//! weftd talks to the kernel only through the [`Datapath`] trait, the
+//! umbrella of one small trait per concern ([`seams`]: [`Links`], [`NodeNet`],
+//! [`Peers`], [`FastPathControl`]). The real
 //! implementation, [`LinuxDatapath`], speaks rtnetlink over its own small,
 //! synchronous client (the `weft-netlink` crate, re-exported as [`netlink`]), enters network namespaces with `setns`
 //! ([`netns`]) and writes sysctls; it runs `nft` once at agent start for the
@@ -14,15 +16,16 @@
 //! veth. The host side has a host route and a permanent neighbour per pod
 //! address, so neither side ever needs ARP or neighbour discovery.
 //!
-//! Between nodes, [`Datapath::sync_peers`] routes the other nodes' pod blocks
-//! either over a VXLAN device ([`Datapath::ensure_overlay`]) or natively via
+//! Between nodes, [`Peers::sync_peers`] routes the other nodes' pod blocks
+//! either over a VXLAN device ([`Peers::ensure_overlay`]) or natively via
 //! their underlay addresses; [`routing`] describes what each mode programs.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 mod error;
 pub mod fastpath;
+pub mod flows;
 mod linux;
 pub mod nat;
 pub mod netns;
@@ -30,7 +33,11 @@ mod nlsock;
 pub mod policy;
 mod recording;
 pub mod routing;
+pub mod services;
 pub mod sysctl;
+
+/// The kernel seams by concern and their umbrella, [`Datapath`].
+pub mod seams;
 
 /// The eBPF loader lives in its own crate; re-exported so callers keep
 /// `weft_datapath::bpf::*`.
@@ -42,8 +49,11 @@ pub use weft_netlink as netlink;
 pub use error::DatapathError;
 pub use fastpath::{FastEndpoint, FastPathStats};
 pub use linux::LinuxDatapath;
-pub use recording::{Call, ModelRoute, Op, RecordingDatapath};
+pub use recording::{
+    Call, FakeFastPath, FakeLinks, FakeNode, FakePeers, ModelRoute, Op, Recorder, RecordingDatapath,
+};
 pub use routing::{OverlaySetup, PeerNode, RoutingMode, SyncReport};
+pub use seams::{Datapath, FastPathControl, Links, NodeNet, Peers};
 
 /// The pod's default gateway (IPv4): configured on no interface, answered by
 /// a permanent neighbour entry in the pod.
@@ -52,8 +62,9 @@ pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The MAC of every host-side veth (each veth is its own L2 segment).
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
-/// The longest interface name the kernel accepts (IFNAMSIZ - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+/// The longest interface name the kernel accepts (IFNAMSIZ - 1); the rule
+/// is `weft_cni_spec::ifname`'s, the one every crate checks names with.
+pub use weft_cni_spec::ifname::MAX_IFNAME_LEN;
 
 /// One pod interface to plumb.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,7 +81,7 @@ pub struct PodLink {
     pub ipv6: Option<Ipv6Addr>,
 }
 
-/// What [`Datapath::attach`] made.
+/// What [`Links::attach`] made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Attached {
     /// The MAC of the pod's interface.
@@ -79,7 +90,7 @@ pub struct Attached {
     pub host_ifindex: u32,
 }
 
-/// A host-side veth found by [`Datapath::list_host_links`].
+/// A host-side veth found by [`Links::list_host_links`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostLink {
     pub name: String,
@@ -98,7 +109,7 @@ pub struct NodeSetup {
     pub nat_outgoing: bool,
 }
 
-/// What the eBPF fast path needs to know of the node ([`Datapath::fastpath_start`]).
+/// What the eBPF fast path needs to know of the node ([`FastPathControl::fastpath_start`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FastPathSetup {
     /// The cluster's pod pools: only traffic to them may leave for another
@@ -109,84 +120,8 @@ pub struct FastPathSetup {
     pub remote_device: Option<String>,
 }
 
-/// What [`Datapath::fastpath_sync`] found.
+/// What [`FastPathControl::fastpath_sync`] found.
 pub use fastpath::SyncOutcome as FastPathReport;
-
-/// The seam: weftd talks to the kernel only through this trait.
-pub trait Datapath: Send + Sync {
-    /// Creates the pod's veth pair, addresses, routes and neighbours. A stale
-    /// host link of the same name is replaced; on failure nothing is left.
-    fn attach(&self, link: &PodLink) -> Result<Attached, DatapathError>;
-    /// The first half of `attach`: the veth pair alone, up to the pod's MAC,
-    /// without addresses (`link.ipv4`/`ipv6` are ignored). It lets weftd overlap
-    /// the kernel's link creation with the address allocation it waits on. A
-    /// stale host link of the same name is replaced; on failure nothing is left.
-    fn create_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
-    /// The second half: addresses, routes and neighbours on a pair that
-    /// `create_link` made. On failure the pair is deleted.
-    fn configure_link(&self, link: &PodLink) -> Result<Attached, DatapathError>;
-    /// Checks that `netns` may be a pod's: a network namespace that is
-    /// neither the node's own nor the host's
-    /// ([`DatapathError::NodeNetns`], [`DatapathError::NotNetns`],
-    /// [`DatapathError::NetnsGone`]). `create_link` and `attach` check the
-    /// same; this lets weftd refuse before it allocates anything. The
-    /// default (for test doubles) accepts every path.
-    fn check_pod_netns(&self, _netns: &std::path::Path) -> Result<(), DatapathError> {
-        Ok(())
-    }
-    /// Deletes the host veth (and with it the pod's end). A missing link is Ok.
-    fn detach(&self, host_ifname: &str) -> Result<(), DatapathError>;
-    /// Human-readable problems with an attachment; empty means fine.
-    fn check(&self, link: &PodLink, pod_mac: [u8; 6]) -> Result<Vec<String>, DatapathError>;
-    /// Re-adds missing host routes and neighbours; true if it changed something.
-    fn restore_host_side(&self, link: &PodLink, pod_mac: [u8; 6]) -> Result<bool, DatapathError>;
-    /// Veths in the agent's netns whose name starts with `prefix`.
-    fn list_host_links(&self, prefix: &str) -> Result<Vec<HostLink>, DatapathError>;
-    /// Forwarding sysctls and the masquerade table. Idempotent.
-    fn prepare_node(&self, setup: &NodeSetup) -> Result<(), DatapathError>;
-    /// The underlay interface and its MTU: `iface` if given, else the device of
-    /// the default route (IPv4, then IPv6).
-    fn underlay_mtu(&self, iface: Option<&str>) -> Result<(String, u32), DatapathError>;
-    /// Creates (or fixes) this node's VXLAN device: no learning, no multicast
-    /// group, UDP port `port`, MTU ([`OverlaySetup::effective_mtu`]), up. A
-    /// device of that name with other VXLAN settings (or not VXLAN) is
-    /// replaced; MTU and up are fixed in place. Returns its MAC (the node's
-    /// VTEP MAC, published in the registry). Idempotent.
-    fn ensure_overlay(&self, setup: &OverlaySetup) -> Result<[u8; 6], DatapathError>;
-    /// Makes the kernel's routes to other nodes' blocks exactly `peers`: an
-    /// idempotent full sync that removes what is no longer wanted and touches
-    /// nothing weft did not make (routes carry protocol
-    /// [`netlink::RTPROT_WEFT`]; neighbours and FDB entries live on weft's
-    /// VXLAN device). See [`routing`] for what each mode programs. A peer that
-    /// cannot be served fails the call before anything changes
-    /// ([`DatapathError::InvalidPeer`]); in overlay mode the device must exist.
-    /// In native mode the VXLAN device's entries, if it exists, are removed.
-    fn sync_peers(
-        &self,
-        mode: RoutingMode,
-        overlay_device: &str,
-        peers: &[PeerNode],
-    ) -> Result<SyncReport, DatapathError>;
-    /// Loads the eBPF fast path ([`fastpath`]) afresh and attaches it to the
-    /// remote device; pod veths follow with [`Datapath::fastpath_sync`].
-    /// Programs of an earlier agent keep running until replaced.
-    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError>;
-    /// Takes weft's programs off every `prefix` veth and the remote device:
-    /// the kernel path alone carries traffic. Idempotent; fine if none.
-    fn fastpath_stop(
-        &self,
-        prefix: &str,
-        remote_device: Option<&str>,
-    ) -> Result<usize, DatapathError>;
-    /// Makes the fast path's endpoints exactly `endpoints` (shaped veths are
-    /// found here and kept slow) and attaches the program to their veths.
-    /// A no-op returning the default report when the fast path is not started.
-    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError>;
-    /// Removes these addresses from the fast path now (a DEL).
-    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError>;
-    /// The programs' counters; `None` when the fast path is not started.
-    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError>;
-}
 
 /// `aa:bb:cc:dd:ee:ff`, lowercase.
 pub fn format_mac(mac: [u8; 6]) -> String {
@@ -196,25 +131,12 @@ pub fn format_mac(mac: [u8; 6]) -> String {
     )
 }
 
-/// Checks that the kernel would accept `name` as an interface name.
+/// Checks that the kernel would accept `name` as an interface name
+/// (`weft_cni_spec::ifname`'s rule).
 pub fn validate_ifname(name: &str) -> Result<(), DatapathError> {
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.len() > MAX_IFNAME_LEN {
-        "longer than 15 bytes"
-    } else if name == "." || name == ".." {
-        "reserved"
-    } else if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-    {
-        "contains '/', ':', whitespace or nul"
-    } else {
-        return Ok(());
-    };
-    Err(DatapathError::InvalidName {
+    weft_cni_spec::ifname::validate_ifname(name).map_err(|e| DatapathError::InvalidName {
         name: name.to_string(),
-        reason,
+        reason: e.to_string(),
     })
 }
 

@@ -346,3 +346,19 @@ fn pinned_counters_outlive_a_reload_and_a_changed_layout_is_replaced_privileged(
 
     bpf::pin::remove_dir(&dir).unwrap();
 }
+
+#[test]
+fn another_nodes_own_traffic_takes_the_kernel_path_privileged() {
+    need_root!("fastpath_run");
+    let fp = fast_path();
+    // from a pod of another node: into b
+    let f = V4::tcp("10.244.7.1", "10.244.0.3", MAC_A).frame();
+    let (verdict, _, counters) = run_on(&fp, TO_POD, &f, 1);
+    assert_eq!((verdict, counters), (TC_ACT_REDIRECT, vec![("local", 1)]));
+    // from the other node itself (its underlay address): conntrack must see
+    // the flow, or b's reply, outside the pools, would be masqueraded
+    let f = V4::tcp("198.18.0.11", "10.244.0.3", MAC_A).frame();
+    assert_passed(&fp, TO_POD, &f, 1, "pass_not_pod");
+    let f6 = v6_tcp("2001:2::11", "fd00:244::3", MAC_A, 64);
+    assert_passed(&fp, TO_POD, &f6, 1, "pass_not_pod");
+}

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use common::{is_root, run, tcp_roundtrip, Ns};
 use weft_datapath::netlink::RTPROT_WEFT;
 use weft_datapath::routing::vtep_link_local;
+use weft_datapath::seams::*;
 use weft_datapath::{
-    Datapath, DatapathError, LinuxDatapath, NodeSetup, OverlaySetup, PeerNode, PodLink,
-    RoutingMode, SyncReport,
+    DatapathError, LinuxDatapath, NodeSetup, OverlaySetup, PeerNode, PodLink, RoutingMode,
+    SyncReport,
 };
 
 const VXLAN: &str = "weft.vxlan";

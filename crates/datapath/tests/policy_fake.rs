@@ -31,6 +31,11 @@ fn expected(v: &DirectionVerdict, dir: Direction, ids: &mut RuleIds) -> Option<D
             default: true,
             audit: false,
         },
+        DirectionVerdict::DeniedBy(r) => Decision::Denied {
+            rule: ids.id(&AllowedBy::Cluster(r.clone())),
+            default: false,
+            audit: false,
+        },
     })
 }
 

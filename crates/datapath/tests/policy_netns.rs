@@ -14,12 +14,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
+use weft_datapath::seams::*;
 
 use common::{is_root, Ns};
 use weft_datapath::bpf::PrivateBpffs;
 use weft_datapath::netns::run_in;
 use weft_datapath::policy::{PolicyEndpoint, PolicyMaps, PolicyMode};
-use weft_datapath::{Datapath, FastEndpoint, FastPathSetup, NodeSetup, PodLink};
+use weft_datapath::{FastEndpoint, FastPathSetup, NodeSetup, PodLink};
 use weft_policy::*;
 
 const NODE: &str = "node-1";

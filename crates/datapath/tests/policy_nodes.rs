@@ -19,9 +19,10 @@ use common::{is_root, run, Ns};
 use weft_datapath::bpf::PrivateBpffs;
 use weft_datapath::netns::run_in;
 use weft_datapath::policy::{PolicyEndpoint, PolicyMaps, PolicyMode};
+use weft_datapath::seams::*;
 use weft_datapath::{
-    Datapath, FastEndpoint, FastPathSetup, LinuxDatapath, NodeSetup, OverlaySetup, PeerNode,
-    PodLink, RoutingMode,
+    FastEndpoint, FastPathSetup, LinuxDatapath, NodeSetup, OverlaySetup, PeerNode, PodLink,
+    RoutingMode,
 };
 use weft_policy::*;
 

@@ -42,6 +42,10 @@ fn expected(v: &DirectionVerdict, dir: Direction, ids: &mut RuleIds) -> (bool, O
             false,
             Some((VERDICT_DROPPED, ids.id(&default_deny_reason(p, dir)))),
         ),
+        DirectionVerdict::DeniedBy(r) => (
+            false,
+            Some((VERDICT_DROPPED, ids.id(&AllowedBy::Cluster(r.clone())))),
+        ),
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{is_root, tcp_roundtrip, Ns};
 use weft_datapath::netns::{run_in, spawn_in};
-use weft_datapath::{Datapath, DatapathError, NodeSetup, PodLink, GATEWAY_V4, HOST_VETH_MAC};
+use weft_datapath::seams::*;
+use weft_datapath::{DatapathError, NodeSetup, PodLink, GATEWAY_V4, HOST_VETH_MAC};
 
 fn pod(ns: &Ns, host: &str, n: u8) -> PodLink {
     PodLink {

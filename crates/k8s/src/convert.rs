@@ -406,6 +406,7 @@ impl Convert for core::Service {
             external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
             internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+            labels: self.metadata.labels.clone().unwrap_or_default(),
         })
     }
 }
@@ -468,6 +469,7 @@ impl Convert for discovery::EndpointSlice {
             name,
             service,
             endpoints,
+            labels: self.metadata.labels.clone().unwrap_or_default(),
         })
     }
 }

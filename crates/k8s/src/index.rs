@@ -50,6 +50,12 @@ indexed!(NamespaceInfo, Kind::Namespace, namespaces, cluster);
 indexed!(NetPolicy, Kind::NetworkPolicy, policies);
 indexed!(Service, Kind::Service, services);
 indexed!(EndpointSliceInfo, Kind::EndpointSlice, slices);
+indexed!(
+    weft_policy::ClusterNetworkPolicy,
+    Kind::ClusterNetworkPolicy,
+    cluster_policies,
+    cluster
+);
 
 #[derive(Debug, Default)]
 pub struct Tables {
@@ -59,6 +65,7 @@ pub struct Tables {
     policies: BTreeMap<ObjKey, NetPolicy>,
     services: BTreeMap<ObjKey, Service>,
     slices: BTreeMap<ObjKey, EndpointSliceInfo>,
+    cluster_policies: BTreeMap<ObjKey, weft_policy::ClusterNetworkPolicy>,
 }
 
 impl Tables {
@@ -70,6 +77,7 @@ impl Tables {
             Kind::NetworkPolicy => self.policies.len(),
             Kind::Service => self.services.len(),
             Kind::EndpointSlice => self.slices.len(),
+            Kind::ClusterNetworkPolicy => self.cluster_policies.len(),
         }
     }
 }
@@ -365,12 +373,44 @@ impl View {
             .collect()
     }
 
+    /// Every pod the pod watch holds (this node's, or the cluster's with
+    /// `AdapterConfig::all_pods`).
+    pub fn pods(&self) -> Vec<PodInfo> {
+        self.lock().tables.pods.values().cloned().collect()
+    }
+
+    pub fn namespaces(&self) -> Vec<NamespaceInfo> {
+        self.lock().tables.namespaces.values().cloned().collect()
+    }
+
+    /// Whether `kind`'s watch has listed at least once (its table may be
+    /// a memory now, but not an empty start).
+    pub fn synced(&self, kind: Kind) -> bool {
+        self.lock().status[&kind].synced
+    }
+
     pub fn policies(&self) -> Vec<NetPolicy> {
         self.lock().tables.policies.values().cloned().collect()
     }
 
+    /// Every ClusterNetworkPolicy, by name.
+    pub fn cluster_policies(&self) -> Vec<weft_policy::ClusterNetworkPolicy> {
+        self.lock()
+            .tables
+            .cluster_policies
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn services(&self) -> Vec<Service> {
         self.lock().tables.services.values().cloned().collect()
+    }
+
+    /// Every EndpointSlice with its labels (the Service load balancer reads
+    /// slices whole: headless labels, one slice's ports per backend).
+    pub fn endpoint_slices(&self) -> Vec<EndpointSliceInfo> {
+        self.lock().tables.slices.values().cloned().collect()
     }
 
     /// Every backend of a Service, from all its EndpointSlices (an address

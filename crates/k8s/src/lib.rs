@@ -3,18 +3,22 @@
 //! Namespaces, NetworkPolicies, Services and EndpointSlices, and keeps them
 //! as plain domain types ([`model`]) in an index that plain threads read.
 //!
+//! - [`cnp`]: the ClusterNetworkPolicy watch (a CRD; absent is empty)
 //! - [`model`]: the domain types (no kube types leak out)
 //! - [`convert`]: Kubernetes objects cut to them, field errors named
 //! - [`guarded`]: per-object decoding, so one bad object never stalls a watch
 //! - [`index`]: `apply` / `delete` / `reset` in, [`View`] out
 //! - [`watch`]: one watch's events into the index, errors retried with backoff
 //! - [`runtime`]: the adapter thread, its tokio runtime and client
+//! - [`store`]: weft's datastore on the Kubernetes API (`--store kubernetes`)
 
+pub mod cnp;
 pub mod convert;
 pub mod guarded;
 pub mod index;
 pub mod model;
 pub mod runtime;
+pub mod store;
 pub mod watch;
 
 pub use index::{AdapterStatus, Index, KindStatus, View};

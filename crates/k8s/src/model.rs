@@ -23,16 +23,18 @@ pub enum Kind {
     NetworkPolicy,
     Service,
     EndpointSlice,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Node,
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::ClusterNetworkPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::NetworkPolicy => "networkpolicies",
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicies",
         }
     }
 }
@@ -301,6 +304,10 @@ pub struct Service {
     pub external_traffic_local: bool,
     pub internal_traffic_local: bool,
     pub publish_not_ready: bool,
+    /// The Service's labels (`service.kubernetes.io/service-proxy-name`,
+    /// `service.kubernetes.io/headless` decide who proxies it).
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +328,9 @@ pub struct EndpointSliceInfo {
     /// The `kubernetes.io/service-name` label: the Service it belongs to.
     pub service: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// The slice's labels (the headless label, the managing controller).
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 /// One backend of a Service port. Conditions the API leaves unset read as

@@ -39,6 +39,10 @@ pub struct AdapterConfig {
     pub node: String,
     /// The longest pause between retries of a failed watch.
     pub max_backoff: Duration,
+    /// Watch every pod of the cluster, not only this node's: NetworkPolicy
+    /// needs every pod's labels and addresses (peers' identities, the
+    /// ipcache). The pod table then holds other nodes' pods too.
+    pub all_pods: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +78,7 @@ pub enum PodPresence {
     Gone,
 }
 
-async fn client_config(source: &Source) -> Result<Config, K8sError> {
+pub(crate) async fn client_config(source: &Source) -> Result<Config, K8sError> {
     let mut cfg = match source {
         Source::Kubeconfig(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
@@ -230,16 +234,17 @@ async fn run_watches(client: Client, index: Index, cfg: &AdapterConfig) {
         all().fields(&format!("metadata.name={}", cfg.node)),
         b(),
     );
-    spawn_watch::<Pod>(
-        &client,
-        &index,
-        all().fields(&format!("spec.nodeName={}", cfg.node)),
-        b(),
-    );
+    let pods = if cfg.all_pods {
+        all()
+    } else {
+        all().fields(&format!("spec.nodeName={}", cfg.node))
+    };
+    spawn_watch::<Pod>(&client, &index, pods, b());
     spawn_watch::<Namespace>(&client, &index, all(), b());
     spawn_watch::<NetworkPolicy>(&client, &index, all(), b());
     spawn_watch::<Service>(&client, &index, all(), b());
     spawn_watch::<EndpointSlice>(&client, &index, all(), b());
+    crate::cnp::spawn(&client, &index, b());
     // the watches run until the process ends
     std::future::pending::<()>().await;
 }

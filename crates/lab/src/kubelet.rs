@@ -124,7 +124,7 @@ pub fn find_pod(lab: &Lab, namespace: &str, name: &str) -> anyhow::Result<(NodeI
 }
 
 /// The node `spec` names: its full name (`lab-n2`) or the short one (`n2`).
-fn find_node(lab: &Lab, spec: &str) -> anyhow::Result<NodeInfo> {
+pub fn find_node(lab: &Lab, spec: &str) -> anyhow::Result<NodeInfo> {
     let full = format!("{}-{spec}", lab.name);
     lab.nodes()
         .into_iter()
@@ -220,11 +220,7 @@ pub fn kubelet_args(lab: &Lab, i: usize, kubeconfig: &Path) -> anyhow::Result<Ve
         "--cni-conf-dir".into(),
         s(&cni_conf_dir(node)),
         "--cni-bin-dir".into(),
-        format!(
-            "{}:{}",
-            lab.bin_dir.display(),
-            crate::bench::REFERENCE_PLUGINS
-        ),
+        format!("{}:{}", lab.bin_dir.display(), crate::REFERENCE_PLUGINS),
     ])
 }
 

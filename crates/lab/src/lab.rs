@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::cmd::{cni_exec, ip, CniOutcome};
 use crate::kube::{KubeCluster, KubeSpec};
 
+// the methods of `Lab`, by concern
+mod etcd;
+mod lifecycle;
+mod pods;
+mod weftd;
+
 /// Where every lab keeps its files.
 pub const LAB_ROOT: &str = "/run/weft-lab";
 const FABRIC_V4: &str = "198.18.0.1";
@@ -218,6 +224,10 @@ pub struct Lab {
     /// Whether the weftds also get `--node-ip <v4>,<v6>` (with etcd).
     #[serde(default)]
     pass_node_ip: bool,
+    /// Whether the weftds keep cluster state in the API server (`--store
+    /// kubernetes`): each also gets `--node-ip`.
+    #[serde(default)]
+    pub(crate) kube_store: bool,
     /// The Kubernetes cluster of a `--kubernetes` lab.
     #[serde(default)]
     pub(crate) kube: Option<KubeCluster>,
@@ -339,537 +349,6 @@ impl Lab {
         self.etcd.iter().map(EtcdMember::client_url).collect()
     }
 
-    /// Builds the lab: namespaces, underlay, etcd, one weftd per node.
-    /// `progress` gets one line per step ([`LabSpec::progress_steps`] in all).
-    pub fn up(spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Lab> {
-        spec.validate()?;
-        if !nix_is_root() {
-            bail!("a lab needs root (network namespaces); run it with sudo");
-        }
-        for bin in ["weftd", "weft-cni"] {
-            if !spec.bin_dir.join(bin).exists() {
-                bail!(
-                    "{} not found in {}; build with `cargo build --release` first",
-                    bin,
-                    spec.bin_dir.display()
-                );
-            }
-        }
-        if spec.etcd_members > 0 && !Path::new(ETCD_BIN).exists() {
-            bail!("{ETCD_BIN} not found; apt-get install etcd-server (make setup does)");
-        }
-        let dir = Lab::dir_of(&spec.name);
-        if dir.join("lab.json").exists() {
-            bail!(
-                "lab {} exists already; `weft lab down --name {}` first",
-                spec.name,
-                spec.name
-            );
-        }
-        fs::create_dir_all(&dir)?;
-        let fab = format!("{}-fab", spec.name);
-        let nodes: Vec<NodeInfo> = (0..spec.nodes)
-            .map(|i| {
-                let name = if spec.is_classic() {
-                    format!("{}-node", spec.name)
-                } else {
-                    format!("{}-n{}", spec.name, i + 1)
-                };
-                let node_dir = if i == 0 {
-                    dir.clone()
-                } else {
-                    dir.join(format!("n{}", i + 1))
-                };
-                let (underlay_v4, underlay_v6) = node_underlay(i);
-                NodeInfo {
-                    netns: netns_path(&name),
-                    name,
-                    socket: node_dir.join("weftd.sock"),
-                    dir: node_dir,
-                    underlay_v4,
-                    underlay_v6,
-                    weftd_pid: None,
-                }
-            })
-            .collect();
-        let etcd: Vec<EtcdMember> = (0..spec.etcd_members)
-            .map(|i| EtcdMember {
-                name: format!("e{}", i + 1),
-                address: etcd_address(i),
-                data_dir: dir.join("etcd").join(format!("e{}", i + 1)),
-                log: dir.join("etcd").join(format!("e{}.log", i + 1)),
-                pid: None,
-            })
-            .collect();
-        let mut lab = Lab {
-            name: spec.name.clone(),
-            dir: dir.clone(),
-            bin_dir: spec.bin_dir.clone(),
-            fabric_netns: netns_path(&fab),
-            node_netns: nodes[0].netns.clone(),
-            node_underlay_v4: nodes[0].underlay_v4,
-            node_underlay_v6: nodes[0].underlay_v6,
-            fabric_v4: FABRIC_V4.parse()?,
-            fabric_v6: FABRIC_V6.parse()?,
-            weftd_pid: None,
-            weftd_args: std::iter::once(format!(
-                "--quarantine-seconds={}",
-                spec.quarantine_seconds
-            ))
-            .chain(spec.weftd_args.iter().cloned())
-            .collect(),
-            pods: Vec::new(),
-            nodes,
-            etcd,
-            routing: spec.routing.clone(),
-            shared_store: false,
-            pass_node_ip: false,
-            kube: None,
-        };
-        lab.save()?;
-        let built = (|| -> anyhow::Result<()> {
-            let names: Vec<&str> = lab.nodes.iter().map(|n| n.name.as_str()).collect();
-            progress(&format!(
-                "creating namespaces {fab} and {}",
-                names.join(", ")
-            ));
-            ip(&["netns", "add", &fab])?;
-            for n in &names {
-                ip(&["netns", "add", n])?;
-            }
-            progress(&format!(
-                "wiring the underlay: bridge br0 in {fab} (198.18.0.0/15, 2001:2::/64){}",
-                if lab.etcd.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", etcd addresses {}",
-                        lab.etcd
-                            .iter()
-                            .map(|m| m.address.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            ));
-            let mtu = spec.underlay_mtu.to_string();
-            ip(&[
-                "-n", &fab, "link", "add", "br0", "mtu", &mtu, "type", "bridge",
-            ])?;
-            ip(&["-n", &fab, "link", "set", "lo", "up"])?;
-            ip(&["-n", &fab, "link", "set", "br0", "up"])?;
-            switch_only(&fab);
-            ip(&[
-                "-n",
-                &fab,
-                "addr",
-                "add",
-                &format!("{FABRIC_V4}/15"),
-                "dev",
-                "br0",
-            ])?;
-            ip(&[
-                "-n",
-                &fab,
-                "addr",
-                "add",
-                &format!("{FABRIC_V6}/64"),
-                "dev",
-                "br0",
-                "nodad",
-            ])?;
-            for m in &lab.etcd {
-                ip(&[
-                    "-n",
-                    &fab,
-                    "addr",
-                    "add",
-                    &format!("{}/15", m.address),
-                    "dev",
-                    "br0",
-                ])?;
-            }
-            for (i, n) in lab.nodes.iter().enumerate() {
-                progress(&format!(
-                    "node {}: ul0 {}/15, {}/64, default routes via the fabric",
-                    n.name, n.underlay_v4, n.underlay_v6
-                ));
-                wire_node(&fab, &n.name, i, &mtu, n.underlay_v4, n.underlay_v6)?;
-            }
-            // the API server starts while the weftds come up; finish() waits
-            if let Some(k) = &spec.kubernetes {
-                crate::kube::start(&mut lab, k, progress)?;
-            }
-            if !lab.etcd.is_empty() {
-                let started = Instant::now();
-                for i in 0..lab.etcd.len() {
-                    progress(&format!(
-                        "starting etcd member {} on {} (in {fab})",
-                        lab.etcd[i].name,
-                        lab.etcd[i].client_url()
-                    ));
-                    lab.spawn_etcd(i)?;
-                }
-                lab.wait_etcd_healthy(None)?;
-                progress(&format!(
-                    "etcd healthy: {} member(s) in {} ms",
-                    lab.etcd.len(),
-                    started.elapsed().as_millis()
-                ));
-                (lab.shared_store, lab.pass_node_ip) = weftd_multinode_flags(&lab.bin_dir);
-                lab.save()?;
-            }
-            for i in 0..lab.nodes.len() {
-                let note = if !lab.etcd.is_empty() && !lab.shared_store {
-                    " (this weftd has no --store etcd yet: embedded store)"
-                } else {
-                    ""
-                };
-                progress(&format!("starting weftd in {}{note}", lab.nodes[i].name));
-                lab.start_weftd_on(i)?;
-                progress(&format!(
-                    "weftd of {} ready on {} (pid {})",
-                    lab.nodes[i].name,
-                    lab.nodes[i].socket.display(),
-                    lab.nodes[i].weftd_pid.unwrap_or_default()
-                ));
-            }
-            if let Some(k) = &spec.kubernetes {
-                crate::kube::finish(&mut lab, k, progress)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = built {
-            let _ = Lab::down(&spec.name);
-            return Err(e.context(format!(
-                "building lab {}; everything it made was removed",
-                spec.name
-            )));
-        }
-        Ok(lab)
-    }
-
-    /// Starts node 1's weftd (see [`Lab::start_weftd_on`]).
-    pub fn start_weftd(&mut self) -> anyhow::Result<()> {
-        self.start_weftd_on(0)
-    }
-
-    /// Stops node 1's weftd (see [`Lab::stop_weftd_on`]).
-    pub fn stop_weftd(&mut self) -> anyhow::Result<()> {
-        self.stop_weftd_on(0)
-    }
-
-    /// The flags node `i`'s weftd runs with.
-    fn weftd_command_args(&self, i: usize) -> Vec<String> {
-        let n = &self.nodes[i];
-        let mut args = vec![
-            "--socket".to_string(),
-            n.socket.to_string_lossy().into_owned(),
-            "--state-dir".into(),
-            n.state_dir().to_string_lossy().into_owned(),
-            "--spool-dir".into(),
-            n.spool_dir().to_string_lossy().into_owned(),
-            "--node-name".into(),
-            n.name.clone(),
-        ];
-        if self.shared_store && !self.etcd.is_empty() {
-            args.extend([
-                "--store".into(),
-                "etcd".into(),
-                "--etcd-endpoints".into(),
-                self.etcd_endpoints().join(","),
-                "--routing".into(),
-                self.routing.clone(),
-                "--underlay-iface".into(),
-                "ul0".into(),
-            ]);
-            if self.pass_node_ip {
-                args.extend([
-                    "--node-ip".into(),
-                    format!("{},{}", n.underlay_v4, n.underlay_v6),
-                ]);
-            }
-        }
-        args.extend(self.weftd_args.iter().cloned());
-        args
-    }
-
-    /// Starts node `i`'s weftd with the lab's arguments and waits (at most
-    /// 15 s) until its socket answers.
-    pub fn start_weftd_on(&mut self, i: usize) -> anyhow::Result<()> {
-        self.spawn_weftd_on(i)?;
-        self.wait_weftd_on(i, Duration::from_secs(15))
-    }
-
-    /// Starts node `i`'s weftd and returns at once, its pid recorded (so
-    /// `down` finds it even if it never answers).
-    pub fn spawn_weftd_on(&mut self, i: usize) -> anyhow::Result<u32> {
-        let node = self.node(i)?.clone();
-        if node.weftd_alive() {
-            bail!(
-                "weftd of {} runs already (pid {})",
-                node.name,
-                node.weftd_pid.unwrap_or_default()
-            );
-        }
-        fs::create_dir_all(&node.dir)?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(node.log_path())?;
-        let mut cmd = Command::new(self.bin_dir.join("weftd"));
-        cmd.args(self.weftd_command_args(i))
-            // as deploy/weftd.service does: glibc's per-thread malloc arenas
-            // would otherwise hold freed memory of every connection thread
-            .env("MALLOC_ARENA_MAX", "2")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // its own process group: a Ctrl-C at the terminal that ran `weft lab up`
-        // must not take the lab's agent down with it
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = weft_datapath::netns::spawn_in(&mut cmd, &node.netns)
-            .with_context(|| format!("starting weftd in {}", node.name))?;
-        let pid = child.id();
-        self.set_weftd_pid(i, Some(pid));
-        self.save()?;
-        // reap it in the background if it exits while we are still here
-        std::thread::spawn(move || {
-            let mut child = child;
-            let _ = child.wait();
-        });
-        Ok(pid)
-    }
-
-    /// Waits (at most `limit`) until node `i`'s weftd answers on its socket;
-    /// fails at once if it exited.
-    pub fn wait_weftd_on(&self, i: usize, limit: Duration) -> anyhow::Result<()> {
-        let node = self.node(i)?;
-        let pid = node
-            .weftd_pid
-            .with_context(|| format!("no weftd started on {}", node.name))?;
-        let deadline = Instant::now() + limit;
-        loop {
-            let ok = weft_api::http::call(
-                &node.socket,
-                "GET",
-                weft_api::paths::STATUS,
-                b"",
-                Duration::from_secs(2),
-            )
-            .map(|r| r.status == 200)
-            .unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
-            if !pid_alive(pid) {
-                bail!(
-                    "weftd of {} exited at start; see {}",
-                    node.name,
-                    node.log_path().display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "weftd of {} did not answer on {} within {} s; see {}",
-                    node.name,
-                    node.socket.display(),
-                    limit.as_secs(),
-                    node.log_path().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops node `i`'s weftd (SIGTERM, then SIGKILL after 5 s) and waits for
-    /// it to exit. Pods keep their network: only the agent goes away.
-    pub fn stop_weftd_on(&mut self, i: usize) -> anyhow::Result<()> {
-        let marker = self.pid_marker();
-        if let Some(pid) = self.node(i)?.weftd_pid {
-            stop_pid(pid, "weftd", &marker);
-        }
-        self.set_weftd_pid(i, None);
-        self.save()
-    }
-
-    fn set_weftd_pid(&mut self, i: usize, pid: Option<u32>) {
-        self.nodes[i].weftd_pid = pid;
-        if i == 0 {
-            self.weftd_pid = pid;
-        }
-    }
-
-    /// What the command line of every process of this lab contains (its
-    /// directory): a pid reused by another process is never signalled.
-    pub(crate) fn pid_marker(&self) -> String {
-        format!("{}/", self.dir.display())
-    }
-
-    /// Starts etcd member `i` in the fabric namespace and records its pid.
-    fn spawn_etcd(&mut self, i: usize) -> anyhow::Result<()> {
-        let m = self.etcd[i].clone();
-        fs::create_dir_all(m.data_dir.parent().unwrap_or(&self.dir))?;
-        let cluster = self
-            .etcd
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&m.log)?;
-        let mut cmd = Command::new(ETCD_BIN);
-        cmd.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .arg("--name")
-            .arg(&m.name)
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .arg("--listen-client-urls")
-            .arg(m.client_url())
-            .arg("--advertise-client-urls")
-            .arg(m.client_url())
-            .arg("--listen-peer-urls")
-            .arg(m.peer_url())
-            .arg("--initial-advertise-peer-urls")
-            .arg(m.peer_url())
-            .arg("--initial-cluster")
-            .arg(&cluster)
-            .arg("--initial-cluster-token")
-            .arg(format!("weft-lab-{}", self.name))
-            // ignored once the data directory exists (a restarted member)
-            .arg("--initial-cluster-state")
-            .arg("new")
-            .arg("--logger")
-            .arg("zap")
-            .arg("--log-outputs")
-            .arg("stderr")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = weft_datapath::netns::spawn_in(&mut cmd, &self.fabric_netns)
-            .with_context(|| format!("starting etcd member {}", m.name))?;
-        self.etcd[i].pid = Some(child.id());
-        self.save()?;
-        std::thread::spawn(move || {
-            let mut child = child;
-            let _ = child.wait();
-        });
-        Ok(())
-    }
-
-    /// Waits (at most 15 s) until every running member — or only `only` —
-    /// answers `/health` with `"health":"true"`.
-    fn wait_etcd_healthy(&self, only: Option<usize>) -> anyhow::Result<()> {
-        let deadline = Instant::now() + ETCD_HEALTH_WAIT;
-        let wanted: Vec<usize> = match only {
-            Some(i) => vec![i],
-            None => (0..self.etcd.len()).collect(),
-        };
-        loop {
-            let mut pending = Vec::new();
-            for &i in &wanted {
-                let m = &self.etcd[i];
-                if !m.alive() {
-                    bail!("etcd member {} exited; see {}", m.name, m.log.display());
-                }
-                if !self.etcd_member_healthy(i) {
-                    pending.push(m.name.clone());
-                }
-            }
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "etcd member(s) {} not healthy within {} s; see {}",
-                    pending.join(", "),
-                    ETCD_HEALTH_WAIT.as_secs(),
-                    self.dir.join("etcd").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Whether etcd member `i` answers `GET /health` with `"health":"true"`,
-    /// asked from inside the fabric namespace.
-    pub fn etcd_member_healthy(&self, i: usize) -> bool {
-        let Some(m) = self.etcd.get(i) else {
-            return false;
-        };
-        let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
-        let body = weft_datapath::netns::run_in(&self.fabric_netns, move || {
-            http_get(addr, "/health", Duration::from_secs(1))
-        });
-        matches!(body, Ok(Ok(b)) if b.replace(' ', "").contains("\"health\":\"true\""))
-    }
-
-    /// Whether etcd member `i` is the cluster's leader now (its metrics say
-    /// so); false when it does not answer within a second.
-    pub fn etcd_member_leads(&self, i: usize) -> bool {
-        let Some(m) = self.etcd.get(i) else {
-            return false;
-        };
-        let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
-        let body = weft_datapath::netns::run_in(&self.fabric_netns, move || {
-            http_get(addr, "/metrics", Duration::from_secs(1))
-        });
-        matches!(body, Ok(Ok(b)) if b.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
-    }
-
-    /// Stops etcd member `i` (0-based; SIGTERM, then SIGKILL) for failure tests.
-    pub fn stop_etcd_member(&mut self, i: usize) -> anyhow::Result<()> {
-        let marker = self.pid_marker();
-        let m = self
-            .etcd
-            .get_mut(i)
-            .with_context(|| format!("no etcd member index {i}"))?;
-        if let Some(pid) = m.pid.take() {
-            stop_pid(pid, "etcd", &marker);
-        }
-        self.save()
-    }
-
-    /// Starts etcd member `i` again (same data directory) and waits until it
-    /// reports healthy (at most 15 s; needs a quorum of members running).
-    pub fn start_etcd_member(&mut self, i: usize) -> anyhow::Result<()> {
-        let m = self
-            .etcd
-            .get(i)
-            .with_context(|| format!("no etcd member index {i}"))?;
-        if m.alive() {
-            bail!(
-                "etcd member {} runs already (pid {})",
-                m.name,
-                m.pid.unwrap_or_default()
-            );
-        }
-        self.spawn_etcd(i)?;
-        self.wait_etcd_healthy(Some(i))
-    }
-
-    /// Starts the given stopped members together and waits until every
-    /// member is healthy: after all of them were down, none can be healthy
-    /// alone (a member needs a quorum), so they must come back as a group.
-    pub fn start_etcd_members(&mut self, which: &[usize]) -> anyhow::Result<()> {
-        for &i in which {
-            let m = self
-                .etcd
-                .get(i)
-                .with_context(|| format!("no etcd member index {i}"))?;
-            if !m.alive() {
-                self.spawn_etcd(i)?;
-            }
-        }
-        self.wait_etcd_healthy(None)
-    }
-
     pub fn load(name: &str) -> anyhow::Result<Lab> {
         check_name(name)?;
         let path = Lab::dir_of(name).join("lab.json");
@@ -911,205 +390,6 @@ impl Lab {
         fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         fs::rename(&tmp, self.dir.join("lab.json"))?;
         Ok(())
-    }
-
-    /// The network configuration a runtime on node 1 would hand weft-cni.
-    pub fn net_conf(&self, cni_version: &str) -> serde_json::Value {
-        self.net_conf_on(0, cni_version)
-    }
-
-    /// The network configuration a runtime on node `i` would hand weft-cni.
-    /// Panics when the lab has no node `i`.
-    pub fn net_conf_on(&self, i: usize, cni_version: &str) -> serde_json::Value {
-        let n = &self.nodes[i];
-        serde_json::json!({
-            "cniVersion": cni_version,
-            "name": NETWORK,
-            "type": "weft-cni",
-            "agentSocket": n.socket,
-            "spoolDir": n.spool_dir(),
-        })
-    }
-
-    /// Runs one CNI verb of weft-cni on node 1 for `pod` as a runtime would.
-    pub fn cni(
-        &self,
-        command: &str,
-        container_id: &str,
-        netns: &str,
-        pod_name: &str,
-        conf: &serde_json::Value,
-    ) -> anyhow::Result<CniOutcome> {
-        self.cni_on(0, command, container_id, netns, pod_name, conf)
-    }
-
-    /// Runs one CNI verb of weft-cni on node `i` (in its namespace).
-    pub fn cni_on(
-        &self,
-        i: usize,
-        command: &str,
-        container_id: &str,
-        netns: &str,
-        pod_name: &str,
-        conf: &serde_json::Value,
-    ) -> anyhow::Result<CniOutcome> {
-        cni_exec(
-            &self.cni_plugin(),
-            &self.bin_dir,
-            &self.node(i)?.netns,
-            command,
-            container_id,
-            netns,
-            "eth0",
-            &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_name}"),
-            &serde_json::to_vec(conf)?,
-        )
-    }
-
-    /// Creates a pod namespace on node 1 and ADDs it through weft-cni.
-    pub fn add_pod(&mut self, name: &str) -> anyhow::Result<Pod> {
-        self.add_pod_on(name, 0)
-    }
-
-    /// Creates a pod namespace and ADDs it through node `node`'s weft-cni.
-    pub fn add_pod_on(&mut self, name: &str, node: usize) -> anyhow::Result<Pod> {
-        check_pod_name(name)?;
-        self.node(node)?;
-        if self.pods.iter().any(|p| p.name == name) {
-            bail!("pod {name} exists already in lab {}", self.name);
-        }
-        let ns = format!("{}-{name}", self.name);
-        ip(&["netns", "add", &ns])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        let netns = netns_path(&ns);
-        let container_id = format!("{}-{name}", self.name);
-        let out = self.cni_on(
-            node,
-            "ADD",
-            &container_id,
-            &netns.to_string_lossy(),
-            name,
-            &self.net_conf_on(node, "1.0.0"),
-        );
-        let out = match out {
-            Ok(o) if o.success => o,
-            Ok(o) => {
-                let _ = ip(&["netns", "del", &ns]);
-                bail!(
-                    "weft-cni ADD for pod {name} failed: {}{}",
-                    o.stdout.trim(),
-                    o.stderr.trim()
-                );
-            }
-            Err(e) => {
-                let _ = ip(&["netns", "del", &ns]);
-                return Err(e);
-            }
-        };
-        let result = out.json()?;
-        let ips = result["ips"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|ip| ip["address"].as_str())
-                    .filter_map(|s| s.split('/').next()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let pod = Pod {
-            name: name.to_string(),
-            netns,
-            container_id,
-            ips,
-            node,
-        };
-        self.pods.push(pod.clone());
-        self.save()?;
-        Ok(pod)
-    }
-
-    /// DELs a pod through its node's weft-cni and removes its namespace.
-    pub fn del_pod(&mut self, name: &str) -> anyhow::Result<()> {
-        let Some(i) = self.pods.iter().position(|p| p.name == name) else {
-            bail!("no pod {name} in lab {}", self.name);
-        };
-        let pod = self.pods[i].clone();
-        let out = self.cni_on(
-            pod.node,
-            "DEL",
-            &pod.container_id,
-            &pod.netns.to_string_lossy(),
-            name,
-            &self.net_conf_on(pod.node, "1.0.0"),
-        )?;
-        if !out.success {
-            bail!("weft-cni DEL for pod {name} failed: {}", out.stdout.trim());
-        }
-        let _ = ip(&["netns", "del", &format!("{}-{name}", self.name)]);
-        self.pods.remove(i);
-        self.save()
-    }
-
-    /// Removes everything of lab `name` that exists, going on past errors:
-    /// every node's weftd and every etcd member (by their recorded pids),
-    /// pod, node and fabric namespaces, the directory.
-    pub fn down(name: &str) -> anyhow::Result<()> {
-        check_name(name)?;
-        let mut errors = Vec::new();
-        if let Ok(lab) = Lab::load(name) {
-            let marker = lab.pid_marker();
-            // a Kubernetes cluster's node agents and control plane first
-            crate::kube::stop_all(&lab, &marker);
-            // the agents first (etcd's clients), in parallel
-            let mut weftds: Vec<u32> = lab
-                .nodes
-                .iter()
-                .filter_map(|n| n.weftd_pid)
-                .chain(lab.weftd_pid)
-                .collect();
-            weftds.sort_unstable();
-            weftds.dedup();
-            std::thread::scope(|s| {
-                for pid in weftds {
-                    let marker = &marker;
-                    s.spawn(move || stop_pid(pid, "weftd", marker));
-                }
-            });
-            // then etcd, one member at a time, followers first: a leader told
-            // to stop while a follower still runs tries to hand leadership
-            // over, which can take seconds while the cluster is shrinking;
-            // stopped last, it has nobody to hand it to
-            let mut members: Vec<(bool, u32)> = (0..lab.etcd.len())
-                .filter_map(|i| lab.etcd[i].pid.map(|pid| (lab.etcd_member_leads(i), pid)))
-                .collect();
-            members.sort_by_key(|(leader, _)| *leader);
-            for (_, pid) in members {
-                stop_pid(pid, "etcd", &marker);
-            }
-        }
-        // every namespace carrying the lab's prefix, also those lab.json never recorded
-        let prefix = format!("{name}-");
-        if let Ok(rd) = fs::read_dir("/run/netns") {
-            for e in rd.filter_map(Result::ok) {
-                let ns = e.file_name().to_string_lossy().into_owned();
-                if ns.starts_with(&prefix) {
-                    if let Err(err) = ip(&["netns", "del", &ns]) {
-                        errors.push(err.to_string());
-                    }
-                }
-            }
-        }
-        let dir = Lab::dir_of(name);
-        if dir.exists() {
-            if let Err(e) = fs::remove_dir_all(&dir) {
-                errors.push(format!("removing {}: {e}", dir.display()));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("lab {name} partly removed: {}", errors.join("; "))
-        }
     }
 }
 
@@ -1200,19 +480,32 @@ fn nix_is_root() -> bool {
 
 /// Whether `pid` runs (a zombie waiting to be reaped does not count).
 pub fn pid_alive(pid: u32) -> bool {
-    // a zombie still has /proc/<pid>; look at its state
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    // a zombie still has /proc/<pid>; look at its state. A thread-group
+    // leader that exited is a zombie while its other threads still run (and
+    // hold its files, e.g. weftd's store lock): alive until they are gone.
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let zombie = field("State:").starts_with('Z');
+    let threads: u32 = field("Threads:").parse().unwrap_or(1);
+    !zombie || threads > 1
 }
 
 /// Ends a process this lab started, by its pid: TERM, then KILL after 5 s.
 /// Only when its program is `binary` and its command line mentions `marker`
-/// (the lab's directory): never a process that reused the pid.
+/// (the lab's directory): never a process that reused the pid. Returns once
+/// the process is reaped (at most 5 s after it ended): a thread group's
+/// leader shows as a zombie while its other threads still run and hold its
+/// files, the store's lock among them, so a restart right after a stop that
+/// returned at "zombie" could find the lock still taken.
 pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
     let ours = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
@@ -1225,7 +518,8 @@ pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
             program_ok && args.any(|a| String::from_utf8_lossy(a).contains(marker))
         })
         .unwrap_or(false);
-    if !ours || !pid_alive(pid) {
+    let start = start_time(pid);
+    if !ours || !pid_alive(pid) || start.is_none() {
         return;
     }
     for (signal, patience) in [
@@ -1241,232 +535,29 @@ pub(crate) fn stop_pid(pid: u32, binary: &str, marker: &str) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if !pid_alive(pid) {
-            return;
+            break;
         }
+    }
+    // until reaped (or the pid belongs to another process): whoever started
+    // it reaps it (the lab's reaper thread, or init once that process ended)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while start_time(pid) == start && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-impl Lab {
-    /// Runs a plugin chain the way libcni runs a conflist: ADD goes through
-    /// the plugins in order, each given the previous result as `prevResult`
-    /// and the `runtimeConfig` of the capabilities it declares; DEL goes in
-    /// reverse with the chain's final result. Returns the final ADD result
-    /// (`Value::Null` for DEL). Plugins other than weft-cni come from
-    /// `/usr/lib/cni` (the reference plugins).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "mirrors the CNI call: verb, ids, netns, config, runtime config, cached result"
-    )]
-    pub fn run_chain(
-        &self,
-        command: &str,
-        container_id: &str,
-        netns: &str,
-        pod_name: &str,
-        conflist: &serde_json::Value,
-        runtime_config: &serde_json::Value,
-        prev_result: Option<&serde_json::Value>,
-    ) -> anyhow::Result<serde_json::Value> {
-        let plugins = conflist["plugins"]
-            .as_array()
-            .context("conflist has no plugins array")?;
-        let order: Vec<&serde_json::Value> = if command == "DEL" {
-            plugins.iter().rev().collect()
-        } else {
-            plugins.iter().collect()
-        };
-        let mut prev = prev_result.cloned();
-        let cni_path = format!(
-            "{}:{}",
-            self.bin_dir.display(),
-            crate::bench::REFERENCE_PLUGINS
-        );
-        for plugin in order {
-            let mut conf = plugin.clone();
-            conf["name"] = conflist["name"].clone();
-            conf["cniVersion"] = conflist["cniVersion"].clone();
-            if let Some(caps) = plugin["capabilities"].as_object() {
-                let mut rc = serde_json::Map::new();
-                for (cap, on) in caps {
-                    if on == true {
-                        if let Some(v) = runtime_config.get(cap) {
-                            rc.insert(cap.clone(), v.clone());
-                        }
-                    }
-                }
-                if !rc.is_empty() {
-                    conf["runtimeConfig"] = serde_json::Value::Object(rc);
-                }
-            }
-            if let Some(p) = &prev {
-                conf["prevResult"] = p.clone();
-            }
-            let kind = conf["type"]
-                .as_str()
-                .context("plugin without type")?
-                .to_string();
-            let binary = if kind == "weft-cni" {
-                self.cni_plugin()
-            } else {
-                Path::new(crate::bench::REFERENCE_PLUGINS).join(&kind)
-            };
-            let out = cni_exec(
-                &binary,
-                Path::new(&cni_path),
-                &self.node_netns,
-                command,
-                container_id,
-                netns,
-                "eth0",
-                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_name}"),
-                &serde_json::to_vec(&conf)?,
-            )?;
-            if !out.success {
-                bail!(
-                    "{kind} {command} failed: {}{}",
-                    out.stdout.trim(),
-                    out.stderr.trim()
-                );
-            }
-            if command == "ADD" {
-                prev = Some(out.json()?);
-            }
-        }
-        Ok(if command == "ADD" {
-            prev.unwrap_or_default()
-        } else {
-            serde_json::Value::Null
-        })
-    }
+/// When `pid` started (clock ticks since boot, field 22 of its stat): tells
+/// a process from a later one that reused its pid. `None` when there is none.
+fn start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the comm: state is field 0 of the rest, starttime field 19
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lab_of(spec: &LabSpec, shared_store: bool, pass_node_ip: bool) -> Lab {
-        let dir = Lab::dir_of(&spec.name);
-        let nodes: Vec<NodeInfo> = (0..spec.nodes)
-            .map(|i| {
-                let name = if spec.is_classic() {
-                    format!("{}-node", spec.name)
-                } else {
-                    format!("{}-n{}", spec.name, i + 1)
-                };
-                let (underlay_v4, underlay_v6) = node_underlay(i);
-                let d = if i == 0 {
-                    dir.clone()
-                } else {
-                    dir.join(format!("n{}", i + 1))
-                };
-                NodeInfo {
-                    netns: netns_path(&name),
-                    name,
-                    socket: d.join("weftd.sock"),
-                    dir: d,
-                    underlay_v4,
-                    underlay_v6,
-                    weftd_pid: None,
-                }
-            })
-            .collect();
-        Lab {
-            name: spec.name.clone(),
-            dir: dir.clone(),
-            bin_dir: spec.bin_dir.clone(),
-            fabric_netns: netns_path("x-fab"),
-            node_netns: nodes[0].netns.clone(),
-            node_underlay_v4: nodes[0].underlay_v4,
-            node_underlay_v6: nodes[0].underlay_v6,
-            fabric_v4: FABRIC_V4.parse().unwrap(),
-            fabric_v6: FABRIC_V6.parse().unwrap(),
-            weftd_pid: None,
-            weftd_args: vec!["--quarantine-seconds=30".into()],
-            pods: Vec::new(),
-            nodes,
-            etcd: (0..spec.etcd_members)
-                .map(|i| EtcdMember {
-                    name: format!("e{}", i + 1),
-                    address: etcd_address(i),
-                    data_dir: dir.join("etcd"),
-                    log: dir.join("etcd.log"),
-                    pid: None,
-                })
-                .collect(),
-            routing: spec.routing.clone(),
-            shared_store,
-            pass_node_ip,
-            kube: None,
-        }
-    }
-
-    #[test]
-    fn a_one_node_lab_runs_weftd_with_the_flags_it_always_had() {
-        let spec = LabSpec::new("p", Path::new("/b"));
-        assert!(spec.is_classic());
-        let lab = lab_of(&spec, false, false);
-        assert_eq!(
-            lab.weftd_command_args(0).join(" "),
-            "--socket /run/weft-lab/p/weftd.sock --state-dir /run/weft-lab/p/state \
-             --spool-dir /run/weft-lab/p/spool --node-name p-node --quarantine-seconds=30"
-        );
-        assert_eq!(lab.node_netns_name(), "p-node");
-        assert_eq!(spec.progress_steps(), 5);
-    }
-
-    #[test]
-    fn nodes_of_an_etcd_lab_get_the_store_flags_when_weftd_knows_them() {
-        let mut spec = LabSpec::new("p", Path::new("/b"));
-        spec.nodes = 3;
-        spec.etcd_members = 3;
-        spec.routing = "native".into();
-        spec.validate().unwrap();
-        let lab = lab_of(&spec, true, true);
-        assert_eq!(
-            lab.weftd_command_args(1).join(" "),
-            "--socket /run/weft-lab/p/n2/weftd.sock --state-dir /run/weft-lab/p/n2/state \
-             --spool-dir /run/weft-lab/p/n2/spool --node-name p-n2 --store etcd \
-             --etcd-endpoints http://198.18.0.2:2379,http://198.18.0.3:2379,http://198.18.0.4:2379 \
-             --routing native --underlay-iface ul0 --node-ip 198.18.0.11,2001:2::11 \
-             --quarantine-seconds=30"
-        );
-        // a weftd without those flags: the lab still comes up, embedded stores
-        let old = lab_of(&spec, false, false);
-        assert!(!old.weftd_command_args(1).contains(&"--store".to_string()));
-        // no etcd, several nodes: no store flags either
-        spec.etcd_members = 0;
-        let plain = lab_of(&spec, true, true);
-        assert!(!plain.weftd_command_args(2).contains(&"--store".to_string()));
-        assert_eq!(plain.node_netns_name(), "p-n1");
-        assert_eq!(spec.progress_steps(), 2 + 3 + 6);
-    }
-
-    #[test]
-    fn pods_may_not_take_the_labs_own_names() {
-        for bad in ["fab", "node", "n1", "n12"] {
-            assert!(check_pod_name(bad).is_err(), "{bad}");
-        }
-        for ok in ["a", "pod-1", "n", "n1x", "nodes"] {
-            assert!(check_pod_name(ok).is_ok(), "{ok}");
-        }
-    }
-
-    #[test]
-    fn underlay_addresses_follow_the_node_index() {
-        assert_eq!(
-            node_underlay(0),
-            (
-                "198.18.0.10".parse().unwrap(),
-                "2001:2::10".parse().unwrap()
-            )
-        );
-        assert_eq!(
-            node_underlay(31),
-            (
-                "198.18.0.41".parse().unwrap(),
-                "2001:2::41".parse().unwrap()
-            )
-        );
-        assert_eq!(etcd_address(2), "198.18.0.4".parse::<IpAddr>().unwrap());
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 //! Network-namespace labs: a weft node (and its pods) on one machine, for the
-//! demo, the tests and the benchmarks.
+//! demo, the tests and the benchmarks (which live in `weft-bench`).
 //!
 //! A lab named `P` is made of:
 //! - `P-fab`: the fabric namespace with the underlay bridge `br0`
@@ -14,19 +14,20 @@
 //! Setting a lab up uses `ip` (iproute2): this is scaffolding around weft, not
 //! weft's data path, which is all netlink.
 
-pub mod bench;
-pub mod bench_dataplane;
-pub mod bench_ipam;
-pub mod bench_policy;
 mod cmd;
 pub mod conflist;
 pub mod kube;
 pub mod kubelet;
 mod lab;
 pub mod probe;
+pub mod traffic;
 
 pub use cmd::{cni_exec, ip, spawn_in_netns, CniOutcome};
 pub use lab::{
     pid_alive, EtcdMember, Lab, LabSpec, NodeInfo, Pod, ETCD_BIN, ETCD_CLIENT_PORT, ETCD_PEER_PORT,
     LAB_ROOT, MAX_ETCD_MEMBERS, MAX_NODES,
 };
+
+/// Where Debian's containernetworking-plugins put the reference plugins
+/// (chained after weft in labs, and weft's rivals in `weft bench cni`).
+pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{ClusterNetworkPolicy, ClusterPeer};
 use crate::entries::Context;
 use crate::identity::{Identity, IdentityAllocator, IdentityKey, Subject};
 use crate::mapkey::PolicyKey;
@@ -60,6 +61,15 @@ pub struct Compiled {
     /// Every policy with the endpoints it isolates (`weft policy list`).
     #[serde(with = "pairs")]
     pub policies: BTreeMap<PolicyRef, PolicySummary>,
+    /// Every ClusterNetworkPolicy by name with the endpoints it applies to
+    /// in each direction it has rules for (Baseline ones only where no
+    /// NetworkPolicy isolates).
+    #[serde(default)]
+    pub cluster_policies: BTreeMap<String, PolicySummary>,
+    /// ClusterNetworkPolicy faults (each part fails closed: an Accept rule
+    /// matches nothing, a Deny or Pass rule denies everything), and why.
+    #[serde(default)]
+    pub rejected_cluster: Vec<(String, String)>,
 }
 
 /// Maps whose keys are structs travel as lists of pairs: JSON object keys
@@ -93,13 +103,40 @@ pub struct PolicySummary {
     pub egress: Vec<EndpointRef>,
 }
 
-/// Compiles the whole cluster. Only the allocator can fail.
+impl PolicySummary {
+    fn push(&mut self, dir: Direction, ep: &EndpointRef) {
+        match dir {
+            Direction::Ingress => self.ingress.push(ep.clone()),
+            Direction::Egress => self.egress.push(ep.clone()),
+        }
+    }
+}
+
+/// Compiles the whole cluster's NetworkPolicies. Only the allocator can
+/// fail.
 pub fn compile(
     policies: &[NetworkPolicy],
     inventory: &Inventory,
     allocator: &mut dyn IdentityAllocator,
 ) -> Result<Compiled, PolicyError> {
+    compile_all(policies, &[], inventory, allocator)
+}
+
+/// Compiles NetworkPolicies and ClusterNetworkPolicies (the Admin and
+/// Baseline tiers) into one set of maps.
+pub fn compile_all(
+    policies: &[NetworkPolicy],
+    cluster: &[ClusterNetworkPolicy],
+    inventory: &Inventory,
+    allocator: &mut dyn IdentityAllocator,
+) -> Result<Compiled, PolicyError> {
     let mut out = Compiled::default();
+    for c in cluster {
+        for fault in c.faults() {
+            out.rejected_cluster.push((c.name.clone(), fault));
+        }
+    }
+    out.rejected_cluster.sort();
     let valid: Vec<bool> = policies
         .iter()
         .map(|p| match p.validate() {
@@ -111,7 +148,7 @@ pub fn compile(
         })
         .collect();
     out.rejected.sort();
-    let pieces = cidr_pieces(policies, &valid);
+    let pieces = cidr_pieces(policies, &valid, cluster);
 
     // Reserved identities are always in the catalogue: the node exemption
     // needs HOST even on a node whose addresses are not known yet.
@@ -179,7 +216,7 @@ pub fn compile(
         out.ipcache.insert(node.clone(), cache);
     }
 
-    let mut ctx = Context::new(policies, valid, &out.identities);
+    let mut ctx = Context::new(policies, cluster, valid, &out.identities);
     let mut endpoints = BTreeMap::new();
     for w in inventory.workloads.iter().filter(|w| !w.host_network) {
         let ep = EndpointRef {
@@ -191,19 +228,30 @@ pub fn compile(
         }
         out.nodes.insert(ep.clone(), w.node.clone());
         let (policy, selected) = ctx.endpoint(w);
-        for (i, dir) in selected {
+        for (i, dir) in selected.policies {
             let summary = out.policies.entry(policies[i].reference()).or_default();
-            match dir {
-                Direction::Ingress => summary.ingress.push(ep.clone()),
-                Direction::Egress => summary.egress.push(ep.clone()),
-            }
+            summary.push(dir, &ep);
+        }
+        for (i, dir) in selected.cluster {
+            let summary = out
+                .cluster_policies
+                .entry(cluster[i].name.clone())
+                .or_default();
+            summary.push(dir, &ep);
         }
         endpoints.insert(ep, policy);
     }
     for p in policies {
         out.policies.entry(p.reference()).or_default();
     }
-    for s in out.policies.values_mut() {
+    for c in cluster {
+        out.cluster_policies.entry(c.name.clone()).or_default();
+    }
+    for s in out
+        .policies
+        .values_mut()
+        .chain(out.cluster_policies.values_mut())
+    {
         s.ingress.sort();
         s.egress.sort();
     }
@@ -219,8 +267,18 @@ pub fn compile_endpoint(
     identities: &BTreeMap<Identity, IdentityKey>,
     subject: &Workload,
 ) -> EndpointPolicy {
+    compile_endpoint_all(policies, &[], identities, subject)
+}
+
+/// [`compile_endpoint`] with ClusterNetworkPolicies.
+pub fn compile_endpoint_all(
+    policies: &[NetworkPolicy],
+    cluster: &[ClusterNetworkPolicy],
+    identities: &BTreeMap<Identity, IdentityKey>,
+    subject: &Workload,
+) -> EndpointPolicy {
     let valid = policies.iter().map(|p| p.validate().is_ok()).collect();
-    Context::new(policies, valid, identities)
+    Context::new(policies, cluster, valid, identities)
         .endpoint(subject)
         .0
 }
@@ -262,11 +320,26 @@ fn node_addresses(inv: &Inventory) -> BTreeMap<String, BTreeSet<IpAddr>> {
     m
 }
 
-/// Every prefix any valid ipBlock names (cidr or except), normalized. An
-/// address's piece is the longest of them containing it; an ipBlock then
-/// holds exactly the pieces inside its cidr and inside none of its excepts.
-fn cidr_pieces(policies: &[NetworkPolicy], valid: &[bool]) -> BTreeSet<IpNet> {
+/// Every prefix any valid ipBlock names (cidr or except), and every
+/// ClusterNetworkPolicy network, normalized. An address's piece is the
+/// longest of them containing it; an ipBlock then holds exactly the pieces
+/// inside its cidr and inside none of its excepts, a network those inside
+/// it.
+fn cidr_pieces(
+    policies: &[NetworkPolicy],
+    valid: &[bool],
+    cluster: &[ClusterNetworkPolicy],
+) -> BTreeSet<IpNet> {
     let mut out = BTreeSet::new();
+    for c in cluster {
+        for rule in c.ingress.iter().chain(&c.egress) {
+            for peer in &rule.peers {
+                if let ClusterPeer::Networks(nets) = peer {
+                    out.extend(nets.iter().map(|n| n.trunc()));
+                }
+            }
+        }
+    }
     for (p, _) in policies.iter().zip(valid).filter(|(_, ok)| **ok) {
         for dir in [Direction::Ingress, Direction::Egress] {
             for rule in p.rules(dir) {

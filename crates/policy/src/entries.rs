@@ -1,19 +1,23 @@
 //! One endpoint's policy map entries.
 //!
-//! Every entry is an allow (the v1 API has no deny rules); a miss in an
-//! isolated direction is the default deny. Each entry carries the smallest
-//! reason ([`AllowedBy`]) among the rules that produce it *or any entry of
-//! the same identity covering it*, so the single longest-prefix hit the
-//! program gets already names the same rule the evaluator would.
+//! Every rule that applies to the endpoint gives raw keys with its reason:
+//! Admin and Baseline ClusterNetworkPolicy rules (Accept, Deny, Pass), the
+//! allows of the NetworkPolicies isolating it, the node exemption.
+//! `flatten.rs` then gives each key the one decision of the tier stack for
+//! the traffic it is the longest match of, so the single hit the program
+//! gets already carries the action and names the same rule as the
+//! evaluator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::cluster::{ClusterAction, ClusterNetworkPolicy, ClusterPort, Effective, Tier};
 use crate::compile::EndpointPolicy;
+use crate::flatten::{flatten, Raw};
 use crate::identity::{Identity, IdentityKey, Subject};
 use crate::mapkey::PolicyKey;
-use crate::model::{Direction, NetworkPolicy, Peer, PolicyPort, PortRef, Protocol, Rule, Workload};
+use crate::model::{Direction, NetworkPolicy, Peer, PortRef, Protocol, Rule, Workload};
 use crate::ports::{range_prefixes, PortPrefix};
-use crate::verdict::{AllowedBy, RuleRef};
+use crate::verdict::{AllowedBy, ClusterRuleRef, RuleRef};
 
 /// Which peers a rule names.
 enum Peers {
@@ -21,22 +25,51 @@ enum Peers {
     Some(BTreeSet<Identity>),
 }
 
+/// What a rule matches besides the peer, in map terms.
+enum PortSpec {
+    /// Every protocol and port.
+    All,
+    /// Every port of one protocol.
+    Proto(u8),
+    /// A block of ports of one protocol.
+    Block(u8, PortPrefix),
+    /// A container port name on the destination; `None`: the protocol the
+    /// container port has.
+    Named(String, Option<Protocol>),
+}
+
+/// Which policy a cached peer set belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    Net(usize),
+    Cluster(usize),
+}
+
 /// What every endpoint's compilation shares: the policies by namespace and
 /// the identities each rule's peers select (computed once per rule, the
 /// way Cilium's selector cache serves every endpoint).
 pub(crate) struct Context<'a> {
     policies: &'a [NetworkPolicy],
+    cluster: &'a [ClusterNetworkPolicy],
     valid: Vec<bool>,
     /// Whether each policy's podSelector is valid (checked once).
     selector_ok: Vec<bool>,
     by_namespace: HashMap<&'a str, Vec<usize>>,
     identities: &'a BTreeMap<Identity, IdentityKey>,
-    peers: HashMap<(usize, Direction, usize), Peers>,
+    peers: HashMap<(Owner, Direction, usize), Peers>,
+}
+
+/// Which policies select one endpoint, per direction.
+#[derive(Default)]
+pub(crate) struct Selected {
+    pub(crate) policies: Vec<(usize, Direction)>,
+    pub(crate) cluster: Vec<(usize, Direction)>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn new(
         policies: &'a [NetworkPolicy],
+        cluster: &'a [ClusterNetworkPolicy],
         valid: Vec<bool>,
         identities: &'a BTreeMap<Identity, IdentityKey>,
     ) -> Self {
@@ -49,6 +82,7 @@ impl<'a> Context<'a> {
         }
         Context {
             policies,
+            cluster,
             valid,
             selector_ok: policies
                 .iter()
@@ -62,20 +96,21 @@ impl<'a> Context<'a> {
 
     /// The entries and isolation of one pod, and which policies select it
     /// in which direction.
-    pub(crate) fn endpoint(
-        &mut self,
-        subject: &Workload,
-    ) -> (EndpointPolicy, Vec<(usize, Direction)>) {
+    pub(crate) fn endpoint(&mut self, subject: &Workload) -> (EndpointPolicy, Selected) {
         let mut out = EndpointPolicy::default();
-        let mut selected = Vec::new();
+        let mut selected = Selected::default();
         if subject.host_network {
             return (out, selected);
         }
+        let mut raw = Raw::new();
         let in_namespace = self
             .by_namespace
             .get(subject.namespace.as_str())
             .cloned()
             .unwrap_or_default();
+        let cluster: Vec<usize> = (0..self.cluster.len())
+            .filter(|&i| self.cluster[i].selects(subject))
+            .collect();
         for dir in [Direction::Ingress, Direction::Egress] {
             let selecting: Vec<usize> = in_namespace
                 .iter()
@@ -88,13 +123,23 @@ impl<'a> Context<'a> {
                         && (!self.selector_ok[i] || p.pod_selector.matches(&subject.labels))
                 })
                 .collect();
-            let Some(first) = selecting
+            let isolated_by = selecting
                 .iter()
                 .map(|&i| self.policies[i].reference())
-                .min()
-            else {
-                continue;
-            };
+                .min();
+            for &c in &cluster {
+                let policy = &self.cluster[c];
+                if policy.rules(dir).is_empty()
+                    || (policy.tier == Tier::Baseline && isolated_by.is_some())
+                {
+                    // No rule in this direction, or a Baseline rule under a
+                    // NetworkPolicy that decides everything.
+                    continue;
+                }
+                selected.cluster.push((c, dir));
+                self.cluster_entries(&mut raw, c, dir, subject);
+            }
+            let Some(first) = isolated_by else { continue };
             match dir {
                 Direction::Ingress => out.ingress_isolated_by = Some(first),
                 Direction::Egress => out.egress_isolated_by = Some(first),
@@ -102,17 +147,20 @@ impl<'a> Context<'a> {
             if dir == Direction::Ingress {
                 for (id, key) in self.identities {
                     if key.subject == Subject::Host {
-                        insert(
-                            &mut out.entries,
+                        add(
+                            &mut raw,
                             PolicyKey::all_protocols(*id, dir),
                             AllowedBy::LocalNode,
                         );
                     }
                 }
             }
-            selected.extend(selecting.iter().map(|&i| (i, dir)));
+            selected
+                .policies
+                .extend(selecting.iter().map(|&i| (i, dir)));
+            let policies = self.policies;
             for i in selecting.into_iter().filter(|&i| self.valid[i]) {
-                let policy = &self.policies[i];
+                let policy = &policies[i];
                 for (index, rule) in policy.rules(dir).iter().enumerate() {
                     let by = AllowedBy::Rule(RuleRef {
                         policy: policy.reference(),
@@ -122,15 +170,113 @@ impl<'a> Context<'a> {
                     let identities = self.identities;
                     let peers = self
                         .peers
-                        .entry((i, dir, index))
+                        .entry((Owner::Net(i), dir, index))
                         .or_insert_with(|| select_peers(policy, rule, identities));
-                    rule_entries(&mut out.entries, dir, rule, peers, identities, subject, &by);
+                    let specs = np_ports(rule);
+                    emit(&mut raw, dir, peers, &specs, identities, subject, &by);
                 }
             }
         }
-        fold_covering(&mut out.entries);
+        out.entries = flatten(&raw, |d| out.isolated_by(d).cloned());
         (out, selected)
     }
+
+    fn cluster_entries(&mut self, raw: &mut Raw, c: usize, dir: Direction, subject: &Workload) {
+        let cluster = self.cluster;
+        let policy = &cluster[c];
+        let identities = self.identities;
+        for index in 0..policy.rules(dir).len() {
+            let reason = |action| {
+                AllowedBy::Cluster(ClusterRuleRef {
+                    tier: policy.tier,
+                    priority: policy.priority,
+                    name: policy.name.clone(),
+                    direction: dir,
+                    index,
+                    action,
+                })
+            };
+            match policy.effective(dir, index) {
+                Effective::Nothing => {}
+                Effective::DenyAll => emit(
+                    raw,
+                    dir,
+                    &Peers::Any,
+                    &[PortSpec::All],
+                    identities,
+                    subject,
+                    &reason(ClusterAction::Deny),
+                ),
+                Effective::Rule(rule) => {
+                    let peers = self
+                        .peers
+                        .entry((Owner::Cluster(c), dir, index))
+                        .or_insert_with(|| {
+                            Peers::Some(
+                                identities
+                                    .iter()
+                                    .filter(|(_, k)| {
+                                        rule.peers.iter().any(|p| p.selects_identity(k))
+                                    })
+                                    .map(|(id, _)| *id)
+                                    .collect(),
+                            )
+                        });
+                    let specs = cluster_ports(&rule.protocols);
+                    let by = reason(rule.action);
+                    emit(raw, dir, peers, &specs, identities, subject, &by);
+                }
+            }
+        }
+    }
+}
+
+fn np_ports(rule: &Rule) -> Vec<PortSpec> {
+    let ports = rule.ports.as_deref().unwrap_or(&[]);
+    if ports.is_empty() {
+        return vec![PortSpec::All];
+    }
+    let mut out = Vec::new();
+    for port in ports {
+        let proto = port.protocol();
+        match (&port.port, port.end_port) {
+            (None, _) => out.push(PortSpec::Proto(proto.number())),
+            (Some(PortRef::Number(lo)), end) => out.extend(
+                range_prefixes(*lo, end.unwrap_or(*lo))
+                    .into_iter()
+                    .map(|b| PortSpec::Block(proto.number(), b)),
+            ),
+            (Some(PortRef::Name(name)), _) => out.push(PortSpec::Named(name.clone(), Some(proto))),
+        }
+    }
+    out
+}
+
+fn cluster_ports(ports: &[ClusterPort]) -> Vec<PortSpec> {
+    if ports.is_empty() {
+        return vec![PortSpec::All];
+    }
+    let mut out = Vec::new();
+    for port in ports {
+        match port {
+            ClusterPort::Number { protocol, port } => {
+                out.push(PortSpec::Block(protocol.number(), PortPrefix::exact(*port)))
+            }
+            ClusterPort::Range {
+                protocol,
+                start,
+                end,
+            } => out.extend(
+                range_prefixes(*start, *end)
+                    .into_iter()
+                    .map(|b| PortSpec::Block(protocol.number(), b)),
+            ),
+            ClusterPort::Named(name) => out.push(PortSpec::Named(name.clone(), None)),
+            // Such a rule is never read as written (it fails closed).
+            ClusterPort::Unsupported(_) => {}
+        }
+    }
+    out
 }
 
 fn select_peers(
@@ -150,57 +296,52 @@ fn select_peers(
     }
 }
 
-/// The entries one rule gives one endpoint.
-fn rule_entries(
-    entries: &mut BTreeMap<PolicyKey, AllowedBy>,
+/// The raw keys one rule gives one endpoint.
+fn emit(
+    raw: &mut Raw,
     dir: Direction,
-    rule: &Rule,
     peers: &Peers,
+    specs: &[PortSpec],
     identities: &BTreeMap<Identity, IdentityKey>,
     subject: &Workload,
     by: &AllowedBy,
 ) {
-    let ports: &[PolicyPort] = rule.ports.as_deref().unwrap_or(&[]);
-    if ports.is_empty() {
-        for id in peer_ids(peers) {
-            insert(entries, PolicyKey::all_protocols(id, dir), by.clone());
-        }
-        return;
-    }
-    for port in ports {
-        let proto = port.protocol();
-        let key = |identity, port| PolicyKey {
-            identity,
-            direction: dir,
-            proto: Some(proto.number()),
-            port,
-        };
-        match (&port.port, port.end_port) {
-            (None, _) => {
+    let key = |identity, proto, port| PolicyKey {
+        identity,
+        direction: dir,
+        proto: Some(proto),
+        port,
+    };
+    for spec in specs {
+        match spec {
+            PortSpec::All => {
                 for id in peer_ids(peers) {
-                    insert(entries, key(id, PortPrefix::ANY), by.clone());
+                    add(raw, PolicyKey::all_protocols(id, dir), by.clone());
                 }
             }
-            (Some(PortRef::Number(lo)), end) => {
-                for block in range_prefixes(*lo, end.unwrap_or(*lo)) {
-                    for id in peer_ids(peers) {
-                        insert(entries, key(id, block), by.clone());
-                    }
+            PortSpec::Proto(p) => {
+                for id in peer_ids(peers) {
+                    add(raw, key(id, *p, PortPrefix::ANY), by.clone());
                 }
             }
-            (Some(PortRef::Name(name)), _) => {
+            PortSpec::Block(p, block) => {
+                for id in peer_ids(peers) {
+                    add(raw, key(id, *p, *block), by.clone());
+                }
+            }
+            PortSpec::Named(name, proto) => {
                 let resolve = |ports: &BTreeMap<String, (u16, Protocol)>| {
                     ports
                         .get(name)
-                        .filter(|(_, p)| *p == proto)
-                        .map(|(n, _)| *n)
+                        .filter(|(_, p)| proto.is_none_or(|want| *p == want))
+                        .copied()
                 };
                 match dir {
                     // The destination is the subject: one number.
                     Direction::Ingress => {
-                        if let Some(n) = resolve(&subject.named_ports) {
+                        if let Some((n, p)) = resolve(&subject.named_ports) {
                             for id in peer_ids(peers) {
-                                insert(entries, key(id, PortPrefix::exact(n)), by.clone());
+                                add(raw, key(id, p.number(), PortPrefix::exact(n)), by.clone());
                             }
                         }
                     }
@@ -216,8 +357,8 @@ fn rule_entries(
                                 Peers::Any => true,
                                 Peers::Some(set) => set.contains(id),
                             };
-                            if let (true, Some(n)) = (named, resolve(named_ports)) {
-                                insert(entries, key(*id, PortPrefix::exact(n)), by.clone());
+                            if let (true, Some((n, p))) = (named, resolve(named_ports)) {
+                                add(raw, key(*id, p.number(), PortPrefix::exact(n)), by.clone());
                             }
                         }
                     }
@@ -234,15 +375,8 @@ fn peer_ids(peers: &Peers) -> Vec<Identity> {
     }
 }
 
-fn insert(entries: &mut BTreeMap<PolicyKey, AllowedBy>, key: PolicyKey, by: AllowedBy) {
-    entries
-        .entry(key)
-        .and_modify(|cur| {
-            if by < *cur {
-                *cur = by.clone();
-            }
-        })
-        .or_insert(by);
+fn add(raw: &mut Raw, key: PolicyKey, by: AllowedBy) {
+    raw.entry(key).or_default().insert(by);
 }
 
 /// Whether a peer of `policy` names the addresses of identity `key`.
@@ -272,24 +406,4 @@ fn peer_selects(policy: &NetworkPolicy, peer: &Peer, key: &IdentityKey) -> bool 
             .pod_selector
             .as_ref()
             .is_none_or(|sel| sel.matches(labels))
-}
-
-/// Give every entry the smallest reason among the entries of its identity
-/// that cover it, so one LPM hit is enough for attribution. The entries
-/// covering a key are at most its 17 shorter port prefixes and the
-/// all-protocols key, so this is linear in the entries.
-fn fold_covering(entries: &mut BTreeMap<PolicyKey, AllowedBy>) {
-    let folded: Vec<(PolicyKey, AllowedBy)> = entries
-        .iter()
-        .filter_map(|(k, by)| {
-            let proto = k.proto?;
-            let best = PolicyKey::lookup_chain(k.identity, k.direction, proto, k.port.port)
-                .filter(|c| c.covers(k))
-                .filter_map(|c| entries.get(&c))
-                .min()
-                .expect("an entry covers itself");
-            (best != by).then(|| (*k, best.clone()))
-        })
-        .collect();
-    entries.extend(folded);
 }

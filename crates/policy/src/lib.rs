@@ -13,9 +13,12 @@
 //!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
+pub mod cluster;
+pub mod cluster_api;
 pub mod compile;
 mod entries;
 pub mod evaluate;
+mod flatten;
 pub mod identity;
 pub mod lookup;
 pub mod mapkey;
@@ -24,10 +27,17 @@ pub mod plan;
 pub mod ports;
 pub mod rules;
 pub mod selector;
+pub mod tiers;
 pub mod verdict;
 
+pub use cluster::{
+    ClusterAction, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject,
+    NamespacedPod, Tier,
+};
+pub use cluster_api::{ApiClusterNetworkPolicy, ApiError};
 pub use compile::{
-    compile, compile_endpoint, Compiled, EndpointPolicy, EndpointRef, PolicySummary,
+    compile, compile_all, compile_endpoint, compile_endpoint_all, Compiled, EndpointPolicy,
+    EndpointRef, PolicySummary,
 };
 pub use evaluate::{evaluate, End};
 pub use identity::{Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
@@ -41,7 +51,8 @@ pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
 pub use rules::RuleIds;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
-pub use verdict::{AllowedBy, DirectionVerdict, RuleRef, Verdict};
+pub use tiers::{evaluate_all, TierOutcome};
+pub use verdict::{Action, AllowedBy, ClusterRuleRef, DirectionVerdict, RuleRef, Verdict};
 
 /// What can go wrong. Messages say what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,7 +29,10 @@ impl EndpointPolicy {
     }
 
     /// The direction's verdict for a peer of `identity`, and the entry hit
-    /// (`proto` an IP protocol number, `port` 0 for protocols without).
+    /// (`proto` an IP protocol number, `port` 0 for protocols without): the
+    /// peer's identity first, identity ANY only on a miss (as the program
+    /// does); a hit decides, a miss is the isolation's default deny or, not
+    /// isolated, the default allow.
     pub fn decide(
         &self,
         dir: Direction,
@@ -37,15 +40,13 @@ impl EndpointPolicy {
         proto: u8,
         port: u16,
     ) -> (DirectionVerdict, Option<PolicyKey>) {
-        let Some(isolated_by) = self.isolated_by(dir) else {
-            return (DirectionVerdict::NotIsolated, None);
-        };
-        let hits = [identity, Identity::ANY]
-            .into_iter()
-            .filter_map(|id| self.lpm(id, dir, proto, port));
-        match hits.min_by(|a, b| a.1.cmp(b.1)) {
-            Some((key, by)) => (DirectionVerdict::Allowed(by.clone()), Some(key)),
-            None => (DirectionVerdict::Denied(isolated_by.clone()), None),
+        let hit = self
+            .lpm(identity, dir, proto, port)
+            .or_else(|| self.lpm(Identity::ANY, dir, proto, port));
+        match (hit, self.isolated_by(dir)) {
+            (Some((key, by)), _) => (by.verdict(), Some(key)),
+            (None, Some(isolated_by)) => (DirectionVerdict::Denied(isolated_by.clone()), None),
+            (None, None) => (DirectionVerdict::NotIsolated, None),
         }
     }
 }

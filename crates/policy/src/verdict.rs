@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{ClusterAction, Tier};
 use crate::model::{Direction, PolicyRef};
 
 /// One rule of one policy: `spec.ingress[index]` or `spec.egress[index]`.
@@ -25,15 +26,86 @@ impl fmt::Display for RuleRef {
     }
 }
 
-/// Why traffic was let through. The order is the tie-break when several
-/// reasons hold (the smallest wins): the node exemption, then rules by
-/// (policy namespace, policy name, direction, index). Both the evaluator and
-/// the compiler pick the smallest, so attribution is deterministic.
+/// One rule of one ClusterNetworkPolicy that decided (Accept or Deny; a
+/// Pass never decides, the next tier does).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClusterRuleRef {
+    /// Field order is precedence order: Admin before Baseline, then lower
+    /// priority, then name (the API leaves equal priorities to the
+    /// implementation; weft breaks the tie by name), then rule order.
+    pub tier: Tier,
+    pub priority: u32,
+    pub name: String,
+    pub direction: Direction,
+    pub index: usize,
+    pub action: ClusterAction,
+}
+
+impl fmt::Display for ClusterRuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rule {} ({}[{}], {}) of cnp/{}",
+            self.index, self.direction, self.index, self.action, self.name
+        )
+    }
+}
+
+/// What a policy map entry does to the traffic it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// The decision a policy map entry carries (the name stays from when every
+/// entry was an allow): who decides the traffic the entry covers. The order
+/// is the tie-break among NetworkPolicy reasons (the smallest wins): the
+/// node exemption, then rules by (policy namespace, policy name, direction,
+/// index). Both the evaluator and the compiler pick the smallest, so
+/// attribution is deterministic. ClusterNetworkPolicy rules are ordered by
+/// their own precedence ([`ClusterRuleRef`]), never mixed with these.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AllowedBy {
     /// "traffic from the pod's local node" is always allowed in.
     LocalNode,
     Rule(RuleRef),
+    /// A ClusterNetworkPolicy rule: its action is the entry's.
+    Cluster(ClusterRuleRef),
+    /// The default deny of the (smallest) isolating NetworkPolicy, written
+    /// where a shorter entry would otherwise decide (e.g. under an Admin
+    /// Pass rule).
+    DefaultDeny(PolicyRef),
+    /// No tier decided: Kubernetes' default allow, written where a shorter
+    /// entry would otherwise decide (e.g. under a Baseline Pass rule).
+    NoDecision,
+}
+
+impl AllowedBy {
+    /// What the data path does with the traffic the entry covers.
+    pub fn action(&self) -> Action {
+        match self {
+            AllowedBy::LocalNode | AllowedBy::Rule(_) | AllowedBy::NoDecision => Action::Allow,
+            AllowedBy::Cluster(r) => match r.action {
+                ClusterAction::Deny => Action::Deny,
+                // A Pass is never written: the tier after it decides.
+                ClusterAction::Accept | ClusterAction::Pass => Action::Allow,
+            },
+            AllowedBy::DefaultDeny(_) => Action::Deny,
+        }
+    }
+
+    /// The direction verdict an entry with this value gives.
+    pub fn verdict(&self) -> DirectionVerdict {
+        match self {
+            AllowedBy::Cluster(r) if r.action == ClusterAction::Deny => {
+                DirectionVerdict::DeniedBy(r.clone())
+            }
+            AllowedBy::DefaultDeny(p) => DirectionVerdict::Denied(p.clone()),
+            AllowedBy::NoDecision => DirectionVerdict::NotIsolated,
+            by => DirectionVerdict::Allowed(by.clone()),
+        }
+    }
 }
 
 impl fmt::Display for AllowedBy {
@@ -41,6 +113,9 @@ impl fmt::Display for AllowedBy {
         match self {
             AllowedBy::LocalNode => write!(f, "traffic from the pod's own node"),
             AllowedBy::Rule(r) => write!(f, "{r}"),
+            AllowedBy::Cluster(r) => write!(f, "{r}"),
+            AllowedBy::DefaultDeny(p) => write!(f, "the default deny of {p}"),
+            AllowedBy::NoDecision => write!(f, "no policy decides (the default allow)"),
         }
     }
 }
@@ -56,11 +131,16 @@ pub enum DirectionVerdict {
     /// Isolated and no rule matched: the default deny of (the smallest of)
     /// the policies isolating the pod.
     Denied(PolicyRef),
+    /// A ClusterNetworkPolicy Deny rule.
+    DeniedBy(ClusterRuleRef),
 }
 
 impl DirectionVerdict {
     pub fn allows(&self) -> bool {
-        !matches!(self, DirectionVerdict::Denied(_))
+        !matches!(
+            self,
+            DirectionVerdict::Denied(_) | DirectionVerdict::DeniedBy(_)
+        )
     }
 }
 
@@ -88,6 +168,7 @@ impl Verdict {
             DirectionVerdict::NotIsolated => format!("{dir}: no policy selects the pod"),
             DirectionVerdict::Allowed(by) => format!("{dir}: allowed by {by}"),
             DirectionVerdict::Denied(p) => format!("{dir}: denied by the default deny of {p}"),
+            DirectionVerdict::DeniedBy(r) => format!("{dir}: denied by {r}"),
         };
         let head = if self.allowed {
             "allowed".to_string()
@@ -101,5 +182,47 @@ impl Verdict {
             say("egress", &self.egress),
             say("ingress", &self.ingress)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cnp(action: ClusterAction) -> AllowedBy {
+        AllowedBy::Cluster(ClusterRuleRef {
+            tier: Tier::Admin,
+            priority: 10,
+            name: "guard".into(),
+            direction: Direction::Ingress,
+            index: 2,
+            action,
+        })
+    }
+
+    #[test]
+    fn every_value_has_an_action_and_says_who_decided() {
+        let p = PolicyRef {
+            namespace: "x".into(),
+            name: "np".into(),
+        };
+        assert_eq!(AllowedBy::LocalNode.action(), Action::Allow);
+        assert_eq!(AllowedBy::NoDecision.action(), Action::Allow);
+        assert_eq!(cnp(ClusterAction::Accept).action(), Action::Allow);
+        assert_eq!(cnp(ClusterAction::Deny).action(), Action::Deny);
+        assert_eq!(AllowedBy::DefaultDeny(p.clone()).action(), Action::Deny);
+        assert_eq!(
+            cnp(ClusterAction::Deny).to_string(),
+            "rule 2 (ingress[2], Deny) of cnp/guard"
+        );
+        assert!(!cnp(ClusterAction::Deny).verdict().allows());
+        assert_eq!(
+            AllowedBy::DefaultDeny(p.clone()).verdict(),
+            DirectionVerdict::Denied(p)
+        );
+        assert_eq!(
+            AllowedBy::NoDecision.verdict(),
+            DirectionVerdict::NotIsolated
+        );
     }
 }

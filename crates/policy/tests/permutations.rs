@@ -93,8 +93,10 @@ fn by_policy(c: &Compiled) -> BTreeMap<(EndpointRef, PolicyKey), Option<PolicyRe
         .flat_map(|(ep, p)| {
             p.entries.iter().map(move |(k, by)| {
                 let who = match by {
-                    AllowedBy::LocalNode => None,
-                    AllowedBy::Rule(r) => Some(r.policy.clone()),
+                    AllowedBy::Rule(RuleRef { policy, .. }) | AllowedBy::DefaultDeny(policy) => {
+                        Some(policy.clone())
+                    }
+                    _ => None,
                 };
                 ((ep.clone(), *k), who)
             })

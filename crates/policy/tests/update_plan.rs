@@ -115,7 +115,19 @@ fn writes_come_in_the_safe_order() {
         .map(|i| gen::policy(&mut rng, &pods, &format!("np{i}")))
         .collect();
     let new = compile(&policies, &inv, &mut alloc).unwrap();
-    let rank = |op: &MapOp| match op {
+    // Upserts come first, except those of identities some address leaves
+    // (its ipcache prefix maps elsewhere): they wait until the ipcache
+    // has moved the address, and still come before isolation is imposed.
+    let leaves = |old: &Compiled, new: &Compiled, id: Identity| {
+        old.ipcache.iter().any(|(node, o)| {
+            let n = &new.ipcache[node];
+            o.iter().any(|(p, i)| *i == id && n.get(p) != Some(i))
+                || n.keys()
+                    .any(|p| !o.contains_key(p) && old.identity_of(node, p.network()) == id)
+        })
+    };
+    let rank = |op: &MapOp, moved: bool| match op {
+        MapOp::PolicyUpsert { .. } if moved => 2,
         MapOp::PolicyUpsert { .. } => 0,
         MapOp::Isolation {
             isolated_by: None, ..
@@ -129,8 +141,19 @@ fn writes_come_in_the_safe_order() {
         MapOp::PolicyDelete { .. } => 5,
         MapOp::EndpointGone { .. } => 6,
     };
-    for ops in [plan(&old, &new), plan(&new, &old)] {
-        let ranks: Vec<u8> = ops.iter().map(rank).collect();
+    for (from, to) in [(&old, &new), (&new, &old)] {
+        let ops = plan(from, to);
+        let mut moved = false;
+        let ranks: Vec<u8> = ops
+            .iter()
+            .map(|op| {
+                moved |= matches!(op, MapOp::IpcacheUpsert { .. });
+                if let (true, MapOp::PolicyUpsert { key, .. }) = (moved, op) {
+                    assert!(leaves(from, to, key.identity), "{op:?} after the ipcache");
+                }
+                rank(op, moved)
+            })
+            .collect();
         assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
         assert!(!ops.is_empty());
     }

@@ -29,7 +29,7 @@ pub type Revision = u64;
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
 /// The key rule every backend enforces: a key is not empty.
-pub(crate) fn check_key(key: &str) -> StoreResult<()> {
+pub fn check_key(key: &str) -> StoreResult<()> {
     if key.is_empty() {
         return Err(StoreError::Invalid {
             reason: "empty key".into(),
@@ -39,7 +39,7 @@ pub(crate) fn check_key(key: &str) -> StoreResult<()> {
 }
 
 /// The value rule every backend enforces: at most [`MAX_VALUE_LEN`] bytes.
-pub(crate) fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
+pub fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
     if value.len() > MAX_VALUE_LEN {
         return Err(StoreError::Invalid {
             reason: format!(
@@ -50,6 +50,15 @@ pub(crate) fn check_value(key: &str, value: &[u8]) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// Written by `weft store migrate` into the store it moved a cluster away
+/// from (value: JSON `{"moved_to": "<backend>"}`): a weftd finding it
+/// refuses to start on that store, so no allocation lands where nobody
+/// reads any more.
+pub const MIGRATION_FENCE_KEY: &str = "/weft/store/v1/fence";
+
+/// Where nodes register (on a lease): a key here is a live weftd.
+pub const NODES_PREFIX: &str = "/weft/cluster/v1/nodes/";
 
 /// A lease id; keys attached to a lease vanish when the lease expires or is
 /// revoked.

@@ -119,7 +119,7 @@ volume_path = "{d}/root/volumes"
 image_copy_tmp_dir = "{d}/tmp"
 "#,
                 bin = lab.bin_dir.display(),
-                reference = weft_lab::bench::REFERENCE_PLUGINS,
+                reference = weft_lab::REFERENCE_PLUGINS,
             ),
         )
         .unwrap();

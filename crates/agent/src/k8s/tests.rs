@@ -4,9 +4,10 @@ use weft_api::{Attachment, EndpointInfo, PodRef};
 use weft_k8s::{Index, NamespaceInfo, PodInfo};
 
 use super::*;
+use crate::endpoint::Endpoint;
 
-fn ep(cid: &str, ns: &str, name: &str, uid: &str, created_at: u64) -> EndpointInfo {
-    EndpointInfo {
+fn ep(cid: &str, ns: &str, name: &str, uid: &str, created_at: u64) -> Endpoint {
+    Endpoint {
         attachment: Attachment {
             container_id: cid.into(),
             ifname: "eth0".into(),
@@ -19,7 +20,7 @@ fn ep(cid: &str, ns: &str, name: &str, uid: &str, created_at: u64) -> EndpointIn
         network: "weft".into(),
         netns: format!("/run/netns/{cid}"),
         host_ifname: format!("weft{cid}"),
-        mac: "02:00:00:00:00:01".into(),
+        mac: [2, 0, 0, 0, 0, 1],
         mtu: 1500,
         ips: vec![],
         created_at,
@@ -120,7 +121,7 @@ fn gone_pods_are_collected_only_after_the_grace_period() {
         ep("young", "shop", "just-added", "uy", 1_000),
     ];
     let mut t = GoneTracker::default();
-    let names = |v: Vec<EndpointInfo>| -> Vec<String> {
+    let names = |v: Vec<Endpoint>| -> Vec<String> {
         v.into_iter().map(|e| e.attachment.container_id).collect()
     };
     assert!(

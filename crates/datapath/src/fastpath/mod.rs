@@ -251,6 +251,12 @@ impl FastPath {
         KernelPolicyMaps::from_loaded(node, rules, &self.loaded)
     }
 
+    /// A reader of the flow events and counters, when a loaded program
+    /// reports flows (`bpf/lib/flow.h`); see [`crate::flows`].
+    pub fn flow_source(&self) -> Result<Option<crate::flows::KernelFlowSource>, DatapathError> {
+        crate::flows::KernelFlowSource::find(&[&self.loaded, &self.to_pod])
+    }
+
     /// The pinned maps and what this load did with each (created, re-used,
     /// replaced); empty without a pin directory.
     pub fn pinned(&self) -> Vec<(String, bpf::PinOutcome)> {

@@ -9,7 +9,8 @@ use crate::error::DatapathError;
 use crate::fastpath::{self, FastPath};
 use crate::netlink::{self as nl, Request};
 use crate::{
-    validate_ifname, Datapath, FastEndpoint, FastPathReport, FastPathSetup, FastPathStats,
+    validate_ifname, FastEndpoint, FastPathControl, FastPathReport, FastPathSetup, FastPathStats,
+    Links,
 };
 
 impl LinuxDatapath {
@@ -47,6 +48,16 @@ impl LinuxDatapath {
                 .collect();
             Ok((veths, shaped))
         })
+    }
+
+    /// The fast path's flow reader ([`crate::flows`]): `None` while the fast
+    /// path is off or none of its programs reports flows. Not on the
+    /// `Datapath` trait: only weftd's flow reader asks, once it starts.
+    pub fn flow_source(&self) -> Result<Option<crate::flows::KernelFlowSource>, DatapathError> {
+        match self.fast().as_ref() {
+            Some(fp) => fp.flow_source(),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn fast_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
@@ -165,5 +176,31 @@ impl LinuxDatapath {
 
     pub(super) fn fast_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
         self.fast().as_ref().map(|fp| fp.stats()).transpose()
+    }
+}
+
+impl FastPathControl for LinuxDatapath {
+    fn fastpath_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
+        self.fast_start(setup)
+    }
+
+    fn fastpath_stop(
+        &self,
+        prefix: &str,
+        remote_device: Option<&str>,
+    ) -> Result<usize, DatapathError> {
+        self.fast_stop(prefix, remote_device)
+    }
+
+    fn fastpath_sync(&self, endpoints: &[FastEndpoint]) -> Result<FastPathReport, DatapathError> {
+        self.fast_sync(endpoints)
+    }
+
+    fn fastpath_forget(&self, ips: &[IpAddr]) -> Result<(), DatapathError> {
+        self.fast_forget(ips)
+    }
+
+    fn fastpath_stats(&self) -> Result<Option<FastPathStats>, DatapathError> {
+        self.fast_stats()
     }
 }

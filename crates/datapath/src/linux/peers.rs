@@ -3,6 +3,7 @@
 //! `crate::routing`'s).
 
 use super::*;
+use crate::{NodeNet, Peers};
 
 impl LinuxDatapath {
     pub(super) fn ensure_overlay_inner(
@@ -247,5 +248,47 @@ impl LinuxDatapath {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+}
+
+impl Peers for LinuxDatapath {
+    fn ensure_overlay(&self, setup: &OverlaySetup) -> Result<[u8; 6], DatapathError> {
+        validate_ifname(&setup.device)?;
+        if let Some(d) = &setup.underlay_dev {
+            validate_ifname(d)?;
+        }
+        let mtu = if setup.mtu != 0 {
+            setup.mtu
+        } else {
+            setup.effective_mtu(self.underlay_mtu(setup.underlay_dev.as_deref())?.1)
+        };
+        let mac = self.with_node(|node| Self::ensure_overlay_inner(node, setup, mtu))?;
+        tracing::debug!(device = %setup.device, mtu, mac = %format_mac(mac), "overlay device ready");
+        Ok(mac)
+    }
+
+    fn sync_peers(
+        &self,
+        mode: RoutingMode,
+        overlay_device: &str,
+        peers: &[PeerNode],
+    ) -> Result<SyncReport, DatapathError> {
+        validate_ifname(overlay_device)?;
+        let t0 = Instant::now();
+        let r = self.with_node(|node| Self::sync_peers_inner(node, mode, overlay_device, peers));
+        match &r {
+            Ok(rep) => tracing::debug!(
+                ?mode,
+                peers = peers.len(),
+                added = rep.added,
+                removed = rep.removed,
+                elapsed_us = t0.elapsed().as_micros() as u64,
+                "synced peer routes"
+            ),
+            Err(e) => {
+                tracing::warn!(?mode, peers = peers.len(), error = %e, "peer route sync failed")
+            }
+        }
+        r
     }
 }

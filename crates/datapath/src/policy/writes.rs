@@ -8,10 +8,11 @@ use std::net::IpAddr;
 
 use weft_bpf_abi::{
     CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_ALLOW, POLICY_AUDIT,
-    POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
+    POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
 };
 use weft_policy::{
-    AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds, RuleRef,
+    Action, AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds,
+    RuleRef,
 };
 
 use super::merge::merged;
@@ -76,7 +77,11 @@ pub fn raw_key(id: u32, key: &PolicyKey) -> RawPolicyKey {
 fn value(rules: &mut RuleIds, reason: &AllowedBy) -> PolicyValue {
     PolicyValue {
         rule_id: rules.id(reason),
-        action: POLICY_ALLOW,
+        // ClusterNetworkPolicy Deny rules (and their flattened regions) deny
+        action: match reason.action() {
+            Action::Allow => POLICY_ALLOW,
+            Action::Deny => POLICY_DENY,
+        },
         pad: [0; 3],
     }
 }

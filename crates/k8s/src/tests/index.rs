@@ -99,7 +99,7 @@ fn status_follows_lists_and_errors() {
     let view = idx.view();
     let st = view.status();
     assert_eq!(st.server, "https://api:6443");
-    assert_eq!(st.kinds.len(), 6);
+    assert_eq!(st.kinds.len(), 7);
     assert!(!st.ready());
     assert!(!view.current(Kind::Pod));
     for k in Kind::ALL {
@@ -110,6 +110,9 @@ fn status_follows_lists_and_errors() {
             Kind::NetworkPolicy => idx.reset::<NetPolicy>(vec![], &HashSet::new()),
             Kind::Service => idx.reset::<Service>(vec![], &HashSet::new()),
             Kind::EndpointSlice => idx.reset::<EndpointSliceInfo>(vec![], &HashSet::new()),
+            Kind::ClusterNetworkPolicy => {
+                idx.reset::<weft_policy::ClusterNetworkPolicy>(vec![], &HashSet::new())
+            }
         }
     }
     assert!(view.status().ready());

@@ -1,5 +1,6 @@
 //! Builders of Kubernetes objects for the unit tests, and the tests.
 
+mod cnp;
 mod convert;
 mod index;
 mod watch;

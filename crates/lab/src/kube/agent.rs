@@ -30,12 +30,82 @@ const RBAC: [(&str, &str); 4] = [
         include_str!("../../../../deploy/kubernetes/clusterrolebinding.yaml"),
     ),
 ];
+/// The store's CRD and RBAC (`--store kubernetes`), applied after [`RBAC`].
+const STORE: [(&str, &str); 2] = [
+    (
+        "crds/store/weftstores.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/weftstores.yaml"),
+    ),
+    (
+        "crds/store/rbac.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/rbac.yaml"),
+    ),
+];
 /// Long enough for any lab's life; the API server may cap it.
 const TOKEN_DURATION: &str = "720h";
 /// The kubeconfig's name under `<lab>/kube/`.
 pub const WEFTD_KUBECONFIG: &str = "weftd-sa";
 
 impl Lab {
+    /// Makes the next [`Lab::connect_weftd_to_kubernetes`] also move
+    /// every weftd's cluster state into the API server: applies the store's
+    /// CRD and RBAC and adds `--store kubernetes` (with the lab's routing,
+    /// underlay and node addresses) to the weftds' flags. Call before any
+    /// pod exists: the embedded stores' allocations are not carried over.
+    pub fn use_kubernetes_store(&mut self) -> anyhow::Result<()> {
+        let admin = self.kube_required()?.admin_kubeconfig.clone();
+        for (file, text) in RBAC[..1].iter().chain(&STORE) {
+            let out = self.kubectl_as(&admin, &["apply", "-f", "-"], Some(text.as_bytes()))?;
+            if !out.status.success() {
+                bail!(
+                    "applying deploy/kubernetes/{file}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "crd/weftstores.weft.dev",
+            "--timeout=60s",
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "the WeftStore CRD is not served: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        self.weftd_args.extend([
+            "--store".to_string(),
+            "kubernetes".into(),
+            "--routing".into(),
+            self.routing.clone(),
+            "--underlay-iface".into(),
+            "ul0".into(),
+        ]);
+        self.kube_store = true;
+        self.shared_store = false;
+        self.save()
+    }
+
+    /// Undoes [`Lab::use_kubernetes_store`]: the weftds' next start is on
+    /// the lab's etcd again (a lab with etcd members).
+    pub fn leave_kubernetes_store(&mut self) -> anyhow::Result<()> {
+        let mut kept = Vec::new();
+        let mut args = std::mem::take(&mut self.weftd_args).into_iter();
+        while let Some(a) = args.next() {
+            if ["--store", "--routing", "--underlay-iface"].contains(&a.as_str()) {
+                args.next();
+            } else {
+                kept.push(a);
+            }
+        }
+        self.weftd_args = kept;
+        self.kube_store = false;
+        self.shared_store = !self.etcd_endpoints().is_empty();
+        self.save()
+    }
+
     /// Applies weft's RBAC, makes a token of its ServiceAccount (the
     /// TokenRequest API, as `kubectl create token`), and restarts every
     /// node's weftd with it (`--kubeconfig`); pods keep their network
@@ -69,6 +139,10 @@ impl Lab {
         let kubeconfig = self.write_token_kubeconfig(WEFTD_KUBECONFIG, token.trim())?;
         self.weftd_args
             .extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+        if self.service_proxy() == super::ServiceProxy::Weft {
+            // each node's --cgroup-root comes with its own flags
+            self.weftd_args.extend(["--services".into(), "on".into()]);
+        }
         for i in 0..self.nodes().len() {
             self.stop_weftd_on(i)?;
             if let Err(e) = self.start_weftd_on(i) {

@@ -20,6 +20,7 @@ mod pki;
 mod processes;
 mod proxy;
 mod ready;
+mod services;
 
 use std::fs;
 use std::net::IpAddr;
@@ -35,6 +36,7 @@ use crate::lab::{pid_alive, stop_pid, Lab};
 use control_plane::Layout;
 pub use pki::{plan as pki_plan, CertSpec, PkiInputs};
 pub use proxy::ProxyMode;
+pub use services::{cgroup2_mount, ServiceProxy};
 
 /// The Kubernetes release the lab runs (the default of scripts/build-kube.sh).
 pub const KUBE_VERSION: &str = "v1.36.3";
@@ -71,8 +73,15 @@ pub struct KubeSpec {
     /// Where `kube-apiserver`, `kubectl`, ... are.
     pub bin_dir: PathBuf,
     pub proxy_mode: ProxyMode,
+    /// Who load-balances Services: kube-proxy, or weftd (`--services on`,
+    /// no kube-proxy, a cgroup per node).
+    pub services: ServiceProxy,
     /// How long to wait for each component to become ready.
     pub ready_timeout: Duration,
+    /// weftd keeps the cluster's state in the API server (`--store
+    /// kubernetes`, weft's CRDs and store RBAC applied first) instead of
+    /// each node's embedded store; no etcd of weft's own.
+    pub store: bool,
 }
 
 impl Default for KubeSpec {
@@ -80,7 +89,9 @@ impl Default for KubeSpec {
         KubeSpec {
             bin_dir: default_kube_bin_dir(),
             proxy_mode: ProxyMode::default(),
+            services: ServiceProxy::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            store: false,
         }
     }
 }
@@ -155,6 +166,16 @@ pub struct KubeCluster {
     /// `system:kube-proxy`.
     pub proxy_kubeconfig: PathBuf,
     pub proxy_mode: ProxyMode,
+    /// Who load-balances Services.
+    #[serde(default)]
+    pub services: ServiceProxy,
+    /// With `services: weft`: the lab's cgroup v2 directory, one
+    /// subdirectory per node (see `services.rs`).
+    #[serde(default)]
+    pub cgroup_dir: Option<PathBuf>,
+    /// With `services: weft`: the lab's bpffs, where weftds pin their maps.
+    #[serde(default)]
+    pub bpffs: Option<PathBuf>,
     pub service_cidrs: Vec<String>,
     pub pod_cidrs: Vec<String>,
     pub processes: Vec<KubeProcess>,
@@ -302,12 +323,26 @@ pub(crate) fn start(
         node_kubeconfigs,
         proxy_kubeconfig: proxy,
         proxy_mode: spec.proxy_mode,
+        services: spec.services,
+        cgroup_dir: None,
+        bpffs: None,
         service_cidrs: SERVICE_CIDRS.map(String::from).to_vec(),
         pod_cidrs: POD_CIDRS.map(String::from).to_vec(),
         processes: Vec::new(),
         cluster: layout.cluster.clone(),
         apiserver_address: layout.apiserver_address.clone(),
     });
+    if spec.services == ServiceProxy::Weft {
+        let dir = services::create(lab)?;
+        if let Some(k) = lab.kube.as_mut() {
+            k.cgroup_dir = Some(dir);
+        }
+        lab.save()?;
+        let bpffs = services::mount_bpffs(lab)?;
+        if let Some(k) = lab.kube.as_mut() {
+            k.bpffs = Some(bpffs);
+        }
+    }
     lab.save()?;
     progress(&format!(
         "kubernetes: starting etcd {KUBE_ETCD_VERSION} (API server's store, {KUBE_ETCD_CLIENT}) \
@@ -338,15 +373,27 @@ pub(crate) fn finish(
     lab.start_component("kube-scheduler")?;
     spawn_node_agents(lab, progress)?;
     lab.wait_control_plane(spec.ready_timeout, progress)?;
+    if spec.store {
+        lab.use_kubernetes_store()?;
+    }
     let kubeconfig = lab.connect_weftd_to_kubernetes()?;
     progress(&format!(
-        "kubernetes: weftd on every node watches the API as weft-system/weft ({})",
-        kubeconfig.display()
+        "kubernetes: weftd on every node watches the API as weft-system/weft ({}){}",
+        kubeconfig.display(),
+        if spec.store {
+            ", its store in the API server (--store kubernetes)"
+        } else {
+            ""
+        }
     ));
     let kube = lab.kube.as_ref().context("no cluster")?;
+    let services = match kube.services {
+        ServiceProxy::KubeProxy => "kube-proxy healthy on every node",
+        ServiceProxy::Weft => "Services load-balanced by weftd (--services on)",
+    };
     progress(&format!(
-        "kubernetes: controller-manager and scheduler hold their leases, kube-proxy healthy on \
-         every node; KUBECONFIG={}",
+        "kubernetes: controller-manager and scheduler hold their leases, {services}; \
+         KUBECONFIG={}",
         kube.admin_kubeconfig.display()
     ));
     Ok(())
@@ -359,6 +406,16 @@ fn spawn_node_agents(lab: &mut Lab, progress: &mut dyn FnMut(&str)) -> anyhow::R
     let mode = lab.kube.as_ref().context("no cluster")?.proxy_mode;
     for (i, n) in lab.nodes().iter().enumerate() {
         let kubelet = lab.start_kubelet(i)?;
+        if let Some(cg) = lab.node_cgroup(i) {
+            // its pods' servers run in the node's cgroup, as containers would
+            services::join(&cg, kubelet)?;
+            progress(&format!(
+                "node agents on {}: weft-lab-kubelet (pid {kubelet}, cgroup {}); Services by weftd, no kube-proxy",
+                n.name,
+                cg.display()
+            ));
+            continue;
+        }
         let pid = lab.start_kube_proxy(i, mode)?;
         progress(&format!(
             "node agents on {}: weft-lab-kubelet (pid {kubelet}), kube-proxy ({mode}, pid {pid})",
@@ -380,6 +437,16 @@ pub(crate) fn stop_all(lab: &Lab, marker: &str) {
                 }
             }
         });
+    }
+    if let Some(dir) = &kube.cgroup_dir {
+        if let Err(e) = services::remove(dir) {
+            eprintln!("weft lab down: {e:#}");
+        }
+    }
+    if let Some(dir) = &kube.bpffs {
+        if let Err(e) = services::unmount_bpffs(dir) {
+            eprintln!("weft lab down: {e:#}");
+        }
     }
 }
 

@@ -160,7 +160,12 @@ impl Lab {
                     pending.push((format!("{c} lease"), p));
                 }
             }
-            for i in 0..self.nodes().len() {
+            let proxies = if kube.services == super::ServiceProxy::KubeProxy {
+                self.nodes().len()
+            } else {
+                0
+            };
+            for i in 0..proxies {
                 if self.kube_proxy_health(i) != Some(200) {
                     let p = kube.process("kube-proxy", Some(i)).context("not started")?;
                     pending.push((format!("kube-proxy on node {}", i + 1), p));

@@ -2,16 +2,19 @@
 //! test/e2e/network/netpol): namespaces x, y, z, pods named a, b, c labelled
 //! `pod=<name>`, namespaces labelled `ns=<name>` and
 //! `kubernetes.io/metadata.name=<name>`, each pod serving the case's ports
-//! and protocols with container ports named `serve-<port>-<proto>`, and the
-//! suite's `Reachability` truth tables. Here the matrix is computed, not
-//! probed: each cell by the compiled maps and by the evaluator.
+//! and protocols with container ports named `serve-<port>-<proto>`. The
+//! cases and their `Reachability` tables live in `crates/netpol-cases`;
+//! here the matrix is computed, not probed: each cell by the compiled maps
+//! and by the evaluator.
 
 use std::collections::BTreeMap;
 
+use weft_netpol_cases::{Driver, Reach};
 use weft_policy::*;
 
 use super::{ip, labels, namespace_labels, Checked};
 
+#[derive(Default)]
 pub struct Case {
     pub pods: Vec<String>,
     pub policies: Vec<NetworkPolicy>,
@@ -69,18 +72,6 @@ impl Case {
         }
     }
 
-    /// CreatePolicy / UpdatePolicy: a policy of the same namespace and name
-    /// is replaced.
-    pub fn create(&mut self, policy: NetworkPolicy) {
-        self.policies
-            .retain(|p| !(p.namespace == policy.namespace && p.name == policy.name));
-        self.policies.push(policy);
-    }
-
-    pub fn delete_all(&mut self) {
-        self.policies.clear();
-    }
-
     fn workload(&mut self, pod: &str) -> &mut Workload {
         let (ns, name) = pod.split_once('/').unwrap();
         self.inventory
@@ -89,12 +80,30 @@ impl Case {
             .find(|w| w.namespace == ns && w.name == name)
             .unwrap()
     }
+}
 
-    pub fn add_pod_labels(&mut self, pod: &str, pairs: &[(&str, &str)]) {
+impl Driver for Case {
+    fn start(&mut self, pods: &[&str], protocols: &[Protocol], ports: &[u16]) {
+        *self = Case::new(pods, protocols, ports);
+    }
+
+    /// CreatePolicy / UpdatePolicy: a policy of the same namespace and name
+    /// is replaced.
+    fn create(&mut self, policy: NetworkPolicy) {
+        self.policies
+            .retain(|p| !(p.namespace == policy.namespace && p.name == policy.name));
+        self.policies.push(policy);
+    }
+
+    fn delete_all(&mut self) {
+        self.policies.clear();
+    }
+
+    fn add_pod_labels(&mut self, pod: &str, pairs: &[(&str, &str)]) {
         self.workload(pod).labels.extend(labels(pairs));
     }
 
-    pub fn add_namespace_label(&mut self, ns: &str, key: &str, value: &str) {
+    fn add_namespace_label(&mut self, ns: &str, key: &str, value: &str) {
         for w in self
             .inventory
             .workloads
@@ -105,7 +114,7 @@ impl Case {
         }
     }
 
-    pub fn pod_ip(&self, pod: &str) -> String {
+    fn pod_ip(&self, pod: &str) -> String {
         let (ns, name) = pod.split_once('/').unwrap();
         let w = self
             .inventory
@@ -116,24 +125,13 @@ impl Case {
         w.ips[0].to_string()
     }
 
-    pub fn reachability(&self) -> Reach {
-        Reach {
-            expected: self
-                .pods
-                .iter()
-                .flat_map(|f| {
-                    self.pods
-                        .iter()
-                        .map(move |t| ((f.clone(), t.clone()), true))
-                })
-                .collect(),
-            pods: self.pods.clone(),
-        }
+    fn reachability(&self) -> Reach {
+        Reach::all_allowed(&self.pods)
     }
 
     /// ValidateOrFail: the whole matrix, loopback ignored as upstream does
     /// (kubernetes#95879), every cell computed both ways.
-    pub fn validate(&self, port: u16, proto: Protocol, want: &Reach) {
+    fn validate(&self, port: u16, proto: Protocol, want: &Reach) {
         let checked = Checked::new(&self.policies, &self.inventory);
         let mut got = BTreeMap::new();
         for from in &self.pods {
@@ -147,71 +145,14 @@ impl Case {
                 got.insert((from.clone(), to.clone()), checked.verdict(&flow).allowed);
             }
         }
-        let wrong: Vec<_> = got
-            .iter()
-            .filter(|((f, t), v)| f != t && want.expected[&(f.clone(), t.clone())] != **v)
-            .collect();
+        let wrong = want.wrong(&got);
         assert!(
             wrong.is_empty(),
             "{}/{port}: {} cells differ from upstream's table\nexpected:\n{}got:\n{}",
             proto_name(proto),
             wrong.len(),
-            render(&self.pods, &want.expected),
-            render(&self.pods, &got)
+            Reach::render(&self.pods, &want.expected),
+            Reach::render(&self.pods, &got)
         );
-    }
-}
-
-fn render(pods: &[String], m: &BTreeMap<(String, String), bool>) -> String {
-    let mut s = format!("{:6}", "");
-    for t in pods {
-        s.push_str(&format!("{t:>5}"));
-    }
-    s.push('\n');
-    for f in pods {
-        s.push_str(&format!("{f:6}"));
-        for t in pods {
-            s.push_str(if m[&(f.clone(), t.clone())] {
-                "    ."
-            } else {
-                "    X"
-            });
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// Upstream's Reachability: a default-true matrix narrowed by expectations.
-/// Patterns: "" any pod, "x" any pod of namespace x, "x/a" one pod.
-pub struct Reach {
-    pods: Vec<String>,
-    expected: BTreeMap<(String, String), bool>,
-}
-
-fn matches(pattern: &str, pod: &str) -> bool {
-    pattern.is_empty() || pattern == pod || pod.split_once('/').unwrap().0 == pattern
-}
-
-impl Reach {
-    pub fn expect_peer(&mut self, from: &str, to: &str, v: bool) {
-        for ((f, t), cell) in self.expected.iter_mut() {
-            if matches(from, f) && matches(to, t) {
-                *cell = v;
-            }
-        }
-    }
-
-    pub fn expect(&mut self, from: &str, to: &str, v: bool) {
-        assert!(self.pods.iter().any(|p| p == from) && self.pods.iter().any(|p| p == to));
-        self.expected.insert((from.into(), to.into()), v);
-    }
-
-    pub fn expect_all_ingress(&mut self, pod: &str, v: bool) {
-        self.expect_peer("", pod, v);
-    }
-
-    pub fn expect_all_egress(&mut self, pod: &str, v: bool) {
-        self.expect_peer(pod, "", v);
     }
 }

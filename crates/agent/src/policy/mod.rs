@@ -1,0 +1,304 @@
+//! NetworkPolicy in weftd: the Kubernetes view compiled by `weft-policy`
+//! and written into the data path's policy maps, on every change of the
+//! view and of this node's endpoints, and before a pod's CNI ADD returns.
+//!
+//! - [`inputs`]: the view cut to the compiler's inputs (pure)
+//! - [`reconcile`]: one round: compile, cut to this node, plan, write
+//! - [`identities`]: identities agreed on cluster-wide through the store
+//! - `views`: what `weft policy list / show / explain` answer
+
+pub mod identities;
+pub mod inputs;
+pub mod reconcile;
+mod rule_book;
+mod views;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::Endpoint;
+use weft_k8s::{Kind, View};
+use weft_policy::EndpointRef;
+use weft_store::Store;
+
+use crate::agent::Agent;
+use crate::config::PolicyMode;
+use inputs::Snapshot;
+use reconcile::DynMaps;
+use reconcile::{LocalEndpoint, Reconciler};
+use weft_datapath::policy::PolicyMaps;
+
+pub use views::{explain, list, show};
+
+/// How long a CNI ADD waits for its pod to appear in the view (the kubelet
+/// makes the sandbox after the pod exists, so normally it is already
+/// there) before the pod is admitted fail-closed.
+pub const ADMIT_WAIT: Duration = Duration::from_secs(2);
+/// A round runs at least this often (endpoints gone, a failed round).
+const TICK: Duration = Duration::from_secs(1);
+
+/// The agent's link to the reconciler: empty unless policy is enforced.
+#[derive(Default)]
+pub struct Link {
+    running: OnceLock<Arc<Running>>,
+    /// The cluster store identities are allocated in (set at build).
+    store: OnceLock<Arc<dyn Store>>,
+    opener: Mutex<Option<Opener>>,
+    off: Mutex<String>,
+}
+
+/// Opens the data path's policy maps (set at build, where the data path is
+/// made; `Err` says why this kernel or configuration cannot).
+pub type Opener = Box<dyn FnOnce() -> Result<Box<dyn PolicyMaps>, String> + Send>;
+
+pub struct Running {
+    view: View,
+    rec: Mutex<Reconciler<DynMaps>>,
+    reason: String,
+}
+
+impl Link {
+    pub fn set_store(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
+    }
+
+    pub fn set_opener(&self, opener: Opener) {
+        *self.opener.lock().unwrap_or_else(|p| p.into_inner()) = Some(opener);
+    }
+
+    fn running(&self) -> Option<&Arc<Running>> {
+        self.running.get()
+    }
+
+    fn off_reason(&self) -> String {
+        self.off.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// CNI ADD's last step: the new endpoint's policy state goes into the
+    /// maps before the ADD returns (its pod's compiled state, or the
+    /// fail-closed one when the pod is not known within [`ADMIT_WAIT`]).
+    pub fn admit(&self, agent: &Agent, ep: &Endpoint) -> Result<(), String> {
+        let Some(run) = self.running() else {
+            return Ok(());
+        };
+        let kubelet_pod =
+            !ep.pod.namespace.is_empty() && !ep.pod.name.is_empty() && !ep.pod.uid.is_empty();
+        if !kubelet_pod {
+            return Ok(());
+        }
+        let deadline = Instant::now() + ADMIT_WAIT;
+        let mut seen = run.view.generation();
+        while synced(&run.view)
+            && run
+                .view
+                .pod(&ep.pod.namespace, &ep.pod.name)
+                .is_none_or(|p| p.uid != ep.pod.uid)
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(pod = %format!("{}/{}", ep.pod.namespace, ep.pod.name),
+                    "pod not in the API view after {ADMIT_WAIT:?}; admitting it fail-closed until it is");
+                break;
+            }
+            seen = run
+                .view
+                .wait_change(seen, left.min(Duration::from_millis(100)));
+        }
+        let pod = EndpointRef {
+            namespace: ep.pod.namespace.clone(),
+            name: ep.pod.name.clone(),
+        };
+        let mut rec = run.lock();
+        let res = round(&mut rec, &run.view, agent, Some(&pod));
+        if !rec.holds(&pod) {
+            return Err(format!(
+                "the pod's network policy could not be written ({}); retry the ADD",
+                res.err().unwrap_or_else(|| "not admitted".into())
+            ));
+        }
+        drop(rec);
+        // the maps hold the pod's state; the programs that read them must
+        // be on its veth too before the ADD returns (the fast path's own
+        // sync comes only every second)
+        if agent.fastpath().is_active() {
+            crate::fastpath::sync(agent).map_err(|e| {
+                format!("the policy programs could not be attached to the pod's veth ({e}); retry the ADD")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, Reconciler<DynMaps>> {
+        self.rec.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The pod, namespace and policy watches have listed once: the view is the
+/// cluster's, not an empty start.
+fn synced(view: &View) -> bool {
+    [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy]
+        .into_iter()
+        .all(|k| view.synced(k))
+}
+
+fn snapshot(view: &View) -> Option<Snapshot> {
+    synced(view).then(|| Snapshot {
+        pods: view.pods(),
+        namespaces: view.namespaces(),
+        policies: view.policies(),
+        cluster: view.cluster_policies(),
+        node: view.node(),
+    })
+}
+
+/// This node's live endpoints with their ids.
+fn local_endpoints(agent: &Agent) -> Vec<LocalEndpoint> {
+    let eps = agent.endpoints();
+    eps.list()
+        .into_iter()
+        .filter_map(|e| {
+            Some(LocalEndpoint {
+                id: eps.id_of(&e.attachment)?,
+                pod: EndpointRef {
+                    namespace: e.pod.namespace,
+                    name: e.pod.name,
+                },
+                uid: e.pod.uid,
+                ips: e.ips.iter().map(|n| n.addr()).collect(),
+            })
+        })
+        .collect()
+}
+
+fn round(
+    rec: &mut Reconciler<DynMaps>,
+    view: &View,
+    agent: &Agent,
+    admitting: Option<&EndpointRef>,
+) -> Result<usize, String> {
+    let snap = snapshot(view);
+    let res = rec.round(snap.as_ref(), &local_endpoints(agent), admitting);
+    match &res {
+        Ok(n) if *n > 0 => tracing::debug!(writes = n, "policy maps updated"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "policy round failed; retrying"),
+    }
+    res
+}
+
+/// Whether `--policy` turns enforcement on, given whether the Kubernetes
+/// adapter runs; `Err` is `on` refusing.
+pub fn decide(mode: PolicyMode, adapter: bool) -> Result<Option<String>, String> {
+    match (mode, adapter) {
+        (PolicyMode::Off, _) => Ok(None),
+        (_, true) => Ok(Some(format!("--policy {}", mode.as_str()))),
+        (PolicyMode::On, false) => {
+            Err("--policy on needs the Kubernetes adapter (--kubeconfig, or run in a pod)".into())
+        }
+        (PolicyMode::Auto, false) => Ok(None),
+    }
+}
+
+/// Starts enforcement (or records why not), after the Kubernetes adapter.
+/// The maps come from the opener set at build; with `auto` a kernel that
+/// cannot load the programs leaves policy off with a warning, with `on`
+/// weftd refuses to start.
+pub fn start(mode: PolicyMode, agent: &Arc<Agent>) -> anyhow::Result<()> {
+    let link = agent.policy();
+    let opener = link.opener.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let maps = || match opener {
+        Some(open) => open(),
+        None => Err("this weftd was built without a data path for policy".to_string()),
+    };
+    let set_off = |why: String| {
+        *link.off.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    };
+    let view = agent.kubernetes().view();
+    let reason = match decide(mode, view.is_some()) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            set_off(match mode {
+                PolicyMode::Off => "--policy off".into(),
+                _ => "no Kubernetes adapter: nothing to enforce".into(),
+            });
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!(e),
+    };
+    let view = view.expect("decided with an adapter");
+    let maps = match maps() {
+        Ok(m) => m,
+        Err(e) if mode == PolicyMode::On => {
+            anyhow::bail!("--policy on: the policy maps cannot be opened: {e}")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "NetworkPolicy not enforced: the policy maps cannot be opened (--policy off silences this)");
+            set_off(format!("unavailable: {e}"));
+            return Ok(());
+        }
+    };
+    let Some(store) = link.store.get().cloned() else {
+        anyhow::bail!("no identity store set before the policy start");
+    };
+    let rec = Reconciler::new(
+        agent.facts().node.clone(),
+        DynMaps(maps),
+        Box::new(identities::StoreAllocator::new(store)),
+    );
+    let run = Arc::new(Running {
+        view,
+        rec: Mutex::new(rec),
+        reason,
+    });
+    let _ = link.running.set(run.clone());
+    // flow events and metrics name the rule behind the programs' rule ids
+    agent
+        .flows()
+        .set_rule_book(Arc::new(rule_book::Rules(run.clone())));
+    let agent = agent.clone();
+    std::thread::Builder::new()
+        .name("policy".into())
+        .spawn(move || reconcile_loop(&run, &agent))?;
+    tracing::info!("NetworkPolicy enforcement on");
+    Ok(())
+}
+
+/// Rounds on every view change, and each [`TICK`] when this node's
+/// endpoints changed or the last round failed.
+fn reconcile_loop(run: &Running, agent: &Agent) {
+    let mut seen = run.view.generation();
+    let mut last_local: Option<Vec<(EndpointRef, u32)>> = None;
+    let mut force = true;
+    loop {
+        let now = run.view.wait_change(seen, TICK);
+        let local: Vec<(EndpointRef, u32)> = local_endpoints(agent)
+            .into_iter()
+            .map(|l| (l.pod, l.id))
+            .collect();
+        let changed = now != seen || last_local.as_ref() != Some(&local) || force;
+        seen = now;
+        if !changed || !synced(&run.view) {
+            continue;
+        }
+        last_local = Some(local);
+        let mut rec = run.lock();
+        force = round(&mut rec, &run.view, agent, None).is_err();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_needs_the_adapter_and_on_insists() {
+        assert_eq!(decide(PolicyMode::Off, true), Ok(None));
+        assert!(decide(PolicyMode::Auto, true).unwrap().is_some());
+        assert_eq!(decide(PolicyMode::Auto, false), Ok(None));
+        assert!(decide(PolicyMode::On, true).unwrap().is_some());
+        let err = decide(PolicyMode::On, false).unwrap_err();
+        assert!(err.contains("--kubeconfig"), "{err}");
+    }
+}

@@ -1,0 +1,381 @@
+//! One reconcile round: the view's pods, namespaces and policies compiled,
+//! cut to this node (its ipcache, its endpoints), planned against what the
+//! maps hold and written through the seam. Only what the maps took counts
+//! as applied; the next round plans the rest again.
+//!
+//! Endpoints are this node's CNI endpoints, named by their pod. An endpoint
+//! made by a kubelet (the runtime passed the pod's namespace, name and UID)
+//! whose pod the compiler does not know gets the fail-closed state: isolated
+//! both ways, only its own node let in (what the spec always allows), until
+//! a round that knows the pod replaces it. Endpoints of other runtimes
+//! (podman, cnitool, `weft lab pod add`) are no pod an API policy could
+//! select, and get no policy state.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use weft_datapath::policy::{PolicyEndpoint, PolicyMaps};
+use weft_datapath::DatapathError;
+use weft_policy::{
+    compile_all, plan, AllowedBy, Compiled, Direction, EndpointPolicy, EndpointRef, Identity,
+    IdentityAllocator, PolicyKey, PolicyRef, RuleIds,
+};
+
+use super::inputs::{inputs, Snapshot};
+
+/// The isolating "policy" of the fail-closed state (its empty namespace
+/// cannot be a real policy's).
+pub fn fail_closed_ref() -> PolicyRef {
+    PolicyRef {
+        namespace: String::new(),
+        name: "fail-closed: pod not known to weftd yet".into(),
+    }
+}
+
+/// A CNI endpoint of this node, for the maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    pub pod: EndpointRef,
+    /// The pod's UID as the runtime passed it ("" when it did not).
+    pub uid: String,
+    pub id: u32,
+    pub ips: Vec<IpAddr>,
+}
+
+impl LocalEndpoint {
+    fn maps(&self) -> PolicyEndpoint {
+        PolicyEndpoint {
+            id: self.id,
+            addresses: self.ips.clone(),
+            audit: false,
+        }
+    }
+
+    /// Made by a kubelet: a pod the API will show.
+    fn made_by_kubelet(&self) -> bool {
+        !self.pod.namespace.is_empty() && !self.pod.name.is_empty() && !self.uid.is_empty()
+    }
+}
+
+/// What the last rounds did, for `weft policy list` and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct RoundReport {
+    pub rounds: u64,
+    pub last_writes: usize,
+    pub last_micros: u64,
+    /// The last round's error (allocation or a map write), if it failed.
+    pub last_error: Option<String>,
+    pub fail_closed: Vec<EndpointRef>,
+}
+
+/// The seam behind a box (weftd's) is a seam too.
+pub struct DynMaps(pub Box<dyn PolicyMaps>);
+
+impl PolicyMaps for DynMaps {
+    fn apply(
+        &mut self,
+        ops: &[weft_policy::MapOp],
+        endpoints: weft_datapath::policy::EndpointLookup<'_>,
+    ) -> Result<usize, DatapathError> {
+        self.0.apply(ops, endpoints)
+    }
+    fn replace(
+        &mut self,
+        state: &Compiled,
+        endpoints: weft_datapath::policy::EndpointLookup<'_>,
+    ) -> Result<usize, DatapathError> {
+        self.0.replace(state, endpoints)
+    }
+    fn write_endpoint(
+        &mut self,
+        state: &Compiled,
+        endpoint: &EndpointRef,
+        ep: &PolicyEndpoint,
+    ) -> Result<usize, DatapathError> {
+        self.0.write_endpoint(state, endpoint, ep)
+    }
+    fn rule_hits(&self) -> Result<BTreeMap<u32, u64>, DatapathError> {
+        self.0.rule_hits()
+    }
+    fn rule_ids(&self) -> &RuleIds {
+        self.0.rule_ids()
+    }
+}
+
+pub struct Reconciler<M: PolicyMaps> {
+    node: String,
+    maps: M,
+    alloc: Box<dyn IdentityAllocator + Send>,
+    /// What the maps hold (this node's endpoints and ipcache), when
+    /// `in_step`.
+    applied: Compiled,
+    /// The maps are known to hold `applied`. Not at start (pinned maps hold
+    /// an earlier agent's state) and not after a failed write (the seam
+    /// does not say how far it got): the next round then replaces the
+    /// maps' whole content instead of writing a plan.
+    in_step: bool,
+    /// The endpoint id each pod of `applied` was written under: a pod
+    /// re-made under its name (a StatefulSet's) has a new one, which no
+    /// plan shows (the compiled state is the same), so it is rewritten.
+    written_as: BTreeMap<EndpointRef, u32>,
+    /// The last whole-cluster compile (`explain`, `show`, `list`).
+    full: Compiled,
+    pub report: RoundReport,
+    /// The address this node sends from towards a pod address (a seam for
+    /// tests; see [`source_towards`]).
+    pub source_towards: fn(IpAddr) -> Option<IpAddr>,
+}
+
+/// The address this node sends from towards `dst`: a UDP socket's connect
+/// routes without sending anything.
+pub fn source_towards(dst: IpAddr) -> Option<IpAddr> {
+    let any = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect((dst, 9)).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+impl<M: PolicyMaps> Reconciler<M> {
+    pub fn new(node: String, maps: M, alloc: Box<dyn IdentityAllocator + Send>) -> Self {
+        Reconciler {
+            node,
+            maps,
+            alloc,
+            applied: Compiled::default(),
+            in_step: false,
+            written_as: BTreeMap::new(),
+            full: Compiled::default(),
+            report: RoundReport::default(),
+            source_towards,
+        }
+    }
+
+    pub fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    pub fn applied(&self) -> &Compiled {
+        &self.applied
+    }
+
+    pub fn compiled(&self) -> &Compiled {
+        &self.full
+    }
+
+    /// Whether `pod`'s state is in the maps (compiled or fail-closed).
+    pub fn holds(&self, pod: &EndpointRef) -> bool {
+        self.applied.endpoints.contains_key(pod)
+    }
+
+    /// A round. `snap` is `None` while the watches have not listed once:
+    /// then nothing known is touched (pinned maps keep enforcing what they
+    /// hold; pods older than this weftd keep what they have) and only the
+    /// pod being admitted gets the fail-closed state. Returns the number of
+    /// map writes.
+    pub fn round(
+        &mut self,
+        snap: Option<&Snapshot>,
+        local: &[LocalEndpoint],
+        admitting: Option<&EndpointRef>,
+    ) -> Result<usize, String> {
+        let started = Instant::now();
+        let local = dedupe(local, snap);
+        let lookup = |ep: &EndpointRef| local.get(ep).map(LocalEndpoint::maps);
+        let res = match snap {
+            Some(snap) => {
+                let ips = local
+                    .values()
+                    .map(|l| ((l.pod.namespace.clone(), l.pod.name.clone()), l.ips.clone()))
+                    .collect();
+                let (policies, inventory) = inputs(snap, &self.node, &ips);
+                let full =
+                    match compile_all(&policies, &snap.cluster, &inventory, self.alloc.as_mut()) {
+                        Ok(c) => c,
+                        Err(e) => return self.finish(started, Err(e.to_string())),
+                    };
+                for (p, why) in full
+                    .rejected
+                    .iter()
+                    .filter(|r| !self.full.rejected.contains(r))
+                {
+                    tracing::warn!(policy = %p, reason = %why,
+                        "NetworkPolicy compiled fail-closed: it isolates the pods it selects and allows nothing until it is fixed");
+                }
+                let want = self.local_view(&full, &local);
+                self.full = full;
+                let res = if self.in_step {
+                    let ops = plan(&self.applied, &want);
+                    self.maps.apply(&ops, &lookup)
+                } else {
+                    self.maps.replace(&want, &lookup)
+                };
+                res.map(|n| (n, want))
+            }
+            None => {
+                // only what is new: the fail-closed state of pods the maps
+                // do not hold; everything else stays as the maps have it
+                let mut want = self.applied.clone();
+                want.endpoints.retain(|ep, _| local.contains_key(ep));
+                let new = admitting.and_then(|a| local.get(a)).filter(|l| {
+                    l.made_by_kubelet() && !self.applied.endpoints.contains_key(&l.pod)
+                });
+                if let Some(l) = new {
+                    want.endpoints.insert(l.pod.clone(), fail_closed());
+                    want.nodes.insert(l.pod.clone(), self.node.clone());
+                    // the node exemption needs the node's own address in
+                    // the ipcache: the one it sends to the pod from
+                    let cache = want.ipcache.entry(self.node.clone()).or_default();
+                    for a in &l.ips {
+                        if let Some(src) = (self.source_towards)(*a) {
+                            cache
+                                .entry(ipnet::IpNet::from(src))
+                                .or_insert(Identity::HOST);
+                        }
+                    }
+                }
+                let ops = plan(&self.applied, &want);
+                self.maps.apply(&ops, &lookup).map(|n| (n, want))
+            }
+        };
+        let res = match res {
+            Ok((mut n, want)) => {
+                if snap.is_some() {
+                    self.in_step = true;
+                }
+                self.applied = want;
+                let mut rewrite = Ok(());
+                for (ep, l) in &local {
+                    let was = self.written_as.get(ep).copied();
+                    if self.applied.endpoints.contains_key(ep) && was.is_some_and(|w| w != l.id) {
+                        match self.maps.write_endpoint(&self.applied, ep, &l.maps()) {
+                            Ok(w) => n += w,
+                            Err(e) => rewrite = Err(e),
+                        }
+                    }
+                }
+                self.written_as = local
+                    .iter()
+                    .filter(|(ep, _)| self.applied.endpoints.contains_key(*ep))
+                    .map(|(ep, l)| (ep.clone(), l.id))
+                    .collect();
+                match rewrite {
+                    Ok(()) => Ok(n),
+                    Err(e) => {
+                        self.in_step = false;
+                        Err(format!("writing the policy maps: {e}"))
+                    }
+                }
+            }
+            Err(e) => {
+                self.in_step = false;
+                Err(format!("writing the policy maps: {e}"))
+            }
+        };
+        self.finish(started, res)
+    }
+
+    fn finish(&mut self, started: Instant, res: Result<usize, String>) -> Result<usize, String> {
+        self.report.rounds += 1;
+        self.report.last_writes = *res.as_ref().unwrap_or(&0);
+        self.report.last_micros = started.elapsed().as_micros() as u64;
+        self.report.last_error = res.as_ref().err().cloned();
+        self.report.fail_closed = self
+            .applied
+            .endpoints
+            .iter()
+            .filter(|(_, p)| p.ingress_isolated_by == Some(fail_closed_ref()))
+            .map(|(ep, _)| ep.clone())
+            .collect();
+        res
+    }
+
+    /// The compiled state as this node's maps hold it: its ipcache and its
+    /// endpoints (the compiled ones, and fail-closed ones for kubelet pods
+    /// the compiler does not know).
+    fn local_view(
+        &self,
+        full: &Compiled,
+        local: &BTreeMap<EndpointRef, LocalEndpoint>,
+    ) -> Compiled {
+        let mut want = Compiled {
+            identities: full.identities.clone(),
+            rejected: full.rejected.clone(),
+            policies: full.policies.clone(),
+            ..Compiled::default()
+        };
+        if let Some(cache) = full.ipcache.get(&self.node) {
+            want.ipcache.insert(self.node.clone(), cache.clone());
+        }
+        for (ep, l) in local {
+            let here = full.nodes.get(ep).is_some_and(|n| *n == self.node);
+            let policy = match full.endpoints.get(ep) {
+                Some(p) if here => p.clone(),
+                _ if l.made_by_kubelet() => fail_closed(),
+                _ => continue,
+            };
+            for a in &l.ips {
+                want.addresses.insert(*a, ep.clone());
+            }
+            want.nodes.insert(ep.clone(), self.node.clone());
+            want.endpoints.insert(ep.clone(), policy);
+        }
+        want
+    }
+}
+
+/// Isolated both ways; only the pod's own node is let in.
+fn fail_closed() -> EndpointPolicy {
+    let mut p = EndpointPolicy {
+        ingress_isolated_by: Some(fail_closed_ref()),
+        egress_isolated_by: Some(fail_closed_ref()),
+        entries: BTreeMap::new(),
+    };
+    p.entries.insert(
+        PolicyKey::all_protocols(Identity::HOST, Direction::Ingress),
+        AllowedBy::LocalNode,
+    );
+    p
+}
+
+/// One endpoint per pod name: when two hold one name (a pod re-made while
+/// the old sandbox lingers), the one whose UID the API shows, else the
+/// newest (highest id).
+fn dedupe(
+    local: &[LocalEndpoint],
+    snap: Option<&Snapshot>,
+) -> BTreeMap<EndpointRef, LocalEndpoint> {
+    let api_uid = |ep: &EndpointRef| {
+        snap.and_then(|s| {
+            s.pods
+                .iter()
+                .find(|p| p.namespace == ep.namespace && p.name == ep.name)
+                .map(|p| p.uid.clone())
+        })
+    };
+    let mut out: BTreeMap<EndpointRef, LocalEndpoint> = BTreeMap::new();
+    for l in local
+        .iter()
+        .filter(|l| !l.pod.namespace.is_empty() && !l.pod.name.is_empty())
+    {
+        let better = match out.get(&l.pod) {
+            None => true,
+            Some(have) => {
+                let uid = api_uid(&l.pod);
+                let (mine, theirs) = (
+                    uid.as_deref() == Some(l.uid.as_str()),
+                    uid.as_deref() == Some(have.uid.as_str()),
+                );
+                mine && !theirs || (mine == theirs && l.id > have.id)
+            }
+        };
+        if better {
+            out.insert(l.pod.clone(), l.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -1,0 +1,227 @@
+//! Service load balancing in weftd (`--services on`): a thread that follows
+//! the Kubernetes view's Services and EndpointSlices and keeps the data
+//! path's service maps equal to what `weft_lb` computes for this node.
+//!
+//! - [`convert`]: the adapter's types to `weft_lb`'s input
+//! - [`reconciler`]: the rounds, pure over the [`KernelMaps`] seam
+//! - [`view`]: `weft services`
+//!
+//! With `--services off` (the default) none of this runs: kube-proxy keeps
+//! the Services and weft's programs leave its NAT alone.
+
+pub mod convert;
+pub mod kernel;
+pub mod reconciler;
+pub mod view;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use weft_api::ServicesView;
+use weft_k8s::{Kind, View};
+use weft_lb::{Algorithm, Config, NodeView};
+
+pub use reconciler::{FakeKernel, KernelMaps, Reconciler};
+
+use crate::agent::Agent;
+use crate::config::{AgentConfig, ServicesMode};
+
+/// How often a round runs without a change (retrying failed writes).
+const IDLE_ROUND: Duration = Duration::from_secs(1);
+
+struct Running {
+    node: NodeView,
+    inner: Mutex<Shared>,
+}
+
+struct Shared {
+    reconciler: Reconciler,
+    kernel: Box<dyn KernelMaps + Send>,
+}
+
+/// The agent's handle on the Service reconciler: empty with `--services off`.
+#[derive(Default)]
+pub struct Link {
+    inner: OnceLock<Arc<Running>>,
+}
+
+impl Link {
+    /// `weft services`.
+    pub fn view(&self) -> ServicesView {
+        let Some(r) = self.inner.get() else {
+            return ServicesView {
+                mode: "off".into(),
+                ..ServicesView::default()
+            };
+        };
+        let mut shared = r.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = view::services_view(&shared.reconciler, &r.node);
+        v.affinity = shared.kernel.affinity();
+        v.counters = shared.kernel.counters();
+        v
+    }
+}
+
+/// What `--services on` needs from the data path: the service maps (read
+/// back at start), with the programs attached under `cgroup_root` and on
+/// the node's devices.
+/// Called with weftd's configuration and the node's external devices.
+pub type KernelFactory =
+    dyn FnOnce(&AgentConfig, &[String]) -> anyhow::Result<Box<dyn KernelMaps + Send>> + Send;
+
+/// Starts the reconciler thread with the kernel `open` gives. Returns at
+/// once; the first round waits for the Service and EndpointSlice watches.
+pub fn start(
+    cfg: &AgentConfig,
+    agent: &Arc<Agent>,
+    open: Box<KernelFactory>,
+) -> anyhow::Result<()> {
+    if cfg.services == ServicesMode::Off {
+        // a weftd that ran with --services on before leaves nothing behind
+        // (only where told: a default root is the machine's, which a weftd
+        // of a lab or test must never touch)
+        if let Some(root) = &cfg.cgroup_root {
+            match weft_datapath::services::detach_cgroup(root) {
+                Ok(0) | Err(_) => {}
+                Ok(n) => {
+                    tracing::info!(n, cgroup = %root.display(), "--services off: socket load balancing detached")
+                }
+            }
+        }
+        return Ok(());
+    }
+    let Some(view) = agent.kubernetes().view() else {
+        bail!(
+            "--services on load-balances the Kubernetes API's Services: give weftd the API \
+             (--kubeconfig, or run it in a pod), or use --services off and kube-proxy"
+        );
+    };
+    let devices: Vec<String> = agent.facts().underlay.iter().cloned().collect();
+    let mut kernel =
+        open(cfg, &devices).context("preparing the Service load-balancing data path")?;
+    let restored = kernel
+        .read_back()
+        .map_err(anyhow::Error::msg)
+        .context("reading the service maps back")?;
+    tracing::info!(
+        services = restored.services.len(),
+        backends = restored.backends.len(),
+        "service maps read back; their IDs are kept"
+    );
+    let node = NodeView {
+        node_name: agent.facts().node.clone(),
+        proxy_name: None,
+    };
+    let config = Config {
+        node: node.clone(),
+        algorithm: Algorithm::Random,
+    };
+    let node_ips = cfg.node_ips.clone();
+    let running = Arc::new(Running {
+        node,
+        inner: Mutex::new(Shared {
+            reconciler: Reconciler::restore(config, restored),
+            kernel,
+        }),
+    });
+    let _ = agent.services().inner.set(running.clone());
+    std::thread::Builder::new()
+        .name("services".into())
+        .spawn(move || run(&running, &view, &node_ips))
+        .context("spawning the Service reconciler")?;
+    Ok(())
+}
+
+/// This node's addresses, where NodePorts answer: the Node's addresses in
+/// the API and `--node-ip`.
+fn node_addrs(view: &View, configured: &[IpAddr]) -> Vec<IpAddr> {
+    let mut a: Vec<IpAddr> = view.node().map(|n| n.addresses).unwrap_or_default();
+    a.extend_from_slice(configured);
+    a.sort();
+    a.dedup();
+    a
+}
+
+fn run(r: &Running, view: &View, configured: &[IpAddr]) {
+    let mut seen = view.generation();
+    let mut logged_wait = false;
+    let mut addrs: Option<Vec<IpAddr>> = None;
+    loop {
+        let synced = r
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reconciler
+            .synced();
+        let listed = view.current(Kind::Service) && view.current(Kind::EndpointSlice);
+        if !synced && !listed {
+            if !logged_wait {
+                tracing::info!("Service load balancing waits for the Service and EndpointSlice watches to list once; the maps stay as they are");
+                logged_wait = true;
+            }
+            seen = view.wait_change(seen, IDLE_ROUND);
+            continue;
+        }
+        let now = view.generation();
+        let inputs = convert::inputs(&view.services(), &view.endpoint_slices());
+        let started = Instant::now();
+        let mut guard = r.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = &mut *guard;
+        let want = node_addrs(view, configured);
+        if addrs.as_ref() != Some(&want) {
+            match shared.kernel.set_node_addrs(&want) {
+                Ok(()) => {
+                    tracing::info!(addresses = ?want, "NodePorts answer on these node addresses");
+                    addrs = Some(want);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot set the node addresses for NodePorts; retrying")
+                }
+            }
+        }
+        let failed_before = shared.reconciler.progress().ops_failed;
+        let written = shared.reconciler.sync(inputs, &mut shared.kernel);
+        let p = shared.reconciler.progress();
+        if !synced && shared.reconciler.synced() {
+            tracing::info!(
+                frontends = shared.reconciler.maps().services.len(),
+                ops = written,
+                took_ms = started.elapsed().as_millis() as u64,
+                "Service maps in step with the API"
+            );
+        } else if written > 0 {
+            tracing::debug!(
+                ops = written,
+                took_us = started.elapsed().as_micros() as u64,
+                "Service maps updated"
+            );
+        }
+        if p.ops_failed > failed_before {
+            tracing::warn!(
+                error = p.last_error.as_deref().unwrap_or(""),
+                "writing the service maps failed; retrying"
+            );
+        }
+        drop(guard);
+        seen = view.wait_change(now, IDLE_ROUND);
+    }
+}
+
+/// `--cgroup-root`'s check: socket-level load balancing attaches there and
+/// applies to every process below, so it must be a cgroup v2 directory.
+pub fn check_cgroup_root(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if !path.join("cgroup.procs").exists() {
+        bail!(
+            "--cgroup-root {}: not a cgroup v2 directory (no cgroup.procs); give the unified \
+             hierarchy's root (e.g. /sys/fs/cgroup) or the cgroup the pods run in",
+            path.display()
+        );
+    }
+    Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,270 @@
+//! The Service reconciler: the Kubernetes view's Services and
+//! EndpointSlices in, the kernel's load-balancing maps brought to match.
+//!
+//! Pure over a [`KernelMaps`] seam (the data path's service maps in weftd, a
+//! fake in tests). The rules:
+//! - At start the kernel's maps are read back: their IDs are kept
+//!   ([`IdAllocator::restore`]), so conntrack, reverse NAT and affinity
+//!   entries written before a restart keep meaning the same Service and
+//!   backend, and the first round is a full diff against what the kernel
+//!   holds (stale entries of Services deleted while weftd was away go).
+//! - Nothing is written before both watches have listed once: an empty
+//!   view at start is "not known yet", not "no Services".
+//! - Afterwards each round hands only the Services whose input changed to
+//!   [`LbState::update`] and writes its ordered ops; a failed write makes
+//!   the reconciler "dirty" and the next rounds run full
+//!   [`weft_lb::reconcile`] rounds (which hold back unsafe ops) until one
+//!   is clean.
+
+use std::collections::BTreeMap;
+
+use weft_lb::{
+    reconcile, Config, EndpointSlice, IdAllocator, LbMaps, LbState, MapWriter, Op, Service,
+    ServiceName,
+};
+
+/// The kernel's maps as the reconciler uses them.
+pub trait KernelMaps: MapWriter<Error = String> {
+    /// Everything the maps hold now.
+    fn read_back(&mut self) -> Result<LbMaps, String>;
+    /// Makes the addresses NodePorts answer on exactly `addrs`.
+    fn set_node_addrs(&mut self, _addrs: &[std::net::IpAddr]) -> Result<(), String> {
+        Ok(())
+    }
+    /// ClientIP affinity entries, for `weft services`.
+    fn affinity(&mut self) -> Vec<weft_api::AffinityView> {
+        Vec::new()
+    }
+    /// The programs' Service counters by name, for `weft services`.
+    fn counters(&mut self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+}
+
+/// Each Service's input: the Service (if seen) and its slices.
+pub type Inputs = BTreeMap<ServiceName, (Option<Service>, Vec<EndpointSlice>)>;
+
+/// What the reconciler has done so far (for `weft services`, logs, tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub rounds: u64,
+    pub ops_applied: u64,
+    pub ops_failed: u64,
+    /// The last round left ops unwritten; the next one retries.
+    pub pending: bool,
+    pub last_error: Option<String>,
+    /// Services whose input the desired state could not take (IDs
+    /// exhausted, a Service too large), retried every round.
+    pub refused: BTreeMap<ServiceName, String>,
+}
+
+pub struct Reconciler {
+    state: LbState,
+    /// What the kernel holds, as far as writes that succeeded tell.
+    current: LbMaps,
+    /// The input each Service's entries were last computed from.
+    inputs: Inputs,
+    synced: bool,
+    dirty: bool,
+    progress: Progress,
+}
+
+impl Reconciler {
+    /// A reconciler that takes over `kernel`'s maps as they are.
+    pub fn restore(config: Config, kernel: LbMaps) -> Self {
+        Reconciler {
+            state: LbState::new(config, IdAllocator::restore(&kernel)),
+            current: kernel,
+            inputs: Inputs::new(),
+            synced: false,
+            dirty: true,
+            progress: Progress::default(),
+        }
+    }
+
+    pub fn maps(&self) -> &LbMaps {
+        self.state.maps()
+    }
+
+    pub fn current(&self) -> &LbMaps {
+        &self.current
+    }
+
+    pub fn ids(&self) -> &IdAllocator {
+        self.state.ids()
+    }
+
+    pub fn inputs(&self) -> &Inputs {
+        &self.inputs
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// The first round has run (the maps follow the API from here on).
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The kernel's maps equal the desired state.
+    pub fn converged(&self) -> bool {
+        self.synced && !self.dirty && self.current == *self.state.maps()
+    }
+
+    /// One round: `inputs` is every Service with its slices as the view
+    /// shows them now. Returns the number of ops written.
+    pub fn sync<W: KernelMaps>(&mut self, inputs: Inputs, kernel: &mut W) -> usize {
+        self.progress.rounds += 1;
+        let mut written = 0;
+        if !self.synced {
+            let services: Vec<Service> = inputs.values().filter_map(|i| i.0.clone()).collect();
+            let slices: Vec<EndpointSlice> =
+                inputs.values().flat_map(|i| i.1.iter().cloned()).collect();
+            match self.state.reset(&services, &slices) {
+                Ok(_) => {
+                    self.synced = true;
+                    self.inputs = inputs;
+                    self.progress.refused.clear();
+                }
+                Err(e) => {
+                    // nothing written: the kernel keeps what it had
+                    self.progress.last_error = Some(format!("building the Service maps: {e}"));
+                    return 0;
+                }
+            }
+        } else {
+            written += self.update_changed(inputs, kernel);
+        }
+        if self.dirty {
+            written += self.full_round(kernel);
+        }
+        self.progress.pending = self.dirty;
+        written
+    }
+
+    fn update_changed<W: KernelMaps>(&mut self, mut inputs: Inputs, kernel: &mut W) -> usize {
+        let mut names: Vec<ServiceName> = inputs
+            .iter()
+            .filter(|(n, i)| self.inputs.get(n) != Some(i))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.extend(
+            self.inputs
+                .keys()
+                .filter(|n| !inputs.contains_key(n))
+                .cloned(),
+        );
+        let mut written = 0;
+        for name in names {
+            let (svc, slices) = inputs.remove(&name).unwrap_or_default();
+            match self.state.update(&name, svc.clone(), slices.clone()) {
+                Ok(ops) => {
+                    self.progress.refused.remove(&name);
+                    if svc.is_none() && slices.is_empty() {
+                        self.inputs.remove(&name);
+                    } else {
+                        self.inputs.insert(name, (svc, slices));
+                    }
+                    if !self.dirty {
+                        written += self.write_ops(&ops, kernel);
+                    }
+                }
+                Err(e) => {
+                    // the old input stays recorded: this name differs again
+                    // next round and is retried
+                    self.progress.refused.insert(name, e.to_string());
+                }
+            }
+        }
+        written
+    }
+
+    /// Writes `ops` in order until one fails; the rest is left to a full
+    /// round (which knows which ops are safe after a failure).
+    fn write_ops<W: KernelMaps>(&mut self, ops: &[Op], kernel: &mut W) -> usize {
+        let mut n = 0;
+        for op in ops {
+            match kernel.write(op) {
+                Ok(()) => {
+                    self.current.apply(op);
+                    n += 1;
+                }
+                Err(e) => {
+                    self.progress.ops_failed += 1;
+                    self.progress.last_error = Some(e);
+                    self.dirty = true;
+                    break;
+                }
+            }
+        }
+        self.progress.ops_applied += n as u64;
+        n
+    }
+
+    fn full_round<W: KernelMaps>(&mut self, kernel: &mut W) -> usize {
+        let round = reconcile(self.state.maps(), &mut self.current, kernel);
+        self.progress.ops_applied += round.applied as u64;
+        self.progress.ops_failed += round.failed.len() as u64;
+        if let Some((op, e)) = round.failed.first() {
+            self.progress.last_error = Some(format!("{op:?}: {e}"));
+        }
+        self.dirty = !round.is_clean();
+        round.applied
+    }
+}
+
+// weftd holds its kernel boxed (the data path's maps, or none in tests)
+impl MapWriter for Box<dyn KernelMaps + Send> {
+    type Error = String;
+    fn write(&mut self, op: &Op) -> Result<(), String> {
+        (**self).write(op)
+    }
+}
+
+impl KernelMaps for Box<dyn KernelMaps + Send> {
+    fn read_back(&mut self) -> Result<LbMaps, String> {
+        (**self).read_back()
+    }
+    fn set_node_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<(), String> {
+        (**self).set_node_addrs(addrs)
+    }
+    fn affinity(&mut self) -> Vec<weft_api::AffinityView> {
+        (**self).affinity()
+    }
+    fn counters(&mut self) -> BTreeMap<String, u64> {
+        (**self).counters()
+    }
+}
+
+/// The kernel's maps in memory, with writes that fail on demand: the test
+/// double of the data path's service maps.
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    pub maps: LbMaps,
+    /// Writes still to succeed before every further one fails (None: all
+    /// succeed).
+    pub fail_after: Option<usize>,
+    pub writes: usize,
+}
+
+impl MapWriter for FakeKernel {
+    type Error = String;
+    fn write(&mut self, op: &Op) -> Result<(), String> {
+        if let Some(n) = self.fail_after.as_mut() {
+            if *n == 0 {
+                return Err("injected map write failure".into());
+            }
+            *n -= 1;
+        }
+        self.writes += 1;
+        self.maps.apply(op);
+        Ok(())
+    }
+}
+
+impl KernelMaps for FakeKernel {
+    fn read_back(&mut self) -> Result<LbMaps, String> {
+        Ok(self.maps.clone())
+    }
+}

@@ -1,0 +1,159 @@
+//! `--store kubernetes` against the lab's real API server: the whole store
+//! conformance suite (the same checks the embedded and etcd backends pass),
+//! each check on a `WeftStore` object of its own, from a lab node's network
+//! namespace (the API server listens only inside the lab).
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+use weft_k8s::store::{KubeStore, KubeStoreConfig};
+use weft_k8s::Source;
+use weft_lab::kube::KubeSpec;
+use weft_lab::{Lab, LabSpec};
+use weft_store::conformance;
+
+/// Checks run at once (each on its own object, so they do not interfere).
+const PARALLEL: usize = 4;
+/// The whole suite's bound on a loaded 2-CPU machine.
+const SUITE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Where the store's CRDs are.
+pub fn crd_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/crds/store"
+    ))
+}
+
+/// Installs weft's store CRD and waits until the API serves it.
+pub fn install_store_crd(lab: &Lab) {
+    let dir = crd_dir();
+    let o = lab
+        .kubectl(&[
+            "apply",
+            "-f",
+            &dir.join("weftstores.yaml").display().to_string(),
+        ])
+        .expect("kubectl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = lab
+        .kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "crd/weftstores.weft.dev",
+            "--timeout=60s",
+        ])
+        .expect("kubectl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+#[test]
+fn kube_store_passes_the_store_conformance_suite_privileged() {
+    if !root_or_skip("kube_store_passes_the_store_conformance_suite_privileged") {
+        return;
+    }
+    let mut spec = LabSpec::new(&lab_name("ks"), &bin_dir());
+    spec.nodes = 1;
+    spec.kubernetes = Some(KubeSpec {
+        ready_timeout: Duration::from_secs(180),
+        ..KubeSpec::default()
+    });
+    let lab = LabGuard(Lab::up(&spec, &mut |l| eprintln!("{l}")).expect("lab up --kubernetes"));
+    install_store_crd(&lab);
+    let kubeconfig = lab.kube().expect("a cluster").admin_kubeconfig.clone();
+    let netns = lab.nodes()[0].netns.clone();
+
+    let seq = AtomicUsize::new(0);
+    let fresh = || {
+        let mut cfg = KubeStoreConfig::new(Source::Kubeconfig(kubeconfig.clone()));
+        cfg.name = format!(
+            "conf-{}-{}",
+            std::process::id(),
+            seq.fetch_add(1, Ordering::Relaxed)
+        );
+        cfg.namespace = "default".into();
+        cfg.reap_every = Duration::from_millis(250);
+        KubeStore::connect(cfg).expect("store client")
+    };
+    type F<'a> = &'a (dyn Fn() -> KubeStore + Sync);
+    let checks = conformance::checks::<KubeStore, F<'_>>();
+    let failures = Mutex::new(Vec::new());
+    let started = Instant::now();
+    // the store's threads inherit the node's namespace from this one
+    weft_datapath::netns::run_in(&netns, || {
+        let queue = Mutex::new(checks.into_iter());
+        let fresh: F<'_> = &fresh;
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL {
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some((name, check)) = next else { break };
+                    if started.elapsed() > SUITE_LIMIT {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{name}: not run, suite over {SUITE_LIMIT:?}"));
+                        continue;
+                    }
+                    let t = Instant::now();
+                    let r = catch_unwind(AssertUnwindSafe(|| check(&fresh)));
+                    eprintln!(
+                        "{name}: {:?} {}",
+                        t.elapsed(),
+                        if r.is_ok() { "ok" } else { "FAILED" }
+                    );
+                    if let Err(p) = r {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{name}: {}", panic_message(&*p)));
+                    }
+                });
+            }
+        });
+    })
+    .expect("enter the node's namespace");
+    // write latency, for the record: 100 sequential compare-and-swaps of
+    // one key from one client (no contention), each a PUT of the document
+    let mut lat = weft_datapath::netns::run_in(&netns, || {
+        use weft_store::Store;
+        let s = fresh();
+        let mut rev = s.create("bench/k", b"0", None).unwrap().unwrap();
+        (0..100)
+            .map(|i| {
+                let t = Instant::now();
+                rev = s
+                    .update("bench/k", format!("{i}").as_bytes(), rev)
+                    .unwrap()
+                    .unwrap();
+                t.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .expect("enter the node's namespace");
+    lat.sort();
+    eprintln!(
+        "kubernetes store write latency over 100 sequential updates: p50 {:?}, p90 {:?}, max {:?}",
+        lat[50], lat[90], lat[99]
+    );
+    let failures = failures.into_inner().unwrap();
+    eprintln!("suite: {:?}", started.elapsed());
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
+}

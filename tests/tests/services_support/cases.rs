@@ -387,7 +387,9 @@ pub fn udp_across_a_backend_restart(c: &Cluster) {
 
 /// The stricter form: one connected UDP socket for the whole run (a DNS
 /// client that keeps its socket). kube-proxy moves it (conntrack flushed);
-/// a socket-level load balancer translated its connect() once.
+/// weft's socket LB translated its connect() once, so weftd aborts it when
+/// its backend leaves and the client connects the same socket again (as a
+/// resolver reopens); either way its answers must come from the new pod.
 pub fn udp_connected_socket_across_a_backend_restart(c: &Cluster) {
     udp_cycle(c, "cyclesock", None);
 }

@@ -22,8 +22,9 @@
 //! | service.go "should have session affinity work for service with type clusterIP" | `session_affinity_holds_then_expires` |
 //! | service.go "should have session affinity timeout work for service with type clusterIP" | `session_affinity_holds_then_expires` (timeoutSeconds 3) |
 //! | networking.go Granular "should function for client IP based session affinity: http, udp" | `session_affinity_holds_then_expires` |
-//! | service.go "… session affinity … for NodePort service" (work, timeout, switch) | not ported: the NodePort path's affinity is the same map as the ClusterIP's; time budget |
-//! | service.go "should be able to switch session affinity for service with type clusterIP" | not ported (time budget) |
+//! | service.go "should have session affinity work for NodePort service" | `nodeport_session_affinity` (a client on the fabric) |
+//! | service.go "should have session affinity timeout work for NodePort service", "should be able to switch session affinity for NodePort service" | not ported: the NodePort path's affinity is the same map and timeout as the ClusterIP's, covered by the two cases around it; time budget |
+//! | service.go "should be able to switch session affinity for service with type clusterIP" | `session_affinity_switched_on_and_off` |
 //! | service.go "should respect internalTrafficPolicy=Local Pod to Pod" | `internal_traffic_policy_local` |
 //! | service.go "… internalTrafficPolicy=Local Pod (hostNetwork: true) to Pod", "Pod and Node, to Pod (hostNetwork: true)" | not ported: the node's own clients are covered from `node:`; hostNetwork pods add nothing here |
 //! | loadbalancer.go ESIPP "should work for type=NodePort" (externalTrafficPolicy Local: source kept, only nodes with endpoints answer) | `external_traffic_policy_local` |
@@ -44,7 +45,7 @@
 //! | service.go "should work after restarting apiserver" | not ported here (`kube_agent.rs` covers weftd's watches across an API server restart) |
 //! | service.go "should prevent NodePort collisions", "should check NodePort out-of-range", "should release NodePorts on delete", type changes (ExternalName ↔ ClusterIP/NodePort), "should find a service from listing all namespaces", "should complete a service status lifecycle", "should delete a collection of services", "should test the lifecycle of an Endpoint" | do not apply: API server validation and allocation, no data path |
 //! | endpointslice.go (API server Endpoints/EndpointSlices, controller behaviour, API operations) | do not apply: the EndpointSlice controller's work; "a Service with multiple ports / endpoint IPs in multiple EndpointSlices" is covered by `crates/lb`'s slice merging |
-//! | service.go "should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node" | not ported (time budget; `crates/lb` builds the frontends) |
+//! | service.go "should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node" | `external_ip_not_assigned_to_a_node` (from pods and the node, TCP and UDP; the address is in the lab's 198.18.0.0/15) |
 //! | networking.go Granular "should be able to handle large requests", "sctp" | do not apply: the lab pods answer lines; the kernel here has no SCTP |
 //!
 //! A connected UDP socket keeps the backend its connect() was translated

@@ -53,7 +53,7 @@
 //! ARCHITECTURE.md "weftd's Service reconciler") and the client's connect
 //! again reaches the new one, where kube-proxy flushes conntrack.
 //!
-//! Runtime: one lab cluster up (~15 s) and the cases (~150 s).
+//! Runtime: one lab cluster up (~15 s) and the cases (~115 s).
 
 mod common;
 mod services_support;

@@ -22,8 +22,9 @@
 //! | service.go "should have session affinity work for service with type clusterIP" | `session_affinity_holds_then_expires` |
 //! | service.go "should have session affinity timeout work for service with type clusterIP" | `session_affinity_holds_then_expires` (timeoutSeconds 3) |
 //! | networking.go Granular "should function for client IP based session affinity: http, udp" | `session_affinity_holds_then_expires` |
-//! | service.go "… session affinity … for NodePort service" (work, timeout, switch) | not ported: the NodePort path's affinity is the same map as the ClusterIP's; time budget |
-//! | service.go "should be able to switch session affinity for service with type clusterIP" | not ported (time budget) |
+//! | service.go "should have session affinity work for NodePort service" | `nodeport_session_affinity` (a client on the fabric) |
+//! | service.go "should have session affinity timeout work for NodePort service", "should be able to switch session affinity for NodePort service" | not ported: the NodePort path's affinity is the same map and timeout as the ClusterIP's, covered by the two cases around it; time budget |
+//! | service.go "should be able to switch session affinity for service with type clusterIP" | `session_affinity_switched_on_and_off` |
 //! | service.go "should respect internalTrafficPolicy=Local Pod to Pod" | `internal_traffic_policy_local` |
 //! | service.go "… internalTrafficPolicy=Local Pod (hostNetwork: true) to Pod", "Pod and Node, to Pod (hostNetwork: true)" | not ported: the node's own clients are covered from `node:`; hostNetwork pods add nothing here |
 //! | loadbalancer.go ESIPP "should work for type=NodePort" (externalTrafficPolicy Local: source kept, only nodes with endpoints answer) | `external_traffic_policy_local` |
@@ -37,26 +38,22 @@
 //! | service.go "should be able to up and down services", "should work after the service has been recreated" | covered by the per-case creation and the reconciler's per-Service updates; not ported separately |
 //! | dualstack.go "should function for pod-Service" over IPv6 | `ipv6_cluster_ip` |
 //! | networking.go Granular "should update endpoints: http, udp"; the scale under load | `endpoints_scaled_under_load` |
-//! | conntrack.go "should be able to preserve UDP traffic when server pod cycles for a ClusterIP service" | `udp_across_a_backend_restart` (one source port, a socket per datagram, as upstream's client); the stricter `udp_connected_socket_across_a_backend_restart` is a known gap with weft, below |
+//! | conntrack.go "should be able to preserve UDP traffic when server pod cycles for a ClusterIP service" | `udp_across_a_backend_restart` (one source port, a socket per datagram, as upstream's client); the stricter `udp_connected_socket_across_a_backend_restart` (one connected socket: with weft, weftd aborts it when its backend leaves and the client connects it again) |
 //! | conntrack.go "… for a NodePort service", "… when initial unready endpoints get ready" | not ported (time budget) |
 //! | conntrack.go "proxy implementation should not be vulnerable to the invalid conntrack state bug", "should drop INVALID conntrack entries" | do not apply to socket-level LB (no per-packet NAT for pod and node clients); not ported |
 //! | service.go "should work after restarting kube-proxy"; the weftd restart under traffic | `weftd_restart_under_traffic` (0 broken connections, gap measured) |
 //! | service.go "should work after restarting apiserver" | not ported here (`kube_agent.rs` covers weftd's watches across an API server restart) |
 //! | service.go "should prevent NodePort collisions", "should check NodePort out-of-range", "should release NodePorts on delete", type changes (ExternalName ↔ ClusterIP/NodePort), "should find a service from listing all namespaces", "should complete a service status lifecycle", "should delete a collection of services", "should test the lifecycle of an Endpoint" | do not apply: API server validation and allocation, no data path |
 //! | endpointslice.go (API server Endpoints/EndpointSlices, controller behaviour, API operations) | do not apply: the EndpointSlice controller's work; "a Service with multiple ports / endpoint IPs in multiple EndpointSlices" is covered by `crates/lb`'s slice merging |
-//! | service.go "should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node" | not ported (time budget; `crates/lb` builds the frontends) |
+//! | service.go "should be possible to connect to a service via ExternalIP when the external IP is not assigned to a node" | `external_ip_not_assigned_to_a_node` (from pods and the node, TCP and UDP; the address is in the lab's 198.18.0.0/15) |
 //! | networking.go Granular "should be able to handle large requests", "sctp" | do not apply: the lab pods answer lines; the kernel here has no SCTP |
 //!
-//! Known gap (it passes with kube-proxy; with weft it runs in the ignored
-//! `services_through_weft_known_gaps_privileged`, so it is named,
-//! runnable with `--ignored`, and not hidden):
-//! - `udp_connected_socket_across_a_backend_restart`: a connected UDP socket keeps the
-//!   backend its connect() was translated to; when that backend goes, the
-//!   flow does not move to the new one (kube-proxy flushes conntrack).
-//!   Needs the socket's destruction (SOCK_DESTROY or `bpf_sock_destroy`)
-//!   when its backend leaves, as cilium does.
+//! A connected UDP socket keeps the backend its connect() was translated
+//! to; when that backend leaves, weftd aborts the socket (SOCK_DESTROY, see
+//! ARCHITECTURE.md "weftd's Service reconciler") and the client's connect
+//! again reaches the new one, where kube-proxy flushes conntrack.
 //!
-//! Runtime: one lab cluster up (~15 s) and the cases (~150 s).
+//! Runtime: one lab cluster up (~15 s) and the cases (~115 s).
 
 mod common;
 mod services_support;
@@ -66,9 +63,6 @@ use services_support::cases::{self, Proxy};
 use services_support::Cluster;
 use weft_lab::kube::{KubeSpec, ServiceProxy};
 use weft_lab::{Lab, LabSpec};
-
-/// Cases weft's programs do not pass yet (see the module documentation).
-const KNOWN_GAPS: [&str; 1] = ["udp_connected_socket_across_a_backend_restart"];
 
 fn weft_lab() -> Cluster {
     let mut spec = LabSpec::new(&lab_name("swf"), &bin_dir());
@@ -82,23 +76,13 @@ fn weft_lab() -> Cluster {
 }
 
 #[test]
-#[ignore = "known gaps of weft's Service programs (module documentation); run with --ignored"]
-fn services_through_weft_known_gaps_privileged() {
-    if !root_or_skip("services_through_weft_known_gaps_privileged") {
-        return;
-    }
-    let mut c = weft_lab();
-    cases::run_some(&mut c, Proxy::Weft, |n| KNOWN_GAPS.contains(&n));
-}
-
-#[test]
 fn services_through_weft_pass_the_upstream_cases_privileged() {
     if !root_or_skip("services_through_weft_pass_the_upstream_cases_privileged") {
         return;
     }
     let mut c = weft_lab();
     let name = c.lab.name.clone();
-    cases::run_some(&mut c, Proxy::Weft, |n| !KNOWN_GAPS.contains(&n));
+    cases::run_all(&mut c, Proxy::Weft);
     let listed = c.weft_services(0);
     eprintln!(
         "weft services on node 1: {} frontends, counters {}",

@@ -139,6 +139,13 @@ impl Conn {
     }
 }
 
+/// The error of a connected UDP socket that was aborted (`SOCK_DESTROY`):
+/// ECONNABORTED once, then "destination address required" (disconnected).
+fn aborted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ConnectionAborted
+        || e.raw_os_error() == Some(libc::EDESTADDRREQ)
+}
+
 struct Persistent {
     conn: Option<Conn>,
     last_answer: Option<String>,
@@ -222,6 +229,15 @@ pub fn run_here(spec: &TrafficSpec) -> TrafficReport {
                         r.persistent_switched += 1;
                     }
                     p.last_answer = Some(a);
+                }
+                Some(Err(e)) if aborted(&e) => {
+                    // a load balancer aborted the socket (its backend left):
+                    // the owner connects it again, as a resolver reopens,
+                    // and the flow goes on (a change of backend counts)
+                    r.persistent_broken += 1;
+                    if let Some(Conn::Udp(s)) = p.conn.as_ref() {
+                        let _ = s.connect(spec.to);
+                    }
                 }
                 _ => {
                     r.persistent_broken += 1;

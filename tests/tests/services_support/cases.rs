@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use weft_lab::probe::{Outcome, Transport};
 
-use super::{within, Cluster, WAIT};
+use super::{within, Cluster, PROGRAMMED, WAIT};
 
 /// Who load-balances: the checks differ only where the two are allowed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,71 @@ pub fn session_affinity_holds_then_expires(c: &Cluster, proxy: Proxy) {
         moved,
         "after {timeout} s idle the affinity expires and another backend may be picked"
     );
+}
+
+/// service.go "should be able to switch session affinity for service with
+/// type clusterIP": None spreads, ClientIP then pins the client to one
+/// backend, None again spreads.
+pub fn session_affinity_switched_on_and_off(c: &Cluster) {
+    c.case("session affinity switched on and off");
+    let all = ["web-0", "web-1", "web-2"];
+    let spec = |affinity: &str| json!({"sessionAffinity": affinity});
+    c.service("switch", json!({"app": "web"}), spec("None"));
+    let cip = c.cluster_ip("switch");
+    c.wait_backends(CLIENT, &cip, 80, "tcp", &all);
+    c.service("switch", json!({"app": "web"}), spec("ClientIP"));
+    within(PROGRAMMED, "ClientIP affinity pins the client", || {
+        let seen = c.backends_seen(CLIENT, &cip, 80, "tcp", 10);
+        (seen.len() == 1 && seen.keys().all(|k| k.starts_with("web-"))).then_some(())
+    });
+    c.service("switch", json!({"app": "web"}), spec("None"));
+    c.wait_backends(CLIENT, &cip, 80, "tcp", &all);
+}
+
+/// service.go "should have session affinity work for NodePort service":
+/// a client on the fabric keeps one backend through the node port
+/// (`externalTrafficPolicy: Cluster`, so the backends are on every node).
+pub fn nodeport_session_affinity(c: &Cluster) {
+    c.case("NodePort with ClientIP affinity from the fabric");
+    c.service(
+        "sticky-np",
+        json!({"app": "web"}),
+        json!({"type": "NodePort", "sessionAffinity": "ClientIP"}),
+    );
+    let np = c.node_port("sticky-np", "tcp");
+    let to = SocketAddr::new(c.node_ip(0), np);
+    let ask = || match c.ask_outside(2, to, Transport::Tcp, "hostname") {
+        Outcome::Connected { reply: Some(r) } if r.starts_with("web-") => Some(r),
+        _ => None,
+    };
+    let first = within(WAIT, "the sticky NodePort answers from the fabric", ask);
+    for _ in 0..10 {
+        let r = within(WAIT, "the sticky NodePort answers", ask);
+        assert_eq!(
+            r, first,
+            "ClientIP affinity keeps the fabric client on one backend"
+        );
+    }
+}
+
+/// An address outside every lab host's and pod's (in the lab's own
+/// 198.18.0.0/15: a packet that escaped translation stays in the lab).
+const EXTERNAL_IP: &str = "198.19.250.10";
+
+/// service.go "should be possible to connect to a service via ExternalIP
+/// when the external IP is not assigned to a node": pods and the node reach
+/// the Service on its `externalIPs` address, over TCP and UDP.
+pub fn external_ip_not_assigned_to_a_node(c: &Cluster) {
+    c.case("a Service's externalIP not assigned to any node");
+    c.service(
+        "ext",
+        json!({"app": "web"}),
+        json!({"externalIPs": [EXTERNAL_IP]}),
+    );
+    let all = ["web-0", "web-1", "web-2"];
+    c.wait_backends(CLIENT, EXTERNAL_IP, 80, "tcp", &all);
+    c.wait_backends(CLIENT2, EXTERNAL_IP, 81, "udp", &all);
+    c.wait_backends(&node(c, 1), EXTERNAL_IP, 80, "tcp", &all);
 }
 
 /// service.go "should respect internalTrafficPolicy=Local Pod to Pod".
@@ -387,7 +452,9 @@ pub fn udp_across_a_backend_restart(c: &Cluster) {
 
 /// The stricter form: one connected UDP socket for the whole run (a DNS
 /// client that keeps its socket). kube-proxy moves it (conntrack flushed);
-/// a socket-level load balancer translated its connect() once.
+/// weft's socket LB translated its connect() once, so weftd aborts it when
+/// its backend leaves and the client connects the same socket again (as a
+/// resolver reopens); either way its answers must come from the new pod.
 pub fn udp_connected_socket_across_a_backend_restart(c: &Cluster) {
     udp_cycle(c, "cyclesock", None);
 }
@@ -530,6 +597,18 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
         (
             "session_affinity_holds_then_expires",
             Box::new(move |c| session_affinity_holds_then_expires(c, proxy)),
+        ),
+        (
+            "session_affinity_switched_on_and_off",
+            Box::new(|c| session_affinity_switched_on_and_off(c)),
+        ),
+        (
+            "nodeport_session_affinity",
+            Box::new(|c| nodeport_session_affinity(c)),
+        ),
+        (
+            "external_ip_not_assigned_to_a_node",
+            Box::new(|c| external_ip_not_assigned_to_a_node(c)),
         ),
         (
             "endpoints_scaled_under_load",

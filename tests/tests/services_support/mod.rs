@@ -27,7 +27,7 @@ pub const NS: &str = "svc";
 /// How long a pod may take from creation to Ready, and a Service change to
 /// show in the data path (kube-proxy syncs at most once a second).
 pub const WAIT: Duration = Duration::from_secs(60);
-const PROGRAMMED: Duration = Duration::from_secs(20);
+pub const PROGRAMMED: Duration = Duration::from_secs(20);
 
 pub struct Cluster {
     pub lab: LabGuard,

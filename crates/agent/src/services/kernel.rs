@@ -3,14 +3,14 @@
 //! device) and their maps, behind the reconciler's [`KernelMaps`] seam.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use weft_api::AffinityView;
 use weft_datapath::services::{
-    default_cgroup_root, monotonic_secs, ServiceMaps, ServiceProgramOptions, ServicePrograms,
-    ServiceTable,
+    default_cgroup_root, monotonic_secs, sockdiag, ServiceMaps, ServiceProgramOptions,
+    ServicePrograms, ServiceTable,
 };
 use weft_lb::{LbMaps, MapWriter, Op};
 
@@ -53,6 +53,14 @@ impl KernelMaps for Kernel {
                 idle_seconds: now.saturating_sub(a.last_seen),
             })
             .collect()
+    }
+
+    fn abort_udp(&mut self, netns: Option<&Path>, peers: &[SocketAddr]) -> Result<usize, String> {
+        let r = match netns {
+            None => sockdiag::destroy_udp_to(peers),
+            Some(ns) => sockdiag::destroy_udp_to_in(ns, peers),
+        };
+        r.map_err(|e| e.to_string())
     }
 
     fn counters(&mut self) -> BTreeMap<String, u64> {

@@ -4,6 +4,7 @@
 //!
 //! - [`convert`]: the adapter's types to `weft_lb`'s input
 //! - [`reconciler`]: the rounds, pure over the [`KernelMaps`] seam
+//! - [`stale`]: UDP sockets still connected to a backend that left
 //! - [`view`]: `weft services`
 //!
 //! With `--services off` (the default) none of this runs: kube-proxy keeps
@@ -12,6 +13,7 @@
 pub mod convert;
 pub mod kernel;
 pub mod reconciler;
+pub mod stale;
 pub mod view;
 
 use std::net::IpAddr;
@@ -120,6 +122,7 @@ pub fn start(
         algorithm: Algorithm::Random,
     };
     let node_ips = cfg.node_ips.clone();
+    let pods = agent.clone();
     let running = Arc::new(Running {
         node,
         inner: Mutex::new(Shared {
@@ -130,7 +133,7 @@ pub fn start(
     let _ = agent.services().inner.set(running.clone());
     std::thread::Builder::new()
         .name("services".into())
-        .spawn(move || run(&running, &view, &node_ips))
+        .spawn(move || run(&running, &view, &node_ips, &|| pod_namespaces(&pods)))
         .context("spawning the Service reconciler")?;
     Ok(())
 }
@@ -145,7 +148,18 @@ fn node_addrs(view: &View, configured: &[IpAddr]) -> Vec<IpAddr> {
     a
 }
 
-fn run(r: &Running, view: &View, configured: &[IpAddr]) {
+/// The network namespaces of this node's pods (the endpoint table's).
+fn pod_namespaces(agent: &Agent) -> Vec<PathBuf> {
+    agent
+        .endpoints()
+        .list()
+        .into_iter()
+        .filter(|e| !e.netns.is_empty())
+        .map(|e| PathBuf::from(e.netns))
+        .collect()
+}
+
+fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<PathBuf>) {
     let mut seen = view.generation();
     let mut logged_wait = false;
     let mut addrs: Option<Vec<IpAddr>> = None;
@@ -184,6 +198,18 @@ fn run(r: &Running, view: &View, configured: &[IpAddr]) {
         }
         let failed_before = shared.reconciler.progress().ops_failed;
         let written = shared.reconciler.sync(inputs, &mut shared.kernel);
+        let left = shared.reconciler.take_left_udp();
+        if !left.is_empty() {
+            let t = Instant::now();
+            let ns = stale::namespaces(pods());
+            let (n, errors) = stale::abort(&mut shared.kernel, &ns, &left);
+            tracing::info!(backends = ?left, namespaces = ns.len(), sockets = n,
+                took_us = t.elapsed().as_micros() as u64,
+                "UDP backends left their Services: sockets still connected to them aborted");
+            for e in errors {
+                tracing::warn!(error = %e, "aborting stale UDP sockets failed there; their owners keep the old backend until they reconnect");
+            }
+        }
         let p = shared.reconciler.progress();
         if !synced && shared.reconciler.synced() {
             tracing::info!(
@@ -225,3 +251,5 @@ pub fn check_cgroup_root(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_udp;

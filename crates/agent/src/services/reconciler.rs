@@ -15,13 +15,20 @@
 //!   the reconciler "dirty" and the next rounds run full
 //!   [`weft_lb::reconcile`] rounds (which hold back unsafe ops) until one
 //!   is clean.
+//! - A UDP backend the kernel's maps stopped selecting is remembered
+//!   ([`Reconciler::take_left_udp`]) so weftd aborts the sockets still
+//!   connected to it (see [`super::stale`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use weft_lb::{
     reconcile, Config, EndpointSlice, IdAllocator, LbMaps, LbState, MapWriter, Op, Service,
     ServiceName,
 };
+
+use super::stale;
 
 /// The kernel's maps as the reconciler uses them.
 pub trait KernelMaps: MapWriter<Error = String> {
@@ -38,6 +45,11 @@ pub trait KernelMaps: MapWriter<Error = String> {
     /// The programs' Service counters by name, for `weft services`.
     fn counters(&mut self) -> BTreeMap<String, u64> {
         BTreeMap::new()
+    }
+    /// Aborts the UDP sockets of a network namespace (`None`: weftd's own)
+    /// connected to one of `peers`; returns how many.
+    fn abort_udp(&mut self, _netns: Option<&Path>, _peers: &[SocketAddr]) -> Result<usize, String> {
+        Ok(0)
     }
 }
 
@@ -67,6 +79,8 @@ pub struct Reconciler {
     synced: bool,
     dirty: bool,
     progress: Progress,
+    /// UDP backends the kernel's maps stopped selecting, not yet taken.
+    left_udp: BTreeSet<SocketAddr>,
 }
 
 impl Reconciler {
@@ -79,6 +93,7 @@ impl Reconciler {
             synced: false,
             dirty: true,
             progress: Progress::default(),
+            left_udp: BTreeSet::new(),
         }
     }
 
@@ -100,6 +115,12 @@ impl Reconciler {
 
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// The UDP backends (address, port) the kernel's maps stopped selecting
+    /// since the last call: sockets still connected to them are stale.
+    pub fn take_left_udp(&mut self) -> BTreeSet<SocketAddr> {
+        std::mem::take(&mut self.left_udp)
     }
 
     /// The first round has run (the maps follow the API from here on).
@@ -184,7 +205,22 @@ impl Reconciler {
     /// round (which knows which ops are safe after a failure).
     fn write_ops<W: KernelMaps>(&mut self, ops: &[Op], kernel: &mut W) -> usize {
         let mut n = 0;
+        // the UDP frontends these ops touch, with what they selected before
+        let mut touched = BTreeSet::new();
+        let mut candidates = BTreeSet::new();
         for op in ops {
+            if let Op::UpsertService(k, _) | Op::DeleteService(k) = op {
+                let master = k.with_slot(0);
+                if k.proto == weft_lb::Protocol::UDP && touched.insert(master) {
+                    if let Some(m) = self.current.services.get(&master) {
+                        candidates.extend(stale::frontend_backends(
+                            &self.current,
+                            &master,
+                            m.count,
+                        ));
+                    }
+                }
+            }
             match kernel.write(op) {
                 Ok(()) => {
                     self.current.apply(op);
@@ -199,11 +235,20 @@ impl Reconciler {
             }
         }
         self.progress.ops_applied += n as u64;
+        if !candidates.is_empty() {
+            let still = stale::udp_selectable(&self.current);
+            self.left_udp.extend(candidates.difference(&still));
+        }
         n
     }
 
     fn full_round<W: KernelMaps>(&mut self, kernel: &mut W) -> usize {
+        let before = stale::udp_selectable(&self.current);
         let round = reconcile(self.state.maps(), &mut self.current, kernel);
+        if round.applied > 0 {
+            let after = stale::udp_selectable(&self.current);
+            self.left_udp.extend(before.difference(&after));
+        }
         self.progress.ops_applied += round.applied as u64;
         self.progress.ops_failed += round.failed.len() as u64;
         if let Some((op, e)) = round.failed.first() {
@@ -235,6 +280,9 @@ impl KernelMaps for Box<dyn KernelMaps + Send> {
     fn counters(&mut self) -> BTreeMap<String, u64> {
         (**self).counters()
     }
+    fn abort_udp(&mut self, netns: Option<&Path>, peers: &[SocketAddr]) -> Result<usize, String> {
+        (**self).abort_udp(netns, peers)
+    }
 }
 
 /// The kernel's maps in memory, with writes that fail on demand: the test
@@ -246,6 +294,8 @@ pub struct FakeKernel {
     /// succeed).
     pub fail_after: Option<usize>,
     pub writes: usize,
+    /// Each `abort_udp` call: the namespace and the peers.
+    pub aborted: Vec<(Option<PathBuf>, Vec<SocketAddr>)>,
 }
 
 impl MapWriter for FakeKernel {
@@ -266,5 +316,10 @@ impl MapWriter for FakeKernel {
 impl KernelMaps for FakeKernel {
     fn read_back(&mut self) -> Result<LbMaps, String> {
         Ok(self.maps.clone())
+    }
+    fn abort_udp(&mut self, netns: Option<&Path>, peers: &[SocketAddr]) -> Result<usize, String> {
+        self.aborted
+            .push((netns.map(Path::to_path_buf), peers.to_vec()));
+        Ok(0)
     }
 }

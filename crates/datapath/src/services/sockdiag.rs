@@ -189,7 +189,12 @@ pub fn udp_sockets() -> Result<Vec<UdpSock>, ServiceError> {
 pub fn destroy_udp_to(peers: &[SocketAddr]) -> Result<usize, ServiceError> {
     let victims: Vec<UdpSock> = udp_sockets()?
         .into_iter()
-        .filter(|s| peers.contains(&s.peer()))
+        .filter(|s| {
+            // an IPv6 socket connected to an IPv4-mapped address talks to
+            // the IPv4 backend
+            let p = s.peer();
+            peers.contains(&p) || peers.contains(&SocketAddr::new(p.ip().to_canonical(), p.port()))
+        })
         .collect();
     if victims.is_empty() {
         return Ok(0);

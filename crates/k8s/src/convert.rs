@@ -185,6 +185,7 @@ impl Convert for core::Namespace {
         Ok(NamespaceInfo {
             name: name_of(&self.metadata)?,
             labels: self.metadata.labels.clone().unwrap_or_default(),
+            audit: audit_annotated(self.metadata.annotations.as_ref()),
         })
     }
 }
@@ -332,6 +333,7 @@ impl Convert for networking::NetworkPolicy {
             policy_types,
             ingress,
             egress,
+            audit: audit_annotated(self.metadata.annotations.as_ref()),
         })
     }
 }

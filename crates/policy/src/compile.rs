@@ -31,6 +31,10 @@ pub struct EndpointPolicy {
     pub egress_isolated_by: Option<PolicyRef>,
     #[serde(with = "pairs")]
     pub entries: BTreeMap<PolicyKey, AllowedBy>,
+    /// Compiled from audited policies only: would-be drops pass and are
+    /// reported as AUDIT (see [`crate::audit`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 impl EndpointPolicy {

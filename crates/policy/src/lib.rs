@@ -13,6 +13,7 @@
 //!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
+pub mod audit;
 pub mod cluster;
 pub mod cluster_api;
 pub mod compile;
@@ -30,6 +31,7 @@ pub mod selector;
 pub mod tiers;
 pub mod verdict;
 
+pub use audit::{evaluate_audit, Audited, Outcome};
 pub use cluster::{
     ClusterAction, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject,
     NamespacedPod, Tier,

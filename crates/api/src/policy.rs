@@ -39,6 +39,10 @@ pub struct PolicyInfo {
     /// Why the policy was compiled fail-closed (it isolates, opens nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// Annotated `weft.dev/audit` (itself or its namespace): would-be drops
+    /// are reported as AUDIT, nothing is dropped.
+    #[serde(default)]
+    pub audit: bool,
 }
 
 /// `POST /v1/policy/show`: `weft policy show NS/NAME`.

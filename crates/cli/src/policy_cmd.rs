@@ -118,6 +118,7 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
                 .map(|p| {
                     vec![
                         format!("{}/{}", p.namespace, p.name),
+                        if p.audit { "audit" } else { "enforce" }.into(),
                         pods(&p.ingress),
                         pods(&p.egress),
                         p.rejected
@@ -127,7 +128,13 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
                 })
                 .collect();
             table(
-                &["POLICY", "ISOLATES INGRESS", "ISOLATES EGRESS", "STATE"],
+                &[
+                    "POLICY",
+                    "MODE",
+                    "ISOLATES INGRESS",
+                    "ISOLATES EGRESS",
+                    "STATE",
+                ],
                 &rows,
             );
             Ok(ExitCode::SUCCESS)

@@ -26,6 +26,7 @@ pub mod mapkey;
 pub mod model;
 pub mod plan;
 pub mod ports;
+pub mod preview;
 pub mod rules;
 pub mod selector;
 pub mod tiers;

@@ -187,3 +187,59 @@ fn compiled_audit_agrees_with_the_evaluator_on_random_clusters() {
     assert!(flows > 10_000, "only {flows} flows");
     assert!(audits > 100 && drops > 100, "audits {audits} drops {drops}");
 }
+
+#[test]
+fn a_preview_lists_what_the_candidate_newly_drops_and_allows() {
+    let inv = small_cluster();
+    // today: x/db open to all; y/web closed to all (enforced)
+    let current = [deny_all_ingress("y", "closed", sel(&[("app", "web")]))];
+    let flows = [
+        flow(X_WEB, X_DB, 5432), // 0: stays allowed (web may)
+        flow(Y_CLI, X_DB, 5432), // 1: newly dropped
+        flow(X_WEB, Y_WEB, 80),  // 2: newly allowed by the update below
+        flow(Y_CLI, Y_WEB, 80),  // 3: stays dropped
+        flow(X_DB, Y_CLI, 80),   // 4: untouched
+    ];
+    let db_from_web = deny_all_ingress("x", "db-from-web", sel(&[("app", "db")]))
+        .ingress_rules(vec![from(vec![pods(sel(&[("app", "web")]))])]);
+    // an update of y/closed letting namespace x in, in audit as written:
+    // judged as enforced all the same
+    let opened = audited(
+        deny_all_ingress("y", "closed", sel(&[("app", "web")]))
+            .ingress_rules(vec![from(vec![namespaces(sel(&[("team", "a")]))])]),
+    );
+    let changes = preview::replay(&current, &[], &inv, &[db_from_web, opened], &flows);
+    let got: Vec<(usize, bool, String)> = changes
+        .iter()
+        .map(|c| (c.index, c.newly_dropped(), c.decided_by()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, true, "ingress: x/db-from-web default deny".to_string()),
+            (
+                2,
+                false,
+                format!(
+                    "ingress: {}",
+                    AllowedBy::Rule(RuleRef {
+                        policy: PolicyRef {
+                            namespace: "y".into(),
+                            name: "closed".into()
+                        },
+                        direction: Direction::Ingress,
+                        index: 0,
+                    })
+                )
+            ),
+        ]
+    );
+    // an audited policy today is not "dropped before"
+    let audited_now = [audited(deny_all_ingress("x", "deny", LabelSelector::all()))];
+    let enforce_it = deny_all_ingress("x", "deny", LabelSelector::all());
+    let changes = preview::replay(&audited_now, &[], &inv, &[enforce_it], &flows[..2]);
+    assert_eq!(changes.len(), 2);
+    assert!(changes
+        .iter()
+        .all(|c| c.before.outcome == Outcome::Audit && c.newly_dropped()));
+}

@@ -119,3 +119,38 @@ pub struct ExplainStep {
     /// `not isolated`, `allowed by …`, `denied by the default deny of …`.
     pub verdict: String,
 }
+
+/// `POST /v1/policy/preview`: `weft policy preview -f FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPreviewRequest {
+    /// Candidate `networking.k8s.io/v1` NetworkPolicy objects, as the API
+    /// writes them (metadata.namespace filled in).
+    pub policies: Vec<serde_json::Value>,
+}
+
+/// What the candidates would change about one node's recent flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPreview {
+    pub node: String,
+    /// Distinct flows (source, destination, protocol, port) replayed from
+    /// this node's flow ring.
+    pub replayed: usize,
+    /// Dropped with the candidates and not today.
+    pub newly_dropped: Vec<PreviewFlow>,
+    /// Dropped today, let through with the candidates.
+    pub newly_allowed: Vec<PreviewFlow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewFlow {
+    /// The latest recorded flow of its kind (its verdict is today's).
+    pub flow: crate::Flow,
+    /// How many recorded flows it stands for.
+    pub count: usize,
+    /// `FORWARDED`, `AUDIT` or `DROPPED`, without and with the candidates.
+    pub before: String,
+    pub after: String,
+    /// The direction and the policy rule or default deny that decides
+    /// with the candidates.
+    pub decided_by: String,
+}

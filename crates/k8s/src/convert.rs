@@ -475,3 +475,11 @@ impl Convert for discovery::EndpointSlice {
         })
     }
 }
+
+/// A NetworkPolicy object as JSON (`weft policy preview -f`), converted
+/// like the watched ones.
+pub fn network_policy_from_json(v: serde_json::Value) -> Result<NetPolicy, ConvertError> {
+    let np: networking::NetworkPolicy =
+        serde_json::from_value(v).map_err(|e| bad("NetworkPolicy", e.to_string()))?;
+    np.convert()
+}

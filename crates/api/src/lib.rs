@@ -36,6 +36,8 @@ pub mod paths {
     pub const POLICY: &str = "/v1/policy";
     pub const POLICY_SHOW: &str = "/v1/policy/show";
     pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
+    /// POST a [`crate::PolicyPreviewRequest`]: a [`crate::PolicyPreview`].
+    pub const POLICY_PREVIEW: &str = "/v1/policy/preview";
     /// `weft services`: what the Service load balancer holds.
     pub const SERVICES: &str = "/v1/services";
 }

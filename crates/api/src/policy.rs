@@ -39,6 +39,10 @@ pub struct PolicyInfo {
     /// Why the policy was compiled fail-closed (it isolates, opens nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// Annotated `weft.dev/audit` (itself or its namespace): would-be drops
+    /// are reported as AUDIT, nothing is dropped.
+    #[serde(default)]
+    pub audit: bool,
 }
 
 /// `POST /v1/policy/show`: `weft policy show NS/NAME`.
@@ -114,4 +118,39 @@ pub struct ExplainStep {
     pub entry: Option<String>,
     /// `not isolated`, `allowed by …`, `denied by the default deny of …`.
     pub verdict: String,
+}
+
+/// `POST /v1/policy/preview`: `weft policy preview -f FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPreviewRequest {
+    /// Candidate `networking.k8s.io/v1` NetworkPolicy objects, as the API
+    /// writes them (metadata.namespace filled in).
+    pub policies: Vec<serde_json::Value>,
+}
+
+/// What the candidates would change about one node's recent flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPreview {
+    pub node: String,
+    /// Distinct flows (source, destination, protocol, port) replayed from
+    /// this node's flow ring.
+    pub replayed: usize,
+    /// Dropped with the candidates and not today.
+    pub newly_dropped: Vec<PreviewFlow>,
+    /// Dropped today, let through with the candidates.
+    pub newly_allowed: Vec<PreviewFlow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewFlow {
+    /// The latest recorded flow of its kind (its verdict is today's).
+    pub flow: crate::Flow,
+    /// How many recorded flows it stands for.
+    pub count: usize,
+    /// `FORWARDED`, `AUDIT` or `DROPPED`, without and with the candidates.
+    pub before: String,
+    pub after: String,
+    /// The direction and the policy rule or default deny that decides
+    /// with the candidates.
+    pub decided_by: String,
 }

@@ -11,6 +11,7 @@ mod lab_cmd;
 mod observe;
 mod output;
 mod policy_cmd;
+mod preview_cmd;
 mod services_cmd;
 mod store_cmd;
 mod views;
@@ -68,7 +69,7 @@ enum Cmd {
         #[command(subcommand)]
         command: IpamCmd,
     },
-    /// NetworkPolicy as weftd enforces it: list, show, explain.
+    /// NetworkPolicy as weftd enforces it: list, show, explain, preview.
     Policy {
         #[command(subcommand)]
         command: policy_cmd::PolicyCmd,
@@ -156,6 +157,16 @@ fn main() -> ExitCode {
         Cmd::Lab { command } => lab_cmd::run(command, view_fmt),
         Cmd::Store { command } => store_cmd::run(command, view_fmt),
         Cmd::Bench { command } => bench_cmd::run(command, view_fmt),
+        // a lab's nodes each replay their own flows: ask them all
+        Cmd::Policy {
+            command:
+                policy_cmd::PolicyCmd::Preview {
+                    ref file,
+                    ref namespace,
+                },
+        } if cli.lab.is_some() => {
+            observe_targets(&cli).and_then(|t| preview_cmd::run(t, file, namespace, view_fmt))
+        }
         Cmd::Policy { command } => socket().and_then(|s| policy_cmd::run(command, &s, view_fmt)),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };

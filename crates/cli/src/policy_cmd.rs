@@ -37,9 +37,23 @@ pub enum PolicyCmd {
         #[arg(long)]
         port: String,
     },
+    /// The recent flows candidate policies would newly drop (or newly let
+    /// through), before they are applied: each node replays its flow ring.
+    Preview {
+        /// A YAML or JSON file of one or more NetworkPolicy documents.
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+        /// The namespace of documents that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
 }
 
-fn post<Q: Serialize, R: DeserializeOwned>(socket: &Path, path: &str, q: &Q) -> anyhow::Result<R> {
+pub fn post<Q: Serialize, R: DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+    q: &Q,
+) -> anyhow::Result<R> {
     let body = serde_json::to_vec(q)?;
     let resp = weft_api::http::call(socket, "POST", path, &body, Duration::from_secs(30))
         .with_context(|| format!("talking to weftd at {}", socket.display()))?;
@@ -83,6 +97,13 @@ fn pods(v: &[String]) -> String {
 
 pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     match cmd {
+        PolicyCmd::Preview { file, namespace } => {
+            let target = crate::observe::Target {
+                node: socket.display().to_string(),
+                socket: socket.to_path_buf(),
+            };
+            crate::preview_cmd::run(vec![target], &file, &namespace, fmt)
+        }
         PolicyCmd::List => {
             let l: PolicyList = get(socket, paths::POLICY)?;
             if fmt == Format::Json {
@@ -118,6 +139,7 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
                 .map(|p| {
                     vec![
                         format!("{}/{}", p.namespace, p.name),
+                        if p.audit { "audit" } else { "enforce" }.into(),
                         pods(&p.ingress),
                         pods(&p.egress),
                         p.rejected
@@ -127,7 +149,13 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
                 })
                 .collect();
             table(
-                &["POLICY", "ISOLATES INGRESS", "ISOLATES EGRESS", "STATE"],
+                &[
+                    "POLICY",
+                    "MODE",
+                    "ISOLATES INGRESS",
+                    "ISOLATES EGRESS",
+                    "STATE",
+                ],
                 &rows,
             );
             Ok(ExitCode::SUCCESS)

@@ -79,6 +79,7 @@ fn state(allow: bool, alloc: &mut MemoryAllocator) -> Compiled {
         policy_types: Some(vec![Direction::Ingress]),
         ingress: Some(rules.into_iter().collect()),
         egress: None,
+        audit: false,
     };
     compile(&[policy], &inventory, alloc).unwrap()
 }

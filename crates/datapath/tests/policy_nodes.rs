@@ -174,6 +174,7 @@ fn compiled(a: &Node, b: &Node) -> Compiled {
             }]),
         }]),
         egress: None,
+        audit: false,
     };
     let a_in = NetworkPolicy {
         namespace: "x".into(),
@@ -182,6 +183,7 @@ fn compiled(a: &Node, b: &Node) -> Compiled {
         policy_types: Some(vec![Direction::Ingress]),
         ingress: Some(vec![]),
         egress: None,
+        audit: false,
     };
     compile(&[b_in, a_in], &inventory, &mut MemoryAllocator::new()).unwrap()
 }

@@ -185,6 +185,7 @@ impl Convert for core::Namespace {
         Ok(NamespaceInfo {
             name: name_of(&self.metadata)?,
             labels: self.metadata.labels.clone().unwrap_or_default(),
+            audit: audit_annotated(self.metadata.annotations.as_ref()),
         })
     }
 }
@@ -332,6 +333,7 @@ impl Convert for networking::NetworkPolicy {
             policy_types,
             ingress,
             egress,
+            audit: audit_annotated(self.metadata.annotations.as_ref()),
         })
     }
 }
@@ -472,4 +474,12 @@ impl Convert for discovery::EndpointSlice {
             labels: self.metadata.labels.clone().unwrap_or_default(),
         })
     }
+}
+
+/// A NetworkPolicy object as JSON (`weft policy preview -f`), converted
+/// like the watched ones.
+pub fn network_policy_from_json(v: serde_json::Value) -> Result<NetPolicy, ConvertError> {
+    let np: networking::NetworkPolicy =
+        serde_json::from_value(v).map_err(|e| bad("NetworkPolicy", e.to_string()))?;
+    np.convert()
 }

@@ -160,6 +160,21 @@ pub struct Workload {
 pub struct NamespaceInfo {
     pub name: String,
     pub labels: Labels,
+    /// Annotated [`AUDIT_ANNOTATION`]` = "true"`: its NetworkPolicies are
+    /// all in audit.
+    #[serde(default)]
+    pub audit: bool,
+}
+
+/// The annotation that puts a NetworkPolicy (or every policy of a
+/// namespace) in audit: compiled and reported, never enforced.
+pub const AUDIT_ANNOTATION: &str = "weft.dev/audit";
+
+/// Whether `annotations` carry [`AUDIT_ANNOTATION`]` = "true"`.
+pub fn audit_annotated(annotations: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    annotations
+        .and_then(|a| a.get(AUDIT_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// A label selector as the API writes it. An empty selector selects
@@ -221,6 +236,9 @@ pub struct NetPolicy {
     pub policy_types: Option<Vec<PolicyType>>,
     pub ingress: Option<Vec<IngressRule>>,
     pub egress: Option<Vec<EgressRule>>,
+    /// Annotated [`AUDIT_ANNOTATION`]` = "true"` itself.
+    #[serde(default)]
+    pub audit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

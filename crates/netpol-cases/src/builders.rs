@@ -21,6 +21,7 @@ pub fn np(ns: &str, name: &str, selector: LabelSelector) -> NetworkPolicy {
         policy_types: None,
         ingress: None,
         egress: None,
+        audit: false,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct EndpointPolicy {
     pub egress_isolated_by: Option<PolicyRef>,
     #[serde(with = "pairs")]
     pub entries: BTreeMap<PolicyKey, AllowedBy>,
+    /// Compiled from audited policies only: would-be drops pass and are
+    /// reported as AUDIT (see [`crate::audit`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 impl EndpointPolicy {
@@ -101,6 +105,10 @@ mod pairs {
 pub struct PolicySummary {
     pub ingress: Vec<EndpointRef>,
     pub egress: Vec<EndpointRef>,
+    /// In audit (NetworkPolicies only): the endpoints above are those it
+    /// audits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 impl PolicySummary {
@@ -242,7 +250,7 @@ pub fn compile_all(
         endpoints.insert(ep, policy);
     }
     for p in policies {
-        out.policies.entry(p.reference()).or_default();
+        out.policies.entry(p.reference()).or_default().audit = p.audit;
     }
     for c in cluster {
         out.cluster_policies.entry(c.name.clone()).or_default();

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::audit;
 use crate::cluster::{ClusterAction, ClusterNetworkPolicy, ClusterPort, Effective, Tier};
 use crate::compile::EndpointPolicy;
 use crate::flatten::{flatten, Raw};
@@ -111,6 +112,28 @@ impl<'a> Context<'a> {
         let cluster: Vec<usize> = (0..self.cluster.len())
             .filter(|&i| self.cluster[i].selects(subject))
             .collect();
+        // Audit is per endpoint (one flag in the programs): see audit.rs.
+        let in_namespace = {
+            let selects = |i: usize| {
+                let p = &self.policies[i];
+                [Direction::Ingress, Direction::Egress]
+                    .into_iter()
+                    .any(|d| p.affects(d))
+                    && (!self.selector_ok[i] || p.pod_selector.matches(&subject.labels))
+            };
+            let enforced = in_namespace
+                .iter()
+                .any(|&i| !self.policies[i].audit && selects(i))
+                || cluster
+                    .iter()
+                    .any(|&c| audit::cluster_applies(&self.cluster[c]));
+            if !enforced {
+                out.audit = in_namespace
+                    .iter()
+                    .any(|&i| self.policies[i].audit && selects(i));
+            }
+            audit::effective(in_namespace, enforced, |i| self.policies[i].audit)
+        };
         for dir in [Direction::Ingress, Direction::Egress] {
             let selecting: Vec<usize> = in_namespace
                 .iter()

@@ -13,6 +13,7 @@
 //!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
 
+pub mod audit;
 pub mod cluster;
 pub mod cluster_api;
 pub mod compile;
@@ -25,11 +26,13 @@ pub mod mapkey;
 pub mod model;
 pub mod plan;
 pub mod ports;
+pub mod preview;
 pub mod rules;
 pub mod selector;
 pub mod tiers;
 pub mod verdict;
 
+pub use audit::{evaluate_audit, Audited, Outcome};
 pub use cluster::{
     ClusterAction, ClusterNetworkPolicy, ClusterPeer, ClusterPort, ClusterRule, ClusterSubject,
     NamespacedPod, Tier,

@@ -81,6 +81,10 @@ pub struct NetworkPolicy {
     pub ingress: Option<Vec<Rule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<Rule>>,
+    /// Annotated `weft.dev/audit: "true"` (itself or its namespace):
+    /// compiled and evaluated, never enforced (see [`crate::audit`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
 }
 
 /// An ingress rule (`from`) or egress rule (`to`): the traffic must match

@@ -167,7 +167,8 @@ pub fn plan(old: &Compiled, new: &Compiled) -> Vec<MapOp> {
             for dir in [Direction::Ingress, Direction::Egress] {
                 let was = o.and_then(|o| o.isolated_by(dir));
                 let now = n.isolated_by(dir);
-                let write = o.is_none() || was != now;
+                // the audit flag travels with the endpoint's state
+                let write = o.is_none() || was != now || o.is_some_and(|o| o.audit != n.audit);
                 if write && imposed == (was.is_none() && now.is_some()) {
                     ops.push(MapOp::Isolation {
                         endpoint: ep.clone(),

@@ -103,6 +103,7 @@ fn inputs_round_trip_through_json() {
             }]),
         }]),
         egress: None,
+        audit: true,
     };
     let back: NetworkPolicy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);

@@ -81,6 +81,7 @@ fn endpoints_carry_their_pods_labels_live() {
     idx.apply(NamespaceInfo {
         name: "shop".into(),
         labels: [("team".to_string(), "a".to_string())].into(),
+        audit: false,
     });
     idx.apply(pod("shop", "web-1", "u1", &[("app", "web"), ("v", "2")]));
     let m = annotate(eps(), Some(&view))[0].kubernetes.clone().unwrap();

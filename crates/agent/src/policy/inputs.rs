@@ -2,7 +2,7 @@
 //! pod of the cluster with its labels, its namespace's labels and its named
 //! ports, this node, and the NetworkPolicies as the API wrote them. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use weft_k8s as k8s;
@@ -98,6 +98,7 @@ pub fn policy(np: &k8s::NetPolicy) -> p::NetworkPolicy {
             .egress
             .as_ref()
             .map(|v| v.iter().map(|r| rule(&r.to, &r.ports)).collect()),
+        audit: np.audit,
     }
 }
 
@@ -155,7 +156,22 @@ pub fn inputs(
             ips: n.addresses.clone(),
         })
         .collect();
-    let mut policies: Vec<p::NetworkPolicy> = snap.policies.iter().map(policy).collect();
+    let audited: BTreeSet<&str> = snap
+        .namespaces
+        .iter()
+        .filter(|n| n.audit)
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut policies: Vec<p::NetworkPolicy> = snap
+        .policies
+        .iter()
+        .map(|np| {
+            let mut p = policy(np);
+            // a namespace in audit puts every policy of it in audit
+            p.audit |= audited.contains(np.namespace.as_str());
+            p
+        })
+        .collect();
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     (policies, p::Inventory { workloads, nodes })
 }
@@ -198,6 +214,7 @@ mod tests {
             namespaces: vec![k8s::NamespaceInfo {
                 name: "x".into(),
                 labels: [("team".to_string(), "a".to_string())].into(),
+                audit: false,
             }],
             policies: vec![],
             cluster: vec![],
@@ -249,6 +266,7 @@ mod tests {
                 },
             ]),
             egress: Some(vec![]),
+            audit: false,
         };
         let got = policy(&np);
         let rules = got.ingress.unwrap();

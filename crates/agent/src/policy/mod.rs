@@ -6,9 +6,12 @@
 //! - [`reconcile`]: one round: compile, cut to this node, plan, write
 //! - [`identities`]: identities agreed on cluster-wide through the store
 //! - `views`: what `weft policy list / show / explain` answer
+//! - [`preview`]: `weft policy preview`, the flow ring replayed with
+//!   candidate policies
 
 pub mod identities;
 pub mod inputs;
+pub mod preview;
 pub mod reconcile;
 mod rule_book;
 mod views;

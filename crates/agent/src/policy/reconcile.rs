@@ -33,6 +33,11 @@ pub fn fail_closed_ref() -> PolicyRef {
     }
 }
 
+/// Whether `ep` is compiled in audit (see `weft_policy::audit`).
+fn audited(state: &Compiled, ep: &EndpointRef) -> bool {
+    state.endpoints.get(ep).is_some_and(|e| e.audit)
+}
+
 /// A CNI endpoint of this node, for the maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEndpoint {
@@ -44,11 +49,13 @@ pub struct LocalEndpoint {
 }
 
 impl LocalEndpoint {
-    fn maps(&self) -> PolicyEndpoint {
+    /// `audit` from the compiled state (an endpoint only audited
+    /// policies select).
+    fn maps(&self, audit: bool) -> PolicyEndpoint {
         PolicyEndpoint {
             id: self.id,
             addresses: self.ips.clone(),
-            audit: false,
+            audit,
         }
     }
 
@@ -181,7 +188,6 @@ impl<M: PolicyMaps> Reconciler<M> {
     ) -> Result<usize, String> {
         let started = Instant::now();
         let local = dedupe(local, snap);
-        let lookup = |ep: &EndpointRef| local.get(ep).map(LocalEndpoint::maps);
         let res = match snap {
             Some(snap) => {
                 let ips = local
@@ -204,6 +210,7 @@ impl<M: PolicyMaps> Reconciler<M> {
                 }
                 let want = self.local_view(&full, &local);
                 self.full = full;
+                let lookup = |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&want, ep)));
                 let res = if self.in_step {
                     let ops = plan(&self.applied, &want);
                     self.maps.apply(&ops, &lookup)
@@ -235,6 +242,7 @@ impl<M: PolicyMaps> Reconciler<M> {
                     }
                 }
                 let ops = plan(&self.applied, &want);
+                let lookup = |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&want, ep)));
                 self.maps.apply(&ops, &lookup).map(|n| (n, want))
             }
         };
@@ -248,7 +256,11 @@ impl<M: PolicyMaps> Reconciler<M> {
                 for (ep, l) in &local {
                     let was = self.written_as.get(ep).copied();
                     if self.applied.endpoints.contains_key(ep) && was.is_some_and(|w| w != l.id) {
-                        match self.maps.write_endpoint(&self.applied, ep, &l.maps()) {
+                        match self.maps.write_endpoint(
+                            &self.applied,
+                            ep,
+                            &l.maps(audited(&self.applied, ep)),
+                        ) {
                             Ok(w) => n += w,
                             Err(e) => rewrite = Err(e),
                         }
@@ -330,6 +342,7 @@ fn fail_closed() -> EndpointPolicy {
         ingress_isolated_by: Some(fail_closed_ref()),
         egress_isolated_by: Some(fail_closed_ref()),
         entries: BTreeMap::new(),
+        audit: false,
     };
     p.entries.insert(
         PolicyKey::all_protocols(Identity::HOST, Direction::Ingress),

@@ -81,6 +81,7 @@ fn deny_all_ingress(ns: &str) -> k8s::NetPolicy {
         policy_types: Some(vec![k8s::PolicyType::Ingress]),
         ingress: None,
         egress: None,
+        audit: false,
     }
 }
 
@@ -388,4 +389,63 @@ fn a_pod_remade_under_its_name_is_rewritten_under_its_new_id() {
     assert!(r.applied().endpoints.is_empty());
     assert!(r.maps().fake.endpoints.is_empty());
     assert!(r.maps().fake.policy.is_empty());
+}
+
+#[test]
+fn an_audited_policy_reports_and_turns_enforced_in_place() {
+    let mut r = setup();
+    let mut deny = deny_all_ingress("x");
+    deny.audit = true;
+    let snap = Snapshot {
+        pods: vec![
+            pod("x", "a", "n1", "10.0.0.1"),
+            pod("x", "b", "n2", "10.0.1.1"),
+        ],
+        policies: vec![deny],
+        ..Snapshot::default()
+    };
+    let a = local("x", "a", 7, "10.0.0.1");
+    r.round(Some(&snap), std::slice::from_ref(&a), None)
+        .unwrap();
+    let j = r.maps().fake.judge(ip("10.0.1.1"), ip("10.0.0.1"), 6, 80);
+    assert!(
+        matches!(
+            j.ingress,
+            weft_datapath::policy::Decision::Denied {
+                default: true,
+                audit: true,
+                ..
+            }
+        ),
+        "a would-be drop at x/a: {j:?}"
+    );
+    assert!(j.passes(), "audit drops nothing");
+    assert!(r.applied().endpoints[&a.pod].audit);
+
+    // the annotation removed: the same policy enforces, by a plan
+    let enforced = Snapshot {
+        policies: vec![deny_all_ingress("x")],
+        ..snap.clone()
+    };
+    assert!(
+        r.round(Some(&enforced), std::slice::from_ref(&a), None)
+            .unwrap()
+            > 0
+    );
+    assert!(!passes(&r, "10.0.1.1", "10.0.0.1", 80));
+    assert_eq!(r.maps().replaced, 1);
+
+    // the namespace annotated: every policy of it back in audit
+    let ns_audit = Snapshot {
+        namespaces: vec![k8s::NamespaceInfo {
+            name: "x".into(),
+            labels: Default::default(),
+            audit: true,
+        }],
+        ..enforced
+    };
+    r.round(Some(&ns_audit), std::slice::from_ref(&a), None)
+        .unwrap();
+    assert!(passes(&r, "10.0.1.1", "10.0.0.1", 80));
+    assert!(r.applied().endpoints[&a.pod].audit);
 }

@@ -30,6 +30,7 @@ fn info(c: &Compiled, p: &PolicyRef) -> PolicyInfo {
             .iter()
             .find(|(r, _)| r == p)
             .map(|(_, why)| why.clone()),
+        audit: s.audit,
     }
 }
 

@@ -274,3 +274,30 @@ fn slice_conditions_read_as_documented() {
     fqdn.address_type = "FQDN".into();
     assert!(fqdn.convert().unwrap().endpoints.is_empty());
 }
+
+#[test]
+fn the_audit_annotation_reaches_policies_and_namespaces() {
+    let annotated = |v: &str| {
+        serde_json::json!({"metadata": {"name": "p", "namespace": "ns",
+            "annotations": {"weft.dev/audit": v}}, "spec": {"podSelector": {}}})
+    };
+    let conv = |v| {
+        serde_json::from_value::<networking::NetworkPolicy>(v)
+            .unwrap()
+            .convert()
+            .unwrap()
+            .audit
+    };
+    assert!(conv(annotated("true")));
+    assert!(conv(annotated("True")));
+    assert!(!conv(annotated("false")));
+    assert!(
+        !policy(serde_json::json!({"podSelector": {}}))
+            .unwrap()
+            .audit
+    );
+    let mut ns = mk_ns("shop", &[]);
+    assert!(!ns.convert().unwrap().audit);
+    ns.metadata.annotations = Some([(AUDIT_ANNOTATION.to_string(), "true".to_string())].into());
+    assert!(ns.convert().unwrap().audit);
+}

@@ -187,6 +187,7 @@ pub fn policy(rng: &mut Rng, pods: &[Workload], name: &str) -> NetworkPolicy {
         policy_types,
         ingress: rules(rng, pods, 3),
         egress: rules(rng, pods, 3),
+        audit: false,
     }
 }
 

@@ -228,6 +228,7 @@ pub(super) fn network_policies(n: usize) -> Vec<NetworkPolicy> {
             ports: tcp_ports(ports),
         }]),
         egress: None,
+        audit: false,
     };
     let mut out: Vec<NetworkPolicy> = (0..n)
         .map(|i| {

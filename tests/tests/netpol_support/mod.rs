@@ -163,6 +163,26 @@ impl<'a> LabDriver<'a> {
                     "metadata": {"name": ns, "labels": {"ns": ns}}}),
             );
         }
+        // the API refuses pods until the controller-manager has made the
+        // namespace's default ServiceAccount (a race seen under load)
+        let kube = lab.kube().expect("a kubernetes lab");
+        for ns in NAMESPACES {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !lab
+                .kubectl_as(
+                    &kube.admin_kubeconfig.clone(),
+                    &["-n", ns, "get", "serviceaccount", "default"],
+                    None,
+                )
+                .is_ok_and(|o| o.status.success())
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "namespace {ns} has no default ServiceAccount after 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         for ns in NAMESPACES {
             for p in PODS {
                 apply(lab, &pod_manifest(ns, p));

@@ -94,7 +94,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
     } = cmd
     {
         let spec = weft_bench::dataplane::DataplaneSpec {
-            name: format!("wdp{}", std::process::id()),
+            name: crate::interrupt::removed_on_interrupt(format!("wdp{}", std::process::id()))?,
             bin_dir: match bin_dir {
                 Some(d) => d,
                 None => crate::lab_cmd::default_bin_dir()?,
@@ -121,7 +121,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         None => crate::lab_cmd::default_bin_dir()?,
     };
     let spec = BenchSpec {
-        name: format!("wbench{}", std::process::id()),
+        name: crate::interrupt::removed_on_interrupt(format!("wbench{}", std::process::id()))?,
         bin_dir,
         pods,
         burst,
@@ -201,7 +201,7 @@ pub struct IpamArgs {
 fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     use weft_bench::ipam as bi;
     let spec = bi::IpamBenchSpec {
-        name: format!("wbi{}", std::process::id()),
+        name: crate::interrupt::removed_on_interrupt(format!("wbi{}", std::process::id()))?,
         bin_dir: match a.bin_dir {
             Some(d) => d,
             None => crate::lab_cmd::default_bin_dir()?,
@@ -259,7 +259,7 @@ pub struct PolicyArgs {
 fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     use weft_bench::policy as bp;
     let spec = bp::PolicyBenchSpec {
-        name: format!("wbp{}", std::process::id()),
+        name: crate::interrupt::removed_on_interrupt(format!("wbp{}", std::process::id()))?,
         rules: a.rules,
         rounds: a.rounds,
         seconds: a.seconds,

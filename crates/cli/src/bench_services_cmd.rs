@@ -56,7 +56,10 @@ pub fn run(a: ServicesArgs, fmt: Format) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--services, --endpoints and --rounds must be at least 1");
     }
     let spec = bs::ServicesBenchSpec {
-        name: format!("wbs{}", std::process::id() % 100_000),
+        name: crate::interrupt::removed_on_interrupt(format!(
+            "wbs{}",
+            std::process::id() % 100_000
+        ))?,
         bin_dir: match a.bin_dir {
             Some(d) => d,
             None => crate::lab_cmd::default_bin_dir()?,

@@ -7,6 +7,7 @@
 mod bench_cmd;
 mod bench_services_cmd;
 mod install;
+mod interrupt;
 mod lab_cmd;
 mod observe;
 mod output;
@@ -170,6 +171,9 @@ fn main() -> ExitCode {
         Cmd::Policy { command } => socket().and_then(|s| policy_cmd::run(command, &s, view_fmt)),
         Cmd::Install(args) => install::run(args, &cli.socket),
     };
+    // interrupted: the run's errors are the clean-up pulling things from
+    // under it; the clean-up thread ends the process
+    interrupt::hold_while_cleaning();
     let code = match result {
         Ok(code) => code,
         Err(e) => {

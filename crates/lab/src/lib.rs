@@ -20,6 +20,7 @@ pub mod kube;
 pub mod kubelet;
 mod lab;
 pub mod probe;
+pub mod sweep;
 pub mod traffic;
 
 pub use cmd::{cni_exec, ip, spawn_in_netns, CniOutcome};

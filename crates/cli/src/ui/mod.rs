@@ -109,8 +109,8 @@ fn serve(mut stream: TcpStream, targets: &[Target], bound: SocketAddr, loopback:
         Ok(req) if !http::host_ok(req.host.as_deref(), bound, loopback) => error(
             403,
             format!(
-                "this page answers only to http://{bound}/ (Host {:?})",
-                req.host
+                "this page answers only to http://{bound}/ (asked as {:?}); open that address",
+                req.host.as_deref().unwrap_or("")
             ),
         ),
         Ok(req) => route(&req, targets),

@@ -255,6 +255,24 @@ fn ui_shows_flows_the_map_and_the_policy_matrix_in_chromium_privileged() {
         }
     }
 
+    let table = weft(&lab.name)
+        .args([
+            "policy",
+            "matrix",
+            "--pods",
+            "x/a,x/b,y/a",
+            "--port",
+            "80/tcp",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    for to in ["x/a", "x/b"] {
+        let line = format!("y/a -> {to}: denied ({DENY})");
+        assert!(table.contains(&line), "{line:?} in:\n{table}");
+    }
+    eprintln!("weft policy matrix:\n{table}");
+
     if let Ok(dest) = std::env::var("WEFT_UI_SCREENSHOT") {
         std::fs::copy(&shot, &dest).expect("copying the screenshot");
         eprintln!("screenshot kept at {dest}");

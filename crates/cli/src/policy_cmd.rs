@@ -160,7 +160,7 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
                 json(&m)?;
             } else {
                 outln!(
-                    "{}/{}: rows reach columns (. self, ? unknown)",
+                    "{}/{}: may each row reach each column (X allowed, - denied, . self, ? unknown)",
                     m.port,
                     m.protocol
                 );

@@ -136,3 +136,37 @@ fn route(req: &http::Request, targets: &[Target]) -> (u16, &'static str, Vec<u8>
         (m, p) => error(404, format!("no such page {m} {p}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, query: &str) -> (u16, &'static str, Vec<u8>) {
+        let req = http::Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            host: None,
+            body: Vec::new(),
+        };
+        route(&req, &[])
+    }
+
+    #[test]
+    fn the_page_and_its_assets_are_served_and_nothing_else() {
+        let (status, ctype, body) = get("/", "");
+        assert_eq!((status, ctype), (200, "text/html; charset=utf-8"));
+        let html = String::from_utf8(body).unwrap();
+        for asset in ["/app.js", "/style.css"] {
+            assert!(html.contains(asset), "{asset}");
+            assert_eq!(get(asset, "").0, 200, "{asset}");
+        }
+        assert_eq!(get("/etc/passwd", "").0, 404);
+        assert_eq!(get("/api/flows", "verdict=LOST").0, 400);
+        // no node to ask: an empty answer naming none, not a failure
+        let (status, _, body) = get("/api/flows", "verdict=DROPPED");
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["flows"], serde_json::json!([]));
+    }
+}

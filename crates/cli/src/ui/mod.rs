@@ -11,11 +11,12 @@
 mod api;
 mod http;
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -26,6 +27,7 @@ use crate::output::outln;
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Requests served at once; more wait for a free thread to be refused.
 const MAX_CONNECTIONS: usize = 32;
+/// The whole request must arrive within this; each write too.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 const INDEX_HTML: &str = include_str!("page/index.html");
@@ -70,16 +72,17 @@ pub fn run(targets: Vec<Target>, args: &UiArgs) -> anyhow::Result<ExitCode> {
             let _ = http::write_response(&stream, 503, "text/plain", b"busy; retry\n");
             continue;
         }
-        let (targets, busy) = (targets.clone(), busy.clone());
+        let (targets, done) = (targets.clone(), busy.clone());
         let spawned = std::thread::Builder::new()
             .name("ui".into())
             .spawn(move || {
                 serve(stream, &targets, bound, loopback);
-                busy.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
-            // the closure (and its stream) is gone: count it back
-            eprintln!("weft ui: cannot spawn a thread; request dropped");
+            // the request (and its stream) went with the closure
+            busy.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("weft ui: cannot start a thread; a request was dropped");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -101,10 +104,32 @@ fn error(status: u16, msg: String) -> (u16, &'static str, Vec<u8>) {
     )
 }
 
-fn serve(mut stream: TcpStream, targets: &[Target], bound: SocketAddr, loopback: bool) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+/// A socket read that fails once `deadline` passes, however the bytes
+/// trickle in (a read timeout alone restarts with every byte, and a slow
+/// client would hold a thread for as long as it likes).
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+fn serve(stream: TcpStream, targets: &[Target], bound: SocketAddr, loopback: bool) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let (status, ctype, body) = match http::read_request(&mut stream) {
+    let mut reader = Deadline {
+        stream: &stream,
+        deadline: Instant::now() + IO_TIMEOUT,
+    };
+    let (status, ctype, body) = match http::read_request(&mut reader) {
         Err(e) => error(400, e),
         Ok(req) if !http::host_ok(req.host.as_deref(), bound, loopback) => error(
             403,

@@ -19,6 +19,7 @@ packages=(
   clang libbpf-dev            # the eBPF programs (crates/datapath/bpf) are built with them
   linux-libc-dev              # linux/bpf.h and friends for those programs
   bpftool                     # inspecting attached programs and maps
+  chromium fonts-dejavu-core  # headless page test of `weft ui` (and its screenshot's text)
 )
 
 # Turns apt's machine-readable status lines ("dlstatus:3:14.2:Retrieving
@@ -74,6 +75,22 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "setup: the nightly Rust toolchain is missing (cargo-fuzz needs it); install it with rustup" >&2
   exit 1
 fi
+# Playwright (playwright-core only: no browser download, it drives Debian's
+# chromium) for the `weft ui` page test, installed outside the checkout so
+# tests leave no untracked files; again only when tests/ui's lock changes
+ui_node=/var/cache/weft/ui-node
+ui_lock="$(dirname "$0")/../tests/ui/package-lock.json"
+if ! cmp -s "$ui_lock" "$ui_node/package-lock.json" || [[ ! -d $ui_node/node_modules/playwright-core ]]; then
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm not found; install node and npm (Debian: nodejs npm) for the page test" >&2
+    exit 1
+  fi
+  echo "setup: installing playwright-core for the page test into $ui_node" >&2
+  mkdir -p "$ui_node"
+  cp "$(dirname "$0")/../tests/ui/package.json" "$ui_lock" "$ui_node/"
+  npm ci --prefix "$ui_node" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
+fi
+
 # the real Kubernetes control plane of `weft lab up --kubernetes`, built from
 # the Go module proxy once and cached (/var/cache/weft/kube/<version>);
 # progress and the expected time on stderr

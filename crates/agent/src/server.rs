@@ -304,6 +304,9 @@ fn route(agent: &Agent, req: &Request) -> (u16, Vec<u8>) {
         ("POST", paths::POLICY_EXPLAIN) => {
             call(req, |r| crate::policy::explain(agent.policy(), &r))
         }
+        ("POST", paths::POLICY_MATRIX) => {
+            call(req, |r| crate::policy::matrix::serve(agent.policy(), &r))
+        }
         ("POST", paths::POLICY_PREVIEW) => call(req, |r| {
             crate::policy::preview::serve(agent.policy(), agent.flows(), &r)
         }),

@@ -4,12 +4,14 @@
 
 pub mod flows;
 pub mod http;
+pub mod matrix;
 pub mod policy;
 pub mod services;
 pub mod stream;
 pub mod types;
 
 pub use flows::{Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, Verdict};
+pub use matrix::*;
 pub use policy::*;
 pub use services::*;
 pub use types::*;
@@ -38,6 +40,8 @@ pub mod paths {
     pub const POLICY_EXPLAIN: &str = "/v1/policy/explain";
     /// POST a [`crate::PolicyPreviewRequest`]: a [`crate::PolicyPreview`].
     pub const POLICY_PREVIEW: &str = "/v1/policy/preview";
+    /// POST a [`crate::PolicyMatrixRequest`]: a [`crate::PolicyMatrix`].
+    pub const POLICY_MATRIX: &str = "/v1/policy/matrix";
     /// `weft services`: what the Service load balancer holds.
     pub const SERVICES: &str = "/v1/services";
 }

@@ -15,6 +15,7 @@ mod policy_cmd;
 mod preview_cmd;
 mod services_cmd;
 mod store_cmd;
+mod ui;
 mod views;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ enum Cmd {
         #[command(subcommand)]
         command: policy_cmd::PolicyCmd,
     },
+    /// A web page: live flows, a service map, the policy matrix (serves on
+    /// 127.0.0.1:8080 unless --listen says otherwise).
+    Ui(ui::UiArgs),
     /// Install weft on this host: binaries, CNI plugin, conflist, systemd unit.
     Install(install::InstallArgs),
     /// Benchmarks, side by side with the reference plugins.
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         Cmd::Observe(ref args) => {
             observe_targets(&cli).and_then(|t| observe::run(t, args, cli.output))
         }
+        Cmd::Ui(ref args) => observe_targets(&cli).and_then(|t| ui::run(t, args)),
         Cmd::Status => socket().and_then(|s| views::status(&s, view_fmt)),
         Cmd::Endpoints => socket().and_then(|s| views::endpoints(&s, view_fmt)),
         Cmd::Services => socket().and_then(|s| services_cmd::run(&s, view_fmt)),

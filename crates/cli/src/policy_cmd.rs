@@ -9,7 +9,8 @@ use clap::Subcommand;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_api::{
-    paths, PolicyExplain, PolicyExplainRequest, PolicyList, PolicyShow, PolicyShowRequest,
+    paths, PolicyExplain, PolicyExplainRequest, PolicyList, PolicyMatrix, PolicyMatrixRequest,
+    PolicyShow, PolicyShowRequest,
 };
 
 use crate::output::{outln, table};
@@ -33,6 +34,16 @@ pub enum PolicyCmd {
         /// NAMESPACE/POD of the server.
         #[arg(long)]
         to: String,
+        /// PORT/PROTOCOL, e.g. 80/tcp (the protocol defaults to tcp).
+        #[arg(long)]
+        port: String,
+    },
+    /// The reachability matrix of some pods for one port, from the compiled
+    /// policy (rows: from, columns: to); exits 1 if any cell is denied.
+    Matrix {
+        /// NAMESPACE/POD, comma-separated or repeated (at least two).
+        #[arg(long, value_delimiter = ',', required = true)]
+        pods: Vec<String>,
         /// PORT/PROTOCOL, e.g. 80/tcp (the protocol defaults to tcp).
         #[arg(long)]
         port: String,
@@ -95,8 +106,77 @@ fn pods(v: &[String]) -> String {
     }
 }
 
+/// `X` allowed, `-` denied, then every denied cell and who denied it.
+fn print_matrix(m: &PolicyMatrix) {
+    let mut header = vec![""];
+    header.extend(m.pods.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = m
+        .pods
+        .iter()
+        .zip(&m.rows)
+        .map(|(from, row)| {
+            let mut r = vec![from.clone()];
+            r.extend(row.iter().map(|c| {
+                match c.state.as_str() {
+                    "allowed" => "X",
+                    "denied" => "-",
+                    "self" => ".",
+                    _ => "?",
+                }
+                .to_string()
+            }));
+            r
+        })
+        .collect();
+    table(&header, &rows);
+    for (from, row) in m.pods.iter().zip(&m.rows) {
+        for (to, c) in m.pods.iter().zip(row) {
+            if matches!(c.state.as_str(), "denied" | "unknown") {
+                let why = if c.decided_by.is_empty() {
+                    &c.summary
+                } else {
+                    &c.decided_by
+                };
+                outln!("{from} -> {to}: {} ({why})", c.state);
+            }
+        }
+    }
+}
+
 pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCode> {
     match cmd {
+        PolicyCmd::Matrix { pods, port } => {
+            let (port, protocol) = parse_port(&port)?;
+            let m: PolicyMatrix = post(
+                socket,
+                paths::POLICY_MATRIX,
+                &PolicyMatrixRequest {
+                    pods,
+                    port,
+                    protocol,
+                },
+            )?;
+            if fmt == Format::Json {
+                json(&m)?;
+            } else {
+                outln!(
+                    "{}/{}: may each row reach each column (X allowed, - denied, . self, ? unknown)",
+                    m.port,
+                    m.protocol
+                );
+                print_matrix(&m);
+            }
+            let all = m
+                .rows
+                .iter()
+                .flatten()
+                .all(|c| c.allowed() || c.state == "self");
+            Ok(if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         PolicyCmd::Preview { file, namespace } => {
             let target = crate::observe::Target {
                 node: socket.display().to_string(),

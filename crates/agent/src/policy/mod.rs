@@ -11,6 +11,7 @@
 
 pub mod identities;
 pub mod inputs;
+pub mod matrix;
 pub mod preview;
 pub mod reconcile;
 mod rule_book;

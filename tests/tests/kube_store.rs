@@ -31,26 +31,26 @@ pub fn crd_dir() -> PathBuf {
     ))
 }
 
-/// Installs weft's store CRD and waits until the API serves it.
+/// Installs weft's store CRDs and waits until the API serves them.
 pub fn install_store_crd(lab: &Lab) {
     let dir = crd_dir();
-    let o = lab
-        .kubectl(&[
-            "apply",
-            "-f",
-            &dir.join("weftstores.yaml").display().to_string(),
-        ])
-        .expect("kubectl runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = lab
-        .kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "crd/weftstores.weft.dev",
-            "--timeout=60s",
-        ])
-        .expect("kubectl runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "weftstores",
+        "ippools",
+        "ipamblocks",
+        "weftnodes",
+        "securityidentities",
+        "weftrecords",
+    ] {
+        let file = dir.join(format!("{f}.yaml")).display().to_string();
+        let o = lab.kubectl(&["apply", "-f", &file]).expect("kubectl runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let crd = format!("crd/{f}.weft.dev");
+        let o = lab
+            .kubectl(&["wait", "--for=condition=established", &crd, "--timeout=60s"])
+            .expect("kubectl runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

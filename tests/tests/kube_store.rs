@@ -149,6 +149,23 @@ fn kube_store_passes_the_store_conformance_suite_privileged() {
         "kubernetes store write latency over 100 sequential updates: p50 {:?}, p90 {:?}, max {:?}",
         lat[50], lat[90], lat[99]
     );
+    let big = weft_datapath::netns::run_in(&netns, || more_than_one_object_held(&fresh))
+        .expect("enter the node's namespace");
+    let name = format!("{big}.10.0.0.0-26");
+    let table = lab
+        .kubectl(&["get", "ipamblocks", "-l", &format!("weft.dev/store={big}")])
+        .expect("kubectl runs");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    eprintln!("{}", table.lines().take(4).collect::<Vec<_>>().join("\n"));
+    let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or("");
+    assert!(
+        table.starts_with("NAME") && table.contains("CIDR") && table.contains("USED"),
+        "{table}"
+    );
+    assert!(
+        row.contains("10.0.0.0/26") && row.contains(" n0 ") && row.contains(" 64 "),
+        "{row}"
+    );
     let failures = failures.into_inner().unwrap();
     eprintln!("suite: {:?}", started.elapsed());
     assert!(
@@ -156,4 +173,106 @@ fn kube_store_passes_the_store_conformance_suite_privileged() {
         "failed checks:\n{}",
         failures.join("\n")
     );
+}
+
+/// How many full blocks the size check writes: their records alone are
+/// well over etcd's 1.5 MiB request limit, which bounded the single-object
+/// layout to ~100.
+const BIG_BLOCKS: usize = 300;
+
+/// A full /26's record as IPAM writes it (64 allocations with 64-character
+/// container ids, ~10 KB).
+fn full_block(i: usize) -> (String, String, Vec<u8>) {
+    let cidr = format!("10.0.{}.{}/26", i / 4, (i % 4) * 64);
+    let esc = cidr.replace('/', "-");
+    let allocs: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|o| {
+            let id = format!("{:064x}", i * 64 + o);
+            let v = serde_json::json!({"c": id, "ns": "default", "n": format!("pod-{i}-{o}")});
+            (o.to_string(), v)
+        })
+        .collect();
+    let rec = serde_json::json!({"cidr": cidr, "pool": "10.0.0.0/16",
+        "affinity": format!("n{}", i % 3), "allocations": allocs, "next": 0});
+    (
+        format!("/weft/ipam/v1/blocks/{esc}"),
+        format!("/weft/cluster/v1/routes/{esc}"),
+        serde_json::to_vec(&rec).unwrap(),
+    )
+}
+
+/// Fills a store with [`BIG_BLOCKS`] full blocks, two blocks and their
+/// route summaries per commit (each commit spans objects), and reads them
+/// back in one listing. Returns the store's name.
+fn more_than_one_object_held(fresh: &(dyn Fn() -> KubeStore + Sync)) -> String {
+    use weft_store::{Store, TxnOp};
+    let s = fresh();
+    let started = Instant::now();
+    let mut bytes = 0;
+    for pair in (0..BIG_BLOCKS).collect::<Vec<_>>().chunks(2) {
+        let blocks: Vec<_> = pair.iter().map(|i| full_block(*i)).collect();
+        let ops: Vec<TxnOp<'_>> = blocks
+            .iter()
+            .flat_map(|(key, route, value)| {
+                [
+                    TxnOp::Create {
+                        key,
+                        value,
+                        lease: None,
+                    },
+                    TxnOp::Put {
+                        key: route,
+                        value: b"{}",
+                    },
+                ]
+            })
+            .collect();
+        bytes += blocks.iter().map(|b| b.2.len()).sum::<usize>();
+        s.commit(&ops).expect("store up").expect("no conflict");
+    }
+    eprintln!(
+        "{BIG_BLOCKS} full blocks ({} KiB) written in {:?}",
+        bytes / 1024,
+        started.elapsed()
+    );
+    assert!(bytes > 3 << 19, "more than etcd's request limit: {bytes}");
+    let l = s.list("/weft/ipam/v1/blocks/").expect("list");
+    assert_eq!(l.kvs.len(), BIG_BLOCKS);
+    let revs: std::collections::BTreeSet<_> = l.kvs.iter().map(|kv| kv.mod_revision).collect();
+    assert_eq!(
+        revs.len(),
+        BIG_BLOCKS / 2,
+        "one revision per commit of two blocks"
+    );
+    assert_eq!(l.kvs[0].value, full_block(0).2);
+    let routes = s.list("/weft/cluster/v1/routes/").expect("list");
+    assert_eq!(routes.kvs.len(), BIG_BLOCKS);
+    // a commit that spans two full blocks' objects still conflicts whole
+    let (k0, _, v0) = full_block(0);
+    let (k1, _, v1) = full_block(1);
+    let rev_of = |k: &str| {
+        l.kvs
+            .iter()
+            .find(|kv| kv.key == k)
+            .expect("listed")
+            .mod_revision
+    };
+    let stale = rev_of(&k0) - 1;
+    let c = s
+        .commit(&[
+            TxnOp::Update {
+                key: &k1,
+                value: &v1,
+                expected: rev_of(&k1),
+            },
+            TxnOp::Update {
+                key: &k0,
+                value: &v0,
+                expected: stale,
+            },
+        ])
+        .expect("store up");
+    assert!(c.is_err(), "a stale condition fails the commit");
+    assert_eq!(s.get(&k1).unwrap().unwrap().mod_revision, rev_of(&k1));
+    s.name().to_string()
 }

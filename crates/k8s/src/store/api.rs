@@ -540,22 +540,23 @@ impl Inner {
             .labels(&labels)
             .at(&rev.to_string())
             .matching(VersionMatch::Exact);
+        // the kinds at once: one round trip, not one per kind
+        let lists = futures::future::try_join_all(
+            kinds_for(prefix)
+                .into_iter()
+                .map(|kind| self.api(kind).list(&lp)),
+        )
+        .await
+        .map_err(|e| unavailable("cannot list the store's objects", e))?;
         let mut entries = BTreeMap::new();
-        for kind in kinds_for(prefix) {
-            let list = self
-                .api(kind)
-                .list(&lp)
-                .await
-                .map_err(|e| unavailable("cannot list the store's objects", e))?;
-            for obj in &list.items {
-                let (shard, _) = parse_shard(obj)?;
-                entries.extend(
-                    shard
-                        .entries
-                        .into_iter()
-                        .filter(|(k, _)| k.starts_with(prefix)),
-                );
-            }
+        for obj in lists.iter().flat_map(|l| &l.items) {
+            let (shard, _) = parse_shard(obj)?;
+            entries.extend(
+                shard
+                    .entries
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(prefix)),
+            );
         }
         if let Some(intent) = &head.intent {
             overlay(&mut entries, intent, rev);

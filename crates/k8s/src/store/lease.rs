@@ -99,9 +99,9 @@ impl Leases {
         }
     }
 
-    /// The store's Leases: the ids of live ones, and of expired ones
-    /// (whose objects it deletes).
-    async fn sweep(&self) -> StoreResult<(Vec<LeaseId>, Vec<LeaseId>)> {
+    /// The store's Leases: the ids of live ones, and of expired ones (with
+    /// their names, for [`Leases::forget`] once their keys are gone).
+    async fn sweep(&self) -> StoreResult<(Vec<LeaseId>, Vec<(LeaseId, String)>)> {
         let lp = ListParams::default().labels(&format!("{STORE_LABEL}={}", self.store));
         let leases = self
             .api
@@ -121,11 +121,18 @@ impl Leases {
             if alive(l) {
                 live.push(id);
             } else {
-                let _ = self.api.delete(&name, &DeleteParams::default()).await;
-                dead.push(id);
+                dead.push((id, name));
             }
         }
         Ok((live, dead))
+    }
+
+    /// Deletes expired Lease objects (after their keys: a reaper that dies
+    /// in between finds them again).
+    async fn forget(&self, names: &[String]) {
+        let dp = DeleteParams::default();
+        let deletes = names.iter().map(|n| self.api.delete(n, &dp));
+        let _ = futures::future::join_all(deletes).await;
     }
 }
 
@@ -182,7 +189,8 @@ impl Inner {
         } else {
             None
         };
-        let (live, mut dead) = self.leases.sweep().await?;
+        let (live, expired) = self.leases.sweep().await?;
+        let mut dead: Vec<LeaseId> = expired.iter().map(|(id, _)| *id).collect();
         if let Some(leased_keys) = leased_keys {
             let vanished: Vec<LeaseId> = leased_keys
                 .keys()
@@ -194,6 +202,8 @@ impl Inner {
         if !dead.is_empty() {
             self.drop_keys_of(&dead).await?;
         }
+        let names: Vec<String> = expired.into_iter().map(|(_, n)| n).collect();
+        self.leases.forget(&names).await;
         Ok(())
     }
 }

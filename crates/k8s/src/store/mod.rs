@@ -186,6 +186,11 @@ impl KubeStore {
         })
     }
 
+    /// The store's name (its head's, and its objects' prefix).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// Runs `f` on the store's runtime and waits for it.
     fn call<T, Fut>(&self, f: impl FnOnce(Arc<Inner>) -> Fut) -> StoreResult<T>
     where

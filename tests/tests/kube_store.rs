@@ -166,6 +166,7 @@ fn kube_store_passes_the_store_conformance_suite_privileged() {
         row.contains("10.0.0.0/26") && row.contains(" n0 ") && row.contains(" 64 "),
         "{row}"
     );
+    moves_a_single_object_store(&lab, &netns, &kubeconfig);
     let failures = failures.into_inner().unwrap();
     eprintln!("suite: {:?}", started.elapsed());
     assert!(
@@ -275,4 +276,65 @@ fn more_than_one_object_held(fresh: &(dyn Fn() -> KubeStore + Sync)) -> String {
     assert!(c.is_err(), "a stale condition fails the commit");
     assert_eq!(s.get(&k1).unwrap().unwrap().mod_revision, rev_of(&k1));
     s.name().to_string()
+}
+
+/// A store of the single-object layout (every key in the `WeftStore`'s
+/// `spec.entries`, as weft wrote it before) is moved into per-kind objects
+/// by the first client that reads it: values, revisions and leases kept.
+fn moves_a_single_object_store(lab: &Lab, netns: &std::path::Path, kubeconfig: &std::path::Path) {
+    use weft_store::Store;
+    let name = format!("old-{}", std::process::id());
+    let old = serde_json::json!({"apiVersion": "weft.dev/v1alpha1", "kind": "WeftStore",
+        "metadata": {"name": name},
+        "spec": {"keys": 3, "last": [{"k": "/weft/ipam/v1/pools/10.9.0.0-16"}], "entries": {
+            "/weft/ipam/v1/pools/10.9.0.0-16": {"v": "{\"cidr\":\"10.9.0.0/16\",\"block_prefix\":26}", "c": 5, "m": 7},
+            "/weft/ipam/v1/blocks/10.9.0.0-26": {"v": "{\"cidr\":\"10.9.0.0/26\",\"pool\":\"10.9.0.0/16\",\"affinity\":\"n1\",\"allocations\":{\"3\":{}}}", "c": 6},
+            "other/raw": {"b": "/wA="}}}});
+    let o = lab
+        .kubectl_as(
+            kubeconfig,
+            &["apply", "-f", "-"],
+            Some(old.to_string().as_bytes()),
+        )
+        .expect("kubectl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (pool, block, raw, listed) = weft_datapath::netns::run_in(netns, || {
+        let mut cfg = KubeStoreConfig::new(Source::Kubeconfig(kubeconfig.to_path_buf()));
+        cfg.name = name.clone();
+        cfg.namespace = "default".into();
+        let s = KubeStore::connect(cfg).expect("store client");
+        let pool = s.get("/weft/ipam/v1/pools/10.9.0.0-16").unwrap().unwrap();
+        let block = s.get("/weft/ipam/v1/blocks/10.9.0.0-26").unwrap().unwrap();
+        let raw = s.get("other/raw").unwrap().unwrap();
+        (pool, block, raw, s.list("").unwrap())
+    })
+    .expect("enter the node's namespace");
+    assert_eq!((pool.create_revision, pool.mod_revision), (5, 7));
+    assert_eq!(block.create_revision, 6);
+    assert!(
+        block.mod_revision > 7,
+        "the old document's revision: {block:?}"
+    );
+    assert_eq!(raw.value, vec![0xff, 0]);
+    assert_eq!(listed.kvs.len(), 3);
+    let o = lab
+        .kubectl_as(
+            kubeconfig,
+            &["get", "ipamblocks", &format!("{name}.10.9.0.0-26")],
+            None,
+        )
+        .expect("kubectl runs");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("10.9.0.0/26") && table.contains(" n1 "),
+        "{table}"
+    );
+    let o = lab
+        .kubectl_as(
+            kubeconfig,
+            &["get", "weftstore", &name, "-o", "jsonpath={.spec.layout}"],
+            None,
+        )
+        .expect("kubectl runs");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "objects");
 }

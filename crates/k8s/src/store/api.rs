@@ -377,7 +377,7 @@ impl Inner {
                     obj.metadata.resource_version = Some(orv.to_string());
                     api.replace(&id.1, &PostParams::default(), &obj)
                         .await
-                        .and_then(|o| Ok(Some((next, parse_rv(&o.metadata).unwrap_or(0)))))
+                        .map(|o| Some((next, parse_rv(&o.metadata).unwrap_or(0))))
                 };
                 match res {
                     Ok(done) => break done,

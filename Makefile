@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` and `make test`.
 CARGO ?= cargo
 BIN := target/release
+# make demo STORE=kubernetes: the demo's cluster keeps its state in the API server
+STORE ?= etcd
 
 .PHONY: setup build demo test unit lint fmt fuzz bench install clean-labs
 
@@ -13,9 +15,9 @@ build: setup
 	@# it skips the dynamic loader, ~0.2 ms of every call
 	$(CARGO) rustc --release -p weft-cni --bin weft-cni -- -C target-feature=+crt-static
 
-## demo: a lab with three pods talking, shown and torn down
+## demo: a lab with three pods talking, shown and torn down (STORE=etcd|kubernetes)
 demo: build
-	@bash scripts/demo.sh $(BIN)
+	@bash scripts/demo.sh $(BIN) $(STORE)
 
 ## test: everything CI runs (privileged tests need root)
 test: setup lint

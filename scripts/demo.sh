@@ -2,16 +2,25 @@
 # make demo: a three-node cluster in network namespaces on a real etcd, six
 # pods spread over the nodes, their addresses, the VXLAN overlay between the
 # nodes, every pod reaching every pod and every node over IPv4 and IPv6, and
-# everything torn down at the end.
+# everything torn down at the end. With `kubernetes` as second argument
+# (`make demo STORE=kubernetes`) the weftds keep the cluster's state in the
+# lab's API server (--store kubernetes): no etcd of weft's own, and the
+# store's objects shown with kubectl.
 set -euo pipefail
 bin=${1:-target/release}
+store=${2:-etcd}
+case $store in
+  etcd) store_args=(--etcd-members 1); store_what="fabric with etcd" ;;
+  kubernetes) store_args=(--etcd-members 0 --kube-store); store_what="fabric with no etcd of weft's own (--store kubernetes)" ;;
+  *) echo "STORE must be etcd or kubernetes, not '$store'" >&2; exit 2 ;;
+esac
 name=weft-demo-$$
 weft() { "$bin/weft" "$@"; }
 cleanup() { weft lab down --name "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== building lab $name: fabric with etcd, 3 nodes each running weftd, 6 pods via weft-cni"
-weft lab up --name "$name" --nodes 3 --etcd-members 1 --routing overlay --pods 6 --no-hint
+echo "== building lab $name: $store_what, 3 nodes each running weftd, 6 pods via weft-cni"
+weft lab up --name "$name" --nodes 3 "${store_args[@]}" --routing overlay --pods 6 --no-hint
 
 # --- Kubernetes: the lab's control plane (a multi-node lab runs one by default) ---
 kubectl() { weft lab kubectl --name "$name" -- "$@"; }
@@ -54,6 +63,15 @@ echo "-- weft endpoints on node 1: each pod's namespace/name and labels, live fr
 kubectl label pods -l app=web demo=labelled --overwrite >/dev/null
 sleep 1
 weft --lab "$name" endpoints
+if [[ $store == kubernetes ]]; then
+  echo
+  echo "== weft's store in the API server: the head every commit goes through, and one object per pool, block and node"
+  kubectl get weftstores,ippools,weftnodes
+  echo "-- kubectl get ipamblocks (a block's record and route summary: its CIDR, node and addresses in use)"
+  kubectl get ipamblocks
+  echo "-- the weftds' registrations live on Leases in weft-system"
+  kubectl -n weft-system get leases -l weft.dev/store=weft
+fi
 # --- end Kubernetes ---
 echo
 echo "== waiting until node 1's pods are on the eBPF fast path (2 s after their ADD, once chained plugins ran)"

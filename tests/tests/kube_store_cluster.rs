@@ -1,8 +1,8 @@
 //! A 2-node lab cluster whose weftds keep every piece of cluster state in
 //! the API server (`--store kubernetes`): no etcd of weft's own, only the
 //! API server's. Pods on both nodes get distinct addresses from the one
-//! store and talk across the nodes; the store object and the node leases
-//! are visible with kubectl.
+//! store and talk across the nodes; the store's objects (blocks, node
+//! registrations) and the node leases are visible with kubectl.
 
 mod common;
 mod kube_store_support;
@@ -48,13 +48,12 @@ fn kube_store_runs_a_two_node_cluster_without_etcd_privileged() {
         );
         (leases["items"].as_array()?.len() == 2).then_some(())
     });
-    let store = get_json(&lab, &["weftstore", "weft"]);
+    // each registration is a WeftNode object of the store
     for n in &nodes {
         let key = format!("/weft/cluster/v1/nodes/{n}");
-        assert!(
-            store["spec"]["entries"][&key].is_object(),
-            "{key} in {store}"
-        );
+        let node = get_json(&lab, &["weftnode", &format!("weft.{n}")]);
+        assert!(node["spec"]["entries"][&key].is_object(), "{key} in {node}");
+        assert_eq!(node["metadata"]["labels"]["weft.dev/leased"], "true");
     }
 
     // one pod on each node
@@ -96,9 +95,18 @@ fn kube_store_runs_a_two_node_cluster_without_etcd_privileged() {
     for i in 0..2 {
         assert_ipam_clean(&lab, i);
     }
-    let table = kubectl(&lab, &["get", "weftstores"], None);
+    // kubectl shows the blocks with their node and use, one object each
+    let table = kubectl(&lab, &["get", "ipamblocks"], None);
     eprintln!("{table}");
-    assert!(table.contains("KEYS") && table.contains("weft"), "{table}");
+    for n in &nodes {
+        assert!(
+            table.lines().any(|l| l.contains(&format!(" {n} "))),
+            "a block of {n} in {table}"
+        );
+    }
+    assert!(table.contains("CIDR") && table.contains("USED"), "{table}");
+    let head = kubectl(&lab, &["get", "weftstores"], None);
+    assert!(head.contains("objects"), "{head}");
 
     kubectl(&lab, &["delete", "namespace", NS, "--wait=false"], None);
 }

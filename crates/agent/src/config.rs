@@ -73,12 +73,14 @@ pub struct AgentConfig {
 
     /// Where cluster state (IPAM, node registry) lives: `embedded` (one node,
     /// a file in --state-dir), `etcd` (a cluster; see --etcd-endpoints) or
-    /// `kubernetes` (a cluster, in the API server: a WeftStore object, with
-    /// the kubeconfig or in-cluster config of --kubeconfig).
+    /// `kubernetes` (a cluster, in the API server: weft.dev objects per
+    /// pool, block and node behind a WeftStore head, with the kubeconfig or
+    /// in-cluster config of --kubeconfig).
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
 
-    /// The WeftStore object holding the store (with --store kubernetes).
+    /// The store's name (with --store kubernetes): its WeftStore head's, and
+    /// the prefix and `weft.dev/store` label of its objects.
     #[arg(long, env = "WEFT_KUBE_STORE", default_value = "weft")]
     pub kube_store: String,
 

@@ -33,6 +33,8 @@ pub mod endpoints;
 pub mod fastpath;
 mod fastpath_state;
 pub mod fault;
+#[cfg(test)]
+mod fence_tests;
 pub mod flows;
 mod gc;
 pub mod health;
@@ -224,6 +226,11 @@ pub fn build_with(
             underlay.as_deref(),
             underlay_mtu,
         )?;
+        // A migration may have run entirely between the check above and the
+        // registration (it saw no weftd, fenced, copied, saw none again):
+        // the store is checked again now that this weftd is registered, and
+        // before it allocates anything.
+        refuse_fenced(&*ipam_store)?;
     }
 
     let (endpoints, bad) = endpoints::Endpoints::load(local_store).context("loading endpoints")?;
@@ -359,7 +366,7 @@ fn start_cluster(
         ),
         RoutingMode::Native => None,
     };
-    registry::start_registration(
+    let registered = registry::start_registration(
         store.clone(),
         registry::NodeRecord {
             name: node.to_string(),
@@ -370,6 +377,23 @@ fn start_cluster(
         },
         Duration::from_secs(cfg.node_lease_seconds.max(2)),
     );
+    // registered before any allocation: `weft store migrate` refuses while a
+    // registration exists, so the fence check after this one (see build_with)
+    // sees any migration this registration did not stop
+    loop {
+        match registered.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    node,
+                    "waiting for this node's first registration in the store"
+                )
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the node registration thread ended before registering")
+            }
+        }
+    }
     registry::start_reconciler(
         store.clone(),
         datapath.clone(),

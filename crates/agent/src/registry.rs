@@ -200,7 +200,12 @@ impl ClusterView {
 /// Registers `rec` under a lease of `ttl` and keeps it alive until the
 /// process ends. A lost lease (the store was away longer than the TTL) is
 /// replaced by a new registration.
-pub fn start_registration(store: Arc<dyn Store>, rec: NodeRecord, ttl: Duration) {
+pub fn start_registration(
+    store: Arc<dyn Store>,
+    rec: NodeRecord,
+    ttl: Duration,
+) -> std::sync::mpsc::Receiver<()> {
+    let (registered, first) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("registry".into())
         .spawn(move || {
@@ -213,7 +218,10 @@ pub fn start_registration(store: Arc<dyn Store>, rec: NodeRecord, ttl: Duration)
                     None => register(&*store, &key, &value, ttl),
                 };
                 match step {
-                    Ok(id) => lease = Some(id),
+                    Ok(id) => {
+                        lease = Some(id);
+                        let _ = registered.send(());
+                    }
                     Err(StoreError::LeaseNotFound { .. }) => {
                         tracing::warn!(node = %rec.name, "node lease lost; registering again");
                         lease = None;
@@ -227,6 +235,7 @@ pub fn start_registration(store: Arc<dyn Store>, rec: NodeRecord, ttl: Duration)
             }
         })
         .expect("spawn registry thread");
+    first
 }
 
 fn register(store: &dyn Store, key: &str, value: &[u8], ttl: Duration) -> Result<u64, StoreError> {

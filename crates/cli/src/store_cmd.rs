@@ -66,7 +66,7 @@ pub struct MigrateArgs {
     /// kubeconfig of the API server (default: kubectl's inference).
     #[arg(long, env = "WEFT_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
-    /// The WeftStore object (weftd's --kube-store).
+    /// The store's name (weftd's --kube-store).
     #[arg(long, default_value = "weft")]
     pub kube_store: String,
     /// The namespace of its Leases (weftd's --kube-store-namespace).

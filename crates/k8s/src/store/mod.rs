@@ -1,43 +1,72 @@
 //! `--store kubernetes`: weft's [`Store`] on the Kubernetes API.
 //!
-//! # Design: the store is one object
+//! # Design: one object per key group, a head to commit through
 //!
-//! Every key lives in one custom object, a `WeftStore` of the `weft.dev`
-//! group (`kubectl get weftstores`), and every write (a single-key write, a
-//! [`Store::commit`], a lease's keys deleted) is one compare-and-swap of
-//! that object on its `resourceVersion`. The API server has no transaction
-//! across objects, and weft commits across keys all the time: IPAM writes a
-//! block with its route summary, a group commit writes up to 256
-//! allocations across several blocks (a pod's IPv4 and IPv6 blocks, a block
-//! claimed and the next allocation in it, borrowed addresses in other
-//! nodes' blocks). With one object, all of that is atomic by construction:
-//! the etcd semantics the IPAM code was written against (one revision per
-//! commit, all or nothing, watches in revision order) hold as they are, and
-//! the conformance suite proves them against a real API server.
+//! The keys live in objects of weft's API group, one per key group and a
+//! kind per part of the layout ([`layout`]): `IPPool` (a pool),
+//! `IPAMBlock` (a block's record and its route summary), `WeftNode` (a
+//! node's registration), `SecurityIdentity` and `WeftRecord` (any other
+//! key), each labelled `weft.dev/store=<store>`, so no object grows with
+//! the cluster and `kubectl get ipamblocks` shows CIDR, node and use.
 //!
-//! - revision: the object's `resourceVersion` (etcd's revision of the
-//!   write); while the object does not exist, the revision of a listing
-//!   of it (the API server's current one), so a watch from there sees it
-//!   created;
-//! - CAS, create-if-absent, delete-if-revision: conditions checked on the
-//!   document read, the write made with that `resourceVersion` as
-//!   precondition (409: someone wrote first, read again and re-check);
-//! - watch: the API server's watch of the object from a `resourceVersion`,
-//!   each version carrying the list of keys its commit changed; 410 Gone is
-//!   [`WatchMessage::Compacted`](weft_store::WatchMessage) (the caller
-//!   re-lists);
+//! The API server has no transaction across objects, and weft commits
+//! across them all the time (a pod's IPv4 and IPv6 blocks, a group commit
+//! over several blocks, borrowed addresses in other nodes' blocks). So
+//! every commit goes through one small object, the store's head (a
+//! `WeftStore`), as an **intent**:
+//!
+//! 1. read the head at revision `H` with no intent in it (finishing one
+//!    that is there first, see 4), and the objects the ops touch; check
+//!    the ops' conditions on them;
+//! 2. create an empty placeholder for every object the commit writes that
+//!    does not exist yet;
+//! 3. write the intent (every changed key's new entry, or its deletion)
+//!    into the head by compare-and-swap on `H`. This write *is* the
+//!    commit: its `resourceVersion` `R` is the commit's revision; losing
+//!    the race means someone committed since `H`, and all starts again;
+//! 4. apply the intent to each object (compare-and-swap on the object; its
+//!    `spec.rev` becomes `R`; an object left empty is deleted), then clear
+//!    the intent from the head (compare-and-swap on `R`).
+//!
+//! Why it is atomic without cross-object transactions: the head is written
+//! only by compare-and-swap, so intents are totally ordered, and a new one
+//! is written only on a head without one, i.e. after the previous intent
+//! was applied everywhere. Anyone who finds an intent in the head applies
+//! it (a crashed committer's too) before committing; applying is
+//! idempotent (an object is written only while its `spec.rev` is older
+//! than the intent; a placeholder counts as of its creation) and never
+//! creates an object (placeholders exist first), so a late applier can
+//! neither undo a newer commit nor bring back an object a newer commit
+//! deleted. A crash anywhere leaves either no intent (nothing happened, or
+//! all did) or one that the next reader or writer completes: there is no
+//! roll-back, an intent in the head is decided.
+//!
+//! - revision: etcd's revision (every `resourceVersion` of weft's objects
+//!   comes from the API server's one etcd): a commit's is its intent's;
+//! - reads: a list reads the head at `H`, then the kinds at exactly
+//!   `resourceVersion` `H` (every earlier commit applied, no later one) and
+//!   lays the head's intent over them: a snapshot at `H`. A get reads the
+//!   head, then the key's object;
+//! - watch: the API server's watch of the head from a `resourceVersion`:
+//!   each intent is one commit's events, in order; 410 Gone is
+//!   [`WatchMessage::Compacted`](weft_store::WatchMessage);
 //! - leases: coordination.k8s.io Leases (`weft-<store>-<id>`, labelled
 //!   `weft.dev/store`), renewed by `renewTime`; every client runs a reaper
-//!   that deletes the keys of expired or deleted leases in one commit.
+//!   that deletes the keys of expired or deleted leases in one commit;
+//! - a store of the single-object layout (every key in the `WeftStore`)
+//!   is moved into per-kind objects by the first client of this version
+//!   that reads it: one intent with every key, revisions kept, written by
+//!   compare-and-swap on the old document.
 //!
-//! The price: every commit rewrites the whole document and every watcher
-//! receives it, and the document must fit etcd's request limit (1.5 MiB):
-//! about 100 full /26 blocks of weft's records. That is a lab- and
-//! small-cluster-sized store; splitting it (one object per block, with an
-//! intent record for the commits that span blocks) is the next step.
+//! The price: a commit is three writes or more (intent, objects, clear)
+//! instead of one; a process caches the head revision and the objects it
+//! last wrote, so an uncontended commit reads nothing first.
 
 mod api;
 mod doc;
+pub mod layout;
+mod lease;
+mod objects;
 mod watch;
 
 use std::sync::mpsc;
@@ -52,7 +81,7 @@ use weft_store::{
 
 use crate::runtime::{client_config, Source};
 use api::{unavailable, Inner, Op};
-pub use api::{GROUP, KIND, PLURAL, STORE_LABEL, VERSION};
+pub use api::{GROUP, KIND, LEASED_LABEL, PLURAL, STORE_LABEL, VERSION};
 
 /// Every how many reaper rounds one also reads the document (see
 /// `Inner::reap`); the others list only the Leases.
@@ -62,7 +91,8 @@ const FULL_REAP_EVERY: u64 = 20;
 #[derive(Debug, Clone)]
 pub struct KubeStoreConfig {
     pub source: Source,
-    /// The `WeftStore` object's name (one cluster may hold several stores).
+    /// The store's name: its `WeftStore` head's, and the prefix of its
+    /// objects' (one cluster may hold several stores).
     pub name: String,
     /// Where its Leases live.
     pub namespace: String,
@@ -156,6 +186,11 @@ impl KubeStore {
         })
     }
 
+    /// The store's name (its head's, and its objects' prefix).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// Runs `f` on the store's runtime and waits for it.
     fn call<T, Fut>(&self, f: impl FnOnce(Arc<Inner>) -> Fut) -> StoreResult<T>
     where
@@ -184,7 +219,7 @@ impl KubeStore {
     }
 
     fn commit_owned(&self, ops: Vec<Op>) -> StoreResult<Result<Revision, TxnConflict>> {
-        self.call(|inner| async move { inner.commit(ops).await })
+        self.call(|inner| async move { Ok(inner.commit(ops).await?.map(|(rev, _)| rev)) })
     }
 }
 
@@ -200,15 +235,15 @@ impl Store for KubeStore {
     fn get(&self, key: &str) -> StoreResult<Option<weft_store::KeyValue>> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(|inner| async move { Ok(inner.read().await?.0.kv(&key)) })
+        self.call(|inner| async move { Ok(inner.get(&key).await?.map(|e| objects::kv(&key, &e))) })
     }
 
     fn list(&self, prefix: &str) -> StoreResult<Listing> {
         let prefix = prefix.to_string();
         self.call(|inner| async move {
-            let (doc, revision) = inner.read().await?;
+            let (entries, revision) = inner.snapshot(&prefix, false).await?;
             Ok(Listing {
-                kvs: doc.list(&prefix),
+                kvs: entries.iter().map(|(k, e)| objects::kv(k, e)).collect(),
                 revision,
             })
         })
@@ -244,21 +279,12 @@ impl Store for KubeStore {
         expected: Option<Revision>,
     ) -> StoreResult<Result<Option<Revision>, Conflict>> {
         check_key(key)?;
-        let (key, exp) = (key.to_string(), expected);
-        let res = self.call(|inner| async move {
-            let mut existed = false;
-            let r = inner
-                .commit_with(|doc| {
-                    existed = doc.entries.contains_key(&key);
-                    vec![Op::Delete(key.clone(), exp)]
-                })
-                .await?;
-            Ok((r, existed))
-        })?;
+        let op = Op::Delete(key.to_string(), expected);
+        let res = self.call(|inner| async move { inner.commit(vec![op]).await })?;
         Ok(match res {
-            (Ok(rev), true) => Ok(Some(rev)),
-            (Ok(_), false) => Ok(None),
-            (Err(c), _) => Err(Conflict { current: c.current }),
+            Ok((rev, existed)) if existed[0] => Ok(Some(rev)),
+            Ok(_) => Ok(None),
+            Err(c) => Err(Conflict { current: c.current }),
         })
     }
 

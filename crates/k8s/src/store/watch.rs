@@ -1,5 +1,7 @@
-//! A store watch: the API server's watch of the one `WeftStore` object,
-//! each new version turned into the events of the commit that wrote it.
+//! A store watch: the API server's watch of the store's head (the
+//! `WeftStore` object), each version holding an intent turned into the
+//! events of that commit (the head's versions without one are the clears
+//! of applied intents: nothing to see).
 //! It resumes from the last version seen when the API server ends the
 //! watch (it does every few minutes) and reports `Compacted` on 410 Gone,
 //! so the caller re-lists.
@@ -11,17 +13,18 @@ use futures::{StreamExt, TryStreamExt};
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use weft_store::{Revision, WatchMessage};
 
-use super::api::{parse_doc, Inner};
+use super::api::{parse_head, Inner};
+use super::objects::events;
 
 /// Where the watch starts: `after`, or for 0 (nothing ever seen) the
-/// revision of a listing of the (absent) object.
+/// revision of a listing of the (absent) head.
 async fn start(inner: &Inner, after: Revision) -> Result<Revision, WatchMessage> {
     if after != 0 {
         return Ok(after);
     }
     let lp = ListParams::default().fields(&format!("metadata.name={}", inner.name));
     let list = inner
-        .stores
+        .heads
         .list(&lp)
         .await
         .map_err(|e| WatchMessage::Closed {
@@ -62,7 +65,7 @@ async fn follow(
     let wp = WatchParams::default().fields(&format!("metadata.name={}", inner.name));
     let mut failures = 0;
     loop {
-        let stream = match inner.stores.watch(&wp, &from.to_string()).await {
+        let stream = match inner.heads.watch(&wp, &from.to_string()).await {
             Ok(s) => s,
             Err(kube::Error::Api(s)) if s.code == 410 => {
                 return Err(WatchMessage::Compacted {
@@ -93,13 +96,14 @@ async fn follow(
             };
             match ev {
                 WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
-                    let (doc, rev) = parse_doc(&obj).map_err(|e| WatchMessage::Closed {
+                    let (head, rev) = parse_head(&obj).map_err(|e| WatchMessage::Closed {
                         reason: e.to_string(),
                     })?;
                     if rev <= from {
                         continue;
                     }
-                    for e in doc.events(prefix, rev) {
+                    let evs = head.intent.map(|i| events(&i, prefix, rev));
+                    for e in evs.unwrap_or_default() {
                         if tx.send(WatchMessage::Event(e)).is_err() {
                             return Ok(());
                         }

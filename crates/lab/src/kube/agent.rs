@@ -30,16 +30,45 @@ const RBAC: [(&str, &str); 4] = [
         include_str!("../../../../deploy/kubernetes/clusterrolebinding.yaml"),
     ),
 ];
-/// The store's CRD and RBAC (`--store kubernetes`), applied after [`RBAC`].
-const STORE: [(&str, &str); 2] = [
+/// The store's CRDs and RBAC (`--store kubernetes`), applied after [`RBAC`].
+const STORE: [(&str, &str); 7] = [
     (
         "crds/store/weftstores.yaml",
         include_str!("../../../../deploy/kubernetes/crds/store/weftstores.yaml"),
     ),
     (
+        "crds/store/ippools.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/ippools.yaml"),
+    ),
+    (
+        "crds/store/ipamblocks.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/ipamblocks.yaml"),
+    ),
+    (
+        "crds/store/weftnodes.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/weftnodes.yaml"),
+    ),
+    (
+        "crds/store/securityidentities.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/securityidentities.yaml"),
+    ),
+    (
+        "crds/store/weftrecords.yaml",
+        include_str!("../../../../deploy/kubernetes/crds/store/weftrecords.yaml"),
+    ),
+    (
         "crds/store/rbac.yaml",
         include_str!("../../../../deploy/kubernetes/crds/store/rbac.yaml"),
     ),
+];
+/// The store's CRDs, to wait for.
+const STORE_CRDS: [&str; 6] = [
+    "crd/weftstores.weft.dev",
+    "crd/ippools.weft.dev",
+    "crd/ipamblocks.weft.dev",
+    "crd/weftnodes.weft.dev",
+    "crd/securityidentities.weft.dev",
+    "crd/weftrecords.weft.dev",
 ];
 /// Long enough for any lab's life; the API server may cap it.
 const TOKEN_DURATION: &str = "720h";
@@ -63,15 +92,12 @@ impl Lab {
                 );
             }
         }
-        let out = self.kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "crd/weftstores.weft.dev",
-            "--timeout=60s",
-        ])?;
+        let mut wait = vec!["wait", "--for=condition=established", "--timeout=60s"];
+        wait.extend(STORE_CRDS);
+        let out = self.kubectl(&wait)?;
         if !out.status.success() {
             bail!(
-                "the WeftStore CRD is not served: {}",
+                "the store's CRDs are not served: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }

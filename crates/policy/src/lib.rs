@@ -24,6 +24,7 @@ pub mod identity;
 pub mod lookup;
 pub mod mapkey;
 pub mod model;
+mod peers;
 pub mod plan;
 pub mod ports;
 pub mod preview;
@@ -31,6 +32,13 @@ pub mod rules;
 pub mod selector;
 pub mod tiers;
 pub mod verdict;
+
+// The unit tests share generators with the integration tests, which name
+// this crate.
+#[cfg(test)]
+extern crate self as weft_policy;
+#[cfg(test)]
+mod peers_tests;
 
 pub use audit::{evaluate_audit, Audited, Outcome};
 pub use cluster::{

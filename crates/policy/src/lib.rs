@@ -60,7 +60,7 @@ pub use model::{
 };
 pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
-pub use rules::RuleIds;
+pub use rules::{RuleIds, SavedRuleIds};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use tiers::{evaluate_all, TierOutcome};
 pub use verdict::{Action, AllowedBy, ClusterRuleRef, DirectionVerdict, RuleRef, Verdict};

@@ -298,7 +298,10 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
             .into_iter()
             .map(|l| (l.pod, l.id))
             .collect();
-        let changed = now != seen || last_local.as_ref() != Some(&local) || force;
+        let changed = now != seen
+            || last_local.as_ref() != Some(&local)
+            || force
+            || run.lock().collection_due();
         seen = now;
         if !changed || !synced(&run.view) {
             continue;

@@ -51,9 +51,7 @@ pub use compile::{
     EndpointRef, PolicySummary,
 };
 pub use evaluate::{evaluate, End};
-pub use identity::{
-    Collected, Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject,
-};
+pub use identity::{Collected, Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
 pub use lookup::{Explanation, Step};
 pub use mapkey::PolicyKey;
 pub use model::{

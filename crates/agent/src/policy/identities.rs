@@ -411,7 +411,11 @@ mod tests {
         assert_eq!(a.collect(&in_use, at(59)).unwrap().released, 0);
         assert_eq!(records(&*store).get(&db.0), Some(&pod("db")));
         let mut b = StoreAllocator::new(store.clone()).with_grace(Duration::from_secs(60));
-        assert_eq!(b.allocate(&pod("db")).unwrap(), db, "revived by its allocator");
+        assert_eq!(
+            b.allocate(&pod("db")).unwrap(),
+            db,
+            "revived by its allocator"
+        );
         let both: BTreeMap<Identity, IdentityKey> = [(web, pod("web")), (db, pod("db"))].into();
         assert_eq!(a.collect(&both, at(120)).unwrap(), Collected::default());
         // unused again: marked, then gone after the whole grace period
@@ -419,12 +423,18 @@ mod tests {
         assert_eq!(a.collect(&in_use, at(259)).unwrap().released, 0);
         assert_eq!(a.collect(&in_use, at(260)).unwrap().released, 1);
         assert_eq!(records(&*store), [(web.0, pod("web"))].into());
-        assert!(store.get(&format!("{PREFIX}ids/{}", db.0)).unwrap().is_none());
+        assert!(store
+            .get(&format!("{PREFIX}ids/{}", db.0))
+            .unwrap()
+            .is_none());
         // the pass forgot it in its cache too: a new pod with those labels
         // gets a new number, on every node
         let again = a.allocate(&pod("db")).unwrap();
         assert!(again.0 > db.0 && again.0 > web.0, "{again} after {db}");
-        assert_eq!(StoreAllocator::new(store).allocate(&pod("db")).unwrap(), again);
+        assert_eq!(
+            StoreAllocator::new(store).allocate(&pod("db")).unwrap(),
+            again
+        );
     }
 
     #[test]

@@ -133,8 +133,12 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     flows::start(&agent, cfg.flow_buffer, provider);
     if policy.enforces() {
         let node = agent.facts().node.clone();
+        // rule ids as the previous weftd numbered them (pinned maps and
+        // counters carry them)
+        let rule_ids = cfg.state_dir.join(policy::rule_ids::FILE);
+        agent.policy().set_rule_ids_file(rule_ids.clone());
         agent.policy().set_opener(Box::new(move || {
-            match linux.policy_maps(&node, weft_policy::RuleIds::new()) {
+            match linux.policy_maps(&node, policy::rule_ids::load(&rule_ids)) {
                 Ok(Some(m)) => Ok(Box::new(m) as Box<dyn weft_datapath::policy::PolicyMaps>),
                 Ok(None) => {
                     Err("the eBPF programs are not running (see the fast path's status)".into())

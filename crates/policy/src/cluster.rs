@@ -327,6 +327,7 @@ impl ClusterPeer {
     /// Whether the peer names the addresses of identity `key` (the
     /// compiler's reading: pods by their labels, nodes as host or remote
     /// node, networks by the CIDR piece, as `ipBlock` is read).
+    #[cfg(test)]
     pub(crate) fn selects_identity(&self, key: &crate::identity::IdentityKey) -> bool {
         use crate::identity::Subject;
         match (self, &key.subject) {

@@ -366,10 +366,16 @@ fn cidr_pieces(
     out
 }
 
+/// The longest piece containing `addr`: one lookup per prefix length,
+/// longest first (scanning every piece made N pods x N pieces).
 pub(crate) fn piece_of(pieces: &BTreeSet<IpNet>, addr: IpAddr) -> Option<IpNet> {
-    pieces
-        .iter()
-        .filter(|p| p.contains(&addr))
-        .max_by_key(|p| p.prefix_len())
-        .copied()
+    let longest = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    (0..=longest).rev().find_map(|len| {
+        crate::peers::work::tick(1);
+        let net = IpNet::new(addr, len).ok()?.trunc();
+        pieces.contains(&net).then_some(net)
+    })
 }

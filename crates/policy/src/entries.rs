@@ -16,7 +16,8 @@ use crate::compile::EndpointPolicy;
 use crate::flatten::{flatten, Raw};
 use crate::identity::{Identity, IdentityKey, Subject};
 use crate::mapkey::PolicyKey;
-use crate::model::{Direction, NetworkPolicy, Peer, PortRef, Protocol, Rule, Workload};
+use crate::model::{Direction, NetworkPolicy, PortRef, Protocol, Rule, Workload};
+use crate::peers::PeerIndex;
 use crate::ports::{range_prefixes, PortPrefix};
 use crate::verdict::{AllowedBy, ClusterRuleRef, RuleRef};
 
@@ -57,6 +58,7 @@ pub(crate) struct Context<'a> {
     selector_ok: Vec<bool>,
     by_namespace: HashMap<&'a str, Vec<usize>>,
     identities: &'a BTreeMap<Identity, IdentityKey>,
+    index: PeerIndex<'a>,
     peers: HashMap<(Owner, Direction, usize), Peers>,
 }
 
@@ -91,6 +93,7 @@ impl<'a> Context<'a> {
                 .collect(),
             by_namespace,
             identities,
+            index: PeerIndex::new(identities),
             peers: HashMap::new(),
         }
     }
@@ -104,47 +107,43 @@ impl<'a> Context<'a> {
             return (out, selected);
         }
         let mut raw = Raw::new();
-        let in_namespace = self
+        // The namespace's policies that select the subject in some
+        // direction, each selector matched once. An invalid podSelector
+        // selects the whole namespace: such a policy can only close (see
+        // evaluate.rs).
+        let selecting_any: Vec<usize> = self
             .by_namespace
             .get(subject.namespace.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let cluster: Vec<usize> = (0..self.cluster.len())
-            .filter(|&i| self.cluster[i].selects(subject))
-            .collect();
-        // Audit is per endpoint (one flag in the programs): see audit.rs.
-        let in_namespace = {
-            let selects = |i: usize| {
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| {
                 let p = &self.policies[i];
                 [Direction::Ingress, Direction::Egress]
                     .into_iter()
                     .any(|d| p.affects(d))
                     && (!self.selector_ok[i] || p.pod_selector.matches(&subject.labels))
-            };
-            let enforced = in_namespace
-                .iter()
-                .any(|&i| !self.policies[i].audit && selects(i))
+            })
+            .collect();
+        let cluster: Vec<usize> = (0..self.cluster.len())
+            .filter(|&i| self.cluster[i].selects(subject))
+            .collect();
+        // Audit is per endpoint (one flag in the programs): see audit.rs.
+        let selecting_any = {
+            let enforced = selecting_any.iter().any(|&i| !self.policies[i].audit)
                 || cluster
                     .iter()
                     .any(|&c| audit::cluster_applies(&self.cluster[c]));
             if !enforced {
-                out.audit = in_namespace
-                    .iter()
-                    .any(|&i| self.policies[i].audit && selects(i));
+                out.audit = selecting_any.iter().any(|&i| self.policies[i].audit);
             }
-            audit::effective(in_namespace, enforced, |i| self.policies[i].audit)
+            audit::effective(selecting_any, enforced, |i| self.policies[i].audit)
         };
         for dir in [Direction::Ingress, Direction::Egress] {
-            let selecting: Vec<usize> = in_namespace
+            let selecting: Vec<usize> = selecting_any
                 .iter()
                 .copied()
-                .filter(|&i| {
-                    let p = &self.policies[i];
-                    // An invalid podSelector selects the whole namespace:
-                    // such a policy can only close (see evaluate.rs).
-                    p.affects(dir)
-                        && (!self.selector_ok[i] || p.pod_selector.matches(&subject.labels))
-                })
+                .filter(|&i| self.policies[i].affects(dir))
                 .collect();
             let isolated_by = selecting
                 .iter()
@@ -168,14 +167,12 @@ impl<'a> Context<'a> {
                 Direction::Egress => out.egress_isolated_by = Some(first),
             }
             if dir == Direction::Ingress {
-                for (id, key) in self.identities {
-                    if key.subject == Subject::Host {
-                        add(
-                            &mut raw,
-                            PolicyKey::all_protocols(*id, dir),
-                            AllowedBy::LocalNode,
-                        );
-                    }
+                for id in &self.index.hosts {
+                    add(
+                        &mut raw,
+                        PolicyKey::all_protocols(*id, dir),
+                        AllowedBy::LocalNode,
+                    );
                 }
             }
             selected
@@ -191,10 +188,11 @@ impl<'a> Context<'a> {
                         index,
                     });
                     let identities = self.identities;
+                    let peer_index = &self.index;
                     let peers = self
                         .peers
                         .entry((Owner::Net(i), dir, index))
-                        .or_insert_with(|| select_peers(policy, rule, identities));
+                        .or_insert_with(|| select_peers(policy, rule, peer_index));
                     let specs = np_ports(rule);
                     emit(&mut raw, dir, peers, &specs, identities, subject, &by);
                 }
@@ -231,19 +229,16 @@ impl<'a> Context<'a> {
                     &reason(ClusterAction::Deny),
                 ),
                 Effective::Rule(rule) => {
+                    let peer_index = &self.index;
                     let peers = self
                         .peers
                         .entry((Owner::Cluster(c), dir, index))
                         .or_insert_with(|| {
-                            Peers::Some(
-                                identities
-                                    .iter()
-                                    .filter(|(_, k)| {
-                                        rule.peers.iter().any(|p| p.selects_identity(k))
-                                    })
-                                    .map(|(id, _)| *id)
-                                    .collect(),
-                            )
+                            let mut ids = BTreeSet::new();
+                            for p in &rule.peers {
+                                peer_index.cluster_peer(p, &mut ids);
+                            }
+                            Peers::Some(ids)
                         });
                     let specs = cluster_ports(&rule.protocols);
                     let by = reason(rule.action);
@@ -302,20 +297,16 @@ fn cluster_ports(ports: &[ClusterPort]) -> Vec<PortSpec> {
     out
 }
 
-fn select_peers(
-    policy: &NetworkPolicy,
-    rule: &Rule,
-    identities: &BTreeMap<Identity, IdentityKey>,
-) -> Peers {
+fn select_peers(policy: &NetworkPolicy, rule: &Rule, index: &PeerIndex) -> Peers {
     match rule.peers.as_deref() {
         None | Some([]) => Peers::Any,
-        Some(list) => Peers::Some(
-            identities
-                .iter()
-                .filter(|(_, key)| list.iter().any(|peer| peer_selects(policy, peer, key)))
-                .map(|(id, _)| *id)
-                .collect(),
-        ),
+        Some(list) => {
+            let mut ids = BTreeSet::new();
+            for peer in list {
+                index.network_peer(policy, peer, &mut ids);
+            }
+            Peers::Some(ids)
+        }
     }
 }
 
@@ -400,33 +391,4 @@ fn peer_ids(peers: &Peers) -> Vec<Identity> {
 
 fn add(raw: &mut Raw, key: PolicyKey, by: AllowedBy) {
     raw.entry(key).or_default().insert(by);
-}
-
-/// Whether a peer of `policy` names the addresses of identity `key`.
-fn peer_selects(policy: &NetworkPolicy, peer: &Peer, key: &IdentityKey) -> bool {
-    if let Some(block) = &peer.ip_block {
-        // The piece is the longest named prefix around the address, so it
-        // lies inside the cidr (outside every except) iff the address does.
-        return key.cidr.is_some_and(|piece| {
-            block.cidr.contains(&piece) && !block.except.iter().any(|e| e.contains(&piece))
-        });
-    }
-    let Subject::Pod {
-        namespace,
-        labels,
-        namespace_labels,
-        ..
-    } = &key.subject
-    else {
-        return false;
-    };
-    let namespace_ok = match &peer.namespace_selector {
-        None => *namespace == policy.namespace,
-        Some(sel) => sel.matches(namespace_labels),
-    };
-    namespace_ok
-        && peer
-            .pod_selector
-            .as_ref()
-            .is_none_or(|sel| sel.matches(labels))
 }

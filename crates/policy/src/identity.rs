@@ -124,6 +124,30 @@ impl fmt::Display for IdentityKey {
 pub trait IdentityAllocator {
     /// The identity of `key`, the same on every call.
     fn allocate(&mut self, key: &IdentityKey) -> Result<Identity, PolicyError>;
+
+    /// Garbage collection: `in_use` is every identity a compile of the
+    /// whole cluster gave (nothing else is used); identities not in it are
+    /// released once they have stayed unused for the allocator's grace
+    /// period, so a pod restarting with the same labels keeps its number.
+    /// The default keeps everything.
+    fn collect(
+        &mut self,
+        _in_use: &BTreeMap<Identity, IdentityKey>,
+        _now: std::time::SystemTime,
+    ) -> Result<Collected, PolicyError> {
+        Ok(Collected::default())
+    }
+}
+
+/// What one garbage collection pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Newly marked unused (their grace period starts).
+    pub marked: usize,
+    /// Marked before, in use again: unmarked.
+    pub revived: usize,
+    /// Unused for the whole grace period: gone.
+    pub released: usize,
 }
 
 /// Numbers from [`Identity::FIRST_ALLOCATED`] up, never reused.

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod lookup;
 pub mod mapkey;
 pub mod model;
+mod peers;
 pub mod plan;
 pub mod ports;
 pub mod preview;
@@ -31,6 +32,13 @@ pub mod rules;
 pub mod selector;
 pub mod tiers;
 pub mod verdict;
+
+// The unit tests share generators with the integration tests, which name
+// this crate.
+#[cfg(test)]
+extern crate self as weft_policy;
+#[cfg(test)]
+mod peers_tests;
 
 pub use audit::{evaluate_audit, Audited, Outcome};
 pub use cluster::{
@@ -43,7 +51,7 @@ pub use compile::{
     EndpointRef, PolicySummary,
 };
 pub use evaluate::{evaluate, End};
-pub use identity::{Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
+pub use identity::{Collected, Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
 pub use lookup::{Explanation, Step};
 pub use mapkey::PolicyKey;
 pub use model::{
@@ -52,7 +60,7 @@ pub use model::{
 };
 pub use plan::{apply, plan, MapOp};
 pub use ports::{range_prefixes, PortPrefix};
-pub use rules::RuleIds;
+pub use rules::{RuleIds, SavedRuleIds};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use tiers::{evaluate_all, TierOutcome};
 pub use verdict::{Action, AllowedBy, ClusterRuleRef, DirectionVerdict, RuleRef, Verdict};

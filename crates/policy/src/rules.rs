@@ -8,7 +8,18 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::verdict::AllowedBy;
+
+/// What an agent saves of its [`RuleIds`] across restarts (pinned maps
+/// and per-rule counters keep the ids the previous process wrote).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRuleIds {
+    /// The next id to hand out (ids below it are never handed out again).
+    pub next: u32,
+    pub ids: Vec<(u32, AllowedBy)>,
+}
 
 /// Hands out rule ids; the agent keeps one for its lifetime.
 #[derive(Debug, Clone)]
@@ -61,6 +72,46 @@ impl RuleIds {
         self.by_id.retain(|_, r| by_reason.contains_key(r));
     }
 
+    /// Changes whenever an id is handed out or forgotten (to save only
+    /// then).
+    pub fn version(&self) -> (u32, usize) {
+        (self.next, self.by_id.len())
+    }
+
+    /// The table to save.
+    pub fn save(&self) -> SavedRuleIds {
+        SavedRuleIds {
+            next: self.next,
+            ids: self
+                .by_id
+                .iter()
+                .filter(|(id, _)| **id != 0)
+                .map(|(id, r)| (*id, r.clone()))
+                .collect(),
+        }
+    }
+
+    /// The table a previous process saved: every id keeps its reason and
+    /// no id it handed out is handed out again. An entry that contradicts
+    /// another (one id or one reason twice, id 0, an id at or past `next`)
+    /// is dropped, so a damaged file costs counters, never a wrong name.
+    pub fn restore(saved: SavedRuleIds) -> Self {
+        let mut ids = RuleIds::new();
+        ids.next = saved.next.max(1);
+        for (id, reason) in saved.ids {
+            if id == 0
+                || id >= ids.next
+                || ids.by_id.contains_key(&id)
+                || ids.by_reason.contains_key(&reason)
+            {
+                continue;
+            }
+            ids.by_reason.insert(reason.clone(), id);
+            ids.by_id.insert(id, reason);
+        }
+        ids
+    }
+
     /// The value bytes of an entry allowed by `reason`.
     pub fn value(&mut self, reason: &AllowedBy) -> [u8; 4] {
         self.id(reason).to_ne_bytes()
@@ -82,6 +133,41 @@ mod tests {
             direction: Direction::Ingress,
             index,
         })
+    }
+
+    #[test]
+    fn a_saved_table_restores_every_id_and_the_counter() {
+        let mut ids = RuleIds::new();
+        let a0 = ids.id(&rule("a", 0));
+        let a1 = ids.id(&rule("a", 1));
+        ids.retain(|r| *r != rule("a", 0));
+        let saved = ids.save();
+        let json = serde_json::to_string(&saved).unwrap();
+        let mut back = RuleIds::restore(serde_json::from_str(&json).unwrap());
+        assert_eq!(back.save(), saved);
+        assert_eq!(back.reason(a1), Some(&rule("a", 1)));
+        assert_eq!(back.id(&rule("a", 1)), a1);
+        assert_eq!(back.id(&AllowedBy::LocalNode), 0);
+        assert!(
+            back.id(&rule("a", 0)) > a1,
+            "a forgotten id stays retired: {a0}"
+        );
+        // a damaged table: contradictions are dropped, never believed
+        let bad = SavedRuleIds {
+            next: 5,
+            ids: vec![
+                (0, rule("z", 0)),
+                (2, rule("b", 0)),
+                (2, rule("c", 0)),
+                (3, rule("b", 0)),
+                (9, rule("d", 0)),
+            ],
+        };
+        let mut r = RuleIds::restore(bad);
+        assert_eq!(r.reason(2), Some(&rule("b", 0)));
+        assert_eq!(r.reason(3), None);
+        assert_eq!(r.reason(9), None);
+        assert_eq!(r.id(&rule("d", 0)), 5);
     }
 
     #[test]

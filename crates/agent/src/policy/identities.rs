@@ -12,25 +12,49 @@
 //! move `next` on by compare-and-swap. Two nodes racing for one key: one
 //! commit wins, the other conflicts on `keys/…` and reads the winner's
 //! number. Racing for two keys: one conflicts on `next` and retries with
-//! the next number. Numbers are never reused (identities are not collected
-//! yet: a few bytes per distinct label set, see ARCHITECTURE.md).
+//! the next number. Numbers are never reused.
+//!
+//! Garbage collection ([`StoreAllocator::collect`], after a whole-cluster
+//! compile): a record no compile uses is marked with the time
+//! (`unused_since`), a marked one in use again is unmarked, and one marked
+//! for the whole grace period is deleted, by compare-and-swap on the
+//! revision that carried the mark. An allocator that finds a marked record
+//! unmarks it (compare-and-swap too) before using its number, so a racing
+//! delete and a revival cannot both succeed: whichever commits first wins
+//! and the other retries (the allocator then makes a new number). The cache
+//! forgets keys a pass found unused, so a released key is read again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use weft_policy::{Identity, IdentityAllocator, IdentityKey, PolicyError};
-use weft_store::{Store, TxnOp};
+use weft_policy::{Collected, Identity, IdentityAllocator, IdentityKey, PolicyError};
+use weft_store::{KeyValue, Store, TxnOp};
 
 pub const PREFIX: &str = "/weft/identities/v1/";
 /// Conflicts on `next` before giving up this round (each one means another
 /// node allocated meanwhile: progress is being made).
 const MAX_TRIES: usize = 64;
+/// How long an identity stays unused before it is released (a pod
+/// restarting with the same labels keeps its number meanwhile, and every
+/// node's compile has long caught up with the API).
+pub const GRACE: Duration = Duration::from_secs(300);
 
 #[derive(Serialize, Deserialize)]
 struct Record {
     id: u32,
     key: IdentityKey,
+    /// Seconds since the epoch when a collection pass first found it
+    /// unused (`None`: in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unused_since: Option<u64>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The store-backed allocator with a cache of what it has seen (a key's
@@ -38,6 +62,7 @@ struct Record {
 pub struct StoreAllocator {
     store: Arc<dyn Store>,
     cache: BTreeMap<IdentityKey, Identity>,
+    grace: Duration,
 }
 
 fn digest(key: &IdentityKey) -> Result<String, PolicyError> {
@@ -55,7 +80,14 @@ impl StoreAllocator {
         StoreAllocator {
             store,
             cache: BTreeMap::new(),
+            grace: GRACE,
         }
+    }
+
+    /// With another grace period (tests).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// Identities in the cache (allocated or looked up by this node).
@@ -67,7 +99,7 @@ impl StoreAllocator {
         self.cache.is_empty()
     }
 
-    fn decode(&self, value: &[u8], key: &IdentityKey) -> Result<Identity, PolicyError> {
+    fn decode(&self, value: &[u8], key: &IdentityKey) -> Result<Record, PolicyError> {
         let r: Record = serde_json::from_slice(value).map_err(|e| {
             store_err(format!(
                 "unreadable identity record ({e}); remove {PREFIX} keys/… for it"
@@ -79,7 +111,25 @@ impl StoreAllocator {
                 r.id, r.key
             )));
         }
-        Ok(Identity(r.id))
+        Ok(r)
+    }
+
+    /// The number of an existing record, unmarked first if a collection
+    /// pass marked it (`None`: the record changed or went meanwhile, read
+    /// again).
+    fn take(&self, kv: &KeyValue, key: &IdentityKey) -> Result<Option<Identity>, PolicyError> {
+        let mut r = self.decode(&kv.value, key)?;
+        if r.unused_since.is_none() {
+            return Ok(Some(Identity(r.id)));
+        }
+        r.unused_since = None;
+        let bytes = serde_json::to_vec(&r).map_err(store_err)?;
+        Ok(self
+            .store
+            .update(&kv.key, &bytes, kv.mod_revision)
+            .map_err(store_err)?
+            .ok()
+            .map(|_| Identity(r.id)))
     }
 
     fn lookup_or_create(&self, key: &IdentityKey) -> Result<Identity, PolicyError> {
@@ -87,7 +137,10 @@ impl StoreAllocator {
         let next_key = format!("{PREFIX}next");
         for _ in 0..MAX_TRIES {
             if let Some(kv) = self.store.get(&at).map_err(store_err)? {
-                return self.decode(&kv.value, key);
+                match self.take(&kv, key)? {
+                    Some(id) => return Ok(id),
+                    None => continue,
+                }
             }
             let next = self.store.get(&next_key).map_err(store_err)?;
             let (n, expected) = match &next {
@@ -106,6 +159,7 @@ impl StoreAllocator {
             let record = serde_json::to_vec(&Record {
                 id: n,
                 key: key.clone(),
+                unused_since: None,
             })
             .map_err(store_err)?;
             let after = after.to_string();
@@ -140,7 +194,9 @@ impl StoreAllocator {
                 // someone else gave this key its number: take theirs
                 Err(c) if c.index == 0 => {
                     if let Some(kv) = c.current {
-                        return self.decode(&kv.value, key);
+                        if let Some(id) = self.take(&kv, key)? {
+                            return Ok(id);
+                        }
                     }
                 }
                 // the number or the counter moved: another node allocated
@@ -164,6 +220,76 @@ impl IdentityAllocator for StoreAllocator {
         let id = self.lookup_or_create(key)?;
         self.cache.insert(key.clone(), id);
         Ok(id)
+    }
+
+    fn collect(
+        &mut self,
+        in_use: &BTreeMap<Identity, IdentityKey>,
+        now: SystemTime,
+    ) -> Result<Collected, PolicyError> {
+        // a key this pass finds unused is read from the store next time
+        self.cache.retain(|k, id| in_use.get(id) == Some(k));
+        let listing = self
+            .store
+            .list(&format!("{PREFIX}keys/"))
+            .map_err(store_err)?;
+        let mut done = Collected::default();
+        for kv in &listing.kvs {
+            let Ok(mut r) = serde_json::from_slice::<Record>(&kv.value) else {
+                tracing::warn!(key = %kv.key, "unreadable identity record left alone; remove it if nothing uses it");
+                continue;
+            };
+            let used = in_use.get(&Identity(r.id)) == Some(&r.key);
+            match (used, r.unused_since) {
+                (true, None) => {}
+                (true, Some(_)) | (false, None) => {
+                    r.unused_since = (!used).then(|| secs(now));
+                    let bytes = serde_json::to_vec(&r).map_err(store_err)?;
+                    // a conflict: another node or allocator got there first
+                    if self
+                        .store
+                        .update(&kv.key, &bytes, kv.mod_revision)
+                        .map_err(store_err)?
+                        .is_ok()
+                    {
+                        if used {
+                            done.revived += 1;
+                        } else {
+                            done.marked += 1;
+                        }
+                    }
+                }
+                (false, Some(since)) => {
+                    if secs(now).saturating_sub(since) < self.grace.as_secs() {
+                        continue;
+                    }
+                    if self.release(kv, r.id)? {
+                        done.released += 1;
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl StoreAllocator {
+    /// Deletes the record `kv` (and its number's) if it still carries the
+    /// revision the pass saw marked: an allocator that unmarked it since
+    /// makes the delete fail.
+    fn release(&self, kv: &KeyValue, id: u32) -> Result<bool, PolicyError> {
+        let id_key = format!("{PREFIX}ids/{id}");
+        let ops = [
+            TxnOp::Delete {
+                key: &kv.key,
+                expected: Some(kv.mod_revision),
+            },
+            TxnOp::Delete {
+                key: &id_key,
+                expected: None,
+            },
+        ];
+        Ok(self.store.commit(&ops).map_err(store_err)?.is_ok())
     }
 }
 
@@ -246,10 +372,207 @@ mod tests {
         let forged = serde_json::to_vec(&Record {
             id: 999,
             key: pod("web"),
+            unused_since: None,
         })
         .unwrap();
         store.create(&at, &forged, None).unwrap().unwrap();
         let err = StoreAllocator::new(store).allocate(&pod("db")).unwrap_err();
         assert!(err.to_string().contains("another key"), "{err}");
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    fn records(store: &dyn Store) -> BTreeMap<u32, IdentityKey> {
+        store
+            .list(&format!("{PREFIX}keys/"))
+            .unwrap()
+            .kvs
+            .iter()
+            .map(|kv| {
+                let r: Record = serde_json::from_slice(&kv.value).unwrap();
+                (r.id, r.key)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unused_identity_goes_after_the_grace_period_and_its_number_never_returns() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let mut a = StoreAllocator::new(store.clone()).with_grace(Duration::from_secs(60));
+        let web = a.allocate(&pod("web")).unwrap();
+        let db = a.allocate(&pod("db")).unwrap();
+        let in_use: BTreeMap<Identity, IdentityKey> = [(web, pod("web"))].into();
+        let c = a.collect(&in_use, at(0)).unwrap();
+        assert_eq!((c.marked, c.released), (1, 0));
+        // within the grace period: still there, and a returning pod keeps
+        // its number
+        assert_eq!(a.collect(&in_use, at(59)).unwrap().released, 0);
+        assert_eq!(records(&*store).get(&db.0), Some(&pod("db")));
+        let mut b = StoreAllocator::new(store.clone()).with_grace(Duration::from_secs(60));
+        assert_eq!(
+            b.allocate(&pod("db")).unwrap(),
+            db,
+            "revived by its allocator"
+        );
+        let both: BTreeMap<Identity, IdentityKey> = [(web, pod("web")), (db, pod("db"))].into();
+        assert_eq!(a.collect(&both, at(120)).unwrap(), Collected::default());
+        // unused again: marked, then gone after the whole grace period
+        assert_eq!(a.collect(&in_use, at(200)).unwrap().marked, 1);
+        assert_eq!(a.collect(&in_use, at(259)).unwrap().released, 0);
+        assert_eq!(a.collect(&in_use, at(260)).unwrap().released, 1);
+        assert_eq!(records(&*store), [(web.0, pod("web"))].into());
+        assert!(store
+            .get(&format!("{PREFIX}ids/{}", db.0))
+            .unwrap()
+            .is_none());
+        // the pass forgot it in its cache too: a new pod with those labels
+        // gets a new number, on every node
+        let again = a.allocate(&pod("db")).unwrap();
+        assert!(again.0 > db.0 && again.0 > web.0, "{again} after {db}");
+        assert_eq!(
+            StoreAllocator::new(store).allocate(&pod("db")).unwrap(),
+            again
+        );
+    }
+
+    #[test]
+    fn a_release_racing_a_revival_loses_to_it() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let mut gc = StoreAllocator::new(store.clone()).with_grace(Duration::ZERO);
+        let web = gc.allocate(&pod("web")).unwrap();
+        gc.collect(&BTreeMap::new(), at(0)).unwrap();
+        // the pass has read the marked record ...
+        let seen = store
+            .get(&format!("{PREFIX}keys/{}", digest(&pod("web")).unwrap()))
+            .unwrap()
+            .unwrap();
+        // ... another node's allocator takes the number meanwhile ...
+        let mut other = StoreAllocator::new(store.clone());
+        assert_eq!(other.allocate(&pod("web")).unwrap(), web);
+        // ... so the release, conditional on the marked revision, fails
+        assert!(!gc.release(&seen, web.0).unwrap());
+        assert_eq!(records(&*store).get(&web.0), Some(&pod("web")));
+        // the other way round: released first, the revival retries and
+        // makes a new number
+        gc.collect(&BTreeMap::new(), at(1)).unwrap();
+        let marked = store
+            .get(&format!("{PREFIX}keys/{}", digest(&pod("web")).unwrap()))
+            .unwrap()
+            .unwrap();
+        assert!(gc.release(&marked, web.0).unwrap());
+        assert!(other.take(&marked, &pod("web")).unwrap().is_none());
+        let fresh = StoreAllocator::new(store).allocate(&pod("web")).unwrap();
+        assert!(fresh.0 > web.0);
+    }
+
+    /// Two allocators and one collector on one store (any backend: the
+    /// store conformance style), racing: the collector sees the keys in
+    /// use change under it and releases with no grace to speak of.
+    /// Never does a number name two keys, a key in use lose its record,
+    /// or two allocators disagree.
+    pub(crate) fn two_allocators_and_a_collector(store: Arc<dyn Store>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Mutex;
+        let keys: Vec<IdentityKey> = (0..16).map(|i| pod(&format!("app{i}"))).collect();
+        // what the cluster's pods use right now (the collector's view)
+        let used: Arc<Mutex<BTreeMap<IdentityKey, usize>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let collector = {
+            let (store, used, stop) = (store.clone(), used.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut gc = StoreAllocator::new(store.clone()).with_grace(Duration::from_secs(2));
+                let (mut total, mut t) = (Collected::default(), 0);
+                // after the nodes stop: a few passes with nothing in use
+                let mut after = 0;
+                while after < 4 && t < 5_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        after += 1;
+                    }
+                    // in use: the records of the keys pods use
+                    let in_use: BTreeMap<Identity, IdentityKey> = {
+                        let used = used.lock().unwrap();
+                        records(&*store)
+                            .into_iter()
+                            .filter(|(_, k)| used.contains_key(k))
+                            .map(|(n, k)| (Identity(n), k))
+                            .collect()
+                    };
+                    let c = gc.collect(&in_use, at(t)).unwrap();
+                    total.marked += c.marked;
+                    total.revived += c.revived;
+                    total.released += c.released;
+                    t += 1;
+                }
+                total
+            })
+        };
+        let node = |seed: usize| {
+            let (store, used, keys) = (store.clone(), used.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<(IdentityKey, Identity)> = Vec::new();
+                for round in 0..30 {
+                    // a fresh cache each round (a node's own pass would
+                    // empty it of what it stopped using)
+                    let mut a = StoreAllocator::new(store.clone());
+                    let mine: Vec<&IdentityKey> = keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !(i + round + seed).is_multiple_of(3))
+                        .map(|(_, k)| k)
+                        .collect();
+                    // the pods exist (the view has them) before the compile
+                    {
+                        let mut u = used.lock().unwrap();
+                        for k in &mine {
+                            *u.entry((*k).clone()).or_default() += 1;
+                        }
+                    }
+                    for k in &mine {
+                        let id = a.allocate(k).unwrap();
+                        seen.push(((*k).clone(), id));
+                    }
+                    // while in use, every record is there with its number
+                    let recs = records(&*store);
+                    for k in &mine {
+                        let id = a.allocate(k).unwrap();
+                        assert_eq!(recs.get(&id.0), Some(*k), "{k} lost {id} while in use");
+                    }
+                    let mut u = used.lock().unwrap();
+                    for k in &mine {
+                        let n = u.get_mut(*k).unwrap();
+                        *n -= 1;
+                        if *n == 0 {
+                            u.remove(*k);
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let (n1, n2) = (node(0), node(1));
+        let mut seen = n1.join().unwrap();
+        seen.extend(n2.join().unwrap());
+        stop.store(true, Ordering::SeqCst);
+        let total = collector.join().unwrap();
+        let mut owner: BTreeMap<Identity, IdentityKey> = BTreeMap::new();
+        for (k, id) in seen {
+            let o = owner.entry(id).or_insert_with(|| k.clone());
+            assert_eq!(*o, k, "number {id} given to two keys");
+        }
+        let (mut x, mut y) = (
+            StoreAllocator::new(store.clone()),
+            StoreAllocator::new(store),
+        );
+        for k in &keys {
+            assert_eq!(x.allocate(k).unwrap(), y.allocate(k).unwrap());
+        }
+        assert!(total.marked > 0 && total.released > 0, "{total:?}");
+    }
+
+    #[test]
+    fn two_allocators_and_a_collector_on_the_embedded_store() {
+        two_allocators_and_a_collector(Arc::new(EmbeddedStore::in_memory()));
     }
 }

@@ -15,8 +15,10 @@ pub mod matrix;
 pub mod preview;
 pub mod reconcile;
 mod rule_book;
+pub mod rule_ids;
 mod views;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,8 @@ pub struct Link {
     store: OnceLock<Arc<dyn Store>>,
     opener: Mutex<Option<Opener>>,
     off: Mutex<String>,
+    /// Where the rule id table is saved (set at build; none in tests).
+    rule_ids_file: OnceLock<PathBuf>,
 }
 
 /// Opens the data path's policy maps (set at build, where the data path is
@@ -59,11 +63,18 @@ pub struct Running {
     view: View,
     rec: Mutex<Reconciler<DynMaps>>,
     reason: String,
+    rule_ids: Mutex<rule_ids::Saver>,
 }
 
 impl Link {
     pub fn set_store(&self, store: Arc<dyn Store>) {
         let _ = self.store.set(store);
+    }
+
+    /// Saves the rule id table at `path` after every round that changed
+    /// it (the opener loads it: see [`rule_ids::load`]).
+    pub fn set_rule_ids_file(&self, path: PathBuf) {
+        let _ = self.rule_ids_file.set(path);
     }
 
     pub fn set_opener(&self, opener: Opener) {
@@ -113,7 +124,7 @@ impl Link {
             name: ep.pod.name.clone(),
         };
         let mut rec = run.lock();
-        let res = round(&mut rec, &run.view, agent, Some(&pod));
+        let res = round(run, &mut rec, agent, Some(&pod));
         if !rec.holds(&pod) {
             return Err(format!(
                 "the pod's network policy could not be written ({}); retry the ADD",
@@ -177,13 +188,19 @@ fn local_endpoints(agent: &Agent) -> Vec<LocalEndpoint> {
 }
 
 fn round(
+    run: &Running,
     rec: &mut Reconciler<DynMaps>,
-    view: &View,
     agent: &Agent,
     admitting: Option<&EndpointRef>,
 ) -> Result<usize, String> {
-    let snap = snapshot(view);
+    let snap = snapshot(&run.view);
     let res = rec.round(snap.as_ref(), &local_endpoints(agent), admitting);
+    // the ids the maps now carry, for the next weftd (also after a failed
+    // round: some writes may have gone through)
+    run.rule_ids
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .save(rec.maps().rule_ids());
     match &res {
         Ok(n) if *n > 0 => tracing::debug!(writes = n, "policy maps updated"),
         Ok(_) => {}
@@ -255,6 +272,7 @@ pub fn start(mode: PolicyMode, agent: &Arc<Agent>) -> anyhow::Result<()> {
         view,
         rec: Mutex::new(rec),
         reason,
+        rule_ids: Mutex::new(rule_ids::Saver::new(link.rule_ids_file.get().cloned())),
     });
     let _ = link.running.set(run.clone());
     // flow events and metrics name the rule behind the programs' rule ids
@@ -281,14 +299,17 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
             .into_iter()
             .map(|l| (l.pod, l.id))
             .collect();
-        let changed = now != seen || last_local.as_ref() != Some(&local) || force;
+        let changed = now != seen
+            || last_local.as_ref() != Some(&local)
+            || force
+            || run.lock().collection_due();
         seen = now;
         if !changed || !synced(&run.view) {
             continue;
         }
         last_local = Some(local);
         let mut rec = run.lock();
-        force = round(&mut rec, &run.view, agent, None).is_err();
+        force = round(run, &mut rec, agent, None).is_err();
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use weft_datapath::policy::{PolicyEndpoint, PolicyMaps};
 use weft_datapath::DatapathError;
@@ -110,10 +110,16 @@ impl PolicyMaps for DynMaps {
     }
 }
 
+/// Identity garbage collection runs after a whole-cluster compile at most
+/// this often (the allocator's grace period decides when an identity goes).
+pub const GC_INTERVAL: Duration = Duration::from_secs(30);
+
 pub struct Reconciler<M: PolicyMaps> {
     node: String,
     maps: M,
     alloc: Box<dyn IdentityAllocator + Send>,
+    /// When identities were last collected.
+    last_gc: Option<Instant>,
     /// What the maps hold (this node's endpoints and ipcache), when
     /// `in_step`.
     applied: Compiled,
@@ -149,6 +155,7 @@ impl<M: PolicyMaps> Reconciler<M> {
             node,
             maps,
             alloc,
+            last_gc: None,
             applied: Compiled::default(),
             in_step: false,
             written_as: BTreeMap::new(),
@@ -168,6 +175,32 @@ impl<M: PolicyMaps> Reconciler<M> {
 
     pub fn compiled(&self) -> &Compiled {
         &self.full
+    }
+
+    /// Releases identities the last whole-cluster compile did not use
+    /// (see `identities.rs`), at most every [`GC_INTERVAL`]. A failure is
+    /// logged: the next pass retries, and nothing is released meanwhile.
+    fn collect_identities(&mut self) {
+        if self.last_gc.is_some_and(|t| t.elapsed() < GC_INTERVAL) {
+            return;
+        }
+        self.last_gc = Some(Instant::now());
+        match self.alloc.collect(&self.full.identities, SystemTime::now()) {
+            Ok(c) if c != Default::default() => tracing::info!(
+                marked = c.marked,
+                revived = c.revived,
+                released = c.released,
+                "identities collected"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "identity collection failed; retrying later"),
+        }
+    }
+
+    /// Whether a collection pass is due (the loop runs a round for it when
+    /// nothing else changes).
+    pub fn collection_due(&self) -> bool {
+        self.last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL)
     }
 
     /// Whether `pod`'s state is in the maps (compiled or fail-closed).
@@ -210,6 +243,10 @@ impl<M: PolicyMaps> Reconciler<M> {
                 }
                 let want = self.local_view(&full, &local);
                 self.full = full;
+                // not on a CNI ADD's path: a pass reads every record
+                if admitting.is_none() {
+                    self.collect_identities();
+                }
                 let lookup = |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&want, ep)));
                 let res = if self.in_step {
                     let ops = plan(&self.applied, &want);

@@ -15,6 +15,9 @@ use std::net::SocketAddr;
 use common::*;
 use sockets::{client_main, run_client, Cgroup, Outcome, Servers};
 use support::*;
+use weft_datapath::bpf::Loaded;
+use weft_datapath::fastpath::FastPath;
+use weft_datapath::flows::FlowSource;
 use weft_datapath::services::{
     AffinityClient, ServiceProgramOptions, ServicePrograms, ServiceTable,
 };
@@ -49,6 +52,12 @@ struct Lab {
 }
 
 fn lab(test: &str, algorithm: Algorithm) -> Lab {
+    lab_sharing(test, algorithm, None)
+}
+
+/// [`lab`] with the programs sharing `share`'s maps (weftd gives the fast
+/// path's, so flow events go to its ring).
+fn lab_sharing(test: &str, algorithm: Algorithm, share: Option<&Loaded>) -> Lab {
     let cli = Ns::new(test, "cli");
     let b1 = Ns::new(test, "b1");
     let b2 = Ns::new(test, "b2");
@@ -132,7 +141,11 @@ fn lab(test: &str, algorithm: Algorithm) -> Lab {
         slice("self", &[("10.250.1.2", NODE)], &ports),
         slice("web6", &both6, &ports),
     ];
-    let mut progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    let mut progs = ServicePrograms::load(&ServiceProgramOptions {
+        pin_dir: None,
+        share,
+    })
+    .unwrap();
     install(
         &progs,
         &[web, empty, sticky, me, web6],
@@ -205,6 +218,44 @@ fn socket_lb_tcp_reaches_both_backends_and_shows_the_cluster_ip_privileged() {
                 && u16::from_be(e.xlat_dport) == 8080));
         assert_eq!(st.sock_revnat, 40, "{tag}: one getpeername each");
     }
+}
+
+/// weftd loads the Service programs sharing the fast path's maps: a
+/// ClusterIP connect is reported TRANSLATED (the Service's address and
+/// port, the backend's) in the ring `weft observe` reads, the fast path's.
+#[test]
+fn socket_lb_translations_reach_the_fast_paths_flow_ring_privileged() {
+    need_root!("socket_lb_translations_reach_the_fast_paths_flow_ring_privileged");
+    let fp = FastPath::load(&["10.250.0.0/16".parse().unwrap()], 0, None).unwrap();
+    let lab = lab_sharing("sockflow", Algorithm::Random, Some(fp.shared_maps()));
+    let (names, _, errs) = tally(&lab.client("tcp 10.96.0.10:80 6"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(names.values().sum::<usize>(), 6);
+    let mut source = fp.flow_source().unwrap().expect("the fast path has a ring");
+    let mut events = Vec::new();
+    source.drain(1000, &mut events).unwrap();
+    let translated: Vec<_> = events
+        .iter()
+        .filter(|e| e.verdict == weft_bpf_abi::VERDICT_TRANSLATED)
+        .collect();
+    assert_eq!(translated.len(), 6, "one event per connect: {events:?}");
+    for e in translated {
+        assert_eq!(e.point, weft_bpf_abi::POINT_SOCKET);
+        assert_eq!(
+            (&e.dst[..4], u16::from_be(e.dport)),
+            (&[10, 96, 0, 10][..], 80),
+            "the Service"
+        );
+        let backend = (e.xlat_dst[..4].to_vec(), u16::from_be(e.xlat_dport));
+        assert!(
+            backend == (vec![10, 250, 1, 2], 8080) || backend == (vec![10, 250, 2, 2], 8080),
+            "the backend: {backend:?}"
+        );
+    }
+    assert!(
+        flow_events(&lab).is_empty(),
+        "the Service programs' ring is the fast path's, drained above"
+    );
 }
 
 #[test]

@@ -10,6 +10,11 @@
  *                connect fails with ECONNREFUSED (bpf_set_retval, as
  *                cilium's sock4_connect does), which is what a client of
  *                kube-proxy sees from its ICMP port unreachable / RST.
+ *                Backends, but none in the client's scope
+ *                (internalTrafficPolicy: Local, none on this node):
+ *                kube-proxy drops, the client times out; the socket keeps
+ *                the Service's address and weft_nodeport_out drops its
+ *                packets where they would leave the node.
  *   sendmsg4/6:  the same for each datagram of an unconnected UDP socket.
  *   recvmsg4/6, getpeername4/6: the backend's address shown back as the
  *                Service's, from the socket's reverse entry.
@@ -149,6 +154,11 @@ static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 		id = lb_select(&key, svc, lb_hash64(cookie), &client);
 	}
 	be = id ? bpf_map_lookup_elem(&weft_lb_backends, &id) : NULL;
+	if (!be && (svc->flags & WEFT_LB_DROP)) {
+		lb_count(WEFT_LB_STAT_SOCK_DROP);
+		sock_report(family, proto, orig.addr, orig.port, NULL);
+		return SYS_PROCEED;
+	}
 	if (!be || be->family != lb_family) {
 		lb_count(WEFT_LB_STAT_SOCK_REJECT);
 		sock_report(family, proto, orig.addr, orig.port, NULL);

@@ -289,6 +289,60 @@ fn socket_lb_refuses_a_service_without_endpoints_privileged() {
     assert_eq!(lab.progs.maps().counters().unwrap().sock_reject, 5);
 }
 
+/// internalTrafficPolicy Local, endpoints only elsewhere: not refused (a
+/// kube-proxy client is dropped and times out) but left untranslated, for
+/// the node's egress program to drop (`services_run.rs`); here the client
+/// netns has no route to the ClusterIP, so its connect fails on that.
+#[test]
+fn socket_lb_leaves_a_service_without_a_local_endpoint_untranslated_privileged() {
+    need_root!("socket_lb_leaves_a_service_without_a_local_endpoint_untranslated_privileged");
+    let cli = Ns::new("sockitp", "cli");
+    let mut far = service(
+        "far",
+        ServiceType::ClusterIP,
+        "10.96.0.20",
+        &[(Protocol::TCP, 80, None)],
+    );
+    far.internal_traffic_policy = weft_lb::TrafficPolicy::Local;
+    let progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    install(
+        &progs,
+        &[far],
+        &[slice(
+            "far",
+            &[("10.250.2.2", "node-b")],
+            &[(Protocol::TCP, 8080)],
+        )],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    let cg = Cgroup::new("sockitp");
+    let mut progs = progs;
+    progs.attach_cgroup(&cg.path).unwrap();
+    let out = run_client(&cli.path(), Some(&cg), "tcp 10.96.0.20:80 2");
+    const ENETUNREACH: i32 = 101;
+    assert_eq!(out, vec![Outcome::Err(ENETUNREACH); 2], "sent as asked");
+    let st = progs.maps().counters().unwrap();
+    assert_eq!((st.sock_drop, st.sock_reject, st.sock_xlate), (2, 0, 0));
+    let events: Vec<_> = {
+        let map = progs.map("weft_flows").unwrap();
+        let mut ring = weft_datapath::bpf::RingBuf::new(map).unwrap();
+        let mut out = Vec::new();
+        ring.drain(100, |b| {
+            out.extend(weft_datapath::bpf::from_bytes::<weft_bpf_abi::FlowEvent>(b));
+        });
+        out
+    };
+    assert!(
+        events
+            .iter()
+            .all(|e| e.verdict == weft_bpf_abi::VERDICT_DROPPED
+                && u32::from(e.drop_reason) == weft_bpf_abi::DROP_NO_BACKEND),
+        "{events:?}"
+    );
+    progs.detach().unwrap();
+}
+
 #[test]
 fn socket_lb_client_ip_affinity_holds_privileged() {
     need_root!("socket_lb_client_ip_affinity_holds_privileged");

@@ -135,3 +135,39 @@ pub fn icmp6_ok(f: &[u8]) -> bool {
     pseudo.extend([0, 0, 0, 58]);
     fold(sum16(msg, sum16(&pseudo, 0))) == 0
 }
+
+/// Ethernet + IPv4 + an ICMP error `(type, code)` from `from` to `to`
+/// quoting `quoted` (a frame of [`frame`], its IP packet whole), with the
+/// next-hop MTU field set (frag needed) and valid checksums.
+pub fn icmp4_error(from: &str, to: &str, type_: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let (from, to): (IpAddr, IpAddr) = (from.parse().unwrap(), to.parse().unwrap());
+    let mut msg = vec![type_, code, 0, 0, 0, 0, 0x05, 0x78];
+    msg.extend(&quoted[14..]);
+    let c = fold(sum16(&msg, 0));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut ip = vec![0x45, 0];
+    ip.extend(((20 + msg.len()) as u16).to_be_bytes());
+    ip.extend([0x56, 0x78, 0, 0, 64, 1, 0, 0]);
+    ip.extend(ip_bytes(from));
+    ip.extend(ip_bytes(to));
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend(msg);
+    f
+}
+
+/// An ICMP error frame's outer (source, destination), and the packet it
+/// quotes as a frame of its own (for [`addrs`] and [`checksums_ok`]).
+pub fn icmp4_parts(f: &[u8]) -> ((IpAddr, IpAddr), Vec<u8>) {
+    let (s, d, _, _) = l3(f);
+    let mut quoted = f[..14].to_vec();
+    quoted.extend(&f[42..]);
+    ((s, d), quoted)
+}
+
+/// Whether an ICMP error frame's outer IPv4 and ICMP checksums verify.
+pub fn icmp4_ok(f: &[u8]) -> bool {
+    sum_ok(&f[14..34]) && sum_ok(&f[34..])
+}

@@ -109,6 +109,14 @@ static __always_inline void sock_report(__u8 family, __u8 proto, const __u8 *dst
 	flow_report(&ev);
 }
 
+/* out = ::ffff:v4 (16 bytes; the rest of out must be zero). */
+static __always_inline void sock_map_v4(__u8 *out, const __u8 *v4)
+{
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, v4, 4);
+}
+
 /* Whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d). */
 static __always_inline int sock_v4_mapped(const __u8 *a)
 {
@@ -165,13 +173,10 @@ static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
-	if (lb_family == family) {
+	if (lb_family == family)
 		__builtin_memcpy(dst, be->addr, 16);
-	} else {
-		dst[10] = 0xff;
-		dst[11] = 0xff;
-		__builtin_memcpy(dst + 12, be->addr, 4);
-	}
+	else
+		sock_map_v4(dst, be->addr);
 	/* keyed as the socket will see its peer */
 	sk.cookie = cookie;
 	__builtin_memcpy(sk.addr, dst, 16);
@@ -204,9 +209,7 @@ static __always_inline int sock_revnat(struct bpf_sock_addr *ctx, __u8 family)
 		orig = bpf_map_lookup_elem(&weft_lb_sk_revnat, &sk4);
 		if (!orig)
 			return SYS_PROCEED;
-		mapped[10] = 0xff;
-		mapped[11] = 0xff;
-		__builtin_memcpy(mapped + 12, orig->addr, 4);
+		sock_map_v4(mapped, orig->addr);
 		sock_set_dst(ctx, family, mapped, orig->port);
 		lb_count(WEFT_LB_STAT_SOCK_REVNAT);
 		return SYS_PROCEED;

@@ -91,6 +91,35 @@ fn services_through_weft_pass_the_upstream_cases_privileged() {
         listed["frontends"].as_array().map_or(0, |f| f.len()),
         listed["counters"]
     );
+    // the Service programs share the fast path's flow ring: their
+    // translations reach `weft observe` (a ClusterIP turned into a pod)
+    let o = std::process::Command::new(bin_dir().join("weft"))
+        .args(["--lab", &name, "-o", "json", "observe"])
+        .args(["--verdict", "TRANSLATED", "--last", "500"])
+        .output()
+        .expect("weft observe runs");
+    let flows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let socket_lb = flows
+        .iter()
+        .filter(|f| f["observation_point"] == "SOCKET")
+        .filter(|f| {
+            let ip = |v: &serde_json::Value| v["ip"].as_str().unwrap_or("").to_string();
+            ip(&f["destination"]).starts_with("10.96.")
+                && ip(&f["translated_to"]).starts_with("10.244.")
+        })
+        .count();
+    eprintln!(
+        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket",
+        flows.len()
+    );
+    assert!(
+        socket_lb > 0,
+        "Service translations in weft observe: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     drop(c);
     // the lab's cgroups are gone with it
     let cg = weft_lab::kube::cgroup2_mount()

@@ -33,12 +33,6 @@ use crate::config::{AgentConfig, ServicesMode};
 
 /// How often a round runs without a change (retrying failed writes).
 const IDLE_ROUND: Duration = Duration::from_secs(1);
-/// The least time between the starts of two rounds. A round reads every
-/// Service and slice of the view, so a burst of changes (a controller
-/// rewriting 100 slices in a second) must not cost a round each: the
-/// changes that arrive meanwhile are taken together. A lone change still
-/// starts its round at once.
-const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 
 struct Running {
     node: NodeView,
@@ -183,7 +177,6 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
     let mut seen = view.generation();
     let mut logged_wait = false;
     let mut addrs: Option<Vec<IpAddr>> = None;
-    let mut last_round: Option<Instant> = None;
     loop {
         let synced = r
             .inner
@@ -200,10 +193,6 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
             seen = view.wait_change(seen, IDLE_ROUND);
             continue;
         }
-        if let Some(rest) = last_round.and_then(|t| MIN_ROUND_GAP.checked_sub(t.elapsed())) {
-            std::thread::sleep(rest);
-        }
-        last_round = Some(Instant::now());
         let now = view.generation();
         let inputs = convert::inputs(&view.services(), &view.endpoint_slices());
         let started = Instant::now();

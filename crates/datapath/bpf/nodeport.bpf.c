@@ -48,12 +48,16 @@ struct weft_map_def SEC("maps") weft_lb_nat = {
 };
 
 /* Room the 512-byte stack lacks, one use at a time: the flow event being
- * reported, or an ICMP error being built (the new IP header, the ICMP
- * header, the original IP header and 8 bytes of its L4 header). */
+ * reported, an ICMP error being built (the new IP header, the ICMP
+ * header, the original IP header and 8 bytes of its L4 header), or an
+ * ICMPv6 error's headers before and after translation. */
+#define NP_SCRATCH_LEN 192
+_Static_assert(sizeof(struct weft_flow_event) <= NP_SCRATCH_LEN, "scratch holds a flow event");
+
 struct weft_map_def SEC("maps") weft_lb_scratch = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct weft_flow_event),
+	.value_size = NP_SCRATCH_LEN,
 	.max_entries = 1,
 };
 
@@ -567,6 +571,85 @@ static __always_inline int np_icmp4(struct __sk_buff *skb, __u8 dir)
 	return WEFT_TCX_NEXT;
 }
 
+/* np_icmp4 for ICMPv6 (destination unreachable, packet too big, time
+ * exceeded): no IP checksums; the ICMPv6 one covers the outer addresses
+ * (its pseudo header) besides the message. Both copies live in the
+ * scratch map (the stack lacks room for them). */
+#define NP_ICMP6_LEN 96 /* outer IPv6 40, ICMPv6 8, quoted IPv6 40 and 8 of L4 */
+
+static __always_inline int np_icmp6(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 zero = 0, *old, *new;
+	struct weft_lb_nat_key k = { .family = WEFT_AF_INET6, .dir = dir };
+	struct weft_lb_nat_value *e, v;
+	__u8 *o, *n;
+	__u16 *ports, old_csum;
+	__s64 sum;
+	int from_peer;
+
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return WEFT_TCX_NEXT;
+	old = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	if (!old || bpf_skb_load_bytes(skb, ETH_HLEN, old, NP_ICMP6_LEN))
+		return WEFT_TCX_NEXT;
+	new = old + NP_ICMP6_LEN / 4;
+	o = (__u8 *)old;
+	__builtin_memcpy(new, old, NP_ICMP6_LEN);
+	n = (__u8 *)new;
+	ports = (__u16 *)(n + 88);
+	/* outer: next header at 6; ICMPv6 type at 40; quoted: version at 48,
+	 * next header at 54, source at 56, destination at 72 */
+	if (n[6] != IPPROTO_ICMPV6 || (n[40] != 1 && n[40] != 2 && n[40] != 3) ||
+	    (n[48] >> 4) != 6 || (n[54] != IPPROTO_TCP && n[54] != IPPROTO_UDP))
+		return WEFT_TCX_NEXT;
+	k.proto = n[54];
+	__builtin_memcpy(k.saddr, n + 72, 16);
+	__builtin_memcpy(k.daddr, n + 56, 16);
+	k.sport = ports[1];
+	k.dport = ports[0];
+	e = bpf_map_lookup_elem(&weft_lb_nat, &k);
+	if (!e)
+		return WEFT_TCX_NEXT;
+	v = *e;
+
+	from_peer = new[2] == new[18] && new[3] == new[19] && new[4] == new[20] &&
+		    new[5] == new[21];
+	__builtin_memcpy(n + 56, v.daddr, 16);
+	__builtin_memcpy(n + 72, v.saddr, 16);
+	ports[0] = v.dport;
+	ports[1] = v.sport;
+	if (k.proto == IPPROTO_UDP && ports[3]) {
+		sum = bpf_csum_diff(old + 14, 36, new + 14, 36, (__u16)~ports[3]);
+		ports[3] = np_fold(sum) ?: 0xffff;
+	}
+	__builtin_memcpy(n + 24, v.daddr, 16);
+	if (from_peer)
+		__builtin_memcpy(n + 8, v.saddr, 16);
+	old_csum = *(__u16 *)(o + 42);
+	*(__u16 *)(o + 42) = 0;
+	*(__u16 *)(n + 42) = 0;
+	sum = bpf_csum_diff(old + 2, 32, new + 2, 32, (__u16)~old_csum);
+	sum = bpf_csum_diff(old + 10, 56, new + 10, 56, sum);
+	*(__u16 *)(n + 42) = np_fold(sum);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, new, NP_ICMP6_LEN, 0))
+		return WEFT_TCX_DROP;
+	lb_count(WEFT_LB_STAT_NP_ICMP);
+	if (dir == WEFT_LB_NAT_IN && from_peer && (v.flags & WEFT_LB_NAT_SNAT)) {
+		struct np_pkt p = { .k = { .family = WEFT_AF_INET6, .proto = k.proto } };
+
+		return np_forward(skb, &p, &v);
+	}
+	return WEFT_TCX_NEXT;
+}
+
+/* An ICMP or ICMPv6 error about a NATed flow, else nothing to do. */
+static __always_inline int np_icmp(struct __sk_buff *skb, __u8 dir)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return np_icmp6(skb, dir);
+	return np_icmp4(skb, dir);
+}
+
 SEC("tc/nodeport_in")
 int weft_nodeport_in(struct __sk_buff *skb)
 {
@@ -574,7 +657,7 @@ int weft_nodeport_in(struct __sk_buff *skb)
 	struct weft_lb_nat_value *e, v;
 
 	if (np_parse(skb, &p, WEFT_LB_NAT_IN))
-		return np_icmp4(skb, WEFT_LB_NAT_IN);
+		return np_icmp(skb, WEFT_LB_NAT_IN);
 	e = bpf_map_lookup_elem(&weft_lb_nat, &p.k);
 	if (e) {
 		v = *e;
@@ -620,7 +703,7 @@ int weft_nodeport_out(struct __sk_buff *skb)
 	struct weft_lb_nat_value *e, v;
 
 	if (np_parse(skb, &p, WEFT_LB_NAT_OUT))
-		return np_icmp4(skb, WEFT_LB_NAT_OUT);
+		return np_icmp(skb, WEFT_LB_NAT_OUT);
 	e = bpf_map_lookup_elem(&weft_lb_nat, &p.k);
 	if (!e)
 		return np_out_unserved(&p);

@@ -761,3 +761,72 @@ fn icmp_errors_about_nodeport_flows_are_translated_both_ways_privileged() {
     assert_eq!(n.run(NODEPORT_IN, &err), (TCX_NEXT, err.clone()));
     assert_eq!(n.stats().np_icmp, 4);
 }
+
+/// The IPv6 twin: ICMPv6 errors about a NodePort flow translated both ways,
+/// the ICMPv6 checksum (pseudo header included) and a quoted UDP one right.
+#[test]
+fn icmpv6_errors_about_nodeport_flows_are_translated_both_ways_privileged() {
+    need_root!("icmpv6_errors_about_nodeport_flows_are_translated_both_ways_privileged");
+    let n = node("npicmp6");
+    let svc = nodeport(
+        "dns6",
+        "fd00:96::10",
+        Protocol::UDP,
+        30053,
+        TrafficPolicy::Local,
+    );
+    install(
+        &n.progs,
+        &[svc],
+        &[slice(
+            "dns6",
+            &[("fd00:244::5", NODE)],
+            &[(Protocol::UDP, 5353)],
+        )],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    let (v, _, d) = n.inbound("[2001:2::100]:40000", "[2001:2::1]:30053", UDP);
+    assert_eq!((v, d), (TCX_NEXT, sa("[fd00:244::5]:5353")));
+    let check = |f: &[u8]| {
+        assert!(packets::icmp6_ok(f), "ICMPv6 checksum");
+        let (outer, quoted) = packets::icmp6_parts(f);
+        assert!(checksums_ok(&quoted), "quoted UDP checksum");
+        (outer, addrs(&quoted))
+    };
+    // the backend's port unreachable leaves as the NodePort's
+    let from_pod = packets::frame(
+        sa("[2001:2::100]:40000"),
+        sa("[fd00:244::5]:5353"),
+        UDP,
+        b"ping",
+    );
+    let err = packets::icmp6_error("fd00:244::5", "2001:2::100", 1, 4, &from_pod);
+    let (v, out) = n.run(NODEPORT_OUT, &err);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!(
+        check(&out),
+        (
+            (ip("2001:2::1"), ip("2001:2::100")),
+            (sa("[2001:2::100]:40000"), sa("[2001:2::1]:30053"))
+        )
+    );
+    // a router's packet too big about the reply reaches the backend
+    let reply = packets::frame(
+        sa("[2001:2::1]:30053"),
+        sa("[2001:2::100]:40000"),
+        UDP,
+        b"pong",
+    );
+    let err = packets::icmp6_error("2001:2::fe", "2001:2::1", 2, 0, &reply);
+    let (v, out) = n.run(NODEPORT_IN, &err);
+    assert_eq!(v, TCX_NEXT);
+    assert_eq!(
+        check(&out),
+        (
+            (ip("2001:2::fe"), ip("fd00:244::5")),
+            (sa("[fd00:244::5]:5353"), sa("[2001:2::100]:40000"))
+        )
+    );
+    assert_eq!(n.stats().np_icmp, 2);
+}

@@ -23,7 +23,8 @@
 //! | service.go "should have session affinity timeout work for service with type clusterIP" | `session_affinity_holds_then_expires` (timeoutSeconds 3) |
 //! | networking.go Granular "should function for client IP based session affinity: http, udp" | `session_affinity_holds_then_expires` |
 //! | service.go "should have session affinity work for NodePort service" | `nodeport_session_affinity` (a client on the fabric) |
-//! | service.go "should have session affinity timeout work for NodePort service", "should be able to switch session affinity for NodePort service" | not ported: the NodePort path's affinity is the same map and timeout as the ClusterIP's, covered by the two cases around it; time budget |
+//! | service.go "should have session affinity timeout work for NodePort service" | `nodeport_session_affinity_timeout` (a client on the fabric, timeoutSeconds 3) |
+//! | service.go "should be able to switch session affinity for NodePort service" | not ported: the switch is the reconciler's, shared with the ClusterIP (`session_affinity_switched_on_and_off`); time budget |
 //! | service.go "should be able to switch session affinity for service with type clusterIP" | `session_affinity_switched_on_and_off` |
 //! | service.go "should respect internalTrafficPolicy=Local Pod to Pod" | `internal_traffic_policy_local` |
 //! | service.go "… internalTrafficPolicy=Local Pod (hostNetwork: true) to Pod", "Pod and Node, to Pod (hostNetwork: true)" | not ported: the node's own clients are covered from `node:`; hostNetwork pods add nothing here |
@@ -31,7 +32,8 @@
 //! | service.go NodePort with externalTrafficPolicy Cluster from a node without an endpoint | `nodeport_cluster_policy_through_another_node` |
 //! | service.go "should create endpoints for unready pods" (publishNotReadyAddresses) | `publish_not_ready_addresses` |
 //! | service.go "should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true" / "should not … if false" | `publish_not_ready_addresses` covers unready; terminating: not ported (time budget) |
-//! | service.go "should fallback to terminating endpoints when there are no ready endpoints with …TrafficPolicy=…" | not ported as a lab case: `crates/lb` tests cover the rule (KEP-1669) |
+//! | service.go "should fallback to terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster", "should fallback to local terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Local" | `fallback_to_terminating_endpoints`: the lab kubelet cannot keep a deleted pod serving, so a selector-less Service gets a hand-written EndpointSlice with the conditions (ready false, serving true, terminating true) the controller would write during the grace period |
+//! | the same "… with externalTrafficPolicy=Cluster / Local" | not ported: the same rule in `crates/lb` for the external scope (its tests), through the NodePort path covered by the traffic-policy cases; time budget |
 //! | service.go "should implement service.kubernetes.io/service-proxy-name" | `headless_and_service_proxy_name` |
 //! | service.go "should implement service.kubernetes.io/headless" | not shared: on a Service with a ClusterIP the label reaches kube-proxy only through its slices and the EndpointSlice controller strips it there, so kube-proxy 1.36 serves such a Service; weft leaves it alone. Headless (clusterIP: None) Services: `headless_and_service_proxy_name` |
 //! | service.go "should be updated after adding or deleting ports" | `ports_added_and_deleted` |
@@ -88,6 +90,35 @@ fn services_through_weft_pass_the_upstream_cases_privileged() {
         "weft services on node 1: {} frontends, counters {}",
         listed["frontends"].as_array().map_or(0, |f| f.len()),
         listed["counters"]
+    );
+    // the Service programs share the fast path's flow ring: their
+    // translations reach `weft observe` (a ClusterIP turned into a pod)
+    let o = std::process::Command::new(bin_dir().join("weft"))
+        .args(["--lab", &name, "-o", "json", "observe"])
+        .args(["--verdict", "TRANSLATED", "--last", "500"])
+        .output()
+        .expect("weft observe runs");
+    let flows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let socket_lb = flows
+        .iter()
+        .filter(|f| f["observation_point"] == "SOCKET")
+        .filter(|f| {
+            let ip = |v: &serde_json::Value| v["ip"].as_str().unwrap_or("").to_string();
+            ip(&f["destination"]).starts_with("10.96.")
+                && ip(&f["translated_to"]).starts_with("10.244.")
+        })
+        .count();
+    eprintln!(
+        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket",
+        flows.len()
+    );
+    assert!(
+        socket_lb > 0,
+        "Service translations in weft observe: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
     drop(c);
     // the lab's cgroups are gone with it

@@ -128,6 +128,7 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     let datapath: Arc<dyn Datapath> = linux.clone();
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
     let agent = build_with(cfg, ipam_store, local_store, datapath)?;
+    agent.services().share_fast_path(linux.clone());
     // the programs' flow ring, once a loaded program reports flows
     let provider = flows::kernel_provider(linux.clone(), Arc::downgrade(&agent), cfg.flow_selftest);
     flows::start(&agent, cfg.flow_buffer, provider);

@@ -57,7 +57,7 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     weft_agent::services::start(
         cfg,
         &agent,
-        Box::new(weft_agent::services::kernel::open_with),
+        weft_agent::services::kernel::opener(agent.services().fast_path()),
     )?;
     if let Some(addr) = cfg.health_listen {
         weft_agent::health::start(addr, agent.clone(), cfg.socket.clone())?;

@@ -23,7 +23,9 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::chart::{Bar, Chart, Panel, BLUE, DARK_BLUE, GREY, LIGHT_BLUE, LIGHT_GREY};
 use crate::report::Machine;
+use plotters::style::RGBColor;
 use weft_lab::kube::{KubeSpec, ProxyMode, ServiceProxy};
 use weft_lab::traffic::TrafficReport;
 use weft_lab::{Lab, LabSpec};
@@ -566,43 +568,87 @@ pub fn render_table(r: &ServicesReport) -> String {
     s
 }
 
-/// A bar chart of RR p50 and update time per proxy.
-pub fn render_svg(r: &ServicesReport) -> String {
-    let w = 640;
-    let row = 28;
-    let h = 60 + row * r.results.len() * 2;
-    let max_rr = r
-        .results
-        .iter()
-        .map(|p| p.rr_p50_us.median.max(p.direct_rr_p50_us.median))
-        .fold(1.0, f64::max);
-    let max_up = r
-        .results
-        .iter()
-        .map(|p| p.update_ms.median)
-        .fold(1.0, f64::max);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
-         <text x=\"10\" y=\"20\">{} Services x {} endpoints: TCP RR p50 to a ClusterIP (us) and slice change to traffic (ms)</text>",
-        r.services, r.endpoints
-    );
+/// A proxy's colour by its place in the run (weft first: blue).
+fn proxy_color(i: usize) -> RGBColor {
+    [BLUE, GREY, LIGHT_GREY, DARK_BLUE][i % 4]
+}
+
+/// Four panels: TCP RR p50 to the ClusterIP beside the direct dial (the
+/// floor), connect p50, slice change to traffic, the proxy's CPU during the
+/// churn; one bar per proxy with its min–max over the rounds.
+pub fn chart(r: &ServicesReport) -> Chart {
+    let bar = |label: String, x: &Spread, color| Bar {
+        label,
+        value: x.median,
+        range: Some((x.min, x.max)),
+        color,
+    };
+    let mut rr = Vec::new();
     for (i, p) in r.results.iter().enumerate() {
-        let y = 40 + i * row * 2;
-        let bar = |v: f64, max: f64| (v / max * 300.0).max(1.0);
-        s.push_str(&format!(
-            "<text x=\"10\" y=\"{}\">{} RR</text><rect x=\"200\" y=\"{}\" width=\"{:.0}\" height=\"10\" fill=\"#2a7ab0\"/><text x=\"{:.0}\" y=\"{}\">{:.0} us (direct {:.0})</text>",
-            y + 10, p.proxy, y, bar(p.rr_p50_us.median, max_rr), 205.0 + bar(p.rr_p50_us.median, max_rr), y + 10,
-            p.rr_p50_us.median, p.direct_rr_p50_us.median
-        ));
-        let y = y + row;
-        s.push_str(&format!(
-            "<text x=\"10\" y=\"{}\">{} update</text><rect x=\"200\" y=\"{}\" width=\"{:.0}\" height=\"10\" fill=\"#9cc3de\"/><text x=\"{:.0}\" y=\"{}\">{:.0} ms</text>",
-            y + 10, p.proxy, y, bar(p.update_ms.median, max_up), 205.0 + bar(p.update_ms.median, max_up), y + 10,
-            p.update_ms.median
+        rr.push(bar(p.proxy.clone(), &p.rr_p50_us, proxy_color(i)));
+        rr.push(bar(
+            format!("{} direct", p.proxy),
+            &p.direct_rr_p50_us,
+            LIGHT_BLUE,
         ));
     }
-    s.push_str("</svg>");
-    s
+    let per = |f: fn(&ProxyResult) -> &Spread| -> Vec<Bar> {
+        r.results
+            .iter()
+            .enumerate()
+            .map(|(i, p)| bar(p.proxy.clone(), f(p), proxy_color(i)))
+            .collect()
+    };
+    let cpu = r
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Bar {
+            label: p.proxy.clone(),
+            value: p.agent_cpu_seconds_churn,
+            range: None,
+            color: proxy_color(i),
+        })
+        .collect();
+    Chart {
+        title: format!(
+            "weft bench services: {} Services x {} endpoints, {} rounds",
+            r.services, r.endpoints, r.rounds
+        ),
+        note: "median, whisker min..max over rounds; direct = the client dialing a backend pod"
+            .into(),
+        width: 820,
+        panels: vec![
+            Panel {
+                title: "TCP round trip p50 to a ClusterIP (us, lower is better)".into(),
+                unit: " us".into(),
+                bars: rr,
+            },
+            Panel {
+                title: "new connection p50 (us, lower is better)".into(),
+                unit: " us".into(),
+                bars: per(|p| &p.connect_p50_us),
+            },
+            Panel {
+                title: "EndpointSlice change to the new backend answering (ms)".into(),
+                unit: " ms".into(),
+                bars: per(|p| &p.update_ms),
+            },
+            Panel {
+                title: format!(
+                    "the proxy's CPU during {} slice changes (s, lower is better)",
+                    r.results.first().map_or(0, |p| p.churn_changes)
+                ),
+                unit: " s".into(),
+                bars: cpu,
+            },
+        ],
+    }
+}
+
+/// [`chart`] as SVG.
+pub fn render_svg(r: &ServicesReport) -> String {
+    chart(r).render_svg()
 }
 
 #[cfg(test)]
@@ -614,6 +660,39 @@ mod tests {
         let s = Spread::of(vec![3.0, 1.0, 2.0]);
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(Spread::of(vec![]).median, 0.0);
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_proxy_and_the_direct_floor() {
+        let p = |name: &str| ProxyResult {
+            proxy: name.into(),
+            connect_p50_us: Spread::of(vec![40.0]),
+            connect_p99_us: Spread::of(vec![90.0]),
+            rr_p50_us: Spread::of(vec![30.0, 31.0]),
+            direct_connect_p50_us: Spread::of(vec![35.0]),
+            direct_rr_p50_us: Spread::of(vec![29.0]),
+            update_ms: Spread::of(vec![12.0]),
+            update_after_api_ms: Spread::of(vec![5.0]),
+            load_seconds: 3.0,
+            agent: "weftd".into(),
+            agent_cpu_seconds_churn: 0.4,
+            agent_rss_bytes_after_churn: 30 << 20,
+            churn_changes: 100,
+        };
+        let r = ServicesReport {
+            machine: crate::report::Machine::now(),
+            services: 10,
+            endpoints: 2,
+            rounds: 2,
+            results: vec![p("weft"), p("kube-proxy nftables")],
+            seconds: 1.0,
+        };
+        let c = chart(&r);
+        assert_eq!(c.panels.len(), 4);
+        assert_eq!(c.panels[0].bars.len(), 4, "each proxy and its direct floor");
+        assert_eq!(c.panels[2].bars[0].value, 12.0);
+        let svg = render_svg(&r);
+        assert!(svg.starts_with("<svg") && svg.contains("kube-proxy nftables"));
     }
 
     #[test]

@@ -16,7 +16,9 @@
  *     choose again if their backend is gone), replies to a source-NATed flow
  *     are translated back here.
  *   weft_nodeport_out (egress): replies of flows whose source was kept leave
- *     with the frontend's address as their source.
+ *     with the frontend's address as their source; packets to a frontend
+ *     the socket programs left untranslated for lack of a backend in the
+ *     internal scope (internalTrafficPolicy Local) are dropped.
  *
  * The kernel then routes the rewritten packet (TCX_NEXT), so forwarding must
  * be on; source-NATed packets are redirected out themselves (np_forward). NAT state lives in weft_lb_nat (LRU, pinned: a weftd restart keeps
@@ -46,12 +48,16 @@ struct weft_map_def SEC("maps") weft_lb_nat = {
 };
 
 /* Room the 512-byte stack lacks, one use at a time: the flow event being
- * reported, or an ICMP error being built (the new IP header, the ICMP
- * header, the original IP header and 8 bytes of its L4 header). */
+ * reported, an ICMP error being built (the new IP header, the ICMP
+ * header, the original IP header and 8 bytes of its L4 header), or an
+ * ICMPv6 error's headers before and after translation. */
+#define NP_SCRATCH_LEN 192
+_Static_assert(sizeof(struct weft_flow_event) <= NP_SCRATCH_LEN, "scratch holds a flow event");
+
 struct weft_map_def SEC("maps") weft_lb_scratch = {
 	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
 	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct weft_flow_event),
+	.value_size = NP_SCRATCH_LEN,
 	.max_entries = 1,
 };
 
@@ -482,6 +488,168 @@ static __always_inline int np_new_flow(struct __sk_buff *skb, struct np_pkt *p)
 	return np_forward(skb, p, &fwd);
 }
 
+/*
+ * An ICMP error (destination unreachable, fragmentation needed among them,
+ * or time exceeded) about a packet of a NATed flow, as conntrack's NAT
+ * translates it: the quoted packet was sent in the direction opposite to
+ * this error, so the flow's entry is looked up by the quote reversed, and
+ * the quote gets the addresses and ports the other end of the flow knows
+ * (the client sees its own packet to the frontend, the backend its reply).
+ * The error goes where that entry's packets go (destination rewritten);
+ * its source is rewritten only when the error came from the flow's peer
+ * itself (then it is the address being hidden). IPv4 header checksums are
+ * recomputed, the ICMP one and a quoted UDP one updated for the change; a
+ * quoted TCP checksum is past the 8 bytes an error is sure to carry and
+ * stays (as with conntrack). `dir` is the hook's.
+ */
+#define NP_ICMP_LEN 56 /* outer IPv4 20, ICMP 8, quoted IPv4 20 and 8 of L4 */
+
+static __always_inline int np_icmp4(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 old[NP_ICMP_LEN / 4], new[NP_ICMP_LEN / 4];
+	__u8 *o = (__u8 *)old, *n = (__u8 *)new;
+	struct iphdr *outer = (struct iphdr *)n, *inner = (struct iphdr *)(n + 28);
+	struct weft_lb_nat_key k = { .family = WEFT_AF_INET, .dir = dir };
+	struct weft_lb_nat_value *e, v;
+	__u16 *ports = (__u16 *)(n + 48), *icsum = (__u16 *)(n + 22);
+	__u16 old_icsum;
+	__s64 sum;
+	int from_peer;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN, old, NP_ICMP_LEN))
+		return WEFT_TCX_NEXT;
+	__builtin_memcpy(new, old, NP_ICMP_LEN);
+	if (outer->version != 4 || outer->ihl != 5 || outer->protocol != IPPROTO_ICMP ||
+	    (outer->frag_off & bpf_htons(0x3fff)) || (n[20] != 3 && n[20] != 11) ||
+	    inner->version != 4 || inner->ihl != 5 ||
+	    (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP))
+		return WEFT_TCX_NEXT;
+	k.proto = inner->protocol;
+	__builtin_memcpy(k.saddr, &inner->daddr, 4);
+	__builtin_memcpy(k.daddr, &inner->saddr, 4);
+	k.sport = ports[1];
+	k.dport = ports[0];
+	e = bpf_map_lookup_elem(&weft_lb_nat, &k);
+	if (!e)
+		return WEFT_TCX_NEXT;
+	v = *e;
+
+	from_peer = outer->saddr == inner->daddr;
+	__builtin_memcpy(&inner->saddr, v.daddr, 4);
+	__builtin_memcpy(&inner->daddr, v.saddr, 4);
+	ports[0] = v.dport;
+	ports[1] = v.sport;
+	if (inner->protocol == IPPROTO_UDP && ports[3]) {
+		/* the quoted UDP checksum: its pseudo header and ports */
+		sum = bpf_csum_diff(old + 10, 12, new + 10, 12, (__u16)~ports[3]);
+		ports[3] = np_fold(sum) ?: 0xffff;
+	}
+	inner->check = 0;
+	inner->check = np_fold(bpf_csum_diff(NULL, 0, new + 7, 20, 0));
+	__builtin_memcpy(&outer->daddr, v.daddr, 4);
+	if (from_peer)
+		__builtin_memcpy(&outer->saddr, v.saddr, 4);
+	outer->check = 0;
+	outer->check = np_fold(bpf_csum_diff(NULL, 0, new, 20, 0));
+	/* the ICMP checksum, less its own field, over what changed */
+	old_icsum = *(__u16 *)(o + 22);
+	*(__u16 *)(o + 22) = 0;
+	*icsum = 0;
+	sum = bpf_csum_diff(old + 5, 36, new + 5, 36, (__u16)~old_icsum);
+	*icsum = np_fold(sum);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, new, NP_ICMP_LEN, 0))
+		return WEFT_TCX_DROP;
+	lb_count(WEFT_LB_STAT_NP_ICMP);
+	/* towards a client of a source-NATed flow from the node's address: out
+	 * by the FIB like the flow's own packets (else a martian) */
+	if (dir == WEFT_LB_NAT_IN && from_peer && (v.flags & WEFT_LB_NAT_SNAT)) {
+		struct np_pkt p = { .k = { .family = WEFT_AF_INET, .proto = k.proto } };
+
+		return np_forward(skb, &p, &v);
+	}
+	return WEFT_TCX_NEXT;
+}
+
+/* np_icmp4 for ICMPv6 (destination unreachable, packet too big, time
+ * exceeded): no IP checksums; the ICMPv6 one covers the outer addresses
+ * (its pseudo header) besides the message. Both copies live in the
+ * scratch map (the stack lacks room for them). */
+#define NP_ICMP6_LEN 96 /* outer IPv6 40, ICMPv6 8, quoted IPv6 40 and 8 of L4 */
+
+static __always_inline int np_icmp6(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 zero = 0, *old, *new;
+	struct weft_lb_nat_key k = { .family = WEFT_AF_INET6, .dir = dir };
+	struct weft_lb_nat_value *e, v;
+	__u8 *o, *n;
+	__u16 *ports, old_csum;
+	__s64 sum;
+	int from_peer;
+
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return WEFT_TCX_NEXT;
+	old = bpf_map_lookup_elem(&weft_lb_scratch, &zero);
+	if (!old || bpf_skb_load_bytes(skb, ETH_HLEN, old, NP_ICMP6_LEN))
+		return WEFT_TCX_NEXT;
+	new = old + NP_ICMP6_LEN / 4;
+	o = (__u8 *)old;
+	__builtin_memcpy(new, old, NP_ICMP6_LEN);
+	n = (__u8 *)new;
+	ports = (__u16 *)(n + 88);
+	/* outer: next header at 6; ICMPv6 type at 40; quoted: version at 48,
+	 * next header at 54, source at 56, destination at 72 */
+	if (n[6] != IPPROTO_ICMPV6 || (n[40] != 1 && n[40] != 2 && n[40] != 3) ||
+	    (n[48] >> 4) != 6 || (n[54] != IPPROTO_TCP && n[54] != IPPROTO_UDP))
+		return WEFT_TCX_NEXT;
+	k.proto = n[54];
+	__builtin_memcpy(k.saddr, n + 72, 16);
+	__builtin_memcpy(k.daddr, n + 56, 16);
+	k.sport = ports[1];
+	k.dport = ports[0];
+	e = bpf_map_lookup_elem(&weft_lb_nat, &k);
+	if (!e)
+		return WEFT_TCX_NEXT;
+	v = *e;
+
+	from_peer = new[2] == new[18] && new[3] == new[19] && new[4] == new[20] &&
+		    new[5] == new[21];
+	__builtin_memcpy(n + 56, v.daddr, 16);
+	__builtin_memcpy(n + 72, v.saddr, 16);
+	ports[0] = v.dport;
+	ports[1] = v.sport;
+	if (k.proto == IPPROTO_UDP && ports[3]) {
+		sum = bpf_csum_diff(old + 14, 36, new + 14, 36, (__u16)~ports[3]);
+		ports[3] = np_fold(sum) ?: 0xffff;
+	}
+	__builtin_memcpy(n + 24, v.daddr, 16);
+	if (from_peer)
+		__builtin_memcpy(n + 8, v.saddr, 16);
+	old_csum = *(__u16 *)(o + 42);
+	*(__u16 *)(o + 42) = 0;
+	*(__u16 *)(n + 42) = 0;
+	sum = bpf_csum_diff(old + 2, 32, new + 2, 32, (__u16)~old_csum);
+	sum = bpf_csum_diff(old + 10, 56, new + 10, 56, sum);
+	*(__u16 *)(n + 42) = np_fold(sum);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, new, NP_ICMP6_LEN, 0))
+		return WEFT_TCX_DROP;
+	lb_count(WEFT_LB_STAT_NP_ICMP);
+	if (dir == WEFT_LB_NAT_IN && from_peer && (v.flags & WEFT_LB_NAT_SNAT)) {
+		struct np_pkt p = { .k = { .family = WEFT_AF_INET6, .proto = k.proto } };
+
+		return np_forward(skb, &p, &v);
+	}
+	return WEFT_TCX_NEXT;
+}
+
+/* An ICMP or ICMPv6 error about a NATed flow, else nothing to do. */
+static __always_inline int np_icmp(struct __sk_buff *skb, __u8 dir)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return np_icmp6(skb, dir);
+	return np_icmp4(skb, dir);
+}
+
 SEC("tc/nodeport_in")
 int weft_nodeport_in(struct __sk_buff *skb)
 {
@@ -489,7 +657,7 @@ int weft_nodeport_in(struct __sk_buff *skb)
 	struct weft_lb_nat_value *e, v;
 
 	if (np_parse(skb, &p, WEFT_LB_NAT_IN))
-		return WEFT_TCX_NEXT;
+		return np_icmp(skb, WEFT_LB_NAT_IN);
 	e = bpf_map_lookup_elem(&weft_lb_nat, &p.k);
 	if (e) {
 		v = *e;
@@ -508,6 +676,26 @@ int weft_nodeport_in(struct __sk_buff *skb)
 	return np_new_flow(skb, &p);
 }
 
+/*
+ * A packet leaving for a frontend that has backends, none in the scope of
+ * pods and the node (internalTrafficPolicy: Local, none here): the socket
+ * programs left it untranslated and kube-proxy drops such traffic (the
+ * client times out), so it goes no further than this node.
+ */
+static __always_inline int np_out_unserved(const struct np_pkt *p)
+{
+	struct weft_lb_svc_key key = { .family = p->k.family, .proto = p->k.proto };
+	struct weft_lb_svc_value *svc;
+
+	__builtin_memcpy(key.addr, p->k.daddr, 16);
+	key.port = p->k.dport;
+	svc = lb_frontend(&key, WEFT_LB_SCOPE_INT);
+	if (!svc || !(svc->flags & WEFT_LB_DROP))
+		return WEFT_TCX_NEXT;
+	lb_count(WEFT_LB_STAT_NP_DROP);
+	return WEFT_TCX_DROP;
+}
+
 SEC("tc/nodeport_out")
 int weft_nodeport_out(struct __sk_buff *skb)
 {
@@ -515,10 +703,10 @@ int weft_nodeport_out(struct __sk_buff *skb)
 	struct weft_lb_nat_value *e, v;
 
 	if (np_parse(skb, &p, WEFT_LB_NAT_OUT))
-		return WEFT_TCX_NEXT;
+		return np_icmp(skb, WEFT_LB_NAT_OUT);
 	e = bpf_map_lookup_elem(&weft_lb_nat, &p.k);
 	if (!e)
-		return WEFT_TCX_NEXT;
+		return np_out_unserved(&p);
 	v = *e;
 	e->last_seen = bpf_ktime_get_ns();
 	lb_count(WEFT_LB_STAT_NP_REVNAT);

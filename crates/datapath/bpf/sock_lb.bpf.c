@@ -10,6 +10,11 @@
  *                connect fails with ECONNREFUSED (bpf_set_retval, as
  *                cilium's sock4_connect does), which is what a client of
  *                kube-proxy sees from its ICMP port unreachable / RST.
+ *                Backends, but none in the client's scope
+ *                (internalTrafficPolicy: Local, none on this node):
+ *                kube-proxy drops, the client times out; the socket keeps
+ *                the Service's address and weft_nodeport_out drops its
+ *                packets where they would leave the node.
  *   sendmsg4/6:  the same for each datagram of an unconnected UDP socket.
  *   recvmsg4/6, getpeername4/6: the backend's address shown back as the
  *                Service's, from the socket's reverse entry.
@@ -104,6 +109,14 @@ static __always_inline void sock_report(__u8 family, __u8 proto, const __u8 *dst
 	flow_report(&ev);
 }
 
+/* out = ::ffff:v4 (16 bytes; the rest of out must be zero). */
+static __always_inline void sock_map_v4(__u8 *out, const __u8 *v4)
+{
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, v4, 4);
+}
+
 /* Whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d). */
 static __always_inline int sock_v4_mapped(const __u8 *a)
 {
@@ -149,19 +162,21 @@ static __always_inline int sock_xlate(struct bpf_sock_addr *ctx, __u8 family)
 		id = lb_select(&key, svc, lb_hash64(cookie), &client);
 	}
 	be = id ? bpf_map_lookup_elem(&weft_lb_backends, &id) : NULL;
+	if (!be && (svc->flags & WEFT_LB_DROP)) {
+		lb_count(WEFT_LB_STAT_SOCK_DROP);
+		sock_report(family, proto, orig.addr, orig.port, NULL);
+		return SYS_PROCEED;
+	}
 	if (!be || be->family != lb_family) {
 		lb_count(WEFT_LB_STAT_SOCK_REJECT);
 		sock_report(family, proto, orig.addr, orig.port, NULL);
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	}
-	if (lb_family == family) {
+	if (lb_family == family)
 		__builtin_memcpy(dst, be->addr, 16);
-	} else {
-		dst[10] = 0xff;
-		dst[11] = 0xff;
-		__builtin_memcpy(dst + 12, be->addr, 4);
-	}
+	else
+		sock_map_v4(dst, be->addr);
 	/* keyed as the socket will see its peer */
 	sk.cookie = cookie;
 	__builtin_memcpy(sk.addr, dst, 16);
@@ -194,9 +209,7 @@ static __always_inline int sock_revnat(struct bpf_sock_addr *ctx, __u8 family)
 		orig = bpf_map_lookup_elem(&weft_lb_sk_revnat, &sk4);
 		if (!orig)
 			return SYS_PROCEED;
-		mapped[10] = 0xff;
-		mapped[11] = 0xff;
-		__builtin_memcpy(mapped + 12, orig->addr, 4);
+		sock_map_v4(mapped, orig->addr);
 		sock_set_dst(ctx, family, mapped, orig->port);
 		lb_count(WEFT_LB_STAT_SOCK_REVNAT);
 		return SYS_PROCEED;

@@ -15,6 +15,9 @@ use std::net::SocketAddr;
 use common::*;
 use sockets::{client_main, run_client, Cgroup, Outcome, Servers};
 use support::*;
+use weft_datapath::bpf::Loaded;
+use weft_datapath::fastpath::FastPath;
+use weft_datapath::flows::FlowSource;
 use weft_datapath::services::{
     AffinityClient, ServiceProgramOptions, ServicePrograms, ServiceTable,
 };
@@ -49,6 +52,12 @@ struct Lab {
 }
 
 fn lab(test: &str, algorithm: Algorithm) -> Lab {
+    lab_sharing(test, algorithm, None)
+}
+
+/// [`lab`] with the programs sharing `share`'s maps (weftd gives the fast
+/// path's, so flow events go to its ring).
+fn lab_sharing(test: &str, algorithm: Algorithm, share: Option<&Loaded>) -> Lab {
     let cli = Ns::new(test, "cli");
     let b1 = Ns::new(test, "b1");
     let b2 = Ns::new(test, "b2");
@@ -132,7 +141,11 @@ fn lab(test: &str, algorithm: Algorithm) -> Lab {
         slice("self", &[("10.250.1.2", NODE)], &ports),
         slice("web6", &both6, &ports),
     ];
-    let mut progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    let mut progs = ServicePrograms::load(&ServiceProgramOptions {
+        pin_dir: None,
+        share,
+    })
+    .unwrap();
     install(
         &progs,
         &[web, empty, sticky, me, web6],
@@ -207,6 +220,44 @@ fn socket_lb_tcp_reaches_both_backends_and_shows_the_cluster_ip_privileged() {
     }
 }
 
+/// weftd loads the Service programs sharing the fast path's maps: a
+/// ClusterIP connect is reported TRANSLATED (the Service's address and
+/// port, the backend's) in the ring `weft observe` reads, the fast path's.
+#[test]
+fn socket_lb_translations_reach_the_fast_paths_flow_ring_privileged() {
+    need_root!("socket_lb_translations_reach_the_fast_paths_flow_ring_privileged");
+    let fp = FastPath::load(&["10.250.0.0/16".parse().unwrap()], 0, None).unwrap();
+    let lab = lab_sharing("sockflow", Algorithm::Random, Some(fp.shared_maps()));
+    let (names, _, errs) = tally(&lab.client("tcp 10.96.0.10:80 6"));
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(names.values().sum::<usize>(), 6);
+    let mut source = fp.flow_source().unwrap().expect("the fast path has a ring");
+    let mut events = Vec::new();
+    source.drain(1000, &mut events).unwrap();
+    let translated: Vec<_> = events
+        .iter()
+        .filter(|e| e.verdict == weft_bpf_abi::VERDICT_TRANSLATED)
+        .collect();
+    assert_eq!(translated.len(), 6, "one event per connect: {events:?}");
+    for e in translated {
+        assert_eq!(e.point, weft_bpf_abi::POINT_SOCKET);
+        assert_eq!(
+            (&e.dst[..4], u16::from_be(e.dport)),
+            (&[10, 96, 0, 10][..], 80),
+            "the Service"
+        );
+        let backend = (e.xlat_dst[..4].to_vec(), u16::from_be(e.xlat_dport));
+        assert!(
+            backend == (vec![10, 250, 1, 2], 8080) || backend == (vec![10, 250, 2, 2], 8080),
+            "the backend: {backend:?}"
+        );
+    }
+    assert!(
+        flow_events(&lab).is_empty(),
+        "the Service programs' ring is the fast path's, drained above"
+    );
+}
+
 #[test]
 fn socket_lb_udp_replies_come_from_the_cluster_ip_privileged() {
     need_root!("socket_lb_udp_replies_come_from_the_cluster_ip_privileged");
@@ -236,6 +287,60 @@ fn socket_lb_refuses_a_service_without_endpoints_privileged() {
         vec![Outcome::Err(ECONNREFUSED); 2]
     );
     assert_eq!(lab.progs.maps().counters().unwrap().sock_reject, 5);
+}
+
+/// internalTrafficPolicy Local, endpoints only elsewhere: not refused (a
+/// kube-proxy client is dropped and times out) but left untranslated, for
+/// the node's egress program to drop (`services_run.rs`); here the client
+/// netns has no route to the ClusterIP, so its connect fails on that.
+#[test]
+fn socket_lb_leaves_a_service_without_a_local_endpoint_untranslated_privileged() {
+    need_root!("socket_lb_leaves_a_service_without_a_local_endpoint_untranslated_privileged");
+    let cli = Ns::new("sockitp", "cli");
+    let mut far = service(
+        "far",
+        ServiceType::ClusterIP,
+        "10.96.0.20",
+        &[(Protocol::TCP, 80, None)],
+    );
+    far.internal_traffic_policy = weft_lb::TrafficPolicy::Local;
+    let progs = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+    install(
+        &progs,
+        &[far],
+        &[slice(
+            "far",
+            &[("10.250.2.2", "node-b")],
+            &[(Protocol::TCP, 8080)],
+        )],
+        Algorithm::Random,
+        &mut IdAllocator::default(),
+    );
+    let cg = Cgroup::new("sockitp");
+    let mut progs = progs;
+    progs.attach_cgroup(&cg.path).unwrap();
+    let out = run_client(&cli.path(), Some(&cg), "tcp 10.96.0.20:80 2");
+    const ENETUNREACH: i32 = 101;
+    assert_eq!(out, vec![Outcome::Err(ENETUNREACH); 2], "sent as asked");
+    let st = progs.maps().counters().unwrap();
+    assert_eq!((st.sock_drop, st.sock_reject, st.sock_xlate), (2, 0, 0));
+    let events: Vec<_> = {
+        let map = progs.map("weft_flows").unwrap();
+        let mut ring = weft_datapath::bpf::RingBuf::new(map).unwrap();
+        let mut out = Vec::new();
+        ring.drain(100, |b| {
+            out.extend(weft_datapath::bpf::from_bytes::<weft_bpf_abi::FlowEvent>(b));
+        });
+        out
+    };
+    assert!(
+        events
+            .iter()
+            .all(|e| e.verdict == weft_bpf_abi::VERDICT_DROPPED
+                && u32::from(e.drop_reason) == weft_bpf_abi::DROP_NO_BACKEND),
+        "{events:?}"
+    );
+    progs.detach().unwrap();
 }
 
 #[test]

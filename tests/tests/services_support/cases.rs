@@ -192,6 +192,109 @@ pub fn nodeport_session_affinity(c: &Cluster) {
     }
 }
 
+/// service.go "should have session affinity timeout work for NodePort
+/// service": the fabric client keeps one backend while it keeps coming,
+/// and after `timeoutSeconds` idle another may be picked.
+pub fn nodeport_session_affinity_timeout(c: &Cluster) {
+    c.case("NodePort ClientIP affinity expires after timeoutSeconds");
+    let timeout = 3;
+    c.service(
+        "sticky-np-t",
+        json!({"app": "web"}),
+        json!({"type": "NodePort", "sessionAffinity": "ClientIP",
+               "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}}}),
+    );
+    let np = c.node_port("sticky-np-t", "tcp");
+    let to = SocketAddr::new(c.node_ip(0), np);
+    let ask = || match c.ask_outside(2, to, Transport::Tcp, "hostname") {
+        Outcome::Connected { reply: Some(r) } if r.starts_with("web-") => Some(r),
+        _ => None,
+    };
+    let first = within(WAIT, "the sticky NodePort answers from the fabric", ask);
+    for _ in 0..5 {
+        let r = within(WAIT, "the sticky NodePort answers", ask);
+        assert_eq!(r, first, "the affinity holds while the client comes back");
+    }
+    let mut moved = false;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(timeout + 1));
+        if within(WAIT, "the sticky NodePort answers", ask) != first {
+            moved = true;
+            break;
+        }
+    }
+    assert!(
+        moved,
+        "after {timeout} s idle the affinity expires and another backend may be picked"
+    );
+}
+
+/// A hand-written EndpointSlice of selector-less Service `svc`: each
+/// `(pod, node index, ready, serving, terminating)`. The lab kubelet
+/// cannot keep a terminating pod serving (it stops the pod's server when
+/// the pod is deleted), so the fallback cases state the conditions
+/// directly, as the EndpointSlice controller would for a pod in its grace
+/// period.
+fn slice_of(c: &Cluster, svc: &str, eps: &[(&str, usize, bool, bool, bool)]) -> Value {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|&(pod, node, ready, serving, terminating)| {
+            json!({"addresses": [c.pod_ip(pod)], "nodeName": c.nodes[node],
+                   "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{svc}-hand"), "namespace": super::NS,
+            "labels": {"kubernetes.io/service-name": svc,
+                       "endpointslice.kubernetes.io/managed-by": "weft-tests"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"},
+                  {"name": "udp", "port": 8081, "protocol": "UDP"}],
+        "endpoints": endpoints})
+}
+
+/// service.go "should fallback to terminating endpoints when there are no
+/// ready endpoints with internalTrafficPolicy=Cluster" and "… with
+/// internalTrafficPolicy=Local" (KEP-1669): with no ready endpoint in the
+/// client's scope, serving terminating ones take the traffic; once a ready
+/// one is there, only it does. The slices are written by hand (see
+/// [`slice_of`]).
+pub fn fallback_to_terminating_endpoints(c: &Cluster) {
+    c.case("fallback to serving terminating endpoints (ITP Cluster and Local)");
+    let selectorless = |name: &str, itp: &str| {
+        c.service(name, Value::Null, json!({"internalTrafficPolicy": itp}));
+        c.cluster_ip(name)
+    };
+    // Cluster: web-1 terminating but serving is the only candidate
+    let cip = selectorless("fallback", "Cluster");
+    c.apply(&slice_of(c, "fallback", &[("web-1", 1, false, true, true)]));
+    c.wait_backends(CLIENT, &cip, 80, "tcp", &["web-1"]);
+    c.wait_backends(CLIENT, &cip, 81, "udp", &["web-1"]);
+    // a ready endpoint appears: the terminating one is left
+    c.apply(&slice_of(
+        c,
+        "fallback",
+        &[
+            ("web-1", 1, false, true, true),
+            ("web-2", 2, true, true, false),
+        ],
+    ));
+    c.wait_backends(CLIENT, &cip, 80, "tcp", &["web-2"]);
+    // Local: node 0's only endpoint (web-0) terminates while web-1 on node
+    // 1 is ready; the client on node 0 falls back to web-0, not to web-1
+    let cip = selectorless("fallback-local", "Local");
+    c.apply(&slice_of(
+        c,
+        "fallback-local",
+        &[
+            ("web-0", 0, false, true, true),
+            ("web-1", 1, true, true, false),
+        ],
+    ));
+    c.wait_backends(CLIENT, &cip, 80, "tcp", &["web-0"]);
+    c.wait_backends(&node(c, 1), &cip, 80, "tcp", &["web-1"]);
+}
+
 /// An address outside every lab host's and pod's (in the lab's own
 /// 198.18.0.0/15: a packet that escaped translation stays in the lab).
 const EXTERNAL_IP: &str = "198.19.250.10";
@@ -230,13 +333,11 @@ pub fn internal_traffic_policy_local(c: &Cluster) {
     );
     let cip0 = c.cluster_ip("itp-0");
     c.wait_backends(CLIENT, &cip0, 80, "tcp", &["web-0"]);
-    // node 2 has no local endpoint: the connection fails (kube-proxy
-    // drops; upstream asks only that it fails)
-    within(WAIT, "itp-0 unreachable from node 2", || {
-        c.ask(CLIENT2, &cip0, 80, "tcp", "hostname")
-            .is_err()
-            .then_some(())
-    });
+    // node 2 has no local endpoint: kube-proxy drops (its "has no local
+    // endpoints" DROP rule), so a client there times out rather than being
+    // refused; upstream asks only that it fails, weft matches kube-proxy
+    c.wait_outcome(CLIENT2, &cip0, 80, "tcp", "timed out");
+    c.wait_outcome(&node(c, 2), &cip0, 80, "tcp", "timed out");
 }
 
 /// loadbalancer.go's ESIPP "should work for type=NodePort" (the source
@@ -544,9 +645,12 @@ pub fn weftd_restart_under_traffic(c: &mut Cluster, proxy: Proxy) {
     assert!(r.ok > 50);
 }
 
-/// Every case, in order.
+/// Every case, in order; `WEFT_SVC_CASES=a,b` runs only the cases named
+/// (to work on one without the rest).
 pub fn run_all(c: &mut Cluster, proxy: Proxy) {
-    run_some(c, proxy, |_| true);
+    let only = std::env::var("WEFT_SVC_CASES").unwrap_or_default();
+    let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+    run_some(c, proxy, |n| only.is_empty() || only.contains(&n));
 }
 
 /// The cases `pick` names, in order. A failing case does not stop the
@@ -607,8 +711,16 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
             Box::new(|c| nodeport_session_affinity(c)),
         ),
         (
+            "nodeport_session_affinity_timeout",
+            Box::new(|c| nodeport_session_affinity_timeout(c)),
+        ),
+        (
             "external_ip_not_assigned_to_a_node",
             Box::new(|c| external_ip_not_assigned_to_a_node(c)),
+        ),
+        (
+            "fallback_to_terminating_endpoints",
+            Box::new(|c| fallback_to_terminating_endpoints(c)),
         ),
         (
             "endpoints_scaled_under_load",

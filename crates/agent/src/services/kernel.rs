@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use weft_api::AffinityView;
+use weft_datapath::bpf::Loaded;
 use weft_datapath::services::{
     default_cgroup_root, monotonic_secs, sockdiag, ServiceMaps, ServiceProgramOptions,
     ServicePrograms, ServiceTable,
 };
+use weft_datapath::LinuxDatapath;
 use weft_lb::{LbMaps, MapWriter, Op};
 
 use super::KernelMaps;
@@ -83,17 +86,34 @@ pub fn cgroup_root(cfg: &AgentConfig) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// weftd's factory: [`open_with`], sharing the flow ring of `linux`'s fast
+/// path when it runs (the fast path starts before Services), so socket-LB
+/// and NodePort translations reach `weft observe` beside the fast path's.
+pub fn opener(linux: Option<Arc<LinuxDatapath>>) -> Box<super::KernelFactory> {
+    Box::new(move |cfg: &AgentConfig, devices: &[String]| match linux {
+        Some(l) => l.with_fast_maps(|share| {
+            if share.is_none() {
+                tracing::info!("the eBPF fast path is off: Service translations are not observed");
+            }
+            open_with(cfg, devices, share)
+        }),
+        None => open_with(cfg, devices, None),
+    })
+}
+
 /// Loads the programs (maps pinned under `--bpf-pin-dir`, so a restart
-/// finds them, IDs and NAT state included), attaches the socket programs
+/// finds them, IDs and NAT state included; maps of `share`'s names, the
+/// flow ring among them, taken from it), attaches the socket programs
 /// under the cgroup root and the NodePort pair to `devices`.
 pub fn open_with(
     cfg: &AgentConfig,
     devices: &[String],
+    share: Option<&Loaded>,
 ) -> anyhow::Result<Box<dyn KernelMaps + Send>> {
     let root = super::check_cgroup_root(&cgroup_root(cfg)?)?;
     let mut programs = ServicePrograms::load(&ServiceProgramOptions {
         pin_dir: cfg.bpf_pin_dir.as_deref(),
-        share: None,
+        share,
     })
     .context("loading the Service programs")?;
     programs

@@ -48,9 +48,23 @@ struct Shared {
 #[derive(Default)]
 pub struct Link {
     inner: OnceLock<Arc<Running>>,
+    /// The kernel data path whose fast path shares its flow ring with the
+    /// Service programs (set by [`crate::build`]).
+    linux: OnceLock<Arc<weft_datapath::LinuxDatapath>>,
 }
 
 impl Link {
+    /// Lets the Service programs share the fast path's flow ring, so their
+    /// translations reach `weft observe` (weftd's build does this).
+    pub fn share_fast_path(&self, linux: Arc<weft_datapath::LinuxDatapath>) {
+        let _ = self.linux.set(linux);
+    }
+
+    /// The data path given to [`Link::share_fast_path`].
+    pub fn fast_path(&self) -> Option<Arc<weft_datapath::LinuxDatapath>> {
+        self.linux.get().cloned()
+    }
+
     /// `weft services`.
     pub fn view(&self) -> ServicesView {
         let Some(r) = self.inner.get() else {

@@ -180,7 +180,9 @@ enum weft_lb_stat {
 	WEFT_LB_STAT_NP_FWD = 5,      /* packets of known flows translated */
 	WEFT_LB_STAT_NP_REVNAT = 6,   /* replies translated back */
 	WEFT_LB_STAT_NP_DROP = 7,     /* dropped: no backend, or no NAT port */
-	WEFT_LB_STAT_MAX = 8,
+	WEFT_LB_STAT_SOCK_DROP = 8,   /* left untranslated to be dropped: none in the client's scope */
+	WEFT_LB_STAT_NP_ICMP = 9,     /* ICMP errors about a NATed flow translated */
+	WEFT_LB_STAT_MAX = 10,
 };
 
 #endif

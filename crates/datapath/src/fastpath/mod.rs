@@ -251,6 +251,13 @@ impl FastPath {
         KernelPolicyMaps::from_loaded(node, rules, &self.loaded)
     }
 
+    /// The object whose maps the other programs share by name: the Service
+    /// programs load with it (`ServiceProgramOptions::share`) so their flow
+    /// events land in the ring weftd reads ([`FastPath::flow_source`]).
+    pub fn shared_maps(&self) -> &Loaded {
+        &self.loaded
+    }
+
     /// A reader of the flow events and counters, when a loaded program
     /// reports flows (`bpf/lib/flow.h`); see [`crate::flows`].
     pub fn flow_source(&self) -> Result<Option<crate::flows::KernelFlowSource>, DatapathError> {

@@ -60,6 +60,14 @@ impl LinuxDatapath {
         }
     }
 
+    /// Runs `f` with the fast path's map object (`None` while it is off),
+    /// holding it loaded meanwhile: weftd loads the Service programs inside,
+    /// sharing its flow ring (see [`FastPath::shared_maps`]).
+    pub fn with_fast_maps<R>(&self, f: impl FnOnce(Option<&crate::bpf::Loaded>) -> R) -> R {
+        let guard = self.fast();
+        f(guard.as_deref().map(FastPath::shared_maps))
+    }
+
     pub(super) fn fast_start(&self, setup: &FastPathSetup) -> Result<(), DatapathError> {
         let remote = match &setup.remote_device {
             Some(name) => self.ifindex_of(name)?,

@@ -135,3 +135,69 @@ pub fn icmp6_ok(f: &[u8]) -> bool {
     pseudo.extend([0, 0, 0, 58]);
     fold(sum16(msg, sum16(&pseudo, 0))) == 0
 }
+
+/// Ethernet + IPv4 + an ICMP error `(type, code)` from `from` to `to`
+/// quoting `quoted` (a frame of [`frame`], its IP packet whole), with the
+/// next-hop MTU field set (frag needed) and valid checksums.
+pub fn icmp4_error(from: &str, to: &str, type_: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let (from, to): (IpAddr, IpAddr) = (from.parse().unwrap(), to.parse().unwrap());
+    let mut msg = vec![type_, code, 0, 0, 0, 0, 0x05, 0x78];
+    msg.extend(&quoted[14..]);
+    let c = fold(sum16(&msg, 0));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut ip = vec![0x45, 0];
+    ip.extend(((20 + msg.len()) as u16).to_be_bytes());
+    ip.extend([0x56, 0x78, 0, 0, 64, 1, 0, 0]);
+    ip.extend(ip_bytes(from));
+    ip.extend(ip_bytes(to));
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(ip);
+    f.extend(msg);
+    f
+}
+
+/// An ICMP error frame's outer (source, destination), and the packet it
+/// quotes as a frame of its own (for [`addrs`] and [`checksums_ok`]).
+pub fn icmp4_parts(f: &[u8]) -> ((IpAddr, IpAddr), Vec<u8>) {
+    let (s, d, _, _) = l3(f);
+    let mut quoted = f[..14].to_vec();
+    quoted.extend(&f[42..]);
+    ((s, d), quoted)
+}
+
+/// Whether an ICMP error frame's outer IPv4 and ICMP checksums verify.
+pub fn icmp4_ok(f: &[u8]) -> bool {
+    sum_ok(&f[14..34]) && sum_ok(&f[34..])
+}
+
+/// [`icmp4_error`] for IPv6: Ethernet + IPv6 + an ICMPv6 error quoting
+/// `quoted` whole, its checksum over the pseudo header.
+pub fn icmp6_error(from: &str, to: &str, type_: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let (from, to): (IpAddr, IpAddr) = (from.parse().unwrap(), to.parse().unwrap());
+    let mut msg = vec![type_, code, 0, 0, 0, 0, 0x05, 0x00];
+    msg.extend(&quoted[14..]);
+    let mut pseudo = ip_bytes(from);
+    pseudo.extend(ip_bytes(to));
+    pseudo.extend((msg.len() as u32).to_be_bytes());
+    pseudo.extend([0, 0, 0, 58]);
+    let c = fold(sum16(&msg, sum16(&pseudo, 0)));
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    f.extend([0x60, 0, 0, 0]);
+    f.extend((msg.len() as u16).to_be_bytes());
+    f.extend([58, 64]);
+    f.extend(ip_bytes(from));
+    f.extend(ip_bytes(to));
+    f.extend(msg);
+    f
+}
+
+/// [`icmp4_parts`] for an ICMPv6 error frame.
+pub fn icmp6_parts(f: &[u8]) -> ((IpAddr, IpAddr), Vec<u8>) {
+    let (s, d, _, _) = l3(f);
+    let mut quoted = f[..14].to_vec();
+    quoted.extend(&f[62..]);
+    ((s, d), quoted)
+}

@@ -182,6 +182,12 @@ pub struct AgentConfig {
     #[arg(long, hide = true)]
     pub flow_selftest: bool,
 
+    /// Flow events from the policy programs: `off` keeps the programs from
+    /// reporting (drops are still counted in weft_drops_total; Service
+    /// translations still report), for hosts that want no cost at all.
+    #[arg(long, env = "WEFT_FLOWS", value_enum, default_value_t = FlowsMode::On)]
+    pub flows: FlowsMode,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
@@ -238,6 +244,12 @@ pub enum FastPathMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PolicyMode {
     Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowsMode {
     On,
     Off,
 }

@@ -121,7 +121,8 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         LinuxDatapath::new()
             .context("opening rtnetlink")?
             .with_bpf_pin_dir(cfg.bpf_pin_dir.clone())
-            .with_policy(policy),
+            .with_policy(policy)
+            .with_flow_events(cfg.flows == config::FlowsMode::On),
     );
     let datapath: Arc<dyn Datapath> = linux.clone();
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);

@@ -16,6 +16,7 @@ pub mod selftest;
 pub mod stream;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -196,10 +197,23 @@ pub type SourceProvider = Box<dyn FnMut() -> Option<Box<dyn FlowSource>> + Send>
 /// Reads `source` into `hub` until the process ends (a thread of its own).
 pub fn start_reader(
     hub: Arc<Hub>,
+    provider: SourceProvider,
+    resolve: Box<dyn Resolve>,
+    rules: Arc<OnceLock<Arc<dyn RuleBook>>>,
+) {
+    let never = Arc::new(AtomicBool::new(false));
+    let _ = spawn_reader(hub, provider, resolve, rules, never);
+}
+
+/// weftd's reader as [`start_reader`] runs it, until `stop` is set (within
+/// [`WAIT`]): for benchmarks that drive the kernel ring through it.
+pub fn spawn_reader(
+    hub: Arc<Hub>,
     mut provider: SourceProvider,
     mut resolve: Box<dyn Resolve>,
     rules: Arc<OnceLock<Arc<dyn RuleBook>>>,
-) {
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("flows".into())
         .spawn(move || {
@@ -207,7 +221,7 @@ pub fn start_reader(
             let mut last_tick: Option<Instant> = None;
             let mut batch = Vec::with_capacity(DRAIN_MAX);
             let mut bad = 0u64;
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let tick = last_tick.is_none_or(|t| t.elapsed() >= TICK);
                 if source.is_none() {
                     if tick {
@@ -255,7 +269,7 @@ pub fn start_reader(
                 hub.push(stored);
             }
         })
-        .expect("spawn the flow reader");
+        .expect("spawn the flow reader")
 }
 
 /// The agent's flows, once [`start`] ran (`--flow-buffer 0` turns them off).

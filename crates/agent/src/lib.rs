@@ -65,6 +65,8 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Builds the agent from its configuration: opens the stores, prepares the
 /// node, reconciles, replays the spool. Does not serve yet.
 pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
+    // before any Kubernetes client (the store's, the adapter's) is built
+    metrics::time_kubernetes_requests();
     startup::private_dir(&cfg.state_dir)
         .with_context(|| format!("preparing state directory {}", cfg.state_dir.display()))?;
     let ipam_store: Arc<dyn Store> = match cfg.store {

@@ -19,6 +19,7 @@ pub mod index;
 pub mod model;
 pub mod runtime;
 pub mod store;
+pub mod timing;
 pub mod watch;
 
 pub use index::{AdapterStatus, Index, KindStatus, View};

@@ -31,8 +31,8 @@ use weft_datapath::policy::{PolicyEndpoint, PolicyMaps, PolicyMode};
 use weft_datapath::seams::*;
 use weft_datapath::{FastEndpoint, FastPathSetup, LinuxDatapath, NodeSetup, PodLink};
 use weft_policy::{
-    compile, Compiled, Direction, EndpointRef, Inventory, LabelSelector, Labels,
-    MemoryAllocator, NetworkPolicy, Node, Peer, Rule, RuleIds, Workload,
+    compile, Compiled, Direction, EndpointRef, Inventory, LabelSelector, Labels, MemoryAllocator,
+    NetworkPolicy, Node, Peer, Rule, RuleIds, Workload,
 };
 
 use super::*;
@@ -147,7 +147,12 @@ pub(super) fn compiled(allow_client: bool) -> anyhow::Result<Compiled> {
     });
     let policy = NetworkPolicy {
         namespace: NS.into(),
-        name: if allow_client { "allow-client" } else { "deny-all" }.into(),
+        name: if allow_client {
+            "allow-client"
+        } else {
+            "deny-all"
+        }
+        .into(),
         pod_selector: LabelSelector::labels([("app", "server")]),
         policy_types: Some(vec![Direction::Ingress]),
         ingress: Some(
@@ -187,7 +192,9 @@ pub(super) fn lookup(e: &EndpointRef) -> Option<PolicyEndpoint> {
 }
 
 /// weftd's reader over `dp`'s ring into a fresh 4096-flow buffer.
-fn start_reader(dp: &Arc<LinuxDatapath>) -> (Arc<Hub>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn start_reader(
+    dp: &Arc<LinuxDatapath>,
+) -> (Arc<Hub>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let hub = Hub::new(NODE, weft_agent::flows::DEFAULT_CAPACITY);
     let stop = Arc::new(AtomicBool::new(false));
     let dp = dp.clone();
@@ -385,7 +392,8 @@ pub fn run(spec: &FlowsSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<F
                 .with_context(|| n.label.to_string())?;
             let (p50, p99) = rtt(&n.client, &n.server, IpAddr::V4(SERVER), spec.echoes)
                 .with_context(|| n.label.to_string())?;
-            let c = crr(&n.client, &n.server, spec.connects).with_context(|| n.label.to_string())?;
+            let c =
+                crr(&n.client, &n.server, spec.connects).with_context(|| n.label.to_string())?;
             progress(&format!(
                 "round {}/{rounds} {:<16} {g:6.2} Gbit/s  rr p50 {p50:6.1} us  p99 {p99:6.1} us  crr p50 {c:6.1} us",
                 round + 1,
@@ -517,7 +525,11 @@ pub fn render_table(r: &FlowsReport) -> String {
             x.ratio.max,
             if x.higher_is_better { ">=" } else { "<=" },
             x.target.unwrap_or(f64::NAN),
-            if x.met == Some(true) { "met" } else { "not met" }
+            if x.met == Some(true) {
+                "met"
+            } else {
+                "not met"
+            }
         );
     }
     s.push_str(&ring::render(&r.ring, r.rss.as_ref()));

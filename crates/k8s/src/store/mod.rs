@@ -44,7 +44,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
 use weft_store::{
     check_key, Conflict, LeaseId, Listing, Revision, Store, StoreError, StoreResult, TxnConflict,
     TxnOp, Watch,
@@ -117,9 +116,10 @@ impl KubeStore {
                     }
                 };
                 rt.block_on(async move {
-                    let client = match client_config(&c.source).await.and_then(|cfg| {
-                        Client::try_from(cfg).map_err(|e| crate::K8sError::Client(e.to_string()))
-                    }) {
+                    let client = match client_config(&c.source)
+                        .await
+                        .and_then(|cfg| crate::timing::client(cfg))
+                    {
                         Ok(cl) => cl,
                         Err(e) => {
                             let _ = tx.send(Err(StoreError::Unavailable {

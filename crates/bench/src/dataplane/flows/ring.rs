@@ -89,11 +89,16 @@ pub fn rate(spec: &FlowsSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
     let fp = FastPath::load_with_policy(&pools, 0, None, PolicyMode::Enforce)?;
     let mut maps = fp.policy_maps(NODE, RuleIds::new())?;
     maps.replace(&compiled(false)?, &lookup)?;
-    let counters = fp.flow_source()?.context("the programs have no flow ring")?;
+    let counters = fp
+        .flow_source()?
+        .context("the programs have no flow ring")?;
     let ring_bytes = counters.ring_bytes();
     let mut for_reader = fp.flow_source()?;
-    let provider: SourceProvider =
-        Box::new(move || for_reader.take().map(|s| Box::new(s) as Box<dyn FlowSource>));
+    let provider: SourceProvider = Box::new(move || {
+        for_reader
+            .take()
+            .map(|s| Box::new(s) as Box<dyn FlowSource>)
+    });
     let hub = Hub::new(NODE, weft_agent::flows::DEFAULT_CAPACITY);
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(
@@ -123,7 +128,10 @@ fn drive(
     let mut frame = syn_frame();
     let r = prog.test_run(&frame, &ctx, 1)?;
     if r.retval != weft_bpf_abi::TCX_DROP {
-        bail!("the policy program passed a flow it should drop (verdict {})", r.retval);
+        bail!(
+            "the policy program passed a flow it should drop (verdict {})",
+            r.retval
+        );
     }
     // the reader has the program's first event in hand before any step
     std::thread::sleep(Duration::from_millis(300));
@@ -207,7 +215,8 @@ const METRICS: &str = "127.0.0.1:9964";
 /// One sample of weftd's metrics (in the node netns), by exact name.
 fn metric(node: &Path, name: &str) -> anyhow::Result<f64> {
     let text = run_in(node, || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&METRICS.parse().expect("addr"), Duration::from_secs(2))?;
+        let mut s =
+            TcpStream::connect_timeout(&METRICS.parse().expect("addr"), Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")?;
         let mut raw = String::new();

@@ -12,6 +12,7 @@
 //! - [`runtime`]: the adapter thread, its tokio runtime and client
 //! - [`store`]: weft's datastore on the Kubernetes API (`--store kubernetes`)
 
+pub mod access;
 pub mod cnp;
 pub mod convert;
 pub mod guarded;

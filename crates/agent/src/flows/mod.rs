@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod remote;
 pub mod selftest;
 pub mod stream;
 
@@ -320,6 +321,30 @@ pub fn kernel_provider(
             None
         })
     })
+}
+
+/// Serves flows over TLS when `--flows-listen` asks (see [`remote`]).
+pub fn start_remote(
+    cfg: &crate::config::AgentConfig,
+    agent: &Arc<crate::agent::Agent>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(addr) = cfg.flows_listen else {
+        return Ok(());
+    };
+    let (Some(cert), Some(key)) = (&cfg.flows_tls_cert, &cfg.flows_tls_key) else {
+        anyhow::bail!("--flows-listen needs --flows-tls-cert and --flows-tls-key");
+    };
+    let Some(hub) = agent.flows().hub().cloned() else {
+        anyhow::bail!("--flows-listen needs flow observation on (--flow-buffer above 0)");
+    };
+    let source = crate::k8s::source(cfg).context(
+        "--flows-listen checks readers' tokens with the Kubernetes API: give --kubeconfig or run in a pod",
+    )?;
+    let gate = weft_k8s::access::Reviewer::new(&source).context("building the token reviewer")?;
+    let tls = remote::tls_config(cert, key)?;
+    remote::start(addr, tls, Arc::new(gate), hub)?;
+    Ok(())
 }
 
 /// Starts the reader over `provider` with the agent's pod resolver.

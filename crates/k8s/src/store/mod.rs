@@ -118,7 +118,7 @@ impl KubeStore {
                 rt.block_on(async move {
                     let client = match client_config(&c.source)
                         .await
-                        .and_then(|cfg| crate::timing::client(cfg))
+                        .and_then(crate::timing::client)
                     {
                         Ok(cl) => cl,
                         Err(e) => {

@@ -184,6 +184,29 @@ pub struct AgentConfig {
     #[arg(long, hide = true)]
     pub flow_selftest: bool,
 
+    /// Flow events from the policy programs: `off` keeps the programs from
+    /// reporting (drops are still counted in weft_drops_total; Service
+    /// translations still report), for hosts that want no cost at all.
+    #[arg(long, env = "WEFT_FLOWS", value_enum, default_value_t = FlowsMode::On)]
+    pub flows: FlowsMode,
+
+    /// Serve flows over TLS to readers the cluster authorises (`weft
+    /// observe --cluster`): a bearer token the API server accepts, whose
+    /// user RBAC lets `get` the non-resource URL /weft/flows. Off by default;
+    /// bind the node's own address (e.g. $NODE_IP:9965). Needs the
+    /// Kubernetes API, --flows-tls-cert and --flows-tls-key.
+    #[arg(long, env = "WEFT_FLOWS_LISTEN", requires_all = ["flows_tls_cert", "flows_tls_key"])]
+    pub flows_listen: Option<std::net::SocketAddr>,
+
+    /// The TLS certificate (PEM, with its chain) of --flows-listen; its
+    /// names must include the node's address readers dial.
+    #[arg(long, env = "WEFT_FLOWS_TLS_CERT")]
+    pub flows_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --flows-tls-cert.
+    #[arg(long, env = "WEFT_FLOWS_TLS_KEY")]
+    pub flows_tls_key: Option<PathBuf>,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.
@@ -240,6 +263,12 @@ pub enum FastPathMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PolicyMode {
     Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowsMode {
     On,
     Off,
 }

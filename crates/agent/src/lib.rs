@@ -67,6 +67,8 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Builds the agent from its configuration: opens the stores, prepares the
 /// node, reconciles, replays the spool. Does not serve yet.
 pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
+    // before any Kubernetes client (the store's, the adapter's) is built
+    metrics::time_kubernetes_requests();
     startup::private_dir(&cfg.state_dir)
         .with_context(|| format!("preparing state directory {}", cfg.state_dir.display()))?;
     let ipam_store: Arc<dyn Store> = match cfg.store {
@@ -123,7 +125,8 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
         LinuxDatapath::new()
             .context("opening rtnetlink")?
             .with_bpf_pin_dir(cfg.bpf_pin_dir.clone())
-            .with_policy(policy),
+            .with_policy(policy)
+            .with_flow_events(cfg.flows == config::FlowsMode::On),
     );
     let datapath: Arc<dyn Datapath> = linux.clone();
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);

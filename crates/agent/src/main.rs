@@ -52,6 +52,7 @@ fn run(cfg: &AgentConfig) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         weft_agent::metrics::start(addr, &agent)?;
     }
+    weft_agent::flows::start_remote(cfg, &agent)?;
     // after the adapter: policy reads its view
     weft_agent::policy::start(cfg.policy, &agent)?;
     weft_agent::services::start(

@@ -59,7 +59,7 @@ pub fn stream(
     path: &str,
     body: &[u8],
     idle: Duration,
-    mut on_line: impl FnMut(&[u8]) -> bool,
+    on_line: impl FnMut(&[u8]) -> bool,
 ) -> Result<Streamed, HttpError> {
     let mut conn = UnixStream::connect(socket).map_err(|source| HttpError::Connect {
         path: socket.display().to_string(),
@@ -67,14 +67,30 @@ pub fn stream(
     })?;
     conn.set_read_timeout(Some(idle))?;
     conn.set_write_timeout(Some(idle))?;
-    let mut msg = Vec::with_capacity(body.len() + 128);
+    stream_on(&mut conn, method, path, "", body, on_line)
+}
+
+/// [`stream`] over a connection the caller opened (TLS to a node's weftd,
+/// its timeouts set), with `headers` (whole `Name: value\r\n` lines, e.g.
+/// an Authorization) added to the request.
+pub fn stream_on<C: Read + Write>(
+    conn: C,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+    mut on_line: impl FnMut(&[u8]) -> bool,
+) -> Result<Streamed, HttpError> {
+    let mut conn = conn;
+    let mut msg = Vec::with_capacity(body.len() + 128 + headers.len());
     write!(
         msg,
-        "{method} {path} HTTP/1.1\r\nHost: weftd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: weftd\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     msg.extend_from_slice(body);
     conn.write_all(&msg)?;
+    conn.flush()?;
     let mut reader = BufReader::new(conn);
     let mut head_left = MAX_HEAD;
     let status_line = read_line(&mut reader, &mut head_left)?;

@@ -59,6 +59,20 @@ pub enum BenchCmd {
         /// Where weftd and weft-cni are (default: beside this weft).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Run the flow events case instead: policy on, events on vs off
+        /// (`weftd --flows`), the ring's sustained event rate, weftd's RSS
+        /// with its flow buffer full.
+        #[arg(long)]
+        flows: bool,
+        /// With --flows: new connections per CRR test.
+        #[arg(long, default_value_t = 300)]
+        connects: usize,
+        /// With --flows: event rates per second the ring is driven at.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 25_000, 50_000, 100_000, 200_000, 400_000, 800_000])]
+        rates: Vec<u64>,
+        /// With --flows: seconds per rate.
+        #[arg(long, default_value_t = 2.0)]
+        rate_seconds: f64,
     },
     /// Cluster IPAM under a burst: P pods over N nodes sharing a 3-member
     /// etcd, every ADD at once, with weftd's group commit on and off.
@@ -91,14 +105,32 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         echoes,
         out,
         bin_dir,
+        flows,
+        connects,
+        rates,
+        rate_seconds,
     } = cmd
     {
+        let bin_dir = match bin_dir {
+            Some(d) => d,
+            None => crate::lab_cmd::default_bin_dir()?,
+        };
+        if flows {
+            let spec = weft_bench::dataplane::flows::FlowsSpec {
+                name: crate::interrupt::removed_on_interrupt(format!("wfl{}", std::process::id()))?,
+                bin_dir,
+                rounds,
+                seconds,
+                echoes,
+                connects,
+                rates,
+                rate_seconds,
+            };
+            return run_flows(&spec, &out, fmt);
+        }
         let spec = weft_bench::dataplane::DataplaneSpec {
             name: crate::interrupt::removed_on_interrupt(format!("wdp{}", std::process::id()))?,
-            bin_dir: match bin_dir {
-                Some(d) => d,
-                None => crate::lab_cmd::default_bin_dir()?,
-            },
+            bin_dir,
             rounds,
             seconds,
             echoes,
@@ -163,6 +195,27 @@ fn run_dataplane(
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         out!("{}", dp::render_table(&report));
+    }
+    announce(&written);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_flows(
+    spec: &weft_bench::dataplane::flows::FlowsSpec,
+    out: &std::path::Path,
+    fmt: Format,
+) -> anyhow::Result<ExitCode> {
+    use weft_bench::dataplane::flows as fl;
+    let report = fl::run(spec, &mut |m| eprintln!("{m}"))?;
+    // a table, no chart: the JSON report alone
+    std::fs::create_dir_all(out)?;
+    let json = out.join(format!("flows-{}.json", report.machine.when_unix));
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+    let written = vec![json];
+    if fmt == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", fl::render_table(&report));
     }
     announce(&written);
     Ok(ExitCode::SUCCESS)

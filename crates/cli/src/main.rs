@@ -10,6 +10,7 @@ mod install;
 mod interrupt;
 mod lab_cmd;
 mod observe;
+mod observe_cluster;
 mod output;
 mod policy_cmd;
 mod preview_cmd;
@@ -109,6 +110,16 @@ enum IpamCmd {
 /// Whose flows `weft observe` shows: every node of the lab, or the weftd
 /// at --socket.
 fn observe_targets(cli: &Cli) -> anyhow::Result<Vec<observe::Target>> {
+    if let Cmd::Observe(a) = &cli.command {
+        if a.cluster {
+            return observe_cluster::from_cluster(
+                a.kubeconfig.as_deref(),
+                a.flows_port,
+                a.ca.as_deref(),
+                a.token_file.as_deref(),
+            );
+        }
+    }
     match &cli.lab {
         Some(name) if !lab_cmd::exists(name) => {
             anyhow::bail!("no lab named {name}; `weft lab status` lists the labs")
@@ -119,11 +130,13 @@ fn observe_targets(cli: &Cli) -> anyhow::Result<Vec<observe::Target>> {
             .map(|n| observe::Target {
                 node: n.name,
                 socket: n.socket,
+                remote: None,
             })
             .collect()),
         None => Ok(vec![observe::Target {
             node: cli.socket.display().to_string(),
             socket: cli.socket.clone(),
+            remote: None,
         }]),
     }
 }

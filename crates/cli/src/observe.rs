@@ -66,6 +66,24 @@ pub struct ObserveArgs {
     /// Keep following: print new flows as they come (Ctrl-C ends).
     #[arg(short = 'f', long)]
     follow: bool,
+    /// Every node of the Kubernetes cluster (the kubeconfig's): each weftd
+    /// dialled at its InternalIP over TLS (`weftd --flows-listen`), the
+    /// kubeconfig's token presented; needs --ca.
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: the CA (PEM) that signed the weftds' certificates.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// With --cluster: the kubeconfig (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --cluster: a file holding the bearer token to present instead
+    /// of the kubeconfig's.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// With --cluster: the port weftd's --flows-listen uses.
+    #[arg(long, default_value_t = crate::observe_cluster::DEFAULT_PORT)]
+    pub flows_port: u16,
 }
 
 /// A weftd to ask, by node name.
@@ -73,6 +91,8 @@ pub struct ObserveArgs {
 pub struct Target {
     pub node: String,
     pub socket: PathBuf,
+    /// A node of a cluster, over TLS, instead of the socket.
+    pub remote: Option<std::sync::Arc<crate::observe_cluster::Remote>>,
 }
 
 fn now_ns() -> u64 {
@@ -314,7 +334,7 @@ fn pump(t: &Target, query: &FlowQuery, tx: &mpsc::Sender<Msg>) -> Option<String>
         Ok(b) => b,
         Err(e) => return Some(e.to_string()),
     };
-    let r = stream(&t.socket, "POST", paths::FLOWS, &body, IDLE, |line| {
+    let on_line = |line: &[u8]| {
         let msg = match serde_json::from_slice::<FlowLine>(line) {
             Ok(FlowLine::Flow(f)) => Msg::Flow(f),
             Ok(FlowLine::Lost(l)) => Msg::Lost(l.node, l.flows),
@@ -322,7 +342,11 @@ fn pump(t: &Target, query: &FlowQuery, tx: &mpsc::Sender<Msg>) -> Option<String>
             Err(_) => return true,
         };
         tx.send(msg).is_ok()
-    });
+    };
+    let r = match &t.remote {
+        Some(r) => crate::observe_cluster::stream(r, "POST", paths::FLOWS, &body, IDLE, on_line),
+        None => stream(&t.socket, "POST", paths::FLOWS, &body, IDLE, on_line),
+    };
     match r {
         Ok(Streamed::Done | Streamed::Stopped) => None,
         Ok(Streamed::Refused(resp)) => Some(
@@ -330,7 +354,10 @@ fn pump(t: &Target, query: &FlowQuery, tx: &mpsc::Sender<Msg>) -> Option<String>
                 .map(|e| e.msg)
                 .unwrap_or_else(|_| format!("weftd answered {}", resp.status)),
         ),
-        Err(e) => Some(format!("{e} (is weftd running at {}?)", t.socket.display())),
+        Err(e) => Some(match &t.remote {
+            Some(r) => format!("{e} (does weftd at {} run with --flows-listen?)", r.addr),
+            None => format!("{e} (is weftd running at {}?)", t.socket.display()),
+        }),
     }
 }
 

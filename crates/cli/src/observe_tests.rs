@@ -119,6 +119,7 @@ fn nodes_are_merged_by_time_and_cut_to_last() {
         targets.push(Target {
             node: node.into(),
             socket: sock,
+            remote: None,
         });
     }
     let q = FlowQuery {

@@ -181,6 +181,7 @@ pub fn run(cmd: PolicyCmd, socket: &Path, fmt: Format) -> anyhow::Result<ExitCod
             let target = crate::observe::Target {
                 node: socket.display().to_string(),
                 socket: socket.to_path_buf(),
+                remote: None,
             };
             crate::preview_cmd::run(vec![target], &file, &namespace, fmt)
         }

@@ -53,6 +53,8 @@ pub struct LinuxDatapath {
     pin_dir: Option<PathBuf>,
     /// Whether the programs `fastpath_start` loads enforce NetworkPolicy.
     policy: crate::policy::PolicyMode,
+    /// Whether they report flow events (weftd `--flows`).
+    flow_events: bool,
 }
 
 /// What `create_link` learnt that `configure_link` needs.
@@ -102,6 +104,7 @@ impl LinuxDatapath {
             fast: Mutex::new(None),
             pin_dir: None,
             policy: Default::default(),
+            flow_events: true,
         })
     }
 
@@ -120,6 +123,13 @@ impl LinuxDatapath {
     /// all the same, they judge and forward nothing.
     pub fn with_policy(mut self, mode: crate::policy::PolicyMode) -> Self {
         self.policy = mode;
+        self
+    }
+
+    /// Whether the programs of `fastpath_start` report flow events (default
+    /// on); off, the policy programs still count drops.
+    pub fn with_flow_events(mut self, on: bool) -> Self {
+        self.flow_events = on;
         self
     }
 

@@ -439,3 +439,28 @@ fn pinned_policy_survives_a_reload_privileged() {
     drop((second, maps));
     weft_datapath::bpf::pin::remove_dir(&dir).unwrap();
 }
+
+/// `weftd --flows off`: the programs decide as before and count every drop,
+/// but put nothing in the ring; switched back on, they report again.
+#[test]
+fn flow_events_off_reports_nothing_but_still_counts_drops_privileged() {
+    need_root!("policy_run");
+    let (mut rig, _alloc) = rig(false);
+    rig.fp.set_flow_events(false).unwrap();
+    let counters = || {
+        use weft_datapath::flows::FlowSource;
+        rig.fp.flow_source().unwrap().unwrap().counters().unwrap()
+    };
+    let before = counters().drops.policy_default;
+    let denied = Pkt::new("10.244.1.2", "10.244.0.3", TCP, 42_100, 80);
+    let allowed = Pkt::new("10.244.0.2", "10.244.0.3", TCP, 42_101, 80);
+    assert_eq!(rig.run(TO_CONTAINER, &denied, 0), TCX_DROP);
+    assert_eq!(rig.run(TO_CONTAINER, &allowed, 0), TCX_NEXT);
+    assert_eq!(counters().drops.policy_default, before + 1);
+    assert!(rig.events().is_empty(), "no event with flow events off");
+    rig.fp.set_flow_events(true).unwrap();
+    let again = Pkt::new("10.244.1.2", "10.244.0.3", TCP, 42_102, 80);
+    assert_eq!(rig.run(TO_CONTAINER, &again, 0), TCX_DROP);
+    let ev = event(&rig.events(), DIR_INGRESS);
+    assert_eq!(ev.verdict, VERDICT_DROPPED);
+}

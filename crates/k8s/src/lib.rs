@@ -12,6 +12,7 @@
 //! - [`runtime`]: the adapter thread, its tokio runtime and client
 //! - [`store`]: weft's datastore on the Kubernetes API (`--store kubernetes`)
 
+pub mod access;
 pub mod cnp;
 pub mod convert;
 pub mod guarded;
@@ -19,6 +20,7 @@ pub mod index;
 pub mod model;
 pub mod runtime;
 pub mod store;
+pub mod timing;
 pub mod watch;
 
 pub use index::{AdapterStatus, Index, KindStatus, View};

@@ -127,9 +127,7 @@ impl Adapter {
                 rt.block_on(async move {
                     let client = match client_config(&cfg.source).await.and_then(|c| {
                         let server = c.cluster_url.to_string();
-                        Client::try_from(c)
-                            .map(|cl| (cl, server))
-                            .map_err(|e| K8sError::Client(e.to_string()))
+                        crate::timing::client(c).map(|cl| (cl, server))
                     }) {
                         Ok(c) => c,
                         Err(e) => {

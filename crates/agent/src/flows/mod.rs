@@ -12,10 +12,12 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod remote;
 pub mod selftest;
 pub mod stream;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -196,10 +198,23 @@ pub type SourceProvider = Box<dyn FnMut() -> Option<Box<dyn FlowSource>> + Send>
 /// Reads `source` into `hub` until the process ends (a thread of its own).
 pub fn start_reader(
     hub: Arc<Hub>,
+    provider: SourceProvider,
+    resolve: Box<dyn Resolve>,
+    rules: Arc<OnceLock<Arc<dyn RuleBook>>>,
+) {
+    let never = Arc::new(AtomicBool::new(false));
+    let _ = spawn_reader(hub, provider, resolve, rules, never);
+}
+
+/// weftd's reader as [`start_reader`] runs it, until `stop` is set (within
+/// [`WAIT`]): for benchmarks that drive the kernel ring through it.
+pub fn spawn_reader(
+    hub: Arc<Hub>,
     mut provider: SourceProvider,
     mut resolve: Box<dyn Resolve>,
     rules: Arc<OnceLock<Arc<dyn RuleBook>>>,
-) {
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("flows".into())
         .spawn(move || {
@@ -207,7 +222,7 @@ pub fn start_reader(
             let mut last_tick: Option<Instant> = None;
             let mut batch = Vec::with_capacity(DRAIN_MAX);
             let mut bad = 0u64;
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let tick = last_tick.is_none_or(|t| t.elapsed() >= TICK);
                 if source.is_none() {
                     if tick {
@@ -255,7 +270,7 @@ pub fn start_reader(
                 hub.push(stored);
             }
         })
-        .expect("spawn the flow reader");
+        .expect("spawn the flow reader")
 }
 
 /// The agent's flows, once [`start`] ran (`--flow-buffer 0` turns them off).
@@ -306,6 +321,30 @@ pub fn kernel_provider(
             None
         })
     })
+}
+
+/// Serves flows over TLS when `--flows-listen` asks (see [`remote`]).
+pub fn start_remote(
+    cfg: &crate::config::AgentConfig,
+    agent: &Arc<crate::agent::Agent>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(addr) = cfg.flows_listen else {
+        return Ok(());
+    };
+    let (Some(cert), Some(key)) = (&cfg.flows_tls_cert, &cfg.flows_tls_key) else {
+        anyhow::bail!("--flows-listen needs --flows-tls-cert and --flows-tls-key");
+    };
+    let Some(hub) = agent.flows().hub().cloned() else {
+        anyhow::bail!("--flows-listen needs flow observation on (--flow-buffer above 0)");
+    };
+    let source = crate::k8s::source(cfg).context(
+        "--flows-listen checks readers' tokens with the Kubernetes API: give --kubeconfig or run in a pod",
+    )?;
+    let gate = weft_k8s::access::Reviewer::new(&source).context("building the token reviewer")?;
+    let tls = remote::tls_config(cert, key)?;
+    remote::start(addr, tls, Arc::new(gate), hub)?;
+    Ok(())
 }
 
 /// Starts the reader over `provider` with the agent's pod resolver.

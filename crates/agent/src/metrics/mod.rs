@@ -4,8 +4,9 @@
 //! Most values are read from the agent when scraped ([`collect`]): flows
 //! and drops, endpoints, IPAM pools, the Kubernetes watches, the fast path's
 //! counters. What only the serving side sees is recorded as it happens and
-//! kept here ([`Telemetry`]): CNI request latencies, and datastore request
-//! latencies through the [`store::TimedStore`] wrapper.
+//! kept here ([`Telemetry`]): CNI request latencies, datastore request
+//! latencies through the [`store::TimedStore`] wrapper, and the Kubernetes
+//! API server's through the clients' timing layer (`weft_k8s::timing`).
 //!
 //! Bind it to the node's own address (`--metrics-listen $NODE_IP:9964`) for a
 //! Prometheus in the cluster, or to loopback for a local agent: the
@@ -45,6 +46,7 @@ fn latency_histogram() -> Histogram {
 pub struct Telemetry {
     cni: Histograms,
     store: Histograms,
+    kubernetes: Histograms,
 }
 
 impl Default for Telemetry {
@@ -52,6 +54,7 @@ impl Default for Telemetry {
         Telemetry {
             cni: Family::new_with_constructor(latency_histogram),
             store: Family::new_with_constructor(latency_histogram),
+            kubernetes: Family::new_with_constructor(latency_histogram),
         }
     }
 }
@@ -74,6 +77,25 @@ impl Telemetry {
             .get_or_create(&vec![("backend", backend.to_string()), ("op", op.into())])
             .observe(took.as_secs_f64());
     }
+
+    /// One Kubernetes API request (weft_k8s::timing): the API server's verb
+    /// and the resource.
+    pub fn observe_kubernetes(&self, verb: &'static str, resource: &str, took: Duration) {
+        self.kubernetes
+            .get_or_create(&vec![
+                ("verb", verb.to_string()),
+                ("resource", resource.to_string()),
+            ])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Sends the Kubernetes clients' request timings into [`telemetry`]; before
+/// any client is built.
+pub fn time_kubernetes_requests() {
+    weft_k8s::timing::set_observer(|verb, resource, took| {
+        telemetry().observe_kubernetes(verb, resource, took)
+    });
 }
 
 /// The process's latencies (one weftd per process; tests that run several
@@ -96,6 +118,11 @@ pub fn registry(agent: &Arc<Agent>) -> Registry {
         "weft_store_request_duration_seconds",
         "Time a datastore request took, by backend and operation",
         t.store.clone(),
+    );
+    r.register(
+        "weft_kubernetes_api_request_duration_seconds",
+        "Time the Kubernetes API server took to answer weftd (to the response head; a watch to its first answer), by verb and resource",
+        t.kubernetes.clone(),
     );
     r.register_collector(Box::new(collect::AgentCollector::new(Arc::downgrade(
         agent,

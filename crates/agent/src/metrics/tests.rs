@@ -94,6 +94,7 @@ fn a_scrape_parses_with_a_real_parser_and_carries_every_family() {
     let agent = agent();
     add(&agent);
     telemetry().observe_cni("add", true, Duration::from_millis(3));
+    telemetry().observe_kubernetes("list", "pods", Duration::from_millis(4));
     let fake = FakeFlowSource::new();
     fake.push(ev(VERDICT_DROPPED));
     fake.push(ev(VERDICT_FORWARDED));
@@ -144,6 +145,12 @@ fn a_scrape_parses_with_a_real_parser_and_carries_every_family() {
         v(
             "weft_store_request_duration_seconds",
             &[("backend", "embedded"), ("op", "commit")]
+        ) >= 1.0
+    );
+    assert!(
+        v(
+            "weft_kubernetes_api_request_duration_seconds",
+            &[("verb", "list"), ("resource", "pods")]
         ) >= 1.0
     );
     assert_eq!(v("weft_build_info", &[]), 1.0);

@@ -24,6 +24,10 @@
 //! shared machine's drift hits every case alike; the report gives medians
 //! and min–max over rounds, and per-round paired ratios weft / kernel.
 //!
+//! `--flows` runs instead the flow events case ([`flows`]): the same pods
+//! with weftd's flow events on and off, the ring's sustained event rate and
+//! weftd's RSS with its flow buffer full.
+//!
 //! Every namespace the bench makes starts with the run's name; all of them,
 //! both labs and the iperf3 servers (ended by their pids) are removed at the
 //! end, also on error. Traffic only flows between these namespaces.
@@ -43,6 +47,7 @@ use weft_lab::{ip, Lab, LabSpec};
 use crate::chart::{Bar, Chart, Panel, BLUE, GREY, LIGHT_BLUE};
 use crate::report::Machine;
 
+pub mod flows;
 pub(crate) mod measure;
 mod render;
 mod setup;

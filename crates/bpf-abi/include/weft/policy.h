@@ -92,8 +92,10 @@ struct weft_policy_ct_value {
 };
 
 /* weft_config.flags (weft/maps.h): enforce policy / do not forward (the
- * programs are attached for policy alone, --fastpath off). */
+ * programs are attached for policy alone, --fastpath off) / report no flow
+ * events (weftd --flows off; drops are still counted). */
 #define WEFT_CONFIG_POLICY ((__u32)1)
 #define WEFT_CONFIG_NO_FORWARD ((__u32)2)
+#define WEFT_CONFIG_NO_FLOWS ((__u32)4)
 
 #endif

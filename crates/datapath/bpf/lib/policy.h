@@ -237,6 +237,12 @@ static __always_inline void policy_event(struct __sk_buff *skb, const struct pfl
 	__u32 zero = 0;
 	struct weft_flow_event *e = bpf_map_lookup_elem(&weft_policy_scratch, &zero);
 
+	/* --flows off: no event, but a drop still counts */
+	if (policy_flags() & WEFT_CONFIG_NO_FLOWS) {
+		if (verdict == WEFT_VERDICT_DROPPED)
+			flow_count_drop(reason);
+		return;
+	}
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));

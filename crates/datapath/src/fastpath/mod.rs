@@ -129,6 +129,8 @@ pub struct FastPath {
     to_container: Loaded,
     remote_ifindex: u32,
     mode: PolicyMode,
+    /// The programs report flow events (`--flows on`, the default).
+    flow_events: bool,
     /// Host veth ifindexes that carry this agent's `weft_from_pod`.
     attached: HashSet<u32>,
     /// Host veth ifindexes that carry this agent's `weft_to_container`.
@@ -202,6 +204,7 @@ impl FastPath {
             to_container,
             remote_ifindex,
             mode,
+            flow_events: true,
             attached: HashSet::new(),
             attached_egress: HashSet::new(),
             entries: HashMap::new(),
@@ -232,13 +235,28 @@ impl FastPath {
     /// Switches policy (the config flags, at once); the next
     /// [`FastPath::sync`] attaches or detaches `weft_to_container`.
     pub fn set_policy_mode(&mut self, mode: PolicyMode) -> Result<(), DatapathError> {
+        self.mode = mode;
+        self.write_config()
+    }
+
+    /// Switches the policy programs' flow events on or off (at once). Off,
+    /// they still count drops (`weft_drops`); only the ring stays quiet.
+    pub fn set_flow_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.flow_events = on;
+        self.write_config()
+    }
+
+    fn write_config(&self) -> Result<(), DatapathError> {
         let map = TypedMap::<u32, Config>::new(self.loaded.map("weft_config")?)?;
+        let mut flags = self.mode.config_flags();
+        if !self.flow_events {
+            flags |= weft_bpf_abi::CONFIG_NO_FLOWS;
+        }
         let config = Config {
             remote_ifindex: self.remote_ifindex,
-            flags: mode.config_flags(),
+            flags,
         };
         map.insert(&0, &config)?;
-        self.mode = mode;
         Ok(())
     }
 

@@ -86,12 +86,16 @@ impl LinuxDatapath {
             },
             None => None,
         };
-        let fp = self.in_node_ns(|| {
+        let mut fp = self.in_node_ns(|| {
             FastPath::load_with_policy(&setup.pools, remote, pin_dir, self.policy)
         })??;
+        if !self.flow_events {
+            fp.set_flow_events(false)?;
+        }
         tracing::info!(
             remote_device = ?setup.remote_device,
             policy = ?self.policy,
+            flow_events = self.flow_events,
             pinned = ?fp.pinned(),
             "ebpf fast path loaded"
         );

@@ -73,7 +73,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
 use weft_store::{
     check_key, Conflict, LeaseId, Listing, Revision, Store, StoreError, StoreResult, TxnConflict,
     TxnOp, Watch,
@@ -147,9 +146,10 @@ impl KubeStore {
                     }
                 };
                 rt.block_on(async move {
-                    let client = match client_config(&c.source).await.and_then(|cfg| {
-                        Client::try_from(cfg).map_err(|e| crate::K8sError::Client(e.to_string()))
-                    }) {
+                    let client = match client_config(&c.source)
+                        .await
+                        .and_then(crate::timing::client)
+                    {
                         Ok(cl) => cl,
                         Err(e) => {
                             let _ = tx.send(Err(StoreError::Unavailable {

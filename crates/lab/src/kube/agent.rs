@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use crate::lab::Lab;
 
 /// deploy/kubernetes's RBAC, in apply order.
-const RBAC: [(&str, &str); 4] = [
+const RBAC: [(&str, &str); 5] = [
     (
         "namespace.yaml",
         include_str!("../../../../deploy/kubernetes/namespace.yaml"),
@@ -28,6 +28,10 @@ const RBAC: [(&str, &str); 4] = [
     (
         "clusterrolebinding.yaml",
         include_str!("../../../../deploy/kubernetes/clusterrolebinding.yaml"),
+    ),
+    (
+        "flow-reader-clusterrole.yaml",
+        include_str!("../../../../deploy/kubernetes/flow-reader-clusterrole.yaml"),
     ),
 ];
 /// The store's CRDs and RBAC (`--store kubernetes`), applied after [`RBAC`].

@@ -16,6 +16,9 @@
  * the sending pod's egress policy (lib/policy.h), and the receiving pod's
  * ingress policy right before a redirect into it; with WEFT_CONFIG_NO_FORWARD
  * (--fastpath off) it judges egress and leaves the rest to the kernel.
+ * The packet is parsed once (lib/parse.h) and the parse handed to both
+ * policy judgements; only what the fast path does not parse (other
+ * protocols, fragments, options) is parsed again for policy.
  * The features are header libraries under lib/.
  */
 #include "lib/maps.h"
@@ -28,15 +31,22 @@ SEC("tc/from_pod")
 int weft_from_pod(struct __sk_buff *skb)
 {
 	struct flow f = {};
+	struct pflow p = {};
 	struct weft_ep_value *src, *dst;
 	__u32 flags = policy_flags();
-	int why;
+	int why = parse(skb, &f);
 
-	if ((flags & WEFT_CONFIG_POLICY) && policy_egress(skb) == POLICY_DROP)
-		return WEFT_TCX_DROP;
+	if (flags & WEFT_CONFIG_POLICY) {
+		if (!why)
+			policy_from_flow(skb, &f, &p);
+		else if (policy_parse(skb, &p))
+			goto judged; /* not IP: nothing to judge */
+		if (policy_judge(skb, &p, WEFT_POLICY_EGRESS, WEFT_POINT_FROM_POD) == POLICY_DROP)
+			return WEFT_TCX_DROP;
+	}
+judged:
 	if (flags & WEFT_CONFIG_NO_FORWARD)
 		return WEFT_TCX_NEXT;
-	why = parse(skb, &f);
 	if (why)
 		return pass(why);
 	/* only a known, unshaped pod sending its own address from its own veth */
@@ -45,6 +55,6 @@ int weft_from_pod(struct __sk_buff *skb)
 		return pass(WEFT_STAT_PASS_SLOW_ENDPOINT);
 	dst = bpf_map_lookup_elem(&weft_endpoints, &f.dst);
 	if (dst)
-		return to_local(skb, &f, dst);
+		return to_local(skb, &f, dst, &p, flags);
 	return to_remote(skb, &f);
 }

@@ -17,12 +17,14 @@ SEC("tc/to_pod")
 int weft_to_pod(struct __sk_buff *skb)
 {
 	struct flow f = {};
+	struct pflow p = {};
 	struct weft_ep_value *dst;
 	struct weft_cidr_key ck = {};
+	__u32 flags = policy_flags();
 	int why;
 
 	/* policy alone (--fastpath off): the kernel path carries everything */
-	if (policy_flags() & WEFT_CONFIG_NO_FORWARD)
+	if (flags & WEFT_CONFIG_NO_FORWARD)
 		return WEFT_TCX_NEXT;
 	why = parse(skb, &f);
 	if (why)
@@ -40,5 +42,7 @@ int weft_to_pod(struct __sk_buff *skb)
 	dst = bpf_map_lookup_elem(&weft_endpoints, &f.dst);
 	if (!dst)
 		return pass(WEFT_STAT_PASS_NOT_POD);
-	return to_local(skb, &f, dst);
+	if (flags & WEFT_CONFIG_POLICY)
+		policy_from_flow(skb, &f, &p);
+	return to_local(skb, &f, dst, &p, flags);
 }

@@ -12,11 +12,12 @@ mod support;
 
 use common::*;
 use support::*;
+use weft_bpf_abi::{EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_CT_INBOUND};
 use weft_bpf_abi::{
     FlowEvent, DIR_EGRESS, DIR_INGRESS, DROP_POLICY_DEFAULT, FLOW_KIND_DECISION, FLOW_KIND_END,
     TCX_DROP, TCX_NEXT, TC_ACT_REDIRECT, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
 };
-use weft_datapath::bpf::PrivateBpffs;
+use weft_datapath::bpf::{PrivateBpffs, TypedMap};
 use weft_datapath::fastpath::{FastPath, FROM_POD, TO_CONTAINER, TO_POD};
 use weft_datapath::policy::{
     default_deny_reason, KernelPolicyMaps, PolicyEndpoint, PolicyMaps, PolicyMode,
@@ -324,6 +325,120 @@ fn replies_pass_by_conntrack_and_a_removed_allow_stops_the_flow_privileged() {
     // flows still allowed keep going: c -> b
     let p = Pkt::new("10.244.0.4", b, TCP, 41_003, 80);
     assert_eq!(rig.run(FROM_POD, &p, VETH_C), TC_ACT_REDIRECT);
+}
+
+/// The revision stamp: an established connection's forward packets pass on
+/// its conntrack entry without a policy lookup while the endpoint's policy
+/// is unchanged; after any change the next one is judged again, so a removed
+/// allow stops the flow and a kept one lets it go on (stamped anew).
+#[test]
+fn established_flows_are_trusted_until_the_endpoints_policy_changes_privileged() {
+    need_root!("policy_run");
+    let (mut rig, mut alloc) = rig(false);
+    let (a, b) = ("10.244.0.2", "10.244.0.3");
+    let old = compiled(&policies(true), &mut alloc);
+    let syn = Pkt::new(a, b, TCP, 45_000, 80);
+    assert_eq!(rig.run(FROM_POD, &syn, VETH_A), TC_ACT_REDIRECT);
+    let ack = syn.flags(ACK);
+    assert_eq!(rig.run(FROM_POD, &ack, VETH_A), TC_ACT_REDIRECT);
+    let b_rev = |rig: &Rig| {
+        let eps = rig.fp.map("weft_policy_eps").unwrap();
+        let eps = TypedMap::<EpKey, PolicyEp>::new(eps).unwrap();
+        eps.get(&EpKey::new(ip(b))).unwrap().unwrap().revision
+    };
+    // b's entry of the flow: inbound, stamped with b's revision
+    let b_entry = |rig: &Rig| {
+        rig.maps
+            .conntrack()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k.local[..4] == [10, 244, 0, 3] && k.local_port == 80u16.to_be())
+            .map(|(_, v)| v)
+    };
+    let entry = b_entry(&rig).expect("b's entry");
+    assert_eq!(entry.flags & POLICY_CT_INBOUND, POLICY_CT_INBOUND);
+    assert_eq!(entry.revision, b_rev(&rig));
+    assert_eq!(entry.packets, 2);
+
+    // trusted: with the trie emptied behind weftd's back (no new revision)
+    // the connection goes on, while a new one meets the empty trie
+    let trie = rig.fp.map("weft_policy").unwrap();
+    let trie = TypedMap::<RawPolicyKey, PolicyValue>::new(trie).unwrap();
+    let saved: Vec<_> = trie
+        .keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k, trie.get(&k).unwrap().unwrap()))
+        .collect();
+    for (k, _) in &saved {
+        trie.remove(k).unwrap();
+    }
+    assert_eq!(rig.run(FROM_POD, &ack, VETH_A), TC_ACT_REDIRECT);
+    let p = Pkt::new(a, b, TCP, 45_001, 80);
+    assert_eq!(rig.run(FROM_POD, &p, VETH_A), TCX_DROP, "a's egress");
+    for (k, v) in &saved {
+        trie.insert(k, v).unwrap();
+    }
+    rig.events();
+
+    // allow kept: a change to b's policy (a new rule for c on UDP 9) gives
+    // b a new revision; the flow's next packet is judged again, allowed,
+    // and stamped with it
+    let mut kept = policies(true);
+    kept.push(
+        np("x", "b-more", sel(&[("app", "b")])).ingress_rules(vec![rule(
+            Some(vec![pods(sel(&[("app", "c")]))]),
+            Some(vec![port(9, Some(Protocol::Udp))]),
+        )]),
+    );
+    let kept = compiled(&kept, &mut alloc);
+    let before = b_rev(&rig);
+    rig.maps.apply(&plan(&old, &kept), &lookup(false)).unwrap();
+    assert_ne!(b_rev(&rig), before, "b's policy changed: a new revision");
+    assert_eq!(rig.run(FROM_POD, &ack, VETH_A), TC_ACT_REDIRECT);
+    assert_eq!(rig.run(FROM_POD, &syn.reply(ACK), VETH_B), TC_ACT_REDIRECT);
+    let entry = b_entry(&rig).expect("b's entry kept");
+    assert_eq!(entry.revision, b_rev(&rig), "judged again, stamped anew");
+    assert_eq!(entry.packets, 5, "one connection throughout");
+    assert!(rig.events().is_empty(), "nothing new to report");
+
+    // allow removed: the next forward packet is dropped, the entry goes
+    let removed = compiled(&policies(false), &mut alloc);
+    rig.maps
+        .apply(&plan(&kept, &removed), &lookup(false))
+        .unwrap();
+    assert_eq!(rig.run(FROM_POD, &ack, VETH_A), TCX_DROP);
+    assert!(b_entry(&rig).is_none(), "b's entry of the flow is gone");
+    assert_eq!(
+        rig.run(FROM_POD, &syn.reply(ACK), VETH_B),
+        TCX_DROP,
+        "b's answers are no replies any more: b may not open connections to a"
+    );
+}
+
+/// A pod no policy isolates is not looked up, but its connections are
+/// tracked: when a policy then isolates it, the replies of the connections
+/// it opened before still pass, and nothing else does.
+#[test]
+fn an_unisolated_pods_connections_survive_its_isolation_privileged() {
+    need_root!("policy_run");
+    let (mut rig, mut alloc) = rig(false);
+    let (c, r) = ("10.244.0.4", "10.244.1.2");
+    let old = compiled(&policies(true), &mut alloc);
+    let syn = Pkt::new(c, r, TCP, 46_000, 443);
+    assert_eq!(rig.run(FROM_POD, &syn, VETH_C), TCX_NEXT, "to another node");
+    let mut isolating = policies(true);
+    isolating.push(np("x", "c-in", sel(&[("app", "c")])).ingress_rules(vec![]));
+    let new = compiled(&isolating, &mut alloc);
+    rig.maps.apply(&plan(&old, &new), &lookup(false)).unwrap();
+    assert_eq!(rig.run(TO_CONTAINER, &syn.reply(SYN | ACK), 0), TCX_NEXT);
+    let other = Pkt::new(r, c, TCP, 46_001, 443);
+    assert_eq!(rig.run(TO_CONTAINER, &other, 0), TCX_DROP);
+    let drop = event(&rig.events(), DIR_INGRESS);
+    assert_eq!(
+        reason_of(&rig.maps, &drop),
+        default_deny_reason(&policy_ref("c-in"), Direction::Ingress)
+    );
 }
 
 /// ICMP errors about a connection the conntrack holds pass as its replies

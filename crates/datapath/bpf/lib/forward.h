@@ -59,9 +59,10 @@ static const __u8 host_veth_mac[ETH_ALEN] = {
 	HOST_VETH_MAC_BYTE, HOST_VETH_MAC_BYTE, HOST_VETH_MAC_BYTE,
 };
 
-/* Into a pod on this node, if it is fast-path eligible. */
+/* Into a pod on this node, if it is fast-path eligible. `p` is `f` for
+ * policy (filled when `flags`, weft_config's, has WEFT_CONFIG_POLICY). */
 static __always_inline int to_local(struct __sk_buff *skb, struct flow *f,
-				    struct weft_ep_value *dst)
+				    struct weft_ep_value *dst, const struct pflow *p, __u32 flags)
 {
 	__u8 dmac[ETH_ALEN];
 	__u32 ifindex = dst->host_ifindex;
@@ -73,7 +74,8 @@ static __always_inline int to_local(struct __sk_buff *skb, struct flow *f,
 		return pass(WEFT_STAT_PASS_TRACKED);
 	/* the redirect skips the host veth's egress, where the kernel path
 	 * judges the pod's ingress policy: judge it here */
-	if ((policy_flags() & WEFT_CONFIG_POLICY) && policy_ingress(skb) == POLICY_DROP)
+	if ((flags & WEFT_CONFIG_POLICY) &&
+	    policy_judge(skb, p, WEFT_POLICY_INGRESS, WEFT_POINT_TO_POD) == POLICY_DROP)
 		return WEFT_TCX_DROP;
 	if (forward_hop(skb, dmac, host_veth_mac))
 		return pass(WEFT_STAT_PASS_PROTO);

@@ -19,7 +19,8 @@
 struct flow {
 	__u8 family;
 	__u8 proto;
-	__u16 l3_off; /* always ETH_HLEN; kept for clarity */
+	__u8 tcp_flags; /* TCP only (policy's conntrack reads them) */
+	__u8 pad;
 	struct weft_ep_key src;
 	struct weft_ep_key dst;
 	struct bpf_sock_tuple tuple;
@@ -35,7 +36,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 
 	if ((void *)(eth + 1) > end)
 		return WEFT_STAT_PASS_PROTO;
-	f->l3_off = ETH_HLEN;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		__u16 *ports = (void *)(ip + 1);
@@ -49,6 +49,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			return WEFT_STAT_PASS_PROTO;
 		if ((void *)(ports + 2) > end)
 			return WEFT_STAT_PASS_PROTO;
+		if (ip->protocol == IPPROTO_TCP) {
+			if ((void *)ports + 14 > end)
+				return WEFT_STAT_PASS_PROTO;
+			f->tcp_flags = ((__u8 *)ports)[13];
+		}
 		f->family = WEFT_AF_INET;
 		f->proto = ip->protocol;
 		__builtin_memcpy(f->src.addr, &ip->saddr, 4);
@@ -68,6 +73,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			return WEFT_STAT_PASS_PROTO;
 		if (ip6->hop_limit <= 1 || (void *)(ports + 2) > end)
 			return WEFT_STAT_PASS_PROTO;
+		if (ip6->nexthdr == IPPROTO_TCP) {
+			if ((void *)ports + 14 > end)
+				return WEFT_STAT_PASS_PROTO;
+			f->tcp_flags = ((__u8 *)ports)[13];
+		}
 		f->family = WEFT_AF_INET6;
 		f->proto = ip6->nexthdr;
 		__builtin_memcpy(f->src.addr, &ip6->saddr, 16);

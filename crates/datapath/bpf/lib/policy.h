@@ -3,20 +3,28 @@
  * NetworkPolicy: the maps (layouts in weft/policy.h, all pinned) and the
  * judgement of one packet for one pod's policy in one direction.
  *
- *   peer address -> identity (weft_ipcache; a miss is the world)
- *   -> (endpoint, identity, direction, proto, dport) in weft_policy, then
- *      the same with identity 0 (rules without peers)
- *   -> a hit decides (ALLOW or DENY, with its rule id); a miss denies when
- *      the pod is isolated in that direction (its default-deny rule id),
- *      and allows otherwise.
+ *   the pod's state (weft_policy_eps: a miss = not policy-managed, pass)
+ *   -> its conntrack entry for the connection (weft_policy_ct, keyed from
+ *      the pod's side): a reply passes; so does a forward packet of a
+ *      connection judged under the pod's current policy revision
+ *   -> otherwise (a first packet, or the first after a policy change) the
+ *      policy, where the pod is isolated or has entries in that direction:
+ *      peer address -> identity (weft_ipcache; a miss is the world)
+ *      -> (endpoint, identity, direction, proto, dport) in weft_policy, then
+ *         the same with identity 0 (rules without peers)
+ *      -> a hit decides (ALLOW or DENY, with its rule id); a miss denies
+ *         when the pod is isolated in that direction (its default-deny rule
+ *         id), and allows otherwise.
  *
- * weft_policy_ct remembers what was allowed: a packet whose reversed tuple
- * is there (allowed by the other direction's policy) is a reply and passes
- * with no lookup. Forward packets are judged every time, so a policy change
- * that removes an allow stops an established flow at its next packet (and
- * drops its entry, so its replies stop too), while flows still allowed go
- * on. TCP RST ends an entry; FIN reports its end and keeps it for the rest
- * of the close handshake (a later SYN starts afresh).
+ * weftd gives a pod a new revision (weft_policy_ep.revision) after every
+ * batch of writes that may change its decisions (its entries or flags, any
+ * ipcache entry), so a policy change that removes an allow stops an
+ * established flow at its next forward packet (and drops its entry, so its
+ * replies stop too), while flows still allowed go on, judged once more.
+ * Connections of a pod that no policy isolates are tracked all the same:
+ * once a policy isolates it, the replies of its earlier connections pass.
+ * TCP RST ends an entry; FIN reports its end and keeps it for the rest of
+ * the close handshake (a later SYN starts afresh).
  *
  * ICMP errors (unreachable, too big, time exceeded, parameter problem)
  * about a connection the conntrack holds pass as its replies do, whoever
@@ -40,6 +48,7 @@
 
 #include "lib/maps.h"
 #include "lib/flow.h"
+#include "lib/parse.h"
 #include "weft/policy.h"
 #include "weft/verdicts.h"
 
@@ -111,7 +120,8 @@ struct weft_map_def SEC("maps") weft_policy_scratch = {
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
-/* What policy needs of a packet. */
+/* What policy needs of a packet: from the fast path's parse
+ * (policy_from_flow) or its own (policy_parse, every protocol). */
 struct pflow {
 	__u8 src[16];
 	__u8 dst[16];
@@ -277,7 +287,8 @@ static __always_inline void rule_hit(__u32 rule)
 }
 
 /* The entry of `k`, unless it has been idle too long (then it is removed). */
-static __always_inline struct weft_policy_ct_value *ct_lookup(struct weft_policy_ct_key *k)
+static __always_inline struct weft_policy_ct_value *ct_lookup(struct weft_policy_ct_key *k,
+							      __u64 now)
 {
 	struct weft_policy_ct_value *ct = bpf_map_lookup_elem(&weft_policy_ct, k);
 	__u64 idle = CT_OTHER_IDLE_NS;
@@ -288,49 +299,73 @@ static __always_inline struct weft_policy_ct_value *ct_lookup(struct weft_policy
 		idle = CT_ENDED_IDLE_NS;
 	else if (k->proto == IPPROTO_TCP)
 		idle = CT_TCP_IDLE_NS;
-	if (bpf_ktime_get_ns() - ct->last_ns <= idle)
+	if (now - ct->last_ns <= idle)
 		return ct;
 	bpf_map_delete_elem(&weft_policy_ct, k);
 	return 0;
 }
 
+/* The direction whose policy let the connection of `ct` in. */
+static __always_inline __u8 ct_opened(const struct weft_policy_ct_value *ct)
+{
+	return ct->flags & WEFT_POLICY_CT_INBOUND ? WEFT_POLICY_INGRESS : WEFT_POLICY_EGRESS;
+}
+
 /* The connection's end: one KIND_END with its counts. */
-static __always_inline void ct_end(struct __sk_buff *skb, const struct pflow *p, __u8 dir,
-				   __u8 point, struct weft_policy_ct_value *ct)
+static __always_inline void ct_end(struct __sk_buff *skb, const struct pflow *p, __u8 point,
+				   struct weft_policy_ct_value *ct)
 {
 	if (ct->flags & WEFT_POLICY_CT_ENDED)
 		return;
 	ct->flags |= WEFT_POLICY_CT_ENDED;
-	policy_event(skb, p, WEFT_VERDICT_FORWARDED, WEFT_FLOW_KIND_END, dir, 0, ct->rule_id,
-		     point, ct->packets, ct->bytes);
+	policy_event(skb, p, WEFT_VERDICT_FORWARDED, WEFT_FLOW_KIND_END, ct_opened(ct), 0,
+		     ct->rule_id, point, ct->packets, ct->bytes);
 }
 
 /* Counts a packet on an entry; TCP FIN/RST end it. */
-static __always_inline void ct_account(struct __sk_buff *skb, const struct pflow *p, __u8 dir,
-				       __u8 point, struct weft_policy_ct_key *k,
-				       struct weft_policy_ct_value *ct)
+static __always_inline void ct_account(struct __sk_buff *skb, const struct pflow *p, __u8 point,
+				       struct weft_policy_ct_key *k,
+				       struct weft_policy_ct_value *ct, __u64 now)
 {
 	__sync_fetch_and_add(&ct->packets, 1);
 	__sync_fetch_and_add(&ct->bytes, p->len);
-	ct->last_ns = bpf_ktime_get_ns();
-	if (p->proto != IPPROTO_TCP)
+	ct->last_ns = now;
+	if (p->proto != IPPROTO_TCP || !(p->tcp_flags & (TCP_FIN | TCP_RST)))
 		return;
-	if (p->tcp_flags & (TCP_FIN | TCP_RST))
-		ct_end(skb, p, dir, point, ct);
+	ct_end(skb, p, point, ct);
 	if (p->tcp_flags & TCP_RST)
 		bpf_map_delete_elem(&weft_policy_ct, k);
 }
 
+/* The conntrack key of a packet from `src`:`sport` to `dst`:`dport` as seen
+ * by the endpoint at `local_is_dst` (1: the receiver, 0: the sender). */
+static __always_inline void ct_key(struct weft_policy_ct_key *k, const __u8 *src,
+				   const __u8 *dst, __u16 sport, __u16 dport, int local_is_dst)
+{
+	if (local_is_dst) {
+		__builtin_memcpy(k->local, dst, 16);
+		__builtin_memcpy(k->peer, src, 16);
+		k->local_port = dport;
+		k->peer_port = sport;
+	} else {
+		__builtin_memcpy(k->local, src, 16);
+		__builtin_memcpy(k->peer, dst, 16);
+		k->local_port = sport;
+		k->peer_port = dport;
+	}
+}
+
 /* Whether `p`, an ICMP error, is about a connection the conntrack holds
- * (path MTU, port unreachable, ...): the quoted packet went the way of the
- * connection or of its replies. Such errors pass as replies do. `k` is
+ * (path MTU, port unreachable, ...) for the endpoint it is judged for: the
+ * packet it quotes went out of that endpoint (an error coming in) or came
+ * into it (an error it sends). Such errors pass as replies do. `k` is
  * scratch. */
 static __always_inline int policy_related(struct __sk_buff *skb, const struct pflow *p,
-					  __u8 dir, struct weft_policy_ct_key *k)
+					  __u8 dir, struct weft_policy_ct_key *k, __u64 now)
 {
 	__u32 off = p->inner_off;
 	__u16 ports[2] = {};
-	__u8 tmp[16];
+	__u8 src[16] = {}, dst[16] = {};
 
 	if (p->family == WEFT_AF_INET) {
 		struct iphdr ip;
@@ -338,10 +373,8 @@ static __always_inline int policy_related(struct __sk_buff *skb, const struct pf
 		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
 			return 0;
 		k->proto = ip.protocol;
-		__builtin_memset(k->src, 0, 16);
-		__builtin_memset(k->dst, 0, 16);
-		__builtin_memcpy(k->src, &ip.saddr, 4);
-		__builtin_memcpy(k->dst, &ip.daddr, 4);
+		__builtin_memcpy(src, &ip.saddr, 4);
+		__builtin_memcpy(dst, &ip.daddr, 4);
 		off += ip.ihl * 4;
 	} else {
 		struct ipv6hdr ip6;
@@ -349,32 +382,29 @@ static __always_inline int policy_related(struct __sk_buff *skb, const struct pf
 		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
 			return 0;
 		k->proto = ip6.nexthdr;
-		__builtin_memcpy(k->src, &ip6.saddr, 16);
-		__builtin_memcpy(k->dst, &ip6.daddr, 16);
+		__builtin_memcpy(src, &ip6.saddr, 16);
+		__builtin_memcpy(dst, &ip6.daddr, 16);
 		off += sizeof(ip6);
 	}
 	if (k->proto == IPPROTO_TCP || k->proto == IPPROTO_UDP || k->proto == 132)
 		if (bpf_skb_load_bytes(skb, off, ports, 4))
 			return 0;
-	/* the quoted packet as it went: of a connection the other direction's
-	 * policy recorded, ... */
-	k->sport = ports[0];
-	k->dport = ports[1];
-	k->direction = !dir;
-	if (ct_lookup(k))
-		return 1;
-	/* ... or a reply of one this direction's policy recorded */
-	__builtin_memcpy(tmp, k->src, 16);
-	__builtin_memcpy(k->src, k->dst, 16);
-	__builtin_memcpy(k->dst, tmp, 16);
-	k->sport = ports[1];
-	k->dport = ports[0];
-	k->direction = dir;
-	return ct_lookup(k) != 0;
+	/* an error coming in quotes what the endpoint sent */
+	ct_key(k, src, dst, ports[0], ports[1], dir == WEFT_POLICY_EGRESS);
+	return ct_lookup(k, now) != 0;
 }
 
 /* Judges `p` for the policy of the pod at its destination (ingress) or its
- * source (egress). POLICY_PASS or POLICY_DROP. */
+ * source (egress). POLICY_PASS or POLICY_DROP.
+ *
+ * Per packet: the endpoint's state (one hash lookup) and its conntrack
+ * entry for the connection (one more). A reply, or a forward packet of a
+ * connection judged under the endpoint's current policy revision, passes
+ * there. Only a connection's first packet, or the next one after the
+ * endpoint's policy (or the ipcache) changed, is judged: the peer's
+ * identity (LPM) and the endpoint's entry for it (LPM, and identity 0 on a
+ * miss), and not even that in a direction where the endpoint is neither
+ * isolated nor has entries. */
 static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflow *p, __u8 dir,
 					__u8 point)
 {
@@ -383,11 +413,12 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	struct weft_policy_key pk = { .prefixlen = 96 };
 	struct weft_cidr_key ck = { .family = p->family };
 	struct weft_policy_ct_value *ct, fresh = {};
-	struct weft_policy_value *v;
+	struct weft_policy_value *v = 0;
 	struct weft_policy_ep *ep;
 	const __u8 *peer;
-	__u32 *id, rule = 0;
-	__u8 action = 0, isolated;
+	__u32 *id, rule = 0, revision;
+	__u8 action = 0, flags, ct_flags = 0;
+	__u64 now;
 
 	if (p->later_fragment)
 		return POLICY_PASS;
@@ -395,67 +426,81 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	ep = bpf_map_lookup_elem(&weft_policy_eps, &ek);
 	if (!ep)
 		return POLICY_PASS;
+	/* read once: weftd may replace the entry meanwhile, and the stamp
+	 * must be the revision read before the lookups below */
+	flags = ep->flags;
+	revision = ep->revision;
+	now = bpf_ktime_get_ns();
 	if (p->inner_off) {
-		if (policy_related(skb, p, dir, &k))
+		if (policy_related(skb, p, dir, &k, now))
 			return POLICY_PASS;
 		k.proto = p->proto;
 	}
 
-	/* a reply: the reversed tuple was allowed by the other direction */
-	__builtin_memcpy(k.src, p->dst, 16);
-	__builtin_memcpy(k.dst, p->src, 16);
-	k.sport = p->dport;
-	k.dport = p->sport;
-	k.direction = !dir;
-	ct = ct_lookup(&k);
-	if (ct) {
-		ct_account(skb, p, !dir, point, &k, ct);
+	ct_key(&k, p->src, p->dst, p->sport, p->dport, dir == WEFT_POLICY_INGRESS);
+	ct = ct_lookup(&k, now);
+	if (ct && ct_opened(ct) != dir) {
+		/* a reply: the other direction's policy let the connection in */
+		ct_account(skb, p, point, &k, ct, now);
+		return POLICY_PASS;
+	}
+	/* a SYN on an ended entry is a new connection on the same tuple */
+	if (ct && (ct->flags & WEFT_POLICY_CT_ENDED) && p->proto == IPPROTO_TCP &&
+	    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		bpf_map_delete_elem(&weft_policy_ct, &k);
+		ct = 0;
+	}
+	/* judged under the current policy: trusted */
+	if (ct && ct->revision == revision && !(ct->flags & WEFT_POLICY_CT_AUDITED)) {
+		if (ct->flags & WEFT_POLICY_CT_DECIDED)
+			rule_hit(ct->rule_id);
+		ct_account(skb, p, point, &k, ct, now);
 		return POLICY_PASS;
 	}
 
-	/* forward: the policy, every packet */
-	peer = dir == WEFT_POLICY_INGRESS ? p->src : p->dst;
-	__builtin_memcpy(ck.addr, peer, 16);
-	ck.prefixlen = 32 + (p->family == WEFT_AF_INET ? 32 : 128);
-	id = bpf_map_lookup_elem(&weft_ipcache, &ck);
-	pk.endpoint = ep->endpoint;
-	pk.identity = bpf_htonl(id ? *id : WEFT_IDENTITY_WORLD);
-	pk.direction = dir;
-	pk.proto = p->proto;
-	pk.port = p->dport;
-	v = bpf_map_lookup_elem(&weft_policy, &pk);
-	if (!v) {
-		pk.identity = WEFT_IDENTITY_ANY;
+	/* forward, first or re-judged: the policy */
+	if (flags & (dir == WEFT_POLICY_INGRESS ? WEFT_POLICY_INGRESS_ISOLATED | WEFT_POLICY_INGRESS_RULES
+						: WEFT_POLICY_EGRESS_ISOLATED | WEFT_POLICY_EGRESS_RULES)) {
+		peer = dir == WEFT_POLICY_INGRESS ? p->src : p->dst;
+		__builtin_memcpy(ck.addr, peer, 16);
+		ck.prefixlen = 32 + (p->family == WEFT_AF_INET ? 32 : 128);
+		id = bpf_map_lookup_elem(&weft_ipcache, &ck);
+		pk.endpoint = ep->endpoint;
+		pk.identity = bpf_htonl(id ? *id : WEFT_IDENTITY_WORLD);
+		pk.direction = dir;
+		pk.proto = p->proto;
+		pk.port = p->dport;
 		v = bpf_map_lookup_elem(&weft_policy, &pk);
-	}
-	isolated = ep->flags & (dir == WEFT_POLICY_INGRESS ? WEFT_POLICY_INGRESS_ISOLATED
-							   : WEFT_POLICY_EGRESS_ISOLATED);
-	if (v) {
-		action = v->action;
-		rule = v->rule_id;
-		rule_hit(rule);
-	} else if (isolated) {
-		action = WEFT_POLICY_DENY;
-		rule = dir == WEFT_POLICY_INGRESS ? ep->ingress_deny : ep->egress_deny;
-		rule_hit(rule);
+		if (!v) {
+			pk.identity = WEFT_IDENTITY_ANY;
+			v = bpf_map_lookup_elem(&weft_policy, &pk);
+		}
+		if (v) {
+			action = v->action;
+			rule = v->rule_id;
+			ct_flags = WEFT_POLICY_CT_DECIDED;
+		} else if (flags & (dir == WEFT_POLICY_INGRESS ? WEFT_POLICY_INGRESS_ISOLATED
+							    : WEFT_POLICY_EGRESS_ISOLATED)) {
+			action = WEFT_POLICY_DENY;
+			rule = dir == WEFT_POLICY_INGRESS ? ep->ingress_deny : ep->egress_deny;
+			ct_flags = WEFT_POLICY_CT_DECIDED;
+		}
+		if (ct_flags)
+			rule_hit(rule);
 	}
 
-	__builtin_memcpy(k.src, p->src, 16);
-	__builtin_memcpy(k.dst, p->dst, 16);
-	k.sport = p->sport;
-	k.dport = p->dport;
-	k.direction = dir;
 	if (action == WEFT_POLICY_DENY) {
 		__u8 reason = v ? WEFT_DROP_POLICY_DENIED : WEFT_DROP_POLICY_DEFAULT;
 
-		if (!(ep->flags & WEFT_POLICY_AUDIT)) {
+		if (!(flags & WEFT_POLICY_AUDIT)) {
 			/* an established flow loses its entry: its replies stop too */
-			bpf_map_delete_elem(&weft_policy_ct, &k);
-			/* and so does the sender's egress entry when the sender is
-			 * on this node: no "reply" may come back on a flow the
+			if (ct)
+				bpf_map_delete_elem(&weft_policy_ct, &k);
+			/* and so does the sender's entry when the sender is on
+			 * this node: no "reply" may come back on a flow the
 			 * receiver refused (across nodes it expires) */
 			if (dir == WEFT_POLICY_INGRESS) {
-				k.direction = WEFT_POLICY_EGRESS;
+				ct_key(&k, p->src, p->dst, p->sport, p->dport, 0);
 				bpf_map_delete_elem(&weft_policy_ct, &k);
 			}
 			policy_event(skb, p, WEFT_VERDICT_DROPPED, WEFT_FLOW_KIND_DECISION, dir,
@@ -464,24 +509,24 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 		}
 		policy_event(skb, p, WEFT_VERDICT_AUDIT, WEFT_FLOW_KIND_DECISION, dir, reason,
 			     rule, point, 1, p->len);
+		ct_flags |= WEFT_POLICY_CT_AUDITED;
 	}
 
-	ct = ct_lookup(&k);
-	/* a SYN on an ended entry is a new connection on the same tuple */
-	if (ct && (ct->flags & WEFT_POLICY_CT_ENDED) && p->proto == IPPROTO_TCP &&
-	    (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-		bpf_map_delete_elem(&weft_policy_ct, &k);
-		ct = 0;
-	}
+	if (dir == WEFT_POLICY_INGRESS)
+		ct_flags |= WEFT_POLICY_CT_INBOUND;
 	if (ct) {
 		ct->rule_id = rule;
-		ct_account(skb, p, dir, point, &k, ct);
+		ct->revision = revision;
+		ct->flags = (ct->flags & WEFT_POLICY_CT_ENDED) | ct_flags;
+		ct_account(skb, p, point, &k, ct, now);
 		return POLICY_PASS;
 	}
 	fresh.packets = 1;
 	fresh.bytes = p->len;
-	fresh.last_ns = bpf_ktime_get_ns();
+	fresh.last_ns = now;
 	fresh.rule_id = rule;
+	fresh.revision = revision;
+	fresh.flags = ct_flags;
 	bpf_map_update_elem(&weft_policy_ct, &k, &fresh, BPF_ANY);
 	/* a connection's first packet, when a rule decided it */
 	if (action == WEFT_POLICY_ALLOW)
@@ -490,14 +535,24 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	return POLICY_PASS;
 }
 
-/* Egress policy of the sending pod (the packet entered the host from it). */
-static __always_inline int policy_egress(struct __sk_buff *skb)
+/* What policy needs of a packet the fast path has parsed (TCP or UDP, no
+ * IP options, not a fragment): no second parse. */
+static __always_inline void policy_from_flow(struct __sk_buff *skb, const struct flow *f,
+					     struct pflow *p)
 {
-	struct pflow p = {};
-
-	if (policy_parse(skb, &p))
-		return POLICY_PASS;
-	return policy_judge(skb, &p, WEFT_POLICY_EGRESS, WEFT_POINT_FROM_POD);
+	__builtin_memcpy(p->src, f->src.addr, 16);
+	__builtin_memcpy(p->dst, f->dst.addr, 16);
+	p->family = f->family;
+	p->proto = f->proto;
+	p->tcp_flags = f->tcp_flags;
+	p->len = skb->len;
+	if (f->family == WEFT_AF_INET) {
+		p->sport = f->tuple.ipv4.sport;
+		p->dport = f->tuple.ipv4.dport;
+	} else {
+		p->sport = f->tuple.ipv6.sport;
+		p->dport = f->tuple.ipv6.dport;
+	}
 }
 
 /* Ingress policy of the receiving pod (the packet is on its way in). */

@@ -2,13 +2,25 @@
 //! the kernel and the fake implementation so both hold the same entries);
 //! an endpoint's trie entries are its compiled ones merged across the two
 //! lookups (`merge.rs`).
+//!
+//! Revisions: the programs trust a conntrack entry (pass a connection's
+//! forward packets without a policy lookup) while the endpoint's
+//! `weft_policy_ep.revision` is the one the entry was judged under. So every
+//! batch of writes ends by giving each endpoint whose decisions it may have
+//! changed (its entries, its flags, or any ipcache entry: a peer's identity)
+//! a new revision, written after everything else: a packet judged in
+//! between is stamped with the old one and judged again. Revisions come
+//! from one counter seeded from the clock, so they never repeat for an
+//! address, across weftd restarts included (the pinned conntrack outlives
+//! them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use weft_bpf_abi::{
     CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_ALLOW, POLICY_AUDIT,
-    POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
+    POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_EGRESS_RULES, POLICY_INGRESS_ISOLATED,
+    POLICY_INGRESS_RULES,
 };
 use weft_policy::{
     Action, AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds,
@@ -99,6 +111,8 @@ struct Shadow {
     /// The default-deny rule id per direction while isolated.
     ingress: Option<u32>,
     egress: Option<u32>,
+    /// `weft_policy_ep.revision` as last written.
+    revision: u32,
 }
 
 impl Shadow {
@@ -113,12 +127,19 @@ impl Shadow {
         if self.audit {
             flags |= POLICY_AUDIT;
         }
+        for k in self.written.keys() {
+            flags |= match k.direction {
+                Direction::Ingress => POLICY_INGRESS_RULES,
+                Direction::Egress => POLICY_EGRESS_RULES,
+            };
+        }
         PolicyEp {
             endpoint: self.id,
             ingress_deny: self.ingress.unwrap_or(0),
             egress_deny: self.egress.unwrap_or(0),
             flags,
             pad: [0; 3],
+            revision: self.revision,
         }
     }
 }
@@ -130,6 +151,19 @@ pub struct Translator {
     node: String,
     rules: RuleIds,
     endpoints: BTreeMap<EndpointRef, Shadow>,
+    /// The last revision handed out (see the module docs).
+    revision: u32,
+}
+
+/// A revision no earlier weftd on this node handed out: the clock in
+/// milliseconds (a counter that reached it would have had to write 1000
+/// batches a second since the last start).
+fn first_revision() -> u32 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    ms as u32
 }
 
 impl Translator {
@@ -138,7 +172,13 @@ impl Translator {
             node: node.to_string(),
             rules,
             endpoints: BTreeMap::new(),
+            revision: first_revision(),
         }
+    }
+
+    fn next_revision(&mut self) -> u32 {
+        self.revision = self.revision.wrapping_add(1);
+        self.revision
     }
 
     pub fn node(&self) -> &str {
@@ -170,7 +210,18 @@ impl Translator {
         if stale {
             self.gone(ep, out);
         }
-        let s = self.endpoints.entry(ep.clone()).or_default();
+        if !self.endpoints.contains_key(ep) {
+            // never a revision an earlier entry of the address was stamped with
+            let revision = self.next_revision();
+            self.endpoints.insert(
+                ep.clone(),
+                Shadow {
+                    revision,
+                    ..Default::default()
+                },
+            );
+        }
+        let s = self.endpoints.get_mut(ep).expect("inserted above");
         s.id = want.id;
         s.addresses = want.addresses;
         s.audit = want.audit;
@@ -194,12 +245,18 @@ impl Translator {
 
     /// Brings the trie entries of the endpoints in `dirty` in line with
     /// their compiled entries: writes first, then removals.
-    fn flush(&mut self, dirty: &mut BTreeSet<EndpointRef>, out: &mut Vec<Write>) {
+    fn flush(
+        &mut self,
+        dirty: &mut BTreeSet<EndpointRef>,
+        touched: &mut BTreeSet<EndpointRef>,
+        out: &mut Vec<Write>,
+    ) {
         let mut removals = Vec::new();
         for ep in std::mem::take(dirty) {
             let Some(s) = self.endpoints.get_mut(&ep) else {
                 continue;
             };
+            touched.insert(ep);
             let want = merged(&s.entries);
             for (k, v) in &want {
                 if s.written.get(k) != Some(v) {
@@ -222,9 +279,12 @@ impl Translator {
         let mut out = Vec::new();
         // policy entries of a run of ops are merged per endpoint at its end
         let mut dirty = BTreeSet::new();
+        // endpoints whose decisions may change: a new revision at the end
+        let mut touched = BTreeSet::new();
+        let mut ipcache = false;
         for op in ops {
             if !matches!(op, MapOp::PolicyUpsert { .. } | MapOp::PolicyDelete { .. }) {
-                self.flush(&mut dirty, &mut out);
+                self.flush(&mut dirty, &mut touched, &mut out);
             }
             match op {
                 MapOp::PolicyUpsert {
@@ -263,6 +323,7 @@ impl Translator {
                                 .iter()
                                 .map(|a| Write::Endpoint(EpKey::new(*a), Some(state))),
                         );
+                        touched.insert(endpoint.clone());
                     }
                 }
                 MapOp::IpcacheUpsert {
@@ -274,16 +335,39 @@ impl Translator {
                         CidrKey::new(prefix.trunc()),
                         Some(identity.0),
                     ));
+                    ipcache = true;
                 }
                 MapOp::IpcacheDelete { node, prefix } if *node == self.node => {
                     out.push(Write::Ipcache(CidrKey::new(prefix.trunc()), None));
+                    ipcache = true;
                 }
                 MapOp::IpcacheUpsert { .. } | MapOp::IpcacheDelete { .. } => {}
                 MapOp::EndpointGone { endpoint } => self.gone(endpoint, &mut out),
             }
         }
-        self.flush(&mut dirty, &mut out);
+        self.flush(&mut dirty, &mut touched, &mut out);
+        if ipcache {
+            touched = self.endpoints.keys().cloned().collect();
+        }
+        self.bump(&touched, &mut out);
         out
+    }
+
+    /// Gives each endpoint of `touched` a new revision, written last.
+    fn bump(&mut self, touched: &BTreeSet<EndpointRef>, out: &mut Vec<Write>) {
+        for ep in touched {
+            let revision = self.next_revision();
+            let Some(s) = self.endpoints.get_mut(ep) else {
+                continue;
+            };
+            s.revision = revision;
+            let state = s.state();
+            out.extend(
+                s.addresses
+                    .iter()
+                    .map(|a| Write::Endpoint(EpKey::new(*a), Some(state))),
+            );
+        }
     }
 
     /// The writes that make one endpoint's entries and state exactly what
@@ -410,11 +494,17 @@ mod tests {
             },
         ];
         let w = t.translate(&ops, &lookup);
-        assert_eq!(w.len(), 2, "{w:?}");
-        let Write::Endpoint(_, Some(state)) = &w[1] else {
+        // the entry, the isolation, and last the endpoint's new revision
+        assert_eq!(w.len(), 3, "{w:?}");
+        let Write::Endpoint(_, Some(isolated)) = &w[1] else {
             panic!("{w:?}")
         };
-        assert_eq!(state.flags, POLICY_INGRESS_ISOLATED);
+        let Write::Endpoint(_, Some(state)) = &w[2] else {
+            panic!("{w:?}")
+        };
+        assert_eq!(state.flags, POLICY_INGRESS_ISOLATED | POLICY_INGRESS_RULES);
+        assert_eq!(isolated.flags, state.flags);
+        assert_ne!(isolated.revision, state.revision, "bumped after the writes");
         let reason = t.rule_ids().reason(state.ingress_deny).unwrap();
         assert_eq!(
             default_deny_policy(reason),
@@ -438,5 +528,83 @@ mod tests {
                 Write::Endpoint(EpKey::new("10.0.0.5".parse().unwrap()), None)
             ]
         );
+    }
+
+    /// Which endpoints get a new revision: those whose entries or flags a
+    /// batch changed, every one when the ipcache changed, none otherwise;
+    /// revisions never repeat.
+    #[test]
+    fn a_batch_bumps_the_revision_of_the_endpoints_it_may_change() {
+        let mut t = Translator::new("node-1", RuleIds::new());
+        let lookup = |e: &EndpointRef| {
+            let id = if e.name == "a" { 5 } else { 6 };
+            Some(PolicyEndpoint {
+                id,
+                addresses: vec![format!("10.0.0.{id}").parse().unwrap()],
+                audit: false,
+            })
+        };
+        let revisions = |w: &[Write]| -> BTreeMap<u32, u32> {
+            w.iter()
+                .filter_map(|w| match w {
+                    Write::Endpoint(_, Some(s)) => Some((s.endpoint, s.revision)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let rule = AllowedBy::Rule(RuleRef {
+            policy: policy("p"),
+            direction: Direction::Egress,
+            index: 0,
+        });
+        let mut ops = Vec::new();
+        for name in ["a", "b"] {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                ops.push(MapOp::Isolation {
+                    endpoint: ep(name),
+                    direction,
+                    isolated_by: None,
+                });
+            }
+        }
+        let first = revisions(&t.translate(&ops, &lookup));
+        assert_eq!(first.len(), 2);
+
+        let key = PolicyKey::all_protocols(Identity(300), Direction::Egress);
+        let upsert = MapOp::PolicyUpsert {
+            endpoint: ep("a"),
+            key,
+            value: rule,
+        };
+        let w = t.translate(&[upsert], &lookup);
+        let Some(Write::Endpoint(_, Some(state))) = w.last() else {
+            panic!("{w:?}")
+        };
+        assert_eq!(state.flags, POLICY_EGRESS_RULES, "a has egress entries");
+        let second = revisions(&w);
+        assert_eq!(second.keys().collect::<Vec<_>>(), [&5], "only a: {w:?}");
+        assert_ne!(second[&5], first[&5]);
+
+        let ipcache = MapOp::IpcacheUpsert {
+            node: "node-1".into(),
+            prefix: "10.0.1.9/32".parse().unwrap(),
+            identity: Identity(300),
+        };
+        let third = revisions(&t.translate(&[ipcache], &lookup));
+        assert_eq!(third.len(), 2, "an identity moved: every endpoint");
+        let mut seen: Vec<u32> = [&first, &second, &third]
+            .iter()
+            .flat_map(|m| m.values().copied())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "no revision handed out twice");
+
+        let other_node = MapOp::IpcacheUpsert {
+            node: "node-2".into(),
+            prefix: "10.0.2.9/32".parse().unwrap(),
+            identity: Identity(300),
+        };
+        assert!(t.translate(&[other_node], &lookup).is_empty());
     }
 }

@@ -188,8 +188,11 @@ impl LinuxDatapath {
         }
     }
 
-    /// The raw `RTM_NEWLINK` payload of a link by name (for `parse_vxlan`).
-    fn get_link_payload(sock: &mut Socket, name: &str) -> Result<Option<Vec<u8>>, DatapathError> {
+    /// The whole `RTM_NEWLINK` answer for a link by name (for `parse_vxlan`).
+    fn get_link_payload(
+        sock: &mut Socket,
+        name: &str,
+    ) -> Result<Option<nl::Message>, DatapathError> {
         match sock.get_one(&Request::new(
             nl::get_link_by_name(name),
             format!("link {name}"),

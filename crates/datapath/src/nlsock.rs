@@ -2,7 +2,7 @@
 //! with its errors turned into [`DatapathError`] at each call, so the
 //! plumbing code can mix netlink and namespace calls under one `?`.
 
-use weft_netlink::{self as nl, Request};
+use weft_netlink::{self as nl, Message, Request};
 
 use crate::error::DatapathError;
 
@@ -21,18 +21,18 @@ impl Socket {
         self.0.is_broken()
     }
 
-    /// One request, waiting for its ack; the answered payloads.
-    pub fn request(&mut self, req: &Request) -> Result<Vec<Vec<u8>>, DatapathError> {
+    /// One request, waiting for its ack; the answered messages.
+    pub fn request(&mut self, req: &Request) -> Result<Vec<Message>, DatapathError> {
         Ok(self.0.request(req)?)
     }
 
     /// A GET that answers one object.
-    pub fn get_one(&mut self, req: &Request) -> Result<Vec<u8>, DatapathError> {
+    pub fn get_one(&mut self, req: &Request) -> Result<Message, DatapathError> {
         Ok(self.0.get_one(req)?)
     }
 
-    /// A dump; the payloads of every answered message.
-    pub fn dump(&mut self, req: &Request) -> Result<Vec<Vec<u8>>, DatapathError> {
+    /// A dump; every answered message.
+    pub fn dump(&mut self, req: &Request) -> Result<Vec<Message>, DatapathError> {
         Ok(self.0.dump(req)?)
     }
 

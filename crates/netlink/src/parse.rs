@@ -1,9 +1,18 @@
-//! Decoding the kernel's answers into typed messages.
+//! Views of the kernel's answers: the few fields weft reads, taken from
+//! `netlink-packet-route`'s decoded messages. Each returns `None` for a
+//! message of another kind.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use netlink_packet_route::tc::TcAttribute;
+use netlink_packet_route::RouteNetlinkMessage as M;
 
 use crate::consts::*;
-use crate::msg::*;
+use crate::msg::Message;
 
 /// A link from an `RTM_NEWLINK` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,15 +36,13 @@ impl LinkMsg {
     }
 }
 
-pub fn parse_link(payload: &[u8]) -> Option<LinkMsg> {
-    if payload.len() < 16 {
+pub fn parse_link(m: &Message) -> Option<LinkMsg> {
+    let (M::NewLink(l) | M::GetLink(l) | M::DelLink(l) | M::SetLink(l)) = m else {
         return None;
-    }
-    let index = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
-    let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
-    let mut l = LinkMsg {
-        index,
-        flags,
+    };
+    let mut v = LinkMsg {
+        index: l.header.index,
+        flags: l.header.flags.bits(),
         name: String::new(),
         mtu: 0,
         mac: None,
@@ -43,18 +50,24 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkMsg> {
         link: None,
         link_netnsid: None,
     };
-    for (ty, p) in attrs(&payload[16..]) {
-        match ty {
-            IFLA_IFNAME => l.name = str_of(p),
-            IFLA_MTU => l.mtu = u32_of(p).unwrap_or(0),
-            IFLA_ADDRESS => l.mac = <[u8; 6]>::try_from(p).ok(),
-            IFLA_LINK => l.link = u32_of(p),
-            IFLA_LINK_NETNSID => l.link_netnsid = i32_of(p),
-            IFLA_LINKINFO => l.kind = find_attr(p, IFLA_INFO_KIND).map(str_of),
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => v.name = n.clone(),
+            LinkAttribute::Mtu(mtu) => v.mtu = *mtu,
+            LinkAttribute::Address(mac) => v.mac = <[u8; 6]>::try_from(&mac[..]).ok(),
+            LinkAttribute::Link(i) => v.link = Some(*i),
+            LinkAttribute::LinkNetNsId(i) => v.link_netnsid = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                v.kind = infos.iter().find_map(|i| match i {
+                    // Display is the kernel's name (`veth`, `vxlan`, ...)
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                })
+            }
             _ => {}
         }
     }
-    Some(l)
+    Some(v)
 }
 
 /// The VXLAN settings of a link (`IFLA_INFO_DATA` of kind `vxlan`).
@@ -70,11 +83,16 @@ pub struct VxlanInfo {
     pub learning: bool,
 }
 
-/// The VXLAN settings of an `RTM_NEWLINK` payload; `None` unless its kind is
-/// `vxlan`.
-pub fn parse_vxlan(payload: &[u8]) -> Option<VxlanInfo> {
-    let info = find_attr(payload.get(16..)?, IFLA_LINKINFO)?;
-    if find_attr(info, IFLA_INFO_KIND).map(str_of).as_deref() != Some("vxlan") {
+/// The VXLAN settings of a link message; `None` unless its kind is `vxlan`.
+pub fn parse_vxlan(m: &Message) -> Option<VxlanInfo> {
+    let (M::NewLink(l) | M::GetLink(l) | M::DelLink(l) | M::SetLink(l)) = m else {
+        return None;
+    };
+    let infos = l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(i) => Some(i),
+        _ => None,
+    })?;
+    if !infos.contains(&LinkInfo::Kind(InfoKind::Vxlan)) {
         return None;
     }
     let mut v = VxlanInfo {
@@ -84,14 +102,18 @@ pub fn parse_vxlan(payload: &[u8]) -> Option<VxlanInfo> {
         link: None,
         learning: true,
     };
-    for (ty, p) in attrs(find_attr(info, IFLA_INFO_DATA).unwrap_or(&[])) {
-        match ty {
-            IFLA_VXLAN_ID => v.vni = u32_of(p).unwrap_or(0),
-            IFLA_VXLAN_PORT => v.port = p.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
-            IFLA_VXLAN_LOCAL => v.local = ip_of(AF_INET, p),
-            IFLA_VXLAN_LOCAL6 => v.local = ip_of(AF_INET6, p),
-            IFLA_VXLAN_LINK => v.link = u32_of(p).filter(|&i| i != 0),
-            IFLA_VXLAN_LEARNING => v.learning = p.first().is_some_and(|&b| b != 0),
+    let data = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(d)) => Some(&d[..]),
+        _ => None,
+    });
+    for a in data.unwrap_or_default() {
+        match a {
+            InfoVxlan::Id(id) => v.vni = *id,
+            InfoVxlan::Port(p) => v.port = *p,
+            InfoVxlan::Local(a) => v.local = Some(IpAddr::V4(*a)),
+            InfoVxlan::Local6(a) => v.local = Some(IpAddr::V6(*a)),
+            InfoVxlan::Link(i) => v.link = Some(*i).filter(|&i| i != 0),
+            InfoVxlan::Learning(on) => v.learning = *on,
             _ => {}
         }
     }
@@ -106,25 +128,22 @@ pub struct AddrMsg {
     pub addr: IpAddr,
 }
 
-pub fn parse_addr(payload: &[u8]) -> Option<AddrMsg> {
-    if payload.len() < 8 {
+pub fn parse_addr(m: &Message) -> Option<AddrMsg> {
+    let (M::NewAddress(a) | M::GetAddress(a) | M::DelAddress(a)) = m else {
         return None;
-    }
-    let family = payload[0];
-    let prefixlen = payload[1];
-    let index = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
+    };
     let mut local = None;
     let mut address = None;
-    for (ty, p) in attrs(&payload[8..]) {
-        match ty {
-            IFA_LOCAL => local = ip_of(family, p),
-            IFA_ADDRESS => address = ip_of(family, p),
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
             _ => {}
         }
     }
     Some(AddrMsg {
-        index,
-        prefixlen,
+        index: a.header.index,
+        prefixlen: a.header.prefix_len,
         addr: local.or(address)?,
     })
 }
@@ -147,38 +166,45 @@ pub struct RouteMsg {
     pub priority: u32,
 }
 
-pub fn parse_route(payload: &[u8]) -> Option<RouteMsg> {
-    if payload.len() < 12 {
-        return None;
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
     }
-    let family = payload[0];
-    let mut r = RouteMsg {
-        family,
-        dst_len: payload[1],
-        table: payload[4] as u32,
-        protocol: payload[5],
-        rtype: payload[7],
-        flags: u32_of(&payload[8..12])?,
+}
+
+pub fn parse_route(m: &Message) -> Option<RouteMsg> {
+    let (M::NewRoute(r) | M::GetRoute(r) | M::DelRoute(r)) = m else {
+        return None;
+    };
+    let h = &r.header;
+    let mut v = RouteMsg {
+        family: h.address_family.into(),
+        dst_len: h.destination_prefix_length,
+        table: h.table.into(),
+        protocol: h.protocol.into(),
+        rtype: h.kind.into(),
+        flags: h.flags.bits(),
         dst: None,
         gateway: None,
         oif: None,
         priority: 0,
     };
-    for (ty, p) in attrs(&payload[12..]) {
-        match ty {
-            RTA_DST => r.dst = ip_of(family, p),
-            RTA_GATEWAY => r.gateway = ip_of(family, p),
-            RTA_OIF => r.oif = u32_of(p),
-            RTA_TABLE => r.table = u32_of(p).unwrap_or(r.table),
-            RTA_PRIORITY => r.priority = u32_of(p).unwrap_or(0),
-            RTA_MULTIPATH if r.oif.is_none() => {
-                // struct rtnexthop { u16 len; u8 flags; u8 hops; i32 ifindex; }
-                r.oif = p.get(4..8).and_then(u32_of).filter(|&i| i != 0);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(d) => v.dst = route_ip(d),
+            RouteAttribute::Gateway(g) => v.gateway = route_ip(g),
+            RouteAttribute::Oif(i) => v.oif = Some(*i),
+            RouteAttribute::Table(t) => v.table = *t,
+            RouteAttribute::Priority(p) => v.priority = *p,
+            RouteAttribute::MultiPath(hops) if v.oif.is_none() => {
+                v.oif = hops.first().map(|h| h.interface_index).filter(|&i| i != 0);
             }
             _ => {}
         }
     }
-    Some(r)
+    Some(v)
 }
 
 /// A neighbour from an `RTM_NEWNEIGH` message.
@@ -193,41 +219,65 @@ pub struct NeighMsg {
     pub lladdr: Option<[u8; 6]>,
 }
 
-pub fn parse_neigh(payload: &[u8]) -> Option<NeighMsg> {
-    if payload.len() < 12 {
+pub fn parse_neigh(m: &Message) -> Option<NeighMsg> {
+    let (M::NewNeighbour(n) | M::GetNeighbour(n) | M::DelNeighbour(n)) = m else {
         return None;
-    }
-    let family = payload[0];
-    let mut n = NeighMsg {
-        family,
-        ifindex: u32::from_ne_bytes(payload[4..8].try_into().ok()?),
-        state: u16::from_ne_bytes([payload[8], payload[9]]),
-        flags: payload[10],
+    };
+    let mut v = NeighMsg {
+        family: n.header.family.into(),
+        ifindex: n.header.ifindex,
+        state: n.header.state.into(),
+        flags: n.header.flags.bits(),
         dst: None,
         lladdr: None,
     };
-    for (ty, p) in attrs(&payload[12..]) {
-        match ty {
-            NDA_DST => n.dst = ip_of(family, p),
-            NDA_LLADDR => n.lladdr = <[u8; 6]>::try_from(p).ok(),
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(d) => {
+                v.dst = match d {
+                    NeighbourAddress::Inet(a) => Some(IpAddr::V4(*a)),
+                    NeighbourAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+                    // a VXLAN FDB entry (AF_BRIDGE) has a remote of either
+                    // family, told by its length; the crate keeps it raw
+                    NeighbourAddress::Other(b) => ip_of_len(b),
+                    _ => None,
+                }
+            }
+            NeighbourAttribute::LinkLayerAddress(mac) => {
+                v.lladdr = <[u8; 6]>::try_from(&mac[..]).ok()
+            }
             _ => {}
         }
     }
-    Some(n)
+    Some(v)
 }
 
-// ---- request builders ----
-
-pub(crate) fn family_of(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => AF_INET,
-        IpAddr::V6(_) => AF_INET6,
+fn ip_of_len(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
+        _ => None,
     }
 }
 
-pub(crate) fn full_len(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
+/// One qdisc of a dump: the ifindex it sits on and its kind (`noqueue`,
+/// `tbf`, `ingress`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QdiscMsg {
+    pub ifindex: u32,
+    pub kind: String,
+}
+
+pub fn parse_qdisc(m: &Message) -> Option<QdiscMsg> {
+    let (M::NewQueueDiscipline(t) | M::GetQueueDiscipline(t)) = m else {
+        return None;
+    };
+    let kind = t.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k.clone()),
+        _ => None,
+    })?;
+    Some(QdiscMsg {
+        ifindex: t.header.index as u32,
+        kind,
+    })
 }

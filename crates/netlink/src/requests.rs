@@ -1,11 +1,29 @@
-//! Builders of the requests the data path sends.
+//! Builders of the requests the data path sends, as `netlink-packet-route`
+//! messages wrapped in a [`Msg`] with their `NLM_F_*` flags.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::tc::TcMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as M};
+
 use crate::consts::*;
-use crate::msg::*;
-use crate::parse::*;
+use crate::msg::Msg;
+use crate::parse::RouteMsg;
 
 /// Parameters of a veth pair created in one request.
 #[derive(Debug, Clone)]
@@ -18,89 +36,109 @@ pub struct VethSpec<'a> {
     pub peer_netns_fd: RawFd,
 }
 
+/// An `ifinfomsg` for `index` (0: named by attribute), set up when `up`.
+fn link(index: u32, up: bool) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    if up {
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+    }
+    m
+}
+
 /// `RTM_NEWLINK` creating a veth pair, the first end up; the peer is created
 /// directly in the netns behind `peer_netns_fd` (and set up separately).
 pub fn new_veth(v: &VethSpec<'_>) -> Msg {
-    Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-        .ifinfomsg(AF_UNSPEC, 0, IFF_UP, IFF_UP)
-        .attr_str(IFLA_IFNAME, v.name)
-        .attr_if(v.mtu != 0, IFLA_MTU, &v.mtu.to_ne_bytes())
-        .attr(IFLA_ADDRESS, &v.mac)
-        .begin_nest(IFLA_LINKINFO)
-        .attr_str(IFLA_INFO_KIND, "veth")
-        .begin_nest(IFLA_INFO_DATA)
-        .begin_nest(VETH_INFO_PEER)
-        // not up yet: the kernel configures the peer before the pair is
-        // linked, and opening an unlinked veth fails with ENOTCONN
-        .ifinfomsg(AF_UNSPEC, 0, 0, 0)
-        .attr_str(IFLA_IFNAME, v.peer_name)
-        .attr_if(v.mtu != 0, IFLA_MTU, &v.mtu.to_ne_bytes())
-        .attr_u32(IFLA_NET_NS_FD, v.peer_netns_fd as u32)
-        .end_nest()
-        .end_nest()
-        .end_nest()
+    // not up yet: the kernel configures the peer before the pair is linked,
+    // and opening an unlinked veth fails with ENOTCONN
+    let mut peer = link(0, false);
+    peer.attributes
+        .push(LinkAttribute::IfName(v.peer_name.into()));
+    if v.mtu != 0 {
+        peer.attributes.push(LinkAttribute::Mtu(v.mtu));
+    }
+    peer.attributes
+        .push(LinkAttribute::NetNsFd(v.peer_netns_fd));
+    let mut m = link(0, true);
+    m.attributes.push(LinkAttribute::IfName(v.name.into()));
+    if v.mtu != 0 {
+        m.attributes.push(LinkAttribute::Mtu(v.mtu));
+    }
+    m.attributes.push(LinkAttribute::Address(v.mac.to_vec()));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    Msg::new(M::NewLink(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// `RTM_NEWLINK` setting a link up by index.
 pub fn set_link_up(index: i32) -> Msg {
-    Msg::new(RTM_NEWLINK, NLM_F_ACK).ifinfomsg(AF_UNSPEC, index, IFF_UP, IFF_UP)
+    Msg::new(M::NewLink(link(index as u32, true)), NLM_F_ACK)
 }
 
 /// `RTM_DELLINK` by name.
 pub fn del_link_by_name(name: &str) -> Msg {
-    Msg::new(RTM_DELLINK, NLM_F_ACK)
-        .ifinfomsg(AF_UNSPEC, 0, 0, 0)
-        .attr_str(IFLA_IFNAME, name)
+    let mut m = link(0, false);
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    Msg::new(M::DelLink(m), NLM_F_ACK)
+}
+
+/// Answers without statistics: smaller, and all weft reads is configuration.
+fn skip_stats(mut m: LinkMessage) -> LinkMessage {
+    m.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    m
 }
 
 /// `RTM_GETLINK` by name (one link, not a dump).
 pub fn get_link_by_name(name: &str) -> Msg {
-    Msg::new(RTM_GETLINK, NLM_F_ACK)
-        .ifinfomsg(AF_UNSPEC, 0, 0, 0)
-        .attr_str(IFLA_IFNAME, name)
-        .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    let mut m = link(0, false);
+    m.attributes.push(LinkAttribute::IfName(name.into()));
+    Msg::new(M::GetLink(skip_stats(m)), NLM_F_ACK)
 }
 
 /// `RTM_GETLINK` by index.
 pub fn get_link_by_index(index: u32) -> Msg {
-    Msg::new(RTM_GETLINK, NLM_F_ACK)
-        .ifinfomsg(AF_UNSPEC, index as i32, 0, 0)
-        .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    Msg::new(M::GetLink(skip_stats(link(index, false))), NLM_F_ACK)
 }
 
 /// `RTM_GETLINK` dump of all links.
 pub fn dump_links() -> Msg {
-    Msg::new(RTM_GETLINK, NLM_F_DUMP)
-        .ifinfomsg(AF_UNSPEC, 0, 0, 0)
-        .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    Msg::new(M::GetLink(skip_stats(link(0, false))), NLM_F_DUMP)
 }
 
 /// `RTM_NEWADDR` (create or replace) of `ip/prefixlen` on `index`; IPv6
 /// addresses skip duplicate address detection so they are usable at once.
 pub fn new_addr(index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
-    let m = Msg::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+    let mut m = AddressMessage::default();
+    m.header.family = family_of(ip);
+    m.header.prefix_len = prefixlen;
+    m.header.scope = AddressScope::Universe;
+    m.header.index = index;
     match ip {
-        IpAddr::V4(_) => m
-            .ifaddrmsg(AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-            .attr_ip(IFA_LOCAL, ip)
-            .attr_ip(IFA_ADDRESS, ip),
-        IpAddr::V6(_) => m
-            .ifaddrmsg(
-                AF_INET6,
-                prefixlen,
-                IFA_F_NODAD as u8,
-                RT_SCOPE_UNIVERSE,
-                index,
-            )
-            .attr_ip(IFA_ADDRESS, ip)
-            .attr_u32(IFA_FLAGS, IFA_F_NODAD),
+        IpAddr::V4(_) => {
+            m.attributes.push(AddressAttribute::Local(ip));
+            m.attributes.push(AddressAttribute::Address(ip));
+        }
+        IpAddr::V6(_) => {
+            m.header.flags = AddressHeaderFlags::Nodad;
+            m.attributes.push(AddressAttribute::Address(ip));
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
     }
+    Msg::new(M::NewAddress(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// `RTM_GETADDR` dump of one family's addresses on one link (filtered by the
 /// kernel under strict checking).
 pub fn dump_addrs(family: u8, index: u32) -> Msg {
-    Msg::new(RTM_GETADDR, NLM_F_DUMP).ifaddrmsg(family, 0, 0, 0, index)
+    let mut m = AddressMessage::default();
+    m.header.family = family.into();
+    m.header.index = index;
+    Msg::new(M::GetAddress(m), NLM_F_DUMP)
 }
 
 /// A route to add to the main table.
@@ -110,7 +148,7 @@ pub struct RouteSpec {
     pub dst_len: u8,
     pub gateway: Option<IpAddr>,
     pub oif: u32,
-    pub scope: u8,
+    pub scope: RouteScope,
 }
 
 impl RouteSpec {
@@ -122,8 +160,8 @@ impl RouteSpec {
             gateway: None,
             oif,
             scope: match dst {
-                IpAddr::V4(_) => RT_SCOPE_LINK,
-                IpAddr::V6(_) => RT_SCOPE_UNIVERSE,
+                IpAddr::V4(_) => RouteScope::Link,
+                IpAddr::V6(_) => RouteScope::Universe,
             },
         }
     }
@@ -139,99 +177,104 @@ impl RouteSpec {
             dst_len: 0,
             gateway: Some(gateway),
             oif,
-            scope: RT_SCOPE_UNIVERSE,
+            scope: RouteScope::Universe,
         }
     }
 }
 
+/// An `rtmsg` of `family`/`dst_len` in the main table.
+fn route(
+    family: AddressFamily,
+    dst_len: u8,
+    protocol: RouteProtocol,
+    scope: RouteScope,
+) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family;
+    m.header.destination_prefix_length = dst_len;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = protocol;
+    m.header.scope = scope;
+    m.header.kind = RouteType::Unicast;
+    m
+}
+
 /// `RTM_NEWROUTE` with `NLM_F_REPLACE` (idempotent) in the main table.
 pub fn new_route(r: &RouteSpec) -> Msg {
-    let mut m = Msg::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE).rtmsg(
-        family_of(r.dst),
-        r.dst_len,
-        RT_TABLE_MAIN,
-        RTPROT_STATIC,
-        r.scope,
-        RTN_UNICAST,
-        0,
-    );
+    let mut m = route(family_of(r.dst), r.dst_len, RouteProtocol::Static, r.scope);
     if r.dst_len > 0 {
-        m = m.attr_ip(RTA_DST, r.dst);
+        m.attributes.push(RouteAttribute::Destination(r.dst.into()));
     }
     if let Some(gw) = r.gateway {
-        m = m.attr_ip(RTA_GATEWAY, gw);
+        m.attributes.push(RouteAttribute::Gateway(gw.into()));
     }
-    m.attr_u32(RTA_OIF, r.oif)
+    m.attributes.push(RouteAttribute::Oif(r.oif));
+    Msg::new(M::NewRoute(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// `RTM_GETROUTE` for the main-table FIB entry that `dst` matches
 /// (`ip route get fibmatch`).
 pub fn get_route_fibmatch(dst: IpAddr) -> Msg {
-    Msg::new(RTM_GETROUTE, NLM_F_ACK)
-        .rtmsg(family_of(dst), full_len(dst), 0, 0, 0, 0, RTM_F_FIB_MATCH)
-        .attr_ip(RTA_DST, dst)
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(dst);
+    m.header.destination_prefix_length = full_len(dst);
+    m.header.flags = RouteFlags::FibMatch;
+    m.attributes.push(RouteAttribute::Destination(dst.into()));
+    Msg::new(M::GetRoute(m), NLM_F_ACK)
 }
 
 /// `RTM_GETROUTE` dump of one family's routes.
+pub fn dump_routes(family: u8) -> Msg {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family.into();
+    Msg::new(M::GetRoute(m), NLM_F_DUMP)
+}
+
 /// `RTM_GETQDISC` dump of every qdisc in the netns.
 pub fn dump_qdiscs() -> Msg {
-    // struct tcmsg: family, 3 bytes pad, ifindex, handle, parent, info
-    Msg::new(RTM_GETQDISC, NLM_F_DUMP).raw(&[0u8; 20])
+    Msg::new(M::GetQueueDiscipline(TcMessage::default()), NLM_F_DUMP)
 }
 
-/// One qdisc of a dump: the ifindex it sits on and its kind (`noqueue`,
-/// `tbf`, `ingress`, ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QdiscMsg {
-    pub ifindex: u32,
-    pub kind: String,
-}
-
-pub fn parse_qdisc(payload: &[u8]) -> Option<QdiscMsg> {
-    if payload.len() < 20 {
-        return None;
-    }
-    let ifindex = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
-    let kind = attrs(&payload[20..])
-        .find(|(ty, _)| *ty == TCA_KIND)
-        .map(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .trim_end_matches('\0')
-                .to_string()
-        })?;
-    Some(QdiscMsg { ifindex, kind })
-}
-
-pub fn dump_routes(family: u8) -> Msg {
-    Msg::new(RTM_GETROUTE, NLM_F_DUMP).rtmsg(family, 0, 0, 0, 0, 0, 0)
+/// An `ndmsg` of `family` on `ifindex`.
+fn neigh(family: AddressFamily, ifindex: u32, state: NeighbourState) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family;
+    m.header.ifindex = ifindex;
+    m.header.state = state;
+    m
 }
 
 /// `RTM_NEWNEIGH` (create or replace) of a permanent neighbour.
 pub fn new_neigh(ifindex: u32, ip: IpAddr, mac: [u8; 6]) -> Msg {
-    Msg::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
-        .ndmsg(family_of(ip), ifindex as i32, NUD_PERMANENT, 0, 0)
-        .attr_ip(NDA_DST, ip)
-        .attr(NDA_LLADDR, &mac)
+    let mut m = neigh(family_of(ip), ifindex, NeighbourState::Permanent);
+    m.attributes
+        .push(NeighbourAttribute::Destination(ip.into()));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    Msg::new(M::NewNeighbour(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// `RTM_GETNEIGH` dump of one family's neighbours, filtered to one link by
 /// the kernel under strict checking (0: all links).
 pub fn dump_neighs(family: u8, ifindex: u32) -> Msg {
-    Msg::new(RTM_GETNEIGH, NLM_F_DUMP).ndmsg(family, ifindex as i32, 0, 0, 0)
+    let m = neigh(family.into(), ifindex, NeighbourState::None);
+    Msg::new(M::GetNeighbour(m), NLM_F_DUMP)
 }
 
 /// `RTM_GETNEIGH` for one neighbour (`ip neigh get`).
 pub fn get_neigh(ifindex: u32, ip: IpAddr) -> Msg {
-    Msg::new(RTM_GETNEIGH, NLM_F_ACK)
-        .ndmsg(family_of(ip), ifindex as i32, 0, 0, 0)
-        .attr_ip(NDA_DST, ip)
+    let mut m = neigh(family_of(ip), ifindex, NeighbourState::None);
+    m.attributes
+        .push(NeighbourAttribute::Destination(ip.into()));
+    Msg::new(M::GetNeighbour(m), NLM_F_ACK)
 }
 
 /// `RTM_DELNEIGH` of an IP neighbour.
 pub fn del_neigh(ifindex: u32, ip: IpAddr) -> Msg {
-    Msg::new(RTM_DELNEIGH, NLM_F_ACK)
-        .ndmsg(family_of(ip), ifindex as i32, 0, 0, 0)
-        .attr_ip(NDA_DST, ip)
+    let mut m = neigh(family_of(ip), ifindex, NeighbourState::None);
+    m.attributes
+        .push(NeighbourAttribute::Destination(ip.into()));
+    Msg::new(M::DelNeighbour(m), NLM_F_ACK)
 }
 
 /// `RTM_GETNEIGH` dump of one link's neighbours of one family: IP families
@@ -239,30 +282,41 @@ pub fn del_neigh(ifindex: u32, ip: IpAddr) -> Msg {
 /// the bridge FDB (`AF_BRIDGE`) with `ndm_ifindex`.
 pub fn dump_neighs_on(family: u8, ifindex: u32) -> Msg {
     if family == AF_BRIDGE {
-        Msg::new(RTM_GETNEIGH, NLM_F_DUMP).ndmsg(family, ifindex as i32, 0, 0, 0)
-    } else {
-        Msg::new(RTM_GETNEIGH, NLM_F_DUMP)
-            .ndmsg(family, 0, 0, 0, 0)
-            .attr_u32(NDA_IFINDEX, ifindex)
+        return dump_neighs(family, ifindex);
     }
+    let mut m = neigh(family.into(), 0, NeighbourState::None);
+    m.attributes.push(NeighbourAttribute::IfIndex(ifindex));
+    Msg::new(M::GetNeighbour(m), NLM_F_DUMP)
+}
+
+/// A VXLAN FDB entry's `ndmsg`: the device's own (`NTF_SELF`), to `mac` via
+/// the remote `dst`.
+fn fdb(ifindex: u32, mac: [u8; 6], dst: IpAddr, state: NeighbourState) -> NeighbourMessage {
+    let mut m = neigh(AddressFamily::Bridge, ifindex, state);
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(dst.into()));
+    m
 }
 
 /// `RTM_NEWNEIGH` (create or replace) of a static VXLAN FDB entry: frames to
 /// `mac` leave `ifindex` in UDP to `dst` (`bridge fdb replace MAC dev D dst
 /// IP self permanent`).
 pub fn new_fdb(ifindex: u32, mac: [u8; 6], dst: IpAddr) -> Msg {
-    Msg::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
-        .ndmsg(AF_BRIDGE, ifindex as i32, NUD_PERMANENT, NTF_SELF, 0)
-        .attr(NDA_LLADDR, &mac)
-        .attr_ip(NDA_DST, dst)
+    Msg::new(
+        M::NewNeighbour(fdb(ifindex, mac, dst, NeighbourState::Permanent)),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+    )
 }
 
 /// `RTM_DELNEIGH` of one remote of a VXLAN FDB entry.
 pub fn del_fdb(ifindex: u32, mac: [u8; 6], dst: IpAddr) -> Msg {
-    Msg::new(RTM_DELNEIGH, NLM_F_ACK)
-        .ndmsg(AF_BRIDGE, ifindex as i32, 0, NTF_SELF, 0)
-        .attr(NDA_LLADDR, &mac)
-        .attr_ip(NDA_DST, dst)
+    Msg::new(
+        M::DelNeighbour(fdb(ifindex, mac, dst, NeighbourState::None)),
+        NLM_F_ACK,
+    )
 }
 
 /// Parameters of a VXLAN device.
@@ -281,32 +335,36 @@ pub struct VxlanSpec<'a> {
 /// `RTM_NEWLINK` creating a VXLAN device, up: no learning, no group, no
 /// default remote (every destination comes from a static FDB entry).
 pub fn new_vxlan(v: &VxlanSpec<'_>) -> Msg {
-    let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-        .ifinfomsg(AF_UNSPEC, 0, IFF_UP, IFF_UP)
-        .attr_str(IFLA_IFNAME, v.name)
-        .attr_if(v.mtu != 0, IFLA_MTU, &v.mtu.to_ne_bytes())
-        .begin_nest(IFLA_LINKINFO)
-        .attr_str(IFLA_INFO_KIND, "vxlan")
-        .begin_nest(IFLA_INFO_DATA)
-        .attr_u32(IFLA_VXLAN_ID, v.vni)
-        .attr(IFLA_VXLAN_LEARNING, &[0])
-        .attr(IFLA_VXLAN_PORT, &v.port.to_be_bytes());
+    let mut data = vec![
+        InfoVxlan::Id(v.vni),
+        InfoVxlan::Learning(false),
+        InfoVxlan::Port(v.port),
+    ];
     match v.local {
-        Some(IpAddr::V4(a)) => m = m.attr(IFLA_VXLAN_LOCAL, &a.octets()),
-        Some(IpAddr::V6(a)) => m = m.attr(IFLA_VXLAN_LOCAL6, &a.octets()),
+        Some(IpAddr::V4(a)) => data.push(InfoVxlan::Local(a)),
+        Some(IpAddr::V6(a)) => data.push(InfoVxlan::Local6(a)),
         None => {}
     }
     if let Some(link) = v.link {
-        m = m.attr_u32(IFLA_VXLAN_LINK, link);
+        data.push(InfoVxlan::Link(link));
     }
-    m.end_nest().end_nest()
+    let mut m = link(0, true);
+    m.attributes.push(LinkAttribute::IfName(v.name.into()));
+    if v.mtu != 0 {
+        m.attributes.push(LinkAttribute::Mtu(v.mtu));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vxlan),
+        LinkInfo::Data(InfoData::Vxlan(data)),
+    ]));
+    Msg::new(M::NewLink(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// `RTM_NEWLINK` setting a link's MTU and up.
 pub fn set_link_mtu_up(index: u32, mtu: u32) -> Msg {
-    Msg::new(RTM_NEWLINK, NLM_F_ACK)
-        .ifinfomsg(AF_UNSPEC, index as i32, IFF_UP, IFF_UP)
-        .attr_u32(IFLA_MTU, mtu)
+    let mut m = link(index, true);
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    Msg::new(M::NewLink(m), NLM_F_ACK)
 }
 
 /// A route weft makes to another node's pod block.
@@ -324,47 +382,59 @@ pub struct PeerRoute {
 /// [`RTPROT_WEFT`]; `NLM_F_EXCL`, so a route of the same prefix and metric
 /// that someone else made is never replaced (the request fails with EEXIST).
 pub fn new_peer_route(r: &PeerRoute) -> Msg {
-    let flags = if r.onlink { RTNH_F_ONLINK } else { 0 };
-    let m = Msg::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-        .rtmsg(
-            family_of(r.dst),
-            r.dst_len,
-            RT_TABLE_MAIN,
-            RTPROT_WEFT,
-            RT_SCOPE_UNIVERSE,
-            RTN_UNICAST,
-            flags,
-        )
-        .attr_ip(RTA_DST, r.dst)
-        .attr_ip(RTA_GATEWAY, r.gateway);
-    match r.oif {
-        Some(oif) => m.attr_u32(RTA_OIF, oif),
-        None => m,
+    let mut m = route(
+        family_of(r.dst),
+        r.dst_len,
+        RouteProtocol::from(RTPROT_WEFT),
+        RouteScope::Universe,
+    );
+    if r.onlink {
+        m.header.flags = RouteFlags::Onlink;
     }
+    m.attributes.push(RouteAttribute::Destination(r.dst.into()));
+    m.attributes.push(RouteAttribute::Gateway(r.gateway.into()));
+    if let Some(oif) = r.oif {
+        m.attributes.push(RouteAttribute::Oif(oif));
+    }
+    Msg::new(M::NewRoute(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// `RTM_DELROUTE` of exactly the dumped route `r` (prefix, protocol, metric,
 /// gateway, device): the kernel matches every given field, so only that
 /// route goes.
 pub fn del_route(r: &RouteMsg) -> Msg {
-    let mut m = Msg::new(RTM_DELROUTE, NLM_F_ACK).rtmsg(
-        r.family,
+    let mut m = route(
+        r.family.into(),
         r.dst_len,
-        RT_TABLE_MAIN,
-        r.protocol,
-        RT_SCOPE_NOWHERE,
-        r.rtype,
-        0,
+        r.protocol.into(),
+        // a wildcard scope, for deletes
+        RouteScope::NoWhere,
     );
+    m.header.kind = r.rtype.into();
     if let Some(dst) = r.dst {
-        m = m.attr_ip(RTA_DST, dst);
+        m.attributes.push(RouteAttribute::Destination(dst.into()));
     }
     if let Some(gw) = r.gateway {
-        m = m.attr_ip(RTA_GATEWAY, gw);
+        m.attributes.push(RouteAttribute::Gateway(gw.into()));
     }
     if let Some(oif) = r.oif {
-        m = m.attr_u32(RTA_OIF, oif);
+        m.attributes.push(RouteAttribute::Oif(oif));
     }
-    m.attr_u32(RTA_PRIORITY, r.priority)
-        .attr_u32(RTA_TABLE, r.table)
+    m.attributes.push(RouteAttribute::Priority(r.priority));
+    m.attributes.push(RouteAttribute::Table(r.table));
+    Msg::new(M::DelRoute(m), NLM_F_ACK)
+}
+
+pub(crate) fn family_of(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+pub(crate) fn full_len(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
 }

@@ -1,9 +1,16 @@
 //! The `NETLINK_ROUTE` socket: send, match answers by sequence number.
+//! netlink-sys's blocking socket underneath; the request/ack discipline
+//! (sequence matching, batches in one datagram, dump retries) is weft's.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use crate::consts::*;
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLMSG_NOOP, NLM_F_DUMP_INTR,
+};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::SocketAddr;
+
 use crate::error::NetlinkError;
 use crate::msg::*;
 
@@ -26,7 +33,7 @@ impl Request {
 
     fn error(&self, errno: i32, detail: Option<String>) -> NetlinkError {
         NetlinkError::Kernel {
-            op: msg_type_name(self.msg.msg_type()),
+            op: self.msg.op(),
             object: self.object.clone(),
             errno,
             detail,
@@ -37,7 +44,7 @@ impl Request {
 /// A `NETLINK_ROUTE` socket, bound to the netns of the thread that opened it.
 #[derive(Debug)]
 pub struct Socket {
-    fd: OwnedFd,
+    sock: netlink_sys::Socket,
     seq: u32,
     buf: Vec<u8>,
     /// A send or receive failed or an answer was missing: unread answers may
@@ -48,79 +55,25 @@ pub struct Socket {
 impl Socket {
     /// Opens a socket in the calling thread's current network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        // SAFETY: socket(2) with constant arguments; the returned fd is checked
-        // and then owned by exactly one OwnedFd.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(NetlinkError::syscall(
-                "socket",
-                "AF_NETLINK NETLINK_ROUTE",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a freshly created, valid descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        for (opt, name) in [
-            (NETLINK_EXT_ACK, "NETLINK_EXT_ACK"),
-            (NETLINK_CAP_ACK, "NETLINK_CAP_ACK"),
-            (NETLINK_GET_STRICT_CHK, "NETLINK_GET_STRICT_CHK"),
-        ] {
-            setsockopt_int(&fd, SOL_NETLINK, opt, 1)
-                .map_err(|e| NetlinkError::syscall("setsockopt", name, e))?;
-        }
+        let mut sock = netlink_sys::Socket::new(NETLINK_ROUTE)
+            .map_err(|e| NetlinkError::syscall("socket", "AF_NETLINK NETLINK_ROUTE", e))?;
+        sock.set_ext_ack(true)
+            .map_err(|e| NetlinkError::syscall("setsockopt", "NETLINK_EXT_ACK", e))?;
+        sock.set_cap_ack(true)
+            .map_err(|e| NetlinkError::syscall("setsockopt", "NETLINK_CAP_ACK", e))?;
+        sock.set_netlink_get_strict_chk(true)
+            .map_err(|e| NetlinkError::syscall("setsockopt", "NETLINK_GET_STRICT_CHK", e))?;
         // A bounded wait: rtnetlink answers synchronously, so this only
         // matters if something is badly wrong.
-        let tv = libc::timeval {
-            tv_sec: 10,
-            tv_usec: 0,
-        };
-        // SAFETY: fd is valid; tv is a valid timeval that outlives the call and
-        // its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NetlinkError::syscall(
-                "setsockopt",
-                "SO_RCVTIMEO",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: an all-zero sockaddr_nl is valid (nl_pid 0: the kernel picks
-        // the port id).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: fd is valid; addr is a valid sockaddr_nl and its size is passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NetlinkError::syscall(
-                "bind",
-                "AF_NETLINK",
-                io::Error::last_os_error(),
-            ));
-        }
+        set_recv_timeout(&sock, 10)
+            .map_err(|e| NetlinkError::syscall("setsockopt", "SO_RCVTIMEO", e))?;
+        // port 0: the kernel picks the port id
+        sock.bind_auto()
+            .map_err(|e| NetlinkError::syscall("bind", "AF_NETLINK", e))?;
         Ok(Socket {
-            fd,
+            sock,
             seq: 0,
-            buf: vec![0; RECV_BUF],
+            buf: Vec::with_capacity(RECV_BUF),
             broken: false,
         })
     }
@@ -139,107 +92,127 @@ impl Socket {
     }
 
     fn send_bytes(&mut self, bytes: &[u8], what: &str) -> Result<(), NetlinkError> {
-        // SAFETY: an all-zero sockaddr_nl addresses the kernel (pid 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let kernel = SocketAddr::new(0, 0);
         loop {
-            // SAFETY: fd is valid; bytes is a live buffer of the given length;
-            // addr is a valid sockaddr_nl and its size is passed.
-            let n = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    bytes.as_ptr() as *const libc::c_void,
-                    bytes.len(),
-                    0,
-                    &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match self.sock.send_to(bytes, &kernel, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(NetlinkError::syscall("netlink send", what.to_string(), e));
                 }
-                self.broken = true;
-                return Err(NetlinkError::syscall("netlink send", what.to_string(), e));
+                Ok(_) => return Ok(()),
             }
-            return Ok(());
         }
     }
 
-    /// Receives one datagram into the internal buffer; returns its length.
-    fn recv(&mut self, what: &str) -> Result<usize, NetlinkError> {
+    /// Receives one datagram into the internal buffer.
+    fn recv(&mut self, what: &str) -> Result<(), NetlinkError> {
         loop {
-            // SAFETY: fd is valid; buf is a live, writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(NetlinkError::syscall("netlink recv", what.to_string(), e));
                 }
-                self.broken = true;
-                return Err(NetlinkError::syscall("netlink recv", what.to_string(), e));
+                Ok(_) => return Ok(()),
             }
-            return Ok(n as usize);
         }
     }
 
-    /// Sends one request (with `NLM_F_ACK`) and returns the payloads of the
-    /// messages answered before the ack (the object of a GET request).
-    pub fn request(&mut self, req: &Request) -> Result<Vec<Vec<u8>>, NetlinkError> {
+    /// Decodes an answer to `req`; a message the crate cannot decode fails
+    /// the request (and leaves the socket broken: its other answers are
+    /// unread) rather than being skipped, so a caller never acts on a
+    /// partial view.
+    fn decode(
+        &mut self,
+        m: &Received<'_>,
+        req: &Request,
+    ) -> Result<NetlinkMessage<Message>, NetlinkError> {
+        m.decode().map_err(|e| {
+            self.broken = true;
+            NetlinkError::Protocol {
+                op: req.msg.op(),
+                what: format!(
+                    "cannot decode the kernel's answer (type {}) for {}: {e}",
+                    m.ty, req.object
+                ),
+            }
+        })
+    }
+
+    /// Sends one request (with `NLM_F_ACK`) and returns the messages
+    /// answered before the ack (the object of a GET request).
+    pub fn request(&mut self, req: &Request) -> Result<Vec<Message>, NetlinkError> {
         let seq = self.next_seq();
         self.send_bytes(&req.msg.finish(seq), &req.object)?;
         let mut out = Vec::new();
         // Bounded: every datagram either belongs to an older request (skipped)
         // or moves this one towards its ack.
         for _ in 0..10_000 {
-            let n = self.recv(&req.object)?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_ERROR => {
-                        let (errno, detail) = parse_error(&m);
-                        if errno != 0 {
-                            return Err(req.error(errno, detail));
-                        }
-                        return Ok(out);
-                    }
-                    NLMSG_DONE | NLMSG_NOOP => {}
-                    _ => out.push(m.payload.to_vec()),
-                }
+            self.recv(&req.object)?;
+            let buf = std::mem::take(&mut self.buf);
+            let done = self.collect(&buf, seq, req, &mut out, &mut false);
+            self.buf = buf;
+            if done? {
+                return Ok(out);
             }
         }
         self.broken = true;
         Err(NetlinkError::Protocol {
-            op: msg_type_name(req.msg.msg_type()),
+            op: req.msg.op(),
             what: format!("no ack for {}", req.object),
         })
     }
 
+    /// Adds the answers to `seq` in one datagram to `out`; `true` once the
+    /// ack (or the end of a dump) came. Sets `intr` when the kernel flagged
+    /// the dump as interrupted.
+    fn collect(
+        &mut self,
+        buf: &[u8],
+        seq: u32,
+        req: &Request,
+        out: &mut Vec<Message>,
+        intr: &mut bool,
+    ) -> Result<bool, NetlinkError> {
+        for m in messages(buf) {
+            if m.seq != seq {
+                continue;
+            }
+            *intr |= m.flags & NLM_F_DUMP_INTR != 0;
+            if m.ty == NLMSG_NOOP {
+                continue;
+            }
+            let msg = self.decode(&m, req)?;
+            if let Some((errno, detail)) = error_of(&msg) {
+                if errno != 0 {
+                    return Err(req.error(errno, detail));
+                }
+                return Ok(true);
+            }
+            if let NetlinkPayload::InnerMessage(inner) = msg.payload {
+                out.push(inner);
+            }
+        }
+        Ok(false)
+    }
+
     /// Like [`Socket::request`] for a GET that answers one object.
-    pub fn get_one(&mut self, req: &Request) -> Result<Vec<u8>, NetlinkError> {
+    pub fn get_one(&mut self, req: &Request) -> Result<Message, NetlinkError> {
         self.request(req)?
             .into_iter()
             .next()
             .ok_or_else(|| NetlinkError::Protocol {
-                op: msg_type_name(req.msg.msg_type()),
+                op: req.msg.op(),
                 what: format!("empty answer for {}", req.object),
             })
     }
 
-    /// Sends a dump request and returns the payloads of all answered messages.
-    /// Retries (a bounded number of times) when the kernel flags the dump as
+    /// Sends a dump request and returns all answered messages. Retries (a
+    /// bounded number of times) when the kernel flags the dump as
     /// interrupted by a concurrent change.
-    pub fn dump(&mut self, req: &Request) -> Result<Vec<Vec<u8>>, NetlinkError> {
+    pub fn dump(&mut self, req: &Request) -> Result<Vec<Message>, NetlinkError> {
         let mut last = Vec::new();
         for _attempt in 0..3 {
             let (out, intr) = self.dump_once(req)?;
@@ -251,37 +224,23 @@ impl Socket {
         Ok(last)
     }
 
-    fn dump_once(&mut self, req: &Request) -> Result<(Vec<Vec<u8>>, bool), NetlinkError> {
+    fn dump_once(&mut self, req: &Request) -> Result<(Vec<Message>, bool), NetlinkError> {
         let seq = self.next_seq();
         self.send_bytes(&req.msg.finish(seq), &req.object)?;
         let mut out = Vec::new();
         let mut intr = false;
         for _ in 0..1_000_000 {
-            let n = self.recv(&req.object)?;
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                if m.flags & NLM_F_DUMP_INTR != 0 {
-                    intr = true;
-                }
-                match m.ty {
-                    NLMSG_DONE => return Ok((out, intr)),
-                    NLMSG_ERROR => {
-                        let (errno, detail) = parse_error(&m);
-                        if errno != 0 {
-                            return Err(req.error(errno, detail));
-                        }
-                        return Ok((out, intr));
-                    }
-                    NLMSG_NOOP => {}
-                    _ => out.push(m.payload.to_vec()),
-                }
+            self.recv(&req.object)?;
+            let buf = std::mem::take(&mut self.buf);
+            let done = self.collect(&buf, seq, req, &mut out, &mut intr);
+            self.buf = buf;
+            if done? {
+                return Ok((out, intr));
             }
         }
         self.broken = true;
         Err(NetlinkError::Protocol {
-            op: msg_type_name(req.msg.msg_type()),
+            op: req.msg.op(),
             what: format!("dump of {} did not end", req.object),
         })
     }
@@ -306,8 +265,9 @@ impl Socket {
             if pending == 0 {
                 break;
             }
-            let n = self.recv(&reqs[0].object)?;
-            for m in messages(&self.buf[..n]) {
+            self.recv(&reqs[0].object)?;
+            let buf = std::mem::take(&mut self.buf);
+            for m in messages(&buf) {
                 if m.ty != NLMSG_ERROR {
                     continue;
                 }
@@ -315,11 +275,20 @@ impl Socket {
                     continue;
                 };
                 pending -= 1;
-                let (errno, detail) = parse_error(&m);
+                let (errno, detail) = match m.decode().as_ref().map(error_of) {
+                    Ok(Some(e)) => e,
+                    // an NLMSG_ERROR that does not decode still ends its
+                    // request; say so rather than guess an errno
+                    _ => (
+                        libc::EPROTO,
+                        Some("undecodable netlink error answer".into()),
+                    ),
+                };
                 if errno != 0 && first_err.as_ref().is_none_or(|(j, _)| i < *j) {
                     first_err = Some((i, reqs[i].error(errno, detail)));
                 }
             }
+            self.buf = buf;
         }
         if pending != 0 {
             self.broken = true;
@@ -329,7 +298,7 @@ impl Socket {
         }
         if pending != 0 {
             return Err(NetlinkError::Protocol {
-                op: msg_type_name(reqs[0].msg.msg_type()),
+                op: reqs[0].msg.op(),
                 what: format!("{pending} of {} acks missing", reqs.len()),
             });
         }
@@ -337,20 +306,21 @@ impl Socket {
     }
 }
 
-fn setsockopt_int(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: fd is valid; v is a live c_int and its size is passed.
+/// `SO_RCVTIMEO`, which netlink-sys has no call for.
+fn set_recv_timeout(sock: &netlink_sys::Socket, seconds: libc::time_t) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: seconds,
+        tv_usec: 0,
+    };
+    // SAFETY: the fd is valid for the socket's lifetime; tv is a valid
+    // timeval that outlives the call and its size is passed.
     let rc = unsafe {
         libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
     if rc < 0 {

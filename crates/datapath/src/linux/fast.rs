@@ -36,13 +36,13 @@ impl LinuxDatapath {
             let qdiscs = node.dump(&Request::new(nl::dump_qdiscs(), "qdiscs"))?;
             let veths = links
                 .iter()
-                .filter_map(|p| nl::parse_link(p))
+                .filter_map(nl::parse_link)
                 .filter(|l| l.kind.as_deref() == Some("veth"))
                 .map(|l| (l.name, l.index))
                 .collect();
             let shaped = qdiscs
                 .iter()
-                .filter_map(|p| nl::parse_qdisc(p))
+                .filter_map(nl::parse_qdisc)
                 .filter(|q| q.kind != "noqueue")
                 .map(|q| q.ifindex)
                 .collect();

@@ -307,7 +307,7 @@ impl LinuxDatapath {
             let len = prefix_len(ip);
             let found = addrs
                 .iter()
-                .filter_map(|p| nl::parse_addr(p))
+                .filter_map(nl::parse_addr)
                 .any(|a| a.index == l.index && a.addr == ip && a.prefixlen == len);
             if !found {
                 problems.push(format!("address {ip}/{len} missing on {ifname} in {ns}"));
@@ -321,7 +321,7 @@ impl LinuxDatapath {
                 nl::dump_routes(family),
                 format!("routes in {ns}"),
             ))?;
-            let found = routes.iter().filter_map(|p| nl::parse_route(p)).any(|r| {
+            let found = routes.iter().filter_map(nl::parse_route).any(|r| {
                 r.dst_len == 0
                     && r.table == nl::RT_TABLE_MAIN as u32
                     && r.gateway == Some(gw)
@@ -482,7 +482,7 @@ impl Links for LinuxDatapath {
         let msgs = self.with_node(|node| node.dump(&Request::new(nl::dump_links(), "links")))?;
         Ok(msgs
             .iter()
-            .filter_map(|p| nl::parse_link(p))
+            .filter_map(nl::parse_link)
             .filter(|l| l.kind.as_deref() == Some("veth") && l.name.starts_with(prefix))
             .map(|l| HostLink {
                 name: l.name,

@@ -22,7 +22,7 @@ impl NodeNet for LinuxDatapath {
                 let routes = node.dump(&Request::new(nl::dump_routes(family), what))?;
                 let best = routes
                     .iter()
-                    .filter_map(|p| nl::parse_route(p))
+                    .filter_map(nl::parse_route)
                     .filter(|r| {
                         r.dst_len == 0
                             && r.table == nl::RT_TABLE_MAIN as u32

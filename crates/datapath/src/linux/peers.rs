@@ -82,7 +82,7 @@ impl LinuxDatapath {
         let mut have = std::collections::BTreeSet::new();
         for (family, what) in [(nl::AF_INET, "ipv4 routes"), (nl::AF_INET6, "ipv6 routes")] {
             let routes = node.dump(&Request::new(nl::dump_routes(family), what))?;
-            for r in routes.iter().filter_map(|p| nl::parse_route(p)) {
+            for r in routes.iter().filter_map(nl::parse_route) {
                 if r.protocol != nl::RTPROT_WEFT || r.table != nl::RT_TABLE_MAIN as u32 {
                     continue;
                 }
@@ -134,7 +134,7 @@ impl LinuxDatapath {
                     nl::dump_neighs_on(family, idx),
                     format!("neighbours on {dev}"),
                 ))?;
-                for n in ns.iter().filter_map(|p| nl::parse_neigh(p)) {
+                for n in ns.iter().filter_map(nl::parse_neigh) {
                     let Some(ip) = n.dst else { continue };
                     if n.ifindex != idx || n.state & nl::NUD_PERMANENT == 0 {
                         continue;
@@ -162,7 +162,7 @@ impl LinuxDatapath {
                 nl::dump_neighs_on(nl::AF_BRIDGE, idx),
                 format!("fdb of {dev}"),
             ))?;
-            for n in fdb.iter().filter_map(|p| nl::parse_neigh(p)) {
+            for n in fdb.iter().filter_map(nl::parse_neigh) {
                 let (Some(mac), Some(ip)) = (n.lladdr, n.dst) else {
                     continue;
                 };

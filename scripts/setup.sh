@@ -14,6 +14,7 @@ packages=(
   golang-go golang-github-appc-cni-dev  # cnitool, built from Debian's libcni source
   busybox-static              # the container image of runtime tests
   etcd-server etcd-client     # the distributed store (multi-node labs, store tests)
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known types: etcd-client's build compiles etcd's .proto files
   procps psmisc               # ps, pgrep, fuser in scripts
   librsvg2-bin                # rsvg-convert: benchmark charts as PNG
   clang libbpf-dev            # the eBPF programs (crates/datapath/bpf) are built with them

@@ -1,43 +1,40 @@
-//! The etcd v3 backend, over etcd's gRPC-gateway JSON API on plain HTTP/1.1
-//! (`POST /v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, `/v3/lease/*`), with a
-//! small HTTP client of its own on `std::net`.
+//! The etcd v3 backend, on etcd's gRPC API through the `etcd-client` crate
+//! (tonic, prost).
+//!
+//! [`Store`] is blocking and only the Kubernetes adapter of weftd is async,
+//! so the store owns a small tokio runtime (one worker thread, `etcd-rt`):
+//! each blocking call hands its future to the runtime and waits for the
+//! answer on a channel (safe from any thread, also one that runs a runtime of
+//! its own), and each watch is a task there feeding [`Watch`]'s channel.
 //!
 //! Every request tries the endpoints in turn, starting with the last one that
 //! worked, each attempt bounded by [`EtcdOptions::request_timeout`], the whole
 //! operation by [`EtcdOptions::deadline`]; when no endpoint answers in time
-//! the result is [`StoreError::Unavailable`] naming the endpoints.
-//!
-//! Every conditional write is one etcd txn: creates compare
-//! `create_revision == 0`, updates and conditional deletes `mod_revision ==
-//! expected`; the failure branch ranges every key of the txn, so a conflict
-//! carries the current key without another round trip.
-//!
-//! A watch is a thread holding a streaming `/v3/watch`; on connection loss it
-//! reconnects (to any endpoint) from the last delivered revision + 1, so a
-//! leader change or member loss neither loses nor duplicates events.
+//! the result is [`StoreError::Unavailable`] naming the endpoints
+//! (`cluster.rs`). Transactions are `txn.rs`, watches `watch.rs`.
 //!
 //! A request whose response is lost (connection reset after the request was
 //! sent) is retried on another endpoint: a conditional write that did apply
 //! then reports a conflict carrying its own write. Callers that care compare
 //! the conflict's value with what they wrote.
 
-mod client;
-mod http;
-mod json;
+mod cluster;
+mod convert;
+mod txn;
 mod watch;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use etcd_client::{CompactionOptions, GetOptions};
 
-use self::client::{CallError, Client};
-use self::http::Endpoint;
-use self::json::{b64, prefix_range, GatewayError, LeaseResponse, RangeResponse, TxnResponse};
+use self::cluster::{CallError, Cluster, Member};
+use self::convert::{definite, is_lease_not_found, owned_kv, prefix_range, rev, Endpoint};
 use crate::{
-    check_key, check_value, Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError,
-    StoreResult, TxnConflict, TxnOp, Watch,
+    check_key, Conflict, KeyValue, LeaseId, Listing, Revision, Store, StoreError, StoreResult,
+    TxnConflict, TxnOp, Watch,
 };
 
 /// Tuning of the etcd backend.
@@ -66,7 +63,7 @@ impl Default for EtcdOptions {
     }
 }
 
-/// One member's view, from `/v3/maintenance/status`.
+/// One member's view, from etcd's `Maintenance.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberStatus {
     pub member_id: u64,
@@ -75,34 +72,42 @@ pub struct MemberStatus {
     pub revision: Revision,
 }
 
+/// The store's runtime, shut down without waiting when the store goes (a
+/// runtime dropped the ordinary way would refuse inside another runtime).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A [`Store`] on an etcd v3 cluster.
 pub struct EtcdStore {
-    client: Arc<Client>,
+    cluster: Arc<Cluster>,
+    handle: tokio::runtime::Handle,
+    // Last: dropped after the clients that live on it.
+    _rt: Runtime,
 }
 
-fn decode_err(what: &str, e: impl std::fmt::Display) -> StoreError {
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable {
-        reason: format!("etcd answered {what} with something unreadable: {e}"),
+        reason: format!("{what}: {e}"),
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(body).map_err(|e| decode_err(what, e))
-}
-
-fn gateway_error(what: &str, e: GatewayError) -> StoreError {
-    match e.code {
-        3 | 8 | 9 | 11 => StoreError::Invalid {
-            reason: format!("{what}: {}", e.message),
-        },
-        _ => StoreError::Unavailable {
-            reason: format!("{what}: etcd error {}: {}", e.code, e.message),
-        },
+fn store_error(what: &str, e: CallError) -> StoreError {
+    match e {
+        CallError::Unavailable(e) => e,
+        CallError::Definite { code, message } => definite(what, code, &message),
     }
 }
 
-fn is_lease_not_found(e: &GatewayError) -> bool {
-    e.code == 5 && e.message.contains("lease not found")
+/// weft's lease id as etcd's; one etcd cannot have is not found.
+fn etcd_lease(lease: LeaseId) -> StoreResult<i64> {
+    i64::try_from(lease).map_err(|_| StoreError::LeaseNotFound { lease })
 }
 
 impl EtcdStore {
@@ -118,178 +123,116 @@ impl EtcdStore {
             .iter()
             .map(|e| Endpoint::parse(e).map_err(|reason| StoreError::Invalid { reason }))
             .collect::<StoreResult<Vec<_>>>()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| unavailable("cannot start the etcd store's runtime", e))?;
+        let handle = rt.handle().clone();
+        let cluster = block(&handle, async move {
+            Cluster::new(eps, opts)
+                .await
+                .map_err(|reason| StoreError::Invalid { reason })
+        })?;
         let store = EtcdStore {
-            client: Arc::new(Client::new(eps, opts)),
+            cluster: Arc::new(cluster),
+            handle,
+            _rt: Runtime(Some(rt)),
         };
         store.status()?;
         Ok(store)
     }
 
-    fn call(&self, what: &str, path: &str, body: &Value) -> StoreResult<Vec<u8>> {
-        self.client.call(path, body).map_err(|e| match e {
-            CallError::Unavailable(e) => e,
-            CallError::Gateway(e) => gateway_error(what, e),
-        })
+    /// Runs `f` against the members (with failover) on the runtime and
+    /// waits for the outcome.
+    fn call<T, F, Fut>(&self, f: F) -> StoreResult<Result<T, CallError>>
+    where
+        T: Send + 'static,
+        F: Fn(Member) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let cluster = self.cluster.clone();
+        block(&self.handle, async move { Ok(cluster.call(f).await) })
+    }
+
+    /// [`Self::call`] with every failure turned into the store's error.
+    fn op<T, F, Fut>(&self, what: &str, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(Member) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        self.call(f)?.map_err(|e| store_error(what, e))
     }
 
     /// The status of whichever member answered.
     pub fn status(&self) -> StoreResult<MemberStatus> {
-        let body = self.call("status", "/v3/maintenance/status", &json!({}))?;
-        let s: json::StatusResponse = parse("status", &body)?;
+        let s = self.op(
+            "status",
+            |mut m| async move { m.maintenance.status().await },
+        )?;
+        let header = s.header();
         Ok(MemberStatus {
-            member_id: s.header.member_id,
-            leader: s.leader,
-            revision: s.header.revision,
+            member_id: header.map_or(0, |h| h.member_id()),
+            leader: s.leader(),
+            revision: header.map_or(0, |h| rev(h.revision())),
         })
     }
 
     /// Compacts the history up to `revision` (watches from before it then see
     /// [`crate::WatchMessage::Compacted`]).
     pub fn compact(&self, revision: Revision) -> StoreResult<()> {
-        self.call(
-            "compact",
-            "/v3/kv/compaction",
-            &json!({ "revision": revision.to_string(), "physical": true }),
-        )?;
+        let r = convert::etcd_rev(revision);
+        self.op("compact", move |mut m| async move {
+            let physical = CompactionOptions::new().with_physical();
+            m.kv.compact(r, Some(physical)).await
+        })?;
         Ok(())
     }
 
-    /// Drops idle pooled connections.
-    pub fn reset_connections(&self) {
-        self.client.clear_pool();
+    /// Watch tasks running now (each ends when its [`Watch`] is dropped, it
+    /// is compacted, or it gives up): for tests and diagnostics.
+    pub fn live_watches(&self) -> usize {
+        self.cluster.live_watches.load(Ordering::Acquire)
     }
 
-    fn range(&self, key: &[u8], range_end: Option<&[u8]>) -> StoreResult<RangeResponse> {
-        let mut req = json!({ "key": b64(key) });
-        if let Some(end) = range_end {
-            req["range_end"] = Value::String(b64(end));
-        }
-        let body = self.call("range", "/v3/kv/range", &req)?;
-        parse("range", &body)
+    fn range(&self, key: Vec<u8>, range_end: Option<Vec<u8>>) -> StoreResult<Listing> {
+        let mut r = self.op("range", move |mut m| {
+            let key = key.clone();
+            let opts = range_end
+                .clone()
+                .map(|end| GetOptions::new().with_range(end));
+            async move { m.kv.get(key, opts).await }
+        })?;
+        let revision = r.header().map_or(0, |h| rev(h.revision()));
+        Ok(Listing {
+            kvs: r.take_kvs().into_iter().map(owned_kv).collect(),
+            revision,
+        })
     }
 
-    /// Runs `ops` as one etcd txn: `Ok(Ok((revision, success responses)))`
-    /// or the first failed condition.
-    fn txn(
-        &self,
-        ops: &[TxnOp<'_>],
-    ) -> StoreResult<Result<(Revision, Vec<json::ResponseOp>), TxnConflict>> {
-        if ops.is_empty() {
-            return Err(StoreError::Invalid {
-                reason: "empty transaction".into(),
-            });
-        }
-        let mut seen = HashSet::new();
-        for op in ops {
-            check_key(op.key())?;
-            if !seen.insert(op.key()) {
-                return Err(StoreError::Invalid {
-                    reason: format!("key {} twice in one transaction", op.key()),
-                });
+    /// Runs `ops` as one etcd txn.
+    fn txn(&self, ops: &[TxnOp<'_>]) -> StoreResult<txn::Outcome> {
+        txn::check(ops)?;
+        let req = txn::build(ops);
+        let resp = self.call(move |mut m| {
+            let req = req.clone();
+            async move { m.kv.txn(req).await }
+        })?;
+        match resp {
+            Ok(resp) => txn::decode(ops, &resp),
+            Err(CallError::Definite { code, message }) if is_lease_not_found(code, &message) => {
+                Err(self.missing_lease(ops))
             }
-            if let TxnOp::Create { key, value, .. }
-            | TxnOp::Update { key, value, .. }
-            | TxnOp::Put { key, value } = op
-            {
-                check_value(key, value)?;
-            }
+            Err(e) => Err(store_error("txn", e)),
         }
-        let mut compare = Vec::new();
-        let mut success = Vec::new();
-        let mut failure = Vec::new();
-        let mod_eq = |key: &str, rev: Revision| {
-            json!({"target": "MOD", "result": "EQUAL", "key": b64(key.as_bytes()),
-                   "mod_revision": rev.to_string()})
-        };
-        let exists = |key: &str| {
-            json!({"target": "CREATE", "result": "GREATER", "key": b64(key.as_bytes()),
-                   "create_revision": "0"})
-        };
-        for op in ops {
-            let k = b64(op.key().as_bytes());
-            match *op {
-                TxnOp::Create { value, lease, .. } => {
-                    compare.push(json!({"target": "CREATE", "result": "EQUAL", "key": k,
-                                        "create_revision": "0"}));
-                    let mut put = json!({"key": k, "value": b64(value)});
-                    if let Some(l) = lease {
-                        put["lease"] = Value::String(l.to_string());
-                    }
-                    success.push(json!({ "request_put": put }));
-                }
-                TxnOp::Update {
-                    key,
-                    value,
-                    expected,
-                } => {
-                    compare.push(mod_eq(key, expected));
-                    if expected == 0 {
-                        compare.push(exists(key));
-                    }
-                    success.push(json!({"request_put": {"key": k, "value": b64(value),
-                                                        "ignore_lease": true}}));
-                }
-                TxnOp::Put { value, .. } => {
-                    // No compare, and no `lease`: etcd detaches the key from
-                    // a lease it had, as the contract says.
-                    success.push(json!({"request_put": {"key": k, "value": b64(value)}}));
-                }
-                TxnOp::Delete { key, expected } => {
-                    if let Some(rev) = expected {
-                        compare.push(mod_eq(key, rev));
-                        if rev == 0 {
-                            compare.push(exists(key));
-                        }
-                    }
-                    success.push(json!({"request_delete_range": {"key": k}}));
-                }
-            }
-            failure.push(json!({"request_range": {"key": k}}));
-        }
-        let req = json!({"compare": compare, "success": success, "failure": failure});
-        let body = match self.client.call("/v3/kv/txn", &req) {
-            Ok(b) => b,
-            Err(CallError::Unavailable(e)) => return Err(e),
-            Err(CallError::Gateway(e)) if is_lease_not_found(&e) => {
-                return Err(self.missing_lease(ops));
-            }
-            Err(CallError::Gateway(e)) => return Err(gateway_error("txn", e)),
-        };
-        let resp: TxnResponse = parse("txn", &body)?;
-        if resp.succeeded {
-            return Ok(Ok((resp.header.revision, resp.responses)));
-        }
-        if resp.responses.len() != ops.len() {
-            return Err(decode_err("txn", "failure branch of the wrong length"));
-        }
-        for (index, (op, r)) in ops.iter().zip(resp.responses).enumerate() {
-            let current = match r.response_range.and_then(|r| r.kvs.into_iter().next()) {
-                Some(kv) => Some(kv.into_kv().map_err(|e| decode_err("txn", e))?),
-                None => None,
-            };
-            let mod_rev = current.as_ref().map(|kv| kv.mod_revision);
-            let holds = match *op {
-                TxnOp::Create { .. } => current.is_none(),
-                TxnOp::Update { expected, .. } => mod_rev == Some(expected),
-                TxnOp::Put { .. } => true,
-                TxnOp::Delete { expected, .. } => expected.is_none_or(|rev| mod_rev == Some(rev)),
-            };
-            if !holds {
-                return Ok(Err(TxnConflict { index, current }));
-            }
-        }
-        Err(decode_err("txn", "failed, yet every condition holds"))
     }
 
-    /// The lease error of a txn etcd refused for an unknown lease.
+    /// The lease error of a txn etcd refused for an unknown lease: the first
+    /// of its leases etcd does not know.
     fn missing_lease(&self, ops: &[TxnOp<'_>]) -> StoreError {
-        let leases: Vec<LeaseId> = ops
-            .iter()
-            .filter_map(|op| match op {
-                TxnOp::Create { lease, .. } => *lease,
-                _ => None,
-            })
-            .collect();
+        let leases = txn::leases(ops);
         let lease = leases
             .iter()
             .copied()
@@ -301,19 +244,47 @@ impl EtcdStore {
 
     /// The remaining TTL of a lease, `None` when etcd does not know it.
     fn lease_ttl(&self, lease: LeaseId) -> StoreResult<Option<i64>> {
-        let body = self.call(
-            "lease time-to-live",
-            "/v3/lease/timetolive",
-            &json!({ "ID": lease.to_string() }),
-        )?;
-        let v: Value = parse("lease time-to-live", &body)?;
-        let ttl = match &v["TTL"] {
-            Value::String(s) => s.parse().unwrap_or(-1),
-            Value::Number(n) => n.as_i64().unwrap_or(-1),
-            _ => 0,
-        };
-        Ok((ttl >= 0).then_some(ttl))
+        let id = etcd_lease(lease)?;
+        match self.call(move |mut m| async move { m.lease.time_to_live(id, None).await })? {
+            Ok(r) => Ok((r.ttl() >= 0).then_some(r.ttl())),
+            Err(CallError::Definite { code, message }) if is_lease_not_found(code, &message) => {
+                Ok(None)
+            }
+            Err(e) => Err(store_error("lease time-to-live", e)),
+        }
     }
+
+    /// A lease call whose "not found" is [`StoreError::LeaseNotFound`].
+    fn lease_op<T, F, Fut>(&self, what: &str, lease: LeaseId, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(Member, i64) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let id = etcd_lease(lease)?;
+        match self.call(move |m| f(m, id))? {
+            Ok(v) => Ok(v),
+            Err(CallError::Definite { code, message }) if is_lease_not_found(code, &message) => {
+                Err(StoreError::LeaseNotFound { lease })
+            }
+            Err(e) => Err(store_error(what, e)),
+        }
+    }
+}
+
+/// Runs `fut` on the runtime behind `handle` and waits for it. Spawning
+/// and waiting on a channel (rather than `block_on`) works from any thread,
+/// including one inside another runtime.
+fn block<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| unavailable("the etcd store's runtime", "stopped; restart weft"))?
 }
 
 fn conflict(c: TxnConflict) -> Conflict {
@@ -327,25 +298,16 @@ impl Store for EtcdStore {
 
     fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
         check_key(key)?;
-        let r = self.range(key.as_bytes(), None)?;
-        match r.kvs.into_iter().next() {
-            Some(kv) => Ok(Some(kv.into_kv().map_err(|e| decode_err("range", e))?)),
-            None => Ok(None),
-        }
+        Ok(self
+            .range(key.as_bytes().to_vec(), None)?
+            .kvs
+            .into_iter()
+            .next())
     }
 
     fn list(&self, prefix: &str) -> StoreResult<Listing> {
         let (key, end) = prefix_range(prefix);
-        let r = self.range(&key, Some(&end))?;
-        let kvs = r
-            .kvs
-            .into_iter()
-            .map(|kv| kv.into_kv().map_err(|e| decode_err("range", e)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Listing {
-            kvs,
-            revision: r.header.revision,
-        })
+        self.range(key, Some(end))
     }
 
     fn create(
@@ -383,13 +345,7 @@ impl Store for EtcdStore {
     ) -> StoreResult<Result<Option<Revision>, Conflict>> {
         Ok(self
             .txn(&[TxnOp::Delete { key, expected }])?
-            .map(|(rev, responses)| {
-                let deleted = responses
-                    .first()
-                    .and_then(|r| r.response_delete_range.as_ref())
-                    .map_or(0, |d| d.deleted);
-                (deleted > 0).then_some(rev)
-            })
+            .map(|(rev, deleted)| (deleted > 0).then_some(rev))
             .map_err(conflict))
     }
 
@@ -398,61 +354,47 @@ impl Store for EtcdStore {
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> StoreResult<Watch> {
-        watch::start(self.client.clone(), prefix, after)
+        let (tx, rx) = mpsc::channel();
+        let watcher = watch::Watcher::new(self.cluster.clone(), prefix, after, tx);
+        // The first stream is opened here, so an unreachable cluster is an
+        // error of `watch` itself and the watch is in place when it returns.
+        let (watcher, stream) = block(&self.handle, async move {
+            let stream = watcher.open().await?;
+            Ok((watcher, stream))
+        })?;
+        let guard = watcher.spawn(&self.handle, stream);
+        Ok(Watch {
+            rx,
+            guard: Box::new(guard),
+        })
     }
 
     fn grant_lease(&self, ttl: Duration) -> StoreResult<LeaseId> {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        let body = self.call(
-            "lease grant",
-            "/v3/lease/grant",
-            &json!({ "TTL": secs.max(1).to_string() }),
-        )?;
-        let r: LeaseResponse = parse("lease grant", &body)?;
-        if r.id == 0 {
-            return Err(decode_err("lease grant", "no lease id"));
+        let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
+        let r = self.op("lease grant", move |mut m| async move {
+            m.lease.grant(secs, None).await
+        })?;
+        if r.id() <= 0 {
+            return Err(unavailable(
+                "lease grant",
+                "etcd answered without a lease id",
+            ));
         }
-        Ok(r.id)
+        Ok(rev(r.id()))
     }
 
     fn keep_alive(&self, lease: LeaseId) -> StoreResult<()> {
-        let body = self.call(
-            "lease keep-alive",
-            "/v3/lease/keepalive",
-            &json!({ "ID": lease.to_string() }),
-        )?;
-        // A stream of one message: {"result": {...}} or {"error": {...}}.
-        let line = body
-            .split(|&b| b == b'\n')
-            .find(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .unwrap_or(&[]);
-        let v: Value = parse("lease keep-alive", line)?;
-        if let Some(e) = GatewayError::from_value(&v) {
-            return Err(if is_lease_not_found(&e) {
-                StoreError::LeaseNotFound { lease }
-            } else {
-                gateway_error("lease keep-alive", e)
-            });
-        }
-        let r: LeaseResponse = serde_json::from_value(v["result"].clone())
-            .map_err(|e| decode_err("lease keep-alive", e))?;
-        if r.ttl == 0 {
-            return Err(StoreError::LeaseNotFound { lease });
-        }
-        Ok(())
+        // One renewal: the keep-alive stream's first answer (etcd-client
+        // reports a TTL of 0, an unknown lease, as "lease not found").
+        self.lease_op("lease keep-alive", lease, |mut m, id| async move {
+            m.lease.keep_alive(id).await.map(drop)
+        })
     }
 
     fn revoke_lease(&self, lease: LeaseId) -> StoreResult<()> {
-        match self
-            .client
-            .call("/v3/lease/revoke", &json!({ "ID": lease.to_string() }))
-        {
-            Ok(_) => Ok(()),
-            Err(CallError::Gateway(e)) if is_lease_not_found(&e) => {
-                Err(StoreError::LeaseNotFound { lease })
-            }
-            Err(CallError::Gateway(e)) => Err(gateway_error("lease revoke", e)),
-            Err(CallError::Unavailable(e)) => Err(e),
-        }
+        self.lease_op("lease revoke", lease, |mut m, id| async move {
+            m.lease.revoke(id).await.map(drop)
+        })
     }
 }

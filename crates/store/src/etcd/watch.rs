@@ -1,300 +1,205 @@
-//! Watches: a thread per watch holding a streaming `POST /v3/watch`,
-//! reconnecting from the last delivered revision + 1 when the stream breaks.
+//! Watches: a task per watch on the store's runtime, holding one etcd watch
+//! stream and feeding the blocking [`Watch`] channel; when the stream breaks
+//! it opens another (on any member) from the last delivered revision + 1,
+//! so a leader change or member loss neither loses nor duplicates events.
 
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use etcd_client::{WatchOptions, WatchResponse, WatchStream};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use super::client::Client;
-use super::http::{self, Response};
-use super::json::{b64, prefix_range, GatewayError, WatchResponse};
-use crate::{Revision, StoreError, StoreResult, Watch, WatchMessage};
+use super::cluster::{CallError, Cluster};
+use super::convert::{definite, etcd_rev, event, prefix_range, rev};
+use crate::{Revision, StoreError, StoreResult, WatchMessage};
 
-/// How often a blocked watch thread looks at its stop flag.
-const POLL: Duration = Duration::from_millis(250);
+/// Longest pause between two tries to reopen a lost stream.
+const REOPEN_PAUSE_MAX: Duration = Duration::from_millis(250);
 
-/// Stops the watch thread on drop: sets the flag and shuts the socket down so
-/// a blocked read returns at once.
-struct Guard {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    stop: AtomicBool,
-    socket: Mutex<Option<TcpStream>>,
-}
-
-impl Shared {
-    fn set_socket(&self, s: Option<TcpStream>) {
-        *self
-            .socket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
-    }
-}
+/// Ends the watch's task on drop (the stream goes with it).
+pub struct Guard(pub AbortHandle);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(s) = self
-            .shared
-            .socket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            let _ = s.shutdown(Shutdown::Both);
-        }
+        self.0.abort();
     }
 }
 
-struct Watcher {
-    client: Arc<Client>,
+/// Counts the task among the live ones while it exists.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<AtomicUsize>) -> Alive {
+        count.fetch_add(1, Ordering::AcqRel);
+        Alive(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct Watcher {
+    cluster: Arc<Cluster>,
     key: Vec<u8>,
     range_end: Vec<u8>,
     /// The first revision not yet delivered.
     next: Revision,
     tx: Sender<WatchMessage>,
-    shared: Arc<Shared>,
 }
 
-pub fn start(client: Arc<Client>, prefix: &str, after: Revision) -> StoreResult<Watch> {
-    let (key, range_end) = prefix_range(prefix);
-    let (tx, rx) = channel();
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        socket: Mutex::new(None),
-    });
-    let w = Watcher {
-        client,
-        key,
-        range_end,
-        next: after + 1,
-        tx,
-        shared: shared.clone(),
-    };
-    // The first stream is opened here, so an unreachable cluster is an error
-    // of `watch` itself and the watch is in place when it returns.
-    let first = w.open()?;
-    std::thread::Builder::new()
-        .name("etcd-watch".into())
-        .spawn(move || w.run(first))
-        .map_err(|e| StoreError::Unavailable {
-            reason: format!("cannot start a watch thread: {e}"),
-        })?;
-    Ok(Watch {
-        rx,
-        guard: Box::new(Guard { shared }),
-    })
-}
-
+/// What the stream said.
 enum Step {
     /// Keep reading this stream.
     Continue,
     /// The stream broke; open another.
-    Reconnect(String),
-    /// The watch is over (compacted, receiver gone, stopped).
+    Reopen(String),
+    /// The watch is over (compacted, receiver gone).
     End,
 }
 
 impl Watcher {
-    fn stopped(&self) -> bool {
-        self.shared.stop.load(Ordering::Acquire)
+    pub fn new(
+        cluster: Arc<Cluster>,
+        prefix: &str,
+        after: Revision,
+        tx: Sender<WatchMessage>,
+    ) -> Watcher {
+        let (key, range_end) = prefix_range(prefix);
+        Watcher {
+            cluster,
+            key,
+            range_end,
+            next: after + 1,
+            tx,
+        }
     }
 
-    /// Opens a watch stream from `self.next` on the first endpoint that
-    /// confirms it, within the client deadline.
-    fn open(&self) -> StoreResult<Response> {
-        let started = Instant::now();
-        let deadline = started + self.client.opts.deadline;
-        let body = json!({"create_request": {
-            "key": b64(&self.key),
-            "range_end": b64(&self.range_end),
-            "start_revision": self.next.to_string(),
-        }})
-        .to_string();
-        let mut errors = Vec::new();
-        for round in 0.. {
-            for idx in self.client.order() {
-                if self.stopped() {
-                    return Err(StoreError::Unavailable {
-                        reason: "watch stopped".into(),
-                    });
-                }
-                if Instant::now() >= deadline {
-                    return Err(self.client.unavailable(started, &errors));
-                }
-                let attempt = deadline.min(Instant::now() + self.client.opts.request_timeout);
-                match self.open_on(idx, body.as_bytes(), attempt) {
-                    Ok(r) => {
-                        self.client.worked(idx);
-                        return Ok(r);
-                    }
-                    Err(e) => {
-                        let url = &self.client.endpoints[idx].url;
-                        errors.retain(|x: &String| !x.starts_with(url.as_str()));
-                        errors.push(format!("{url}: {e}"));
+    /// Opens a stream from `self.next` on the first member that confirms it
+    /// (etcd's `created`), within the operation deadline.
+    pub async fn open(&self) -> StoreResult<WatchStream> {
+        let key = self.key.clone();
+        let options = WatchOptions::new()
+            .with_range(self.range_end.clone())
+            .with_start_revision(etcd_rev(self.next));
+        let r = self
+            .cluster
+            .call(|mut m| {
+                let (key, options) = (key.clone(), options.clone());
+                async move {
+                    let mut stream = m.watch.watch(key, Some(options)).await?;
+                    // etcd confirms the watch before anything else; a watch
+                    // it refuses at once comes back canceled.
+                    match stream.message().await? {
+                        Some(r) if r.created() && !r.canceled() => Ok(stream),
+                        Some(r) => Err(etcd_client::Error::WatchError(format!(
+                            "watch refused: {}",
+                            r.cancel_reason()
+                        ))),
+                        None => Err(etcd_client::Error::WatchError(
+                            "watch stream ended before it was created".into(),
+                        )),
                     }
                 }
-            }
-            Client::backoff(round, deadline);
-        }
-        unreachable!("the loop above only ends by returning")
+            })
+            .await;
+        r.map_err(|e| match e {
+            CallError::Unavailable(e) => e,
+            CallError::Definite { code, message } => definite("watch", code, &message),
+        })
     }
 
-    fn open_on(&self, idx: usize, body: &[u8], deadline: Instant) -> Result<Response, String> {
-        let ep = &self.client.endpoints[idx];
-        let left = http::remaining(deadline).map_err(|e| e.to_string())?;
-        let mut s = ep
-            .connect(left.min(self.client.opts.connect_timeout))
-            .map_err(|e| format!("connect: {e}"))?;
-        // Registered at once, so dropping the guard interrupts a slow answer.
-        self.shared.set_socket(s.try_clone().ok());
-        if self.stopped() {
-            return Err("watch stopped".into());
-        }
-        http::write_post(&mut s, ep, "/v3/watch", body, deadline).map_err(|e| e.to_string())?;
-        let mut r = Response::read_head(s, deadline).map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            let data = r.read_to_end(deadline).unwrap_or_default();
-            return Err(format!(
-                "HTTP {}: {}",
-                r.status,
-                String::from_utf8_lossy(&data[..data.len().min(200)])
-            ));
-        }
-        // Wait for the "created" message; leave later lines in the buffer.
+    /// Starts the task on `rt`; it is counted live from now until it ends.
+    pub fn spawn(self, rt: &tokio::runtime::Handle, stream: WatchStream) -> Guard {
+        let alive = Alive::new(&self.cluster.live_watches);
+        Guard(rt.spawn(self.run(stream, alive)).abort_handle())
+    }
+
+    /// The task: reads `stream`, reopening it when it breaks, until the
+    /// watch is compacted, the receiver is gone, or no member has taken the
+    /// watch back for `watch_reconnect_for`.
+    async fn run(mut self, mut stream: WatchStream, _alive: Alive) {
         loop {
-            if let Some(i) = r.body.iter().position(|&b| b == b'\n') {
-                let v: Value = serde_json::from_slice(&r.body[..i]).map_err(|e| e.to_string())?;
-                if let Some(e) = GatewayError::from_value(&v) {
-                    return Err(format!("etcd error {}: {}", e.code, e.message));
-                }
-                if v["result"]["created"].as_bool() == Some(true) {
-                    r.body.drain(..=i);
-                }
-                // Anything else before "created" (should not happen) stays
-                // for the reader.
-                return Ok(r);
-            }
-            if r.is_done() {
-                return Err("watch stream ended before it was created".into());
-            }
-            r.stream
-                .set_read_timeout(Some(http::remaining(deadline).map_err(|e| e.to_string())?))
-                .map_err(|e| e.to_string())?;
-            r.read_more().map_err(|e| e.to_string())?;
-        }
-    }
-
-    fn run(mut self, first: Response) {
-        let mut conn = Some(first);
-        let mut lost_since: Option<Instant> = None;
-        let mut round = 0;
-        while !self.stopped() {
-            let Some(r) = conn.as_mut() else {
-                match self.open() {
-                    Ok(r) => {
-                        tracing::info!(next = self.next, "etcd watch reconnected");
-                        conn = Some(r);
-                        lost_since = None;
-                        round = 0;
-                    }
-                    Err(e) => {
-                        let since = *lost_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.client.opts.watch_reconnect_for {
-                            let _ = self.tx.send(WatchMessage::Closed {
-                                reason: format!("etcd watch lost: {e}"),
-                            });
-                            return;
-                        }
-                        let pause = Duration::from_millis(100 << round.min(3));
-                        round += 1;
-                        std::thread::sleep(pause.min(POLL));
-                    }
-                }
-                continue;
+            let step = match stream.message().await {
+                Ok(Some(resp)) => self.message(&resp),
+                Ok(None) => Step::Reopen("the stream ended".into()),
+                Err(e) => Step::Reopen(e.to_string()),
             };
-            match self.pump(r) {
+            match step {
                 Step::Continue => {}
-                Step::Reconnect(why) => {
-                    tracing::info!(next = self.next, reason = %why, "etcd watch stream lost");
-                    self.shared.set_socket(None);
-                    conn = None;
-                    lost_since.get_or_insert_with(Instant::now);
-                }
                 Step::End => return,
+                Step::Reopen(why) => {
+                    tracing::info!(next = self.next, reason = %why, "etcd watch stream lost");
+                    match self.reopen().await {
+                        Some(s) => stream = s,
+                        None => return,
+                    }
+                }
             }
         }
     }
 
-    /// Delivers the complete messages buffered, then reads once more.
-    fn pump(&mut self, r: &mut Response) -> Step {
-        while let Some(line) = r.take_line() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+    /// Opens a new stream, retrying until `watch_reconnect_for` has passed;
+    /// then tells the watcher the watch is closed.
+    async fn reopen(&self) -> Option<WatchStream> {
+        let since = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.open().await {
+                Ok(s) => {
+                    tracing::info!(next = self.next, "etcd watch reconnected");
+                    return Some(s);
+                }
+                Err(e) => {
+                    if since.elapsed() >= self.cluster.opts.watch_reconnect_for {
+                        let reason = match e {
+                            StoreError::Unavailable { reason } => reason,
+                            other => other.to_string(),
+                        };
+                        let _ = self.tx.send(WatchMessage::Closed {
+                            reason: format!("etcd watch lost: {reason}"),
+                        });
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REOPEN_PAUSE_MAX);
+                }
             }
-            let step = self.message(&line);
-            if !matches!(step, Step::Continue) {
-                return step;
-            }
-        }
-        if r.is_done() {
-            return Step::Reconnect("the stream ended".into());
-        }
-        if let Err(e) = r.stream.set_read_timeout(Some(POLL)) {
-            return Step::Reconnect(e.to_string());
-        }
-        match r.read_more() {
-            Ok(()) => Step::Continue,
-            Err(e) if http::is_timeout(&e) => Step::Continue,
-            Err(e) => Step::Reconnect(e.to_string()),
         }
     }
 
-    fn message(&mut self, line: &[u8]) -> Step {
-        let v: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => return Step::Reconnect(format!("unreadable watch message: {e}")),
-        };
-        if let Some(e) = GatewayError::from_value(&v) {
-            return Step::Reconnect(format!("etcd error {}: {}", e.code, e.message));
-        }
-        let resp: WatchResponse = match serde_json::from_value(v["result"].clone()) {
-            Ok(r) => r,
-            Err(e) => return Step::Reconnect(format!("unreadable watch message: {e}")),
-        };
-        if resp.compact_revision > 0 {
+    fn message(&mut self, resp: &WatchResponse) -> Step {
+        if resp.compact_revision() > 0 {
             let _ = self.tx.send(WatchMessage::Compacted {
-                compact_revision: resp.compact_revision,
+                compact_revision: rev(resp.compact_revision()),
             });
             return Step::End;
         }
-        if resp.canceled {
-            return Step::Reconnect(format!("watch canceled: {}", resp.cancel_reason));
+        if resp.canceled() {
+            return Step::Reopen(format!("watch canceled: {}", resp.cancel_reason()));
         }
         let mut last = None;
-        for ev in resp.events {
-            let ev = match ev.into_event() {
-                Ok(ev) => ev,
-                Err(e) => return Step::Reconnect(format!("unreadable watch event: {e}")),
+        for e in resp.events() {
+            let Some(ev) = event(e) else {
+                return Step::Reopen("a watch event without a key".into());
             };
-            let rev = ev.kv.mod_revision;
-            if rev < self.next {
+            let r = ev.kv.mod_revision;
+            if r < self.next {
                 continue; // already delivered before a reconnect
             }
-            last = Some(rev);
+            last = Some(r);
             if self.tx.send(WatchMessage::Event(ev)).is_err() {
                 return Step::End;
             }
         }
         // Every event of a revision comes in one message: resume after it.
-        if let Some(rev) = last {
-            self.next = rev + 1;
+        if let Some(r) = last {
+            self.next = r + 1;
         }
         Step::Continue
     }

@@ -47,6 +47,25 @@ pub use weft_store::NODES_PREFIX;
 const WATCH_PREFIX: &str = "/weft/cluster/v1/";
 /// Changes arriving within this window are applied in one sync.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A node that leaves the view keeps its routes this long first: a weftd
+/// restarting re-registers by deleting its old record and creating a new
+/// one, and two writes can lie further apart than [`DEBOUNCE`] on a busy
+/// store (seen: 600 ms at load 30), which cut its pods off in between. A
+/// node that really died is noticed only at its lease's expiry anyway.
+const NODE_GONE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait before syncing a change of the peers from `before` to
+/// `after`: longer when a node left, so that a re-registration undoes it.
+fn sync_delay(before: &[PeerNode], after: &[PeerNode]) -> Duration {
+    let left = before
+        .iter()
+        .any(|b| !after.iter().any(|a| a.name == b.name));
+    if left {
+        NODE_GONE_GRACE
+    } else {
+        DEBOUNCE
+    }
+}
 
 /// What a node publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,10 +311,10 @@ fn reconcile_until_lost(
     }
     sync(datapath, me, mode, device, &view);
     let watch = store.watch(WATCH_PREFIX, blocks.revision)?;
-    let mut dirty_since: Option<Instant> = None;
+    let mut sync_at: Option<Instant> = None;
     loop {
-        let wait = match dirty_since {
-            Some(t) => DEBOUNCE.saturating_sub(t.elapsed()),
+        let wait = match sync_at {
+            Some(t) => t.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(3600),
         };
         match watch.rx.recv_timeout(wait) {
@@ -303,8 +322,12 @@ fn reconcile_until_lost(
                 let value = (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
                 let before = view.peers(me);
                 view.apply(&ev.kv.key, value);
-                if view.peers(me) != before {
-                    dirty_since.get_or_insert_with(Instant::now);
+                let after = view.peers(me);
+                if after != before {
+                    // the earliest of the pending deadlines: the sync then
+                    // takes the whole view as it is at that moment
+                    let at = Instant::now() + sync_delay(&before, &after);
+                    sync_at = Some(sync_at.map_or(at, |t| t.min(at)));
                 }
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
@@ -314,7 +337,7 @@ fn reconcile_until_lost(
             }
             Ok(WatchMessage::Closed { reason }) => return Err(StoreError::Unavailable { reason }),
             Err(RecvTimeoutError::Timeout) => {
-                if dirty_since.take().is_some() {
+                if sync_at.take().is_some() {
                     sync(datapath, me, mode, device, &view);
                 }
             }

@@ -377,3 +377,61 @@ fn a_block_deleted_between_the_two_listings_is_not_routed() {
     claim(&*inner, "10.244.1.0/26", "b");
     wait_routes(&dp, &[("10.244.1.0/26", "b")]);
 }
+
+#[test]
+fn a_node_leaving_waits_out_a_grace_but_other_changes_do_not() {
+    let peer = |name: &str| PeerNode {
+        name: name.into(),
+        underlay_v4: None,
+        underlay_v6: None,
+        vtep_mac: None,
+        blocks: Vec::new(),
+    };
+    let (a, b) = (peer("a"), peer("b"));
+    assert_eq!(sync_delay(&[a.clone()], &[a.clone(), b.clone()]), DEBOUNCE);
+    assert_eq!(
+        sync_delay(&[a.clone(), b.clone()], &[a.clone()]),
+        NODE_GONE_GRACE
+    );
+    assert_eq!(sync_delay(&[b.clone()], &[a]), NODE_GONE_GRACE);
+}
+
+/// A restarting weftd re-registers by delete then create; its routes on the
+/// other nodes must survive the gap between the two writes (600 ms here, as
+/// seen on a loaded etcd).
+#[test]
+fn a_node_re_registering_keeps_its_routes_throughout() {
+    use weft_datapath::RecordingDatapath;
+    use weft_store::embedded::EmbeddedStore;
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let (k, val) = block("10.244.0.64/26", Some("b"));
+    store.create(&k, &val, None).unwrap().unwrap();
+    let key = format!("{NODES_PREFIX}b");
+    store.create(&key, &node("b", 12), None).unwrap().unwrap();
+    let dp = RecordingDatapath::new();
+    start_reconciler(
+        store.clone(),
+        Arc::new(dp.clone()),
+        "a".into(),
+        RoutingMode::Native,
+        "weft.vxlan".into(),
+    );
+    wait_routes(&dp, &[("10.244.0.64/26", "b")]);
+    store.delete(&key, None).unwrap().unwrap();
+    let back = Instant::now() + Duration::from_millis(600);
+    let watch_until = Instant::now() + NODE_GONE_GRACE + Duration::from_millis(500);
+    let mut recreated = false;
+    while Instant::now() < watch_until {
+        if !recreated && Instant::now() >= back {
+            store.create(&key, &node("b", 12), None).unwrap().unwrap();
+            recreated = true;
+        }
+        assert_eq!(
+            dp.peer_routes().len(),
+            1,
+            "b's route went while it re-registered: {:?}",
+            dp.calls()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

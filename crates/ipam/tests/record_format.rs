@@ -2,7 +2,7 @@
 //! records earlier versions wrote.
 //!
 //! The size of a full block is printed, since every allocation or release
-//! rewrites the whole block and the etcd JSON gateway pays for each byte:
+//! rewrites the whole block and the store pays for each byte:
 //!
 //! ```text
 //! cargo test -p weft-ipam --test record_format -- --nocapture

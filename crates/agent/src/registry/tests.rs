@@ -388,12 +388,10 @@ fn a_node_leaving_waits_out_a_grace_but_other_changes_do_not() {
         blocks: Vec::new(),
     };
     let (a, b) = (peer("a"), peer("b"));
-    assert_eq!(sync_delay(&[a.clone()], &[a.clone(), b.clone()]), DEBOUNCE);
-    assert_eq!(
-        sync_delay(&[a.clone(), b.clone()], &[a.clone()]),
-        NODE_GONE_GRACE
-    );
-    assert_eq!(sync_delay(&[b.clone()], &[a]), NODE_GONE_GRACE);
+    let (only_a, only_b, both) = (vec![a.clone()], vec![b.clone()], vec![a, b]);
+    assert_eq!(sync_delay(&only_a, &both), DEBOUNCE);
+    assert_eq!(sync_delay(&both, &only_a), NODE_GONE_GRACE);
+    assert_eq!(sync_delay(&only_b, &only_a), NODE_GONE_GRACE);
 }
 
 /// A restarting weftd re-registers by delete then create; its routes on the

@@ -199,7 +199,7 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
         })
         .collect();
     manifests.sort();
-    assert_eq!(manifests.len(), 6, "{manifests:?}");
+    assert_eq!(manifests.len(), 7, "{manifests:?}");
     for m in &manifests {
         let out = admin(
             &lab,

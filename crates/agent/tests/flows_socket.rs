@@ -200,20 +200,27 @@ fn cni_add_and_views_are_served_while_every_stream_slot_is_held() {
     let observers: Vec<_> = (0..weft_agent::server::LIMITS.stream_lane)
         .map(|_| {
             let (socket, stop) = (srv.socket.clone(), stop.clone());
-            std::thread::spawn(move || {
-                stream(
+            std::thread::spawn(move || loop {
+                let r = stream(
                     &socket,
                     "POST",
                     paths::FLOWS,
                     &follow_query(),
                     Duration::from_secs(5),
                     |_| !stop.load(std::sync::atomic::Ordering::SeqCst),
-                )
+                );
+                // the probe below holds a slot for a moment: an observer that
+                // came in just then was refused and tries again
+                if !matches!(r, Ok(Streamed::Refused(_))) {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             })
         })
         .collect();
     // wait until they all hold a slot: one more (a query that would end at
-    // once) is refused
+    // once) is refused, and as probes are one at a time, only observers can
+    // be holding the slots then
     let once = serde_json::to_vec(&FlowQuery::default()).unwrap();
     let start = Instant::now();
     loop {

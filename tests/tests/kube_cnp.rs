@@ -15,12 +15,10 @@ use common::*;
 use serde_json::Value;
 use weft_api::{paths, AgentStatus, WatchStatus};
 use weft_k8s::{Adapter, AdapterConfig, Kind, Source};
-use weft_lab::kube::KubeSpec;
-use weft_lab::{Lab, LabSpec};
+use weft_lab::Lab;
 use weft_policy::{ApiClusterNetworkPolicy, ClusterNetworkPolicy};
 
 const PATIENCE: Duration = Duration::from_secs(180);
-const CRD: &str = "clusternetworkpolicies.policy.networking.k8s.io";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -35,23 +33,6 @@ fn admin(lab: &Lab, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
         String::from_utf8_lossy(&o.stderr)
     );
     (o.status.success(), text)
-}
-
-fn admin_ok(lab: &Lab, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let (ok, text) = admin(lab, args, stdin);
-    assert!(ok, "kubectl {}: {text}", args.join(" "));
-    text
-}
-
-fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// weftd's own watch of ClusterNetworkPolicies, when it is ready.
@@ -88,12 +69,7 @@ fn cluster_network_policies_reach_the_adapter_privileged() {
     if !root_or_skip("cluster_network_policies_reach_the_adapter_privileged") {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("kc"), &bin_dir());
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
-    });
-    let lab = LabGuard(Lab::up(&spec, &mut |l| eprintln!("{l}")).expect("lab up --kubernetes"));
+    let lab = kube::kube_lab("kc", PATIENCE, |_| {});
     let node = lab.nodes()[0].clone();
 
     // -- no CRD yet: weftd (its ServiceAccount may list the kind) is ready,
@@ -124,27 +100,11 @@ fn cluster_network_policies_reach_the_adapter_privileged() {
     assert!(view.cluster_policies().is_empty());
 
     // -- the CRD as published, then a policy through v1alpha2
-    let crd =
-        repo().join("deploy/kubernetes/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml");
-    admin_ok(
-        &lab,
-        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
-        None,
-    );
-    admin_ok(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            &format!("crd/{CRD}"),
-        ],
-        None,
-    );
+    kube::install_cnp_crd(&lab);
     let doc = ingress_tcp();
     let want = model(&doc);
     let created = Instant::now();
-    admin_ok(
+    kube::kubectl(
         &lab,
         &["apply", "-f", "-"],
         Some(doc.to_string().as_bytes()),
@@ -198,7 +158,7 @@ fn cluster_network_policies_reach_the_adapter_privileged() {
     assert!(!ok && out.contains("priority"), "{out}");
 
     // -- a change, then the end
-    admin_ok(
+    kube::kubectl(
         &lab,
         &[
             "patch",
@@ -219,7 +179,7 @@ fn cluster_network_policies_reach_the_adapter_privileged() {
                 .find(|p| p.name == "ingress-tcp" && p.priority == 7)
         },
     );
-    admin_ok(
+    kube::kubectl(
         &lab,
         &["delete", "clusternetworkpolicy", "ingress-tcp"],
         None,

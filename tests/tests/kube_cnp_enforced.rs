@@ -18,24 +18,16 @@ mod common;
 mod netpol_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
 use netpol_support::{apply, kubectl, LabDriver, PROBE_TIMEOUT};
 use serde_json::{json, Value};
-use weft_lab::kube::KubeSpec;
 use weft_lab::probe::{Outcome, Transport};
-use weft_lab::LabSpec;
 
 const PATIENCE: Duration = Duration::from_secs(240);
 /// How long a change may take to be enforced (upstream polls too).
 const CONVERGE: Duration = Duration::from_secs(30);
-const CRD: &str = "clusternetworkpolicies.policy.networking.k8s.io";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Upstream's `pass-example` (Admin) or `default` (Baseline): deny from and
 /// to slytherin (y) for gryffindor (x).
@@ -103,31 +95,8 @@ fn cnp_admin_tier_integration_in_a_lab_cluster_privileged() {
     if !root_or_skip("cnp_admin_tier_integration_in_a_lab_cluster_privileged") {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("ce"), &bin_dir());
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
-    });
-    let started = Instant::now();
-    let lab = LabGuard(weft_lab::Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
-    let crd =
-        repo().join("deploy/kubernetes/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml");
-    kubectl(
-        &lab,
-        &["apply", "--server-side", "-f", crd.to_str().unwrap()],
-        None,
-    );
-    kubectl(
-        &lab,
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            &format!("crd/{CRD}"),
-        ],
-        None,
-    );
+    let lab = kube::kube_lab("ce", PATIENCE, |_| {});
+    kube::install_cnp_crd(&lab);
     let k = LabDriver::new(&lab, PATIENCE);
 
     // the world before any policy: all open

@@ -18,23 +18,14 @@ use weft_lab::{pid_alive, Lab, LabSpec};
 const PATIENCE: Duration = Duration::from_secs(180);
 
 fn kubectl_ok(lab: &Lab, args: &[&str]) -> String {
-    let o = lab.kubectl(args).expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    kube::kubectl(lab, args, None)
 }
 
-/// Polls `f` every 250 ms until it is true or `limit` passes.
+/// [`common::within`] of a condition, every 250 ms.
 fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    within_every(Duration::from_millis(250), limit, what, || {
+        f().then_some(())
+    })
 }
 
 /// Every pid of the lab: weftds and the cluster's processes.

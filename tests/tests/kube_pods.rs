@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::kube::apply;
 use common::*;
 use serde_json::Value;
 use weft_lab::kube::KubeSpec;
@@ -25,30 +26,7 @@ const POD_WAIT: Duration = Duration::from_secs(60);
 const NS: &str = "kp";
 
 fn kubectl(lab: &Lab, args: &[&str]) -> String {
-    let o = lab.kubectl(args).expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn apply(lab: &Lab, manifest: &Value) {
-    let kube = lab.kube().expect("a kubernetes lab");
-    let o = lab
-        .kubectl_as(
-            &kube.admin_kubeconfig.clone(),
-            &["apply", "-f", "-"],
-            Some(manifest.to_string().as_bytes()),
-        )
-        .expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    kube::kubectl(lab, args, None)
 }
 
 fn get_json(lab: &Lab, args: &[&str]) -> Value {
@@ -58,16 +36,9 @@ fn get_json(lab: &Lab, args: &[&str]) -> Value {
     serde_json::from_str(&kubectl(lab, &a)).expect("kubectl prints JSON")
 }
 
-/// Polls `f` every 200 ms until it gives a value or `limit` passes.
-fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// [`common::within`], every 200 ms (each poll here is a kubectl run).
+fn within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    within_every(Duration::from_millis(200), limit, what, f)
 }
 
 fn condition(obj: &Value, kind: &str) -> Option<String> {

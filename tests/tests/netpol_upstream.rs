@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netpol_support::LabDriver;
-use weft_lab::kube::KubeSpec;
-use weft_lab::LabSpec;
 
 /// How long the control plane may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(240);
@@ -35,17 +33,11 @@ fn upstream_netpol_cases_in_a_lab_cluster_privileged() {
         return;
     }
     let filter = std::env::var("WEFT_NETPOL_CASES").unwrap_or_default();
-    let mut spec = LabSpec::new(&lab_name("np"), &bin_dir());
-    spec.nodes = 2;
-    // one etcd the weftds share: addresses and identities agreed cluster-wide
-    spec.etcd_members = 1;
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
+    let lab = kube::kube_lab("np", PATIENCE, |spec| {
+        spec.nodes = 2;
+        // one etcd the weftds share: addresses and identities agreed cluster-wide
+        spec.etcd_members = 1;
     });
-    let started = Instant::now();
-    let lab = LabGuard(weft_lab::Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
 
     // weftd of every node enforces (the programs loaded, the adapter runs)
     for n in lab.nodes() {
@@ -201,18 +193,6 @@ fn upstream_netpol_cases_in_a_lab_cluster_privileged() {
             .is_some_and(|s| s.verdict == "allowed by rule 0 (ingress[0]) of x/x-a-from-x-b"),
         "{e:?}"
     );
-}
-
-/// Polls `f` every 100 ms until it gives a value or `limit` passes.
-fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `weft --lab NAME <args>`: exit code and stdout.

@@ -17,8 +17,6 @@ use common::*;
 use netpol_support::{apply, kubectl, LabDriver};
 use serde_json::json;
 use weft_api::{Flow, PolicyPreview};
-use weft_lab::kube::KubeSpec;
-use weft_lab::LabSpec;
 use weft_netpol_cases::Driver;
 use weft_policy::Protocol;
 
@@ -67,16 +65,11 @@ fn audit_drops_nothing_and_preview_lists_what_the_policy_drops_privileged() {
     if !root_or_skip("audit_drops_nothing_and_preview_lists_what_the_policy_drops_privileged") {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("aud"), &bin_dir());
-    spec.nodes = 2;
-    spec.etcd_members = 1;
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
-    });
     let started = Instant::now();
-    let lab = LabGuard(weft_lab::Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
+    let lab = kube::kube_lab("aud", PATIENCE, |spec| {
+        spec.nodes = 2;
+        spec.etcd_members = 1;
+    });
     let mut k = LabDriver::new(&lab, PATIENCE);
     let cells = ["x/a", "x/b", "y/a", "y/b"];
     k.start(&cells, &[], &[]);

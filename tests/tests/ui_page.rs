@@ -21,8 +21,6 @@ use common::*;
 use netpol_support::{apply, LabDriver};
 use serde_json::{json, Value};
 use weft_api::PolicyMatrix;
-use weft_lab::kube::KubeSpec;
-use weft_lab::LabSpec;
 use weft_netpol_cases::Driver;
 use weft_policy::Protocol;
 
@@ -138,16 +136,11 @@ fn ui_shows_flows_the_map_and_the_policy_matrix_in_chromium_privileged() {
     if !root_or_skip("ui_shows_flows_the_map_and_the_policy_matrix_in_chromium_privileged") {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("ui"), &bin_dir());
-    spec.nodes = 2;
-    spec.etcd_members = 1;
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
-    });
     let started = Instant::now();
-    let lab = LabGuard(weft_lab::Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
+    let lab = kube::kube_lab("ui", PATIENCE, |spec| {
+        spec.nodes = 2;
+        spec.etcd_members = 1;
+    });
     let mut k = LabDriver::new(&lab, PATIENCE);
     let cells = ["x/a", "x/b", "y/a"];
     k.start(&cells, &[], &[]);

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use weft_lab::{Lab, LabSpec};
 
+pub mod kube;
+
 /// True when the test may run; prints why not otherwise. CI runs as root, so
 /// there these tests always run.
 pub fn root_or_skip(test: &str) -> bool {
@@ -137,6 +139,30 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// Polls `f` every 100 ms until it gives a value, which it returns; fails
+/// the test naming `what` once `limit` has passed.
+pub fn within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    within_every(Duration::from_millis(100), limit, what, f)
+}
+
+/// [`within`], polling every `every` (a fine poll where the test measures
+/// the wait, a coarse one where each poll is a kubectl run).
+pub fn within_every<T>(
+    every: Duration,
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(every);
+    }
 }
 
 pub fn v4(ips: &[IpAddr]) -> IpAddr {

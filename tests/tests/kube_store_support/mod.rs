@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use weft_lab::Lab;
@@ -15,21 +15,7 @@ pub const PATIENCE: Duration = Duration::from_secs(180);
 pub const POD_WAIT: Duration = Duration::from_secs(90);
 pub const NS: &str = "kst";
 
-pub fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let kc = lab
-        .kube()
-        .expect("a kubernetes lab")
-        .admin_kubeconfig
-        .clone();
-    let o = lab.kubectl_as(&kc, args, stdin).expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+pub use crate::common::kube::kubectl;
 
 pub fn get_json(lab: &Lab, args: &[&str]) -> Value {
     let mut a = vec!["get"];
@@ -38,16 +24,8 @@ pub fn get_json(lab: &Lab, args: &[&str]) -> Value {
     serde_json::from_str(&kubectl(lab, &a, None)).expect("kubectl prints JSON")
 }
 
-pub fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+// the tests glob-import this module and common: one `within` for both
+pub use crate::common::within;
 
 pub fn ready(pod: &Value) -> bool {
     pod["status"]["phase"] == "Running"
@@ -86,17 +64,7 @@ pub fn ask(lab: &Lab, from: &str, to: &str, line: &str) -> Result<String, String
 /// before it exists is refused).
 pub fn create_namespace(lab: &Lab) {
     kubectl(lab, &["create", "namespace", NS], None);
-    within(
-        Duration::from_secs(30),
-        "the namespace's default ServiceAccount",
-        || {
-            let kc = lab.kube()?.admin_kubeconfig.clone();
-            let o = lab
-                .kubectl_as(&kc, &["-n", NS, "get", "serviceaccount", "default"], None)
-                .ok()?;
-            o.status.success().then_some(())
-        },
-    );
+    crate::common::kube::wait_default_service_account(lab, NS);
 }
 
 /// A pod of the lab's agnhost pinned to `node`, serving TCP 8080.

@@ -115,27 +115,7 @@ pub fn pod_manifest(ns: &str, name: &str) -> Value {
             "containers": [{"name": "c", "image": "weft.test/agnhost", "ports": ports}]}})
 }
 
-pub fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let kube = lab.kube().expect("a kubernetes lab");
-    let o = lab
-        .kubectl_as(&kube.admin_kubeconfig.clone(), args, stdin)
-        .expect("kubectl runs");
-    assert!(
-        o.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn apply(lab: &Lab, manifest: &Value) {
-    kubectl(
-        lab,
-        &["apply", "-f", "-"],
-        Some(manifest.to_string().as_bytes()),
-    );
-}
+pub use crate::common::kube::{apply, kubectl};
 
 /// The world made once: namespaces x, y, z and pods a, b, c in each,
 /// Running with their addresses; each case resets labels and policies.
@@ -163,25 +143,8 @@ impl<'a> LabDriver<'a> {
                     "metadata": {"name": ns, "labels": {"ns": ns}}}),
             );
         }
-        // the API refuses pods until the controller-manager has made the
-        // namespace's default ServiceAccount (a race seen under load)
-        let kube = lab.kube().expect("a kubernetes lab");
         for ns in NAMESPACES {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !lab
-                .kubectl_as(
-                    &kube.admin_kubeconfig.clone(),
-                    &["-n", ns, "get", "serviceaccount", "default"],
-                    None,
-                )
-                .is_ok_and(|o| o.status.success())
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "namespace {ns} has no default ServiceAccount after 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            crate::common::kube::wait_default_service_account(lab, ns);
         }
         for ns in NAMESPACES {
             for p in PODS {

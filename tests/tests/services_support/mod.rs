@@ -35,16 +35,10 @@ pub struct Cluster {
     started: Instant,
 }
 
-/// Polls `f` every 200 ms until it gives a value or `limit` passes.
-pub fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// [`crate::common::within`], every 200 ms (most polls here run kubectl
+/// or a probe process).
+pub fn within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    crate::common::within_every(Duration::from_millis(200), limit, what, f)
 }
 
 impl Cluster {
@@ -56,14 +50,7 @@ impl Cluster {
             started: Instant::now(),
         };
         c.kubectl(&["create", "namespace", NS]);
-        // pods are refused until the namespace's default ServiceAccount exists
-        within(WAIT, "the default ServiceAccount", || {
-            let o = c
-                .lab
-                .kubectl(&["get", "serviceaccount", "-n", NS, "default"])
-                .ok()?;
-            o.status.success().then_some(())
-        });
+        crate::common::kube::wait_default_service_account(&c.lab, NS);
         c
     }
 
@@ -73,31 +60,11 @@ impl Cluster {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let o = self.lab.kubectl(args).expect("kubectl runs");
-        assert!(
-            o.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        crate::common::kube::kubectl(&self.lab, args, None)
     }
 
     pub fn apply(&self, manifest: &Value) {
-        let kube = self.lab.kube().expect("a kubernetes lab");
-        let o = self
-            .lab
-            .kubectl_as(
-                &kube.admin_kubeconfig.clone(),
-                &["apply", "-f", "-"],
-                Some(manifest.to_string().as_bytes()),
-            )
-            .expect("kubectl runs");
-        assert!(
-            o.status.success(),
-            "apply: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        crate::common::kube::apply(&self.lab, manifest);
     }
 
     pub fn get(&self, args: &[&str]) -> Value {

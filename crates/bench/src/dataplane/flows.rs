@@ -29,13 +29,14 @@ use weft_agent::flows::{spawn_reader, Hub, SourceProvider};
 use weft_datapath::flows::FlowSource;
 use weft_datapath::policy::{PolicyEndpoint, PolicyMaps, PolicyMode};
 use weft_datapath::seams::*;
-use weft_datapath::{FastEndpoint, FastPathSetup, LinuxDatapath, NodeSetup, PodLink};
+use weft_datapath::{FastPathSetup, LinuxDatapath};
 use weft_policy::{
     compile, Compiled, Direction, EndpointRef, Inventory, LabelSelector, Labels, MemoryAllocator,
     NetworkPolicy, Node, Peer, Rule, RuleIds, Workload,
 };
 
 use super::*;
+use crate::policy::{pod_pair, PodPair};
 
 pub mod ring;
 
@@ -224,60 +225,20 @@ fn flow_node(
     events: bool,
     clean: &mut Cleanup,
 ) -> anyhow::Result<FlowNode> {
-    let add = |name: String, clean: &mut Cleanup| -> anyhow::Result<PathBuf> {
-        ip(&["netns", "add", &name])?;
-        clean.netns.push(name.clone());
-        ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        Ok(netns_path(&name))
-    };
-    let node_name = format!("{prefix}-{tag}-n");
-    let node = add(node_name.clone(), clean)?;
-    let client = add(format!("{prefix}-{tag}-c"), clean)?;
-    let server = add(format!("{prefix}-{tag}-s"), clean)?;
-    ip(&[
-        "-n", &node_name, "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy0p",
-    ])?;
-    for d in ["dummy0", "dummy0p"] {
-        ip(&["-n", &node_name, "link", "set", d, "up"])?;
-    }
-    ip(&[
-        "-n",
-        &node_name,
-        "addr",
-        "add",
-        &format!("{NODE_IP}/32"),
-        "dev",
-        "dummy0",
-    ])?;
-    let dp = run_in(&node, LinuxDatapath::new)
-        .map_err(|e| anyhow::anyhow!("entering {node_name}: {e}"))??
-        .with_policy(PolicyMode::Enforce)
-        .with_flow_events(events);
-    let pools = vec!["10.244.0.0/16".parse()?];
-    dp.prepare_node(&NodeSetup {
-        pools: pools.clone(),
-        nat_outgoing: false,
-    })?;
-    let mut eps = Vec::new();
-    for (host, pod, addr) in [
-        (format!("wf{tag}c"), &client, CLIENT),
-        (format!("wf{tag}s"), &server, SERVER),
-    ] {
-        let att = dp.attach(&PodLink {
-            netns: pod.clone(),
-            ifname: "eth0".into(),
-            host_ifname: host.clone(),
-            mtu: 1500,
-            ipv4: Some(addr),
-            ipv6: None,
-        })?;
-        eps.push(FastEndpoint {
-            host_ifname: host,
-            pod_mac: att.pod_mac,
-            ips: vec![IpAddr::V4(addr)],
-            settled: true,
-        });
-    }
+    let PodPair {
+        client,
+        server,
+        pools,
+        eps,
+        dp,
+        ..
+    } = pod_pair(
+        prefix,
+        tag,
+        "wf",
+        |dp| dp.with_policy(PolicyMode::Enforce).with_flow_events(events),
+        &mut clean.netns,
+    )?;
     dp.fastpath_start(&FastPathSetup {
         pools,
         remote_device: None,

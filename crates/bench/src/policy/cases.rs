@@ -49,8 +49,14 @@ impl Drop for Cleanup {
 }
 
 pub(super) fn add_netns(name: &str, clean: &mut Cleanup) -> anyhow::Result<PathBuf> {
+    netns_into(name, &mut clean.netns)
+}
+
+/// A network namespace `name` with its loopback up, listed in `made` (for
+/// removal) once it exists.
+fn netns_into(name: &str, made: &mut Vec<String>) -> anyhow::Result<PathBuf> {
     ip(&["netns", "add", name])?;
-    clean.netns.push(name.to_string());
+    made.push(name.to_string());
     ip(&["-n", name, "link", "set", "lo", "up"])?;
     Ok(PathBuf::from("/run/netns").join(name))
 }
@@ -82,20 +88,33 @@ pub(super) fn raw_veth(prefix: &str, clean: &mut Cleanup) -> anyhow::Result<Case
     })
 }
 
-/// A node namespace with client and server pods attached by weft; with
-/// `mode`, weft's programs loaded (and for an enforcing mode, its maps).
-pub(super) fn weft_node(
+/// What every weft case of the benches starts from: a node namespace with
+/// its own address, client and server pod namespaces, and weft's datapath
+/// (as `build` sets it up) holding both pods, attached as `{host}{tag}c`
+/// and `{host}{tag}s`. The namespaces it made are in `netns` (for the
+/// caller's cleanup), also when it fails; no program is loaded.
+pub(crate) struct PodPair {
+    pub(crate) node_name: String,
+    pub(crate) client: PathBuf,
+    pub(crate) server: PathBuf,
+    pub(crate) host_c: String,
+    pub(crate) host_s: String,
+    pub(crate) pools: Vec<ipnet::IpNet>,
+    pub(crate) eps: Vec<FastEndpoint>,
+    pub(crate) dp: LinuxDatapath,
+}
+
+pub(crate) fn pod_pair(
     prefix: &str,
     tag: &str,
-    label: &'static str,
-    enforcer: Enforcer,
-    mode: Option<PolicyMode>,
-    clean: &mut Cleanup,
-) -> anyhow::Result<Case> {
+    host: &str,
+    build: impl FnOnce(LinuxDatapath) -> LinuxDatapath,
+    netns: &mut Vec<String>,
+) -> anyhow::Result<PodPair> {
     let node_name = format!("{prefix}-{tag}-n");
-    let node = add_netns(&node_name, clean)?;
-    let client = add_netns(&format!("{prefix}-{tag}-c"), clean)?;
-    let server = add_netns(&format!("{prefix}-{tag}-s"), clean)?;
+    let node = netns_into(&node_name, netns)?;
+    let client = netns_into(&format!("{prefix}-{tag}-c"), netns)?;
+    let server = netns_into(&format!("{prefix}-{tag}-s"), netns)?;
     // the node's own address (a veth pair standing in for a dummy device)
     ip(&[
         "-n", &node_name, "link", "add", "dummy0", "type", "veth", "peer", "name", "dummy0p",
@@ -112,16 +131,16 @@ pub(super) fn weft_node(
         "dev",
         "dummy0",
     ])?;
-    let dp = run_in(&node, LinuxDatapath::new)
-        .map_err(|e| anyhow::anyhow!("entering {node_name}: {e}"))??
-        .with_policy(mode.unwrap_or_default());
+    let dp = build(
+        run_in(&node, LinuxDatapath::new)
+            .map_err(|e| anyhow::anyhow!("entering {node_name}: {e}"))??,
+    );
     let pools = vec!["10.244.0.0/16".parse()?];
     dp.prepare_node(&NodeSetup {
         pools: pools.clone(),
         nat_outgoing: false,
     })?;
-    // Calico's interface names, so its layout's `-o cali+` matches
-    let (host_c, host_s) = (format!("cali{tag}c"), format!("cali{tag}s"));
+    let (host_c, host_s) = (format!("{host}{tag}c"), format!("{host}{tag}s"));
     let mut eps = Vec::new();
     for (host, pod, addr) in [(&host_c, &client, CLIENT), (&host_s, &server, SERVER)] {
         let att = dp.attach(&PodLink {
@@ -139,6 +158,46 @@ pub(super) fn weft_node(
             settled: true,
         });
     }
+    Ok(PodPair {
+        node_name,
+        client,
+        server,
+        host_c,
+        host_s,
+        pools,
+        eps,
+        dp,
+    })
+}
+
+/// A node namespace with client and server pods attached by weft; with
+/// `mode`, weft's programs loaded (and for an enforcing mode, its maps).
+pub(super) fn weft_node(
+    prefix: &str,
+    tag: &str,
+    label: &'static str,
+    enforcer: Enforcer,
+    mode: Option<PolicyMode>,
+    clean: &mut Cleanup,
+) -> anyhow::Result<Case> {
+    // Calico's interface names, so its layout's `-o cali+` matches
+    let PodPair {
+        node_name,
+        client,
+        server,
+        host_c,
+        host_s,
+        pools,
+        eps,
+        dp,
+        ..
+    } = pod_pair(
+        prefix,
+        tag,
+        "cali",
+        |dp| dp.with_policy(mode.unwrap_or_default()),
+        &mut clean.netns,
+    )?;
     let mut maps = None;
     let mut map_ids = BTreeSet::new();
     if let Some(mode) = mode {

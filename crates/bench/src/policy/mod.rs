@@ -145,6 +145,7 @@ mod render;
 mod rules;
 
 use cases::*;
+pub(crate) use cases::{pod_pair, PodPair};
 use measure::*;
 pub use render::{render_svg, render_table};
 use rules::*;

@@ -79,8 +79,11 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
     let a = lab.add_pod("a").expect("add a");
     let b = lab.add_pod("b").expect("add b");
     let (ip_a, ip_b) = (v4(&a.ips), v4(&b.ips));
-    // the selftest program is on both veths within its attach period
-    std::thread::sleep(Duration::from_millis(600));
+    // a UDP socket of pod a: its datagrams to b's discard port are the
+    // warm-up traffic below (never TCP, so never taken for the flow measured)
+    let udp = weft_datapath::netns::run_in(&a.netns, || std::net::UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .expect("a UDP socket in pod a");
 
     let mut observer = weft(&lab.name, &["observe", "-f", "-o", "json"])
         .stdout(Stdio::piped())
@@ -97,8 +100,17 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
             }
         }
     });
-    // the observer is following before the traffic starts
-    std::thread::sleep(Duration::from_millis(500));
+    // the observer is following before the traffic starts, and the selftest
+    // program is on the pods' veths (it attaches within 250 ms): a's
+    // datagrams until one is printed. Fixed sleeps (600 ms for the program,
+    // 500 ms for the observer) were a race on a loaded machine; the 30 s
+    // here is a safety net, the second measured below is the goal.
+    let following = (0..150).any(|_| {
+        let _ = udp.send_to(&[0u8; 8], (ip_b, 9));
+        rx.recv_timeout(Duration::from_millis(200)).is_ok()
+    });
+    assert!(following, "weft observe -f printed none of a's datagrams");
+    while rx.try_recv().is_ok() {}
     let sent = Instant::now();
     weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b");
     let (seen, flow) = loop {
@@ -136,9 +148,26 @@ fn observe_follows_real_pod_flows_within_a_second_and_metrics_scrape_privileged(
         .expect("weft observe -f");
     let mut first = String::new();
     let mut out = BufReader::new(piped.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
-    weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b");
-    out.read_line(&mut first).unwrap();
+    // a's datagrams until the observer prints one (it may start following
+    // after any one given moment); bounded: 300 at most, 100 ms apart, then
+    // the observer is ended (by its pid) so the read below cannot hang
+    let printed = std::sync::atomic::AtomicBool::new(false);
+    let piped_pid = piped.id().to_string();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..300 {
+                if printed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let _ = udp.send_to(&[0u8; 8], (ip_b, 9));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill").args(["-KILL", &piped_pid]).status();
+        });
+        let r = out.read_line(&mut first);
+        printed.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.unwrap();
+    });
     assert!(first.contains("FORWARDED"), "{first}");
     drop(out);
     let closed = Instant::now();
@@ -275,13 +304,15 @@ fn observe_with_lab_merges_every_nodes_flows_privileged() {
     let a = lab.add_pod_on("a", 0).expect("a on node 1");
     let b = lab.add_pod_on("b", 1).expect("b on node 2");
     let (ip_a, ip_b) = (v4(&a.ips), v4(&b.ips));
-    std::thread::sleep(Duration::from_millis(600));
-    weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b across nodes");
     let nodes: Vec<String> = lab.nodes().into_iter().map(|n| n.name).collect();
     // each node reports what its own pod sent: a's SYN on node 1, b's
-    // SYN-ACK on node 2; one observe shows both, in time order
+    // SYN-ACK on node 2; one observe shows both, in time order. A connection
+    // each round: the selftest program finds new veths every 250 ms (one
+    // connection after a fixed 600 ms wait raced it on a loaded machine);
+    // 30 s is a safety net
     let mut flows = Vec::new();
-    let ok = eventually(T, || {
+    let ok = eventually(Duration::from_secs(30), || {
+        weft_lab::probe::tcp_check(&a.netns, &b.netns, ip_b, T).expect("a reaches b across nodes");
         let out = weft(
             &lab.name,
             &[

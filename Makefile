@@ -19,11 +19,17 @@ build: setup
 demo: build
 	@bash scripts/demo.sh $(BIN) $(STORE)
 
-## test: everything CI runs (privileged tests need root)
-test: setup lint
-	$(CARGO) build --bins
+## test: everything CI runs (privileged tests need root); each phase says
+## how long it took, and the suite's summary repeats them
+test: export WEFT_PHASES = $(CURDIR)/target/test-phases
+test:
+	@mkdir -p target && rm -f $(WEFT_PHASES)
+	@bash scripts/phase.sh setup bash scripts/setup.sh
+	@bash scripts/phase.sh lint $(MAKE) --no-print-directory lint
+	@# the test binaries are built here, so the tests phase is their run alone
+	@bash scripts/phase.sh build sh -c '$(CARGO) build --bins && $(CARGO) test --workspace --no-run'
 	@# the fuzzers first: the suite's total stays the run's last line
-	@bash scripts/fuzz.sh
+	@bash scripts/phase.sh fuzz bash scripts/fuzz.sh
 	@bash scripts/test.sh
 
 unit:

@@ -257,32 +257,54 @@ impl<'a> LabDriver<'a> {
         })
     }
 
+    /// Back to no policy and the suite's labels. One kubectl run per
+    /// object touched, not per label (each run costs a few hundred ms of a
+    /// loaded machine's CPU, and a case resets first).
     fn reset(&mut self) {
-        for ns in NAMESPACES {
-            kubectl(
-                self.lab,
-                &["delete", "networkpolicy", "--all", "-n", ns, "--wait=true"],
-                None,
-            );
-        }
+        kubectl(
+            self.lab,
+            &[
+                "delete",
+                "networkpolicy",
+                "--all",
+                "--all-namespaces",
+                "--wait=true",
+            ],
+            None,
+        );
+        let mut pods: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (pod, key) in std::mem::take(&mut self.pod_labels) {
-            let (ns, name) = pod.split_once('/').unwrap();
-            kubectl(
-                self.lab,
-                &["label", "pod", "-n", ns, name, &format!("{key}-")],
-                None,
-            );
+            pods.entry(pod).or_default().push(format!("{key}-"));
         }
+        for (pod, keys) in pods {
+            let (ns, name) = pod.split_once('/').unwrap();
+            let mut args = vec!["label", "pod", "-n", ns, name];
+            args.extend(dedup(&keys));
+            kubectl(self.lab, &args, None);
+        }
+        let mut nss: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (ns, key) in std::mem::take(&mut self.ns_labels) {
-            kubectl(
-                self.lab,
-                &["label", "namespace", &ns, &format!("{key}-")],
-                None,
-            );
+            nss.entry(ns).or_default().push(format!("{key}-"));
+        }
+        for (ns, keys) in nss {
+            let mut args = vec!["label", "namespace", ns.as_str()];
+            args.extend(dedup(&keys));
+            kubectl(self.lab, &args, None);
         }
         self.policies.clear();
         self.wait_compiled(&[]);
     }
+}
+
+/// `keys` once each, in order (a case may set one label twice).
+fn dedup(keys: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for k in keys {
+        if !out.contains(&k.as_str()) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 impl Driver for LabDriver<'_> {
@@ -305,13 +327,11 @@ impl Driver for LabDriver<'_> {
     }
 
     fn delete_all(&mut self) {
-        for ns in NAMESPACES {
-            kubectl(
-                self.lab,
-                &["delete", "networkpolicy", "--all", "-n", ns],
-                None,
-            );
-        }
+        kubectl(
+            self.lab,
+            &["delete", "networkpolicy", "--all", "--all-namespaces"],
+            None,
+        );
         self.policies.clear();
         self.wait_compiled(&[]);
     }

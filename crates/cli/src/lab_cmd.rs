@@ -150,6 +150,10 @@ pub enum LabCmd {
         /// Print the reply to --send.
         #[arg(long, requires = "send")]
         print_reply: bool,
+        /// New connections, one after the other, each reported (at most
+        /// 1000); exits 0 when every one connected.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
     },
     /// Steady traffic from a pod or node to an address (a Service's, a
     /// pod's) for a bounded time: new connections at a pace plus
@@ -487,6 +491,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             timeout_ms,
             send,
             print_reply,
+            count,
         } => {
             let lab = Lab::load(&name)?;
             let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
@@ -500,26 +505,31 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 weft_lab::probe::Transport::Tcp
             };
             let timeout = Duration::from_millis(timeout_ms);
-            let out = weft_lab::probe::probe(&from_ns, addr, transport, timeout, send.as_deref())?;
-            if fmt == Format::Json {
-                let reply = match &out {
-                    weft_lab::probe::Outcome::Connected { reply } => reply.clone(),
-                    _ => None,
-                };
-                outln!(
-                    "{}",
-                    serde_json::json!({"from": from, "to": addr.to_string(), "protocol": protocol,
-                        "connected": out.connected(), "outcome": out.describe(), "reply": reply})
-                );
-            } else {
-                if let (true, weft_lab::probe::Outcome::Connected { reply: Some(r) }) =
-                    (print_reply, &out)
-                {
-                    outln!("{r}");
+            let mut all = true;
+            for _ in 0..count {
+                let out =
+                    weft_lab::probe::probe(&from_ns, addr, transport, timeout, send.as_deref())?;
+                all &= out.connected();
+                if fmt == Format::Json {
+                    let reply = match &out {
+                        weft_lab::probe::Outcome::Connected { reply } => reply.clone(),
+                        _ => None,
+                    };
+                    outln!(
+                        "{}",
+                        serde_json::json!({"from": from, "to": addr.to_string(), "protocol": protocol,
+                            "connected": out.connected(), "outcome": out.describe(), "reply": reply})
+                    );
+                } else {
+                    if let (true, weft_lab::probe::Outcome::Connected { reply: Some(r) }) =
+                        (print_reply, &out)
+                    {
+                        outln!("{r}");
+                    }
+                    eprintln!("{protocol} {from} -> {addr}: {}", out.describe());
                 }
-                eprintln!("{protocol} {from} -> {addr}: {}", out.describe());
             }
-            Ok(if out.connected() {
+            Ok(if all {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -193,7 +193,11 @@ impl Cluster {
         }
     }
 
-    /// Which backends answer `hostname` over `tries` new connections.
+    /// Which backends answer `hostname` over `tries` new connections (a
+    /// failed one counts as `error: <why>`). One `weft lab probe --count`
+    /// makes them all, one after the other, as [`Cluster::ask`] would, but
+    /// without a process start for each (~0.15 s apiece on a loaded
+    /// machine, most of these cases' time).
     pub fn backends_seen(
         &self,
         from: &str,
@@ -202,12 +206,33 @@ impl Cluster {
         proto: &str,
         tries: usize,
     ) -> BTreeMap<String, usize> {
+        let o = Command::new(bin_dir().join("weft"))
+            .args(["-o", "json", "lab", "probe", "--name", &self.lab.name])
+            .args(["--from", from, "--to", to, "--port", &port.to_string()])
+            .args(["--protocol", proto, "--timeout-ms", "1500"])
+            .args(["--send", "hostname", "--count", &tries.to_string()])
+            .output()
+            .expect("weft runs");
         let mut seen = BTreeMap::new();
-        for _ in 0..tries {
-            let who = self
-                .ask(from, to, port, proto, "hostname")
-                .unwrap_or_else(|e| format!("error: {e}"));
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let v: Value = serde_json::from_str(line).expect("a JSON line per connection");
+            let who = if v["connected"] == true {
+                v["reply"].as_str().unwrap_or_default().trim().to_string()
+            } else {
+                let (to, outcome) = (v["to"].as_str(), v["outcome"].as_str());
+                format!(
+                    "error: {proto} {from} -> {}: {}",
+                    to.unwrap_or_default(),
+                    outcome.unwrap_or_default()
+                )
+            };
             *seen.entry(who).or_default() += 1;
+        }
+        // tries the CLI could not make at all (it failed before them)
+        let made: usize = seen.values().sum();
+        if made < tries {
+            let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            *seen.entry(format!("error: {why}")).or_default() += tries - made;
         }
         seen
     }

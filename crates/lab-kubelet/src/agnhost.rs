@@ -20,6 +20,8 @@ use anyhow::Context;
 
 /// How often a blocked accept / receive looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// The first wait for a new connection after one came.
+const ACCEPT_SOON: Duration = Duration::from_millis(1);
 /// A TCP connection with no line for this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
 /// Connections served at once per port; more wait in the backlog.
@@ -152,6 +154,10 @@ fn serve_tcp(listener: TcpListener, pod: &str, stop: &Arc<AtomicBool>) {
     }
     let active = Arc::new(AtomicUsize::new(0));
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    // the wait before accept looks again: 1 ms after a connection, doubling
+    // up to POLL while none comes. Clients (probes, tests) come one after
+    // another; a flat POLL made each wait for it, ~50 ms a connection.
+    let mut idle = ACCEPT_SOON;
     while !stop.load(Ordering::SeqCst) {
         conns.retain(|c| !c.is_finished());
         if active.load(Ordering::SeqCst) >= MAX_CONNS {
@@ -160,6 +166,7 @@ fn serve_tcp(listener: TcpListener, pod: &str, stop: &Arc<AtomicBool>) {
         }
         match listener.accept() {
             Ok((stream, peer)) => {
+                idle = ACCEPT_SOON;
                 let (pod, stop, mine) = (pod.to_string(), stop.clone(), active.clone());
                 active.fetch_add(1, Ordering::SeqCst);
                 let spawned =
@@ -176,7 +183,10 @@ fn serve_tcp(listener: TcpListener, pod: &str, stop: &Arc<AtomicBool>) {
                     }
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(POLL);
+            }
             Err(_) => std::thread::sleep(POLL),
         }
     }

@@ -181,29 +181,20 @@ pub(super) fn weft_node(
     clean: &mut Cleanup,
 ) -> anyhow::Result<Case> {
     // Calico's interface names, so its layout's `-o cali+` matches
-    let PodPair {
-        node_name,
-        client,
-        server,
-        host_c,
-        host_s,
-        pools,
-        eps,
-        dp,
-        ..
-    } = pod_pair(
+    let p = pod_pair(
         prefix,
         tag,
         "cali",
         |dp| dp.with_policy(mode.unwrap_or_default()),
         &mut clean.netns,
     )?;
+    let dp = p.dp;
     let mut maps = None;
     let mut map_ids = BTreeSet::new();
     if let Some(mode) = mode {
         let before = map_fds()?;
         dp.fastpath_start(&FastPathSetup {
-            pools,
+            pools: p.pools,
             remote_device: None,
         })?;
         map_ids = map_fds()?
@@ -218,7 +209,7 @@ pub(super) fn weft_node(
             m.replace(&policies(0)?, &lookup)?;
             maps = Some(m);
         }
-        let report = dp.fastpath_sync(&eps)?;
+        let report = dp.fastpath_sync(&p.eps)?;
         if report.attached != 2 {
             bail!("{label}: weft's programs attached to {report:?}, not both pods");
         }
@@ -227,11 +218,11 @@ pub(super) fn weft_node(
         label,
         baseline: None,
         enforcer,
-        node: Some(node_name),
-        client,
-        server,
-        host_c,
-        host_s,
+        node: Some(p.node_name),
+        client: p.client,
+        server: p.server,
+        host_c: p.host_c,
+        host_s: p.host_s,
         maps,
         map_ids,
         note: String::new(),

@@ -237,14 +237,19 @@ fn weftd_watches_kubernetes_with_its_service_account_privileged() {
         ],
     );
     let token_kc = lab.write_token_kubeconfig("weftd", token.trim()).unwrap();
-    // least privilege: reads what weftd watches, nothing else
+    // least privilege: reads what weftd watches, and patches Nodes (its
+    // own annotations, the node registry of --store kubernetes), nothing else
     for (verb, what, want) in [
         ("watch", "pods", "yes"),
         ("get", "pods", "yes"),
         ("list", "endpointslices.discovery.k8s.io", "yes"),
         ("watch", "networkpolicies.networking.k8s.io", "yes"),
         ("create", "pods", "no"),
-        ("patch", "nodes", "no"),
+        ("patch", "nodes", "yes"),
+        ("update", "nodes", "no"),
+        ("delete", "nodes", "no"),
+        ("create", "nodes", "no"),
+        ("patch", "pods", "no"),
         ("get", "secrets", "no"),
         ("list", "configmaps", "no"),
     ] {

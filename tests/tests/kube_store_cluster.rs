@@ -1,8 +1,9 @@
 //! A 2-node lab cluster whose weftds keep every piece of cluster state in
 //! the API server (`--store kubernetes`): no etcd of weft's own, only the
 //! API server's. Pods on both nodes get distinct addresses from the one
-//! store and talk across the nodes; the store's objects (blocks, node
-//! registrations) and the node leases are visible with kubectl.
+//! store and talk across the nodes; the node registry is the Node objects
+//! (weftd's VTEP MAC an annotation on each), the store's objects (blocks)
+//! and the weftds' leases are visible with kubectl.
 
 mod common;
 mod kube_store_support;
@@ -40,21 +41,42 @@ fn kube_store_runs_a_two_node_cluster_without_etcd_privileged() {
         assert!(!args.contains("etcd"), "no etcd of weft's own: {args}");
     }
 
-    // both weftds registered in the store, each on a Lease of its own
-    within(Duration::from_secs(30), "2 node leases", || {
+    // both weftds present in the store, each on a Lease of its own
+    within(Duration::from_secs(30), "2 weftd leases", || {
         let leases = get_json(
             &lab,
             &["leases", "-n", "weft-system", "-l", "weft.dev/store=weft"],
         );
         (leases["items"].as_array()?.len() == 2).then_some(())
     });
-    // each registration is a WeftNode object of the store
+    // the node registry is the Node objects: each weftd wrote its VTEP MAC
+    // on its Node, as field manager weftd; the store holds no node records
     for n in &nodes {
-        let key = format!("/weft/cluster/v1/nodes/{n}");
-        let node = get_json(&lab, &["weftnode", &format!("weft.{n}")]);
-        assert!(node["spec"]["entries"][&key].is_object(), "{key} in {node}");
-        assert_eq!(node["metadata"]["labels"]["weft.dev/leased"], "true");
+        let node = get_json(&lab, &["node", n, "--show-managed-fields"]);
+        let mac = node["metadata"]["annotations"]["weft.dev/vtep-mac"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(mac.len(), 17, "a MAC on {n}: {}", node["metadata"]);
+        let managers: Vec<&str> = node["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert!(managers.contains(&"weftd"), "{managers:?}");
+        let internal = node["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["type"] == "InternalIP");
+        assert!(internal, "{n} has an InternalIP: {}", node["status"]);
     }
+    let weftnodes = get_json(&lab, &["weftnodes"]);
+    assert_eq!(
+        weftnodes["items"].as_array().map(Vec::len),
+        Some(0),
+        "no WeftNode objects on this store: {weftnodes}"
+    );
 
     // one pod on each node
     create_namespace(&lab);

@@ -71,6 +71,8 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     metrics::time_kubernetes_requests();
     startup::private_dir(&cfg.state_dir)
         .with_context(|| format!("preparing state directory {}", cfg.state_dir.display()))?;
+    // the Kubernetes store's Node registry (see registry::kube)
+    let mut nodes: Option<Arc<dyn registry::kube::NodeApi>> = None;
     let ipam_store: Arc<dyn Store> = match cfg.store {
         StoreKind::Embedded => Arc::new(
             EmbeddedStore::open(&cfg.state_dir.join("ipam.db"))
@@ -104,10 +106,12 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
             let mut kc = weft_k8s::store::KubeStoreConfig::new(k8s::store_source(cfg));
             kc.name = cfg.kube_store.clone();
             kc.namespace = cfg.kube_store_namespace.clone();
-            Arc::new(
+            let store = Arc::new(
                 weft_k8s::store::KubeStore::connect(kc)
                     .context("starting the Kubernetes API store")?,
-            )
+            );
+            nodes = Some(store.clone());
+            store
         }
     };
     let local_store: Arc<dyn Store> = Arc::new(
@@ -130,7 +134,7 @@ pub fn build(cfg: &AgentConfig) -> anyhow::Result<Arc<Agent>> {
     );
     let datapath: Arc<dyn Datapath> = linux.clone();
     let ipam_store = metrics::store::TimedStore::wrap(ipam_store);
-    let agent = build_with(cfg, ipam_store, local_store, datapath)?;
+    let agent = build_with_nodes(cfg, ipam_store, local_store, datapath, nodes)?;
     agent.services().share_fast_path(linux.clone());
     // the programs' flow ring, once a loaded program reports flows
     let provider = flows::kernel_provider(linux.clone(), Arc::downgrade(&agent), cfg.flow_selftest);
@@ -168,12 +172,24 @@ fn policy_datapath_mode(cfg: &AgentConfig) -> weft_datapath::policy::PolicyMode 
 }
 
 /// [`build`] over given seams (tests pass an in-memory store and a recording
-/// data path).
+/// data path); the node registry in the store.
 pub fn build_with(
     cfg: &AgentConfig,
     ipam_store: Arc<dyn Store>,
     local_store: Arc<dyn Store>,
     datapath: Arc<dyn Datapath>,
+) -> anyhow::Result<Arc<Agent>> {
+    build_with_nodes(cfg, ipam_store, local_store, datapath, None)
+}
+
+/// [`build_with`], the node registry from the Kubernetes API's Nodes when
+/// `nodes` is given (`--store kubernetes`).
+pub fn build_with_nodes(
+    cfg: &AgentConfig,
+    ipam_store: Arc<dyn Store>,
+    local_store: Arc<dyn Store>,
+    datapath: Arc<dyn Datapath>,
+    nodes: Option<Arc<dyn registry::kube::NodeApi>>,
 ) -> anyhow::Result<Arc<Agent>> {
     let node = cfg.node();
     let pools = cfg
@@ -225,12 +241,14 @@ pub fn build_with(
     } else {
         underlay_mtu
     });
+    let mut live_nodes = None;
     if cluster {
-        start_cluster(
+        live_nodes = start_cluster(
             cfg,
             &node,
             &ipam_store,
             &datapath,
+            nodes,
             underlay.as_deref(),
             underlay_mtu,
         )?;
@@ -263,6 +281,7 @@ pub fn build_with(
             ipam_store.clone(),
             Duration::from_secs(cfg.gc_interval_seconds.max(1)),
             Duration::from_secs(cfg.node_gone_grace_seconds),
+            live_nodes,
         );
     }
 
@@ -314,14 +333,10 @@ fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
         "the datastore",
         STORE_RETRY,
         |e: &weft_store::StoreError| matches!(e, weft_store::StoreError::Unavailable { .. }),
-        || store.get(weft_store::MIGRATION_FENCE_KEY),
+        || registry::fence(store),
     )
     .context("reading the datastore")?;
-    if let Some(kv) = fence {
-        let moved_to = serde_json::from_slice::<serde_json::Value>(&kv.value)
-            .ok()
-            .and_then(|v| v["moved_to"].as_str().map(String::from))
-            .unwrap_or_else(|| "another store".into());
+    if let Some(moved_to) = fence {
         anyhow::bail!(
             "this {} store was migrated to {moved_to} by `weft store migrate`; start weftd with \
              --store {moved_to} (or migrate back)",
@@ -333,14 +348,18 @@ fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
 
 /// Joins the cluster: the overlay device (in overlay mode), this node's
 /// registration, and the reconciler that keeps routes to the other nodes.
+/// With `nodes` (the Kubernetes store) the node's facts go on its Node
+/// object and the registry reads Nodes (see [`registry::kube`]); returns
+/// then the live Nodes for gone-node collection.
 fn start_cluster(
     cfg: &AgentConfig,
     node: &str,
     store: &Arc<dyn Store>,
     datapath: &Arc<dyn Datapath>,
+    nodes: Option<Arc<dyn registry::kube::NodeApi>>,
     underlay: Option<&str>,
     underlay_mtu: u32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<registry::kube::LiveNodes>> {
     let v4 = cfg.node_ips.iter().find_map(|ip| match ip {
         std::net::IpAddr::V4(a) => Some(*a),
         std::net::IpAddr::V6(_) => None,
@@ -374,13 +393,31 @@ fn start_cluster(
         ),
         RoutingMode::Native => None,
     };
+    let vtep_mac = vtep_mac.map(weft_datapath::format_mac);
+    if let Some(api) = &nodes {
+        // what the Node lacks, before anyone may route to this node
+        startup::until_available(
+            &format!("this node's Node object ({node})"),
+            STORE_RETRY,
+            |e: &weft_store::StoreError| matches!(e, weft_store::StoreError::Unavailable { .. }),
+            || api.annotate_node(node, registry::kube::own_annotations(vtep_mac.clone())),
+        )
+        .context("writing this node's annotations on its Node")?;
+    }
+    // the Kubernetes store keeps only this weftd's presence: its node's
+    // facts are on the Node
+    let prefix = match nodes {
+        Some(_) => weft_store::AGENTS_PREFIX,
+        None => registry::NODES_PREFIX,
+    };
     let registered = registry::start_registration(
         store.clone(),
+        prefix,
         registry::NodeRecord {
             name: node.to_string(),
             underlay_v4: v4,
             underlay_v6: v6,
-            vtep_mac: vtep_mac.map(weft_datapath::format_mac),
+            vtep_mac,
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         Duration::from_secs(cfg.node_lease_seconds.max(2)),
@@ -390,7 +427,12 @@ fn start_cluster(
     // sees any migration this registration did not stop
     loop {
         match registered.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) => break,
+            Ok(registry::Registration::Live) => break,
+            Ok(registry::Registration::Fenced(to)) => anyhow::bail!(
+                "this {} store was migrated to {to} by `weft store migrate`; start weftd with \
+                 --store {to} (or migrate back)",
+                store.backend()
+            ),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(
                     node,
@@ -402,24 +444,62 @@ fn start_cluster(
             }
         }
     }
+    stop_when_fenced(registered);
+    let (feed, live) = match &nodes {
+        Some(api) => {
+            let mut feed =
+                registry::kube::NodeFeed::new(api.watch_nodes(), mode == RoutingMode::Overlay);
+            if feed.first(Duration::from_secs(30)) {
+                registry::kube::move_weftnodes(&**store, &**api, feed.nodes());
+            } else {
+                tracing::warn!("no list of the cluster's Nodes within 30 s; routes to other nodes follow once it comes");
+            }
+            let live = feed.live();
+            (Some(feed), Some(live))
+        }
+        None => (None, None),
+    };
     registry::start_reconciler(
         store.clone(),
         datapath.clone(),
         node.to_string(),
         mode,
         VXLAN_DEVICE.to_string(),
+        feed,
     );
-    Ok(())
+    Ok(live)
+}
+
+/// Ends weftd when its registration finds the store fenced (a
+/// re-registration during `weft store migrate`): from then on, anything it
+/// allocated would be lost to the store the cluster moves to. It exits
+/// rather than runs on: a restarted weftd refuses the fenced store and says
+/// which store to use.
+fn stop_when_fenced(registered: std::sync::mpsc::Receiver<registry::Registration>) {
+    std::thread::Builder::new()
+        .name("fence".into())
+        .spawn(move || {
+            while let Ok(r) = registered.recv() {
+                if let registry::Registration::Fenced(to) = r {
+                    tracing::error!(moved_to = %to, "this store was migrated by `weft store migrate` while weftd ran; exiting (restart weftd with --store {to})");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .expect("spawn fence watch");
 }
 
 /// Cluster IPAM housekeeping, until the process ends: blocks this node no
 /// longer uses go back to the pool, and nodes gone from the registry for
 /// longer than `grace` have their leaked addresses and blocks collected.
+/// The registry is the store's registrations, or the live Nodes (`nodes`,
+/// the Kubernetes store).
 fn start_cluster_housekeeping(
     agent: Arc<Agent>,
     store: Arc<dyn Store>,
     every: Duration,
     grace: Duration,
+    nodes: Option<registry::kube::LiveNodes>,
 ) {
     std::thread::Builder::new()
         .name("cluster-gc".into())
@@ -430,16 +510,23 @@ fn start_cluster_housekeeping(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "giving back empty blocks failed"),
             }
-            let live = match store.list(registry::NODES_PREFIX) {
-                Ok(l) => l
-                    .kvs
-                    .iter()
-                    .filter_map(|kv| kv.key.strip_prefix(registry::NODES_PREFIX).map(str::to_string))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list nodes; skipping gone-node collection");
-                    continue;
-                }
+            let live = match &nodes {
+                Some(n) => match n.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                    Some(live) => live.into_iter().collect(),
+                    // no list of the Nodes yet: every node might be live
+                    None => continue,
+                },
+                None => match store.list(registry::NODES_PREFIX) {
+                    Ok(l) => l
+                        .kvs
+                        .iter()
+                        .filter_map(|kv| kv.key.strip_prefix(registry::NODES_PREFIX).map(str::to_string))
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list nodes; skipping gone-node collection");
+                        continue;
+                    }
+                },
             };
             match agent.ipam().collect_gone_nodes(&live, grace) {
                 Ok(c) if !c.freed.is_empty() || !c.blocks.is_empty() => tracing::info!(

@@ -40,6 +40,8 @@ use weft_datapath::{Datapath, PeerNode, RoutingMode};
 use weft_ipam::{escape_cidr, RouteSummary, BLOCKS_PREFIX, ROUTES_PREFIX};
 use weft_store::{EventKind, Store, StoreError, WatchMessage};
 
+pub mod kube;
+
 /// Where nodes register.
 pub use weft_store::NODES_PREFIX;
 /// The reconciler watches this prefix: the nodes and IPAM's route
@@ -216,30 +218,77 @@ impl ClusterView {
     }
 }
 
-/// Registers `rec` under a lease of `ttl` and keeps it alive until the
-/// process ends. A lost lease (the store was away longer than the TTL) is
-/// replaced by a new registration.
+/// What the registration thread reports: every renewal, or that the store
+/// was found fenced by `weft store migrate` after a (re-)registration, when
+/// the thread stops renewing and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    Live,
+    /// The store was moved to this one: this weftd must stop writing.
+    Fenced(String),
+}
+
+/// Where `weft store migrate` moved the cluster, if it moved it away from
+/// `store` (its fence).
+pub fn fence(store: &dyn Store) -> Result<Option<String>, StoreError> {
+    Ok(store.get(weft_store::MIGRATION_FENCE_KEY)?.map(|kv| {
+        serde_json::from_slice::<serde_json::Value>(&kv.value)
+            .ok()
+            .and_then(|v| v["moved_to"].as_str().map(String::from))
+            .unwrap_or_else(|| "another store".into())
+    }))
+}
+
+/// Registers `rec` under `prefix` on a lease of `ttl` and keeps it alive
+/// until the process ends. A lost lease (the store was away longer than
+/// the TTL) is replaced by a new registration.
+///
+/// Every registration, the first and each one after a lost lease, is
+/// checked against the migration fence once it is in the store: `weft
+/// store migrate` refuses while a registration exists and fences before
+/// its last checks, so either the migration sees this one and fails, or
+/// this check sees the fence. A fenced store ends the thread with
+/// [`Registration::Fenced`] (the lease then expires); the caller must stop
+/// writing.
 pub fn start_registration(
     store: Arc<dyn Store>,
+    prefix: &'static str,
     rec: NodeRecord,
     ttl: Duration,
-) -> std::sync::mpsc::Receiver<()> {
+) -> std::sync::mpsc::Receiver<Registration> {
     let (registered, first) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("registry".into())
         .spawn(move || {
-            let key = format!("{NODES_PREFIX}{}", rec.name);
+            let key = format!("{prefix}{}", rec.name);
             let value = serde_json::to_vec(&rec).expect("node record serialises");
             let mut lease = None;
+            // a registration made but not yet checked against the fence
+            let mut unchecked = false;
             loop {
                 let step = match lease {
                     Some(id) => store.keep_alive(id).map(|()| id),
-                    None => register(&*store, &key, &value, ttl),
+                    None => register(&*store, &key, &value, ttl).inspect(|_| unchecked = true),
                 };
                 match step {
                     Ok(id) => {
                         lease = Some(id);
-                        let _ = registered.send(());
+                        if unchecked {
+                            match fence(&*store) {
+                                Ok(Some(to)) => {
+                                    tracing::error!(node = %rec.name, moved_to = %to, "the store was migrated while this node registered; stopping");
+                                    let _ = registered.send(Registration::Fenced(to));
+                                    return;
+                                }
+                                Ok(None) => unchecked = false,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot check the store's migration fence; retrying");
+                                    std::thread::sleep(ttl / 3);
+                                    continue;
+                                }
+                            }
+                        }
+                        let _ = registered.send(Registration::Live);
                     }
                     Err(StoreError::LeaseNotFound { .. }) => {
                         tracing::warn!(node = %rec.name, "node lease lost; registering again");
@@ -273,23 +322,39 @@ fn register(store: &dyn Store, key: &str, value: &[u8], ttl: Duration) -> Result
 }
 
 /// Keeps this node's routes to every other node's blocks in line with the
-/// store, until the process ends.
+/// store, until the process ends; the nodes from the store's registrations,
+/// or from `nodes` (the Node objects) when given.
 pub fn start_reconciler(
     store: Arc<dyn Store>,
     datapath: Arc<dyn Datapath>,
     me: String,
     mode: RoutingMode,
     device: String,
+    mut nodes: Option<kube::NodeFeed>,
 ) {
     std::thread::Builder::new()
         .name("routes".into())
         .spawn(move || loop {
-            if let Err(e) = reconcile_until_lost(&*store, &*datapath, &me, mode, &device) {
+            if let Err(e) =
+                reconcile_until_lost(&*store, &*datapath, &me, mode, &device, &mut nodes)
+            {
                 tracing::warn!(error = %e, "route reconciler lost the store; re-listing in 1 s");
                 std::thread::sleep(Duration::from_secs(1));
             }
         })
         .expect("spawn route reconciler");
+}
+
+/// How often the reconciler looks at the Node feed (next to the store's
+/// watch, which it waits on).
+const FEED_POLL: Duration = Duration::from_millis(100);
+
+/// Applies a stored key to the view; node keys only when the nodes come
+/// from the store.
+fn apply_stored(view: &mut ClusterView, key: &str, value: Option<&[u8]>, from_store: bool) {
+    if from_store || !key.starts_with(NODES_PREFIX) {
+        view.apply(key, value);
+    }
 }
 
 /// Lists, syncs, then follows the watch until it ends (compaction, lost
@@ -300,35 +365,42 @@ fn reconcile_until_lost(
     me: &str,
     mode: RoutingMode,
     device: &str,
+    feed: &mut Option<kube::NodeFeed>,
 ) -> Result<(), StoreError> {
+    let from_store = feed.is_none();
     // Blocks first, then nodes and summaries over them; the watch replays
     // what changed since the block listing (see the module docs).
     let blocks = store.list(BLOCKS_PREFIX)?;
     let cluster = store.list(WATCH_PREFIX)?;
     let mut view = ClusterView::default();
     for kv in blocks.kvs.iter().chain(&cluster.kvs) {
-        view.apply(&kv.key, Some(&kv.value));
+        apply_stored(&mut view, &kv.key, Some(&kv.value), from_store);
+    }
+    if let Some(f) = feed.as_mut() {
+        f.poll();
+        view.nodes = f.records().clone();
     }
     sync(datapath, me, mode, device, &view);
     let watch = store.watch(WATCH_PREFIX, blocks.revision)?;
     let mut sync_at: Option<Instant> = None;
+    let idle = if from_store {
+        Duration::from_secs(3600)
+    } else {
+        FEED_POLL
+    };
+    // the peers as of the last change seen (not necessarily synced yet)
+    let mut seen = view.peers(me);
     loop {
         let wait = match sync_at {
-            Some(t) => t.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
+            Some(t) => t.saturating_duration_since(Instant::now()).min(idle),
+            None => idle,
         };
+        let mut changed = false;
         match watch.rx.recv_timeout(wait) {
             Ok(WatchMessage::Event(ev)) => {
                 let value = (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
-                let before = view.peers(me);
-                view.apply(&ev.kv.key, value);
-                let after = view.peers(me);
-                if after != before {
-                    // the earliest of the pending deadlines: the sync then
-                    // takes the whole view as it is at that moment
-                    let at = Instant::now() + sync_delay(&before, &after);
-                    sync_at = Some(sync_at.map_or(at, |t| t.min(at)));
-                }
+                apply_stored(&mut view, &ev.kv.key, value, from_store);
+                changed = true;
             }
             Ok(WatchMessage::Compacted { compact_revision }) => {
                 return Err(StoreError::Unavailable {
@@ -336,16 +408,32 @@ fn reconcile_until_lost(
                 })
             }
             Ok(WatchMessage::Closed { reason }) => return Err(StoreError::Unavailable { reason }),
-            Err(RecvTimeoutError::Timeout) => {
-                if sync_at.take().is_some() {
-                    sync(datapath, me, mode, device, &view);
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(StoreError::Unavailable {
                     reason: "watch ended".into(),
                 })
             }
+        }
+        if let Some(f) = feed.as_mut() {
+            if f.poll() {
+                view.nodes = f.records().clone();
+                changed = true;
+            }
+        }
+        if changed {
+            let after = view.peers(me);
+            if after != seen {
+                // the earliest of the pending deadlines: the sync then
+                // takes the whole view as it is at that moment
+                let at = Instant::now() + sync_delay(&seen, &after);
+                sync_at = Some(sync_at.map_or(at, |t| t.min(at)));
+                seen = after;
+            }
+        }
+        if sync_at.is_some_and(|t| Instant::now() >= t) {
+            sync_at = None;
+            sync(datapath, me, mode, device, &view);
         }
     }
 }

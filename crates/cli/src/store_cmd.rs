@@ -9,7 +9,8 @@
 //! An allocation is lost when a weftd writes it to the source after the
 //! copy read it. So the copy runs only while no weftd runs on either store:
 //!
-//! 1. every weftd registers its node under `/weft/cluster/v1/nodes/` on a
+//! 1. every weftd registers its node under `/weft/cluster/v1/nodes/` (or,
+//!    on the Kubernetes store, its presence under `/weft/agents/v1/`) on a
 //!    lease it renews; a registration in the source or the target is a
 //!    live weftd (or one stopped less than a lease ago): refuse;
 //! 2. then the source is fenced ([`MIGRATION_FENCE_KEY`]): a weftd that
@@ -17,7 +18,10 @@
 //! 3. the registrations are checked again after the fence (one that
 //!    started between 1 and 2), the keys copied, and checked once more
 //!    after the copy; any registration fails the run, which is safe to
-//!    repeat once that weftd is stopped.
+//!    repeat once that weftd is stopped. A weftd checks the fence after
+//!    each of its registrations, its first and any after a lost lease:
+//!    either this check sees its registration, or it sees the fence and
+//!    exits (see the agent's `registry::start_registration`).
 //!
 //! Running it twice is safe: the fence is written again, keys already
 //! equal are left alone, and the target's fence (from a migration the
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use weft_store::{Store, TxnOp, MIGRATION_FENCE_KEY, NODES_PREFIX};
+use weft_store::{Store, TxnOp, AGENTS_PREFIX, MIGRATION_FENCE_KEY, NODES_PREFIX};
 
 use crate::output::outln;
 use crate::Format;
@@ -146,14 +150,17 @@ pub struct Report {
     pub removed: usize,
 }
 
-/// Refuses while a weftd is registered in `store`.
+/// Refuses while a weftd is registered in `store`: a node registration,
+/// or (`--store kubernetes`, whose node facts are on the Node objects) a
+/// weftd's presence.
 fn no_weftd(store: &dyn Store, which: &str) -> anyhow::Result<()> {
-    let live = store.list(NODES_PREFIX)?.kvs;
-    if !live.is_empty() {
-        let names: Vec<&str> = live
-            .iter()
-            .map(|kv| kv.key.trim_start_matches(NODES_PREFIX))
-            .collect();
+    let mut names = Vec::new();
+    for prefix in [NODES_PREFIX, AGENTS_PREFIX] {
+        for kv in store.list(prefix)?.kvs {
+            names.push(kv.key.trim_start_matches(prefix).to_string());
+        }
+    }
+    if !names.is_empty() {
         bail!(
             "weftd still registered in the {which} store ({}): stop every weftd first \
              (a stopped one's registration ends with its lease, --node-lease-seconds), then run again",
@@ -308,5 +315,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("target"));
+        // a weftd on the Kubernetes store registers its presence only
+        b.revoke_lease(lease).unwrap();
+        let lease = b.grant_lease(Duration::from_secs(30)).unwrap();
+        b.create(&format!("{AGENTS_PREFIX}n3"), b"{}", Some(lease))
+            .unwrap()
+            .unwrap();
+        let e = migrate(&a, &b, "kubernetes").unwrap_err().to_string();
+        assert!(e.contains("n3") && e.contains("target"), "{e}");
     }
 }

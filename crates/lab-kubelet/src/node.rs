@@ -2,6 +2,13 @@
 //! addresses and capacity, a Lease in `kube-node-lease` renewed every
 //! [`HEARTBEAT`], and the Ready condition kept fresh, so the node lifecycle
 //! controller never sees the node as gone and never taints it.
+//!
+//! The Lease is the kubelet's own: named after the node in
+//! `kube-node-lease`, `holderIdentity` the node, `leaseDurationSeconds`
+//! 40, renewed every 10 s, owned by the Node. weftd on `--store kubernetes`
+//! reads node liveness from the Ready condition, which the node lifecycle
+//! controller turns `Unknown` when this Lease goes unrenewed, so a stopped
+//! stand-in is a lost node as a stopped kubelet is.
 
 use std::time::Duration;
 

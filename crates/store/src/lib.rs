@@ -60,6 +60,11 @@ pub const MIGRATION_FENCE_KEY: &str = "/weft/store/v1/fence";
 /// Where nodes register (on a lease): a key here is a live weftd.
 pub const NODES_PREFIX: &str = "/weft/cluster/v1/nodes/";
 
+/// Where a weftd marks itself running (on a lease) when its node's facts
+/// live elsewhere (`--store kubernetes`: the Node object): a key here is a
+/// live weftd too, for `weft store migrate`.
+pub const AGENTS_PREFIX: &str = "/weft/agents/v1/";
+
 /// A lease id; keys attached to a lease vanish when the lease expires or is
 /// revoked.
 pub type LeaseId = u64;

@@ -208,9 +208,11 @@ fn registration_and_the_reconciler_follow_the_store() {
         "a".into(),
         RoutingMode::Native,
         "weft.vxlan".into(),
+        None,
     );
     start_registration(
         store.clone(),
+        NODES_PREFIX,
         NodeRecord {
             name: "b".into(),
             underlay_v4: Some(Ipv4Addr::new(198, 18, 0, 12)),
@@ -371,6 +373,7 @@ fn a_block_deleted_between_the_two_listings_is_not_routed() {
         "a".into(),
         RoutingMode::Native,
         "weft.vxlan".into(),
+        None,
     );
     // A later claim: once it is routed, the deleted block must not be.
     std::thread::sleep(Duration::from_millis(100));
@@ -413,6 +416,7 @@ fn a_node_re_registering_keeps_its_routes_throughout() {
         "a".into(),
         RoutingMode::Native,
         "weft.vxlan".into(),
+        None,
     );
     wait_routes(&dp, &[("10.244.0.64/26", "b")]);
     store.delete(&key, None).unwrap().unwrap();

@@ -3,6 +3,7 @@
 //! protocol of `mod.rs`, and consistent reads.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
@@ -140,9 +141,17 @@ type ObjId = (Kind, String);
 /// last left without an intent, and the objects as of that revision. A
 /// commit trusts it only through its head compare-and-swap: when anyone
 /// committed since, that write fails and the cache is dropped.
+///
+/// A commit that writes nothing (a conflict, a no-op) trusts it only if
+/// the head was still `head` at some moment after the commit was called:
+/// `verified` is when a request that found (or made) the head at `head`
+/// was sent. Commits of this process queue on the cache's lock, so one
+/// such request answers for every commit that was already waiting: the
+/// contenders that lost to a commit learn so without a read each.
 struct Cache {
     head: Revision,
     objects: HashMap<ObjId, Known>,
+    verified: Instant,
 }
 
 /// The store's state on the runtime's side.
@@ -332,6 +341,17 @@ impl Inner {
         Ok(true)
     }
 
+    /// Creates object `id` empty, as [`Inner::placeholders`] would: the
+    /// new object, or `None` when it exists already.
+    async fn try_placeholder(&self, id: &ObjId) -> StoreResult<Option<(Shard, Revision)>> {
+        let empty = self.object(id, &Shard::default());
+        match self.api(id.0).create(&PostParams::default(), &empty).await {
+            Ok(o) => parse_shard(&o).map(Some),
+            Err(e) if status(&e) == Some(409) => Ok(None),
+            Err(e) => Err(unavailable("cannot create a store object", e)),
+        }
+    }
+
     /// Applies the intent written at `rev` to every object it changes
     /// (idempotent: any client may, any number of times), then clears it
     /// from the head. `known` holds what the caller knows of the objects
@@ -401,18 +421,22 @@ impl Inner {
     /// by another client, or by one that died), with nothing cached.
     async fn settled(&self) -> StoreResult<Cache> {
         for _ in 0..MAX_ATTEMPTS {
+            let sent = Instant::now();
             let (head, rev) = self.read_head().await?;
             let Some(intent) = head.intent else {
                 return Ok(Cache {
                     head: rev,
                     objects: HashMap::new(),
+                    verified: sent,
                 });
             };
             let mut known = HashMap::new();
+            let sent = Instant::now();
             if let Some(r) = self.finish(&intent, rev, &mut known).await? {
                 return Ok(Cache {
                     head: r,
                     objects: known,
+                    verified: sent,
                 });
             }
         }
@@ -434,6 +458,7 @@ impl Inner {
                 }
             }
         }
+        let called = Instant::now();
         let mut guard = self.cache.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let mut cache = match guard.take() {
@@ -441,11 +466,23 @@ impl Inner {
                 None => self.settled().await?,
             };
             let mut current = BTreeMap::new();
+            let mut fetched = false;
             for op in &txn {
                 let id = locate(&self.name, op.key());
                 if !cache.objects.contains_key(&id) {
-                    let k = self.get_object(&id).await?;
+                    // a lone create (it cannot conflict where the object
+                    // does not exist) makes its placeholder at once,
+                    // saving the read's round trip when it is new
+                    let made = match &txn[..] {
+                        [TxnOp::Create { .. }] => self.try_placeholder(&id).await?,
+                        _ => None,
+                    };
+                    let k = match made {
+                        Some(made) => Some(made),
+                        None => self.get_object(&id).await?,
+                    };
                     cache.objects.insert(id.clone(), k);
+                    fetched = true;
                 }
                 if let Some(Some((shard, _))) = cache.objects.get(&id) {
                     if let Some(e) = shard.entries.get(op.key()) {
@@ -453,18 +490,19 @@ impl Inner {
                     }
                 }
             }
+            // the cache may be stale: only the head unchanged since this
+            // commit was called (and the objects read) makes a conflict or
+            // a no-op the answer
             let plan = match plan(&current, &txn) {
-                // the cache may be stale: only the head unchanged since
-                // makes a conflict or a no-op the answer
                 Err(conflict) => {
-                    if self.unchanged(cache.head).await? {
+                    if self.still(&mut cache, called, fetched).await? {
                         *guard = Some(cache);
                         return Ok(Err(conflict));
                     }
                     continue;
                 }
                 Ok(p) if p.changes.is_empty() => {
-                    if self.unchanged(cache.head).await? {
+                    if self.still(&mut cache, called, fetched).await? {
                         let rev = cache.head;
                         *guard = Some(cache);
                         return Ok(Ok((rev, p.existed)));
@@ -485,9 +523,14 @@ impl Inner {
             };
             // decided: from here on the commit stands, whoever applies it
             let mut objects = std::mem::take(&mut cache.objects);
+            let sent = Instant::now();
             if let Some(head) = self.finish(&intent, rev, &mut objects).await? {
                 if objects.len() <= MAX_CACHED {
-                    *guard = Some(Cache { head, objects });
+                    *guard = Some(Cache {
+                        head,
+                        objects,
+                        verified: sent,
+                    });
                 }
             }
             return Ok(Ok((rev, plan.existed)));
@@ -499,9 +542,19 @@ impl Inner {
         })
     }
 
-    /// Whether the head is still at `rev` (no commit since).
-    async fn unchanged(&self, rev: Revision) -> StoreResult<bool> {
-        Ok(self.read_head().await?.1 == rev)
+    /// Whether the cache held at some moment after `called`: known when a
+    /// request sent since found the head at the cache's revision and no
+    /// object was read since (`fetched`), else asked (one head read).
+    async fn still(&self, cache: &mut Cache, called: Instant, fetched: bool) -> StoreResult<bool> {
+        if !fetched && cache.verified >= called {
+            return Ok(true);
+        }
+        let sent = Instant::now();
+        if self.read_head().await?.1 != cache.head {
+            return Ok(false);
+        }
+        cache.verified = sent;
+        Ok(true)
     }
 
     /// One key now: from the head's pending intent when it has the key,

@@ -66,6 +66,7 @@ mod api;
 mod doc;
 pub mod layout;
 mod lease;
+pub mod nodes;
 mod objects;
 mod watch;
 
@@ -118,6 +119,8 @@ impl KubeStoreConfig {
 /// request and wait.
 pub struct KubeStore {
     inner: Arc<Inner>,
+    /// The API client (the node registry's Node watch and patch).
+    client: kube::Client,
     handle: tokio::runtime::Handle,
     timeout: Duration,
     /// Ends the runtime thread (and the reaper, and watches) on drop.
@@ -158,8 +161,12 @@ impl KubeStore {
                             return;
                         }
                     };
-                    let inner = Arc::new(Inner::new(client, &c.name, &c.namespace));
-                    let _ = tx.send(Ok((inner.clone(), tokio::runtime::Handle::current())));
+                    let inner = Arc::new(Inner::new(client.clone(), &c.name, &c.namespace));
+                    let _ = tx.send(Ok((
+                        inner.clone(),
+                        client,
+                        tokio::runtime::Handle::current(),
+                    )));
                     let reaper = async {
                         for round in 1u64.. {
                             tokio::time::sleep(c.reap_every).await;
@@ -175,11 +182,12 @@ impl KubeStore {
                 });
             })
             .map_err(|e| unavailable("cannot start the store thread", e))?;
-        let (inner, handle) = rx
+        let (inner, client, handle) = rx
             .recv()
             .map_err(|_| unavailable("the store thread", "ended at start"))??;
         Ok(KubeStore {
             inner,
+            client,
             handle,
             timeout: cfg.timeout,
             _stop: stop,
@@ -216,6 +224,26 @@ impl KubeStore {
     /// must not see a stopped weftd's registration as live.
     pub fn reap_now(&self) -> StoreResult<()> {
         self.call(|inner| async move { inner.reap(true).await })
+    }
+
+    /// The cluster's Nodes, the whole set on every change that matters to
+    /// the node registry (see [`nodes::watch`]), until the receiver is
+    /// dropped.
+    pub fn watch_nodes(&self) -> mpsc::Receiver<Vec<nodes::ClusterNode>> {
+        let (tx, rx) = mpsc::channel();
+        self.handle.spawn(nodes::watch(self.client.clone(), tx));
+        rx
+    }
+
+    /// Sets or removes `weft.dev/` annotations of Node `node` (see
+    /// [`nodes::annotate`]).
+    pub fn annotate_node(
+        &self,
+        node: &str,
+        annotations: std::collections::BTreeMap<String, Option<String>>,
+    ) -> StoreResult<()> {
+        let (client, node) = (self.client.clone(), node.to_string());
+        self.call(|_| async move { nodes::annotate(client, &node, &annotations).await })
     }
 
     fn commit_owned(&self, ops: Vec<Op>) -> StoreResult<Result<Revision, TxnConflict>> {

@@ -136,15 +136,59 @@ pub fn stream(
 /// A TLS stream whose failed handshake says what to check.
 struct Tls<'a, S: Read + Write>(&'a mut S);
 
+/// The node's certificate did not check out against `--ca`.
+#[derive(Debug)]
+struct Untrusted(rustls::Error);
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the node's certificate does not check out against --ca ({}): pass the cluster's CA, the one that signed the weftds' --flows-tls-cert (each certificate must name its node's address)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
 fn explain(e: std::io::Error) -> std::io::Error {
-    if e.get_ref()
-        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+    match e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
     {
-        std::io::Error::other(format!(
-            "{e}: the node's certificate does not check out against --ca (is it the CA that signed weftd's --flows-tls-cert, and does the certificate name the node's address?)"
-        ))
+        Some(t) => std::io::Error::other(Untrusted(t.clone())),
+        None => e,
+    }
+}
+
+/// What to tell the user when reading `r` failed.
+pub fn describe(r: &Remote, e: &HttpError) -> String {
+    let untrusted = match e {
+        HttpError::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<Untrusted>()),
+        _ => None,
+    };
+    match untrusted {
+        Some(u) => format!("{}: {u}", r.addr),
+        None => format!(
+            "{}: {e} (does weftd there run with --flows-listen?)",
+            r.addr
+        ),
+    }
+}
+
+/// A refusal's words, with its HTTP status (401: the token; 403: RBAC).
+pub fn refusal(status: u16, msg: &str) -> String {
+    let reason = match status {
+        401 => "401 Unauthorized, the API server's TokenReview",
+        403 => "403 Forbidden, the API server's SubjectAccessReview",
+        503 => "503 Service Unavailable",
+        _ => "",
+    };
+    if reason.is_empty() {
+        format!("weftd refused the reader ({status}): {msg}")
     } else {
-        e
+        format!("weftd refused the reader ({reason}): {msg}")
     }
 }
 

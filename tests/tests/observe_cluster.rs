@@ -7,6 +7,8 @@
 //! sees the drop naming the policy; one without it is refused by the
 //! SubjectAccessReview (403, said in words); a CA that did not sign the
 //! weftds' certificates is refused with a message to pass the cluster's.
+//! And, as the DaemonSet runs before its Secret exists, a weftd told its
+//! certificate is optional starts without it and says so.
 
 mod common;
 mod netpol_support;
@@ -78,6 +80,32 @@ fn make_ca(dir: &Path, tag: &str, addrs: &[IpAddr]) -> (PathBuf, Vec<(PathBuf, P
         })
         .collect();
     (ca_path, pairs)
+}
+
+/// As the DaemonSet runs it before its Secret exists: `--flows-listen` with
+/// `--flows-tls-optional` and no certificate at the path given. weftd
+/// starts (its socket answers) and logs that flows over TLS are off.
+fn starts_without_its_certificate(lab: &mut Lab, missing: &Path) {
+    let base = lab.weftd_args.clone();
+    let n = lab.nodes()[0].clone();
+    lab.weftd_args.extend([
+        format!(
+            "--flows-listen={}",
+            SocketAddr::new(n.underlay_v4, FLOWS_PORT)
+        ),
+        format!("--flows-tls-cert={}", missing.join("tls.crt").display()),
+        format!("--flows-tls-key={}", missing.join("tls.key").display()),
+        "--flows-tls-optional".into(),
+    ]);
+    lab.stop_weftd_on(0).expect("stop weftd");
+    let started = lab.start_weftd_on(0);
+    let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+    started.unwrap_or_else(|e| panic!("weftd without its optional certificate: {e:#}\n{log}"));
+    assert!(
+        log.contains("flows over TLS are off"),
+        "weftd does not say flows over TLS are off:\n{log}"
+    );
+    lab.weftd_args = base;
 }
 
 /// Restarts every node's weftd with `--flows-listen` on its underlay
@@ -178,6 +206,7 @@ fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthor
     let addrs: Vec<IpAddr> = lab.nodes().iter().map(|n| n.underlay_v4).collect();
     let (ca, certs) = make_ca(&tmp.0, "cluster", &addrs);
     let (other_ca, _) = make_ca(&tmp.0, "other", &[]);
+    starts_without_its_certificate(&mut lab, &tmp.0.join("no-secret"));
     serve_flows_over_tls(&mut lab, &certs);
     let reader = account(&lab, &tmp.0, "flow-reader", true);
     let stranger = account(&lab, &tmp.0, "stranger", false);

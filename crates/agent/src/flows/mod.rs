@@ -335,6 +335,13 @@ pub fn start_remote(
     let (Some(cert), Some(key)) = (&cfg.flows_tls_cert, &cfg.flows_tls_key) else {
         anyhow::bail!("--flows-listen needs --flows-tls-cert and --flows-tls-key");
     };
+    if cfg.flows_tls_optional && !cert.exists() {
+        tracing::warn!(
+            cert = %cert.display(),
+            "flows over TLS are off: no certificate at --flows-tls-cert; create the Secret weft-flows-tls (README, Flows) and restart weftd to serve `weft observe --cluster`"
+        );
+        return Ok(());
+    }
     let Some(hub) = agent.flows().hub().cloned() else {
         anyhow::bail!("--flows-listen needs flow observation on (--flow-buffer above 0)");
     };

@@ -222,6 +222,9 @@ fn summary(f: &Flow) -> String {
     } else if f.rule_id != 0 {
         parts.push(format!("rule {}", f.rule_id));
     }
+    if let Some(s) = &f.service {
+        parts.push(format!("service {}/{}:{}", s.namespace, s.name, s.port));
+    }
     if let Some(t) = &f.translated_to {
         parts.push(format!("-> {}", peer_text(t)));
     }

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod enrich;
 pub mod remote;
 pub mod selftest;
+pub mod services;
 pub mod stream;
 
 use std::collections::VecDeque;
@@ -44,7 +45,17 @@ pub struct Stored {
     pub wall_ns: u64,
     pub src: Option<Arc<PeerMeta>>,
     pub dst: Option<Arc<PeerMeta>>,
-    pub policy: Option<Arc<weft_api::PolicyRef>>,
+    /// The policy rule that decided, or the Service a translation was for
+    /// (one pointer for both: a flow has one or the other, and the ring's
+    /// flows stay 136 bytes).
+    pub policy: Option<Arc<Decider>>,
+}
+
+/// What decided a flow, as the API names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decider {
+    Policy(weft_api::PolicyRef),
+    Service(weft_api::ServiceRef),
 }
 
 /// What the reader has seen, for metrics.

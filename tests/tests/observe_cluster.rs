@@ -136,7 +136,11 @@ fn serve_flows_over_tls(lab: &mut Lab, certs: &[(PathBuf, PathBuf)]) {
 /// A ServiceAccount `default/<name>` (bound to weft-flow-reader when
 /// `reader`) and a token of it in `dir/<name>.token`.
 fn account(lab: &Lab, dir: &Path, name: &str, reader: bool) -> PathBuf {
-    kubectl(lab, &["-n", "default", "create", "serviceaccount", name], None);
+    kubectl(
+        lab,
+        &["-n", "default", "create", "serviceaccount", name],
+        None,
+    );
     if reader {
         kubectl(
             lab,
@@ -184,8 +188,7 @@ fn run(mut c: Command) -> (Output, String) {
 }
 
 #[test]
-fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthorised_privileged(
-) {
+fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthorised_privileged() {
     if !root_or_skip(
         "cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthorised_privileged",
     ) {
@@ -223,7 +226,15 @@ fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthor
     // the drop is made where x/a runs; the CLI runs on the other node
     let b_name = kubectl(
         &lab,
-        &["-n", "x", "get", "pod", "a", "-o", "jsonpath={.spec.nodeName}"],
+        &[
+            "-n",
+            "x",
+            "get",
+            "pod",
+            "a",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ],
         None,
     );
     let nodes = lab.nodes();
@@ -239,7 +250,15 @@ fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthor
         a,
         &ca,
         &reader,
-        &["-f", "-o", "json", "--verdict", "DROPPED", "--to-pod", "x/a"],
+        &[
+            "-f",
+            "-o",
+            "json",
+            "--verdict",
+            "DROPPED",
+            "--to-pod",
+            "x/a",
+        ],
     );
     let mut follower = Kid(follower
         .stdout(Stdio::piped())
@@ -328,7 +347,11 @@ fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthor
     let (out, err) = run(observe(&lab, a, &ca, &stranger, &["--last", "5"]));
     eprintln!("without the ClusterRole:\n{err}");
     assert!(!out.status.success(), "a stranger read flows: {err}");
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for want in [
         "403",
         "system:serviceaccount:default:stranger may not read flows",

@@ -114,7 +114,12 @@ fn services_through_weft_pass_the_upstream_cases_privileged() {
     // and name the Service they were for (namespace/name and port)
     let named = flows
         .iter()
-        .filter(|f| f["destination"]["ip"].as_str().unwrap_or("").starts_with("10.96."))
+        .filter(|f| {
+            f["destination"]["ip"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("10.96.")
+        })
         .filter(|f| {
             !f["service"]["name"].as_str().unwrap_or("").is_empty()
                 && f["service"]["port"].as_u64().unwrap_or(0) > 0

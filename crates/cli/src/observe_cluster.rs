@@ -153,10 +153,7 @@ impl std::fmt::Display for Untrusted {
 impl std::error::Error for Untrusted {}
 
 fn explain(e: std::io::Error) -> std::io::Error {
-    match e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<rustls::Error>())
-    {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(t) => std::io::Error::other(Untrusted(t.clone())),
         None => e,
     }

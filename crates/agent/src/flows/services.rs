@@ -107,19 +107,24 @@ mod tests {
             svc("web", ServiceType::NodePort, "10.96.0.10", 80, Some(30080)),
             svc("db", ServiceType::ClusterIP, "10.96.0.11", 5432, None),
         ]);
-        let get = |dst: &str, port: u16, proto: u8| match lookup(&t, dst.parse().unwrap(), port, proto)
-            .as_deref()
-        {
-            Some(Decider::Service(r)) => Some(r.clone()),
-            _ => None,
-        };
-        let name = |dst: &str, port: u16, proto: u8| get(dst, port, proto).map(|r| (r.name, r.port));
+        let get =
+            |dst: &str, port: u16, proto: u8| match lookup(&t, dst.parse().unwrap(), port, proto)
+                .as_deref()
+            {
+                Some(Decider::Service(r)) => Some(r.clone()),
+                _ => None,
+            };
+        let name =
+            |dst: &str, port: u16, proto: u8| get(dst, port, proto).map(|r| (r.name, r.port));
         assert_eq!(name("10.96.0.10", 80, 6), Some(("web".into(), 80)));
         assert_eq!(name("10.96.0.11", 5432, 6), Some(("db".into(), 5432)));
         assert_eq!(name("203.0.113.7", 80, 6), Some(("web".into(), 80)));
         // a node port on any node address: the Service's port behind it
         assert_eq!(name("198.18.0.10", 30080, 6), Some(("web".into(), 80)));
-        assert_eq!(name("::ffff:198.18.0.10", 30080, 6), Some(("web".into(), 80)));
+        assert_eq!(
+            name("::ffff:198.18.0.10", 30080, 6),
+            Some(("web".into(), 80))
+        );
         assert_eq!(name("2001:db8::1", 30080, 6), Some(("web".into(), 80)));
         // the wrong protocol, an unknown port, a ClusterIP Service's port
         // on a node address
@@ -127,6 +132,9 @@ mod tests {
         assert_eq!(name("10.96.0.10", 81, 6), None);
         assert_eq!(name("198.18.0.10", 5432, 6), None);
         let r = get("10.96.0.10", 80, 6).unwrap();
-        assert_eq!((r.namespace.as_str(), r.port_name.as_str()), ("shop", "http"));
+        assert_eq!(
+            (r.namespace.as_str(), r.port_name.as_str()),
+            ("shop", "http")
+        );
     }
 }

@@ -31,8 +31,13 @@ pub use enrich::{PeerMeta, Resolve, RuleBook, RuleHit};
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Events taken from the kernel ring per drain: the reader's batch.
 const DRAIN_MAX: usize = 256;
-/// How long the reader waits for the ring before it looks at the clock.
+/// How long the reader waits for a source to appear before it looks again.
 const WAIT: Duration = Duration::from_millis(200);
+/// How often the reader looks at the ring: the programs write without
+/// waking it (`bpf/lib/flow.h`) until the ring is a quarter full, so a flow
+/// reaches the buffer within this (a reported packet does not pay for a
+/// thread's wake-up; the reader wakes at most 20 times a second).
+pub const POLL: Duration = Duration::from_millis(50);
 /// How often the reader refreshes the kernel's counters, and retries a
 /// source that is not there (the fast path off, or no program reports).
 const TICK: Duration = Duration::from_secs(1);
@@ -258,7 +263,7 @@ pub fn spawn_reader(
                         Err(e) => tracing::debug!(error = %e, "reading the flow counters"),
                     }
                 }
-                if let Err(e) = src.wait(WAIT) {
+                if let Err(e) = src.wait(POLL) {
                     tracing::warn!(error = %e, "waiting on the flow ring; reading stops");
                     hub.set_kernel(FlowCounters::default(), 0, None);
                     source = None;

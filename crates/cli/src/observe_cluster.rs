@@ -204,3 +204,48 @@ impl<S: Read + Write> Write for Tls<'_, S> {
         self.0.flush().map_err(explain)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_their_status_and_which_review_said_no() {
+        let m = refusal(403, "alice may not read flows");
+        assert!(
+            m.contains("403 Forbidden") && m.contains("SubjectAccessReview"),
+            "{m}"
+        );
+        assert!(m.ends_with("alice may not read flows"), "{m}");
+        assert!(refusal(401, "x").contains("TokenReview"));
+        assert_eq!(refusal(418, "x"), "weftd refused the reader (418): x");
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_to_pass_the_clusters_ca() {
+        let r = Remote {
+            addr: "198.18.0.10:9965".parse().unwrap(),
+            tls: client_config_for_test(),
+            token: String::new(),
+        };
+        let e = HttpError::Io(explain(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+        )));
+        let m = describe(&r, &e);
+        assert!(m.starts_with("198.18.0.10:9965: "), "{m}");
+        assert!(m.contains("pass the cluster's CA"), "{m}");
+        assert!(!m.contains("--flows-listen?"), "{m}");
+        let other = HttpError::Io(std::io::Error::other("connection reset"));
+        assert!(describe(&r, &other).contains("does weftd there run with --flows-listen?"));
+    }
+
+    fn client_config_for_test() -> Arc<rustls::ClientConfig> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+}

@@ -111,10 +111,25 @@ fn services_through_weft_pass_the_upstream_cases_privileged() {
                 && ip(&f["translated_to"]).starts_with("10.244.")
         })
         .count();
+    // and name the Service they were for (namespace/name and port)
+    let named = flows
+        .iter()
+        .filter(|f| {
+            f["destination"]["ip"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("10.96.")
+        })
+        .filter(|f| {
+            !f["service"]["name"].as_str().unwrap_or("").is_empty()
+                && f["service"]["port"].as_u64().unwrap_or(0) > 0
+        })
+        .count();
     eprintln!(
-        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket",
+        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket, {named} naming their Service",
         flows.len()
     );
+    assert!(named > 0, "no translation names its Service: {flows:#?}");
     assert!(
         socket_lb > 0,
         "Service translations in weft observe: {}",

@@ -207,6 +207,12 @@ pub struct AgentConfig {
     #[arg(long, env = "WEFT_FLOWS_TLS_KEY")]
     pub flows_tls_key: Option<PathBuf>,
 
+    /// Start without --flows-listen, saying so, when --flows-tls-cert is
+    /// not there (the DaemonSet's optional Secret not created); without
+    /// this a missing certificate stops weftd.
+    #[arg(long, env = "WEFT_FLOWS_TLS_OPTIONAL")]
+    pub flows_tls_optional: bool,
+
     /// Where the fast path pins the maps that outlive a restart (its
     /// counters), one directory per weftd on a bpf filesystem, e.g.
     /// /sys/fs/bpf/weft. Unset: every start begins with fresh maps.

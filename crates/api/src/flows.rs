@@ -78,6 +78,19 @@ pub struct PolicyRef {
     pub rule: String,
 }
 
+/// The Service a translation was for (TRANSLATED flows).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    /// The Service's port (behind a NodePort: the port the node port
+    /// stands for, not the node port itself).
+    pub port: u16,
+    /// The port's name, when it has one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub port_name: String,
+}
+
 /// One flow event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
@@ -116,6 +129,10 @@ pub struct Flow {
     /// TRANSLATED: the backend the Service address became.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub translated_to: Option<Peer>,
+    /// TRANSLATED: the Service whose address (ClusterIP, node port,
+    /// external or load-balancer address) it was, when weftd knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRef>,
     /// END: the connection's; else 1 and this packet's length.
     pub packets: u64,
     pub bytes: u64,

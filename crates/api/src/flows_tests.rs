@@ -32,6 +32,7 @@ fn flow() -> Flow {
         rule_id: 0,
         policy: None,
         translated_to: None,
+        service: None,
         packets: 1,
         bytes: 60,
     }

@@ -10,7 +10,9 @@ pub mod services;
 pub mod stream;
 pub mod types;
 
-pub use flows::{Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, Verdict};
+pub use flows::{
+    Flow, FlowFilter, FlowLine, FlowQuery, LostFlows, Peer, PolicyRef, ServiceRef, Verdict,
+};
 pub use matrix::*;
 pub use policy::*;
 pub use services::*;

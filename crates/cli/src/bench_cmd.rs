@@ -73,6 +73,10 @@ pub enum BenchCmd {
         /// With --flows: seconds per rate.
         #[arg(long, default_value_t = 2.0)]
         rate_seconds: f64,
+        /// With --flows: both nodes with events off (an A/A run), to see
+        /// the comparison's own noise on this machine.
+        #[arg(long)]
+        flows_control: bool,
     },
     /// Cluster IPAM under a burst: P pods over N nodes sharing a 3-member
     /// etcd, every ADD at once, with weftd's group commit on and off.
@@ -109,6 +113,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
         connects,
         rates,
         rate_seconds,
+        flows_control,
     } = cmd
     {
         let bin_dir = match bin_dir {
@@ -125,6 +130,7 @@ pub fn run(cmd: BenchCmd, fmt: Format) -> anyhow::Result<ExitCode> {
                 connects,
                 rates,
                 rate_seconds,
+                control: flows_control,
             };
             return run_flows(&spec, &out, fmt);
         }

@@ -222,6 +222,9 @@ fn summary(f: &Flow) -> String {
     } else if f.rule_id != 0 {
         parts.push(format!("rule {}", f.rule_id));
     }
+    if let Some(s) = &f.service {
+        parts.push(format!("service {}/{}:{}", s.namespace, s.name, s.port));
+    }
     if let Some(t) = &f.translated_to {
         parts.push(format!("-> {}", peer_text(t)));
     }
@@ -349,13 +352,17 @@ fn pump(t: &Target, query: &FlowQuery, tx: &mpsc::Sender<Msg>) -> Option<String>
     };
     match r {
         Ok(Streamed::Done | Streamed::Stopped) => None,
-        Ok(Streamed::Refused(resp)) => Some(
-            serde_json::from_slice::<weft_api::CniError>(&resp.body)
+        Ok(Streamed::Refused(resp)) => {
+            let msg = serde_json::from_slice::<weft_api::CniError>(&resp.body)
                 .map(|e| e.msg)
-                .unwrap_or_else(|_| format!("weftd answered {}", resp.status)),
-        ),
+                .unwrap_or_else(|_| format!("weftd answered {}", resp.status));
+            Some(match &t.remote {
+                Some(_) => crate::observe_cluster::refusal(resp.status, &msg),
+                None => msg,
+            })
+        }
         Err(e) => Some(match &t.remote {
-            Some(r) => format!("{e} (does weftd at {} run with --flows-listen?)", r.addr),
+            Some(r) => crate::observe_cluster::describe(r, &e),
             None => format!("{e} (is weftd running at {}?)", t.socket.display()),
         }),
     }

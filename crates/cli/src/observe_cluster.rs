@@ -136,15 +136,56 @@ pub fn stream(
 /// A TLS stream whose failed handshake says what to check.
 struct Tls<'a, S: Read + Write>(&'a mut S);
 
+/// The node's certificate did not check out against `--ca`.
+#[derive(Debug)]
+struct Untrusted(rustls::Error);
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the node's certificate does not check out against --ca ({}): pass the cluster's CA, the one that signed the weftds' --flows-tls-cert (each certificate must name its node's address)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
 fn explain(e: std::io::Error) -> std::io::Error {
-    if e.get_ref()
-        .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
-    {
-        std::io::Error::other(format!(
-            "{e}: the node's certificate does not check out against --ca (is it the CA that signed weftd's --flows-tls-cert, and does the certificate name the node's address?)"
-        ))
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(t) => std::io::Error::other(Untrusted(t.clone())),
+        None => e,
+    }
+}
+
+/// What to tell the user when reading `r` failed.
+pub fn describe(r: &Remote, e: &HttpError) -> String {
+    let untrusted = match e {
+        HttpError::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<Untrusted>()),
+        _ => None,
+    };
+    match untrusted {
+        Some(u) => format!("{}: {u}", r.addr),
+        None => format!(
+            "{}: {e} (does weftd there run with --flows-listen?)",
+            r.addr
+        ),
+    }
+}
+
+/// A refusal's words, with its HTTP status (401: the token; 403: RBAC).
+pub fn refusal(status: u16, msg: &str) -> String {
+    let reason = match status {
+        401 => "401 Unauthorized, the API server's TokenReview",
+        403 => "403 Forbidden, the API server's SubjectAccessReview",
+        503 => "503 Service Unavailable",
+        _ => "",
+    };
+    if reason.is_empty() {
+        format!("weftd refused the reader ({status}): {msg}")
     } else {
-        e
+        format!("weftd refused the reader ({reason}): {msg}")
     }
 }
 
@@ -161,5 +202,50 @@ impl<S: Read + Write> Write for Tls<'_, S> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush().map_err(explain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_their_status_and_which_review_said_no() {
+        let m = refusal(403, "alice may not read flows");
+        assert!(
+            m.contains("403 Forbidden") && m.contains("SubjectAccessReview"),
+            "{m}"
+        );
+        assert!(m.ends_with("alice may not read flows"), "{m}");
+        assert!(refusal(401, "x").contains("TokenReview"));
+        assert_eq!(refusal(418, "x"), "weftd refused the reader (418): x");
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_to_pass_the_clusters_ca() {
+        let r = Remote {
+            addr: "198.18.0.10:9965".parse().unwrap(),
+            tls: client_config_for_test(),
+            token: String::new(),
+        };
+        let e = HttpError::Io(explain(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+        )));
+        let m = describe(&r, &e);
+        assert!(m.starts_with("198.18.0.10:9965: "), "{m}");
+        assert!(m.contains("pass the cluster's CA"), "{m}");
+        assert!(!m.contains("--flows-listen?"), "{m}");
+        let other = HttpError::Io(std::io::Error::other("connection reset"));
+        assert!(describe(&r, &other).contains("does weftd there run with --flows-listen?"));
+    }
+
+    fn client_config_for_test() -> Arc<rustls::ClientConfig> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
     }
 }

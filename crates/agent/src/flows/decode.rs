@@ -11,7 +11,7 @@ use weft_bpf_abi::{
     VERDICT_TRANSLATED,
 };
 
-use super::{PeerMeta, Stored};
+use super::{Decider, PeerMeta, Stored};
 
 /// The two clocks read together, to turn `bpf_ktime_get_ns()` (monotonic)
 /// into Unix time.
@@ -190,9 +190,16 @@ pub fn render(s: &Stored, node: &str) -> Flow {
         observation_point: point(ev.point).into(),
         ifindex: ev.ifindex,
         rule_id: ev.rule_id,
-        policy: s.policy.as_deref().cloned(),
+        policy: match s.policy.as_deref() {
+            Some(Decider::Policy(p)) => Some(p.clone()),
+            _ => None,
+        },
         translated_to: (v == Verdict::Translated)
             .then(|| peer(address(ev.family, &ev.xlat_dst), port(ev.xlat_dport), None)),
+        service: match s.policy.as_deref() {
+            Some(Decider::Service(r)) => Some(r.clone()),
+            _ => None,
+        },
         packets: ev.packets,
         bytes: ev.bytes,
     }

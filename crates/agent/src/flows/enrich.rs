@@ -12,7 +12,7 @@ use weft_api::PolicyRef;
 use weft_bpf_abi::FlowEvent;
 
 use super::decode::{self, Clock};
-use super::Stored;
+use super::{services, Decider, Stored};
 use crate::agent::Agent;
 
 /// A pod as flows name it; shared by every flow of the pod.
@@ -23,9 +23,15 @@ pub struct PeerMeta {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Address to pod.
+/// Address to pod, and a translated address to its Service.
 pub trait Resolve: Send {
     fn resolve(&mut self, ip: IpAddr) -> Option<Arc<PeerMeta>>;
+
+    /// The Service whose frontend `dst:port` (`proto`: the IP protocol
+    /// number) is; None where Services are not known.
+    fn service(&mut self, _dst: IpAddr, _port: u16, _proto: u8) -> Option<Arc<Decider>> {
+        None
+    }
 }
 
 /// A fixed table (tests).
@@ -56,12 +62,16 @@ pub trait RuleBook: Send + Sync {
 
 /// How long the address table is used before it is built again.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How old the table may be when a translation names no known Service.
+const MISS_REFRESH: Duration = Duration::from_millis(100);
 
 /// The agent's table: its endpoints joined with their pods' labels, rebuilt
 /// at most once a second (and only while flows come).
 pub struct AgentResolver {
     agent: Weak<Agent>,
     table: HashMap<IpAddr, Arc<PeerMeta>>,
+    /// The Services' frontends (`--services on`; else empty).
+    services: HashMap<services::Key, Arc<Decider>>,
     built: Option<Instant>,
 }
 
@@ -70,6 +80,7 @@ impl AgentResolver {
         AgentResolver {
             agent,
             table: HashMap::new(),
+            services: HashMap::new(),
             built: None,
         }
     }
@@ -96,16 +107,32 @@ impl AgentResolver {
             }
         }
         self.table = table;
+        self.services = services::table(&agent.services().services());
         self.built = Some(Instant::now());
+    }
+
+    fn fresh(&mut self) {
+        if self.built.is_none_or(|t| t.elapsed() >= REFRESH) {
+            self.rebuild();
+        }
     }
 }
 
 impl Resolve for AgentResolver {
     fn resolve(&mut self, ip: IpAddr) -> Option<Arc<PeerMeta>> {
-        if self.built.is_none_or(|t| t.elapsed() >= REFRESH) {
-            self.rebuild();
-        }
+        self.fresh();
         self.table.get(&ip).cloned()
+    }
+
+    fn service(&mut self, dst: IpAddr, port: u16, proto: u8) -> Option<Arc<Decider>> {
+        self.fresh();
+        let found = services::lookup(&self.services, dst, port, proto);
+        // a Service newer than the table: look again, at most every 100 ms
+        if found.is_none() && self.built.is_some_and(|t| t.elapsed() >= MISS_REFRESH) {
+            self.rebuild();
+            return services::lookup(&self.services, dst, port, proto);
+        }
+        found
     }
 }
 
@@ -118,9 +145,11 @@ pub fn store(
 ) -> Stored {
     let src = decode::address(ev.family, &ev.src).and_then(|ip| resolve.resolve(ip));
     let dst = decode::address(ev.family, &ev.dst).and_then(|ip| resolve.resolve(ip));
-    let policy = match (ev.rule_id, rules) {
-        (0, _) | (_, None) => None,
-        (id, Some(book)) => book.rule(id).map(Arc::new),
+    let policy = match (ev.verdict, ev.rule_id, rules) {
+        (weft_bpf_abi::VERDICT_TRANSLATED, _, _) => decode::address(ev.family, &ev.dst)
+            .and_then(|ip| resolve.service(ip, u16::from_be(ev.dport), ev.proto)),
+        (_, 0, _) | (_, _, None) => None,
+        (_, id, Some(book)) => book.rule(id).map(|r| Arc::new(Decider::Policy(r))),
     };
     Stored {
         ev: *ev,

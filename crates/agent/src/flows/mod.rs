@@ -14,6 +14,7 @@ pub mod decode;
 pub mod enrich;
 pub mod remote;
 pub mod selftest;
+pub mod services;
 pub mod stream;
 
 use std::collections::VecDeque;
@@ -30,8 +31,13 @@ pub use enrich::{PeerMeta, Resolve, RuleBook, RuleHit};
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Events taken from the kernel ring per drain: the reader's batch.
 const DRAIN_MAX: usize = 256;
-/// How long the reader waits for the ring before it looks at the clock.
+/// How long the reader waits for a source to appear before it looks again.
 const WAIT: Duration = Duration::from_millis(200);
+/// How often the reader looks at the ring: the programs write without
+/// waking it (`bpf/lib/flow.h`) until the ring is a quarter full, so a flow
+/// reaches the buffer within this (a reported packet does not pay for a
+/// thread's wake-up; the reader wakes at most 20 times a second).
+pub const POLL: Duration = Duration::from_millis(50);
 /// How often the reader refreshes the kernel's counters, and retries a
 /// source that is not there (the fast path off, or no program reports).
 const TICK: Duration = Duration::from_secs(1);
@@ -44,7 +50,17 @@ pub struct Stored {
     pub wall_ns: u64,
     pub src: Option<Arc<PeerMeta>>,
     pub dst: Option<Arc<PeerMeta>>,
-    pub policy: Option<Arc<weft_api::PolicyRef>>,
+    /// The policy rule that decided, or the Service a translation was for
+    /// (one pointer for both: a flow has one or the other, and the ring's
+    /// flows stay 136 bytes).
+    pub policy: Option<Arc<Decider>>,
+}
+
+/// What decided a flow, as the API names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decider {
+    Policy(weft_api::PolicyRef),
+    Service(weft_api::ServiceRef),
 }
 
 /// What the reader has seen, for metrics.
@@ -247,7 +263,7 @@ pub fn spawn_reader(
                         Err(e) => tracing::debug!(error = %e, "reading the flow counters"),
                     }
                 }
-                if let Err(e) = src.wait(WAIT) {
+                if let Err(e) = src.wait(POLL) {
                     tracing::warn!(error = %e, "waiting on the flow ring; reading stops");
                     hub.set_kernel(FlowCounters::default(), 0, None);
                     source = None;
@@ -335,6 +351,13 @@ pub fn start_remote(
     let (Some(cert), Some(key)) = (&cfg.flows_tls_cert, &cfg.flows_tls_key) else {
         anyhow::bail!("--flows-listen needs --flows-tls-cert and --flows-tls-key");
     };
+    if cfg.flows_tls_optional && !cert.exists() {
+        tracing::warn!(
+            cert = %cert.display(),
+            "flows over TLS are off: no certificate at --flows-tls-cert; create the Secret weft-flows-tls (README, Flows) and restart weftd to serve `weft observe --cluster`"
+        );
+        return Ok(());
+    }
     let Some(hub) = agent.flows().hub().cloned() else {
         anyhow::bail!("--flows-listen needs flow observation on (--flow-buffer above 0)");
     };

@@ -299,10 +299,46 @@ fn flow_json_field_names_are_stable() {
     t.dst[15] = 10;
     t.xlat_dst = t.dst;
     t.xlat_dst[15] = 11;
-    let s = enrich::store(&t, &clock, &mut HashMap::new(), None);
+    // the Service it was for, from the Services' frontends
+    let dns = weft_lb::Service {
+        namespace: "kube-system".into(),
+        name: "dns".into(),
+        type_: weft_lb::ServiceType::ClusterIP,
+        cluster_ips: vec!["fd00::a".parse().unwrap()],
+        headless: false,
+        ports: vec![weft_lb::ServicePort {
+            name: "dns".into(),
+            protocol: weft_lb::Protocol::UDP,
+            port: 53,
+            target_port: None,
+            node_port: None,
+        }],
+        external_ips: Vec::new(),
+        load_balancer_ips: Vec::new(),
+        session_affinity: Default::default(),
+        external_traffic_policy: Default::default(),
+        internal_traffic_policy: Default::default(),
+        publish_not_ready_addresses: false,
+        labels: Default::default(),
+    };
+    let mut known = Frontends(services::table(&[dns]));
+    let s = enrich::store(&t, &clock, &mut known, None);
     let json = serde_json::to_string_pretty(&render(&s, "n1")).unwrap();
     let golden = include_str!("../../tests/fixtures/flow_translated.json");
     assert_eq!(json.trim(), golden.trim(), "the flow JSON changed:\n{json}");
+}
+
+/// Services known, pods not.
+struct Frontends(HashMap<services::Key, Arc<Decider>>);
+
+impl Resolve for Frontends {
+    fn resolve(&mut self, _: IpAddr) -> Option<Arc<PeerMeta>> {
+        None
+    }
+
+    fn service(&mut self, dst: IpAddr, port: u16, proto: u8) -> Option<Arc<Decider>> {
+        services::lookup(&self.0, dst, port, proto)
+    }
 }
 
 #[test]

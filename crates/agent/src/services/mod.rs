@@ -65,6 +65,21 @@ impl Link {
         self.linux.get().cloned()
     }
 
+    /// The Services the reconciler holds (flows name the Service of a
+    /// translation from them); empty with `--services off`.
+    pub fn services(&self) -> Vec<weft_lb::Service> {
+        let Some(r) = self.inner.get() else {
+            return Vec::new();
+        };
+        let shared = r.inner.lock().unwrap_or_else(|p| p.into_inner());
+        shared
+            .reconciler
+            .inputs()
+            .values()
+            .filter_map(|i| i.0.clone())
+            .collect()
+    }
+
     /// `weft services`.
     pub fn view(&self) -> ServicesView {
         let Some(r) = self.inner.get() else {

@@ -15,11 +15,19 @@
 #include "weft/counters.h"
 #include "weft/flow.h"
 
-/* 256 KiB: ~2500 events between two reads of weftd's reader. */
+/* 256 KiB: ~2300 events between two reads of weftd's reader. */
 struct weft_map_def SEC("maps") weft_flows = {
 	.type = BPF_MAP_TYPE_RINGBUF,
 	.max_entries = 256 * 1024,
 };
+
+/* Events are written without waking weftd's reader, which polls the ring
+ * every 50 ms (weft_agent::flows::POLL): a packet that is reported does not
+ * also pay for a thread's wake-up (on a loaded 2-CPU node that wake-up, not
+ * the write, was the round trip's cost). Past this fill (a quarter of the
+ * ring, ~580 events) every event wakes it, so a burst is drained before the
+ * ring is full. */
+#define WEFT_FLOW_WAKE_BYTES (64 * 1024)
 
 /* The limiter's key: one flow in one direction. */
 struct flow_limit_key {
@@ -94,7 +102,7 @@ static __always_inline int flow_drop_due(const struct weft_flow_event *ev)
 static __always_inline void flow_report(struct weft_flow_event *ev)
 {
 	__u32 zero = 0;
-	__u64 *lost;
+	__u64 *lost, wake = BPF_RB_NO_WAKEUP;
 
 	if (ev->verdict == WEFT_VERDICT_DROPPED || ev->verdict == WEFT_VERDICT_AUDIT) {
 		if (ev->verdict == WEFT_VERDICT_DROPPED)
@@ -102,7 +110,9 @@ static __always_inline void flow_report(struct weft_flow_event *ev)
 		if (!flow_drop_due(ev))
 			return;
 	}
-	if (bpf_ringbuf_output(&weft_flows, ev, sizeof(*ev), 0) == 0)
+	if (bpf_ringbuf_query(&weft_flows, BPF_RB_AVAIL_DATA) >= WEFT_FLOW_WAKE_BYTES)
+		wake = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&weft_flows, ev, sizeof(*ev), wake) == 0)
 		return;
 	lost = bpf_map_lookup_elem(&weft_flow_lost, &zero);
 	if (lost)

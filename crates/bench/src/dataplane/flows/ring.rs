@@ -33,7 +33,7 @@ pub struct RateStep {
     pub lost: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RingReport {
     pub ring_bytes: u64,
     pub steps: Vec<RateStep>,

@@ -43,6 +43,7 @@ function decided(f) {
   } else if (f.rule_id) {
     parts.push(`rule ${f.rule_id}`);
   }
+  if (f.service) parts.push(`service ${f.service.namespace}/${f.service.name}:${f.service.port}`);
   if (f.translated_to) parts.push(`-> ${peerText(f.translated_to)}`);
   if (f.tcp_flags && f.tcp_flags.length) parts.push(`TCP ${f.tcp_flags.join(",")}`);
   return parts.join(" ");

@@ -12,11 +12,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::*;
 
+#[path = "service_feed.rs"]
+mod service_feed;
+pub use service_feed::{ServiceChanges, ServiceFeed, ServiceInput};
+
 /// A domain type with a table in the index.
 pub trait Indexed: Clone + PartialEq + Send + 'static {
     const KIND: Kind;
     fn key(&self) -> ObjKey;
     fn table(t: &mut Tables) -> &mut BTreeMap<ObjKey, Self>;
+    /// `key` changed: `old` is what the table held before (the table holds
+    /// the new value, or nothing after a delete). Keeps the Service feeds.
+    fn track(_t: &mut Tables, _key: &ObjKey, _old: Option<Self>) {}
+    /// The table was replaced by a full list.
+    fn track_reset(_t: &mut Tables) {}
 }
 
 macro_rules! indexed {
@@ -48,8 +57,39 @@ indexed!(NodeInfo, Kind::Node, nodes, cluster);
 indexed!(PodInfo, Kind::Pod, pods);
 indexed!(NamespaceInfo, Kind::Namespace, namespaces, cluster);
 indexed!(NetPolicy, Kind::NetworkPolicy, policies);
-indexed!(Service, Kind::Service, services);
-indexed!(EndpointSliceInfo, Kind::EndpointSlice, slices);
+
+impl Indexed for Service {
+    const KIND: Kind = Kind::Service;
+    fn key(&self) -> ObjKey {
+        ObjKey::new(self.namespace.clone(), self.name.clone())
+    }
+    fn table(t: &mut Tables) -> &mut BTreeMap<ObjKey, Self> {
+        &mut t.services
+    }
+    fn track(t: &mut Tables, key: &ObjKey, _old: Option<Self>) {
+        t.tracking.service_changed(key);
+    }
+    fn track_reset(t: &mut Tables) {
+        t.tracking.all_changed();
+    }
+}
+
+impl Indexed for EndpointSliceInfo {
+    const KIND: Kind = Kind::EndpointSlice;
+    fn key(&self) -> ObjKey {
+        ObjKey::new(self.namespace.clone(), self.name.clone())
+    }
+    fn table(t: &mut Tables) -> &mut BTreeMap<ObjKey, Self> {
+        &mut t.slices
+    }
+    fn track(t: &mut Tables, key: &ObjKey, old: Option<Self>) {
+        t.tracking
+            .slice_changed(key, old.as_ref(), t.slices.get(key));
+    }
+    fn track_reset(t: &mut Tables) {
+        t.tracking.slices_reset(&t.slices);
+    }
+}
 indexed!(
     weft_policy::ClusterNetworkPolicy,
     Kind::ClusterNetworkPolicy,
@@ -66,6 +106,7 @@ pub struct Tables {
     services: BTreeMap<ObjKey, Service>,
     slices: BTreeMap<ObjKey, EndpointSliceInfo>,
     cluster_policies: BTreeMap<ObjKey, weft_policy::ClusterNetworkPolicy>,
+    tracking: service_feed::Tracking,
 }
 
 impl Tables {
@@ -128,6 +169,12 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The writing side (the watches; tests).
 #[derive(Clone)]
 pub struct Index(Arc<Shared>);
@@ -173,7 +220,7 @@ impl Index {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock()
     }
 
     fn changed(&self, inner: &mut Inner) {
@@ -186,10 +233,12 @@ impl Index {
     pub fn apply<T: Indexed>(&self, obj: T) {
         let mut inner = self.lock();
         let key = obj.key();
-        let table = T::table(&mut inner.tables);
+        let tables = &mut inner.tables;
+        let table = T::table(tables);
         let changed = table.get(&key) != Some(&obj);
         if changed {
-            table.insert(key, obj);
+            let old = table.insert(key.clone(), obj);
+            T::track(tables, &key, old);
         }
         healthy(&mut inner, T::KIND);
         if changed {
@@ -199,7 +248,11 @@ impl Index {
 
     pub fn delete<T: Indexed>(&self, key: &ObjKey) {
         let mut inner = self.lock();
-        let changed = T::table(&mut inner.tables).remove(key).is_some();
+        let old = T::table(&mut inner.tables).remove(key);
+        let changed = old.is_some();
+        if changed {
+            T::track(&mut inner.tables, key, old);
+        }
         healthy(&mut inner, T::KIND);
         if changed {
             self.changed(&mut inner);
@@ -220,6 +273,9 @@ impl Index {
         }
         let changed = *table != fresh;
         *table = fresh;
+        // a relist may stand for changes no event told of: readers of the
+        // Service feeds copy everything once
+        T::track_reset(&mut inner.tables);
         let st = inner
             .status
             .get_mut(&T::KIND)
@@ -292,7 +348,7 @@ fn healthy(inner: &mut Inner, kind: Kind) {
 
 impl View {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock()
     }
 
     /// Counts changes; compare with an earlier value to learn whether
@@ -401,6 +457,12 @@ impl View {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// A feed of what changed among the Services and their slices (see
+    /// [`ServiceFeed`]); its first take is everything.
+    pub fn service_feed(&self) -> ServiceFeed {
+        ServiceFeed::new(self.0.clone())
     }
 
     pub fn services(&self) -> Vec<Service> {

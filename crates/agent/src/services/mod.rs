@@ -3,6 +3,7 @@
 //! path's service maps equal to what `weft_lb` computes for this node.
 //!
 //! - [`convert`]: the adapter's types to `weft_lb`'s input
+//! - [`follow`]: the view's changed Services, converted, as rounds
 //! - [`reconciler`]: the rounds, pure over the [`KernelMaps`] seam
 //! - [`stale`]: UDP sockets still connected to a backend that left
 //! - [`view`]: `weft services`
@@ -11,6 +12,7 @@
 //! the Services and weft's programs leave its NAT alone.
 
 pub mod convert;
+pub mod follow;
 pub mod kernel;
 pub mod reconciler;
 pub mod stale;
@@ -33,6 +35,11 @@ use crate::config::{AgentConfig, ServicesMode};
 
 /// How often a round runs without a change (retrying failed writes).
 const IDLE_ROUND: Duration = Duration::from_secs(1);
+
+/// How often a round converts and compares every Service although the
+/// view's feed told of no change: a safety net, cheap at this period
+/// (tens of ms at 10k Services).
+pub const FULL_RESYNC: Duration = Duration::from_secs(300);
 
 struct Running {
     node: NodeView,
@@ -192,6 +199,8 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
     let mut seen = view.generation();
     let mut logged_wait = false;
     let mut addrs: Option<Vec<IpAddr>> = None;
+    let mut follow = follow::Follow::new(view.service_feed());
+    let mut last_full: Option<Instant> = None;
     loop {
         let synced = r
             .inner
@@ -209,8 +218,9 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
             continue;
         }
         let now = view.generation();
-        let inputs = convert::inputs(&view.services(), &view.endpoint_slices());
         let started = Instant::now();
+        let full = !synced || last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC);
+        let round = follow.next(full);
         let mut guard = r.inner.lock().unwrap_or_else(|p| p.into_inner());
         let shared = &mut *guard;
         let want = node_addrs(view, configured);
@@ -226,7 +236,15 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
             }
         }
         let failed_before = shared.reconciler.progress().ops_failed;
-        let written = shared.reconciler.sync(inputs, &mut shared.kernel);
+        let written = match round {
+            follow::Round::Full(inputs) => {
+                last_full = Some(Instant::now());
+                shared.reconciler.sync(inputs, &mut shared.kernel)
+            }
+            follow::Round::Changed(changed) => {
+                shared.reconciler.sync_changed(changed, &mut shared.kernel)
+            }
+        };
         let left = shared.reconciler.take_left_udp();
         if !left.is_empty() {
             let t = Instant::now();
@@ -280,5 +298,7 @@ pub fn check_cgroup_root(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_follow;
 #[cfg(test)]
 mod tests_udp;

@@ -11,7 +11,11 @@
 //! - Nothing is written before both watches have listed once: an empty
 //!   view at start is "not known yet", not "no Services".
 //! - Afterwards each round hands only the Services whose input changed to
-//!   [`LbState::update`] and writes its ordered ops; a failed write makes
+//!   [`LbState::update`] and writes its ordered ops: a full round
+//!   ([`Reconciler::sync`], every Service's input) finds them by comparing,
+//!   a changed round ([`Reconciler::sync_changed`], the view's feed of
+//!   changed Services) is told them, so its cost follows the change, not
+//!   the number of Services. A failed write makes
 //!   the reconciler "dirty" and the next rounds run full
 //!   [`weft_lb::reconcile`] rounds (which hold back unsafe ops) until one
 //!   is clean.
@@ -81,6 +85,9 @@ pub struct Reconciler {
     progress: Progress,
     /// UDP backends the kernel's maps stopped selecting, not yet taken.
     left_udp: BTreeSet<SocketAddr>,
+    /// The newest input of each refused Service: a changed round retries
+    /// them (no feed tells of them again).
+    retry: Inputs,
 }
 
 impl Reconciler {
@@ -94,6 +101,7 @@ impl Reconciler {
             dirty: true,
             progress: Progress::default(),
             left_udp: BTreeSet::new(),
+            retry: Inputs::new(),
         }
     }
 
@@ -133,11 +141,12 @@ impl Reconciler {
         self.synced && !self.dirty && self.current == *self.state.maps()
     }
 
-    /// One round: `inputs` is every Service with its slices as the view
+    /// One full round: `inputs` is every Service with its slices as the view
     /// shows them now. Returns the number of ops written.
     pub fn sync<W: KernelMaps>(&mut self, inputs: Inputs, kernel: &mut W) -> usize {
         self.progress.rounds += 1;
         let mut written = 0;
+        self.retry.clear();
         if !self.synced {
             let services: Vec<Service> = inputs.values().filter_map(|i| i.0.clone()).collect();
             let slices: Vec<EndpointSlice> =
@@ -164,7 +173,37 @@ impl Reconciler {
         written
     }
 
-    fn update_changed<W: KernelMaps>(&mut self, mut inputs: Inputs, kernel: &mut W) -> usize {
+    /// One changed round: `changed` holds only the Services whose input
+    /// changed since the last round, each with its whole input now (`None`
+    /// and no slices: gone); Services refused before are retried. Before
+    /// the first full round nothing can be done: returns 0.
+    pub fn sync_changed<W: KernelMaps>(&mut self, mut changed: Inputs, kernel: &mut W) -> usize {
+        if !self.synced {
+            return 0;
+        }
+        self.progress.rounds += 1;
+        for (name, input) in std::mem::take(&mut self.retry) {
+            changed.entry(name).or_insert(input);
+        }
+        // a change the load balancer does not see (or undone since) costs
+        // nothing more
+        let names: Vec<ServiceName> = changed
+            .iter()
+            .filter(|(n, i)| match self.inputs.get(n) {
+                Some(held) => held != *i,
+                None => i.0.is_some() || !i.1.is_empty(),
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut written = self.update(names, changed, kernel);
+        if self.dirty {
+            written += self.full_round(kernel);
+        }
+        self.progress.pending = self.dirty;
+        written
+    }
+
+    fn update_changed<W: KernelMaps>(&mut self, inputs: Inputs, kernel: &mut W) -> usize {
         let mut names: Vec<ServiceName> = inputs
             .iter()
             .filter(|(n, i)| self.inputs.get(n) != Some(i))
@@ -176,6 +215,17 @@ impl Reconciler {
                 .filter(|n| !inputs.contains_key(n))
                 .cloned(),
         );
+        self.update(names, inputs, kernel)
+    }
+
+    /// Hands each of `names` with its input (none: gone) to the state and
+    /// writes the ops.
+    fn update<W: KernelMaps>(
+        &mut self,
+        names: Vec<ServiceName>,
+        mut inputs: Inputs,
+        kernel: &mut W,
+    ) -> usize {
         let mut written = 0;
         for name in names {
             let (svc, slices) = inputs.remove(&name).unwrap_or_default();
@@ -192,9 +242,10 @@ impl Reconciler {
                     }
                 }
                 Err(e) => {
-                    // the old input stays recorded: this name differs again
-                    // next round and is retried
-                    self.progress.refused.insert(name, e.to_string());
+                    // the old input stays recorded: a full round finds this
+                    // name differing again, a changed round retries it
+                    self.progress.refused.insert(name.clone(), e.to_string());
+                    self.retry.insert(name, (svc, slices));
                 }
             }
         }

@@ -61,7 +61,8 @@ pub struct ScaleSpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct MapUse {
     pub name: String,
-    pub entries: usize,
+    /// As weftd counts them (the ipcache and policy maps only).
+    pub entries: Option<usize>,
     pub max_entries: u64,
     pub key_bytes: u64,
     pub value_bytes: u64,
@@ -564,7 +565,7 @@ fn map_use(pid: u32, entries: &BTreeMap<&str, usize>) -> anyhow::Result<Vec<MapU
                 .contains(&name)
                 .then(|| MapUse {
                     name: name.to_string(),
-                    entries: entries.get(name).copied().unwrap_or(0),
+                    entries: entries.get(name).copied(),
                     max_entries: m["max_entries"].as_u64().unwrap_or(0),
                     key_bytes: m["bytes_key"].as_u64().unwrap_or(0),
                     value_bytes: m["bytes_value"].as_u64().unwrap_or(0),
@@ -612,7 +613,12 @@ pub fn render_table(r: &ScaleReport) -> String {
     for m in &r.maps {
         t += &format!(
             "  {:<16} {:>7} entries of {:>7}, key {} + value {} bytes, memlock {} bytes\n",
-            m.name, m.entries, m.max_entries, m.key_bytes, m.value_bytes, m.memlock_bytes
+            m.name,
+            m.entries.map_or("-".into(), |e| e.to_string()),
+            m.max_entries,
+            m.key_bytes,
+            m.value_bytes,
+            m.memlock_bytes
         );
     }
     t

@@ -90,10 +90,7 @@ fn probe_loop(stop: &AtomicBool, samples: &Mutex<Vec<Sample>>, server: SocketAdd
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let ok = match TcpStream::connect_timeout(&server, PROBE_TIMEOUT) {
-            Ok(_) => true,
-            Err(_) => false,
-        };
+        let ok = TcpStream::connect_timeout(&server, PROBE_TIMEOUT).is_ok();
         {
             let mut v = samples.lock().unwrap_or_else(|p| p.into_inner());
             if v.len() >= MAX_SAMPLES {

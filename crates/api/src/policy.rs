@@ -27,6 +27,26 @@ pub struct PolicyList {
     pub identities: usize,
     pub ipcache_entries: usize,
     pub policy_entries: usize,
+    /// The last round a change of the API view started: when weftd saw
+    /// the change and when the maps held its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<PolicyChange>,
+}
+
+/// One change of the API view through a round (`weft bench policy
+/// --scale` reads it). Times are microseconds since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// The view's generation the round compiled.
+    pub generation: u64,
+    /// The policy thread woke to the change.
+    pub seen_unix_us: u64,
+    /// The round's map writes were done.
+    pub written_unix_us: u64,
+    /// Of the round: the whole-cluster compile, and the plan and writes.
+    pub compile_us: u64,
+    pub write_us: u64,
+    pub writes: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

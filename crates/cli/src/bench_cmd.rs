@@ -293,6 +293,25 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
 
 #[derive(clap::Args)]
 pub struct PolicyArgs {
+    /// Policy at scale instead: a lab cluster with the real API server,
+    /// --pods pods and --policies NetworkPolicies, one of them changed
+    /// --changes times: API write to weftd, weftd to maps, API write to the
+    /// verdict flipping; weftd's RSS and CPU; map bytes per rule.
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: pods, the client and the server included.
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// With --scale: NetworkPolicies, the changed one included.
+    #[arg(long, default_value_t = 1000)]
+    policies: usize,
+    /// With --scale: changes of the probed policy.
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    /// With --scale: where weftd, weft-cni and weft-lab-kubelet are
+    /// (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
     /// Rule counts, measured in turn (N decoy policies, then the allowing
     /// one last).
     #[arg(long, value_delimiter = ',', default_values_t = [0, 100, 1000, 10000])]
@@ -317,6 +336,9 @@ pub struct PolicyArgs {
 
 fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
     use weft_bench::policy as bp;
+    if a.scale {
+        return run_policy_scale(a, fmt);
+    }
     let spec = bp::PolicyBenchSpec {
         name: crate::interrupt::removed_on_interrupt(format!("wbp{}", std::process::id()))?,
         rules: a.rules,
@@ -339,6 +361,33 @@ fn run_policy(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
         out!("{}", bp::render_table(&report));
     }
     announce(&written);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_policy_scale(a: PolicyArgs, fmt: Format) -> anyhow::Result<ExitCode> {
+    use weft_bench::policy::scale;
+    let spec = scale::ScaleSpec {
+        name: crate::interrupt::removed_on_interrupt(format!("wps{}", std::process::id()))?,
+        bin_dir: match a.bin_dir {
+            Some(d) => d,
+            None => crate::lab_cmd::default_bin_dir()?,
+        },
+        pods: a.pods,
+        policies: a.policies,
+        changes: a.changes,
+    };
+    let report = scale::run(&spec, &mut |m| eprintln!("{m}"))?;
+    std::fs::create_dir_all(&a.out)?;
+    let json = a
+        .out
+        .join(format!("policy-scale-{}.json", report.machine.when_unix));
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+    if fmt == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", scale::render_table(&report));
+    }
+    announce(&[json]);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -31,6 +31,7 @@ pub(crate) type Raw = BTreeMap<PolicyKey, BTreeSet<AllowedBy>>;
 /// their order). `isolated_by`: the NetworkPolicy isolating this direction.
 pub(crate) fn decide<'a>(
     reasons: impl Iterator<Item = &'a AllowedBy>,
+    direction: Direction,
     isolated_by: Option<&PolicyRef>,
 ) -> AllowedBy {
     let (mut admin, mut np, mut baseline) = (None, None, None);
@@ -54,7 +55,7 @@ pub(crate) fn decide<'a>(
     if let Some(p) = isolated_by {
         return np
             .cloned()
-            .unwrap_or_else(|| AllowedBy::DefaultDeny(p.clone()));
+            .unwrap_or_else(|| AllowedBy::DefaultDeny(p.clone(), direction));
     }
     decides(baseline).unwrap_or(AllowedBy::NoDecision)
 }
@@ -92,7 +93,12 @@ pub(crate) fn flatten(
     let iso = |d: Direction| isolation[d as usize].as_ref();
     let mut out: BTreeMap<PolicyKey, AllowedBy> = raw
         .keys()
-        .map(|k| (*k, decide(reasons_at(raw, *k), iso(k.direction))))
+        .map(|k| {
+            (
+                *k,
+                decide(reasons_at(raw, *k), k.direction, iso(k.direction)),
+            )
+        })
         .collect();
     // Identities with keys of their own, per direction.
     let named: BTreeSet<(Direction, Identity)> = raw
@@ -133,7 +139,7 @@ pub(crate) fn flatten(
         if mine == theirs {
             continue;
         }
-        let value = decide(mine.into_iter(), iso(k.direction));
+        let value = decide(mine.into_iter(), k.direction, iso(k.direction));
         // Nor is one needed that decides the same without naming a
         // NetworkPolicy rule (a rule's index, so whether two agree, depends
         // on rule order): the node exemption's copies all go this way.

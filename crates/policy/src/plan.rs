@@ -324,7 +324,7 @@ fn decision_at(policy: &EndpointPolicy, key: &PolicyKey) -> AllowedBy {
         .or_else(|| hit(Identity::ANY))
         .cloned()
         .unwrap_or_else(|| match policy.isolated_by(key.direction) {
-            Some(p) => AllowedBy::DefaultDeny(p.clone()),
+            Some(p) => AllowedBy::DefaultDeny(p.clone(), key.direction),
             None => AllowedBy::NoDecision,
         })
 }

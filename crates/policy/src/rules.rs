@@ -99,6 +99,14 @@ impl RuleIds {
         let mut ids = RuleIds::new();
         ids.next = saved.next.max(1);
         for (id, reason) in saved.ids {
+            // weftd before one representation of the default deny saved
+            // the isolation's as a rule of index usize::MAX
+            let reason = match reason {
+                AllowedBy::Rule(r) if r.index == usize::MAX => {
+                    AllowedBy::DefaultDeny(r.policy, r.direction)
+                }
+                r => r,
+            };
             if id == 0
                 || id >= ids.next
                 || ids.by_id.contains_key(&id)
@@ -133,6 +141,27 @@ mod tests {
             direction: Direction::Ingress,
             index,
         })
+    }
+
+    /// weftd before one representation of the default deny saved the
+    /// isolation's as rule usize::MAX; the id keeps naming that default deny.
+    #[test]
+    fn an_old_default_deny_id_restores_as_the_default_deny() {
+        let old = SavedRuleIds {
+            next: 3,
+            ids: vec![(1, rule("a", usize::MAX)), (2, rule("a", 0))],
+        };
+        let mut r = RuleIds::restore(old);
+        let deny = AllowedBy::DefaultDeny(
+            PolicyRef {
+                namespace: "x".into(),
+                name: "a".into(),
+            },
+            Direction::Ingress,
+        );
+        assert_eq!(r.reason(1), Some(&deny));
+        assert_eq!(r.id(&deny), 1);
+        assert_eq!(r.reason(2), Some(&rule("a", 0)));
     }
 
     #[test]

@@ -72,10 +72,14 @@ pub enum AllowedBy {
     Rule(RuleRef),
     /// A ClusterNetworkPolicy rule: its action is the entry's.
     Cluster(ClusterRuleRef),
-    /// The default deny of the (smallest) isolating NetworkPolicy, written
-    /// where a shorter entry would otherwise decide (e.g. under an Admin
-    /// Pass rule).
-    DefaultDeny(PolicyRef),
+    /// The default deny of the (smallest) NetworkPolicy isolating the
+    /// direction: the one representation of it everywhere, both where the
+    /// programs reach it through the endpoint's isolation (no entry
+    /// matched: `weft_policy_ep`'s deny rule id) and where an entry carries
+    /// it (written where a shorter entry would otherwise decide, e.g. under
+    /// an Admin Pass rule). One reason, so one rule id and one name in flow
+    /// events and counters.
+    DefaultDeny(PolicyRef, Direction),
     /// No tier decided: Kubernetes' default allow, written where a shorter
     /// entry would otherwise decide (e.g. under a Baseline Pass rule).
     NoDecision,
@@ -91,7 +95,7 @@ impl AllowedBy {
                 // A Pass is never written: the tier after it decides.
                 ClusterAction::Accept | ClusterAction::Pass => Action::Allow,
             },
-            AllowedBy::DefaultDeny(_) => Action::Deny,
+            AllowedBy::DefaultDeny(..) => Action::Deny,
         }
     }
 
@@ -101,7 +105,7 @@ impl AllowedBy {
             AllowedBy::Cluster(r) if r.action == ClusterAction::Deny => {
                 DirectionVerdict::DeniedBy(r.clone())
             }
-            AllowedBy::DefaultDeny(p) => DirectionVerdict::Denied(p.clone()),
+            AllowedBy::DefaultDeny(p, _) => DirectionVerdict::Denied(p.clone()),
             AllowedBy::NoDecision => DirectionVerdict::NotIsolated,
             by => DirectionVerdict::Allowed(by.clone()),
         }
@@ -114,7 +118,7 @@ impl fmt::Display for AllowedBy {
             AllowedBy::LocalNode => write!(f, "traffic from the pod's own node"),
             AllowedBy::Rule(r) => write!(f, "{r}"),
             AllowedBy::Cluster(r) => write!(f, "{r}"),
-            AllowedBy::DefaultDeny(p) => write!(f, "the default deny of {p}"),
+            AllowedBy::DefaultDeny(p, d) => write!(f, "the default deny of {p} ({d})"),
             AllowedBy::NoDecision => write!(f, "no policy decides (the default allow)"),
         }
     }
@@ -210,16 +214,15 @@ mod tests {
         assert_eq!(AllowedBy::NoDecision.action(), Action::Allow);
         assert_eq!(cnp(ClusterAction::Accept).action(), Action::Allow);
         assert_eq!(cnp(ClusterAction::Deny).action(), Action::Deny);
-        assert_eq!(AllowedBy::DefaultDeny(p.clone()).action(), Action::Deny);
+        let deny = AllowedBy::DefaultDeny(p.clone(), Direction::Ingress);
+        assert_eq!(deny.action(), Action::Deny);
+        assert_eq!(deny.to_string(), "the default deny of x/np (ingress)");
         assert_eq!(
             cnp(ClusterAction::Deny).to_string(),
             "rule 2 (ingress[2], Deny) of cnp/guard"
         );
         assert!(!cnp(ClusterAction::Deny).verdict().allows());
-        assert_eq!(
-            AllowedBy::DefaultDeny(p.clone()).verdict(),
-            DirectionVerdict::Denied(p)
-        );
+        assert_eq!(deny.verdict(), DirectionVerdict::Denied(p));
         assert_eq!(
             AllowedBy::NoDecision.verdict(),
             DirectionVerdict::NotIsolated

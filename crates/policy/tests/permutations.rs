@@ -93,7 +93,7 @@ fn by_policy(c: &Compiled) -> BTreeMap<(EndpointRef, PolicyKey), Option<PolicyRe
         .flat_map(|(ep, p)| {
             p.entries.iter().map(move |(k, by)| {
                 let who = match by {
-                    AllowedBy::Rule(RuleRef { policy, .. }) | AllowedBy::DefaultDeny(policy) => {
+                    AllowedBy::Rule(RuleRef { policy, .. }) | AllowedBy::DefaultDeny(policy, _) => {
                         Some(policy.clone())
                     }
                     _ => None,

@@ -95,6 +95,7 @@ fn a_scrape_parses_with_a_real_parser_and_carries_every_family() {
     add(&agent);
     telemetry().observe_cni("add", true, Duration::from_millis(3));
     telemetry().observe_kubernetes("list", "pods", Duration::from_millis(4));
+    telemetry().observe_policy_update(Duration::from_micros(700));
     let fake = FakeFlowSource::new();
     fake.push(ev(VERDICT_DROPPED));
     fake.push(ev(VERDICT_FORWARDED));
@@ -153,6 +154,7 @@ fn a_scrape_parses_with_a_real_parser_and_carries_every_family() {
             &[("verb", "list"), ("resource", "pods")]
         ) >= 1.0
     );
+    assert!(v("weft_policy_update_duration_seconds", &[]) >= 1.0);
     assert_eq!(v("weft_build_info", &[]), 1.0);
     assert!(v("process_resident_memory_bytes", &[]) > 0.0);
     // conventions: weft_ names (or the standard process_ ones), snake_case

@@ -23,13 +23,23 @@
 //! delete and a revival cannot both succeed: whichever commits first wins
 //! and the other retries (the allocator then makes a new number). The cache
 //! forgets keys a pass found unused, so a released key is read again.
+//!
+//! Node-relative identities (`Host` and `RemoteNode` with a CIDR piece: a
+//! node's own addresses inside a policy's ipBlock) are only in the compile
+//! of the nodes whose addresses they cover (a node's view holds its own
+//! Node object alone). Another node marking one would be undone by its node
+//! on its next pass, and so on every 30 s for as long as both run; so a
+//! node marks only those it used itself since it started, once it stops
+//! using them, and leaves one alone for good when another node revives it.
+//! Idle, a pass writes nothing. One whose node went for good before it
+//! stopped using it stays (at most two per CIDR piece of the policies).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use weft_policy::{Collected, Identity, IdentityAllocator, IdentityKey, PolicyError};
+use weft_policy::{Collected, Identity, IdentityAllocator, IdentityKey, PolicyError, Subject};
 use weft_store::{KeyValue, Store, TxnOp};
 
 pub const PREFIX: &str = "/weft/identities/v1/";
@@ -63,6 +73,15 @@ pub struct StoreAllocator {
     store: Arc<dyn Store>,
     cache: BTreeMap<IdentityKey, Identity>,
     grace: Duration,
+    /// Node-relative keys this node used since it started (see the module
+    /// doc: the only ones of their kind it may mark), and whether it has
+    /// marked each since.
+    used_here: BTreeMap<IdentityKey, bool>,
+}
+
+/// A key only the nodes whose addresses it covers compile.
+fn node_relative(key: &IdentityKey) -> bool {
+    matches!(key.subject, Subject::Host | Subject::RemoteNode) && key.cidr.is_some()
 }
 
 fn digest(key: &IdentityKey) -> Result<String, PolicyError> {
@@ -81,6 +100,7 @@ impl StoreAllocator {
             store,
             cache: BTreeMap::new(),
             grace: GRACE,
+            used_here: BTreeMap::new(),
         }
     }
 
@@ -229,6 +249,9 @@ impl IdentityAllocator for StoreAllocator {
     ) -> Result<Collected, PolicyError> {
         // a key this pass finds unused is read from the store next time
         self.cache.retain(|k, id| in_use.get(id) == Some(k));
+        for k in in_use.values().filter(|k| node_relative(k)) {
+            self.used_here.insert(k.clone(), false);
+        }
         let listing = self
             .store
             .list(&format!("{PREFIX}keys/"))
@@ -240,6 +263,18 @@ impl IdentityAllocator for StoreAllocator {
                 continue;
             };
             let used = in_use.get(&Identity(r.id)) == Some(&r.key);
+            if !used && node_relative(&r.key) {
+                match self.used_here.get(&r.key) {
+                    // another node's: its node judges it
+                    None => continue,
+                    // marked by this node, revived since: another's now
+                    Some(true) if r.unused_since.is_none() => {
+                        self.used_here.remove(&r.key);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
             match (used, r.unused_since) {
                 (true, None) => {}
                 (true, Some(_)) | (false, None) => {
@@ -256,6 +291,9 @@ impl IdentityAllocator for StoreAllocator {
                             done.revived += 1;
                         } else {
                             done.marked += 1;
+                            if let Some(m) = self.used_here.get_mut(&r.key) {
+                                *m = true;
+                            }
                         }
                     }
                 }
@@ -265,6 +303,7 @@ impl IdentityAllocator for StoreAllocator {
                     }
                     if self.release(kv, r.id)? {
                         done.released += 1;
+                        self.used_here.remove(&r.key);
                     }
                 }
             }
@@ -572,6 +611,72 @@ mod tests {
             assert_eq!(x.allocate(k).unwrap(), y.allocate(k).unwrap());
         }
         assert!(total.marked > 0 && total.released > 0, "{total:?}");
+    }
+
+    /// A node's own addresses in a policy's CIDR piece: `Host`/`RemoteNode`
+    /// keys only that node's compile has (each node's view holds only its
+    /// own Node object).
+    fn node_relative(subject: Subject, piece: &str) -> IdentityKey {
+        IdentityKey {
+            subject,
+            cidr: Some(piece.parse().unwrap()),
+        }
+    }
+
+    fn revision(store: &dyn Store) -> u64 {
+        store.list(PREFIX).unwrap().revision
+    }
+
+    /// Three idle nodes collecting every 30 s for ten minutes: the pods'
+    /// identities every node uses, and per node the node-relative ones of
+    /// its own addresses (in three different CIDR pieces), which the other
+    /// two nodes' compiles lack. Idle, nothing is written: a node leaves a
+    /// node-relative identity it never used to the nodes that do (before,
+    /// the others marked it every pass and its node revived it: 240 writes
+    /// in these ten minutes, 24 a minute).
+    /// The node that stops using one still releases it after the grace.
+    #[test]
+    fn idle_nodes_write_nothing_and_leave_each_others_node_identities_alone() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let pieces = ["198.18.0.0/24", "198.18.1.0/24", "198.18.2.0/24"];
+        let mut nodes: Vec<(StoreAllocator, BTreeMap<Identity, IdentityKey>)> = pieces
+            .iter()
+            .map(|piece| {
+                let mut a = StoreAllocator::new(store.clone());
+                let mut in_use = BTreeMap::new();
+                for k in [
+                    pod("web"),
+                    pod("db"),
+                    node_relative(Subject::Host, piece),
+                    node_relative(Subject::RemoteNode, piece),
+                ] {
+                    in_use.insert(a.allocate(&k).unwrap(), k);
+                }
+                (a, in_use)
+            })
+            .collect();
+        let before = revision(&*store);
+        for pass in 0..20 {
+            for (a, in_use) in &mut nodes {
+                a.collect(in_use, at(1_000 + pass * 30)).unwrap();
+            }
+        }
+        let writes = revision(&*store) - before;
+        assert_eq!(writes, 0, "store writes in 10 idle minutes of 3 nodes");
+        assert_eq!(records(&*store).len(), 2 + 2 * pieces.len());
+
+        // node 0 stops using its Host identity: it marks it, the grace
+        // passes, it goes (the others never touch it)
+        let host0 = node_relative(Subject::Host, pieces[0]);
+        nodes[0].1.retain(|_, k| *k != host0);
+        for pass in 0..15 {
+            for (a, in_use) in &mut nodes {
+                a.collect(in_use, at(2_000 + pass * 30)).unwrap();
+            }
+        }
+        let left = records(&*store);
+        assert!(!left.values().any(|k| *k == host0), "{left:?}");
+        assert_eq!(left.len(), 1 + 2 * pieces.len());
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod views;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::endpoint::Endpoint;
 use weft_k8s::{Kind, View};
@@ -64,6 +64,8 @@ pub struct Running {
     rec: Mutex<Reconciler<DynMaps>>,
     reason: String,
     rule_ids: Mutex<rule_ids::Saver>,
+    /// The last round a view change started (`weft policy list`).
+    last_change: Mutex<Option<weft_api::PolicyChange>>,
 }
 
 impl Link {
@@ -273,6 +275,7 @@ pub fn start(mode: PolicyMode, agent: &Arc<Agent>) -> anyhow::Result<()> {
         rec: Mutex::new(rec),
         reason,
         rule_ids: Mutex::new(rule_ids::Saver::new(link.rule_ids_file.get().cloned())),
+        last_change: Mutex::new(None),
     });
     let _ = link.running.set(run.clone());
     // flow events and metrics name the rule behind the programs' rule ids
@@ -299,7 +302,9 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
             .into_iter()
             .map(|l| (l.pod, l.id))
             .collect();
-        let changed = now != seen
+        let view_changed = now != seen;
+        let (seen_at, woke) = (SystemTime::now(), Instant::now());
+        let changed = view_changed
             || last_local.as_ref() != Some(&local)
             || force
             || run.lock().collection_due();
@@ -309,8 +314,29 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
         }
         last_local = Some(local);
         let mut rec = run.lock();
-        force = round(run, &mut rec, agent, None).is_err();
+        let res = round(run, &mut rec, agent, None);
+        force = res.is_err();
+        if let (true, Ok(writes)) = (view_changed, res) {
+            let took = woke.elapsed();
+            crate::metrics::telemetry().observe_policy_update(took);
+            let compile_us = rec.report.last_compile_micros;
+            *run.last_change.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(weft_api::PolicyChange {
+                    generation: now,
+                    seen_unix_us: unix_us(seen_at),
+                    written_unix_us: unix_us(seen_at + took),
+                    compile_us,
+                    write_us: rec.report.last_micros.saturating_sub(compile_us),
+                    writes,
+                });
+        }
     }
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub struct RoundReport {
     pub rounds: u64,
     pub last_writes: usize,
     pub last_micros: u64,
+    /// Of `last_micros`: the whole-cluster compile (the rest is the cut to
+    /// this node, the plan and the map writes).
+    pub last_compile_micros: u64,
     /// The last round's error (allocation or a map write), if it failed.
     pub last_error: Option<String>,
     pub fail_closed: Vec<EndpointRef>,
@@ -233,6 +236,7 @@ impl<M: PolicyMaps> Reconciler<M> {
                         Ok(c) => c,
                         Err(e) => return self.finish(started, Err(e.to_string())),
                     };
+                self.report.last_compile_micros = started.elapsed().as_micros() as u64;
                 for (p, why) in full
                     .rejected
                     .iter()

@@ -57,6 +57,11 @@ pub fn list(link: &Link) -> PolicyList {
         identities: full.identities.len(),
         ipcache_entries: applied.ipcache.values().map(|c| c.len()).sum(),
         policy_entries: applied.endpoints.values().map(|e| e.entries.len()).sum(),
+        last_change: run
+            .last_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 

@@ -143,6 +143,8 @@ mod cases;
 mod measure;
 mod render;
 mod rules;
+pub mod scale;
+mod scale_probe;
 
 use cases::*;
 pub(crate) use cases::{pod_pair, PodPair};

@@ -22,7 +22,8 @@
 //! `rule_ids.id(&allowed_by)` into each entry; [`PolicyMaps::rule_ids`]
 //! names what an id (a counter, a flow event's `rule_id`) stands for. The
 //! default deny of policy P in direction D gets the id of
-//! [`default_deny_reason`]`(P, D)`, a reason no real rule has.
+//! [`default_deny_reason`]`(P, D)`: the compiler's `AllowedBy::DefaultDeny`,
+//! also what an entry carrying that default deny is written with.
 
 mod fake;
 mod kernel;

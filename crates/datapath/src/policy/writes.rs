@@ -24,29 +24,23 @@ use weft_bpf_abi::{
 };
 use weft_policy::{
     Action, AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds,
-    RuleRef,
 };
 
 use super::merge::merged;
 use super::{EndpointLookup, PolicyEndpoint};
 
-/// The `index` of the synthetic rule standing for a policy's default deny.
-const DEFAULT_DENY_INDEX: usize = usize::MAX;
-
 /// The reason whose [`RuleIds`] id a default deny of `policy` in `direction`
-/// reports: a rule index no policy has, so it never collides with a rule.
+/// reports, through the endpoint's isolation: the compiler's own
+/// [`AllowedBy::DefaultDeny`], so an entry carrying that default deny (under
+/// an Admin Pass) and the isolation's deny have one id and one name.
 pub fn default_deny_reason(policy: &PolicyRef, direction: Direction) -> AllowedBy {
-    AllowedBy::Rule(RuleRef {
-        policy: policy.clone(),
-        direction,
-        index: DEFAULT_DENY_INDEX,
-    })
+    AllowedBy::DefaultDeny(policy.clone(), direction)
 }
 
 /// The policy whose default deny `reason` stands for, if it is one.
 pub fn default_deny_policy(reason: &AllowedBy) -> Option<(&PolicyRef, Direction)> {
     match reason {
-        AllowedBy::Rule(r) if r.index == DEFAULT_DENY_INDEX => Some((&r.policy, r.direction)),
+        AllowedBy::DefaultDeny(p, d) => Some((p, *d)),
         _ => None,
     }
 }
@@ -56,11 +50,7 @@ pub fn default_deny_policy(reason: &AllowedBy) -> Option<(&PolicyRef, Direction)
 /// (ingress)", "traffic from the pod's own node"; `None` for an id `rules`
 /// never handed out or has forgotten.
 pub fn describe_rule(rules: &RuleIds, id: u32) -> Option<String> {
-    let reason = rules.reason(id)?;
-    Some(match default_deny_policy(reason) {
-        Some((policy, direction)) => format!("the default deny of {policy} ({direction})"),
-        None => reason.to_string(),
-    })
+    rules.reason(id).map(|r| r.to_string())
 }
 
 /// One map write (`None`: delete the key).
@@ -424,7 +414,7 @@ impl Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_policy::{Identity, PortPrefix};
+    use weft_policy::{Identity, PortPrefix, RuleRef};
 
     fn ep(name: &str) -> EndpointRef {
         EndpointRef {

@@ -288,7 +288,7 @@ impl Ipam {
                 let mut rec = c.rec.clone();
                 // with a journal, the node's own blocks take the mark that
                 // lets its next allocations in them go to the journal
-                rec.local |= self.journal.is_some() && self.is_mine(&rec);
+                rec.local |= self.journaling() && self.is_mine(&rec);
                 match Change::new(key, rec, rev, claims) {
                     Ok(c) => changes.push(c),
                     Err(e) => {

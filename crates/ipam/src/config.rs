@@ -11,7 +11,7 @@ use crate::{Family, IpamError};
 /// Default [`IpamConfig::flush_interval`].
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// Default [`IpamConfig::local_idle`].
-pub const DEFAULT_LOCAL_IDLE: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOCAL_IDLE: Duration = Duration::from_secs(5);
 pub const MIN_BLOCK_HOST_BITS: u8 = 2;
 /// Largest block: 4096 addresses (12 host bits, Calico's limit too). A block
 /// is one store value rewritten on every allocation: a full block of 4096

@@ -113,9 +113,11 @@
 //!   in it) and an allocation goes to the journal only when the block was
 //!   marked at the revision the plan was made on; every store write is a
 //!   compare-and-swap, so a borrower that raced the mark loses and replans.
-//!   A block with no local allocation for `local_idle` (30 s) is unmarked
+//!   A block with no local allocation for `local_idle` (5 s) is unmarked
 //!   by the next flush (one write), so borrowing still works in a cluster
-//!   short of blocks, after that delay. A journal entry is laid over the
+//!   out of blocks, after that delay. With a block limit and borrowing
+//!   (`max_blocks_per_node` without `strict_affinity`), where lending is
+//!   the plan rather than a last resort, nothing is journaled at all. A journal entry is laid over the
 //!   store's record at every load; it is dropped (never applied) when the
 //!   store has the same handle there already (flushed), another handle, or
 //!   the ordinal quarantined until after the entry was made (released).

@@ -115,7 +115,7 @@ impl Ipam {
         st: &mut State,
         pending: &BTreeMap<String, (Revision, bool)>,
     ) -> Result<bool, IpamError> {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = self.journal.as_ref().filter(|_| self.journaling()) else {
             return Ok(false);
         };
         let mut new = Vec::new();
@@ -172,6 +172,16 @@ impl Ipam {
             st.local.entry(key).or_default().insert(o, a);
         }
         Ok(true)
+    }
+
+    /// Whether new allocations may go to the journal: with one, unless
+    /// this node lends and borrows addresses with a block limit
+    /// (`max_blocks_per_node` without `strict_affinity`), where other nodes
+    /// borrowing from its blocks is the expected way to run, not a last
+    /// resort: marked blocks would shut them out.
+    pub(crate) fn journaling(&self) -> bool {
+        self.journal.is_some()
+            && (self.cfg.strict_affinity || self.cfg.max_blocks_per_node.is_none())
     }
 
     /// After a successful store write of blocks `keys` (whose records held

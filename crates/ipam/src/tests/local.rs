@@ -266,7 +266,10 @@ fn a_crash_after_the_flush_before_the_journal_is_trimmed_changes_nothing() {
 fn nobody_borrows_from_a_block_whose_node_keeps_a_journal_until_it_is_idle() {
     let raw = new_store();
     let clock = Arc::new(ManualClock::new(T0));
-    let mut c = borrow_cfg();
+    // two blocks of 8, no block limit: node-a borrows once the pool is out
+    // of blocks
+    let mut c = cfg(vec![pool("10.1.0.0/28", 29)]);
+    c.strict_affinity = false;
     c.local_idle = Duration::from_secs(30);
     let a = node_env(&raw, &clock, c.clone(), "node-a");
     let b = journaled(
@@ -299,6 +302,27 @@ fn nobody_borrows_from_a_block_whose_node_keeps_a_journal_until_it_is_idle() {
     assert_ne!(again, lent);
     assert_eq!(stored(&raw).len(), 11);
     assert_all_distinct(&a.ipam.allocations().unwrap(), 11);
+}
+
+#[test]
+fn with_a_block_limit_and_borrowing_nothing_is_journaled() {
+    // lending is how such a cluster runs: no block is ever closed to it
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let j: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let b = journaled(&raw, &clock, borrow_cfg(), "node-b", j.clone());
+    let w = b.store.writes();
+    for i in 0..3 {
+        b.alloc(i, &v4()).unwrap();
+    }
+    assert_eq!(b.store.writes() - w, 3);
+    assert_eq!(journal_len(&j), 0);
+    assert!(raw
+        .list(BLOCKS_PREFIX)
+        .unwrap()
+        .kvs
+        .iter()
+        .all(|kv| !BlockRecord::decode(kv).unwrap().local));
 }
 
 #[test]

@@ -127,6 +127,19 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ipam_batching: bool,
 
+    /// With a cluster store (etcd, kubernetes): allocations in this node's
+    /// own blocks are recorded in its state directory first (fsync'ed
+    /// before ADD returns) and written to the store in one commit per
+    /// --ipam-flush-ms; block claims and borrowed addresses still go to the
+    /// store at once.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ipam_local_allocations: bool,
+
+    /// How often journaled allocations are written to the cluster store
+    /// (the most `weft ipam show` on another node lags behind).
+    #[arg(long, default_value_t = 500)]
+    pub ipam_flush_ms: u64,
+
     /// Seconds a node must be gone from the registry before its leaked
     /// addresses and its blocks are collected.
     #[arg(long, default_value_t = 300)]

@@ -209,13 +209,24 @@ pub fn build_with_nodes(
     ipam_cfg.strict_affinity = cfg.strict_affinity;
     ipam_cfg.max_blocks_per_node = cfg.max_blocks_per_node;
     ipam_cfg.batching = cfg.ipam_batching;
+    ipam_cfg.flush_interval = Duration::from_millis(cfg.ipam_flush_ms.max(1));
     let backend = ipam_store.backend().to_string();
     refuse_fenced(&*ipam_store)?;
+    let cluster = matches!(cfg.store, StoreKind::Etcd | StoreKind::Kubernetes);
+    // the node's own embedded store (endpoints.db) is the IPAM journal
+    let journal = (cluster && cfg.ipam_local_allocations).then(|| local_store.clone());
     let ipam = startup::until_available(
         "the IPAM pools",
         STORE_RETRY,
         weft_ipam::IpamError::is_temporary,
-        || Ipam::new(ipam_store.clone(), ipam_cfg.clone(), Arc::new(SystemClock)),
+        || {
+            Ipam::with_journal(
+                ipam_store.clone(),
+                ipam_cfg.clone(),
+                Arc::new(SystemClock),
+                journal.clone(),
+            )
+        },
     )
     .context("setting up IPAM")?;
 
@@ -234,7 +245,6 @@ pub fn build_with_nodes(
             (None, 1500)
         }
     };
-    let cluster = matches!(cfg.store, StoreKind::Etcd | StoreKind::Kubernetes);
     let overlay = cluster && cfg.routing == Routing::Overlay;
     let pod_mtu = cfg.mtu.unwrap_or(if overlay {
         underlay_mtu - VXLAN_OVERHEAD
@@ -283,6 +293,9 @@ pub fn build_with_nodes(
             Duration::from_secs(cfg.node_gone_grace_seconds),
             live_nodes,
         );
+        if journal.is_some() {
+            start_ipam_flush(agent.clone());
+        }
     }
 
     let report = reconcile::reconcile(&agent);
@@ -536,6 +549,22 @@ fn start_cluster_housekeeping(
             }
         })
         .expect("spawn cluster housekeeping");
+}
+
+/// Writes the IPAM journal's allocations to the cluster store every flush
+/// interval, until the process ends (the journal keeps them meanwhile; a
+/// failed flush is tried again with the next).
+fn start_ipam_flush(agent: Arc<Agent>) {
+    let every = agent.ipam().config().flush_interval;
+    std::thread::Builder::new()
+        .name("ipam-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            if let Err(e) = agent.ipam().flush() {
+                tracing::warn!(error = %e, "writing journaled ipam allocations to the store failed; retrying");
+            }
+        })
+        .expect("spawn ipam flush");
 }
 
 /// Replays the spool every `every` until the process ends: DELs that weft-cni

@@ -321,29 +321,44 @@ fn op(
             Ok(out.elapsed)
         }
         Driver::KernelFloor(dp) => {
-            use weft_datapath::Links;
-            let host = format!("wkf{tag}-{i}");
             let t = Instant::now();
-            if cmd == "ADD" {
-                dp.attach(&weft_datapath::PodLink {
-                    netns: ns.path(i).into(),
-                    ifname: "eth0".into(),
-                    host_ifname: host,
-                    mtu: 1500,
-                    ipv4: Some(std::net::Ipv4Addr::new(
-                        10,
-                        90,
-                        (i / 250) as u8,
-                        (i % 250 + 1) as u8,
-                    )),
-                    ipv6: None,
-                })?;
-            } else {
-                dp.detach(&host)?;
-            }
+            kernel_floor_op(dp, cmd, &format!("{tag}-{i}"), &ns.path(i), i)?;
             Ok(t.elapsed())
         }
     }
+}
+
+/// The kernel floor's ADD or DEL of pod `i`: the routed veth weft makes
+/// (host side `wkf<tag>`, the pod's `eth0` in `netns` with an address of
+/// 10.90.0.0/16), made or removed in-process over netlink by `dp`. Also
+/// `weft bench ipam`'s floor, so both benches measure the same thing.
+pub fn kernel_floor_op(
+    dp: &weft_datapath::LinuxDatapath,
+    cmd: &str,
+    tag: &str,
+    netns: &str,
+    i: usize,
+) -> anyhow::Result<()> {
+    use weft_datapath::Links;
+    let host = format!("wkf{tag}");
+    if cmd == "ADD" {
+        dp.attach(&weft_datapath::PodLink {
+            netns: netns.into(),
+            ifname: "eth0".into(),
+            host_ifname: host,
+            mtu: 1500,
+            ipv4: Some(std::net::Ipv4Addr::new(
+                10,
+                90,
+                (i / 250) as u8,
+                (i % 250 + 1) as u8,
+            )),
+            ipv6: None,
+        })?;
+    } else {
+        dp.detach(&host)?;
+    }
+    Ok(())
 }
 
 fn sequential(

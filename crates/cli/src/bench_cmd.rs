@@ -238,12 +238,21 @@ pub struct IpamArgs {
     /// ADDs in flight at once on each node.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// etcd members the weftds share.
+    /// etcd members the weftds share (with --store etcd).
     #[arg(long, default_value_t = 3)]
     etcd_members: usize,
+    /// The shared stores to run on, in turn: weft's own etcd, and the lab's
+    /// Kubernetes API server (`weftd --store kubernetes`, no etcd of weft's
+    /// own).
+    #[arg(long, value_delimiter = ',', default_value = "etcd,kubernetes", value_parser = ["etcd", "kubernetes"])]
+    store: Vec<String>,
     /// Group commit: both (on, then off), or only one of them.
     #[arg(long, default_value = "both", value_parser = ["both", "on", "off"])]
     batching: String,
+    /// weftd's --ipam-local-allocations: on (the default), off (every
+    /// allocation a store write, as before), or both in turn.
+    #[arg(long, default_value = "on", value_parser = ["both", "on", "off"])]
+    local_allocations: String,
     /// Run weftd with a debug log and report where each ADD's time went in
     /// it (costs a little throughput).
     #[arg(long)]
@@ -268,8 +277,18 @@ fn run_ipam(a: IpamArgs, fmt: Format) -> anyhow::Result<ExitCode> {
         pods: a.pods,
         nodes: a.nodes,
         etcd_members: a.etcd_members,
+        stores: a
+            .store
+            .iter()
+            .map(|s| bi::BenchStore::parse(s))
+            .collect::<anyhow::Result<_>>()?,
         concurrency: a.concurrency,
         modes: match a.batching.as_str() {
+            "on" => vec![true],
+            "off" => vec![false],
+            _ => vec![true, false],
+        },
+        local: match a.local_allocations.as_str() {
             "on" => vec![true],
             "off" => vec![false],
             _ => vec![true, false],

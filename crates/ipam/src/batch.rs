@@ -270,11 +270,26 @@ impl Ipam {
                 self.unstage(st, false);
                 return results;
             }
+            match self.commit_local(st, &pending) {
+                Ok(true) => {
+                    self.unstage(st, false);
+                    return results;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.unstage(st, true);
+                    return reqs.iter().map(|_| Err(dup_error(&e))).collect();
+                }
+            }
             let mut changes = Vec::with_capacity(pending.len());
             let mut failed = None;
             for (key, (rev, claims)) in pending {
                 let Some(c) = st.cached(&key) else { continue };
-                match Change::new(key, c.rec.clone(), rev, claims) {
+                let mut rec = c.rec.clone();
+                // with a journal, the node's own blocks take the mark that
+                // lets its next allocations in them go to the journal
+                rec.local |= self.journaling() && self.is_mine(&rec);
+                match Change::new(key, rec, rev, claims) {
                     Ok(c) => changes.push(c),
                     Err(e) => {
                         failed = Some(e);
@@ -383,6 +398,14 @@ impl Ipam {
         drop(ops);
         match res {
             Ok(rev) => {
+                // every record written held all its journaled allocations
+                // (written from the cache, which holds them)
+                let written: Vec<String> = changes
+                    .iter()
+                    .filter(|c| st.local.contains_key(&c.key))
+                    .map(|c| c.key.clone())
+                    .collect();
+                self.forget_local(st, &written);
                 for c in changes {
                     if c.delete {
                         tracing::info!(block = %c.rec.cidr, "ipam block given back");

@@ -127,6 +127,10 @@ impl Ipam {
                 Err(e) => tracing::warn!(error = %e, "skipping an ipam block"),
             }
         }
+        let journaled: Vec<String> = st.local.keys().cloned().collect();
+        for key in journaled {
+            self.overlay_local(st, &key);
+        }
     }
 
     /// Caches a block under `key`: in this node's blocks or in the others'
@@ -193,6 +197,7 @@ impl Ipam {
                 Err(e) => tracing::warn!(error = %e, "ipam block became undecodable"),
             }
         }
+        self.overlay_local(st, key);
     }
 
     /// Keys of the cached blocks where `handle` may hold an address of this

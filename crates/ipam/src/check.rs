@@ -11,7 +11,10 @@ impl Ipam {
     /// Compares the store with the node's `live` handles without changing
     /// anything: allocations this node holds (in its blocks, or borrowed)
     /// not live (any age) are leaks; inconsistencies anywhere in the IPAM keys are problems.
+    /// This node's journaled allocations are written to the store first
+    /// (a flush: it changes what the store shows, not what is allocated).
     pub fn check(&self, live: &HashSet<String>) -> Result<CheckFindings, IpamError> {
+        self.flush()?;
         let mut st = self.lock();
         let listing = self.refresh_locked(&mut st)?;
         drop(st);

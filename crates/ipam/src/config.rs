@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Family, IpamError};
 
 /// Smallest block: 4 addresses (2 host bits).
+/// Default [`IpamConfig::flush_interval`].
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Default [`IpamConfig::local_idle`].
+pub const DEFAULT_LOCAL_IDLE: Duration = Duration::from_secs(5);
 pub const MIN_BLOCK_HOST_BITS: u8 = 2;
 /// Largest block: 4096 addresses (12 host bits, Calico's limit too). A block
 /// is one store value rewritten on every allocation: a full block of 4096
@@ -117,6 +121,14 @@ pub struct IpamConfig {
     /// How long a batch leader waits for allocations other threads have
     /// started but not yet queued (only while there are such threads).
     pub batch_window: Duration,
+    /// With a local journal ([`crate::Ipam::with_journal`]): how often the
+    /// journal's allocations are written to the store (the longest a
+    /// listing of the store lags behind this node's allocations).
+    pub flush_interval: Duration,
+    /// With a local journal: how long a block of this node must see no
+    /// local allocation before it is opened to borrowing again (its `lo`
+    /// mark cleared, one write).
+    pub local_idle: Duration,
 }
 
 impl IpamConfig {
@@ -133,6 +145,8 @@ impl IpamConfig {
             block_release_grace: DEFAULT_BLOCK_RELEASE_GRACE,
             batching: true,
             batch_window: DEFAULT_BATCH_WINDOW,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            local_idle: DEFAULT_LOCAL_IDLE,
         }
     }
 

@@ -161,6 +161,18 @@ impl Ipam {
                     } else {
                         rec.affinity = None;
                         released = Some(rec.cidr);
+                        if rec.local {
+                            // The gone node may have handed out addresses it
+                            // had only in its local journal: the block goes
+                            // back as a whole, every free address of it in
+                            // quarantine as if each had just been released.
+                            rec.local = false;
+                            for o in 0..rec.size() {
+                                if rec.usable(o) && !rec.allocations.contains_key(&o) {
+                                    rec.quarantine.insert(o, until);
+                                }
+                            }
+                        }
                     }
                 }
                 if rec.allocations.is_empty() {

@@ -92,6 +92,54 @@
 //! addresses (Calico's limit too): a full block record stays under the
 //! store's 1 MiB value limit.
 //!
+//! # Local allocations
+//!
+//! With a journal ([`Ipam::with_journal`]: weftd passes its own embedded
+//! store, `endpoints.db`, when the store is a cluster's), an allocation
+//! that only adds addresses to blocks of this node is not written to the
+//! store: the batch's new allocations are put into the journal
+//! (`/weft/ipam/local/v1/<block>/<ordinal>`, one fsync'ed commit per
+//! batch) before `allocate` returns, and [`Ipam::flush`] (weftd: every
+//! `--ipam-flush-ms`, 500) writes each block with them to the store, one
+//! commit for all blocks, and trims the journal. Block claims, borrowing,
+//! statics in unclaimed blocks, releases, gc and collection write the store
+//! at once as before, and every store write of a block carries its
+//! journaled allocations (the cache holds them), so they are flushed too.
+//! What this must not lose:
+//!
+//! - *No duplicates.* Only the block's node allocates in a block marked
+//!   `"lo": true`: borrowers skip such blocks. The mark is set by the node's
+//!   own store write of the block (a claim, or any synchronous allocation
+//!   in it) and an allocation goes to the journal only when the block was
+//!   marked at the revision the plan was made on; every store write is a
+//!   compare-and-swap, so a borrower that raced the mark loses and replans.
+//!   A block with no local allocation for `local_idle` (5 s) is unmarked
+//!   by the next flush (one write), so borrowing still works in a cluster
+//!   out of blocks, after that delay. With a block limit and borrowing
+//!   (`max_blocks_per_node` without `strict_affinity`), where lending is
+//!   the plan rather than a last resort, nothing is journaled at all. A journal entry is laid over the
+//!   store's record at every load; it is dropped (never applied) when the
+//!   store has the same handle there already (flushed), another handle, or
+//!   the ordinal quarantined until after the entry was made (released).
+//! - *Crash consistency.* An address is in the journal (fsync'ed) before
+//!   the ADD that got it returns. A crash before the flush leaves it in the
+//!   journal only: the next start lays the journal over the store and
+//!   flushes before it serves, with the same handle (the pod keeps its
+//!   address, ADD stays idempotent). A crash after the flush and before
+//!   the trim leaves entries the store already has: dropped at the next
+//!   start. Nobody else allocated in the block meanwhile (marked).
+//! - *Views.* The store is exact once flushed: [`Ipam::snapshot`]
+//!   (`weft ipam show`) and [`Ipam::check`] flush this node first, and
+//!   another node's allocations are at most one flush interval behind.
+//!   Route summaries never lag: a local allocation changes no route.
+//! - *Leak GC* works on the cache, which holds the journaled allocations:
+//!   it frees them like any other (the write carries the rest).
+//! - *A dead node.* Its journal dies with it. [`Ipam::collect_node`] gives
+//!   its marked blocks back as a whole: with the affinity gone, every free
+//!   address of such a block goes into quarantine too, as if each had just
+//!   been released, since the dead node may have handed out any of them,
+//!   so none reaches a new pod before the quarantine ends.
+//!
 //! # Cache
 //!
 //! `Ipam` keeps the blocks (key -> record, `mod_revision`) in memory, its
@@ -149,6 +197,7 @@ mod clock;
 mod config;
 mod error;
 mod gc;
+mod local;
 mod plan;
 mod record;
 mod release;
@@ -175,6 +224,7 @@ pub use config::{
     DEFAULT_V6_BLOCK_PREFIX,
 };
 pub use error::IpamError;
+pub use local::{journal_key, JOURNAL_PREFIX};
 pub use record::{
     block_key, escape_cidr, parse_block_key, pool_key, reserved, route_key, Allocation,
     BlockRecord, RouteSummary, BLOCKS_PREFIX, IPAM_PREFIX, POOLS_PREFIX, ROUTES_PREFIX,
@@ -233,6 +283,9 @@ pub fn handle(container_id: &str, ifname: &str) -> String {
 /// may be called from many threads.
 pub struct Ipam {
     store: Arc<dyn Store>,
+    /// The node's local journal of allocations in its own blocks (see
+    /// "Local allocations"); `None`: every allocation goes to `store`.
+    journal: Option<Arc<dyn Store>>,
     cfg: IpamConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -259,9 +312,25 @@ impl Ipam {
         cfg: IpamConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Ipam, IpamError> {
+        Ipam::with_journal(store, cfg, clock, None)
+    }
+
+    /// [`Ipam::new`] with the node's local journal (an embedded store of
+    /// this node only, fsync'ed per commit): allocations in the node's own
+    /// blocks are recorded there and written to `store` by
+    /// [`Ipam::flush`] (see "Local allocations"). What the journal holds
+    /// from before (a crash between an allocation and its flush) is laid
+    /// over the store's blocks and flushed before this returns.
+    pub fn with_journal(
+        store: Arc<dyn Store>,
+        cfg: IpamConfig,
+        clock: Arc<dyn Clock>,
+        journal: Option<Arc<dyn Store>>,
+    ) -> Result<Ipam, IpamError> {
         cfg.validate()?;
         let ipam = Ipam {
             store,
+            journal,
             cfg,
             clock,
             state: Mutex::new(State::default()),
@@ -270,7 +339,15 @@ impl Ipam {
             callers: AtomicUsize::new(0),
         };
         ipam.ensure_pools()?;
+        ipam.load_journal(&mut ipam.lock())?;
         ipam.refresh()?;
+        let recovered = ipam.flush()?;
+        if recovered > 0 {
+            tracing::info!(
+                addresses = recovered,
+                "wrote allocations of the ipam journal to the store (left by the previous run)"
+            );
+        }
         Ok(ipam)
     }
 

@@ -176,7 +176,9 @@ impl Ipam {
         let mut blocks: Vec<(usize, u128, &String, &Cached)> = st
             .foreign
             .iter()
-            .filter(|(_, c)| c.rec.family() == family && c.rec.affinity.is_some())
+            // a block whose node keeps a local journal may have allocations
+            // the store does not show yet: never borrow from it
+            .filter(|(_, c)| c.rec.family() == family && c.rec.affinity.is_some() && !c.rec.local)
             .filter_map(|(k, c)| {
                 let pool = self.pool_of_block(&c.rec)?;
                 Some((pool, to_u128(c.rec.cidr.network()), k, c))

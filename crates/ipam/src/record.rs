@@ -246,6 +246,17 @@ pub struct BlockRecord {
     /// grace before an empty block is given back counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emptied_at_ms: Option<u64>,
+    /// `"lo": true`: the block's node records its allocations in this block
+    /// in its own local journal first and writes them here later (at most
+    /// a flush interval later, see the crate docs, "Local allocations"), so
+    /// a free ordinal here may be taken: nobody else allocates in it (no
+    /// borrowing). Left out when false.
+    #[serde(default, rename = "lo", skip_serializing_if = "is_false")]
+    pub local: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl BlockRecord {
@@ -258,6 +269,7 @@ impl BlockRecord {
             quarantine: BTreeMap::new(),
             next: 0,
             emptied_at_ms: None,
+            local: false,
         }
     }
 

@@ -39,6 +39,15 @@ pub(crate) struct State {
     /// take them back: `podman network reload` is a DEL followed at once by
     /// an ADD of the same container asking for its old addresses.
     pub(crate) released: HashMap<String, Vec<(IpAddr, u64)>>,
+    /// Block key -> allocations of this node in that (own) block that are
+    /// in the local journal but not yet in the store ("Local allocations"
+    /// in the crate docs). The cached record holds them too.
+    pub(crate) local: BTreeMap<String, BTreeMap<u32, crate::record::Allocation>>,
+    /// Block key -> when this node last allocated in it locally.
+    pub(crate) local_last: HashMap<String, u64>,
+    /// Journal keys whose allocations the store has now (or never will):
+    /// deleted with the next journal write.
+    pub(crate) journal_garbage: Vec<String>,
 }
 
 impl State {

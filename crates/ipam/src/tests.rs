@@ -21,6 +21,7 @@ mod concurrency;
 mod config;
 mod costs;
 mod gc_check;
+mod local;
 mod nodes;
 mod property;
 mod routes;

@@ -8,7 +8,10 @@ use crate::{Ipam, IpamError};
 impl Ipam {
     /// Pools, blocks and allocations of all nodes, from one fresh listing.
     /// An undecodable block is an error (`Corrupt`), not silently skipped.
+    /// This node's journaled allocations are flushed first; other nodes'
+    /// reach the store within their flush interval.
     pub fn snapshot(&self) -> Result<IpamSnapshot, IpamError> {
+        self.flush()?;
         let now = self.clock.now_ms();
         let listing = self.store.list(BLOCKS_PREFIX)?;
         let mut recs = Vec::new();

@@ -1,11 +1,14 @@
 //! `weft bench ipam`: cluster IPAM under a burst. P pods spread over N lab
-//! nodes that share one etcd, every ADD in flight at once (C per node, as C
-//! runtimes' workers would), once with weftd's group commit of concurrent
-//! allocations and once without, each in a fresh lab so both start from the
-//! same empty store.
+//! nodes that share one store (weft's own etcd, or the lab's Kubernetes API
+//! server with `--store kubernetes`), every ADD in flight at once (C per
+//! node, as C runtimes' workers would), once with weftd's group commit of
+//! concurrent allocations and once without, each in a fresh lab so both
+//! start from the same empty store. Right before each burst, in the same
+//! lab, the kernel floor: the same veths made in-process (see `floor`).
 //!
-//! Per mode it reports the burst's wall time and pods/s, how many etcd
-//! writes (revisions) the burst made per pod, ADD latency as the runtime
+//! Per store and mode it reports the burst's wall time and pods/s (and its
+//! ratio to the floor's), how many etcd writes (revisions of weft's etcd
+//! or of the API server's) the burst made per pod, ADD latency as the runtime
 //! sees it, weftd's resident memory per node with the pods attached, where
 //! the machine's CPU went during the burst, and proof that no address was
 //! handed out twice: every address of every ADD result is distinct, and the
@@ -31,14 +34,19 @@ use crate::chart::{Bar, Chart, Panel, BLUE, LIGHT_GREY};
 use crate::report::{proc_cpu, rss_bytes, Machine, Stats};
 
 mod check;
+mod floor;
 mod probe;
 mod render;
+mod store;
 mod workers;
 
 use check::*;
+pub use floor::FloorRun;
+use floor::*;
 pub use probe::etcd_revision;
 use probe::*;
 pub use render::{chart, render_svg, render_table};
+pub use store::BenchStore;
 use workers::*;
 
 /// Namespaces made (and removed) at once around the burst: enough to keep
@@ -59,10 +67,15 @@ pub struct IpamBenchSpec {
     pub pods: usize,
     pub nodes: usize,
     pub etcd_members: usize,
+    /// The stores to run on, in order; each runs every mode.
+    pub stores: Vec<BenchStore>,
     /// ADDs in flight at once on each node.
     pub concurrency: usize,
     /// The modes to run, in order: `true` is group commit on.
     pub modes: Vec<bool>,
+    /// weftd's `--ipam-local-allocations` values to run, in order (`true`:
+    /// allocations in a node's own blocks go to its journal first).
+    pub local: Vec<bool>,
     /// Run weftd with `--log info,weft_agent=debug` and summarise its
     /// per-ADD stage timings (the log costs a little throughput).
     pub stage_timings: bool,
@@ -83,8 +96,15 @@ pub struct StageTimings {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IpamRun {
+    pub store: BenchStore,
     pub batching: bool,
+    /// weftd's `--ipam-local-allocations`.
+    pub local: bool,
     pub lab: String,
+    /// The kernel floor, measured in the same lab just before the burst.
+    pub floor: FloorRun,
+    /// `pods_per_second` / the floor's.
+    pub of_floor: f64,
     pub pods: usize,
     pub failed_adds: usize,
     /// The first few failures, verbatim.
@@ -109,14 +129,22 @@ pub struct IpamRun {
     /// of ours missing, held by another container, or listed twice).
     pub view_mismatches: usize,
     pub view_problems: Vec<String>,
+    /// From the end of the burst until every view agreed (or the check
+    /// gave up): the flush lag of local allocations.
+    pub views_agreed_after_seconds: f64,
     /// weftd's resident memory per node with the pods attached, bytes.
     pub rss_bytes: Vec<u64>,
     pub rss_median_bytes: u64,
     pub rss_max_bytes: u64,
     /// CPU-seconds spent during the burst by every weftd, every etcd
-    /// member, and this process with the weft-cni it ran.
+    /// member (weft's own, or the one behind the API server), the API
+    /// server, the other processes of a Kubernetes lab (kubelets,
+    /// kube-proxies, controller-manager, scheduler), and this process with
+    /// the weft-cni it ran.
     pub cpu_weftd_seconds: f64,
     pub cpu_etcd_seconds: f64,
+    pub cpu_apiserver_seconds: f64,
+    pub cpu_kube_others_seconds: f64,
     pub cpu_cni_and_bench_seconds: f64,
     /// ... of which weft-cni's own processes (the rest is this process:
     /// forking, waiting, parsing results).
@@ -148,19 +176,24 @@ pub struct IpamBenchReport {
     pub nodes: usize,
     pub etcd_members: usize,
     pub concurrency_per_node: usize,
+    /// `/proc/loadavg`'s three load averages when the run began (the
+    /// machine may be shared: ratios within one run are what count).
+    pub load_average: String,
     pub runs: Vec<IpamRun>,
 }
 
 impl IpamBenchReport {
-    fn run(&self, batching: bool) -> Option<&IpamRun> {
-        self.runs.iter().find(|r| r.batching == batching)
+    fn run(&self, store: BenchStore, local: bool, batching: bool) -> Option<&IpamRun> {
+        self.runs
+            .iter()
+            .find(|r| r.store == store && r.local == local && r.batching == batching)
     }
 
     /// Whether every ADD succeeded and no address was handed out twice.
     pub fn ok(&self) -> bool {
-        self.runs
-            .iter()
-            .all(|r| r.failed_adds == 0 && r.duplicates == 0 && r.view_mismatches == 0)
+        self.runs.iter().all(|r| {
+            r.failed_adds == 0 && r.duplicates == 0 && r.view_mismatches == 0 && r.floor.failed == 0
+        })
     }
 }
 
@@ -172,13 +205,34 @@ pub fn run(
     if spec.pods == 0 || spec.concurrency == 0 {
         bail!("--pods and --concurrency must be at least 1");
     }
-    if spec.etcd_members == 0 {
+    if spec.etcd_members == 0 && spec.stores.contains(&BenchStore::Etcd) {
         bail!("weft bench ipam measures the shared store: --etcd-members 1 to 3");
     }
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut runs = Vec::new();
-    for &batching in &spec.modes {
-        let name = format!("{}{}", spec.name, if batching { "on" } else { "off" });
-        runs.push(run_mode(spec, &name, batching, progress)?);
+    for &store in &spec.stores {
+        for &local in &spec.local {
+            for &batching in &spec.modes {
+                let name = format!(
+                    "{}{}{}{}",
+                    spec.name,
+                    store.tag(),
+                    if local { "" } else { "s" },
+                    if batching { "on" } else { "off" }
+                );
+                let mode = Mode {
+                    store,
+                    local,
+                    batching,
+                };
+                runs.push(run_mode(spec, mode, &name, progress)?);
+            }
+        }
     }
     Ok(IpamBenchReport {
         machine: Machine::now(),
@@ -186,43 +240,74 @@ pub fn run(
         nodes: spec.nodes,
         etcd_members: spec.etcd_members,
         concurrency_per_node: spec.concurrency,
+        load_average,
         runs,
     })
 }
 
+/// One configuration a burst runs in.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    store: BenchStore,
+    local: bool,
+    batching: bool,
+}
+
+impl Mode {
+    fn label(&self) -> String {
+        format!(
+            "{}{}, group commit {}",
+            self.store.name(),
+            if self.local { "" } else { " (no journal)" },
+            if self.batching { "on" } else { "off" }
+        )
+    }
+}
+
 fn run_mode(
     spec: &IpamBenchSpec,
+    m: Mode,
     name: &str,
-    batching: bool,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<IpamRun> {
-    let mode = if batching { "on" } else { "off" };
+    let store = m.store;
+    let mode = &m.label();
     let mut lab_spec = LabSpec::new(name, &spec.bin_dir);
     lab_spec.nodes = spec.nodes;
-    lab_spec.etcd_members = spec.etcd_members;
-    lab_spec.weftd_args = vec!["--ipam-batching".into(), batching.to_string()];
+    store.configure(&mut lab_spec, spec.etcd_members);
+    lab_spec.weftd_args = vec![
+        "--ipam-batching".into(),
+        m.batching.to_string(),
+        "--ipam-local-allocations".into(),
+        m.local.to_string(),
+    ];
     if spec.stage_timings {
         lab_spec
             .weftd_args
             .extend(["--log".into(), "info,weft_agent=debug".into()]);
     }
     progress(&format!(
-        "group commit {mode}: building lab {name}: {} nodes, {} etcd members",
-        spec.nodes, spec.etcd_members
+        "{mode}: building lab {name}: {} nodes, store {}",
+        spec.nodes,
+        match store {
+            BenchStore::Etcd => format!("{} etcd members", spec.etcd_members),
+            BenchStore::Kubernetes => "the lab's API server".to_string(),
+        }
     ));
     let t = Instant::now();
     let lab = Lab::up(&lab_spec, &mut |_| {})?;
     let lab_up_seconds = t.elapsed().as_secs_f64();
-    progress(&format!(
-        "group commit {mode}: lab up in {lab_up_seconds:.1} s"
-    ));
+    progress(&format!("{mode}: lab up in {lab_up_seconds:.1} s"));
     let result = (|| {
-        if !lab.shared_store {
-            bail!("this weftd has no --store etcd: nothing to measure");
+        if !store.running(&lab) {
+            bail!(
+                "the lab's weftds do not share the {} store: nothing to measure",
+                store.name()
+            );
         }
-        measure(&lab, spec, batching, lab_up_seconds, progress)
+        measure(&lab, spec, m, lab_up_seconds, progress)
     })();
-    progress(&format!("group commit {mode}: removing lab {name}"));
+    progress(&format!("{mode}: removing lab {name}"));
     let down = Lab::down(&lab.name);
     let run = result?;
     down?;
@@ -233,7 +318,7 @@ fn run_mode(
 type AddOutcome = Result<(Duration, Vec<IpAddr>), String>;
 
 /// One pod of the burst: its node, container id, namespace.
-struct PodSlot {
+pub(super) struct PodSlot {
     node: usize,
     cid: String,
     name: String,
@@ -243,11 +328,12 @@ struct PodSlot {
 fn measure(
     lab: &Lab,
     spec: &IpamBenchSpec,
-    batching: bool,
+    m: Mode,
     lab_up_seconds: f64,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<IpamRun> {
-    let mode = if batching { "on" } else { "off" };
+    let (store, batching) = (m.store, m.batching);
+    let mode = &m.label();
     let nodes = lab.nodes();
     let pods: Vec<PodSlot> = (0..spec.pods)
         .map(|i| {
@@ -261,10 +347,7 @@ fn measure(
             }
         })
         .collect();
-    progress(&format!(
-        "group commit {mode}: making {} pod namespaces",
-        pods.len()
-    ));
+    progress(&format!("{mode}: making {} pod namespaces", pods.len()));
     let t = Instant::now();
     let made = parallel(pods.len(), NETNS_WORKERS, |i| {
         ip(&[
@@ -286,33 +369,35 @@ fn measure(
         .collect();
 
     let weftd_pids: Vec<u32> = nodes.iter().filter_map(|n| n.weftd_pid).collect();
-    let etcd_pids: Vec<u32> = lab.etcd_members().iter().filter_map(|m| m.pid).collect();
-    // let the agents finish joining (registry, routes), and wait a while for
-    // other work on the machine to end: its CPU would be charged to the burst
-    let deadline = Instant::now() + QUIET_WAIT;
-    let mut told = false;
-    let machine_busy_before = loop {
-        let busy = machine_busy_over(Duration::from_secs(1));
-        if busy < QUIET || Instant::now() >= deadline {
-            break busy;
-        }
-        if !told {
-            progress(&format!(
-                "group commit {mode}: the machine is {:.0}% busy with other work; waiting up to {} s for it to calm down",
-                busy * 100.0,
-                QUIET_WAIT.as_secs()
-            ));
-            told = true;
-        }
-    };
+    let store_pids = store.pids(lab);
+    let groups: [&[u32]; 4] = [
+        &weftd_pids,
+        &store_pids.etcd,
+        &store_pids.apiserver,
+        &store_pids.kube_others,
+    ];
+    // the floor and the burst each start on a machine as quiet as it gets
+    quiet(mode, progress);
     progress(&format!(
-        "group commit {mode}: burst of {} ADDs, {} in flight on each of {} nodes",
+        "{mode}: kernel floor: the same {} veths made in-process, {} in flight on each of {} nodes",
         pods.len(),
         spec.concurrency,
         nodes.len()
     ));
-    let rev_before = etcd_revision(lab)?;
-    let cpu_before = CpuSample::take(&weftd_pids, &etcd_pids);
+    let floor = kernel_floor(lab, &pods, &queues, spec.concurrency)?;
+    progress(&format!(
+        "{mode}: kernel floor: {:.2} s ({:.0} pods/s), {} failed",
+        floor.seconds, floor.pods_per_second, floor.failed
+    ));
+    let machine_busy_before = quiet(mode, progress);
+    progress(&format!(
+        "{mode}: burst of {} ADDs, {} in flight on each of {} nodes",
+        pods.len(),
+        spec.concurrency,
+        nodes.len()
+    ));
+    let rev_before = store.revision(lab)?;
+    let cpu_before = CpuSample::take(&groups);
     let outcomes: Vec<Mutex<Option<AddOutcome>>> =
         (0..pods.len()).map(|_| Mutex::new(None)).collect();
     let seconds = run_per_node(&queues, spec.concurrency, |i| {
@@ -334,8 +419,8 @@ fn measure(
             });
         *outcomes[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
     });
-    let cpu_after = CpuSample::take(&weftd_pids, &etcd_pids);
-    let rev_after = etcd_revision(lab)?;
+    let cpu_after = CpuSample::take(&groups);
+    let rev_after = store.revision(lab)?;
 
     let mut latencies = Vec::new();
     let mut failures = Vec::new();
@@ -364,7 +449,7 @@ fn measure(
     let ok_adds = pods.len() - failed_adds;
     let etcd_writes = rev_after - rev_before;
     progress(&format!(
-        "group commit {mode}: {ok_adds} pods in {seconds:.2} s ({:.0} pods/s), {etcd_writes} etcd writes ({:.3} per pod), {failed_adds} failed",
+        "{mode}: {ok_adds} pods in {seconds:.2} s ({:.0} pods/s), {etcd_writes} etcd writes ({:.3} per pod), {failed_adds} failed",
         ok_adds as f64 / seconds.max(1e-9),
         etcd_writes as f64 / ok_adds.max(1) as f64
     ));
@@ -374,13 +459,24 @@ fn measure(
         .map(|n| n.weftd_pid.and_then(rss_bytes).unwrap_or(0))
         .collect();
     progress(&format!(
-        "group commit {mode}: checking every node's IPAM view against the ADD results"
+        "{mode}: checking every node's IPAM view against the ADD results"
     ));
-    let (views_checked, view_problems, view_mismatches) = check_views(lab, &pods, &held);
+    // with local allocations, a node's view shows another node's newest
+    // allocations after that node's next flush (every 500 ms): checked
+    // again until they agree, for at most 10 s
+    let t = Instant::now();
+    let (views_checked, view_problems, view_mismatches) = loop {
+        let v = check_views(lab, &pods, &held);
+        if v.2 == 0 || t.elapsed() > Duration::from_secs(10) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let views_agreed_after_seconds = t.elapsed().as_secs_f64();
     let stage_timings = spec.stage_timings.then(|| stage_timings(lab));
 
     progress(&format!(
-        "group commit {mode}: DEL of every pod, removing the namespaces"
+        "{mode}: DEL of every pod, removing the namespaces"
     ));
     let dels = Mutex::new((0usize, Vec::<String>::new()));
     let del_seconds = run_per_node(&queues, spec.concurrency, |i| {
@@ -412,14 +508,22 @@ fn measure(
         (s[s.len() / 2], s.last().copied().unwrap_or(0))
     };
     let span = cpu_after.since(&cpu_before);
+    let [cpu_weftd, cpu_etcd, cpu_apiserver, cpu_kube_others] = span.groups[..] else {
+        bail!("four CPU groups asked for");
+    };
+    let pods_per_second = ok_adds as f64 / seconds.max(1e-9);
     Ok(IpamRun {
+        store,
         batching,
+        local: m.local,
         lab: lab.name.clone(),
+        of_floor: pods_per_second / floor.pods_per_second.max(1e-9),
+        floor,
         pods: pods.len(),
         failed_adds,
         failures,
         seconds,
-        pods_per_second: ok_adds as f64 / seconds.max(1e-9),
+        pods_per_second,
         etcd_revision_before: rev_before,
         etcd_revision_after: rev_after,
         etcd_writes,
@@ -430,14 +534,18 @@ fn measure(
         views_checked,
         view_mismatches,
         view_problems,
+        views_agreed_after_seconds,
         rss_bytes: rss,
         rss_median_bytes,
         rss_max_bytes,
-        cpu_weftd_seconds: span.weftd,
-        cpu_etcd_seconds: span.etcd,
+        cpu_weftd_seconds: cpu_weftd,
+        cpu_etcd_seconds: cpu_etcd,
+        cpu_apiserver_seconds: cpu_apiserver,
+        cpu_kube_others_seconds: cpu_kube_others,
         cpu_cni_and_bench_seconds: span.own,
         cpu_cni_seconds: span.children,
-        cpu_other_seconds: (span.busy_seconds - span.weftd - span.etcd - span.own).max(0.0),
+        cpu_other_seconds: (span.busy_seconds - span.groups.iter().sum::<f64>() - span.own)
+            .max(0.0),
         machine_busy: span.busy,
         machine_busy_before,
         stage_timings,
@@ -446,6 +554,29 @@ fn measure(
         del_seconds,
         failed_dels,
     })
+}
+
+/// Waits (at most [`QUIET_WAIT`]) for the agents to finish joining
+/// (registry, routes) and for other work on the machine to end: its CPU
+/// would be charged to the burst. Returns the machine's busy share at the
+/// end of the wait.
+fn quiet(mode: &str, progress: &mut dyn FnMut(&str)) -> f64 {
+    let deadline = Instant::now() + QUIET_WAIT;
+    let mut told = false;
+    loop {
+        let busy = machine_busy_over(Duration::from_secs(1));
+        if busy < QUIET || Instant::now() >= deadline {
+            return busy;
+        }
+        if !told {
+            progress(&format!(
+                "{mode}: the machine is {:.0}% busy with other work; waiting up to {} s for it to calm down",
+                busy * 100.0,
+                QUIET_WAIT.as_secs()
+            ));
+            told = true;
+        }
+    }
 }
 
 /// Writes `<out>/ipam-<time>.json`, `.svg` and (with rsvg-convert) `.png`.

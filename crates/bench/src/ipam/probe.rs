@@ -11,7 +11,11 @@ pub fn etcd_revision(lab: &Lab) -> anyhow::Result<i64> {
         .into_iter()
         .find(|m| m.alive())
         .context("no etcd member runs")?;
-    let addr = SocketAddr::new(m.address, ETCD_CLIENT_PORT);
+    revision_at(lab, SocketAddr::new(m.address, ETCD_CLIENT_PORT))
+}
+
+/// The revision of the etcd at `addr` in the lab's fabric namespace.
+pub(super) fn revision_at(lab: &Lab, addr: SocketAddr) -> anyhow::Result<i64> {
     let body = weft_datapath::netns::run_in(&lab.fabric_netns, move || {
         http_post(
             addr,
@@ -103,11 +107,11 @@ pub(super) fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// CPU time at one instant: the weftds, the etcd members, this process
-/// with its reaped children (every weft-cni), and the machine.
+/// CPU time at one instant: groups of processes (the weftds, the store's
+/// processes, ...), this process with its reaped children (every
+/// weft-cni), and the machine.
 pub(super) struct CpuSample {
-    weftd: f64,
-    etcd: f64,
+    groups: Vec<f64>,
     own: f64,
     children: f64,
     busy: u64,
@@ -115,8 +119,8 @@ pub(super) struct CpuSample {
 }
 
 pub(super) struct CpuSpan {
-    pub(super) weftd: f64,
-    pub(super) etcd: f64,
+    /// CPU-seconds of each group, in the order given to [`CpuSample::take`].
+    pub(super) groups: Vec<f64>,
     pub(super) own: f64,
     pub(super) children: f64,
     pub(super) busy: f64,
@@ -124,7 +128,7 @@ pub(super) struct CpuSpan {
 }
 
 impl CpuSample {
-    pub(super) fn take(weftds: &[u32], etcds: &[u32]) -> CpuSample {
+    pub(super) fn take(groups: &[&[u32]]) -> CpuSample {
         let sum = |pids: &[u32]| {
             pids.iter()
                 .filter_map(|p| proc_cpu(&format!("/proc/{p}/stat"), false))
@@ -132,8 +136,7 @@ impl CpuSample {
         };
         let (busy, total) = machine_cpu().unwrap_or((0, 0));
         CpuSample {
-            weftd: sum(weftds),
-            etcd: sum(etcds),
+            groups: groups.iter().map(|g| sum(g)).collect(),
             own: proc_cpu("/proc/self/stat", true).unwrap_or(0.0),
             children: proc_cpu("/proc/self/stat", true).unwrap_or(0.0)
                 - proc_cpu("/proc/self/stat", false).unwrap_or(0.0),
@@ -144,8 +147,12 @@ impl CpuSample {
 
     pub(super) fn since(&self, before: &CpuSample) -> CpuSpan {
         CpuSpan {
-            weftd: self.weftd - before.weftd,
-            etcd: self.etcd - before.etcd,
+            groups: self
+                .groups
+                .iter()
+                .zip(&before.groups)
+                .map(|(a, b)| a - b)
+                .collect(),
             own: self.own - before.own,
             children: self.children - before.children,
             busy: (self.busy - before.busy) as f64 / (self.total - before.total).max(1) as f64,

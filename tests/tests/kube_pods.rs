@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use common::kube::apply;
 use common::*;
 use serde_json::Value;
-use weft_lab::kube::KubeSpec;
-use weft_lab::{Lab, LabSpec};
+use weft_lab::Lab;
 
 /// How long the control plane may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -172,17 +171,11 @@ fn lab_kubelet_runs_deployments_readiness_gates_grace_and_host_network_pods_priv
     ) {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("kp"), &bin_dir());
-    spec.nodes = 3;
-    // one etcd the weftds share: pod addresses unique across the nodes
-    spec.etcd_members = 1;
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
+    let mut lab = common::kube::kube_lab("kp", PATIENCE, |s| {
+        s.nodes = 3;
+        // one etcd the weftds share: pod addresses unique across the nodes
+        s.etcd_members = 1;
     });
-    let started = Instant::now();
-    let mut lab = LabGuard(Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
     let node_names: Vec<String> = lab.nodes().into_iter().map(|n| n.name).collect();
 
     // every node registered by its kubelet, Ready, with its underlay addresses

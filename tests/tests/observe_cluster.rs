@@ -24,9 +24,8 @@ use common::*;
 use netpol_support::{apply, kubectl, LabDriver};
 use serde_json::json;
 use weft_api::{Flow, Verdict};
-use weft_lab::kube::KubeSpec;
 use weft_lab::probe::Transport;
-use weft_lab::{Lab, LabSpec};
+use weft_lab::Lab;
 
 const PATIENCE: Duration = Duration::from_secs(240);
 const FLOWS_PORT: u16 = 9965;
@@ -194,16 +193,11 @@ fn cluster_observe_over_tls_sees_a_drop_on_another_node_and_refuses_the_unauthor
     ) {
         return;
     }
-    let mut spec = LabSpec::new(&lab_name("otl"), &bin_dir());
-    spec.nodes = 2;
-    spec.etcd_members = 1;
-    spec.kubernetes = Some(KubeSpec {
-        ready_timeout: PATIENCE,
-        ..KubeSpec::default()
-    });
     let started = Instant::now();
-    let mut lab = LabGuard(Lab::up(&spec, &mut |_| {}).expect("lab up"));
-    eprintln!("lab cluster up in {:.1} s", started.elapsed().as_secs_f64());
+    let mut lab = common::kube::kube_lab("otl", PATIENCE, |s| {
+        s.nodes = 2;
+        s.etcd_members = 1;
+    });
     let tmp = TempDir(std::env::temp_dir().join(format!("{}-tls", lab.name)));
     std::fs::create_dir_all(&tmp.0).unwrap();
     let addrs: Vec<IpAddr> = lab.nodes().iter().map(|n| n.underlay_v4).collect();

@@ -394,7 +394,9 @@ impl Ipam {
                 },
             }))
             .collect();
+        let sent = self.clock.now_ms();
         let res = self.store.commit(&ops)?;
+        self.gate.store_answered(sent);
         drop(ops);
         match res {
             Ok(rev) => {

@@ -104,7 +104,9 @@ impl Ipam {
     }
 
     pub(crate) fn refresh_locked(&self, st: &mut State) -> Result<Listing, IpamError> {
+        let sent = self.clock.now_ms();
         let listing = self.store.list(BLOCKS_PREFIX)?;
+        self.gate.store_answered(sent);
         self.load(st, &listing);
         Ok(listing)
     }

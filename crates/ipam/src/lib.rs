@@ -105,6 +105,14 @@
 //! statics in unclaimed blocks, releases, gc and collection write the store
 //! at once as before, and every store write of a block carries its
 //! journaled allocations (the cache holds them), so they are flushed too.
+//! The journal takes a batch only while the node's registration lease is
+//! known alive with a margin and the store answered recently
+//! ([`JournalGate`]: weftd reports the lease's renewals), and only after a
+//! read of each block of the batch shows it at the revision the plan was
+//! made on (one linearizable read per block per batch, no write): with the
+//! store unreachable the read fails and so does the ADD, as a store write
+//! would, and a block changed meanwhile (collected, borrowed from) goes the
+//! store path, whose compare-and-swap sees it.
 //! What this must not lose:
 //!
 //! - *No duplicates.* Only the block's node allocates in a block marked
@@ -196,6 +204,7 @@ mod claim;
 mod clock;
 mod config;
 mod error;
+mod gate;
 mod gc;
 mod local;
 mod plan;
@@ -224,6 +233,7 @@ pub use config::{
     DEFAULT_V6_BLOCK_PREFIX,
 };
 pub use error::IpamError;
+pub use gate::{GateState, JournalGate, CLOCK_SLOP};
 pub use local::{journal_key, JOURNAL_PREFIX};
 pub use record::{
     block_key, escape_cidr, parse_block_key, pool_key, reserved, route_key, Allocation,
@@ -286,6 +296,9 @@ pub struct Ipam {
     /// The node's local journal of allocations in its own blocks (see
     /// "Local allocations"); `None`: every allocation goes to `store`.
     journal: Option<Arc<dyn Store>>,
+    /// When the journal may take allocations (the node's lease, the
+    /// store's last answer).
+    gate: Arc<JournalGate>,
     cfg: IpamConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -331,6 +344,7 @@ impl Ipam {
         let ipam = Ipam {
             store,
             journal,
+            gate: Arc::new(JournalGate::new(cfg.flush_interval)),
             cfg,
             clock,
             state: Mutex::new(State::default()),
@@ -358,6 +372,13 @@ impl Ipam {
 
     pub fn config(&self) -> &IpamConfig {
         &self.cfg
+    }
+
+    /// The journal's gate, for whoever keeps the node's registration lease
+    /// to report its renewals ([`JournalGate::lease_renewed`]). Until the
+    /// first report nothing is journaled.
+    pub fn journal_gate(&self) -> Arc<JournalGate> {
+        self.gate.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

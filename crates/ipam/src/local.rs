@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use weft_store::{Revision, StoreError, TxnOp};
 
+use crate::gate::GateState;
 use crate::record::BLOCKS_PREFIX;
 use crate::state::{Change, State};
 use crate::{ms, Ipam, IpamError, MAX_ATTEMPTS};
@@ -108,8 +109,11 @@ impl Ipam {
     /// Writes a planned batch to the journal instead of the store when every
     /// change it makes is a new allocation in a block of this node that is
     /// marked `lo` in the store at the revision the plan was made on (no
-    /// claim, no borrow, no routing change). Returns whether it did; on
-    /// `true` the staged records stay cached as they are.
+    /// claim, no borrow, no routing change), the gate is open (the node's
+    /// lease alive with a margin, the store answering) and a read of each
+    /// block shows the store still at that revision. Returns whether it
+    /// did; on `true` the staged records stay cached as they are. A failed
+    /// read fails the batch as the store write would have.
     pub(crate) fn commit_local(
         &self,
         st: &mut State,
@@ -118,6 +122,11 @@ impl Ipam {
         let Some(journal) = self.journal.as_ref().filter(|_| self.journaling()) else {
             return Ok(false);
         };
+        let gate = self.gate.state(self.clock.now_ms());
+        if gate != GateState::Open {
+            tracing::debug!(?gate, "ipam journal closed; the batch goes to the store");
+            return Ok(false);
+        }
         let mut new = Vec::new();
         for (key, &(rev, claims)) in pending {
             let (Some((Some(before), None)), Some(after)) =
@@ -143,6 +152,9 @@ impl Ipam {
                     new.push((key.clone(), o, a.clone()));
                 }
             }
+        }
+        if !self.still_at_planned_revisions(pending)? {
+            return Ok(false);
         }
         let values = new
             .iter()
@@ -170,6 +182,26 @@ impl Ipam {
         for (key, o, a) in new {
             st.local_last.insert(key.clone(), now);
             st.local.entry(key).or_default().insert(o, a);
+        }
+        Ok(true)
+    }
+
+    /// Whether the store shows every block of `pending` at the revision
+    /// the batch was planned on: the store is there now (an ADD while it
+    /// is unreachable fails, however recently it answered), and no other
+    /// node changed the block (a gone node's collection, a borrow racing
+    /// the mark). One linearizable read per block.
+    fn still_at_planned_revisions(
+        &self,
+        pending: &BTreeMap<String, (Revision, bool)>,
+    ) -> Result<bool, IpamError> {
+        for (key, &(rev, _)) in pending {
+            let sent = self.clock.now_ms();
+            let current = self.store.get(key)?;
+            self.gate.store_answered(sent);
+            if current.is_none_or(|kv| kv.mod_revision != rev) {
+                return Ok(false);
+            }
         }
         Ok(true)
     }

@@ -97,7 +97,12 @@ impl Store for NoDeletes {
     }
 }
 
-/// Node `node` on the shared store `raw`, with `journal`.
+/// A node lease that outlives every test's clock advances (the journal's
+/// gate is tested with short ones below).
+const LONG_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// Node `node` on the shared store `raw`, with `journal`, its registration
+/// lease renewed now (for [`LONG_LEASE`]).
 fn journaled(
     raw: &Arc<dyn Store>,
     clock: &Arc<ManualClock>,
@@ -108,6 +113,8 @@ fn journaled(
     c.node = node.into();
     let store = Counting::new(raw.clone());
     let ipam = Ipam::with_journal(store.clone(), c, clock.clone(), Some(journal)).unwrap();
+    ipam.journal_gate()
+        .lease_renewed(clock.now_ms(), LONG_LEASE);
     Env {
         store,
         clock: clock.clone(),
@@ -408,4 +415,133 @@ fn without_a_journal_every_allocation_is_a_store_write() {
         .kvs
         .iter()
         .all(|kv| !BlockRecord::decode(kv).unwrap().local));
+}
+
+/// A journaled node whose lease was renewed at T0 for 10 s (flush interval
+/// 500 ms: the gate closes 1.5 s before the deadline, and 1 s after the
+/// store's last answer), with one allocation in the store (the claim) and
+/// one in the journal.
+fn short_lease() -> (Env, Arc<dyn Store>) {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let j: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let mut c = standard();
+    c.node = "node-a".into();
+    let store = Counting::new(raw);
+    let ipam = Ipam::with_journal(store.clone(), c, clock.clone(), Some(j.clone())).unwrap();
+    ipam.journal_gate()
+        .lease_renewed(T0, Duration::from_secs(10));
+    let a = Env { store, clock, ipam };
+    assert_eq!(a.ipam.config().flush_interval, Duration::from_millis(500));
+    a.alloc(0, &v4()).unwrap();
+    a.alloc(1, &v4()).unwrap();
+    assert_eq!(journal_len(&j), 1, "healthy: journaled");
+    (a, j)
+}
+
+#[test]
+fn without_a_lease_renewal_reported_nothing_is_journaled() {
+    let raw = new_store();
+    let clock = Arc::new(ManualClock::new(T0));
+    let j: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let store = Counting::new(raw.clone());
+    let ipam = Ipam::with_journal(store.clone(), standard(), clock, Some(j.clone())).unwrap();
+    let w = store.writes();
+    for i in 0..3 {
+        ipam.allocate(&attrs(i), &v4()).unwrap();
+    }
+    assert_eq!(store.writes() - w, 3, "each a store write");
+    assert_eq!(journal_len(&j), 0);
+}
+
+#[test]
+fn near_the_lease_deadline_an_add_goes_to_the_store_until_the_lease_is_renewed() {
+    let (a, j) = short_lease();
+    // 1.5 s before the deadline (T0 + 10 s), the store answering
+    a.clock.set(T0 + 8_500);
+    a.ipam.refresh().unwrap();
+    assert!(matches!(
+        a.ipam.journal_gate().state(a.clock.now_ms()),
+        GateState::LeaseEnding { .. }
+    ));
+    let w = a.store.writes();
+    let addr = a.alloc(2, &v4()).unwrap()[0];
+    assert_eq!(a.store.writes() - w, 1, "a store write");
+    assert_eq!(journal_len(&j), 0, "which carried the journaled one too");
+    let all = stored(&a.store.inner);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[&addr], h(2));
+    // renewed: journaled again
+    a.ipam
+        .journal_gate()
+        .lease_renewed(a.clock.now_ms(), Duration::from_secs(10));
+    a.alloc(3, &v4()).unwrap();
+    assert_eq!(a.store.writes() - w, 1);
+    assert_eq!(journal_len(&j), 1);
+}
+
+#[test]
+fn with_the_store_silent_an_add_goes_to_the_store_and_fails_while_it_is_down() {
+    let (a, j) = short_lease();
+    // no store answer for more than two flush intervals, the store down
+    a.advance_ms(1_001);
+    assert!(matches!(
+        a.ipam.journal_gate().state(a.clock.now_ms()),
+        GateState::StoreSilent { .. }
+    ));
+    a.store.down.store(true, Ordering::SeqCst);
+    let err = a.alloc(2, &v4()).unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(journal_len(&j), 1, "nothing journaled");
+    // back: the first ADD is a store write (an answer), the next journaled
+    a.store.down.store(false, Ordering::SeqCst);
+    let w = a.store.writes();
+    a.alloc(2, &v4()).unwrap();
+    assert_eq!(a.store.writes() - w, 1);
+    assert_eq!(journal_len(&j), 0);
+    a.alloc(3, &v4()).unwrap();
+    assert_eq!(a.store.writes() - w, 1);
+    assert_eq!(journal_len(&j), 1);
+    assert_distinct_addresses(&a.ipam.allocations().unwrap(), 4);
+}
+
+#[test]
+fn a_store_gone_since_its_last_answer_fails_the_add_though_the_gate_is_open() {
+    // the multinode outage test's case: every etcd member stopped a moment
+    // after the store last answered
+    let (a, j) = short_lease();
+    assert_eq!(
+        a.ipam.journal_gate().state(a.clock.now_ms()),
+        GateState::Open
+    );
+    a.store.down.store(true, Ordering::SeqCst);
+    let err = a.alloc(2, &v4()).unwrap_err();
+    assert!(
+        matches!(err, IpamError::Store(StoreError::Unavailable { .. })),
+        "{err}"
+    );
+    assert_eq!(journal_len(&j), 1, "nothing journaled");
+}
+
+#[test]
+fn a_block_changed_in_the_store_since_the_plan_goes_the_store_path() {
+    let (a, j) = short_lease();
+    // another writer touches the block (same record, a new revision)
+    let kv = a.store.inner.list(BLOCKS_PREFIX).unwrap().kvs[0].clone();
+    a.store
+        .inner
+        .update(&kv.key, &kv.value, kv.mod_revision)
+        .unwrap()
+        .unwrap();
+    let w = a.store.writes();
+    a.alloc(2, &v4()).unwrap();
+    assert!(
+        a.store.writes() > w,
+        "went to the store (and lost the race)"
+    );
+    a.ipam.flush().unwrap();
+    assert_eq!(journal_len(&j), 0);
+    let all = stored(&a.store.inner);
+    assert_eq!(all.len(), 3);
+    assert_distinct_addresses(&a.ipam.allocations().unwrap(), 3);
 }

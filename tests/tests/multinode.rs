@@ -484,3 +484,82 @@ fn weftd_started_while_etcd_is_down_waits_for_it_privileged() {
     assert_ipam_clean(&lab, 0);
     let _ = weft_lab::ip(&["netns", "del", &ns]);
 }
+
+#[test]
+fn weftd_killed_between_a_journaled_add_and_its_flush_loses_and_duplicates_nothing_privileged() {
+    if !root_or_skip(
+        "weftd_killed_between_a_journaled_add_and_its_flush_loses_and_duplicates_nothing_privileged",
+    ) {
+        return;
+    }
+    // a flush every 40 s, so the ADDs below stay in node 0's journal until
+    // the kill; the lease long enough for the journal's gate to stay open
+    // (open while the lease has more than a flush interval + 1 s to run)
+    let mut lab = lab("jk", |s| {
+        s.nodes = 2;
+        s.etcd_members = 1;
+        s.weftd_args
+            .extend(["--ipam-flush-ms=40000", "--node-lease-seconds=200"].map(String::from));
+    });
+    let node1 = lab.node(1).unwrap().socket.clone();
+    // node 1's view is the store's (node 0's journal is not in it)
+    let in_store = |pod: &weft_lab::Pod| -> Vec<std::net::IpAddr> {
+        let view: weft_api::IpamView = api_get_at(&node1, weft_api::paths::IPAM);
+        view.allocations
+            .iter()
+            .filter(|a| a.container_id == pod.container_id)
+            .map(|a| a.address)
+            .collect()
+    };
+    // the first ADD claims node 0's blocks (a store write), the next two
+    // only take addresses in them: journaled
+    let a = lab.add_pod_on("a", 0).unwrap();
+    let b = lab.add_pod_on("b", 0).unwrap();
+    let c = lab.add_pod_on("c", 0).unwrap();
+    assert_eq!(in_store(&a).len(), 2, "a's claim is in the store");
+    let pid = lab.node(0).unwrap().weftd_pid.expect("node 0's weftd runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        eventually(Duration::from_secs(5), || !weft_lab::pid_alive(pid)),
+        "weftd {pid} survived SIGKILL"
+    );
+    // the kill came before the flush: b and c were only in the journal
+    assert!(in_store(&b).is_empty(), "b flushed before the kill");
+    assert!(in_store(&c).is_empty(), "c flushed before the kill");
+
+    // weftd starts again: it lays the journal over the store and flushes
+    // before it serves
+    lab.stop_weftd_on(0).unwrap(); // forgets the dead pid
+    lab.start_weftd_on(0).unwrap();
+    for p in [&b, &c] {
+        let mut got = in_store(p);
+        got.sort();
+        let mut want = p.ips.clone();
+        want.sort();
+        assert_eq!(got, want, "{} keeps its addresses in the store", p.name);
+    }
+    // a new pod gets other addresses, and no address is held twice
+    let d = lab.add_pod_on("d", 0).unwrap();
+    let before: Vec<_> = [&a, &b, &c].iter().flat_map(|p| p.ips.clone()).collect();
+    assert!(d.ips.iter().all(|ip| !before.contains(ip)), "{d:?}");
+    let view: weft_api::IpamView = api_get_at(&lab.node(0).unwrap().socket, weft_api::paths::IPAM);
+    let mut seen = std::collections::HashMap::new();
+    for al in &view.allocations {
+        if let Some(other) = seen.insert(al.address, al.container_id.clone()) {
+            panic!("{} held by {other} and {}", al.address, al.container_id);
+        }
+    }
+    assert_eq!(seen.len(), 8, "4 dual-stack pods: {:?}", view.allocations);
+    for p in [&a, &b, &c, &d] {
+        for ip in &p.ips {
+            assert_eq!(seen.get(ip), Some(&p.container_id), "{ip} of {}", p.name);
+        }
+    }
+    for i in 0..2 {
+        assert_ipam_clean(&lab, i);
+    }
+}

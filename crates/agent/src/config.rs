@@ -131,10 +131,11 @@ pub struct AgentConfig {
     /// own blocks are recorded in its state directory first (fsync'ed
     /// before ADD returns) and written to the store in one commit per
     /// --ipam-flush-ms; block claims and borrowed addresses still go to the
-    /// store at once. Off by default: with it on, an ADD in an own block
-    /// succeeds while the store is unreachable, and whether a block claim
-    /// must be seen live before that is not settled (see ARCHITECTURE.md).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    /// store at once. Only while this node's registration lease is alive
+    /// with a margin and the store answers (each batch reads its blocks
+    /// first): otherwise the ADD is a store write, which fails fast with
+    /// the store away (see ARCHITECTURE.md).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ipam_local_allocations: bool,
 
     /// How often journaled allocations are written to the cluster store

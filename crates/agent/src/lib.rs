@@ -256,6 +256,7 @@ pub fn build_with_nodes(
         live_nodes = start_cluster(
             cfg,
             &node,
+            ipam.journal_gate(),
             &ipam_store,
             &datapath,
             nodes,
@@ -364,9 +365,11 @@ fn refuse_fenced(store: &dyn Store) -> anyhow::Result<()> {
 /// With `nodes` (the Kubernetes store) the node's facts go on its Node
 /// object and the registry reads Nodes (see [`registry::kube`]); returns
 /// then the live Nodes for gone-node collection.
+#[allow(clippy::too_many_arguments)] // each is one fact of the node's joining
 fn start_cluster(
     cfg: &AgentConfig,
     node: &str,
+    journal_gate: Arc<weft_ipam::JournalGate>,
     store: &Arc<dyn Store>,
     datapath: &Arc<dyn Datapath>,
     nodes: Option<Arc<dyn registry::kube::NodeApi>>,
@@ -423,7 +426,8 @@ fn start_cluster(
         Some(_) => weft_store::AGENTS_PREFIX,
         None => registry::NODES_PREFIX,
     };
-    let registered = registry::start_registration(
+    let lease_ttl = Duration::from_secs(cfg.node_lease_seconds.max(2));
+    let registered = registry::start_registration_observed(
         store.clone(),
         prefix,
         registry::NodeRecord {
@@ -433,7 +437,9 @@ fn start_cluster(
             vtep_mac,
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
-        Duration::from_secs(cfg.node_lease_seconds.max(2)),
+        lease_ttl,
+        // the IPAM journal takes allocations only while this lease lives
+        Box::new(move |sent_at_ms| journal_gate.lease_renewed(sent_at_ms, lease_ttl)),
     );
     // registered before any allocation: `weft store migrate` refuses while a
     // registration exists, so the fence check after this one (see build_with)

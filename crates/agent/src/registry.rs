@@ -256,6 +256,21 @@ pub fn start_registration(
     rec: NodeRecord,
     ttl: Duration,
 ) -> std::sync::mpsc::Receiver<Registration> {
+    start_registration_observed(store, prefix, rec, ttl, Box::new(|_| {}))
+}
+
+/// [`start_registration`], calling `renewed(sent_at_ms)` after every
+/// successful grant or renewal of the lease with the wall-clock time (ms
+/// since the epoch, as [`weft_ipam::SystemClock`]) its request was sent:
+/// the lease lives at least until then + TTL (the IPAM journal's gate).
+pub fn start_registration_observed(
+    store: Arc<dyn Store>,
+    prefix: &'static str,
+    rec: NodeRecord,
+    ttl: Duration,
+    renewed: Box<dyn Fn(u64) + Send>,
+) -> std::sync::mpsc::Receiver<Registration> {
+    use weft_ipam::Clock;
     let (registered, first) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("registry".into())
@@ -266,6 +281,7 @@ pub fn start_registration(
             // a registration made but not yet checked against the fence
             let mut unchecked = false;
             loop {
+                let sent = weft_ipam::SystemClock.now_ms();
                 let step = match lease {
                     Some(id) => store.keep_alive(id).map(|()| id),
                     None => register(&*store, &key, &value, ttl).inspect(|_| unchecked = true),
@@ -273,6 +289,9 @@ pub fn start_registration(
                 match step {
                     Ok(id) => {
                         lease = Some(id);
+                        if !unchecked {
+                            renewed(sent);
+                        }
                         if unchecked {
                             match fence(&*store) {
                                 Ok(Some(to)) => {
@@ -280,7 +299,12 @@ pub fn start_registration(
                                     let _ = registered.send(Registration::Fenced(to));
                                     return;
                                 }
-                                Ok(None) => unchecked = false,
+                                Ok(None) => {
+                                    unchecked = false;
+                                    // not before: a fenced store takes no
+                                    // journaled allocation
+                                    renewed(sent);
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot check the store's migration fence; retrying");
                                     std::thread::sleep(ttl / 3);

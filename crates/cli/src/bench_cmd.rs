@@ -249,8 +249,8 @@ pub struct IpamArgs {
     /// Group commit: both (on, then off), or only one of them.
     #[arg(long, default_value = "both", value_parser = ["both", "on", "off"])]
     batching: String,
-    /// weftd's --ipam-local-allocations: on (the bench's default; weftd's
-    /// is off), off (every allocation a store write), or both in turn.
+    /// weftd's --ipam-local-allocations: on (weftd's default), off (every
+    /// allocation a store write), or both in turn.
     #[arg(long, default_value = "on", value_parser = ["both", "on", "off"])]
     local_allocations: String,
     /// Run weftd with a debug log and report where each ADD's time went in

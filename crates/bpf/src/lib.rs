@@ -49,7 +49,7 @@ pub use cgroup::{
     cgroup_attach, cgroup_detach, cgroup_detach_named, cgroup_programs, cgroup_replace,
 };
 pub use error::BpfError;
-pub use maps::{possible_cpus, Map};
+pub use maps::{possible_cpus, BatchFailed, Map};
 pub use object::{
     parse_object, MapDef, ParsedObject, ProgKind, ProgramSpec, Reloc, RelocKind, SockAddrHook,
     PIN_BY_NAME, PIN_NONE,

@@ -15,6 +15,9 @@ use crate::pin::{self, PinOutcome};
 use crate::sys::{self, Attr};
 use crate::{BpfError, MapDef};
 
+mod batch;
+pub use batch::BatchFailed;
+
 const BPF_ANY: u64 = 0;
 const CPU_POSSIBLE: &str = "/sys/devices/system/cpu/possible";
 

@@ -30,6 +30,8 @@ pub const BPF_PROG_TEST_RUN: u32 = 10;
 pub const BPF_PROG_GET_FD_BY_ID: u32 = 13;
 pub const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 pub const BPF_PROG_QUERY: u32 = 16;
+pub const BPF_MAP_UPDATE_BATCH: u32 = 26;
+pub const BPF_MAP_DELETE_BATCH: u32 = 27;
 
 /// `union bpf_attr`, zeroed, 8-aligned (it holds `__u64` fields).
 #[repr(C, align(8))]

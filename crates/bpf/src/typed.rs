@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use crate::{BpfError, Map, Program};
+use crate::{BatchFailed, BpfError, Map, Program};
 
 /// Plain data the kernel may read and write byte for byte.
 ///
@@ -88,6 +88,25 @@ impl<'m, K: Pod, V: Pod> TypedMap<'m, K, V> {
     /// `false` if the key was absent.
     pub fn remove(&self, key: &K) -> Result<bool, BpfError> {
         self.map.delete(bytes_of(key))
+    }
+
+    /// Every `(key, value)` in one `BPF_MAP_UPDATE_BATCH` (see
+    /// [`Map::update_batch`]).
+    pub fn insert_batch(&self, entries: &[(K, V)]) -> Result<(), BatchFailed> {
+        let mut keys = Vec::with_capacity(entries.len() * std::mem::size_of::<K>());
+        let mut values = Vec::with_capacity(entries.len() * std::mem::size_of::<V>());
+        for (k, v) in entries {
+            keys.extend_from_slice(bytes_of(k));
+            values.extend_from_slice(bytes_of(v));
+        }
+        self.map.update_batch(&keys, &values)
+    }
+
+    /// Every key in `BPF_MAP_DELETE_BATCH`es (see [`Map::delete_batch`]);
+    /// how many were present.
+    pub fn remove_batch(&self, keys: &[K]) -> Result<usize, BatchFailed> {
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| bytes_of(k).to_vec()).collect();
+        self.map.delete_batch(&bytes)
     }
 
     pub fn keys(&self) -> Result<Vec<K>, BpfError> {

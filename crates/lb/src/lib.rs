@@ -36,4 +36,4 @@ pub use ids::{BackendId, IdAllocator, ServiceId};
 pub use incremental::LbState;
 pub use maps::{build, Algorithm, Config, Desired, LbMaps};
 pub use model::*;
-pub use reconcile::{reconcile, MapWriter, Round};
+pub use reconcile::{reconcile, runs, MapWriter, Round};

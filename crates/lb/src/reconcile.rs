@@ -20,6 +20,27 @@ use crate::maps::{flags, LbMaps, MaglevKey};
 pub trait MapWriter {
     type Error;
     fn write(&mut self, op: &Op) -> Result<(), Self::Error>;
+
+    /// Writes `ops` in order and stops at the first that fails: how many
+    /// were written, and the error of the next one. The effect must be that
+    /// of [`MapWriter::write`] on each in turn (a reader may see any prefix
+    /// of the sequence, never another order); the kernel's writer overrides
+    /// this to put runs of one map's upserts or deletes into one syscall.
+    fn write_all(&mut self, ops: &[Op]) -> (usize, Option<Self::Error>) {
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.write(op) {
+                return (i, Some(e));
+            }
+        }
+        (ops.len(), None)
+    }
+}
+
+/// `ops` cut into maximal runs of one kind (each kind writes one map,
+/// upserting or deleting): what a writer can hand the kernel as one batch
+/// without changing the order of anything.
+pub fn runs(ops: &[Op]) -> impl Iterator<Item = &[Op]> {
+    ops.chunk_by(|a, b| std::mem::discriminant(a) == std::mem::discriminant(b))
 }
 
 /// What one round did.
@@ -52,7 +73,18 @@ pub fn reconcile<W: MapWriter>(
         failed: Vec::new(),
         held_back: 0,
     };
-    for op in ops {
+    // the good path in one go (batched by a writer that can); after a
+    // failure, op by op with the safety check
+    let (written, error) = writer.write_all(&ops);
+    for op in &ops[..written] {
+        current.apply(op);
+    }
+    round.applied = written;
+    let mut rest = ops.into_iter().skip(written);
+    if let (Some(e), Some(op)) = (error, rest.next()) {
+        round.failed.push((op, e));
+    }
+    for op in rest {
         if !round.failed.is_empty() && !op_is_safe(current, &op) {
             round.held_back += 1;
             continue;

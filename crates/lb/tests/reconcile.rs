@@ -193,3 +193,28 @@ fn a_backend_that_keeps_failing_holds_back_only_its_frontend() {
     assert!(reconcile(&d1.maps, &mut current, &mut writer).is_clean());
     assert_eq!(writer.maps, d1.maps);
 }
+
+/// A writer may hand each run to the kernel as one batch: the runs cover
+/// the ops in order, each of one kind, and no two neighbours share a kind.
+#[test]
+fn runs_cut_the_ops_in_order_into_maximal_runs_of_one_kind() {
+    let w = random_world(&mut Rng(11));
+    let d = build(
+        &w.0,
+        &w.1,
+        &config(Algorithm::Random),
+        &mut IdAllocator::default(),
+    )
+    .unwrap();
+    let mut ops = weft_lb::diff::diff(&d.maps, &LbMaps::default());
+    ops.extend(weft_lb::diff::diff(&LbMaps::default(), &d.maps));
+    let kind = std::mem::discriminant::<Op>;
+    let cut: Vec<&[Op]> = runs(&ops).collect();
+    assert!(cut.len() >= 4 && cut.len() < ops.len(), "{}", cut.len());
+    assert_eq!(cut.concat(), ops);
+    assert!(cut
+        .iter()
+        .all(|r| r.iter().all(|op| kind(op) == kind(&r[0]))));
+    assert!(cut.windows(2).all(|p| kind(&p[0][0]) != kind(&p[1][0])));
+    assert_eq!(runs(&[]).count(), 0);
+}

@@ -83,6 +83,45 @@ fn service_maps_read_back_what_weft_lb_built_privileged() {
     }
 }
 
+/// weftd writes runs of one map's upserts or deletes as one batch
+/// (BPF_MAP_UPDATE_BATCH / DELETE_BATCH), or one entry at a time where the
+/// kernel refuses batches: both ways the maps end up as weft_lb built them,
+/// through a build, a change and a removal of everything.
+#[test]
+fn service_maps_take_batched_and_single_writes_alike_privileged() {
+    need_root!("service_maps_take_batched_and_single_writes_alike_privileged");
+    let (svcs, slices) = mix();
+    let mut fewer = slices.clone();
+    fewer[0].endpoints.truncate(1);
+    let mut results = Vec::new();
+    for batches in [true, false] {
+        let p = ServicePrograms::load(&ServiceProgramOptions::default()).unwrap();
+        let mut maps = p.maps();
+        maps.set_batches(batches);
+        let mut ids = IdAllocator::default();
+        let mut held = Vec::new();
+        for (s, e) in [
+            (&svcs[..], &slices),
+            (&svcs[..], &fewer),
+            (&[][..], &vec![]),
+        ] {
+            let desired = weft_lb::build(s, e, &config(Algorithm::Random), &mut ids).unwrap();
+            let mut current = maps.read_back().unwrap();
+            let round = weft_lb::reconcile(&desired.maps, &mut current, &mut maps);
+            assert!(round.is_clean(), "batches {batches}: {:?}", round.failed);
+            assert!(round.applied > 0);
+            let back = maps.read_back().unwrap();
+            assert_eq!(back, desired.maps, "batches {batches}");
+            held.push(back);
+        }
+        // this kernel (5.6+) takes batches: none was refused
+        assert_eq!(maps.batches(), batches);
+        results.push(held);
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0][2], weft_lb::LbMaps::default());
+}
+
 #[test]
 fn service_maps_survive_a_reload_with_a_pin_dir_privileged() {
     need_root!("service_maps_survive_a_reload_with_a_pin_dir_privileged");

@@ -25,14 +25,99 @@ pub(crate) const STATS: &str = "weft_lb_stats";
 
 /// The Service maps of a loaded object (shared with the programs that
 /// read them). Cheap to clone; `Send`.
+///
+/// [`MapWriter::write_all`] hands each run of one map's upserts or deletes
+/// to the kernel as one batch (`BPF_MAP_UPDATE_BATCH`/`DELETE_BATCH`): a
+/// slice change among many Services is a dozen entries in three or four
+/// maps, and one syscall per entry was most of a round's cost. A kernel
+/// that refuses batches gets one syscall per entry, as before, from then on.
 #[derive(Debug, Clone)]
 pub struct ServiceMaps {
     loaded: Arc<Loaded>,
+    batches: bool,
 }
 
 impl ServiceMaps {
     pub(crate) fn new(loaded: Arc<Loaded>) -> Self {
-        ServiceMaps { loaded }
+        ServiceMaps {
+            loaded,
+            batches: true,
+        }
+    }
+
+    /// Whether runs of writes go to the kernel as batches (until one is
+    /// refused); off, every entry is its own syscall (tests compare both).
+    pub fn set_batches(&mut self, on: bool) {
+        self.batches = on;
+    }
+
+    pub fn batches(&self) -> bool {
+        self.batches
+    }
+
+    /// Writes `run` one op at a time: how many landed, the error that
+    /// stopped it.
+    fn write_each(&mut self, run: &[Op]) -> (usize, Option<ServiceError>) {
+        for (i, op) in run.iter().enumerate() {
+            if let Err(e) = self.write(op) {
+                return (i, Some(e));
+            }
+        }
+        (run.len(), None)
+    }
+
+    /// A run of upserts into map `name` as one batch, `entry` encoding each.
+    fn upsert_run<K: weft_bpf::Pod, V: weft_bpf::Pod>(
+        &mut self,
+        name: &str,
+        run: &[Op],
+        entry: impl Fn(&Op) -> Option<(K, V)>,
+    ) -> (usize, Option<ServiceError>) {
+        let entries: Option<Vec<(K, V)>> = run.iter().map(entry).collect();
+        let Some(entries) = entries else {
+            return self.write_each(run);
+        };
+        let result = match self.map::<K, V>(name) {
+            Ok(m) => m.insert_batch(&entries).map(|_| ()),
+            Err(e) => return (0, Some(e)),
+        };
+        self.batch_outcome(name, run, result)
+    }
+
+    /// A run of deletes from map `name` as one batch (absent keys are fine).
+    fn delete_run<K: weft_bpf::Pod, V: weft_bpf::Pod>(
+        &mut self,
+        name: &str,
+        run: &[Op],
+        key: impl Fn(&Op) -> Option<K>,
+    ) -> (usize, Option<ServiceError>) {
+        let keys: Option<Vec<K>> = run.iter().map(key).collect();
+        let Some(keys) = keys else {
+            return self.write_each(run);
+        };
+        let result = match self.map::<K, V>(name) {
+            Ok(m) => m.remove_batch(&keys).map(|_| ()),
+            Err(e) => return (0, Some(e)),
+        };
+        self.batch_outcome(name, run, result)
+    }
+
+    fn batch_outcome(
+        &mut self,
+        name: &str,
+        run: &[Op],
+        result: Result<(), weft_bpf::BatchFailed>,
+    ) -> (usize, Option<ServiceError>) {
+        match result {
+            Ok(()) => (run.len(), None),
+            Err(f) if f.refused() => {
+                tracing::info!(map = name, error = %f.error,
+                    "the kernel refuses map batches: Service map entries are written one at a time");
+                self.batches = false;
+                self.write_each(run)
+            }
+            Err(f) => (f.done, Some(f.error.into())),
+        }
     }
 
     fn map<K: weft_bpf::Pod, V: weft_bpf::Pod>(
@@ -100,6 +185,55 @@ impl MapWriter for ServiceMaps {
             }
         }
         Ok(())
+    }
+
+    fn write_all(&mut self, ops: &[Op]) -> (usize, Option<ServiceError>) {
+        let mut written = 0;
+        for run in weft_lb::runs(ops) {
+            let (n, error) = if !self.batches || run.len() < 2 {
+                self.write_each(run)
+            } else {
+                match &run[0] {
+                    Op::UpsertBackend(..) => self.upsert_run(BACKENDS, run, |op| match op {
+                        Op::UpsertBackend(id, v) => Some((*id, encode::backend(v))),
+                        _ => None,
+                    }),
+                    Op::UpsertRevNat(..) => self.upsert_run(REVNAT, run, |op| match op {
+                        Op::UpsertRevNat(id, v) => Some((u32::from(*id), encode::revnat(v))),
+                        _ => None,
+                    }),
+                    Op::UpsertService(..) => self.upsert_run(SERVICES, run, |op| match op {
+                        Op::UpsertService(k, v) => Some((encode::svc_key(k), encode::svc_value(v))),
+                        _ => None,
+                    }),
+                    Op::DeleteService(..) => {
+                        self.delete_run::<LbSvcKey, LbSvcValue>(SERVICES, run, |op| match op {
+                            Op::DeleteService(k) => Some(encode::svc_key(k)),
+                            _ => None,
+                        })
+                    }
+                    Op::DeleteRevNat(..) => {
+                        self.delete_run::<u32, LbRevnat>(REVNAT, run, |op| match op {
+                            Op::DeleteRevNat(id) => Some(u32::from(*id)),
+                            _ => None,
+                        })
+                    }
+                    Op::DeleteBackend(..) => {
+                        self.delete_run::<u32, LbBackend>(BACKENDS, run, |op| match op {
+                            Op::DeleteBackend(id) => Some(*id),
+                            _ => None,
+                        })
+                    }
+                    // 64 KiB tables, rarely more than one in a row
+                    Op::UpsertMaglev(..) | Op::DeleteMaglev(..) => self.write_each(run),
+                }
+            };
+            written += n;
+            if error.is_some() {
+                return (written, error);
+            }
+        }
+        (ops.len(), None)
     }
 }
 

@@ -32,6 +32,10 @@ impl MapWriter for Kernel {
     fn write(&mut self, op: &Op) -> Result<(), String> {
         self.maps.write(op).map_err(|e| e.to_string())
     }
+    fn write_all(&mut self, ops: &[Op]) -> (usize, Option<String>) {
+        let (n, e) = self.maps.write_all(ops);
+        (n, e.map(|e| e.to_string()))
+    }
 }
 
 impl KernelMaps for Kernel {

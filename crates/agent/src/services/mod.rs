@@ -36,6 +36,18 @@ use crate::config::{AgentConfig, ServicesMode};
 /// How often a round runs without a change (retrying failed writes).
 const IDLE_ROUND: Duration = Duration::from_secs(1);
 
+/// After a change wakes the reconciler, it gathers the changes that follow
+/// before running a round: until the view has been quiet for
+/// [`GATHER_QUIET`], and at most [`GATHER_MAX`] after the wake. A burst of
+/// slice changes (a rollout, `kubectl apply` of many objects: they arrive
+/// a few ms apart) then costs one round, one lock of the maps and one batch
+/// per map instead of one each, while a lone change waits only
+/// [`GATHER_QUIET`] (kube-proxy waits up to its `minSyncPeriod`, 1 s; weft's
+/// point is updates in milliseconds, so the bound stays far below the
+/// ~200 ms a slice change takes to reach traffic through the API server).
+pub const GATHER_QUIET: Duration = Duration::from_millis(10);
+pub const GATHER_MAX: Duration = Duration::from_millis(100);
+
 /// How often a round converts and compares every Service although the
 /// view's feed told of no change: a safety net, cheap at this period
 /// (tens of ms at 10k Services).
@@ -280,6 +292,37 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
         }
         drop(guard);
         seen = view.wait_change(now, IDLE_ROUND);
+        if seen != now {
+            seen = gather(
+                &mut |g, t| view.wait_change(g, t),
+                seen,
+                GATHER_QUIET,
+                GATHER_MAX,
+            );
+        }
+    }
+}
+
+/// Waits (with `wait`, the view's `wait_change`) for changes after
+/// generation `seen` until none came for `quiet` or `max` has passed;
+/// returns the generation then.
+pub fn gather(
+    wait: &mut dyn FnMut(u64, Duration) -> u64,
+    mut seen: u64,
+    quiet: Duration,
+    max: Duration,
+) -> u64 {
+    let start = Instant::now();
+    loop {
+        let left = max.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return seen;
+        }
+        let now = wait(seen, quiet.min(left));
+        if now == seen {
+            return seen;
+        }
+        seen = now;
     }
 }
 

@@ -219,14 +219,15 @@ impl Reconciler {
     }
 
     /// Hands each of `names` with its input (none: gone) to the state and
-    /// writes the ops.
+    /// writes the ops, all Services' in one go (in order: each Service's
+    /// ops stay in their safe order, and a writer batches runs of one map).
     fn update<W: KernelMaps>(
         &mut self,
         names: Vec<ServiceName>,
         mut inputs: Inputs,
         kernel: &mut W,
     ) -> usize {
-        let mut written = 0;
+        let mut all = Vec::new();
         for name in names {
             let (svc, slices) = inputs.remove(&name).unwrap_or_default();
             match self.state.update(&name, svc.clone(), slices.clone()) {
@@ -237,9 +238,7 @@ impl Reconciler {
                     } else {
                         self.inputs.insert(name, (svc, slices));
                     }
-                    if !self.dirty {
-                        written += self.write_ops(&ops, kernel);
-                    }
+                    all.extend(ops);
                 }
                 Err(e) => {
                     // the old input stays recorded: a full round finds this
@@ -249,14 +248,22 @@ impl Reconciler {
                 }
             }
         }
-        written
+        if self.dirty {
+            // a full round follows and writes what is missing
+            return 0;
+        }
+        self.write_ops(&all, kernel)
     }
 
     /// Writes `ops` in order until one fails; the rest is left to a full
     /// round (which knows which ops are safe after a failure).
     fn write_ops<W: KernelMaps>(&mut self, ops: &[Op], kernel: &mut W) -> usize {
-        let mut n = 0;
+        if ops.is_empty() {
+            return 0;
+        }
         // the UDP frontends these ops touch, with what they selected before
+        // (each Service's ops touch only its own frontends and orphans, so
+        // before the round is before each frontend's first op)
         let mut touched = BTreeSet::new();
         let mut candidates = BTreeSet::new();
         for op in ops {
@@ -272,18 +279,15 @@ impl Reconciler {
                     }
                 }
             }
-            match kernel.write(op) {
-                Ok(()) => {
-                    self.current.apply(op);
-                    n += 1;
-                }
-                Err(e) => {
-                    self.progress.ops_failed += 1;
-                    self.progress.last_error = Some(e);
-                    self.dirty = true;
-                    break;
-                }
-            }
+        }
+        let (n, error) = kernel.write_all(ops);
+        for op in &ops[..n] {
+            self.current.apply(op);
+        }
+        if let Some(e) = error {
+            self.progress.ops_failed += 1;
+            self.progress.last_error = Some(e);
+            self.dirty = true;
         }
         self.progress.ops_applied += n as u64;
         if !candidates.is_empty() {
@@ -316,6 +320,9 @@ impl MapWriter for Box<dyn KernelMaps + Send> {
     fn write(&mut self, op: &Op) -> Result<(), String> {
         (**self).write(op)
     }
+    fn write_all(&mut self, ops: &[Op]) -> (usize, Option<String>) {
+        (**self).write_all(ops)
+    }
 }
 
 impl KernelMaps for Box<dyn KernelMaps + Send> {
@@ -345,6 +352,9 @@ pub struct FakeKernel {
     /// succeed).
     pub fail_after: Option<usize>,
     pub writes: usize,
+    /// Calls of `write_all` (what the kernel's writer turns into one batch
+    /// per run of one map's upserts or deletes).
+    pub write_alls: usize,
     /// Each `abort_udp` call: the namespace and the peers.
     pub aborted: Vec<(Option<PathBuf>, Vec<SocketAddr>)>,
 }
@@ -361,6 +371,15 @@ impl MapWriter for FakeKernel {
         self.writes += 1;
         self.maps.apply(op);
         Ok(())
+    }
+    fn write_all(&mut self, ops: &[Op]) -> (usize, Option<String>) {
+        self.write_alls += 1;
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.write(op) {
+                return (i, Some(e));
+            }
+        }
+        (ops.len(), None)
     }
 }
 

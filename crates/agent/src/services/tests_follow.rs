@@ -266,3 +266,92 @@ fn a_refused_service_is_retried_by_changed_rounds_until_it_fits() {
     assert!(r.converged());
     assert_eq!(r.inputs()[&name(1)].1[0].endpoints.len(), 4);
 }
+
+/// A burst of slice changes gathered into one round is one changed round
+/// with one write of every Service's ops, and leaves the maps as one round
+/// per change would.
+#[test]
+fn a_burst_of_slice_changes_is_one_round_and_one_write() {
+    let (index, mut f, mut r, mut k) = listed();
+    let (_i1, mut f1, r1, k1) = {
+        let (i1, mut f1, mut r1, mut k1) = listed();
+        for i in 100..150 {
+            i1.apply(slice(i, 1 + (i % 9) as u8));
+            let Round::Changed(c) = f1.next(false) else {
+                panic!("a slice change is not a full round");
+            };
+            r1.sync_changed(c, &mut k1);
+        }
+        (i1, f1, r1, k1)
+    };
+    let (rounds, calls) = (r.progress().rounds, k.write_alls);
+    for i in 100..150 {
+        index.apply(slice(i, 1 + (i % 9) as u8));
+    }
+    let Round::Changed(changed) = f.next(false) else {
+        panic!("a burst is not a full round");
+    };
+    assert_eq!(changed.len(), 50);
+    let n = r.sync_changed(changed, &mut k);
+    assert!(n > 50, "{n}");
+    assert_eq!(r.progress().rounds - rounds, 1);
+    assert_eq!(k.write_alls - calls, 1, "one write of the whole round");
+    assert!(r.converged() && r1.converged());
+    assert_eq!(k.maps, k1.maps);
+    let Round::Changed(none) = f1.next(false) else {
+        panic!("no change is not a full round");
+    };
+    assert!(none.is_empty());
+    assert_eq!(r1.progress().ops_applied, r.progress().ops_applied);
+}
+
+/// The gathering before a round: it ends when the view is quiet, and a
+/// stream of changes that never pauses cannot hold the round back beyond
+/// its bound.
+#[test]
+fn gathering_ends_when_quiet_and_within_its_bound() {
+    use std::time::{Duration, Instant};
+    let ms = Duration::from_millis;
+    // quiet at once: no wait beyond the first
+    let mut calls = 0;
+    let g = super::gather(
+        &mut |seen, _| {
+            calls += 1;
+            seen
+        },
+        7,
+        ms(10),
+        ms(100),
+    );
+    assert_eq!((g, calls), (7, 1));
+    // three more changes, then quiet
+    let mut left = 3;
+    let g = super::gather(
+        &mut |seen, _| {
+            if left == 0 {
+                return seen;
+            }
+            left -= 1;
+            seen + 1
+        },
+        7,
+        ms(10),
+        ms(100),
+    );
+    assert_eq!(g, 10);
+    // a change every ms forever: the bound ends it
+    let t = Instant::now();
+    let g = super::gather(
+        &mut |seen, timeout| {
+            assert!(timeout <= ms(10));
+            std::thread::sleep(ms(1));
+            seen + 1
+        },
+        0,
+        ms(10),
+        ms(30),
+    );
+    let took = t.elapsed();
+    assert!(g >= 10, "{g}");
+    assert!(took >= ms(30) && took < ms(500), "{took:?}");
+}

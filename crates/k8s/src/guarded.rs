@@ -37,7 +37,17 @@ impl<'de, K: serde::de::DeserializeOwned> Deserialize<'de> for Guarded<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Anything that is JSON at all becomes a Value; only the typed step
         // below may fail, and it fails for this object alone.
-        let value = serde_json::Value::deserialize(d)?;
+        let mut value = serde_json::Value::deserialize(d)?;
+        // managedFields (server-side apply's field ownership, about the
+        // size of the object itself) is read by nothing in weft; typed, it
+        // is a deep copy of its JSON tree per object and event, which made
+        // it a good part of weftd's CPU under a churn of EndpointSlices
+        if let Some(meta) = value
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("managedFields");
+        }
         match K::deserialize(&value) {
             Ok(k) => Ok(Guarded::Ok(k)),
             Err(e) => {
@@ -140,6 +150,22 @@ mod tests {
                 assert_eq!(metadata.namespace.as_deref(), Some("n"));
             }
             Guarded::Ok(_) => panic!("labels as a list must not decode"),
+        }
+    }
+
+    #[test]
+    fn managed_fields_are_dropped_and_the_rest_decodes() {
+        let v = r#"{"metadata": {"name": "x", "namespace": "n", "resourceVersion": "7",
+            "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": []}}"#;
+        match serde_json::from_str::<Guarded<Pod>>(v).unwrap() {
+            Guarded::Ok(p) => {
+                assert_eq!(p.metadata.name.as_deref(), Some("x"));
+                assert_eq!(p.metadata.resource_version.as_deref(), Some("7"));
+                assert!(p.metadata.managed_fields.is_none());
+            }
+            other => panic!("expected Ok, got {other:?}"),
         }
     }
 

@@ -738,6 +738,10 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
             "weftd_restart_under_traffic",
             Box::new(move |c| weftd_restart_under_traffic(c, proxy)),
         ),
+        (
+            "fallback_to_terminating_endpoints_external",
+            Box::new(|c| super::cases_external::fallback_to_terminating_endpoints_external(c)),
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases.iter().filter(|(n, _)| pick(n)) {

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod cases_external;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

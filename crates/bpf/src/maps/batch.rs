@@ -52,7 +52,7 @@ impl Map {
     /// the key size: the kernel reads `count * key_size` bytes).
     fn batch_len(&self, keys: &[u8]) -> Result<usize, BatchFailed> {
         let size = self.def.key_size as usize;
-        if size == 0 || keys.len() % size != 0 {
+        if size == 0 || !keys.len().is_multiple_of(size) {
             return Err(BatchFailed::before(BpfError::Size {
                 map: self.name.clone(),
                 what: "batch of keys",

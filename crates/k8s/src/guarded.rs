@@ -40,8 +40,7 @@ impl<'de, K: serde::de::DeserializeOwned> Deserialize<'de> for Guarded<K> {
         let mut value = serde_json::Value::deserialize(d)?;
         // managedFields (server-side apply's field ownership, about the
         // size of the object itself) is read by nothing in weft; typed, it
-        // is a deep copy of its JSON tree per object and event, which made
-        // it a good part of weftd's CPU under a churn of EndpointSlices
+        // would be a deep copy of its JSON tree per object and event
         if let Some(meta) = value
             .get_mut("metadata")
             .and_then(serde_json::Value::as_object_mut)

@@ -338,6 +338,8 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
                     compile_us,
                     write_us: rec.report.last_micros.saturating_sub(compile_us),
                     writes,
+                    recompiled: rec.report.last_recompiled,
+                    whole: rec.report.last_whole.map(str::to_string),
                 });
         }
     }

@@ -86,10 +86,13 @@ pub struct ScaleReport {
     pub api_to_seen_ms: Spread,
     pub seen_to_written_ms: Spread,
     pub api_to_enforced_ms: Spread,
-    /// Of (ii): the whole-cluster compile, and the rest (cut, plan, writes).
+    /// Of (ii): the compile, and the rest (cut, plan, writes).
     pub compile_ms: Spread,
     pub write_ms: Spread,
     pub map_writes: Spread,
+    /// Endpoints each change's round compiled (weftd before the
+    /// incremental compile reports 0: it compiled all of them).
+    pub recompiled: Spread,
     /// The merge patch's round trip through kubectl proxy.
     pub patch_ms: Spread,
     pub weftd_rss_steady_bytes: u64,
@@ -326,8 +329,8 @@ fn in_lab(
     }
 
     let (mut seen, mut written, mut enforced) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut compile, mut write, mut writes, mut patch) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut compile, mut write, mut writes, mut patch, mut recompiled) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rss_max = 0;
     let t_changes = Instant::now();
     let cpu1 = cpu_seconds(weftd);
@@ -370,15 +373,22 @@ fn in_lab(
         compile.push(change.compile_us as f64 / 1e3);
         write.push(change.write_us as f64 / 1e3);
         writes.push(change.writes as f64);
+        recompiled.push(change.recompiled as f64);
         rss_max = rss_max.max(rss_bytes(weftd));
         progress(&format!(
-            "    change {}/{} ({}): seen {:.1} ms after the patch, written {:.1} ms after (compile {:.1} ms, {} writes), enforced {:.1} ms after the patch",
+            "    change {}/{} ({}): seen {:.1} ms after the patch, written {:.1} ms after (compile {:.1} ms of {} endpoints{}, {} writes), enforced {:.1} ms after the patch",
             k + 1,
             spec.changes,
             if allow { "allow" } else { "deny" },
             seen[k],
             written[k],
             compile[k],
+            change.recompiled,
+            change
+                .whole
+                .as_deref()
+                .map(|w| format!(", whole: {w}"))
+                .unwrap_or_default(),
             change.writes,
             enforced[k]
         ));
@@ -417,6 +427,7 @@ fn in_lab(
         compile_ms: Spread::of(&compile),
         write_ms: Spread::of(&write),
         map_writes: Spread::of(&writes),
+        recompiled: Spread::of(&recompiled),
         patch_ms: Spread::of(&patch),
         weftd_rss_steady_bytes: rss_steady,
         weftd_rss_changes_bytes: rss_max,
@@ -592,7 +603,11 @@ pub fn render_table(r: &ScaleReport) -> String {
         "weftd saw it -> maps written:    {} ms\n",
         s(&r.seen_to_written_ms)
     );
-    t += &format!("  of which the compile:          {} ms\n", s(&r.compile_ms));
+    t += &format!(
+        "  of which the compile:          {} ms ({} endpoints compiled)\n",
+        s(&r.compile_ms),
+        s(&r.recompiled)
+    );
     t += &format!("  cut, plan and map writes:      {} ms\n", s(&r.write_ms));
     t += &format!(
         "patch sent -> verdict flipped:   {} ms\n",

@@ -59,6 +59,8 @@ struct Last {
     inventory: Inventory,
     pieces: BTreeSet<IpNet>,
     node_addrs: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// [`unambiguous`] of `inventory`.
+    unambiguous: bool,
     /// Per endpoint: each address with its identity.
     pod_ids: BTreeMap<EndpointRef, Vec<(IpAddr, Identity)>>,
     /// Per endpoint: the policies selecting it (the summaries' rows).
@@ -131,15 +133,14 @@ impl Incremental {
         let valid: Vec<bool> = policies.iter().map(|p| p.validate().is_ok()).collect();
         let pieces = cidr_pieces(policies, &valid, cluster);
         let node_addrs = node_addresses(inventory);
+        let clear = unambiguous(inventory);
         let why = match &self.last {
             _ if whole => Some("asked for"),
             None => Some("first"),
             Some(l) if l.cluster != cluster => Some("a ClusterNetworkPolicy changed"),
             Some(l) if l.pieces != pieces => Some("the CIDR pieces changed"),
             Some(l) if l.node_addrs != node_addrs => Some("nodes or node addresses changed"),
-            Some(l) if !unambiguous(&l.inventory) || !unambiguous(inventory) => {
-                Some("two pods share a name or an address")
-            }
+            Some(l) if !l.unambiguous || !clear => Some("two pods share a name or an address"),
             Some(_) if !unique_names(policies, cluster) => Some("two policies share a name"),
             Some(_) => None,
         };
@@ -149,6 +150,9 @@ impl Incremental {
             }
             None => self.changed(policies, cluster, inventory, allocator, valid, &pieces)?,
         };
+        if let Some(l) = &mut self.last {
+            l.unambiguous = clear;
+        }
         Ok(Update {
             full: why,
             recompiled,
@@ -206,6 +210,7 @@ impl Incremental {
             inventory: inventory.clone(),
             pieces,
             node_addrs,
+            unambiguous: false,
             pod_ids,
             selected,
         });
@@ -226,14 +231,16 @@ impl Incremental {
             .last
             .as_mut()
             .expect("an incremental update follows a full one");
-        let key = |w: &Workload| (w.namespace.clone(), w.name.clone());
-        let old_w: HashMap<(String, String), &Workload> = last
+        fn key(w: &Workload) -> (&str, &str) {
+            (&w.namespace, &w.name)
+        }
+        let old_w: HashMap<(&str, &str), &Workload> = last
             .inventory
             .workloads
             .iter()
             .map(|w| (key(w), w))
             .collect();
-        let new_w: HashMap<(String, String), &Workload> =
+        let new_w: HashMap<(&str, &str), &Workload> =
             inventory.workloads.iter().map(|w| (key(w), w)).collect();
         // endpoints (not hostNetwork) that changed, in either version
         fn pod<'w>(w: Option<&&'w Workload>) -> Option<&'w Workload> {
@@ -245,8 +252,8 @@ impl Incremental {
             let (o, n) = (pod(old_w.get(k)), pod(new_w.get(k)));
             if o != n {
                 let ep = EndpointRef {
-                    namespace: k.0.clone(),
-                    name: k.1.clone(),
+                    namespace: k.0.to_string(),
+                    name: k.1.to_string(),
                 };
                 changed.insert(ep, (o, n));
             }
@@ -312,10 +319,15 @@ impl Incremental {
                 }
             }
         };
-        let old_p: HashMap<PolicyRef, &NetworkPolicy> =
-            last.policies.iter().map(|p| (p.reference(), p)).collect();
-        let new_p: HashMap<PolicyRef, &NetworkPolicy> =
-            policies.iter().map(|p| (p.reference(), p)).collect();
+        let old_p: HashMap<(&str, &str), &NetworkPolicy> = last
+            .policies
+            .iter()
+            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+            .collect();
+        let new_p: HashMap<(&str, &str), &NetworkPolicy> = policies
+            .iter()
+            .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+            .collect();
         for r in old_p.keys().chain(new_p.keys()) {
             let (o, n) = (old_p.get(r), new_p.get(r));
             if o != n {
@@ -372,7 +384,7 @@ impl Incremental {
             let mut ctx = Context::new(policies, cluster, valid, &out.identities);
             let mut done = BTreeMap::new();
             for ep in &redo {
-                let w = new_w[&(ep.namespace.clone(), ep.name.clone())];
+                let w = new_w[&(ep.namespace.as_str(), ep.name.as_str())];
                 let (policy, sel) = ctx.endpoint(w);
                 let selection = Selection {
                     policies: sel

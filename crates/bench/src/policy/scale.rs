@@ -101,6 +101,8 @@ pub struct ScaleReport {
     /// the changes (the probe's traffic included).
     pub weftd_cpu_steady_pct: f64,
     pub weftd_cpu_changes_pct: f64,
+    /// Of weftd's CPU during the changes: its `policy` thread's, seconds.
+    pub policy_thread_cpu_changes_s: f64,
     pub identities: usize,
     pub ipcache_entries: usize,
     pub policy_entries: usize,
@@ -334,6 +336,7 @@ fn in_lab(
     let mut rss_max = 0;
     let t_changes = Instant::now();
     let cpu1 = cpu_seconds(weftd);
+    let policy1 = thread_cpu_seconds(weftd, "policy");
     let mut last_gen = list.last_change.as_ref().map(|c| c.generation);
     for k in 0..spec.changes {
         let allow = k % 2 == 1;
@@ -395,6 +398,7 @@ fn in_lab(
         std::thread::sleep(SETTLE);
     }
     let cpu_changes = (cpu_seconds(weftd) - cpu1) / t_changes.elapsed().as_secs_f64() * 100.0;
+    let policy_cpu = thread_cpu_seconds(weftd, "policy") - policy1;
     prober.stop();
 
     let list = policy_list(&node.socket)?;
@@ -433,6 +437,7 @@ fn in_lab(
         weftd_rss_changes_bytes: rss_max,
         weftd_cpu_steady_pct: cpu_steady,
         weftd_cpu_changes_pct: cpu_changes,
+        policy_thread_cpu_changes_s: policy_cpu,
         identities: list.identities,
         ipcache_entries: list.ipcache_entries,
         policy_entries: list.policy_entries,
@@ -537,6 +542,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of `pid`'s threads named `name` (`/proc/PID/task/*/comm`).
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / 100.0
+        })
+        .sum()
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -615,11 +638,12 @@ pub fn render_table(r: &ScaleReport) -> String {
     );
     t += &format!("the patch's own round trip:      {} ms\n", s(&r.patch_ms));
     t += &format!(
-        "weftd RSS {:.1} MiB steady, {:.1} MiB during the changes; CPU {:.1}% steady, {:.1}% during\n",
+        "weftd RSS {:.1} MiB steady, {:.1} MiB during the changes; CPU {:.1}% steady, {:.1}% during ({:.2} s of it the policy thread's)\n",
         r.weftd_rss_steady_bytes as f64 / 1048576.0,
         r.weftd_rss_changes_bytes as f64 / 1048576.0,
         r.weftd_cpu_steady_pct,
-        r.weftd_cpu_changes_pct
+        r.weftd_cpu_changes_pct,
+        r.policy_thread_cpu_changes_s
     );
     t += &format!(
         "{} identities, {} ipcache and {} policy entries for {} rules; {:.0} bytes of map (memlock) per rule\n",

@@ -59,7 +59,8 @@ struct Last {
     inventory: Inventory,
     pieces: BTreeSet<IpNet>,
     node_addrs: BTreeMap<String, BTreeSet<IpAddr>>,
-    /// [`unambiguous`] of `inventory`.
+    /// [`unambiguous`] of `inventory` and [`unique_names`] of the
+    /// policies (the diff keys both by name).
     unambiguous: bool,
     /// Per endpoint: each address with its identity.
     pod_ids: BTreeMap<EndpointRef, Vec<(IpAddr, Identity)>>,
@@ -133,15 +134,16 @@ impl Incremental {
         let valid: Vec<bool> = policies.iter().map(|p| p.validate().is_ok()).collect();
         let pieces = cidr_pieces(policies, &valid, cluster);
         let node_addrs = node_addresses(inventory);
-        let clear = unambiguous(inventory);
+        let clear = unambiguous(inventory) && unique_names(policies, cluster);
         let why = match &self.last {
             _ if whole => Some("asked for"),
             None => Some("first"),
             Some(l) if l.cluster != cluster => Some("a ClusterNetworkPolicy changed"),
             Some(l) if l.pieces != pieces => Some("the CIDR pieces changed"),
             Some(l) if l.node_addrs != node_addrs => Some("nodes or node addresses changed"),
-            Some(l) if !l.unambiguous || !clear => Some("two pods share a name or an address"),
-            Some(_) if !unique_names(policies, cluster) => Some("two policies share a name"),
+            Some(l) if !l.unambiguous || !clear => {
+                Some("two pods or policies share a name, or two pods an address")
+            }
             Some(_) => None,
         };
         let recompiled = match why {

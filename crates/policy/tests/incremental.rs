@@ -69,7 +69,7 @@ fn app_labels(rng: &mut Rng) -> Labels {
 /// One random change; returns what it was (for the failure message).
 fn change(rng: &mut Rng, w: &mut World) -> String {
     let n_pods = w.inventory.workloads.len();
-    match rng.below(14) {
+    match rng.below(15) {
         0 | 1 if !w.policies.is_empty() => {
             let i = rng.below(w.policies.len());
             let (name, ns) = (w.policies[i].name.clone(), w.policies[i].namespace.clone());
@@ -178,6 +178,14 @@ fn change(rng: &mut Rng, w: &mut World) -> String {
                 p.ips = vec![ip(&format!("10.244.{}.{}", w.next % 2, 100 + w.next % 150))];
             }
             format!("address of {}", p.name)
+        }
+        13 if w.policies.len() > 1 && rng.chance(20) => {
+            // two policies of one name (the API never has them; the diff
+            // keys by name, so it must notice before and after)
+            let (a, b) = (rng.below(w.policies.len()), rng.below(w.policies.len()));
+            w.policies[a].name = w.policies[b].name.clone();
+            w.policies[a].namespace = w.policies[b].namespace.clone();
+            "two policies of one name".into()
         }
         12 if rng.chance(30) => {
             if w.cluster.is_empty() || rng.chance(50) {

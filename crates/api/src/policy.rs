@@ -37,16 +37,24 @@ pub struct PolicyList {
 /// --scale` reads it). Times are microseconds since the Unix epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyChange {
-    /// The view's generation the round compiled.
+    /// Counts the changes of the kinds policy reads (pods, namespaces,
+    /// policies, nodes); the round compiled this one.
     pub generation: u64,
     /// The policy thread woke to the change.
     pub seen_unix_us: u64,
     /// The round's map writes were done.
     pub written_unix_us: u64,
-    /// Of the round: the whole-cluster compile, and the plan and writes.
+    /// Of the round: the compile, and the plan and writes.
     pub compile_us: u64,
     pub write_us: u64,
     pub writes: usize,
+    /// Endpoints (cluster-wide) the round compiled: those the change could
+    /// affect, or all of them on a whole compile.
+    #[serde(default)]
+    pub recompiled: usize,
+    /// Why the round compiled the whole cluster, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

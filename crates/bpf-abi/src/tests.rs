@@ -56,6 +56,8 @@ fn layout_drift() {
         "weft_flow_event size",
         "weft_flow_event.rule_id",
         "WEFT_DROP_MAX",
+        "WEFT_DROP_POLICY_DEFAULT",
+        "WEFT_POLICY_DEFAULT_DENY",
         "WEFT_VERDICT_DROPPED",
     ] {
         assert!(c.contains_key(key), "{key} is not in the probe");

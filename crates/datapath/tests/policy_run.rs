@@ -14,8 +14,9 @@ use common::*;
 use support::*;
 use weft_bpf_abi::{EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_CT_INBOUND};
 use weft_bpf_abi::{
-    FlowEvent, DIR_EGRESS, DIR_INGRESS, DROP_POLICY_DEFAULT, FLOW_KIND_DECISION, FLOW_KIND_END,
-    TCX_DROP, TCX_NEXT, TC_ACT_REDIRECT, VERDICT_AUDIT, VERDICT_DROPPED, VERDICT_FORWARDED,
+    FlowEvent, DIR_EGRESS, DIR_INGRESS, DROP_POLICY_DEFAULT, DROP_POLICY_DENIED,
+    FLOW_KIND_DECISION, FLOW_KIND_END, TCX_DROP, TCX_NEXT, TC_ACT_REDIRECT, VERDICT_AUDIT,
+    VERDICT_DROPPED, VERDICT_FORWARDED,
 };
 use weft_datapath::bpf::{PrivateBpffs, TypedMap};
 use weft_datapath::fastpath::{FastPath, FROM_POD, TO_CONTAINER, TO_POD};
@@ -135,6 +136,89 @@ fn event(evs: &[FlowEvent], direction: u8) -> FlowEvent {
     let of: Vec<_> = evs.iter().filter(|e| e.direction == direction).collect();
     assert_eq!(of.len(), 1, "one event of direction {direction}: {evs:?}");
     *of[0]
+}
+
+/// An Admin tier policy over every pod: Pass on TCP 81 (left to the
+/// NetworkPolicies), Deny on TCP 82.
+fn admin_pass_81_deny_82() -> ClusterNetworkPolicy {
+    let everyone = || vec![ClusterPeer::Namespaces(LabelSelector::all())];
+    let tcp = |port| {
+        vec![ClusterPort::Number {
+            protocol: Protocol::Tcp,
+            port,
+        }]
+    };
+    ClusterNetworkPolicy {
+        name: "admin".into(),
+        tier: Tier::Admin,
+        priority: 10,
+        subject: ClusterSubject::Namespaces(LabelSelector::all()),
+        ingress: vec![
+            ClusterRule {
+                name: String::new(),
+                action: ClusterAction::Pass,
+                peers: everyone(),
+                protocols: tcp(81),
+            },
+            ClusterRule {
+                name: String::new(),
+                action: ClusterAction::Deny,
+                peers: everyone(),
+                protocols: tcp(82),
+            },
+        ],
+        egress: Vec::new(),
+    }
+}
+
+/// One default deny, one drop reason: b's default deny reached through an
+/// Admin Pass (an entry flattened to it) drops as POLICY_DEFAULT, as a
+/// miss does; only a Deny rule drops as POLICY_DENIED.
+#[test]
+fn a_default_deny_is_one_drop_reason_however_reached_privileged() {
+    need_root!("policy_run");
+    let pods = [(ip("10.244.0.3"), VETH_B)];
+    let mut rig = Rig::new(NODE, &pods);
+    let mut alloc = MemoryAllocator::new();
+    let state = compile_all(
+        &policies(true),
+        &[admin_pass_81_deny_82()],
+        &inventory(),
+        &mut alloc,
+    )
+    .unwrap();
+    rig.maps.replace(&state, &lookup(false)).unwrap();
+    let deny = default_deny_reason(&policy_ref("b-in"), Direction::Ingress);
+    let (r, b) = ("10.244.1.2", "10.244.0.3");
+    for (port, sport, reason, by) in [
+        // a miss: no entry for r on 80
+        (80, 41_000, DROP_POLICY_DEFAULT, deny.clone()),
+        // the Pass region: an entry that carries b-in's default deny
+        (81, 41_001, DROP_POLICY_DEFAULT, deny.clone()),
+        (
+            82,
+            41_002,
+            DROP_POLICY_DENIED,
+            AllowedBy::Cluster(ClusterRuleRef {
+                tier: Tier::Admin,
+                priority: 10,
+                name: "admin".into(),
+                direction: Direction::Ingress,
+                index: 1,
+                action: ClusterAction::Deny,
+            }),
+        ),
+    ] {
+        let p = Pkt::new(r, b, TCP, sport, port);
+        assert_eq!(rig.run(TO_CONTAINER, &p, 0), TCX_DROP, "port {port}");
+        let drop = event(&rig.events(), DIR_INGRESS);
+        assert_eq!(
+            (drop.verdict, drop.drop_reason),
+            (VERDICT_DROPPED, reason as u8),
+            "port {port}"
+        );
+        assert_eq!(reason_of(&rig.maps, &drop), by, "port {port}");
+    }
 }
 
 #[test]

@@ -158,6 +158,9 @@ struct Inner {
     tables: Tables,
     status: BTreeMap<Kind, KindStatus>,
     generation: u64,
+    /// Per kind: counts that kind's changes (readers that read only some
+    /// kinds wake only for those, see [`View::generation_of`]).
+    kind_generation: BTreeMap<Kind, u64>,
     server: String,
     /// Whether the "waiting for the API server" line was logged and not yet
     /// answered by a "watching" line.
@@ -208,6 +211,7 @@ impl Index {
                 tables: Tables::default(),
                 status,
                 generation: 0,
+                kind_generation: BTreeMap::new(),
                 server: server.into(),
                 waiting_logged: false,
             }),
@@ -223,8 +227,9 @@ impl Index {
         self.0.lock()
     }
 
-    fn changed(&self, inner: &mut Inner) {
+    fn changed(&self, inner: &mut Inner, kind: Kind) {
         inner.generation += 1;
+        *inner.kind_generation.entry(kind).or_default() += 1;
         self.0.changed.notify_all();
     }
 
@@ -242,7 +247,7 @@ impl Index {
         }
         healthy(&mut inner, T::KIND);
         if changed {
-            self.changed(&mut inner);
+            self.changed(&mut inner, T::KIND);
         }
     }
 
@@ -255,7 +260,7 @@ impl Index {
         }
         healthy(&mut inner, T::KIND);
         if changed {
-            self.changed(&mut inner);
+            self.changed(&mut inner, T::KIND);
         }
     }
 
@@ -284,7 +289,7 @@ impl Index {
         st.lists += 1;
         healthy(&mut inner, T::KIND);
         if changed {
-            self.changed(&mut inner);
+            self.changed(&mut inner, T::KIND);
         }
     }
 
@@ -346,6 +351,13 @@ fn healthy(inner: &mut Inner, kind: Kind) {
     }
 }
 
+fn kinds_generation(inner: &Inner, kinds: &[Kind]) -> u64 {
+    kinds
+        .iter()
+        .map(|k| inner.kind_generation.get(k).copied().unwrap_or(0))
+        .sum()
+}
+
 impl View {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock()
@@ -367,6 +379,25 @@ impl View {
             .wait_timeout_while(inner, timeout, |i| i.generation == seen)
             .unwrap_or_else(|p| p.into_inner());
         inner.generation
+    }
+
+    /// Counts the changes of `kinds` only (a sum of per-kind counts: it
+    /// moves exactly when one of them changes).
+    pub fn generation_of(&self, kinds: &[Kind]) -> u64 {
+        kinds_generation(&self.lock(), kinds)
+    }
+
+    /// [`wait_change`](Self::wait_change) for `kinds` only: a change of
+    /// any other kind (a Service, an EndpointSlice) does not wake the
+    /// reader. Returns [`generation_of`](Self::generation_of) then.
+    pub fn wait_change_of(&self, kinds: &[Kind], seen: u64, timeout: Duration) -> u64 {
+        let inner = self.lock();
+        let (inner, _) = self
+            .0
+            .changed
+            .wait_timeout_while(inner, timeout, |i| kinds_generation(i, kinds) == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        kinds_generation(&inner, kinds)
     }
 
     pub fn status(&self) -> AdapterStatus {

@@ -312,7 +312,7 @@ pub(crate) fn pod_subject(w: &Workload) -> Subject {
 
 /// Node name -> its addresses (hostNetwork pods' addresses count as their
 /// node's), for every node known from the nodes or the workloads.
-fn node_addresses(inv: &Inventory) -> BTreeMap<String, BTreeSet<IpAddr>> {
+pub(crate) fn node_addresses(inv: &Inventory) -> BTreeMap<String, BTreeSet<IpAddr>> {
     let mut m: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
     for n in &inv.nodes {
         m.entry(n.name.clone())
@@ -333,7 +333,7 @@ fn node_addresses(inv: &Inventory) -> BTreeMap<String, BTreeSet<IpAddr>> {
 /// longest of them containing it; an ipBlock then holds exactly the pieces
 /// inside its cidr and inside none of its excepts, a network those inside
 /// it.
-fn cidr_pieces(
+pub(crate) fn cidr_pieces(
     policies: &[NetworkPolicy],
     valid: &[bool],
     cluster: &[ClusterNetworkPolicy],

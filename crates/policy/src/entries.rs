@@ -22,7 +22,7 @@ use crate::ports::{range_prefixes, PortPrefix};
 use crate::verdict::{AllowedBy, ClusterRuleRef, RuleRef};
 
 /// Which peers a rule names.
-enum Peers {
+pub(crate) enum Peers {
     Any,
     Some(BTreeSet<Identity>),
 }
@@ -297,7 +297,7 @@ fn cluster_ports(ports: &[ClusterPort]) -> Vec<PortSpec> {
     out
 }
 
-fn select_peers(policy: &NetworkPolicy, rule: &Rule, index: &PeerIndex) -> Peers {
+pub(crate) fn select_peers(policy: &NetworkPolicy, rule: &Rule, index: &PeerIndex) -> Peers {
     match rule.peers.as_deref() {
         None | Some([]) => Peers::Any,
         Some(list) => {

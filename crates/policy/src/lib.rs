@@ -9,6 +9,8 @@
 //!   prefix) -> the rule that allows), see [`mapkey`] for the layout.
 //! - [`Compiled::check`] / [`Compiled::explain`]: the data path's lookups
 //!   replayed, with attribution.
+//! - [`Incremental`]: the same compile, redone only for the endpoints a
+//!   change can affect.
 //! - [`plan()`]: an update's map writes, ordered so nothing allowed before
 //!   and after is dropped in between.
 //! - [`evaluate()`]: the reference, read straight off the API docs.
@@ -21,6 +23,7 @@ mod entries;
 pub mod evaluate;
 mod flatten;
 pub mod identity;
+pub mod incremental;
 pub mod lookup;
 pub mod mapkey;
 pub mod model;
@@ -52,6 +55,7 @@ pub use compile::{
 };
 pub use evaluate::{evaluate, End};
 pub use identity::{Collected, Identity, IdentityAllocator, IdentityKey, MemoryAllocator, Subject};
+pub use incremental::{Incremental, Update};
 pub use lookup::{Explanation, Step};
 pub use mapkey::PolicyKey;
 pub use model::{

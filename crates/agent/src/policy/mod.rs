@@ -43,6 +43,16 @@ pub const ADMIT_WAIT: Duration = Duration::from_secs(2);
 /// A round runs at least this often (endpoints gone, a failed round).
 const TICK: Duration = Duration::from_secs(1);
 
+/// The kinds a round reads (see [`snapshot`]): only their changes wake
+/// the policy thread; Services and EndpointSlices never do.
+pub const READS: [Kind; 5] = [
+    Kind::Pod,
+    Kind::Namespace,
+    Kind::NetworkPolicy,
+    Kind::ClusterNetworkPolicy,
+    Kind::Node,
+];
+
 /// The agent's link to the reconciler: empty unless policy is enforced.
 #[derive(Default)]
 pub struct Link {
@@ -104,7 +114,7 @@ impl Link {
             return Ok(());
         }
         let deadline = Instant::now() + ADMIT_WAIT;
-        let mut seen = run.view.generation();
+        let mut seen = run.view.generation_of(&[Kind::Pod]);
         while synced(&run.view)
             && run
                 .view
@@ -117,9 +127,9 @@ impl Link {
                     "pod not in the API view after {ADMIT_WAIT:?}; admitting it fail-closed until it is");
                 break;
             }
-            seen = run
-                .view
-                .wait_change(seen, left.min(Duration::from_millis(100)));
+            seen =
+                run.view
+                    .wait_change_of(&[Kind::Pod], seen, left.min(Duration::from_millis(100)));
         }
         let pod = EndpointRef {
             namespace: ep.pod.namespace.clone(),
@@ -290,14 +300,14 @@ pub fn start(mode: PolicyMode, agent: &Arc<Agent>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rounds on every view change, and each [`TICK`] when this node's
-/// endpoints changed or the last round failed.
+/// Rounds on every change of the kinds it [`READS`], and each [`TICK`]
+/// when this node's endpoints changed or the last round failed.
 fn reconcile_loop(run: &Running, agent: &Agent) {
-    let mut seen = run.view.generation();
+    let mut seen = run.view.generation_of(&READS);
     let mut last_local: Option<Vec<(EndpointRef, u32)>> = None;
     let mut force = true;
     loop {
-        let now = run.view.wait_change(seen, TICK);
+        let now = run.view.wait_change_of(&READS, seen, TICK);
         let local: Vec<(EndpointRef, u32)> = local_endpoints(agent)
             .into_iter()
             .map(|l| (l.pod, l.id))
@@ -328,6 +338,8 @@ fn reconcile_loop(run: &Running, agent: &Agent) {
                     compile_us,
                     write_us: rec.report.last_micros.saturating_sub(compile_us),
                     writes,
+                    recompiled: rec.report.last_recompiled,
+                    whole: rec.report.last_whole.map(str::to_string),
                 });
         }
     }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use weft_datapath::policy::{PolicyEndpoint, PolicyMaps};
 use weft_datapath::DatapathError;
 use weft_policy::{
-    compile_all, plan, AllowedBy, Compiled, Direction, EndpointPolicy, EndpointRef, Identity,
-    IdentityAllocator, PolicyKey, PolicyRef, RuleIds,
+    plan, AllowedBy, Compiled, Direction, EndpointPolicy, EndpointRef, Identity, IdentityAllocator,
+    Incremental, PolicyKey, PolicyRef, RuleIds,
 };
 
 use super::inputs::{inputs, Snapshot};
@@ -71,9 +71,17 @@ pub struct RoundReport {
     pub rounds: u64,
     pub last_writes: usize,
     pub last_micros: u64,
-    /// Of `last_micros`: the whole-cluster compile (the rest is the cut to
-    /// this node, the plan and the map writes).
+    /// Of `last_micros`: the compile (the rest is the cut to this node,
+    /// the plan and the map writes).
     pub last_compile_micros: u64,
+    /// Endpoints the last round compiled (all of them on a whole compile).
+    pub last_recompiled: usize,
+    /// Why the last round compiled the whole cluster; `None`: only the
+    /// endpoints its change could affect.
+    pub last_whole: Option<&'static str>,
+    /// Periodic whole compiles that found the incremental state differing
+    /// (a bug: logged, and the whole compile's state is used).
+    pub drifts: u64,
     /// The last round's error (allocation or a map write), if it failed.
     pub last_error: Option<String>,
     pub fail_closed: Vec<EndpointRef>,
@@ -117,6 +125,11 @@ impl PolicyMaps for DynMaps {
 /// this often (the allocator's grace period decides when an identity goes).
 pub const GC_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The whole cluster is compiled at start and at least this often (a
+/// safety net under the incremental compile: each such round first
+/// updates incrementally and compares).
+pub const WHOLE_INTERVAL: Duration = Duration::from_secs(60);
+
 pub struct Reconciler<M: PolicyMaps> {
     node: String,
     maps: M,
@@ -135,8 +148,11 @@ pub struct Reconciler<M: PolicyMaps> {
     /// re-made under its name (a StatefulSet's) has a new one, which no
     /// plan shows (the compiled state is the same), so it is rewritten.
     written_as: BTreeMap<EndpointRef, u32>,
-    /// The last whole-cluster compile (`explain`, `show`, `list`).
-    full: Compiled,
+    /// The compiled cluster (`explain`, `show`, `list`), kept up to date
+    /// change by change.
+    compiler: Incremental,
+    /// When the whole cluster was last compiled.
+    last_whole: Option<Instant>,
     pub report: RoundReport,
     /// The address this node sends from towards a pod address (a seam for
     /// tests; see [`source_towards`]).
@@ -162,7 +178,8 @@ impl<M: PolicyMaps> Reconciler<M> {
             applied: Compiled::default(),
             in_step: false,
             written_as: BTreeMap::new(),
-            full: Compiled::default(),
+            compiler: Incremental::new(),
+            last_whole: None,
             report: RoundReport::default(),
             source_towards,
         }
@@ -177,7 +194,7 @@ impl<M: PolicyMaps> Reconciler<M> {
     }
 
     pub fn compiled(&self) -> &Compiled {
-        &self.full
+        self.compiler.compiled()
     }
 
     /// Releases identities the last whole-cluster compile did not use
@@ -188,7 +205,10 @@ impl<M: PolicyMaps> Reconciler<M> {
             return;
         }
         self.last_gc = Some(Instant::now());
-        match self.alloc.collect(&self.full.identities, SystemTime::now()) {
+        match self
+            .alloc
+            .collect(&self.compiler.compiled().identities, SystemTime::now())
+        {
             Ok(c) if c != Default::default() => tracing::info!(
                 marked = c.marked,
                 revived = c.revived,
@@ -231,22 +251,17 @@ impl<M: PolicyMaps> Reconciler<M> {
                     .map(|l| ((l.pod.namespace.clone(), l.pod.name.clone()), l.ips.clone()))
                     .collect();
                 let (policies, inventory) = inputs(snap, &self.node, &ips);
-                let full =
-                    match compile_all(&policies, &snap.cluster, &inventory, self.alloc.as_mut()) {
-                        Ok(c) => c,
-                        Err(e) => return self.finish(started, Err(e.to_string())),
-                    };
+                let was_rejected = self.compiler.compiled().rejected.clone();
+                if let Err(e) = self.compile(&policies, &snap.cluster, &inventory) {
+                    return self.finish(started, Err(e.to_string()));
+                }
                 self.report.last_compile_micros = started.elapsed().as_micros() as u64;
-                for (p, why) in full
-                    .rejected
-                    .iter()
-                    .filter(|r| !self.full.rejected.contains(r))
-                {
+                let full = self.compiler.compiled();
+                for (p, why) in full.rejected.iter().filter(|r| !was_rejected.contains(r)) {
                     tracing::warn!(policy = %p, reason = %why,
                         "NetworkPolicy compiled fail-closed: it isolates the pods it selects and allows nothing until it is fixed");
                 }
-                let want = self.local_view(&full, &local);
-                self.full = full;
+                let want = self.local_view(full, &local);
                 // not on a CNI ADD's path: a pass reads every record
                 if admitting.is_none() {
                     self.collect_identities();
@@ -326,6 +341,41 @@ impl<M: PolicyMaps> Reconciler<M> {
             }
         };
         self.finish(started, res)
+    }
+
+    /// Brings the compiled cluster to these inputs: incrementally, or
+    /// whole at start and every [`WHOLE_INTERVAL`], when the incremental
+    /// state is first updated and compared with the whole compile's.
+    fn compile(
+        &mut self,
+        policies: &[weft_policy::NetworkPolicy],
+        cluster: &[weft_policy::ClusterNetworkPolicy],
+        inventory: &weft_policy::Inventory,
+    ) -> Result<(), weft_policy::PolicyError> {
+        let due = self
+            .last_whole
+            .is_none_or(|t| t.elapsed() >= WHOLE_INTERVAL);
+        let mut update =
+            self.compiler
+                .update(policies, cluster, inventory, self.alloc.as_mut(), false)?;
+        if due && update.full.is_none() {
+            let incremental = self.compiler.compiled().clone();
+            update =
+                self.compiler
+                    .update(policies, cluster, inventory, self.alloc.as_mut(), true)?;
+            if &incremental != self.compiler.compiled() {
+                self.report.drifts += 1;
+                tracing::warn!(
+                    "the incremental policy compile differed from the whole one; the whole one is used (please report this)"
+                );
+            }
+        }
+        if update.full.is_some() {
+            self.last_whole = Some(Instant::now());
+        }
+        self.report.last_recompiled = update.recompiled;
+        self.report.last_whole = update.full;
+        Ok(())
     }
 
     fn finish(&mut self, started: Instant, res: Result<usize, String>) -> Result<usize, String> {

@@ -449,3 +449,40 @@ fn an_audited_policy_reports_and_turns_enforced_in_place() {
     assert!(passes(&r, "10.0.1.1", "10.0.0.1", 80));
     assert!(r.applied().endpoints[&a.pod].audit);
 }
+
+/// After the first round compiles the whole cluster, a policy change
+/// compiles only the pods it selects, with the same result.
+#[test]
+fn a_change_compiles_only_what_it_can_affect() {
+    let mut r = setup();
+    let mut deny_y = deny_all_ingress("y");
+    deny_y.name = "deny-y".into();
+    let snap = Snapshot {
+        pods: vec![
+            pod("x", "a", "n1", "10.0.0.1"),
+            pod("x", "b", "n1", "10.0.0.2"),
+            pod("y", "c", "n1", "10.0.0.3"),
+        ],
+        policies: vec![deny_y],
+        ..Snapshot::default()
+    };
+    let locals = [
+        local("x", "a", 1, "10.0.0.1"),
+        local("x", "b", 2, "10.0.0.2"),
+        local("y", "c", 3, "10.0.0.3"),
+    ];
+    r.round(Some(&snap), &locals, None).unwrap();
+    assert_eq!(r.report.last_whole, Some("first"));
+    assert_eq!(r.report.last_recompiled, 3);
+    assert!(passes(&r, "10.0.0.3", "10.0.0.1", 80));
+
+    // a deny-all in x: x's two pods, not y's
+    let mut with_x = snap.clone();
+    with_x.policies.push(deny_all_ingress("x"));
+    r.round(Some(&with_x), &locals, None).unwrap();
+    assert_eq!(r.report.last_whole, None);
+    assert_eq!(r.report.last_recompiled, 2);
+    assert!(!passes(&r, "10.0.0.3", "10.0.0.1", 80));
+    assert!(!passes(&r, "10.0.0.1", "10.0.0.3", 80), "y's deny stays");
+    assert_eq!(r.report.drifts, 0);
+}

@@ -86,10 +86,13 @@ pub struct ScaleReport {
     pub api_to_seen_ms: Spread,
     pub seen_to_written_ms: Spread,
     pub api_to_enforced_ms: Spread,
-    /// Of (ii): the whole-cluster compile, and the rest (cut, plan, writes).
+    /// Of (ii): the compile, and the rest (cut, plan, writes).
     pub compile_ms: Spread,
     pub write_ms: Spread,
     pub map_writes: Spread,
+    /// Endpoints each change's round compiled (weftd before the
+    /// incremental compile reports 0: it compiled all of them).
+    pub recompiled: Spread,
     /// The merge patch's round trip through kubectl proxy.
     pub patch_ms: Spread,
     pub weftd_rss_steady_bytes: u64,
@@ -98,6 +101,8 @@ pub struct ScaleReport {
     /// the changes (the probe's traffic included).
     pub weftd_cpu_steady_pct: f64,
     pub weftd_cpu_changes_pct: f64,
+    /// Of weftd's CPU during the changes: its `policy` thread's, seconds.
+    pub policy_thread_cpu_changes_s: f64,
     pub identities: usize,
     pub ipcache_entries: usize,
     pub policy_entries: usize,
@@ -326,11 +331,12 @@ fn in_lab(
     }
 
     let (mut seen, mut written, mut enforced) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut compile, mut write, mut writes, mut patch) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut compile, mut write, mut writes, mut patch, mut recompiled) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rss_max = 0;
     let t_changes = Instant::now();
     let cpu1 = cpu_seconds(weftd);
+    let policy1 = thread_cpu_seconds(weftd, "policy");
     let mut last_gen = list.last_change.as_ref().map(|c| c.generation);
     for k in 0..spec.changes {
         let allow = k % 2 == 1;
@@ -370,21 +376,29 @@ fn in_lab(
         compile.push(change.compile_us as f64 / 1e3);
         write.push(change.write_us as f64 / 1e3);
         writes.push(change.writes as f64);
+        recompiled.push(change.recompiled as f64);
         rss_max = rss_max.max(rss_bytes(weftd));
         progress(&format!(
-            "    change {}/{} ({}): seen {:.1} ms after the patch, written {:.1} ms after (compile {:.1} ms, {} writes), enforced {:.1} ms after the patch",
+            "    change {}/{} ({}): seen {:.1} ms after the patch, written {:.1} ms after (compile {:.1} ms of {} endpoints{}, {} writes), enforced {:.1} ms after the patch",
             k + 1,
             spec.changes,
             if allow { "allow" } else { "deny" },
             seen[k],
             written[k],
             compile[k],
+            change.recompiled,
+            change
+                .whole
+                .as_deref()
+                .map(|w| format!(", whole: {w}"))
+                .unwrap_or_default(),
             change.writes,
             enforced[k]
         ));
         std::thread::sleep(SETTLE);
     }
     let cpu_changes = (cpu_seconds(weftd) - cpu1) / t_changes.elapsed().as_secs_f64() * 100.0;
+    let policy_cpu = thread_cpu_seconds(weftd, "policy") - policy1;
     prober.stop();
 
     let list = policy_list(&node.socket)?;
@@ -417,11 +431,13 @@ fn in_lab(
         compile_ms: Spread::of(&compile),
         write_ms: Spread::of(&write),
         map_writes: Spread::of(&writes),
+        recompiled: Spread::of(&recompiled),
         patch_ms: Spread::of(&patch),
         weftd_rss_steady_bytes: rss_steady,
         weftd_rss_changes_bytes: rss_max,
         weftd_cpu_steady_pct: cpu_steady,
         weftd_cpu_changes_pct: cpu_changes,
+        policy_thread_cpu_changes_s: policy_cpu,
         identities: list.identities,
         ipcache_entries: list.ipcache_entries,
         policy_entries: list.policy_entries,
@@ -526,6 +542,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds of `pid`'s threads named `name` (`/proc/PID/task/*/comm`).
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / 100.0
+        })
+        .sum()
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -592,7 +626,11 @@ pub fn render_table(r: &ScaleReport) -> String {
         "weftd saw it -> maps written:    {} ms\n",
         s(&r.seen_to_written_ms)
     );
-    t += &format!("  of which the compile:          {} ms\n", s(&r.compile_ms));
+    t += &format!(
+        "  of which the compile:          {} ms ({} endpoints compiled)\n",
+        s(&r.compile_ms),
+        s(&r.recompiled)
+    );
     t += &format!("  cut, plan and map writes:      {} ms\n", s(&r.write_ms));
     t += &format!(
         "patch sent -> verdict flipped:   {} ms\n",
@@ -600,11 +638,12 @@ pub fn render_table(r: &ScaleReport) -> String {
     );
     t += &format!("the patch's own round trip:      {} ms\n", s(&r.patch_ms));
     t += &format!(
-        "weftd RSS {:.1} MiB steady, {:.1} MiB during the changes; CPU {:.1}% steady, {:.1}% during\n",
+        "weftd RSS {:.1} MiB steady, {:.1} MiB during the changes; CPU {:.1}% steady, {:.1}% during ({:.2} s of it the policy thread's)\n",
         r.weftd_rss_steady_bytes as f64 / 1048576.0,
         r.weftd_rss_changes_bytes as f64 / 1048576.0,
         r.weftd_cpu_steady_pct,
-        r.weftd_cpu_changes_pct
+        r.weftd_cpu_changes_pct,
+        r.policy_thread_cpu_changes_s
     );
     t += &format!(
         "{} identities, {} ipcache and {} policy entries for {} rules; {:.0} bytes of map (memlock) per rule\n",

@@ -42,7 +42,7 @@
 enum weft_drop {
 	WEFT_DROP_NONE = 0,           /* not dropped */
 	WEFT_DROP_POLICY_DENIED = 1,  /* a rule that denies (admin or baseline tier) */
-	WEFT_DROP_POLICY_DEFAULT = 2, /* isolated by a policy, no rule allows */
+	WEFT_DROP_POLICY_DEFAULT = 2, /* a policy's default deny: isolated, no rule allows */
 	WEFT_DROP_NO_BACKEND = 3,     /* a Service with no usable endpoint */
 	WEFT_DROP_SPOOFED = 4,        /* a pod sent an address that is not its own */
 	WEFT_DROP_MAX = 5,

@@ -40,10 +40,14 @@ struct weft_policy_key {
 /* weft_policy_value.action */
 #define WEFT_POLICY_ALLOW ((__u8)1)
 #define WEFT_POLICY_DENY ((__u8)2)
+/* denies as the isolating policy's default deny (a region flattened to
+ * it under an Admin Pass): dropped as WEFT_DROP_POLICY_DEFAULT, like a
+ * miss on an isolated endpoint, never as WEFT_DROP_POLICY_DENIED */
+#define WEFT_POLICY_DEFAULT_DENY ((__u8)3)
 
 struct weft_policy_value {
 	__u32 rule_id;   /* weft_policy::RuleIds of the deciding rule */
-	__u8 action;     /* WEFT_POLICY_ALLOW or WEFT_POLICY_DENY */
+	__u8 action;     /* WEFT_POLICY_ALLOW, _DENY or _DEFAULT_DENY */
 	__u8 pad[3];
 };
 

@@ -417,7 +417,7 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	struct weft_policy_ep *ep;
 	const __u8 *peer;
 	__u32 *id, rule = 0, revision;
-	__u8 action = 0, flags, ct_flags = 0;
+	__u8 action = 0, flags, ct_flags = 0, default_deny = 0;
 	__u64 now;
 
 	if (p->later_fragment)
@@ -476,12 +476,15 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 			v = bpf_map_lookup_elem(&weft_policy, &pk);
 		}
 		if (v) {
-			action = v->action;
+			/* a default deny is one reason however it is reached */
+			default_deny = v->action == WEFT_POLICY_DEFAULT_DENY;
+			action = default_deny ? WEFT_POLICY_DENY : v->action;
 			rule = v->rule_id;
 			ct_flags = WEFT_POLICY_CT_DECIDED;
 		} else if (flags & (dir == WEFT_POLICY_INGRESS ? WEFT_POLICY_INGRESS_ISOLATED
 							    : WEFT_POLICY_EGRESS_ISOLATED)) {
 			action = WEFT_POLICY_DENY;
+			default_deny = 1;
 			rule = dir == WEFT_POLICY_INGRESS ? ep->ingress_deny : ep->egress_deny;
 			ct_flags = WEFT_POLICY_CT_DECIDED;
 		}
@@ -490,7 +493,7 @@ static __always_inline int policy_judge(struct __sk_buff *skb, const struct pflo
 	}
 
 	if (action == WEFT_POLICY_DENY) {
-		__u8 reason = v ? WEFT_DROP_POLICY_DENIED : WEFT_DROP_POLICY_DEFAULT;
+		__u8 reason = default_deny ? WEFT_DROP_POLICY_DEFAULT : WEFT_DROP_POLICY_DENIED;
 
 		if (!(flags & WEFT_POLICY_AUDIT)) {
 			/* an established flow loses its entry: its replies stop too */

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use weft_bpf::bytes_of;
 use weft_bpf_abi::{
-    CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_AUDIT, POLICY_DENY,
-    POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
+    CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_AUDIT,
+    POLICY_DEFAULT_DENY, POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_INGRESS_ISOLATED,
 };
 use weft_policy::{
     Compiled, Direction, EndpointRef, Identity, MapOp, PolicyKey, PortPrefix, RuleIds,
@@ -168,11 +168,13 @@ impl FakePolicyMaps {
             Direction::Egress => (ep.flags & POLICY_EGRESS_ISOLATED, ep.egress_deny),
         };
         match hit {
-            Some(v) if v.action == POLICY_DENY => Decision::Denied {
-                rule: v.rule_id,
-                default: false,
-                audit,
-            },
+            Some(v) if v.action == POLICY_DENY || v.action == POLICY_DEFAULT_DENY => {
+                Decision::Denied {
+                    rule: v.rule_id,
+                    default: v.action == POLICY_DEFAULT_DENY,
+                    audit,
+                }
+            }
             Some(v) => Decision::Allowed(Some(v.rule_id)),
             None if isolated != 0 => Decision::Denied {
                 rule: deny,

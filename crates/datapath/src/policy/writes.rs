@@ -19,8 +19,8 @@ use std::net::IpAddr;
 
 use weft_bpf_abi::{
     CidrKey, EpKey, PolicyEp, PolicyKey as RawPolicyKey, PolicyValue, POLICY_ALLOW, POLICY_AUDIT,
-    POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_EGRESS_RULES, POLICY_INGRESS_ISOLATED,
-    POLICY_INGRESS_RULES,
+    POLICY_DEFAULT_DENY, POLICY_DENY, POLICY_EGRESS_ISOLATED, POLICY_EGRESS_RULES,
+    POLICY_INGRESS_ISOLATED, POLICY_INGRESS_RULES,
 };
 use weft_policy::{
     Action, AllowedBy, Compiled, Direction, EndpointRef, MapOp, PolicyKey, PolicyRef, RuleIds,
@@ -79,10 +79,13 @@ pub fn raw_key(id: u32, key: &PolicyKey) -> RawPolicyKey {
 fn value(rules: &mut RuleIds, reason: &AllowedBy) -> PolicyValue {
     PolicyValue {
         rule_id: rules.id(reason),
-        // ClusterNetworkPolicy Deny rules (and their flattened regions) deny
-        action: match reason.action() {
-            Action::Allow => POLICY_ALLOW,
-            Action::Deny => POLICY_DENY,
+        // ClusterNetworkPolicy Deny rules (and their flattened regions)
+        // deny; a region flattened to the isolating policy's default deny
+        // says so, so the programs drop it as POLICY_DEFAULT like a miss
+        action: match (reason, reason.action()) {
+            (AllowedBy::DefaultDeny(..), _) => POLICY_DEFAULT_DENY,
+            (_, Action::Allow) => POLICY_ALLOW,
+            (_, Action::Deny) => POLICY_DENY,
         },
         pad: [0; 3],
     }

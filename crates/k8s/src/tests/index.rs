@@ -195,3 +195,27 @@ fn wait_change_wakes_a_reader_thread() {
     assert_eq!(view.wait_change(g, Duration::from_millis(30)), g);
     assert!(t.elapsed() >= Duration::from_millis(30));
 }
+
+/// The policy thread reads pods, namespaces and policies: a Service
+/// change must not wake it (nor move the count it compares).
+#[test]
+fn a_readers_kinds_move_only_with_those_kinds() {
+    let idx = Index::new("https://api");
+    let view = idx.view();
+    let kinds = [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy];
+    let g0 = view.generation_of(&kinds);
+    let svc: Service = mk_service("a", "web", "10.96.0.10").convert().unwrap();
+    idx.apply(svc);
+    assert!(view.generation() > 0, "the Service is a change of the view");
+    assert_eq!(view.generation_of(&kinds), g0, "but not of these kinds");
+    let t = Instant::now();
+    assert_eq!(
+        view.wait_change_of(&kinds, g0, Duration::from_millis(30)),
+        g0
+    );
+    assert!(t.elapsed() >= Duration::from_millis(30), "not woken");
+    idx.apply(ns("a", &[("team", "x")]));
+    let g1 = view.generation_of(&kinds);
+    assert!(g1 > g0);
+    assert_eq!(view.wait_change_of(&kinds, g0, Duration::from_secs(5)), g1);
+}

@@ -207,8 +207,12 @@ fn pod_namespaces(agent: &Agent) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The kinds the Service thread reads: a change of any other (a pod, a
+/// NetworkPolicy) does not wake it.
+pub const READS: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::Node];
+
 fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<PathBuf>) {
-    let mut seen = view.generation();
+    let mut seen = view.generation_of(&READS);
     let mut logged_wait = false;
     let mut addrs: Option<Vec<IpAddr>> = None;
     let mut follow = follow::Follow::new(view.service_feed());
@@ -226,10 +230,10 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
                 tracing::info!("Service load balancing waits for the Service and EndpointSlice watches to list once; the maps stay as they are");
                 logged_wait = true;
             }
-            seen = view.wait_change(seen, IDLE_ROUND);
+            seen = view.wait_change_of(&READS, seen, IDLE_ROUND);
             continue;
         }
-        let now = view.generation();
+        let now = view.generation_of(&READS);
         let started = Instant::now();
         let full = !synced || last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC);
         let round = follow.next(full);
@@ -291,10 +295,10 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
             );
         }
         drop(guard);
-        seen = view.wait_change(now, IDLE_ROUND);
+        seen = view.wait_change_of(&READS, now, IDLE_ROUND);
         if seen != now {
             seen = gather(
-                &mut |g, t| view.wait_change(g, t),
+                &mut |g, t| view.wait_change_of(&READS, g, t),
                 seen,
                 GATHER_QUIET,
                 GATHER_MAX,
@@ -303,7 +307,7 @@ fn run(r: &Running, view: &View, configured: &[IpAddr], pods: &dyn Fn() -> Vec<P
     }
 }
 
-/// Waits (with `wait`, the view's `wait_change`) for changes after
+/// Waits (with `wait`, the view's `wait_change_of` on [`READS`]) for changes after
 /// generation `seen` until none came for `quiet` or `max` has passed;
 /// returns the generation then.
 pub fn gather(

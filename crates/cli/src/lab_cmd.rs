@@ -158,39 +158,9 @@ pub enum LabCmd {
     /// Steady traffic from a pod or node to an address (a Service's, a
     /// pod's) for a bounded time: new connections at a pace plus
     /// long-lived ones; reports answers, failures, latencies, the longest
-    /// gap and broken long-lived connections.
-    Traffic {
-        #[arg(long, default_value = "weft-demo")]
-        name: String,
-        /// NAMESPACE/POD or node:NODE.
-        #[arg(long)]
-        from: String,
-        /// NAMESPACE/POD, node:NODE, or an address.
-        #[arg(long)]
-        to: String,
-        #[arg(long)]
-        port: u16,
-        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
-        protocol: String,
-        /// How long (at most 600).
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Milliseconds between new connections.
-        #[arg(long, default_value_t = 50)]
-        interval_ms: u64,
-        /// Long-lived connections, each exchanging a line every round.
-        #[arg(long, default_value_t = 0)]
-        persistent: usize,
-        /// The line each exchange sends.
-        #[arg(long, default_value = "hostname")]
-        send: String,
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
-        /// UDP: each long-lived flow keeps this source port (and the next
-        /// ones), a new socket per exchange, like `nc -u -p PORT` in a loop.
-        #[arg(long)]
-        source_port: Option<u16>,
-    },
+    /// gap and broken long-lived connections. With --until-* it ends as
+    /// soon as all of those conditions hold (--seconds stays the bound).
+    Traffic(crate::lab_traffic::TrafficArgs),
 }
 
 #[derive(Subcommand)]
@@ -439,49 +409,7 @@ pub fn run(cmd: LabCmd, fmt: Format) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Exec { name, pod, command } => exec(&name, &pod, &command),
-        LabCmd::Traffic {
-            name,
-            from,
-            to,
-            port,
-            protocol,
-            seconds,
-            interval_ms,
-            persistent,
-            send,
-            timeout_ms,
-            source_port,
-        } => {
-            let lab = Lab::load(&name)?;
-            let from_ns = weft_lab::kubelet::netns_of(&lab, &from)?;
-            lab.enter_cgroup_of(&from)?;
-            let spec = weft_lab::traffic::TrafficSpec {
-                to: std::net::SocketAddr::new(weft_lab::kubelet::address_of(&lab, &to)?, port),
-                transport: if protocol == "udp" {
-                    weft_lab::probe::Transport::Udp
-                } else {
-                    weft_lab::probe::Transport::Tcp
-                },
-                duration: Duration::from_secs_f64(seconds.clamp(0.0, 600.0)),
-                interval: Duration::from_millis(interval_ms),
-                persistent,
-                line: send,
-                timeout: Duration::from_millis(timeout_ms),
-                source_port,
-            };
-            let r = weft_lab::traffic::run(&from_ns, &spec)?;
-            if fmt == Format::Json {
-                outln!("{}", serde_json::to_string(&r)?);
-            } else {
-                outln!(
-                    "{} of {} exchanges answered in {:.1} s; failures {:?}; answers {:?}; \
-                     connect p50 {} µs p99 {} µs; longest gap {} ms; long-lived {} opened, {} broken",
-                    r.ok, r.attempts, r.seconds, r.failures, r.answers, r.connect_us_p50,
-                    r.connect_us_p99, r.max_gap_ms, r.persistent_opened, r.persistent_broken
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        LabCmd::Traffic(args) => crate::lab_traffic::run(args, fmt),
         LabCmd::Probe {
             name,
             from,

@@ -9,6 +9,7 @@ mod bench_services_cmd;
 mod install;
 mod interrupt;
 mod lab_cmd;
+mod lab_traffic;
 mod observe;
 mod observe_cluster;
 mod output;

@@ -8,12 +8,17 @@
 //! and how many long-lived connections broke.
 //!
 //! One thread in the namespace does everything in turn; every wait is
-//! bounded by the timeout and the whole run by its duration.
+//! bounded by the timeout and the whole run by its duration. A run may end
+//! sooner once the conditions its caller waits for hold ([`Until`]): a test
+//! whose traffic did what it watches for is done, one whose traffic did not
+//! still runs to the full duration.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,42 @@ pub struct TrafficSpec {
     /// `nc -u -p PORT` loop: the flow (5-tuple) lives on, the socket does
     /// not. `None`: each long-lived flow is one connected socket.
     pub source_port: Option<u16>,
+    /// End before `duration` once these hold.
+    pub until: Until,
+}
+
+/// When a run may end before its duration: after a round in which every
+/// condition set holds (none set: the whole duration). Each is monotone:
+/// once it holds, more traffic cannot undo it, so a report ended early
+/// passes a check of these exactly as the full run's would.
+#[derive(Debug, Clone, Default)]
+pub struct Until {
+    /// Every one of these answers seen (backends that took traffic).
+    pub answered: Vec<String>,
+    /// At least this many working new connections.
+    pub ok: u64,
+    /// At least this many changes of backend on long-lived flows.
+    pub switched: u64,
+    /// Set from outside once the caller's own event is over (`weft lab
+    /// traffic --until-released`: its stdin closed), so a run can cover an
+    /// event the traffic cannot see (a restart, a deletion) and end after.
+    pub released: Option<Arc<AtomicBool>>,
+}
+
+impl Until {
+    fn holds(&self, r: &TrafficReport) -> bool {
+        let set = !self.answered.is_empty()
+            || self.ok > 0
+            || self.switched > 0
+            || self.released.is_some();
+        set && self.answered.iter().all(|a| r.answers.contains_key(a))
+            && r.ok >= self.ok
+            && r.persistent_switched >= self.switched
+            && self
+                .released
+                .as_ref()
+                .is_none_or(|f| f.load(Ordering::SeqCst))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +107,9 @@ pub struct TrafficReport {
     /// Answers on long-lived connections that changed backend mid-life.
     pub persistent_switched: u64,
     pub seconds: f64,
+    /// The run ended before its duration: its [`Until`] held.
+    #[serde(default)]
+    pub until_met: bool,
 }
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
@@ -149,6 +193,21 @@ fn aborted(e: &std::io::Error) -> bool {
 struct Persistent {
     conn: Option<Conn>,
     last_answer: Option<String>,
+}
+
+/// A flag for [`Until::released`] set once this process's stdin gives a
+/// line or ends: the caller (a test holding the pipe) closes it when its
+/// event is over. A caller that dies closes it too; the duration still
+/// bounds the run.
+pub fn released_by_stdin() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        set.store(true, Ordering::SeqCst);
+    });
+    flag
 }
 
 /// Runs the traffic from inside `from` (the calling process should already
@@ -249,6 +308,10 @@ pub fn run_here(spec: &TrafficSpec) -> TrafficReport {
                 }
             }
         }
+        if spec.until.holds(&r) {
+            r.until_met = true;
+            break;
+        }
         if let Some(rest) = spec.interval.checked_sub(round.elapsed()) {
             std::thread::sleep(rest);
         }
@@ -302,6 +365,7 @@ mod tests {
             line: "hostname".into(),
             timeout: Duration::from_secs(1),
             source_port: None,
+            until: Until::default(),
         };
         let r = run_here(&spec);
         assert!(r.ok > 3, "{r:?}");
@@ -324,5 +388,80 @@ mod tests {
         });
         assert_eq!(r.ok, 0);
         assert_eq!(r.failures.get("refused").copied(), Some(r.attempts));
+    }
+
+    /// A loopback server answering `pod-a` to every line, for `n` connections.
+    fn answering(n: usize) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(n).flatten() {
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s);
+                    let mut line = String::new();
+                    while r.read_line(&mut line).unwrap_or(0) > 0 {
+                        let _ = r.get_mut().write_all(b"pod-a\n");
+                        line.clear();
+                    }
+                });
+            }
+        });
+        to
+    }
+
+    fn spec_to(to: SocketAddr, duration: Duration, until: Until) -> TrafficSpec {
+        TrafficSpec {
+            to,
+            transport: Transport::Tcp,
+            duration,
+            interval: Duration::from_millis(10),
+            persistent: 0,
+            line: "hostname".into(),
+            timeout: Duration::from_secs(1),
+            source_port: None,
+            until,
+        }
+    }
+
+    #[test]
+    fn a_run_ends_once_its_conditions_hold_and_not_before() {
+        let to = answering(64);
+        let until = Until {
+            answered: vec!["pod-a".into()],
+            ok: 5,
+            ..Until::default()
+        };
+        let r = run_here(&spec_to(to, Duration::from_secs(30), until));
+        assert!(r.until_met, "{r:?}");
+        assert_eq!(r.ok, 5, "the round the conditions first held was the last");
+        assert!(r.seconds < 5.0, "{r:?}");
+
+        // an answer that never comes: the whole duration, not met
+        let until = Until {
+            answered: vec!["pod-a".into(), "pod-b".into()],
+            ..Until::default()
+        };
+        let r = run_here(&spec_to(to, Duration::from_millis(300), until));
+        assert!(!r.until_met, "{r:?}");
+        assert!(r.seconds >= 0.3, "{r:?}");
+    }
+
+    #[test]
+    fn a_released_run_ends_only_after_its_release() {
+        let to = answering(64);
+        let released = Arc::new(AtomicBool::new(false));
+        let until = Until {
+            ok: 1,
+            released: Some(released.clone()),
+            ..Until::default()
+        };
+        let spec = spec_to(to, Duration::from_secs(30), until);
+        let run = std::thread::spawn(move || run_here(&spec));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!run.is_finished(), "ended before its release");
+        released.store(true, Ordering::SeqCst);
+        let r = run.join().unwrap();
+        assert!(r.until_met, "{r:?}");
+        assert!(r.seconds >= 0.3 && r.seconds < 5.0, "{r:?}");
     }
 }

@@ -521,13 +521,19 @@ pub fn endpoints_scaled_under_load(c: &Cluster) {
     c.service("load", json!({"app": "load"}), json!({}));
     let cip = c.cluster_ip("load");
     c.wait_backends(CLIENT, &cip, 80, "tcp", &["load-0", "load-1"]);
-    let t = c.traffic(CLIENT, &cip, 80, "tcp", 14.0, 3);
+    // 14 s at most; done sooner once load-2 answered and load-0 is out
+    let until = ["--until-answered", "load-2", "--until-released"];
+    let t = c.traffic_with(CLIENT, &cip, 80, "tcp", 14.0, 3, &until);
     std::thread::sleep(Duration::from_secs(2));
     c.run_pod("load-2", json!({"app": "load"}), Some(0));
     c.wait_ready(&["load-2"]);
     std::thread::sleep(Duration::from_secs(3));
+    let leaving = c.pod_ip("load-0");
     c.delete(&["pod", "load-0"]);
-    let r = t.report();
+    // the traffic goes on through load-0's way out: until no EndpointSlice
+    // lists it any more, then the proxies' sync of that (kube-proxy's at
+    // most a second) and a second more
+    let r = t.report_when(Duration::from_secs(2), || !c.slices_list("load", &leaving));
     eprintln!("    {r:?}");
     assert!(
         r.failures.is_empty(),
@@ -576,10 +582,12 @@ fn udp_cycle(c: &Cluster, app: &str, source_port: Option<u16>) {
     let cip = c.cluster_ip(app);
     c.wait_backends(CLIENT, &cip, 81, "udp", &[&a]);
     let port = source_port.map(|p| p.to_string());
-    let extra: Vec<&str> = match &port {
-        Some(p) => vec!["--source-port", p],
-        None => vec![],
-    };
+    // 20 s at most; done once what the case checks happened (both
+    // conditions only ever turn true)
+    let mut extra = vec!["--until-answered", b.as_str(), "--until-switched", "1"];
+    if let Some(p) = &port {
+        extra.extend(["--source-port", p]);
+    }
     let t = c.traffic_with(CLIENT, &cip, 81, "udp", 20.0, 1, &extra);
     std::thread::sleep(Duration::from_secs(2));
     c.delete(&["pod", &a]);
@@ -623,11 +631,22 @@ pub fn weftd_restart_under_traffic(c: &mut Cluster, proxy: Proxy) {
             .collect()
     };
     let before = (proxy == Proxy::Weft).then(|| ids(c));
-    let t = c.traffic(CLIENT, &cip, 80, "tcp", 10.0, 4);
+    // 10 s at most; done sooner once weftd is back and settled, and the
+    // traffic has the working connections the case asks for
+    let until = ["--until-ok", "51", "--until-released"];
+    let t = c.traffic_with(CLIENT, &cip, 80, "tcp", 10.0, 4, &until);
     std::thread::sleep(Duration::from_secs(3));
     c.lab.stop_weftd_on(0).expect("stop weftd");
     c.lab.start_weftd_on(0).expect("start weftd");
-    let r = t.report();
+    // the traffic goes on through weftd's way back: until its watches have
+    // listed again (and, running the Services, it has converged), and two
+    // seconds more
+    let r = t.report_when(Duration::from_secs(2), || {
+        let socket = c.lab.nodes()[0].socket.clone();
+        let st: Value = crate::common::api_get_at(&socket, weft_api::paths::STATUS);
+        st["kubernetes"]["ready"] == true
+            && (proxy != Proxy::Weft || c.weft_services(0)["converged"] == true)
+    });
     eprintln!("    {r:?}");
     eprintln!(
         "    weftd restart: longest gap between working new connections {} ms, {} long-lived broken",

@@ -297,7 +297,10 @@ impl Cluster {
         self.traffic_with(from, to, port, proto, seconds, persistent, &[])
     }
 
-    /// [`Cluster::traffic`] with more `weft lab traffic` flags.
+    /// [`Cluster::traffic`] with more `weft lab traffic` flags. Its stdin
+    /// is a pipe that [`Traffic::report`] closes: with `--until-released`
+    /// the run ends only after the case asks for the report (and its other
+    /// `--until-*` conditions hold), at `seconds` at the latest.
     #[expect(
         clippy::too_many_arguments,
         reason = "the traffic's flags, spelled out"
@@ -334,17 +337,34 @@ impl Cluster {
                 "json",
             ])
             .args(extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("weft runs");
-        Traffic(Some(child))
+        Traffic {
+            child: Some(child),
+            ends: Instant::now() + Duration::from_secs_f64(seconds),
+        }
     }
 
     pub fn delete(&self, what: &[&str]) {
         let mut a = vec!["delete", "-n", NS, "--wait=false"];
         a.extend_from_slice(what);
         self.kubectl(&a);
+    }
+
+    /// Whether an EndpointSlice of Service `svc` still lists address `ip`.
+    pub fn slices_list(&self, svc: &str, ip: &str) -> bool {
+        let label = format!("kubernetes.io/service-name={svc}");
+        let v = self.get(&["endpointslices", "-l", &label]);
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+            .any(|a| a.as_str() == Some(ip))
     }
 
     /// weftd's `weft services -o json` on node `i`.
@@ -354,11 +374,29 @@ impl Cluster {
     }
 }
 
-pub struct Traffic(Option<Child>);
+pub struct Traffic {
+    child: Option<Child>,
+    /// When the run ends at the latest (its `seconds`).
+    ends: Instant,
+}
 
 impl Traffic {
+    /// [`Traffic::report`] once `done` holds (polled every 200 ms) and
+    /// `settle` more has passed, or the run's `seconds` are up, whichever
+    /// comes first: how a `--until-released` run covers an event its
+    /// traffic cannot see and ends soon after. Never fails on `done`: the
+    /// report is what a case checks, this only says when the run may end.
+    pub fn report_when(self, settle: Duration, mut done: impl FnMut() -> bool) -> TrafficReport {
+        while Instant::now() < self.ends && !done() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let left = self.ends.saturating_duration_since(Instant::now());
+        std::thread::sleep(settle.min(left));
+        self.report()
+    }
+
     pub fn report(mut self) -> TrafficReport {
-        let child = self.0.take().expect("running");
+        let child = self.child.take().expect("running");
         let o = child.wait_with_output().expect("traffic ends");
         assert!(
             o.status.success(),
@@ -371,7 +409,7 @@ impl Traffic {
 
 impl Drop for Traffic {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -125,11 +125,28 @@ fn services_through_weft_pass_the_upstream_cases_privileged() {
                 && f["service"]["port"].as_u64().unwrap_or(0) > 0
         })
         .count();
+    // a NodePort translation (the underlay program, a client on the
+    // fabric: the last cases are the NodePort fallbacks) names the Service
+    // by its own port (80), not the node port it arrived on
+    let nodeport_named: Vec<&serde_json::Value> = flows
+        .iter()
+        .filter(|f| f["observation_point"] == "NODEPORT")
+        .filter(|f| {
+            !f["service"]["name"].as_str().unwrap_or("").is_empty()
+                && f["service"]["port"].as_u64() == Some(80)
+                && f["destination"]["port"].as_u64() != Some(80)
+        })
+        .collect();
     eprintln!(
-        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket, {named} naming their Service",
-        flows.len()
+        "weft observe: {} TRANSLATED flows, {socket_lb} ClusterIP -> pod at the socket, {named} naming their Service, {} NodePort ones naming it",
+        flows.len(),
+        nodeport_named.len()
     );
     assert!(named > 0, "no translation names its Service: {flows:#?}");
+    assert!(
+        !nodeport_named.is_empty(),
+        "no NodePort translation names its Service by the Service's port: {flows:#?}"
+    );
     assert!(
         socket_lb > 0,
         "Service translations in weft observe: {}",

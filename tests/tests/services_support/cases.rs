@@ -16,7 +16,7 @@ pub enum Proxy {
     Weft,
 }
 
-const CLIENT: &str = "svc/client";
+pub const CLIENT: &str = "svc/client";
 const CLIENT2: &str = "svc/client2";
 
 /// The pods most cases share: web-0..2 (one per node, `app=web`,
@@ -34,7 +34,7 @@ pub fn setup(c: &Cluster) {
     c.wait_ready(&["web-0", "web-1", "web-2", "client", "client2"]);
 }
 
-fn node(c: &Cluster, i: usize) -> String {
+pub fn node(c: &Cluster, i: usize) -> String {
     format!("node:{}", c.nodes[i])
 }
 
@@ -760,6 +760,10 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
         (
             "fallback_to_terminating_endpoints_external",
             Box::new(|c| super::cases_external::fallback_to_terminating_endpoints_external(c)),
+        ),
+        (
+            "load_balancer_ingress_ip",
+            Box::new(|c| super::cases_lb::load_balancer_ingress_ip(c)),
         ),
     ];
     let mut failed = Vec::new();

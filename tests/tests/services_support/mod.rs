@@ -12,6 +12,7 @@
 
 pub mod cases;
 pub mod cases_external;
+pub mod cases_lb;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -235,7 +235,7 @@ pub fn nodeport_session_affinity_timeout(c: &Cluster) {
 /// the pod is deleted), so the fallback cases state the conditions
 /// directly, as the EndpointSlice controller would for a pod in its grace
 /// period.
-fn slice_of(c: &Cluster, svc: &str, eps: &[(&str, usize, bool, bool, bool)]) -> Value {
+pub fn slice_of(c: &Cluster, svc: &str, eps: &[(&str, usize, bool, bool, bool)]) -> Value {
     let endpoints: Vec<Value> = eps
         .iter()
         .map(|&(pod, node, ready, serving, terminating)| {

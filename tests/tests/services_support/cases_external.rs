@@ -7,29 +7,8 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 use weft_lab::probe::{Outcome, Transport};
 
-use super::{within, Cluster, NS, WAIT};
-
-/// A hand-written EndpointSlice of selector-less Service `svc`, each
-/// `(pod, node index, ready, serving, terminating)`, as
-/// `cases::slice_of` writes it (the lab kubelet cannot keep a terminating
-/// pod serving, so the conditions are stated directly).
-fn slice(c: &Cluster, svc: &str, eps: &[(&str, usize, bool, bool, bool)]) -> Value {
-    let endpoints: Vec<Value> = eps
-        .iter()
-        .map(|&(pod, node, ready, serving, terminating)| {
-            json!({"addresses": [c.pod_ip(pod)], "nodeName": c.nodes[node],
-                   "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
-        })
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{svc}-hand"), "namespace": NS,
-            "labels": {"kubernetes.io/service-name": svc,
-                       "endpointslice.kubernetes.io/managed-by": "weft-tests"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"},
-                  {"name": "udp", "port": 8081, "protocol": "UDP"}],
-        "endpoints": endpoints})
-}
+use super::cases::slice_of;
+use super::{within, Cluster, WAIT};
 
 /// Waits until the fabric's client reaches `want` at `to`, then checks the
 /// next answers all come from it (the other endpoint is not a candidate).
@@ -57,7 +36,7 @@ pub fn fallback_to_terminating_endpoints_external(c: &Cluster) {
     // Cluster: web-1 (node 1), terminating but serving, is the only
     // endpoint: node 0's NodePort forwards to it
     c.service("fallback-etp", Value::Null, json!({"type": "NodePort"}));
-    c.apply(&slice(
+    c.apply(&slice_of(
         c,
         "fallback-etp",
         &[("web-1", 1, false, true, true)],
@@ -65,7 +44,7 @@ pub fn fallback_to_terminating_endpoints_external(c: &Cluster) {
     let np = c.node_port("fallback-etp", "tcp");
     only_backend(c, SocketAddr::new(n0, np), "web-1");
     // a ready endpoint appears: the terminating one is left
-    c.apply(&slice(
+    c.apply(&slice_of(
         c,
         "fallback-etp",
         &[
@@ -81,7 +60,7 @@ pub fn fallback_to_terminating_endpoints_external(c: &Cluster) {
         Value::Null,
         json!({"type": "NodePort", "externalTrafficPolicy": "Local"}),
     );
-    c.apply(&slice(
+    c.apply(&slice_of(
         c,
         "fallback-etp-local",
         &[

@@ -342,20 +342,7 @@ mod tests {
 
     #[test]
     fn loopback_traffic_counts_answers_and_refusals() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let to = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for s in l.incoming().take(64).flatten() {
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(s);
-                    let mut line = String::new();
-                    while r.read_line(&mut line).unwrap_or(0) > 0 {
-                        let _ = r.get_mut().write_all(b"pod-a\n");
-                        line.clear();
-                    }
-                });
-            }
-        });
+        let to = answering(64);
         let spec = TrafficSpec {
             to,
             transport: Transport::Tcp,

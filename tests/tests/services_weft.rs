@@ -24,14 +24,14 @@
 //! | networking.go Granular "should function for client IP based session affinity: http, udp" | `session_affinity_holds_then_expires` |
 //! | service.go "should have session affinity work for NodePort service" | `nodeport_session_affinity` (a client on the fabric) |
 //! | service.go "should have session affinity timeout work for NodePort service" | `nodeport_session_affinity_timeout` (a client on the fabric, timeoutSeconds 3) |
-//! | service.go "should be able to switch session affinity for NodePort service" | not ported: the switch is the reconciler's, shared with the ClusterIP (`session_affinity_switched_on_and_off`); time budget |
+//! | service.go "should be able to switch session affinity for NodePort service" | `nodeport_session_affinity_switched` (`services_support/cases_nodeport.rs`: a client on the fabric) |
 //! | service.go "should be able to switch session affinity for service with type clusterIP" | `session_affinity_switched_on_and_off` |
 //! | service.go "should respect internalTrafficPolicy=Local Pod to Pod" | `internal_traffic_policy_local` |
 //! | service.go "… internalTrafficPolicy=Local Pod (hostNetwork: true) to Pod", "Pod and Node, to Pod (hostNetwork: true)" | not ported: the node's own clients are covered from `node:`; hostNetwork pods add nothing here |
 //! | loadbalancer.go ESIPP "should work for type=NodePort" (externalTrafficPolicy Local: source kept, only nodes with endpoints answer) | `external_traffic_policy_local` |
 //! | service.go NodePort with externalTrafficPolicy Cluster from a node without an endpoint | `nodeport_cluster_policy_through_another_node` |
 //! | service.go "should create endpoints for unready pods" (publishNotReadyAddresses) | `publish_not_ready_addresses` |
-//! | service.go "should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true" / "should not … if false" | `publish_not_ready_addresses` covers unready; terminating: not ported (time budget) |
+//! | service.go "should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true" / "should not … if false" | `publish_not_ready_addresses` covers unready; terminating and unready: `terminating_and_unready_endpoints` (`services_support/cases_terminating.rs`, slices written by hand with the conditions the controller gives such a pod, as the fallback cases do) |
 //! | service.go "should fallback to terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster", "should fallback to local terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Local" | `fallback_to_terminating_endpoints`: the lab kubelet cannot keep a deleted pod serving, so a selector-less Service gets a hand-written EndpointSlice with the conditions (ready false, serving true, terminating true) the controller would write during the grace period |
 //! | the same "… with externalTrafficPolicy=Cluster", "should fallback to local terminating endpoints … with externalTrafficPolicy=Local" | `fallback_to_terminating_endpoints_external` (`services_support/cases_external.rs`): the same hand-written slices through a NodePort from the fabric |
 //! | service.go "should implement service.kubernetes.io/service-proxy-name" | `headless_and_service_proxy_name` |

@@ -765,6 +765,14 @@ pub fn run_some(c: &mut Cluster, proxy: Proxy, pick: impl Fn(&str) -> bool) {
             "load_balancer_ingress_ip",
             Box::new(|c| super::cases_lb::load_balancer_ingress_ip(c)),
         ),
+        (
+            "terminating_and_unready_endpoints",
+            Box::new(|c| super::cases_terminating::terminating_and_unready_endpoints(c)),
+        ),
+        (
+            "nodeport_session_affinity_switched",
+            Box::new(|c| super::cases_nodeport::nodeport_session_affinity_switched(c)),
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases.iter().filter(|(n, _)| pick(n)) {

@@ -13,6 +13,8 @@
 pub mod cases;
 pub mod cases_external;
 pub mod cases_lb;
+pub mod cases_nodeport;
+pub mod cases_terminating;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

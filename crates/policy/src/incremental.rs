@@ -50,6 +50,9 @@ pub struct Update {
 pub struct Incremental {
     last: Option<Last>,
     compiled: Compiled,
+    /// The endpoints whose compiled state the last update may have
+    /// changed (recompiled, added or gone); `None` after a whole compile.
+    touched: Option<BTreeSet<EndpointRef>>,
 }
 
 /// The inputs of the compiled state and what an update derives from them.
@@ -119,6 +122,13 @@ impl Incremental {
         &self.compiled
     }
 
+    /// The endpoints whose state the last update may have changed (the
+    /// rest are as before it); `None` when it compiled everything. A
+    /// consumer plans only these (`weftd`'s reconciler).
+    pub fn touched(&self) -> Option<&BTreeSet<EndpointRef>> {
+        self.touched.as_ref()
+    }
+
     /// Brings the compiled state to these inputs: recompiles what the
     /// change since the last update can affect, or (with `full`, first,
     /// or when unsure) everything. On an error (only the allocator fails)
@@ -148,9 +158,17 @@ impl Incremental {
         };
         let recompiled = match why {
             Some(_) => {
-                self.compile_whole(policies, cluster, inventory, allocator, pieces, node_addrs)?
+                let n = self
+                    .compile_whole(policies, cluster, inventory, allocator, pieces, node_addrs)?;
+                self.touched = None;
+                n
             }
-            None => self.changed(policies, cluster, inventory, allocator, valid, &pieces)?,
+            None => {
+                let (n, touched) =
+                    self.changed(policies, cluster, inventory, allocator, valid, &pieces)?;
+                self.touched = Some(touched);
+                n
+            }
         };
         if let Some(l) = &mut self.last {
             l.unambiguous = clear;
@@ -228,7 +246,7 @@ impl Incremental {
         allocator: &mut dyn IdentityAllocator,
         valid: Vec<bool>,
         pieces: &BTreeSet<IpNet>,
-    ) -> Result<usize, PolicyError> {
+    ) -> Result<(usize, BTreeSet<EndpointRef>), PolicyError> {
         let last = self
             .last
             .as_mut()
@@ -382,6 +400,8 @@ impl Incremental {
 
         // The endpoints.
         let recompiled = redo.len();
+        let mut touched: BTreeSet<EndpointRef> = changed.keys().cloned().collect();
+        touched.extend(redo.iter().cloned());
         if !redo.is_empty() {
             let mut ctx = Context::new(policies, cluster, valid, &out.identities);
             let mut done = BTreeMap::new();
@@ -445,7 +465,7 @@ impl Incremental {
         last.pod_ids = pod_ids;
         last.policies = policies.to_vec();
         last.inventory = inventory.clone();
-        Ok(recompiled)
+        Ok((recompiled, touched))
     }
 }
 

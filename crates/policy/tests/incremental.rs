@@ -406,3 +406,37 @@ fn one_policy_change_among_a_thousand_recompiles_only_its_endpoints() {
         "the result is the whole compile's"
     );
 }
+
+#[test]
+fn an_update_names_the_endpoints_it_touched_and_leaves_the_rest() {
+    let (mut policies, inv) = thousand();
+    let mut alloc = MemoryAllocator::new();
+    let mut inc = Incremental::new();
+    inc.update(&policies, &[], &inv, &mut alloc, false).unwrap();
+    assert_eq!(inc.touched(), None, "a whole compile touches everything");
+    let before = inc.compiled().clone();
+
+    policies[7].ingress.as_mut().unwrap()[0]
+        .ports
+        .as_mut()
+        .unwrap()[0]
+        .port = Some(PortRef::Number(8080));
+    inc.update(&policies, &[], &inv, &mut alloc, false).unwrap();
+    let touched = inc.touched().expect("an incremental update").clone();
+    let pod7 = EndpointRef {
+        namespace: "ns7".into(),
+        name: "pod7".into(),
+    };
+    assert_eq!(touched, [pod7.clone()].into());
+    let untouched = |c: &Compiled| -> BTreeMap<EndpointRef, EndpointPolicy> {
+        c.endpoints
+            .iter()
+            .filter(|(ep, _)| !touched.contains(*ep))
+            .map(|(ep, p)| (ep.clone(), p.clone()))
+            .collect()
+    };
+    assert!(untouched(&before) == untouched(inc.compiled()));
+
+    inc.update(&policies, &[], &inv, &mut alloc, true).unwrap();
+    assert_eq!(inc.touched(), None);
+}

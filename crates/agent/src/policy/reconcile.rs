@@ -76,6 +76,9 @@ pub struct RoundReport {
     pub last_compile_micros: u64,
     /// Endpoints the last round compiled (all of them on a whole compile).
     pub last_recompiled: usize,
+    /// Endpoints the last round planned map writes for: only those the
+    /// incremental compile touched, or every local one (the full path).
+    pub last_planned: usize,
     /// Why the last round compiled the whole cluster; `None`: only the
     /// endpoints its change could affect.
     pub last_whole: Option<&'static str>,
@@ -148,6 +151,10 @@ pub struct Reconciler<M: PolicyMaps> {
     /// re-made under its name (a StatefulSet's) has a new one, which no
     /// plan shows (the compiled state is the same), so it is rewritten.
     written_as: BTreeMap<EndpointRef, u32>,
+    /// This node's endpoints as the last round with a snapshot that wrote
+    /// the maps saw them: while they are the same, a round plans only the
+    /// endpoints the incremental compile touched ([`Self::scoped_view`]).
+    seen_local: Option<BTreeMap<EndpointRef, LocalEndpoint>>,
     /// The compiled cluster (`explain`, `show`, `list`), kept up to date
     /// change by change.
     compiler: Incremental,
@@ -178,6 +185,7 @@ impl<M: PolicyMaps> Reconciler<M> {
             applied: Compiled::default(),
             in_step: false,
             written_as: BTreeMap::new(),
+            seen_local: None,
             compiler: Incremental::new(),
             last_whole: None,
             report: RoundReport::default(),
@@ -261,19 +269,44 @@ impl<M: PolicyMaps> Reconciler<M> {
                     tracing::warn!(policy = %p, reason = %why,
                         "NetworkPolicy compiled fail-closed: it isolates the pods it selects and allows nothing until it is fixed");
                 }
-                let want = self.local_view(full, &local);
+                let scoped = self.scoped_view(full, &local);
+                let want = match scoped {
+                    Some(_) => None,
+                    None => Some(self.local_view(full, &local)),
+                };
                 // not on a CNI ADD's path: a pass reads every record
                 if admitting.is_none() {
                     self.collect_identities();
                 }
-                let lookup = |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&want, ep)));
-                let res = if self.in_step {
-                    let ops = plan(&self.applied, &want);
-                    self.maps.apply(&ops, &lookup)
-                } else {
-                    self.maps.replace(&want, &lookup)
-                };
-                res.map(|n| (n, want))
+                match (scoped, want) {
+                    (Some((old, new)), _) => {
+                        let lookup =
+                            |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&new, ep)));
+                        let ops = plan(&old, &new);
+                        self.report.last_planned = new.endpoints.len();
+                        match self.maps.apply(&ops, &lookup) {
+                            Ok(n) => {
+                                let mut want = std::mem::take(&mut self.applied);
+                                want.endpoints.extend(new.endpoints);
+                                Ok((n, want))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    (None, Some(want)) => {
+                        let lookup =
+                            |ep: &EndpointRef| local.get(ep).map(|l| l.maps(audited(&want, ep)));
+                        self.report.last_planned = want.endpoints.len();
+                        let res = if self.in_step {
+                            let ops = plan(&self.applied, &want);
+                            self.maps.apply(&ops, &lookup)
+                        } else {
+                            self.maps.replace(&want, &lookup)
+                        };
+                        res.map(|n| (n, want))
+                    }
+                    (None, None) => unreachable!("one of the two views is made"),
+                }
             }
             None => {
                 // only what is new: the fail-closed state of pods the maps
@@ -327,6 +360,7 @@ impl<M: PolicyMaps> Reconciler<M> {
                     .filter(|(ep, _)| self.applied.endpoints.contains_key(*ep))
                     .map(|(ep, l)| (ep.clone(), l.id))
                     .collect();
+                self.seen_local = snap.is_some().then_some(local);
                 match rewrite {
                     Ok(()) => Ok(n),
                     Err(e) => {
@@ -337,6 +371,7 @@ impl<M: PolicyMaps> Reconciler<M> {
             }
             Err(e) => {
                 self.in_step = false;
+                self.seen_local = None;
                 Err(format!("writing the policy maps: {e}"))
             }
         };
@@ -393,29 +428,76 @@ impl<M: PolicyMaps> Reconciler<M> {
         res
     }
 
+    /// The local view's change since `applied` when only the endpoints
+    /// the incremental compile touched can differ: those endpoints as the
+    /// maps hold them and as they are now (nothing else in either, so the
+    /// plan reads only them). `None` asks for the full path: after a whole
+    /// compile (at start and every [`WHOLE_INTERVAL`]), when the maps are
+    /// not known to hold `applied`, when this node's endpoints or its
+    /// ipcache changed (identities moving change every endpoint's plan),
+    /// or when an endpoint appears in or leaves the view.
+    fn scoped_view(
+        &self,
+        full: &Compiled,
+        local: &BTreeMap<EndpointRef, LocalEndpoint>,
+    ) -> Option<(Compiled, Compiled)> {
+        let touched = self.compiler.touched()?;
+        if !self.in_step
+            || self.seen_local.as_ref() != Some(local)
+            || full.ipcache.get(&self.node) != self.applied.ipcache.get(&self.node)
+        {
+            return None;
+        }
+        let (mut old, mut new) = (Compiled::default(), Compiled::default());
+        for (ep, l) in touched.iter().filter_map(|ep| Some((ep, local.get(ep)?))) {
+            match (
+                self.applied.endpoints.get(ep),
+                self.local_policy(full, ep, l),
+            ) {
+                (Some(o), Some(n)) => {
+                    old.endpoints.insert(ep.clone(), o.clone());
+                    new.endpoints.insert(ep.clone(), n);
+                }
+                (None, None) => {}
+                _ => return None,
+            }
+        }
+        Some((old, new))
+    }
+
+    /// What the maps hold for local endpoint `ep` (see [`Self::local_view`]);
+    /// `None`: no policy state.
+    fn local_policy(
+        &self,
+        full: &Compiled,
+        ep: &EndpointRef,
+        l: &LocalEndpoint,
+    ) -> Option<EndpointPolicy> {
+        let here = full.nodes.get(ep).is_some_and(|n| *n == self.node);
+        match full.endpoints.get(ep) {
+            Some(p) if here => Some(p.clone()),
+            _ if l.made_by_kubelet() => Some(fail_closed()),
+            _ => None,
+        }
+    }
+
     /// The compiled state as this node's maps hold it: its ipcache and its
     /// endpoints (the compiled ones, and fail-closed ones for kubelet pods
-    /// the compiler does not know).
+    /// the compiler does not know), with their addresses; nothing else
+    /// (identities, summaries) is in the maps or read by the plan.
     fn local_view(
         &self,
         full: &Compiled,
         local: &BTreeMap<EndpointRef, LocalEndpoint>,
     ) -> Compiled {
-        let mut want = Compiled {
-            identities: full.identities.clone(),
-            rejected: full.rejected.clone(),
-            policies: full.policies.clone(),
-            ..Compiled::default()
-        };
+        // only what the maps hold: the plan reads nothing else
+        let mut want = Compiled::default();
         if let Some(cache) = full.ipcache.get(&self.node) {
             want.ipcache.insert(self.node.clone(), cache.clone());
         }
         for (ep, l) in local {
-            let here = full.nodes.get(ep).is_some_and(|n| *n == self.node);
-            let policy = match full.endpoints.get(ep) {
-                Some(p) if here => p.clone(),
-                _ if l.made_by_kubelet() => fail_closed(),
-                _ => continue,
+            let Some(policy) = self.local_policy(full, ep, l) else {
+                continue;
             };
             for a in &l.ips {
                 want.addresses.insert(*a, ep.clone());

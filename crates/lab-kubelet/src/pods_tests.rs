@@ -144,6 +144,30 @@ async fn a_new_pod_is_started_once_and_its_status_written_once() {
     assert_eq!(api_log(&api), vec!["patch web-1"]);
 }
 
+#[tokio::test]
+async fn a_resync_before_the_watch_brings_the_patch_back_patches_nothing_again() {
+    let api = FakeApi::default();
+    let mut k = kubelet(&api, FakeHost::default());
+    let mut p = pod("u1", "web-1", json!({}));
+    p.metadata.resource_version = Some("7".into());
+    k.handle(Event::Apply(p.clone())).await;
+    assert_eq!(api_log(&api), vec!["patch web-1"]);
+    // the watch is behind: the kubelet still holds version 7, unpatched
+    k.resync().await;
+    k.resync().await;
+    assert_eq!(api_log(&api), vec!["patch web-1"], "one patch per version");
+    // someone else changed the pod and its status is still not ours: again
+    p.metadata.resource_version = Some("8".into());
+    k.handle(Event::Apply(p.clone())).await;
+    assert_eq!(api_log(&api), vec!["patch web-1", "patch web-1"]);
+    // the patched pod arrives: nothing more, also after it
+    let mut shown = patched(&p, &api);
+    shown.metadata.resource_version = Some("9".into());
+    k.handle(Event::Apply(shown)).await;
+    k.resync().await;
+    assert_eq!(api_log(&api).len(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn deletion_writes_not_ready_then_tears_down_and_deletes_after_the_grace() {
     let api = FakeApi::default();

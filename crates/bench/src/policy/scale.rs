@@ -494,43 +494,74 @@ fn http(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<(u1
     Ok((status, body.to_string()))
 }
 
+/// Waits until the namespace's `n` pods are Running; their addresses.
+/// Polls only the pods not yet Running (a field selector: the API server
+/// filters in its cache and sends only those), every 2 s: a full
+/// `get pods -o json` each second cost the API server and kubectl most of
+/// a 2-CPU machine at 900 pods and slowed the very start it waited on.
 fn wait_running(
     lab: &Lab,
     n: usize,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<BTreeMap<String, std::net::IpAddr>> {
-    let deadline = Instant::now() + Duration::from_secs(60 + n as u64);
+    let limit = Duration::from_secs(60 + n as u64);
+    let started = Instant::now();
     let mut last = 0;
     loop {
-        let v: Value = serde_json::from_str(&kubectl(
+        let waiting = kubectl(
             lab,
-            &["get", "pods", "-n", NS, "-o", "json"],
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "--field-selector=status.phase!=Running",
+                "-o",
+                "name",
+            ],
             None,
-        )?)?;
-        let got: BTreeMap<String, std::net::IpAddr> = v["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .filter_map(|p| {
-                Some((
-                    p["metadata"]["name"].as_str()?.to_string(),
-                    p["status"]["podIP"].as_str()?.parse().ok()?,
-                ))
-            })
-            .collect();
-        if got.len() == n {
-            return Ok(got);
+        )?
+        .lines()
+        .count();
+        let running = n.saturating_sub(waiting);
+        if waiting == 0 {
+            break;
         }
-        if got.len() / 100 != last / 100 {
-            progress(&format!("    {} of {n} pods Running", got.len()));
+        if running / 100 != last / 100 {
+            progress(&format!("    {running} of {n} pods Running"));
         }
-        last = got.len();
-        if Instant::now() > deadline {
-            bail!("{} of {n} pods Running after {:?}", got.len(), deadline);
+        last = running;
+        if started.elapsed() > limit {
+            bail!(
+                "{running} of {n} pods Running after {} s (load {:.1}): the lab \
+                 kubelet starts pods one by one; try fewer --pods or a quieter machine",
+                limit.as_secs(),
+                load_average()
+            );
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(2));
     }
+    let v: Value = serde_json::from_str(&kubectl(
+        lab,
+        &["get", "pods", "-n", NS, "-o", "json"],
+        None,
+    )?)?;
+    let got: BTreeMap<String, std::net::IpAddr> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| {
+            Some((
+                p["metadata"]["name"].as_str()?.to_string(),
+                p["status"]["podIP"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    if got.len() != n {
+        bail!("{} of {n} pods Running with an address", got.len());
+    }
+    Ok(got)
 }
 
 /// utime + stime of `pid`, seconds.

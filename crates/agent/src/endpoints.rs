@@ -141,6 +141,16 @@ impl Endpoints {
         self.lock().live.values().cloned().collect()
     }
 
+    /// `f` of every live endpoint and its id, under one lock and without
+    /// copying the records (the policy thread reads this every round).
+    pub fn map_live<T>(&self, mut f: impl FnMut(&Endpoint, Option<u32>) -> Option<T>) -> Vec<T> {
+        let t = self.lock();
+        t.live
+            .iter()
+            .filter_map(|(a, e)| f(e, t.ids.get(a).copied()))
+            .collect()
+    }
+
     /// Endpoints whose DEL began and has not finished (the interface may
     /// still exist, the addresses may still be held).
     pub fn deleting(&self) -> Vec<Endpoint> {
